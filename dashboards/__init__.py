@@ -1,0 +1,1 @@
+"""Dash applications mounted on the OncoPACS Flask server."""

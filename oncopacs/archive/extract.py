@@ -1,0 +1,254 @@
+"""Reading a received object: parse and validate it, and pull out what the index records.
+
+Nothing here writes; :mod:`oncopacs.archive.ingest` decides what to do with the result.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from pydicom import Dataset, dcmread
+from pydicom.dataelem import RawDataElement
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+from oncopacs.errors import DicomInputError
+from oncopacs.index.models import Level, Relation
+from oncopacs.uids import is_valid_uid
+
+UNDEFINED_LENGTH = 0xFFFFFFFF
+
+#: Attributes that must be present and non-empty in everything the archive accepts.
+_REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """One link from a stored object to another UID."""
+
+    relation: Relation
+    level: Level
+    uid: str
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    """Everything the index stores about one instance, taken from its header."""
+
+    patient_id: str
+    issuer_of_patient_id: str
+    patient_name: str
+    patient_birth_date: str
+    patient_sex: str
+    study_instance_uid: str
+    study_date: str
+    study_time: str
+    accession_number: str
+    study_id: str
+    study_description: str
+    referring_physician_name: str
+    series_instance_uid: str
+    modality: str
+    series_number: str
+    series_description: str
+    series_date: str
+    series_time: str
+    body_part_examined: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    instance_number: str
+    content_date: str
+    content_time: str
+    rows: int | None
+    columns: int | None
+    number_of_frames: int | None
+    frame_of_reference_uid: str
+    references: tuple[Reference, ...] = field(default=())
+
+
+def parse_dataset(data: bytes) -> Dataset:
+    """Parse a DICOM file (Part 10, or a bare dataset) and check that no element is cut short.
+
+    Raises :class:`DicomInputError` naming the problem when the bytes are not DICOM or are truncated.
+    """
+    if data[128:132] != b"DICM" and data[:2] not in (b"\x02\x00", b"\x08\x00"):
+        raise DicomInputError("Dataset", None, "is not DICOM (no DICM prefix and no dataset header)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns on many harmless real-world deviations
+            dataset = dcmread(io.BytesIO(data), force=not data[128:132] == b"DICM")
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OverflowError) as exc:
+        raise DicomInputError("Dataset", None, f"cannot be parsed ({type(exc).__name__})") from None
+    except Exception as exc:  # noqa: BLE001 - pydicom raises a variety on corrupt input
+        raise DicomInputError("Dataset", None, f"cannot be parsed ({type(exc).__name__})") from None
+    _check_not_truncated(dataset)
+    return dataset
+
+
+def _check_not_truncated(dataset: Dataset) -> None:
+    tags = list(dataset.keys())
+    if not tags:
+        raise DicomInputError("Dataset", None, "is empty or not DICOM")
+    last = dataset.get_item(tags[-1])
+    if isinstance(last, RawDataElement) and last.length != UNDEFINED_LENGTH:
+        received = 0 if last.value is None else len(last.value)
+        if received < last.length:
+            raise DicomInputError(
+                str(last.tag), dataset.get("SOPInstanceUID"), f"is truncated ({received} of {last.length} bytes)"
+            )
+
+
+def validate(dataset: Dataset) -> None:
+    """Check the UIDs, Patient ID and file meta the archive relies on."""
+    sop_uid = str(dataset.get("SOPInstanceUID", "") or "")
+    for keyword in _REQUIRED_UIDS:
+        value = dataset.get(keyword)
+        if value is None or str(value).strip() == "":
+            raise DicomInputError(keyword, sop_uid or None, "missing")
+        if not is_valid_uid(str(value)):
+            raise DicomInputError(keyword, sop_uid or None, f"malformed ({str(value)[:70]!r})")
+    patient_id = dataset.get("PatientID")
+    if patient_id is None or str(patient_id).strip() == "":
+        raise DicomInputError("PatientID", sop_uid, "missing")
+    meta = getattr(dataset, "file_meta", None)
+    if meta is not None:
+        for meta_keyword, keyword in (
+            ("MediaStorageSOPInstanceUID", "SOPInstanceUID"),
+            ("MediaStorageSOPClassUID", "SOPClassUID"),
+        ):
+            meta_value = meta.get(meta_keyword)
+            if meta_value is not None and str(meta_value) != str(dataset.get(keyword)):
+                raise DicomInputError(meta_keyword, sop_uid, f"does not match {keyword}")
+        syntax = meta.get("TransferSyntaxUID")
+        if syntax is not None and not is_valid_uid(str(syntax)):
+            raise DicomInputError("TransferSyntaxUID", sop_uid, "malformed")
+
+
+def build_record(dataset: Dataset, transfer_syntax_uid: str) -> InstanceRecord:
+    """The index record of a validated dataset."""
+    text = _text_getter(dataset)
+    return InstanceRecord(
+        patient_id=text("PatientID"),
+        issuer_of_patient_id=text("IssuerOfPatientID"),
+        patient_name=text("PatientName"),
+        patient_birth_date=text("PatientBirthDate"),
+        patient_sex=text("PatientSex"),
+        study_instance_uid=text("StudyInstanceUID"),
+        study_date=text("StudyDate"),
+        study_time=text("StudyTime"),
+        accession_number=text("AccessionNumber"),
+        study_id=text("StudyID"),
+        study_description=text("StudyDescription"),
+        referring_physician_name=text("ReferringPhysicianName"),
+        series_instance_uid=text("SeriesInstanceUID"),
+        modality=text("Modality"),
+        series_number=text("SeriesNumber"),
+        series_description=text("SeriesDescription"),
+        series_date=text("SeriesDate"),
+        series_time=text("SeriesTime"),
+        body_part_examined=text("BodyPartExamined"),
+        sop_instance_uid=text("SOPInstanceUID"),
+        sop_class_uid=text("SOPClassUID"),
+        transfer_syntax_uid=transfer_syntax_uid,
+        instance_number=text("InstanceNumber"),
+        content_date=text("ContentDate"),
+        content_time=text("ContentTime"),
+        rows=_int_or_none(dataset, "Rows"),
+        columns=_int_or_none(dataset, "Columns"),
+        number_of_frames=_int_or_none(dataset, "NumberOfFrames"),
+        frame_of_reference_uid=text("FrameOfReferenceUID"),
+        references=tuple(dict.fromkeys(read_references(dataset))),
+    )
+
+
+def _text_getter(dataset: Dataset):
+    def text(keyword: str) -> str:
+        try:
+            value = dataset.get(keyword)
+        except Exception:  # noqa: BLE001 - a malformed optional value must not block storage
+            return ""
+        if value is None:
+            return ""
+        return str(value).strip().replace("\x00", "")
+
+    return text
+
+
+def _int_or_none(dataset: Dataset, keyword: str) -> int | None:
+    try:
+        value = dataset.get(keyword)
+        return None if value in (None, "") else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def read_references(dataset: Dataset) -> Iterator[Reference]:
+    """The links from an RT, registration, SEG or SR object to the objects it depends on."""
+    for frame_ref in _items(dataset, "ReferencedFrameOfReferenceSequence"):
+        if uid := _uid(frame_ref, "FrameOfReferenceUID"):
+            yield Reference(Relation.FRAME_OF_REFERENCE, Level.FRAME_OF_REFERENCE, uid)
+        for study in _items(frame_ref, "RTReferencedStudySequence"):
+            for series in _items(study, "RTReferencedSeriesSequence"):
+                if uid := _uid(series, "SeriesInstanceUID"):
+                    yield Reference(Relation.IMAGE_SERIES, Level.SERIES, uid)
+    for item in _items(dataset, "ReferencedStructureSetSequence"):
+        if uid := _uid(item, "ReferencedSOPInstanceUID"):
+            yield Reference(Relation.STRUCTURE_SET, Level.INSTANCE, uid)
+    for item in _items(dataset, "ReferencedRTPlanSequence"):
+        if uid := _uid(item, "ReferencedSOPInstanceUID"):
+            yield Reference(Relation.PLAN, Level.INSTANCE, uid)
+    for item in _items(dataset, "ReferencedDoseSequence"):
+        if uid := _uid(item, "ReferencedSOPInstanceUID"):
+            yield Reference(Relation.DOSE, Level.INSTANCE, uid)
+    yield from _registration_references(dataset)
+    for item in _items(dataset, "ReferencedSeriesSequence"):  # SEG, SR, registrations
+        relation = Relation.REGISTERED_SERIES if _is_registration(dataset) else Relation.IMAGE_SERIES
+        if uid := _uid(item, "SeriesInstanceUID"):
+            yield Reference(relation, Level.SERIES, uid)
+    for study in _items(dataset, "StudiesContainingOtherReferencedInstancesSequence"):
+        for item in _items(study, "ReferencedSeriesSequence"):
+            relation = Relation.REGISTERED_SERIES if _is_registration(dataset) else Relation.IMAGE_SERIES
+            if uid := _uid(item, "SeriesInstanceUID"):
+                yield Reference(relation, Level.SERIES, uid)
+    for study in _items(dataset, "CurrentRequestedProcedureEvidenceSequence"):  # SR evidence
+        for item in _items(study, "ReferencedSeriesSequence"):
+            if uid := _uid(item, "SeriesInstanceUID"):
+                yield Reference(Relation.IMAGE_SERIES, Level.SERIES, uid)
+
+
+def _registration_references(dataset: Dataset) -> Iterator[Reference]:
+    for item in _items(dataset, "RegistrationSequence"):
+        if uid := _uid(item, "FrameOfReferenceUID"):
+            yield Reference(Relation.FRAME_OF_REFERENCE, Level.FRAME_OF_REFERENCE, uid)
+    for item in _items(dataset, "DeformableRegistrationSequence"):
+        if uid := _uid(item, "SourceFrameOfReferenceUID"):
+            yield Reference(Relation.FRAME_OF_REFERENCE, Level.FRAME_OF_REFERENCE, uid)
+
+
+def _is_registration(dataset: Dataset) -> bool:
+    return str(dataset.get("Modality", "")) == "REG"
+
+
+def _items(dataset: Dataset, keyword: str) -> list[Dataset]:
+    try:
+        return list(dataset.get(keyword) or [])
+    except Exception:  # noqa: BLE001 - a malformed optional sequence must not block storage
+        return []
+
+
+def _uid(item: Dataset, keyword: str) -> str:
+    value = str(item.get(keyword, "") or "").strip()
+    return value if is_valid_uid(value) else ""
+
+
+def transfer_syntax_of(dataset: Dataset) -> str:
+    """The transfer syntax the dataset was encoded in."""
+    meta = getattr(dataset, "file_meta", None)
+    if meta is not None and meta.get("TransferSyntaxUID"):
+        return str(meta.TransferSyntaxUID)
+    implicit = dataset.original_encoding[0] if dataset.original_encoding else True
+    return str(UID("1.2.840.10008.1.2") if implicit else UID("1.2.840.10008.1.2.1"))

@@ -1,0 +1,144 @@
+"""The storage area: instance files kept exactly as received, written atomically and durably.
+
+A file is written to ``.incoming/`` under the storage directory, fsynced, renamed into place and
+its directory fsynced, so once :meth:`Storage.write` returns the bytes survive a crash or power
+loss. Paths are ``<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from oncopacs.errors import IntegrityError, StorageError
+
+INCOMING_DIR = ".incoming"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """Where a file was put and what it holds."""
+
+    relative_path: str
+    size_bytes: int
+    sha256: str
+
+
+def compute_sha256(data: bytes | memoryview) -> str:
+    """Hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def relative_path_for(study_uid: str, series_uid: str, sop_uid: str) -> str:
+    """The storage path of an instance, relative to the storage directory."""
+    return f"{study_uid}/{series_uid}/{sop_uid}.dcm"
+
+
+class Storage:
+    """Instance files under one directory."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.incoming = self.root / INCOMING_DIR
+        self.incoming.mkdir(parents=True, exist_ok=True)
+
+    def path_of(self, relative_path: str) -> Path:
+        return self.root / relative_path
+
+    def stage(self, data: bytes | memoryview) -> Path:
+        """Write ``data`` to a new fsynced file in the incoming area and return its path."""
+        staged = self.incoming / f"{uuid.uuid4().hex}.part"
+        try:
+            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            staged.unlink(missing_ok=True)
+            raise StorageError(f"cannot write to the storage area: {exc.strerror}") from exc
+        return staged
+
+    def place(self, staged: Path, relative_path: str, *, replace: bool = False) -> bool:
+        """Move a staged file to its place and make that durable; False if a file is already there.
+
+        Without ``replace`` an existing file is never overwritten (the staged copy is discarded).
+        """
+        target = self.root / relative_path
+        try:
+            created = _make_dirs_durable(target.parent, self.root)
+            if replace:
+                os.replace(staged, target)
+            else:
+                try:
+                    os.link(staged, target)  # atomic: fails if the target exists
+                except FileExistsError:
+                    staged.unlink(missing_ok=True)
+                    return False
+                staged.unlink()
+            _fsync_dir(target.parent)
+            for directory in created:
+                _fsync_dir(directory.parent)
+        except OSError as exc:
+            staged.unlink(missing_ok=True)
+            raise StorageError(f"cannot place {relative_path} in the storage area: {exc.strerror}") from exc
+        return True
+
+    def discard(self, staged: Path) -> None:
+        staged.unlink(missing_ok=True)
+
+    def read(self, relative_path: str, expected_sha256: str | None = None) -> bytes:
+        """The stored bytes; with ``expected_sha256`` an altered file raises :class:`IntegrityError`."""
+        try:
+            data = (self.root / relative_path).read_bytes()
+        except FileNotFoundError:
+            raise IntegrityError(f"{relative_path} is missing from the storage area") from None
+        if expected_sha256 is not None and compute_sha256(data) != expected_sha256:
+            raise IntegrityError(f"{relative_path} does not match its recorded SHA-256")
+        return data
+
+    def remove(self, relative_path: str) -> None:
+        (self.root / relative_path).unlink(missing_ok=True)
+
+    def clear_incoming(self) -> int:
+        """Delete staged files left by a crash (never acknowledged); return how many."""
+        removed = 0
+        for staged in self.incoming.glob("*.part"):
+            staged.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
+    def iter_files(self):
+        """Every stored instance file, as paths relative to the storage root."""
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = [d for d in dirnames if d != INCOMING_DIR]
+            for name in filenames:
+                if name.endswith(".dcm"):
+                    yield os.path.relpath(os.path.join(dirpath, name), self.root)
+
+
+def _make_dirs_durable(directory: Path, root: Path) -> list[Path]:
+    """Create ``directory`` and missing parents below ``root``; return those created."""
+    created: list[Path] = []
+    current = directory
+    while not current.exists() and current != root:
+        created.append(current)
+        current = current.parent
+    for path in reversed(created):
+        path.mkdir(exist_ok=True)
+    return created
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

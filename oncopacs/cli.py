@@ -1,0 +1,156 @@
+"""The ``oncopacs`` command line.
+
+With ``--json`` standard output carries exactly one JSON document; progress and logs go to
+standard error. Exit status 0 on success, non-zero with a one-line reason on standard error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from oncopacs.errors import OncopacsError
+from oncopacs.settings import Settings
+
+
+class _Cli(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except OncopacsError as exc:
+            click.echo(f"oncopacs: {exc}", err=True)
+            sys.exit(2)
+
+
+def _settings(ctx: click.Context, **overrides) -> Settings:
+    settings: Settings = ctx.obj
+    changes = {name: value for name, value in overrides.items() if value is not None}
+    return settings.with_overrides(**changes) if changes else settings
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+@click.group(cls=_Cli)
+@click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="TOML settings file.")
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), help="Overrides ONCOPACS_DATA_DIR.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging on standard error.")
+@click.version_option(package_name="oncopacs")
+@click.pass_context
+def main(ctx: click.Context, config: Path | None, data_dir: Path | None, verbose: bool) -> None:
+    """OncoPACS: an open PACS for radiation oncology and proton therapy."""
+    _configure_logging(verbose)
+    settings = Settings.load(config_file=config)
+    ctx.obj = settings.with_overrides(data_dir=data_dir) if data_dir else settings
+
+
+@main.command()
+@click.option("--http-port", type=int, help="Overrides ONCOPACS_HTTP_PORT (default 8042).")
+@click.option("--dicom-port", type=int, help="Overrides ONCOPACS_DICOM_PORT (default 11112).")
+@click.option("--host", "http_host", help="Interface the HTTP server binds (default 127.0.0.1).")
+@click.pass_context
+def serve(ctx: click.Context, http_port: int | None, dicom_port: int | None, http_host: str | None) -> None:
+    """Serve HTTP (web, DICOMweb, API, /health) and DIMSE in one process."""
+    from oncopacs.runtime import serve as run
+    from oncopacs.services import open_archive
+
+    settings = _settings(ctx, http_port=http_port, dicom_port=dicom_port, http_host=http_host)
+    logging.getLogger("oncopacs").setLevel(logging.INFO)
+    run(settings, open_archive(settings))
+
+
+@main.command("import")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON document.")
+@click.pass_context
+def import_command(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> None:
+    """Import DICOM files and folders (recursively) through the ingest path."""
+    from oncopacs.archive.importer import import_files, iter_files
+    from oncopacs.services import open_archive
+
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise click.ClickException(f"no such file or folder: {', '.join(missing)}")
+    archive = open_archive(ctx.obj)
+    files = list(iter_files(paths))
+    with tqdm(total=len(files), unit="file", desc="import", file=sys.stderr, disable=None) as bar:
+        summary = import_files(archive, files, on_file=lambda _p: bar.update(1))
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2))
+    else:
+        click.echo(f"stored {summary.stored}, duplicate {summary.duplicate}, rejected {len(summary.rejected)}")
+        for path, reason in summary.rejected:
+            click.echo(f"  rejected {path}: {reason}")
+    if summary.rejected:
+        click.echo(f"oncopacs: {len(summary.rejected)} file(s) rejected", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--repair", is_flag=True, help="Index files that are stored but missing from the index.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
+@click.pass_context
+def verify(ctx: click.Context, repair: bool, as_json: bool) -> None:
+    """Re-hash every stored file; report missing, altered and unindexed files."""
+    from oncopacs.archive.maintenance import count_indexed, recover_orphans
+    from oncopacs.archive.maintenance import verify as run_verify
+    from oncopacs.services import open_archive
+
+    archive = open_archive(ctx.obj)
+    if repair:
+        recovered = recover_orphans(archive)
+        click.echo(f"re-indexed {recovered} file(s)", err=True)
+    with tqdm(total=count_indexed(archive), unit="file", desc="verify", file=sys.stderr, disable=None) as bar:
+        report = run_verify(archive, progress=bar.update)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        click.echo(f"checked {report.checked} file(s): {len(report.missing)} missing, "
+                   f"{len(report.altered)} altered, {len(report.unindexed)} not indexed")
+        for label, paths in (("missing", report.missing), ("altered", report.altered), ("not indexed", report.unindexed)):
+            for path in paths:
+                click.echo(f"  {label}: {path}")
+    if not report.ok:
+        click.echo("oncopacs: the storage area does not match the index", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--patients", default=2, show_default=True, help="How many demo patients to generate.")
+@click.option("--http-port", type=int, help="Overrides ONCOPACS_HTTP_PORT (default 8042).")
+@click.option("--dicom-port", type=int, help="Overrides ONCOPACS_DICOM_PORT (default 11112).")
+@click.option("--no-serve", is_flag=True, help="Load the demo patients and exit.")
+@click.pass_context
+def demo(ctx: click.Context, patients: int, http_port: int | None, dicom_port: int | None, no_serve: bool) -> None:
+    """Load synthetic demo patients (CT, RTSTRUCT, RT Ion Plan, RT Dose, PET-CT) and serve them."""
+    from oncopacs.demo import load_demo
+    from oncopacs.runtime import serve as run
+    from oncopacs.services import open_archive
+
+    settings = _settings(ctx, http_port=http_port, dicom_port=dicom_port)
+    archive = open_archive(settings)
+    summary = load_demo(archive, patients)
+    click.echo(f"demo data in {settings.data_dir}: {summary.stored} stored, {summary.duplicate} already present", err=True)
+    if summary.rejected:
+        raise click.ClickException(f"demo data rejected: {summary.rejected[0][1]}")
+    if not no_serve:
+        logging.getLogger("oncopacs").setLevel(logging.INFO)
+        click.echo(f"serving on http://{settings.http_host}:{settings.http_port}/health and DICOM "
+                   f"{settings.ae_title}@127.0.0.1:{settings.dicom_port}; Ctrl-C stops", err=True)
+        run(settings, archive)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

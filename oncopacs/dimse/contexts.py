@@ -1,0 +1,38 @@
+"""The presentation contexts OncoPACS accepts: every storage SOP class in every transfer syntax."""
+
+from __future__ import annotations
+
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+
+#: Uncompressed syntaxes first: what we propose when sending if the stored one is refused.
+UNCOMPRESSED_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian]
+
+#: Everything pynetdicom knows (implicit/explicit LE, deflated, JPEG family, JPEG-LS, JPEG 2000, RLE, HTJ2K, MPEG...).
+ACCEPTED_SYNTAXES = list(dict.fromkeys([*UNCOMPRESSED_SYNTAXES, *ALL_TRANSFER_SYNTAXES]))
+
+STORAGE_SOP_CLASSES = [cx.abstract_syntax for cx in AllStoragePresentationContexts]
+
+FIND_SOP_CLASSES = {
+    PatientRootQueryRetrieveInformationModelFind: "PATIENT_ROOT",
+    StudyRootQueryRetrieveInformationModelFind: "STUDY_ROOT",
+}
+GET_SOP_CLASSES = [PatientRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelGet]
+MOVE_SOP_CLASSES = [PatientRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelMove]
+QUERY_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian]
+
+VERIFICATION = Verification

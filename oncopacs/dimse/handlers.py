@@ -1,0 +1,188 @@
+"""DIMSE event handlers: each parses the request, calls the archive or the index, and answers.
+
+Failures answer with a PS3.4 status and a logged reason; no exception reaches pynetdicom.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import socket
+from collections.abc import Iterator
+
+from pydicom import Dataset, dcmread
+from pynetdicom import build_context, evt
+from pynetdicom.presentation import PresentationContext
+from sqlalchemy.exc import SQLAlchemyError
+
+from oncopacs.archive.ingest import Archive, ExpectedIdentity
+from oncopacs.dimse.contexts import FIND_SOP_CLASSES, UNCOMPRESSED_SYNTAXES
+from oncopacs.dimse.identifiers import build_response, read_query_keys
+from oncopacs.errors import IntegrityError
+from oncopacs.index import query
+from oncopacs.index.query import QueryError, QueryLevel
+from oncopacs.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PENDING = 0xFF00
+CANCEL = 0xFE00
+IDENTIFIER_DOES_NOT_MATCH = 0xA900
+UNABLE_TO_PROCESS = 0xC000
+MOVE_DESTINATION_UNKNOWN = 0xA801
+OUT_OF_RESOURCES_MATCHES = 0xA701
+MAX_SUBOPERATIONS = 65535
+
+
+def status_dataset(status: int, comment: str = "") -> Dataset:
+    """A status reply with an ErrorComment (at most 64 characters) when there is a reason."""
+    reply = Dataset()
+    reply.Status = status
+    if comment and status != 0:
+        reply.ErrorComment = comment[:64]
+    return reply
+
+
+def enable_nodelay(event) -> None:  # noqa: ANN001 - pynetdicom Event
+    """Turn off Nagle's algorithm on every association socket (delayed ACKs cost ~45 ms a message)."""
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
+class DimseHandlers:
+    """The archive's DIMSE services, bound to pynetdicom events by :mod:`oncopacs.dimse.server`."""
+
+    def __init__(self, archive: Archive, settings: Settings):
+        self.archive = archive
+        self.settings = settings
+
+    # -- C-ECHO ---------------------------------------------------------------------------
+
+    def on_echo(self, event) -> int:  # noqa: ANN001
+        return 0x0000
+
+    # -- C-STORE --------------------------------------------------------------------------
+
+    def on_store(self, event) -> Dataset:  # noqa: ANN001
+        request = event.request
+        calling_ae = event.assoc.requestor.ae_title
+        try:
+            result = self.archive.ingest_dimse(
+                request.DataSet.getbuffer(),
+                transfer_syntax_uid=str(event.context.transfer_syntax),
+                expected=ExpectedIdentity(str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID)),
+                calling_ae=calling_ae,
+            )
+        except Exception:  # noqa: BLE001 - the association must get an answer, never a drop
+            log.exception("C-STORE of %s from %s failed", request.AffectedSOPInstanceUID, calling_ae)
+            return status_dataset(0x0110, "processing failure")
+        return status_dataset(int(result.status), result.reason)
+
+    # -- C-FIND ---------------------------------------------------------------------------
+
+    def on_find(self, event) -> Iterator[tuple[int, Dataset | None]]:  # noqa: ANN001
+        model = FIND_SOP_CLASSES.get(str(event.request.AffectedSOPClassUID), "STUDY_ROOT")
+        try:
+            identifier = event.identifier
+            level = _read_level(identifier, model)
+            keys = read_query_keys(identifier)
+            with self.archive.index.reading() as session:
+                matches = query.find(session, level, keys)
+        except QueryError as exc:
+            log.warning("C-FIND from %s refused: %s", event.assoc.requestor.ae_title, exc)
+            yield status_dataset(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None
+            return
+        except (SQLAlchemyError, ValueError, TypeError, KeyError) as exc:
+            log.error("C-FIND from %s failed: %s", event.assoc.requestor.ae_title, type(exc).__name__)
+            yield status_dataset(UNABLE_TO_PROCESS, "unable to process the query"), None
+            return
+        log.info("C-FIND %s from %s: %d matches", level.value, event.assoc.requestor.ae_title, len(matches))
+        for match in matches:
+            if event.is_cancelled:
+                yield CANCEL, None
+                return
+            yield PENDING, build_response(identifier, level, match.values, self.settings.ae_title)
+
+    # -- C-GET and C-MOVE -----------------------------------------------------------------
+
+    def on_get(self, event) -> Iterator:  # noqa: ANN001
+        instances, failure = self._resolve_retrieve(event)
+        if failure is not None:
+            yield failure
+            return
+        yield len(instances)
+        yield from self._send_instances(event, instances)
+
+    def on_move(self, event) -> Iterator:  # noqa: ANN001
+        destination = self.settings.remote_ae(event.move_destination.decode() if isinstance(event.move_destination, bytes) else str(event.move_destination))
+        if destination is None:
+            log.warning("C-MOVE from %s to unknown destination %r", event.assoc.requestor.ae_title, event.move_destination)
+            yield None, None  # pynetdicom answers 0xA801 Move Destination Unknown
+            return
+        instances, failure = self._resolve_retrieve(event)
+        yield destination.host, destination.port, {
+            "ae_title": destination.ae_title,
+            "contexts": storage_contexts_for(instances),
+            "evt_handlers": [(evt.EVT_CONN_OPEN, enable_nodelay)],
+        }
+        if failure is not None:
+            yield failure
+            return
+        yield len(instances)
+        yield from self._send_instances(event, instances)
+
+    def _resolve_retrieve(self, event):  # noqa: ANN001
+        try:
+            identifier = event.identifier
+            _read_level(identifier, "PATIENT_ROOT")
+            keys = read_query_keys(identifier)
+            with self.archive.index.reading() as session:
+                instances = query.find_instances(session, keys)
+        except QueryError as exc:
+            return [], (status_dataset(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None)
+        except (SQLAlchemyError, ValueError, TypeError, KeyError) as exc:
+            log.error("retrieve from %s failed: %s", event.assoc.requestor.ae_title, type(exc).__name__)
+            return [], (status_dataset(UNABLE_TO_PROCESS, "unable to process the retrieve"), None)
+        if len(instances) > MAX_SUBOPERATIONS:
+            return [], (status_dataset(OUT_OF_RESOURCES_MATCHES, "too many matches; narrow the query"), None)
+        return instances, None
+
+    def _send_instances(self, event, instances) -> Iterator:  # noqa: ANN001
+        for instance in instances:
+            if event.is_cancelled:
+                yield CANCEL, None
+                return
+            try:
+                data = self.archive.storage.read(instance.file_path, expected_sha256=instance.sha256)
+                dataset = dcmread(io.BytesIO(data))
+            except IntegrityError as exc:
+                log.error("not sending %s: %s", instance.sop_instance_uid, exc)
+                yield status_dataset(0xA702, "stored file failed its integrity check"), None
+                continue
+            yield PENDING, dataset
+
+
+def storage_contexts_for(instances) -> list[PresentationContext]:  # noqa: ANN001
+    """Contexts to propose for sending these instances: each stored syntax, plus uncompressed fallbacks."""
+    syntaxes: dict[str, list[str]] = {}
+    for instance in instances:
+        offered = syntaxes.setdefault(instance.sop_class_uid, [])
+        for syntax in (instance.transfer_syntax_uid, *UNCOMPRESSED_SYNTAXES[:2]):
+            if syntax not in offered:
+                offered.append(syntax)
+    return [build_context(sop_class, offered) for sop_class, offered in list(syntaxes.items())[:128]]
+
+
+def _read_level(identifier: Dataset, model: str) -> QueryLevel:
+    raw = str(identifier.get("QueryRetrieveLevel", "") or "").strip().upper()
+    try:
+        level = QueryLevel(raw)
+    except ValueError:
+        raise QueryError(f"QueryRetrieveLevel {raw!r} is not PATIENT, STUDY, SERIES or IMAGE") from None
+    if model == "STUDY_ROOT" and level == QueryLevel.PATIENT:
+        raise QueryError("the Study Root model has no PATIENT level")
+    return level

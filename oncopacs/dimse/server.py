@@ -1,0 +1,66 @@
+"""The DIMSE listener: one pynetdicom AE serving many associations at once, each on its own thread."""
+
+from __future__ import annotations
+
+import logging
+
+from pynetdicom import AE, evt
+from pynetdicom.transport import ThreadedAssociationServer
+
+from oncopacs.archive.ingest import Archive
+from oncopacs.dimse.contexts import (
+    ACCEPTED_SYNTAXES,
+    FIND_SOP_CLASSES,
+    GET_SOP_CLASSES,
+    MOVE_SOP_CLASSES,
+    QUERY_SYNTAXES,
+    STORAGE_SOP_CLASSES,
+    VERIFICATION,
+)
+from oncopacs.dimse.handlers import DimseHandlers, enable_nodelay
+from oncopacs.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_ae(settings: Settings) -> AE:
+    """An AE that accepts every storage SOP class, Q/R (Patient and Study Root) and Verification."""
+    ae = AE(ae_title=settings.ae_title)
+    ae.maximum_associations = settings.max_associations
+    ae.maximum_pdu_size = settings.max_pdu_bytes
+    ae.require_called_aet = False
+    ae.network_timeout = 60
+    ae.acse_timeout = 30
+    ae.dimse_timeout = 60
+    ae.add_supported_context(VERIFICATION, QUERY_SYNTAXES)
+    for sop_class in STORAGE_SOP_CLASSES:
+        # scu_role/scp_role: accept the SCP role a C-GET requestor asks for on storage contexts.
+        ae.add_supported_context(sop_class, ACCEPTED_SYNTAXES, scu_role=True, scp_role=True)
+    for sop_class in [*FIND_SOP_CLASSES, *GET_SOP_CLASSES, *MOVE_SOP_CLASSES]:
+        ae.add_supported_context(sop_class, QUERY_SYNTAXES)
+    if settings.allowed_aes:
+        ae.require_calling_aet = list(settings.allowed_aes)
+    return ae
+
+
+def start_dimse(settings: Settings, archive: Archive) -> ThreadedAssociationServer:
+    """Start listening on ``settings.dicom_host:dicom_port``; returns the running server."""
+    handlers = DimseHandlers(archive, settings)
+    ae = build_ae(settings)
+    bound = [
+        (evt.EVT_CONN_OPEN, enable_nodelay),
+        (evt.EVT_C_ECHO, handlers.on_echo),
+        (evt.EVT_C_STORE, handlers.on_store),
+        (evt.EVT_C_FIND, handlers.on_find),
+        (evt.EVT_C_GET, handlers.on_get),
+        (evt.EVT_C_MOVE, handlers.on_move),
+        (evt.EVT_REJECTED, _log_rejected),
+    ]
+    server = ae.start_server((settings.dicom_host, settings.dicom_port), block=False, evt_handlers=bound)
+    log.info("DICOM %s listening on %s:%s", settings.ae_title, settings.dicom_host, server.server_address[1])
+    return server
+
+
+def _log_rejected(event) -> None:  # noqa: ANN001
+    requestor = event.assoc.requestor
+    log.warning("association from %s (%s) rejected", requestor.ae_title, requestor.address)

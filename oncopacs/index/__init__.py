@@ -1,0 +1,1 @@
+"""The index: SQLAlchemy models, database access, and query matching."""

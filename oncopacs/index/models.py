@@ -1,0 +1,154 @@
+"""The index: patients, studies, series, instances, and the references between RT objects.
+
+Every attribute that C-FIND and QIDO-RS match on or return is a column, so queries never open files.
+Counters of related instances are kept on the series row by the ingest transaction.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+UID_LENGTH = 64
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the index schema (migrated by Alembic)."""
+
+
+class Patient(Base):
+    __tablename__ = "patients"
+    __table_args__ = (UniqueConstraint("patient_id", "issuer_of_patient_id", name="uq_patient_identity"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[str] = mapped_column(String(64), index=True)
+    issuer_of_patient_id: Mapped[str] = mapped_column(String(64), default="")
+    patient_name: Mapped[str] = mapped_column(String(324), default="", index=True)
+    patient_birth_date: Mapped[str] = mapped_column(String(8), default="")
+    patient_sex: Mapped[str] = mapped_column(String(16), default="")
+
+    studies: Mapped[list["Study"]] = relationship(back_populates="patient")
+
+
+class Study(Base):
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(UID_LENGTH), unique=True)
+    study_date: Mapped[str] = mapped_column(String(8), default="", index=True)
+    study_time: Mapped[str] = mapped_column(String(16), default="")
+    accession_number: Mapped[str] = mapped_column(String(16), default="", index=True)
+    study_id: Mapped[str] = mapped_column(String(16), default="")
+    study_description: Mapped[str] = mapped_column(String(64), default="")
+    referring_physician_name: Mapped[str] = mapped_column(String(324), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    patient: Mapped[Patient] = relationship(back_populates="studies")
+    series: Mapped[list["Series"]] = relationship(back_populates="study")
+
+
+class Series(Base):
+    __tablename__ = "series"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_pk: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    series_instance_uid: Mapped[str] = mapped_column(String(UID_LENGTH), unique=True)
+    modality: Mapped[str] = mapped_column(String(16), default="", index=True)
+    series_number: Mapped[str] = mapped_column(String(12), default="")
+    series_description: Mapped[str] = mapped_column(String(64), default="")
+    series_date: Mapped[str] = mapped_column(String(8), default="")
+    series_time: Mapped[str] = mapped_column(String(16), default="")
+    body_part_examined: Mapped[str] = mapped_column(String(16), default="")
+    frame_of_reference_uid: Mapped[str] = mapped_column(String(UID_LENGTH), default="", index=True)
+    number_of_instances: Mapped[int] = mapped_column(Integer, default=0)
+
+    study: Mapped[Study] = relationship(back_populates="series")
+    instances: Mapped[list["Instance"]] = relationship(back_populates="series")
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_pk: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(UID_LENGTH), unique=True)
+    sop_class_uid: Mapped[str] = mapped_column(String(UID_LENGTH), index=True)
+    instance_number: Mapped[str] = mapped_column(String(12), default="")
+    content_date: Mapped[str] = mapped_column(String(8), default="")
+    content_time: Mapped[str] = mapped_column(String(16), default="")
+    rows: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    columns: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    number_of_frames: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    frame_of_reference_uid: Mapped[str] = mapped_column(String(UID_LENGTH), default="")
+    transfer_syntax_uid: Mapped[str] = mapped_column(String(UID_LENGTH))
+    # Storage: the file as received, relative to the storage directory.
+    file_path: Mapped[str] = mapped_column(Text)
+    file_size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    source: Mapped[str] = mapped_column(String(80), default="")
+
+    series: Mapped[Series] = relationship(back_populates="instances")
+    references: Mapped[list["ObjectReference"]] = relationship(
+        back_populates="instance", cascade="all, delete-orphan"
+    )
+
+
+class Relation(str, enum.Enum):
+    """How one stored object refers to another (the links oncology needs)."""
+
+    IMAGE_SERIES = "image_series"  # RTSTRUCT, SEG, SR -> the images they were drawn on
+    STRUCTURE_SET = "structure_set"  # RTPLAN -> RTSTRUCT
+    PLAN = "plan"  # RTDOSE, treatment record -> RTPLAN
+    DOSE = "dose"  # RTPLAN -> RTDOSE
+    REGISTERED_SERIES = "registered_series"  # REG / Deformable REG -> the series it registers
+    FRAME_OF_REFERENCE = "frame_of_reference"  # any object -> a frame of reference it maps or uses
+
+
+class Level(str, enum.Enum):
+    """What kind of UID a reference points at."""
+
+    SERIES = "series"
+    INSTANCE = "instance"
+    FRAME_OF_REFERENCE = "frame_of_reference"
+
+
+class ObjectReference(Base):
+    __tablename__ = "object_references"
+    __table_args__ = (Index("ix_object_references_target", "referenced_uid", "relation"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_pk: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), index=True)
+    relation: Mapped[Relation] = mapped_column(Enum(Relation, native_enum=False, length=32))
+    level: Mapped[Level] = mapped_column(Enum(Level, native_enum=False, length=32))
+    referenced_uid: Mapped[str] = mapped_column(String(UID_LENGTH))
+
+    instance: Mapped[Instance] = relationship(back_populates="references")
+
+
+class IngestConflict(Base):
+    """A SOP Instance UID that arrived again with other bytes and was refused (kept once, reported)."""
+
+    __tablename__ = "ingest_conflicts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(UID_LENGTH), index=True)
+    stored_sha256: Mapped[str] = mapped_column(String(64))
+    received_sha256: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(80), default="")
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

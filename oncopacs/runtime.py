@@ -1,0 +1,71 @@
+"""``oncopacs serve``: HTTP and DIMSE in one process, with crash recovery at start-up."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+
+from waitress.server import create_server
+
+from oncopacs.archive.ingest import Archive
+from oncopacs.archive.maintenance import recover_orphans
+from oncopacs.dimse.server import start_dimse
+from oncopacs.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RUNNING_MARKER = "serve.running"
+
+
+def recover_if_needed(settings: Settings, archive: Archive) -> None:
+    """After an unclean stop, index any file that was made durable but not yet indexed."""
+    marker = settings.data_dir / RUNNING_MARKER
+    if marker.exists():
+        log.warning("the previous run did not stop cleanly; checking the storage area against the index")
+        recovered = recover_orphans(archive)
+        log.warning("recovery done: %d file(s) re-indexed", recovered)
+    else:
+        archive.storage.clear_incoming()
+
+
+def serve(settings: Settings, archive: Archive, *, ready: threading.Event | None = None) -> None:
+    """Serve until SIGINT or SIGTERM; returns after a clean shutdown."""
+    from oncopacs.web.app import create_app  # the web layer is only needed when serving
+
+    recover_if_needed(settings, archive)
+    marker = settings.data_dir / RUNNING_MARKER
+    _write_marker(marker)
+    dimse = start_dimse(settings, archive)
+    app = create_app(settings, archive)
+    http = create_server(app, host=settings.http_host, port=settings.http_port, threads=8, ident="OncoPACS")
+    stop = threading.Event()
+
+    def _stop(signum, _frame):  # noqa: ANN001
+        log.info("signal %s received, shutting down", signum)
+        stop.set()
+        http.close()
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    log.info("HTTP on http://%s:%s  DICOM %s on port %s", settings.http_host, http.effective_port, settings.ae_title, dimse.server_address[1])
+    if ready is not None:
+        ready.set()
+    try:
+        http.run()
+    except (OSError, ValueError):
+        if not stop.is_set():
+            raise
+    finally:
+        dimse.shutdown()
+        archive.index.dispose()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        marker.unlink(missing_ok=True)
+        log.info("stopped cleanly")
+
+
+def _write_marker(marker: Path) -> None:
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(str(os.getpid()))

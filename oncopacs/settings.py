@@ -1,0 +1,149 @@
+"""The one settings object: defaults < optional TOML file < ``ONCOPACS_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from oncopacs.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteAE:
+    """A DICOM peer that may be a C-MOVE destination or a forwarding target."""
+
+    ae_title: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> "RemoteAE":
+        """Parse ``AET@host:port``."""
+        try:
+            ae_title, address = text.strip().split("@", 1)
+            host, port = address.rsplit(":", 1)
+            remote = cls(ae_title.strip(), host.strip().strip("[]"), int(port))
+        except ValueError:
+            raise ConfigError(f"remote AE {text!r} is not of the form AET@host:port") from None
+        if not remote.ae_title or len(remote.ae_title) > 16 or not 0 < remote.port < 65536:
+            raise ConfigError(f"remote AE {text!r}: AE title must be 1-16 characters, port 1-65535")
+        return remote
+
+
+def _parse_remote_aes(text: str) -> tuple[RemoteAE, ...]:
+    return tuple(RemoteAE.parse(part) for part in text.split(",") if part.strip())
+
+
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{text!r} is not a boolean (use true/false)")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything OncoPACS reads from its environment, read once at start-up."""
+
+    data_dir: Path = Path("oncopacs-data")
+    database_url: str = ""  # empty: SQLite file ``index.sqlite`` in ``data_dir``
+    http_host: str = "127.0.0.1"
+    http_port: int = 8042
+    dicom_host: str = "0.0.0.0"
+    dicom_port: int = 11112
+    ae_title: str = "ONCOPACS"
+    remote_aes: tuple[RemoteAE, ...] = ()
+    allowed_aes: tuple[str, ...] = ()  # empty: any calling AE may associate
+    allow_overwrite: bool = False  # same SOP Instance UID, new bytes: replace instead of refuse
+    max_associations: int = 16
+    max_pdu_bytes: int = 4 * 1024 * 1024  # advertised to SCUs; large PDUs save per-PDU CPU
+    hl7_endpoint: str = ""
+    fhir_base_url: str = ""
+    secret_key: str = field(default="", repr=False)
+
+    @property
+    def storage_dir(self) -> Path:
+        """Where instance files live (content-addressed by UIDs)."""
+        return self.data_dir / "storage"
+
+    @property
+    def effective_database_url(self) -> str:
+        """The SQLAlchemy URL of the index; SQLite in the data directory unless configured."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'index.sqlite').resolve()}"
+
+    def remote_ae(self, ae_title: str) -> RemoteAE | None:
+        """The configured peer with this AE title, if any."""
+        return next((r for r in self.remote_aes if r.ae_title == ae_title.strip()), None)
+
+    def with_overrides(self, **changes: Any) -> "Settings":
+        """A copy with some values changed (CLI flags, tests)."""
+        return replace(self, **changes)
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None, config_file: Path | None = None) -> "Settings":
+        """Build settings from defaults, then the TOML file, then ``ONCOPACS_*`` variables.
+
+        The TOML file is ``config_file``, else ``$ONCOPACS_CONFIG`` when set. Its keys are the
+        field names (``http_port = 8042``, ``remote_aes = ["PACS@10.0.0.5:104"]``).
+        """
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        path = config_file or (Path(env["ONCOPACS_CONFIG"]) if env.get("ONCOPACS_CONFIG") else None)
+        if path is not None:
+            values.update(_read_toml(path))
+        known = {f.name for f in fields(cls)}
+        for name in known:
+            raw = env.get(f"ONCOPACS_{name.upper()}")
+            if raw is not None:
+                values[name] = raw
+        return cls(**{name: _coerce(name, value) for name, value in values.items()})
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
+    known = {f.name for f in fields(Settings)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"configuration file {path}: unknown keys {', '.join(unknown)}")
+    return data
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Turn a TOML or environment value into the field's type, naming the setting on error."""
+    try:
+        if name == "data_dir":
+            return Path(value)
+        if name in {"http_port", "dicom_port", "max_associations", "max_pdu_bytes"}:
+            number = int(value)
+            if number < 0:
+                raise ValueError
+            return number
+        if name == "allow_overwrite":
+            return value if isinstance(value, bool) else _parse_bool(str(value))
+        if name == "remote_aes":
+            text = ",".join(value) if isinstance(value, list) else str(value)
+            return _parse_remote_aes(text)
+        if name == "allowed_aes":
+            items = value if isinstance(value, list) else str(value).split(",")
+            return tuple(item.strip() for item in items if item.strip())
+        if name == "ae_title":
+            title = str(value).strip()
+            if not 0 < len(title) <= 16:
+                raise ValueError
+            return title
+        return str(value)
+    except (ValueError, TypeError):
+        raise ConfigError(f"setting {name} (ONCOPACS_{name.upper()}) has an invalid value {value!r}") from None

@@ -1,0 +1,1 @@
+"""Reports: report model -> HTML -> PDF, and delivery over HL7 v2, FHIR and DICOM."""

@@ -1,0 +1,1 @@
+"""Pure RT domain code (structures, dose, plans, DVH). Imports no Flask, Dash, SQLAlchemy or oncopacs."""
