@@ -1,0 +1,98 @@
+"""Analytic solids of the phantom: spheres and z-axis cylinders (LPS, mm).
+
+Each solid knows its exact volume, whether voxel centres lie inside it, and its circular
+cross-section on an axial plane. Contours are regular polygons whose circumradius is
+enlarged so that the polygon *area* equals the circle area exactly:
+
+    r_poly = r * sqrt(2*pi / (n * sin(2*pi / n)))
+
+so a planar-contour reader (sum of polygon areas x slice thickness) sees the same
+cross-sectional areas as the analytic solid.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+
+from oncopacs.phantom.geometry import Vec3
+
+MM3_PER_CC = 1000.0
+
+
+@dataclass(frozen=True)
+class Sphere:
+    """A ball of ``radius_mm`` centred at ``centre_mm`` (x, y, z), mm."""
+
+    centre_mm: Vec3
+    radius_mm: float
+
+    @property
+    def volume_cc(self) -> float:
+        """Exact volume 4/3 * pi * R^3, cc."""
+        return 4.0 / 3.0 * math.pi * self.radius_mm**3 / MM3_PER_CC
+
+    def contains(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Boolean mask of the points (mm) inside or on the sphere."""
+        cx, cy, cz = self.centre_mm
+        return (x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2 <= self.radius_mm**2
+
+    def cross_section(self, z_mm: float) -> tuple[float, float, float] | None:
+        """(cx, cy, r) of the circle cut by the plane z = z_mm, mm; None if it misses."""
+        cx, cy, cz = self.centre_mm
+        h2 = self.radius_mm**2 - (z_mm - cz) ** 2
+        if h2 <= 0.0:
+            return None
+        return cx, cy, math.sqrt(h2)
+
+
+@dataclass(frozen=True)
+class Cylinder:
+    """A right circular cylinder along z: axis at ``centre_xy_mm``, z in [z_min_mm, z_max_mm], mm."""
+
+    centre_xy_mm: tuple[float, float]
+    radius_mm: float
+    z_min_mm: float
+    z_max_mm: float
+
+    @property
+    def volume_cc(self) -> float:
+        """Exact volume pi * R^2 * (z_max - z_min), cc."""
+        return math.pi * self.radius_mm**2 * (self.z_max_mm - self.z_min_mm) / MM3_PER_CC
+
+    def contains(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Boolean mask of the points (mm) inside or on the cylinder."""
+        cx, cy = self.centre_xy_mm
+        radial = (x - cx) ** 2 + (y - cy) ** 2 <= self.radius_mm**2
+        return radial & (z >= self.z_min_mm) & (z <= self.z_max_mm)
+
+    def cross_section(self, z_mm: float) -> tuple[float, float, float] | None:
+        """(cx, cy, r) of the circle cut by the plane z = z_mm, mm; None outside [z_min, z_max]."""
+        if not self.z_min_mm <= z_mm <= self.z_max_mm:
+            return None
+        cx, cy = self.centre_xy_mm
+        return cx, cy, self.radius_mm
+
+
+Solid = Union[Sphere, Cylinder]
+
+
+def compute_area_preserving_radius(radius_mm: float, n_points: int) -> float:
+    """Circumradius (mm) of a regular ``n_points``-gon with the area of a circle of ``radius_mm``."""
+    return radius_mm * math.sqrt(2.0 * math.pi / (n_points * math.sin(2.0 * math.pi / n_points)))
+
+
+def compute_circle_polygon(
+    cx: float, cy: float, radius_mm: float, z_mm: float, n_points: int = 48
+) -> np.ndarray:
+    """(n_points, 3) vertices (mm), counter-clockwise, of the area-preserving polygon of a circle."""
+    r = compute_area_preserving_radius(radius_mm, n_points)
+    angles = 2.0 * math.pi * np.arange(n_points) / n_points
+    pts = np.empty((n_points, 3))
+    pts[:, 0] = cx + r * np.cos(angles)
+    pts[:, 1] = cy + r * np.sin(angles)
+    pts[:, 2] = z_mm
+    return pts
