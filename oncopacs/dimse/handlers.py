@@ -43,8 +43,17 @@ def status_dataset(status: int, comment: str = "") -> Dataset:
     return reply
 
 
+DUL_POLL_S = 0.0002
+
+
 def enable_nodelay(event) -> None:  # noqa: ANN001 - pynetdicom Event
-    """Turn off Nagle's algorithm on every association socket (delayed ACKs cost ~45 ms a message)."""
+    """Tune a new association's transport for latency.
+
+    Nagle's algorithm is turned off (with delayed ACKs it costs ~45 ms a message), and the
+    DUL reactor polls every 0.2 ms instead of 1 ms when idle: a synchronous SCU waits that
+    long before each instance is even read (~0.5 ms of every ~6 ms C-STORE of a CT slice).
+    """
+    event.assoc.dul._run_loop_delay = DUL_POLL_S
     sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
     if sock is not None:
         try:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,12 @@ class IndexDatabase:
         """A session whose work is committed as one transaction, or rolled back on error."""
         with self._write_sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def write_connection(self) -> Iterator[Connection]:
+        """A Core connection in one transaction: committed on success, rolled back on error."""
+        with self.write_engine.begin() as connection:
+            yield connection
 
     def dispose(self) -> None:
         self.read_engine.dispose()

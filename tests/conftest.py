@@ -1,0 +1,196 @@
+"""Shared fixtures: archives on SQLite and PostgreSQL, DIMSE servers on loopback, dcmtk tools."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+
+from oncopacs.archive.ingest import Archive
+from oncopacs.services import open_archive
+from oncopacs.settings import Settings
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+POSTGRES_SERVER_URL = os.environ.get("ONCOPACS_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip when a peer or data set is missing locally; fail in CI, where everything must be there."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"{reason} (required in CI)")
+    pytest.skip(reason)
+
+
+def dcmtk_tool(name: str) -> str:
+    """The path of a dcmtk program (not pynetdicom's same-named console scripts in the venv)."""
+    path = Path("/usr/bin") / name
+    if not path.exists():
+        found = shutil.which(name)
+        path = Path(found) if found and "site-packages" not in found and ".venv" not in found else path
+    require(path.exists(), f"dcmtk's {name} is not installed (apt-get install dcmtk)")
+    return str(path)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _postgres_available() -> bool:
+    try:
+        engine = sqlalchemy.create_engine(POSTGRES_SERVER_URL)
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT 1"))
+        engine.dispose()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not here"
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_ok() -> bool:
+    return _postgres_available()
+
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@contextmanager
+def empty_database(backend: str, folder: Path, postgres_ok: bool) -> Iterator[str]:
+    """An empty index database: a SQLite file, or a fresh schema on the PostgreSQL server."""
+    if backend == "sqlite":
+        yield f"sqlite:///{folder / 'index.sqlite'}"
+        return
+    require(postgres_ok, "PostgreSQL is not reachable on 127.0.0.1:5432")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(POSTGRES_SERVER_URL)
+    with admin.begin() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{POSTGRES_SERVER_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_ok: bool) -> Iterator[str]:
+    with empty_database(request.param, tmp_path, postgres_ok) as url:
+        yield url
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_archive(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, postgres_ok: bool):
+    """One archive per module and back-end, for read-only tests over a shared data set."""
+    folder = tmp_path_factory.mktemp("module-archive")
+    with empty_database(request.param, folder, postgres_ok) as url:
+        archive = open_archive(Settings(data_dir=folder / "data", database_url=url, dicom_host="127.0.0.1", dicom_port=0))
+        yield archive
+        archive.close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(data_dir=tmp_path / "data", database_url=database_url, dicom_host="127.0.0.1", dicom_port=0)
+
+
+@pytest.fixture
+def sqlite_settings(tmp_path: Path) -> Settings:
+    """Settings for tests that need only the embedded default."""
+    return Settings(data_dir=tmp_path / "data", dicom_host="127.0.0.1", dicom_port=0)
+
+
+@pytest.fixture
+def archive(settings: Settings) -> Iterator[Archive]:
+    archive = open_archive(settings)
+    yield archive
+    archive.close()
+
+
+@pytest.fixture
+def dimse_server(settings: Settings, archive: Archive) -> Iterator[tuple[str, int]]:
+    """The DIMSE service of ``archive`` on an OS-assigned loopback port."""
+    from oncopacs.dimse.server import start_dimse
+
+    server = start_dimse(settings, archive)
+    yield "127.0.0.1", server.server_address[1]
+    server.shutdown()
+
+
+class ServerProcess:
+    """``oncopacs serve`` in a subprocess, as an administrator would run it."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None):
+        self.data_dir = data_dir
+        self.http_port = free_port()
+        self.dicom_port = free_port()
+        self.env = {
+            **os.environ,
+            "ONCOPACS_DATA_DIR": str(data_dir),
+            "ONCOPACS_HTTP_PORT": str(self.http_port),
+            "ONCOPACS_DICOM_PORT": str(self.dicom_port),
+            "ONCOPACS_DICOM_HOST": "127.0.0.1",
+            **(env or {}),
+        }
+        self.process: subprocess.Popen | None = None
+        self.log_path = data_dir.parent / f"serve-{self.dicom_port}.log"
+
+    def start(self, timeout_s: float = 30.0) -> "ServerProcess":
+        import urllib.request
+
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "oncopacs.cli", "serve"], env=self.env, stdout=log, stderr=log
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"oncopacs serve exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/health", timeout=1) as reply:
+                    if reply.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("oncopacs serve did not become healthy in time")
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self) -> int:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            return self.process.wait(20)
+        return self.process.returncode if self.process else 0
+
+
+@pytest.fixture
+def server_process(tmp_path: Path) -> Iterator[ServerProcess]:
+    server = ServerProcess(tmp_path / "served")
+    yield server
+    server.kill()
+
+
+def shared_data(*parts: str) -> Path:
+    """A path under ../shared/data; skips locally (fails in CI) when the folder is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    require(path.exists(), f"shared test data {path} is absent")
+    return path
