@@ -148,15 +148,17 @@ class ServerProcess:
             **(env or {}),
         }
         self.process: subprocess.Popen | None = None
+        self._log = None
         self.log_path = data_dir.parent / f"serve-{self.dicom_port}.log"
 
     def start(self, timeout_s: float = 30.0) -> "ServerProcess":
         import urllib.request
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        if self._log is None or self._log.closed:
+            self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "oncopacs.cli", "serve"], env=self.env, stdout=log, stderr=log
+            [sys.executable, "-m", "oncopacs.cli", "serve"], env=self.env, stdout=self._log, stderr=self._log
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -171,15 +173,24 @@ class ServerProcess:
         raise RuntimeError("oncopacs serve did not become healthy in time")
 
     def kill(self) -> None:
+        """SIGKILL, as a crash would."""
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+        self._close_log()
 
     def stop(self) -> int:
+        """SIGTERM and wait for a clean exit; returns the exit status."""
+        code = self.process.returncode if self.process else 0
         if self.process and self.process.poll() is None:
             self.process.terminate()
-            return self.process.wait(20)
-        return self.process.returncode if self.process else 0
+            code = self.process.wait(20)
+        self._close_log()
+        return code
+
+    def _close_log(self) -> None:
+        if self._log is not None and not self._log.closed:
+            self._log.close()
 
 
 @pytest.fixture

@@ -98,7 +98,7 @@ class IndexWriter:
         else:
             instance_pk = existing.id
             if existing.series_pk != series_pk:
-                raise IndexConflict("moved", f"SOP Instance {record.sop_instance_uid} is stored in another series")
+                raise IndexConflict("moved", f"already stored in another series: SOP Instance {record.sop_instance_uid}")
             connection.execute(_UPDATE_INSTANCE, {"pk": instance_pk, **values})
             connection.execute(_DELETE_REFERENCES, {"pk": instance_pk})
         if record.references:
@@ -167,7 +167,7 @@ class IndexWriter:
             else:
                 cached = (row.id, row.patient_pk)
         if cached[1] != patient_pk:
-            raise IndexConflict("patient", f"study {uid} is already stored under another patient")
+            raise IndexConflict("patient", f"study already stored under another patient: {uid}")
         pending.studies[uid] = cached
         return cached[0]
 
@@ -197,7 +197,7 @@ class IndexWriter:
             else:
                 cached = (row.id, row.study_pk)
         if cached[1] != study_pk:
-            raise IndexConflict("moved", f"series {uid} is already stored in another study")
+            raise IndexConflict("moved", f"series already stored in another study: {uid}")
         pending.series[uid] = cached
         return cached[0]
 

@@ -229,7 +229,7 @@ class Archive:
             return self._replace(data, record, facts)
         instance, series_uid, study_uid = existing
         if (series_uid, study_uid) != (record.series_instance_uid, record.study_instance_uid):
-            reason = f"SOP Instance {uid} is already stored in study {study_uid} series {series_uid}"
+            reason = f"already stored in another study or series: SOP Instance {uid} is in study {study_uid} series {series_uid}"
             self._record_conflict(instance, facts, reason)
             return IngestResult(IngestOutcome.CONFLICT, Status.MOVED_INSTANCE, uid, reason, record.study_instance_uid)
         try:
@@ -242,7 +242,7 @@ class Archive:
         if self.allow_overwrite:
             log.warning("replacing %s with new content from %s (overwrite allowed)", uid, facts.source)
             return self._replace(data, record, facts)
-        reason = f"SOP Instance {uid} is already stored with different content; the first copy is kept"
+        reason = f"already stored with different content (first copy kept): SOP Instance {uid}"
         self._record_conflict(instance, facts, reason)
         return IngestResult(IngestOutcome.CONFLICT, Status.DUPLICATE_SOP_INSTANCE, uid, reason, record.study_instance_uid)
 

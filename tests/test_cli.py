@@ -1,0 +1,95 @@
+"""The oncopacs command line as a user runs it: import, verify, demo, serve, and clear failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from oncopacs.cli import main
+from tests.conftest import ServerProcess, shared_data
+from tests.factories import small_ct_series, write_files
+
+
+def invoke(data_dir: Path, *args: str, env: dict[str, str] | None = None):
+    return CliRunner().invoke(main, ["--data-dir", str(data_dir), *args], env=env, catch_exceptions=False)
+
+
+def test_import_summary_and_exit_codes(tmp_path: Path):
+    folder = tmp_path / "in"
+    write_files(small_ct_series(4, prefix="I"), folder / "nested")
+    (folder / "notes.txt").write_text("not DICOM")
+    result = invoke(tmp_path / "data", "import", str(folder), "--json")
+    summary = json.loads(result.stdout)
+    assert result.exit_code == 1
+    assert summary["stored"] == 4 and summary["duplicate"] == 0
+    assert [r["path"] for r in summary["rejected"]] == [str(folder / "notes.txt")]
+    assert "not DICOM" in summary["rejected"][0]["reason"]
+    assert "1 file(s) rejected" in result.stderr
+    again = invoke(tmp_path / "data", "import", str(folder / "nested"))
+    assert again.exit_code == 0 and "stored 0, duplicate 4, rejected 0" in again.stdout
+
+
+def test_import_of_a_missing_path_fails_cleanly(tmp_path: Path):
+    result = invoke(tmp_path / "data", "import", str(tmp_path / "nope"))
+    assert result.exit_code != 0 and "no such file or folder" in result.stderr
+
+
+def test_import_real_planning_system_files(tmp_path: Path):
+    folder = shared_data("eclipse-prostate-phantom")
+    files = [str(p) for p in folder.glob("*.dcm")]
+    result = invoke(tmp_path / "data", "import", *files, "--json")
+    assert result.exit_code == 0, result.stdout
+    assert json.loads(result.stdout)["stored"] == len(files) == 3
+
+
+def test_import_refuses_a_patient_id_conflict_in_real_data(tmp_path: Path):
+    folder = shared_data("dcpt-proton-phantom")
+    result = invoke(tmp_path / "data", "import", str(folder / "plan03_ramp_full"), str(folder / "plan04_ramp_middle"), "--json")
+    summary = json.loads(result.stdout)
+    assert result.exit_code == 1 and summary["stored"] >= 4
+    assert summary["rejected"] and all("another patient" in r["reason"] for r in summary["rejected"])
+
+
+def test_verify_reports_damage(tmp_path: Path):
+    write_files(small_ct_series(3, prefix="VF"), tmp_path / "in")
+    invoke(tmp_path / "data", "import", str(tmp_path / "in"))
+    assert invoke(tmp_path / "data", "verify").exit_code == 0
+    victim = next((tmp_path / "data" / "storage").rglob("*.dcm"))
+    victim.write_bytes(victim.read_bytes()[:-1] + b"\x01")
+    result = invoke(tmp_path / "data", "verify", "--json")
+    report = json.loads(result.stdout)
+    assert result.exit_code == 1 and len(report["altered"]) == 1 and report["checked"] == 3
+
+
+def test_demo_loads_patients_once(tmp_path: Path):
+    first = invoke(tmp_path / "data", "demo", "--no-serve", "--patients", "1")
+    assert first.exit_code == 0 and "stored" in first.stderr
+    second = invoke(tmp_path / "data", "demo", "--no-serve", "--patients", "1")
+    assert second.exit_code == 0 and " 0 stored" in second.stderr
+
+
+def test_bad_setting_is_one_line_and_non_zero(tmp_path: Path):
+    env = {**os.environ, "ONCOPACS_HTTP_PORT": "eighty", "ONCOPACS_DATA_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "oncopacs.cli", "serve"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["oncopacs: setting http_port (ONCOPACS_HTTP_PORT) has an invalid value 'eighty'"]
+
+
+def test_serve_health_and_clean_stop(server_process: ServerProcess):
+    server_process.start()
+    with urllib.request.urlopen(f"http://127.0.0.1:{server_process.http_port}/health", timeout=5) as reply:
+        body = json.load(reply)
+    assert body["status"] == "ok" and body["checks"] == {"index": "ok", "storage": "ok"}
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"http://127.0.0.1:{server_process.http_port}/nothing-here", timeout=5)
+    assert missing.value.code == 404 and json.load(missing.value)["status"] == 404
+    assert (server_process.data_dir / "serve.running").exists()
+    assert server_process.stop() == 0
+    assert not (server_process.data_dir / "serve.running").exists()
