@@ -58,7 +58,7 @@ class Storage:
                 while view:
                     written = os.write(fd, view)
                     view = view[written:]
-                os.fsync(fd)
+                os.fdatasync(fd)  # data and size; the timestamps need not be durable
             finally:
                 os.close(fd)
         except OSError as exc:

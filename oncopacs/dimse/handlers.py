@@ -17,7 +17,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from oncopacs.archive.ingest import Archive, ExpectedIdentity
 from oncopacs.dimse.contexts import FIND_SOP_CLASSES, UNCOMPRESSED_SYNTAXES
-from oncopacs.dimse.identifiers import build_response, read_query_keys
+from oncopacs.dimse.identifiers import ResponseBuilder, read_query_keys
+from oncopacs.dimse.responses import install_fast_responses
 from oncopacs.errors import IntegrityError
 from oncopacs.index import query
 from oncopacs.index.query import QueryError, QueryLevel
@@ -52,8 +53,11 @@ def enable_nodelay(event) -> None:  # noqa: ANN001 - pynetdicom Event
     Nagle's algorithm is turned off (with delayed ACKs it costs ~45 ms a message), and the
     DUL reactor polls every 0.2 ms instead of 1 ms when idle: a synchronous SCU waits that
     long before each instance is even read (~0.5 ms of every ~6 ms C-STORE of a CT slice).
+    As acceptor, C-STORE and C-FIND responses go through :mod:`oncopacs.dimse.responses`.
     """
     event.assoc.dul._run_loop_delay = DUL_POLL_S
+    if event.assoc.is_acceptor:
+        install_fast_responses(event.assoc)
     sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
     if sock is not None:
         try:
@@ -110,11 +114,16 @@ class DimseHandlers:
             yield status_dataset(UNABLE_TO_PROCESS, "unable to process the query"), None
             return
         log.info("C-FIND %s from %s: %d matches", level.value, event.assoc.requestor.ae_title, len(matches))
+        syntax = event.context.transfer_syntax
+        builder = ResponseBuilder(
+            identifier, level, self.settings.ae_title,
+            implicit_vr=syntax.is_implicit_VR, little_endian=syntax.is_little_endian,
+        )
         for match in matches:
             if event.is_cancelled:
                 yield CANCEL, None
                 return
-            yield PENDING, build_response(identifier, level, match.values, self.settings.ae_title)
+            yield PENDING, builder.build(match.values)
 
     # -- C-GET and C-MOVE -----------------------------------------------------------------
 

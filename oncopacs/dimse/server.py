@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 
-from pynetdicom import AE, evt
+from pynetdicom import AE, _config, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 from oncopacs.archive.ingest import Archive
@@ -46,6 +46,10 @@ def build_ae(settings: Settings) -> AE:
 
 def start_dimse(settings: Settings, archive: Archive) -> ThreadedAssociationServer:
     """Start listening on ``settings.dicom_host:dicom_port``; returns the running server."""
+    # pynetdicom formats every request and response identifier for a debug log line even when
+    # that level is off (~5 % of a large C-FIND); OncoPACS logs its own summary instead.
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
     handlers = DimseHandlers(archive, settings)
     ae = build_ae(settings)
     bound = [

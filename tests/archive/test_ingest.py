@@ -166,6 +166,7 @@ def test_fsync_failure_is_never_acknowledged(archive: Archive, monkeypatch):
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(os, "fsync", failing_fsync)
+    monkeypatch.setattr(os, "fdatasync", failing_fsync)
     result = archive.ingest(part10_bytes(examples.ct), source="t")
     monkeypatch.undo()
     assert result.status == Status.OUT_OF_RESOURCES and count(archive, Instance) == 0
