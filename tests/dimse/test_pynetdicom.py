@@ -224,26 +224,28 @@ def test_calling_ae_allow_list(settings: Settings, archive: Archive):
         server.shutdown()
 
 
-def test_retrieved_file_failing_its_hash_is_not_sent(dimse_server, archive: Archive):
-    ct = small_ct_series(1, prefix="H")[0]
-    archive.ingest_dataset(ct, source="t")
+def test_a_damaged_file_is_not_sent_and_the_rest_still_are(dimse_server, archive: Archive):
+    series = small_ct_series(4, prefix="H")
+    for dataset in series:
+        archive.ingest_dataset(dataset, source="t")
     with archive.index.reading() as session:
         from oncopacs.index.query import find_instances
 
-        (stored,) = find_instances(session, {"SOPInstanceUID": str(ct.SOPInstanceUID)})
-    path = archive.storage.path_of(stored.file_path)
-    data = bytearray(path.read_bytes())
+        stored = find_instances(session, {"SeriesInstanceUID": str(series[0].SeriesInstanceUID)})
+    damaged = archive.storage.path_of(stored[1].file_path)
+    data = bytearray(damaged.read_bytes())
     data[-1] ^= 0xFF
-    path.write_bytes(bytes(data))
+    damaged.write_bytes(bytes(data))
     received = []
     ae = client(StudyRootQueryRetrieveInformationModelGet, CTImageStorage)
     assoc = ae.associate(*dimse_server, ext_neg=[build_role(CTImageStorage, scp_role=True)],
-                         evt_handlers=[(evt.EVT_C_STORE, lambda e: received.append(e) or 0)])
+                         evt_handlers=[(evt.EVT_C_STORE, lambda e: received.append(str(e.dataset.SOPInstanceUID)) or 0)])
     query = Dataset()
-    query.QueryRetrieveLevel = "IMAGE"
-    query.StudyInstanceUID = ct.StudyInstanceUID
-    query.SeriesInstanceUID = ct.SeriesInstanceUID
-    query.SOPInstanceUID = ct.SOPInstanceUID
+    query.QueryRetrieveLevel = "SERIES"
+    query.StudyInstanceUID = series[0].StudyInstanceUID
+    query.SeriesInstanceUID = series[0].SeriesInstanceUID
     final = [status for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet)][-1]
     assoc.release()
-    assert received == [] and final.Status != 0
+    assert sorted(received) == sorted(s.sop_instance_uid for i, s in enumerate(stored) if i != 1)
+    assert final.Status == 0xB000 and final.NumberOfFailedSuboperations == 1
+    assert final.NumberOfCompletedSuboperations == 3
