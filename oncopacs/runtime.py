@@ -67,5 +67,14 @@ def serve(settings: Settings, archive: Archive, *, ready: threading.Event | None
 
 
 def _write_marker(marker: Path) -> None:
+    """Durably note that a server runs here: if it is still there at the next start, the stop was unclean."""
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(str(os.getpid()))
+    with open(marker, "w") as file:
+        file.write(str(os.getpid()))
+        file.flush()
+        os.fsync(file.fileno())
+    directory = os.open(marker.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from io import BytesIO
 
+from pydicom import Dataset
+from pynetdicom import service_class
 from pynetdicom.dimse_primitives import C_FIND, C_STORE
 from pynetdicom.pdu_primitives import P_DATA
+
+from oncopacs.dimse.identifiers import EncodedIdentifier
 
 _C_STORE_RSP = 0x8001
 _C_FIND_RSP = 0x8020
@@ -76,6 +81,33 @@ def _fragments(context_id: int, data: bytes, max_pdu_length: int, *, middle: byt
         header = last if start + size >= len(data) else middle
         pdata.presentation_data_value_list.append((context_id, header + data[start : start + size]))
         yield pdata
+
+
+def install_encoder() -> None:
+    """Let pre-encoded C-FIND identifiers pass pynetdicom's encoder untouched (idempotent).
+
+    pynetdicom encodes every pending identifier with pydicom; an
+    :class:`~oncopacs.dimse.identifiers.EncodedIdentifier` carries its bytes already.
+    """
+    if getattr(service_class.encode, "oncopacs", False):
+        return
+    encode_with_pydicom = service_class.encode
+
+    def encode(dataset, is_implicit_vr: bool, is_little_endian: bool, deflated: bool = False):  # noqa: ANN001
+        if isinstance(dataset, EncodedIdentifier) and not deflated:
+            return dataset.encoded
+        if isinstance(dataset, EncodedIdentifier):
+            return encode_with_pydicom(_decoded(dataset, is_implicit_vr, is_little_endian), is_implicit_vr, is_little_endian, deflated)
+        return encode_with_pydicom(dataset, is_implicit_vr, is_little_endian, deflated)
+
+    encode.oncopacs = True
+    service_class.encode = encode
+
+
+def _decoded(identifier: "EncodedIdentifier", is_implicit_vr: bool, is_little_endian: bool) -> Dataset:
+    from pydicom.filereader import read_dataset
+
+    return read_dataset(BytesIO(identifier.encoded), is_implicit_vr, is_little_endian)
 
 
 def install_fast_responses(assoc) -> None:  # noqa: ANN001 - a pynetdicom Association

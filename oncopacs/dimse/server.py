@@ -19,6 +19,7 @@ from oncopacs.dimse.contexts import (
     VERIFICATION,
 )
 from oncopacs.dimse.handlers import DimseHandlers, enable_nodelay
+from oncopacs.dimse.responses import install_encoder
 from oncopacs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ def start_dimse(settings: Settings, archive: Archive) -> ThreadedAssociationServ
     # that level is off (~5 % of a large C-FIND); OncoPACS logs its own summary instead.
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
+    install_encoder()
     handlers = DimseHandlers(archive, settings)
     ae = build_ae(settings)
     bound = [
