@@ -86,21 +86,31 @@ def parse_dataset(data: bytes) -> Dataset:
         raise DicomInputError("Dataset", None, f"cannot be parsed ({type(exc).__name__})") from None
     except Exception as exc:  # noqa: BLE001 - pydicom raises a variety on corrupt input
         raise DicomInputError("Dataset", None, f"cannot be parsed ({type(exc).__name__})") from None
-    _check_not_truncated(dataset)
+    _check_not_truncated(dataset, data)
     return dataset
 
 
-def _check_not_truncated(dataset: Dataset) -> None:
+_SEQUENCE_DELIMITERS = (b"\xfe\xff\xdd\xe0\x00\x00\x00\x00", b"\xff\xfe\xe0\xdd\x00\x00\x00\x00")
+
+
+def _check_not_truncated(dataset: Dataset, data: bytes) -> None:
+    """Only the last element can be cut short: a defined length must be all there, and an
+    undefined length (encapsulated pixel data, a sequence) must end with its delimiter."""
     tags = list(dataset.keys())
     if not tags:
         raise DicomInputError("Dataset", None, "is empty or not DICOM")
     last = dataset.get_item(tags[-1])
-    if isinstance(last, RawDataElement) and last.length != UNDEFINED_LENGTH:
-        received = 0 if last.value is None else len(last.value)
-        if received < last.length:
-            raise DicomInputError(
-                str(last.tag), dataset.get("SOPInstanceUID"), f"is truncated ({received} of {last.length} bytes)"
-            )
+    if not isinstance(last, RawDataElement):
+        return
+    if last.length == UNDEFINED_LENGTH:
+        if data[-8:] not in _SEQUENCE_DELIMITERS:
+            raise DicomInputError(str(last.tag), dataset.get("SOPInstanceUID"), "is truncated (no sequence delimiter)")
+        return
+    received = 0 if last.value is None else len(last.value)
+    if received < last.length:
+        raise DicomInputError(
+            str(last.tag), dataset.get("SOPInstanceUID"), f"is truncated ({received} of {last.length} bytes)"
+        )
 
 
 def validate(dataset: Dataset) -> None:

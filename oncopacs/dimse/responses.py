@@ -68,7 +68,14 @@ def encode_response_command(primitive) -> bytes | None:  # noqa: ANN001 - a pyne
 
 
 def fragment(context_id: int, command: bytes, dataset: bytes | None, max_pdu_length: int) -> Iterator[P_DATA]:
-    """P-DATA primitives carrying a message, as pynetdicom's ``encode_msg`` splits it."""
+    """P-DATA primitives carrying a message: the same PDVs as pynetdicom's ``encode_msg``, with
+    command and dataset sharing one P-DATA-TF PDU when both fit (PS3.8 9.3.5 allows several PDVs
+    per PDU): half the PDUs for a C-FIND response."""
+    if dataset and (max_pdu_length == 0 or len(command) + len(dataset) + 12 <= max_pdu_length):
+        pdata = P_DATA()
+        pdata.presentation_data_value_list.extend([(context_id, b"\x03" + command), (context_id, b"\x02" + dataset)])
+        yield pdata
+        return
     yield from _fragments(context_id, command, max_pdu_length, middle=b"\x01", last=b"\x03")
     if dataset:
         yield from _fragments(context_id, dataset, max_pdu_length, middle=b"\x00", last=b"\x02")

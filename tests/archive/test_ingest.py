@@ -219,3 +219,17 @@ def test_concurrent_ingest_loses_nothing(archive: Archive):
     assert count(archive, Instance) == 40
     with archive.index.reading() as session:
         assert session.scalar(select(func.sum(Series.number_of_instances))) == 40
+
+
+def test_truncated_encapsulated_pixel_data_is_rejected(archive: Archive):
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import RLELossless
+
+    ct = small_ct_series(1, prefix="E")[0]
+    ct.PixelData = encapsulate([ct.PixelData])  # any bytes: only the framing matters here
+    ct["PixelData"].VR = "OB"
+    ct.file_meta.TransferSyntaxUID = RLELossless
+    whole = part10_bytes(ct)
+    assert archive.ingest(whole[:-40], source="t").outcome is IngestOutcome.REJECTED
+    result = archive.ingest(whole, source="t")
+    assert result.outcome is IngestOutcome.STORED, result.reason

@@ -12,9 +12,14 @@ from oncopacs.dimse.responses import encode_response_command, fragment
 
 
 def pynetdicom_encoding(message_class, primitive, max_pdu: int = 16382):
+    """The PDVs pynetdicom would send, in order."""
     message = message_class()
     message.primitive_to_message(primitive)
-    return [p.presentation_data_value_list for p in message.encode_msg(1, max_pdu)]
+    return [pdv for p in message.encode_msg(1, max_pdu) for pdv in p.presentation_data_value_list]
+
+
+def pdvs(primitives) -> list:
+    return [pdv for p in primitives for pdv in p.presentation_data_value_list]
 
 
 def store_response(status: int, comment: str | None = None) -> C_STORE:
@@ -44,7 +49,7 @@ def find_response(status: int, identifier: bytes | None) -> C_FIND:
      store_response(0xC000, "odd")],
 )
 def test_store_responses(primitive):
-    ours = [p.presentation_data_value_list for p in fragment(1, encode_response_command(primitive), None, 16382)]
+    ours = pdvs(fragment(1, encode_response_command(primitive), None, 16382))
     assert ours == pynetdicom_encoding(C_STORE_RSP, primitive)
 
 
@@ -52,8 +57,11 @@ def test_store_responses(primitive):
 @pytest.mark.parametrize(("status", "identifier"), [(0xFF00, b"\x08\x00\x52\x00" * 100), (0x0000, None)])
 def test_find_responses(status, identifier, max_pdu):
     primitive = find_response(status, identifier)
-    ours = [p.presentation_data_value_list for p in fragment(1, encode_response_command(primitive), identifier, max_pdu)]
-    assert ours == pynetdicom_encoding(C_FIND_RSP, primitive, max_pdu)
+    sent = list(fragment(1, encode_response_command(primitive), identifier, max_pdu))
+    assert pdvs(sent) == pynetdicom_encoding(C_FIND_RSP, primitive, max_pdu)
+    assert all(sum(4 + 1 + len(v) for _, v in p.presentation_data_value_list) <= (max_pdu or 1 << 32) for p in sent)
+    if identifier and max_pdu != 64:
+        assert len(sent) == 1  # command and identifier share one PDU
 
 
 def test_other_messages_are_left_to_pynetdicom():
