@@ -141,7 +141,8 @@ def demo(ctx: click.Context, patients: int, http_port: int | None, dicom_port: i
 
     settings = _settings(ctx, http_port=http_port, dicom_port=dicom_port)
     archive = open_archive(settings)
-    summary = load_demo(archive, patients)
+    with tqdm(unit="object", desc="demo patients", file=sys.stderr, disable=None) as bar:
+        summary = load_demo(archive, patients, on_object=lambda: bar.update(1))
     click.echo(f"demo data in {settings.data_dir}: {summary.stored} stored, {summary.duplicate} already present", err=True)
     if summary.rejected:
         raise click.ClickException(f"demo data rejected: {summary.rejected[0][1]}")

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from oncopacs.archive.ingest import Archive, IngestOutcome
+from oncopacs.archive.ingest import Archive, IngestOutcome, IngestResult
 
 #: Files that are never instances (DICOMDIR is a media index, not a stored object).
 SKIPPED_NAMES = {"DICOMDIR"}
@@ -20,6 +20,15 @@ class ImportSummary:
     stored: int = 0
     duplicate: int = 0
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (path, reason), incl. conflicts and failures
+
+    def count(self, label: str, result: IngestResult) -> None:
+        """Add one ingest result; ``label`` names the object in the list of refusals."""
+        if result.outcome is IngestOutcome.STORED:
+            self.stored += 1
+        elif result.outcome is IngestOutcome.DUPLICATE:
+            self.duplicate += 1
+        else:
+            self.rejected.append((label, result.reason))
 
     @property
     def total(self) -> int:
@@ -57,13 +66,7 @@ def import_files(archive: Archive, files: Iterable[Path], on_file: Callable[[Pat
         except OSError as exc:
             summary.rejected.append((str(path), f"cannot read: {exc.strerror}"))
         else:
-            result = archive.ingest(data, source="import")
-            if result.outcome is IngestOutcome.STORED:
-                summary.stored += 1
-            elif result.outcome is IngestOutcome.DUPLICATE:
-                summary.duplicate += 1
-            else:
-                summary.rejected.append((str(path), result.reason))
+            summary.count(str(path), archive.ingest(data, source="import"))
         if on_file:
             on_file(path)
     return summary

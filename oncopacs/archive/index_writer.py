@@ -144,62 +144,51 @@ class IndexWriter:
 
     def _study_pk(self, connection: Connection, record: InstanceRecord, patient_pk: int, pending: "PendingKeys") -> int:
         uid = record.study_instance_uid
-        cached = self._studies.get(uid)
-        if cached is None:
-            row = connection.execute(select(Study.id, Study.patient_pk).where(Study.study_instance_uid == uid)).first()
-            if row is None:
-                study_pk = connection.execute(
-                    insert(Study)
-                    .values(
-                        patient_pk=patient_pk,
-                        study_instance_uid=uid,
-                        study_date=_clip(Study, "study_date", record.study_date),
-                        study_time=_clip(Study, "study_time", record.study_time),
-                        accession_number=_clip(Study, "accession_number", record.accession_number),
-                        study_id=_clip(Study, "study_id", record.study_id),
-                        study_description=_clip(Study, "study_description", record.study_description),
-                        referring_physician_name=_clip(Study, "referring_physician_name", record.referring_physician_name),
-                        created_at=datetime.now(UTC),
-                    )
-                    .returning(Study.id)
-                ).scalar_one()
-                cached = (study_pk, patient_pk)
-            else:
-                cached = (row.id, row.patient_pk)
-        if cached[1] != patient_pk:
+        values = _clipped(Study, {
+            "study_date": record.study_date, "study_time": record.study_time,
+            "accession_number": record.accession_number, "study_id": record.study_id,
+            "study_description": record.study_description,
+            "referring_physician_name": record.referring_physician_name,
+        })
+        keys = _child_keys(connection, self._studies.get(uid), Study, Study.study_instance_uid, uid, Study.patient_pk,
+                           patient_pk, {**values, "created_at": datetime.now(UTC)})
+        if keys[1] != patient_pk:
             raise IndexConflict("patient", f"study already stored under another patient: {uid}")
-        pending.studies[uid] = cached
-        return cached[0]
+        pending.studies[uid] = keys
+        return keys[0]
 
     def _series_pk(self, connection: Connection, record: InstanceRecord, study_pk: int, pending: "PendingKeys") -> int:
         uid = record.series_instance_uid
-        cached = self._series.get(uid)
-        if cached is None:
-            row = connection.execute(select(Series.id, Series.study_pk).where(Series.series_instance_uid == uid)).first()
-            if row is None:
-                series_pk = connection.execute(
-                    insert(Series)
-                    .values(
-                        study_pk=study_pk,
-                        series_instance_uid=uid,
-                        modality=_clip(Series, "modality", record.modality),
-                        series_number=_clip(Series, "series_number", record.series_number),
-                        series_description=_clip(Series, "series_description", record.series_description),
-                        series_date=_clip(Series, "series_date", record.series_date),
-                        series_time=_clip(Series, "series_time", record.series_time),
-                        body_part_examined=_clip(Series, "body_part_examined", record.body_part_examined),
-                        frame_of_reference_uid=record.frame_of_reference_uid,
-                        number_of_instances=0,
-                    )
-                    .returning(Series.id)
-                ).scalar_one()
-                cached = (series_pk, study_pk)
-            else:
-                cached = (row.id, row.study_pk)
-        if cached[1] != study_pk:
+        values = _clipped(Series, {
+            "modality": record.modality, "series_number": record.series_number,
+            "series_description": record.series_description, "series_date": record.series_date,
+            "series_time": record.series_time, "body_part_examined": record.body_part_examined,
+        })
+        keys = _child_keys(connection, self._series.get(uid), Series, Series.series_instance_uid, uid, Series.study_pk,
+                           study_pk, {**values, "frame_of_reference_uid": record.frame_of_reference_uid,
+                                      "number_of_instances": 0})
+        if keys[1] != study_pk:
             raise IndexConflict("moved", f"series already stored in another study: {uid}")
-        pending.series[uid] = cached
-        return cached[0]
+        pending.series[uid] = keys
+        return keys[0]
+
+
+def _clipped(model, values: dict[str, str]) -> dict[str, str]:
+    return {column: _clip(model, column, value) for column, value in values.items()}
+
+
+def _child_keys(connection: Connection, cached, model, uid_column, uid: str, parent_column, parent_pk: int,
+                values: dict) -> tuple[int, int]:  # noqa: ANN001 - SQLAlchemy model and columns
+    """``(pk, parent pk)`` of the study or series with this UID, inserted under ``parent_pk`` if new."""
+    if cached is not None:
+        return cached
+    row = connection.execute(select(model.id, parent_column).where(uid_column == uid)).first()
+    if row is not None:
+        return row[0], row[1]
+    pk = connection.execute(
+        insert(model).values({uid_column.key: uid, parent_column.key: parent_pk, **values}).returning(model.id)
+    ).scalar_one()
+    return pk, parent_pk
 
 
 @dataclass(slots=True)
