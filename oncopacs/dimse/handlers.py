@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import logging
-import socket
 from collections.abc import Iterator
 
 from pydicom import Dataset, dcmread
@@ -16,10 +15,10 @@ from pynetdicom.presentation import PresentationContext
 from sqlalchemy.exc import SQLAlchemyError
 
 from oncopacs.archive.ingest import Archive, ExpectedIdentity
+from oncopacs.archive.transcode import TranscodeError, fit_transfer_syntax
 from oncopacs.dimse.contexts import FIND_SOP_CLASSES, UNCOMPRESSED_SYNTAXES
 from oncopacs.dimse.identifiers import ResponseBuilder, read_query_keys
-from oncopacs.dimse.responses import install_fast_responses
-from oncopacs.archive.transcode import TranscodeError, fit_transfer_syntax
+from oncopacs.dimse.transport import tune_association
 from oncopacs.errors import IntegrityError
 from oncopacs.index import query
 from oncopacs.index.query import QueryError, QueryLevel
@@ -43,55 +42,6 @@ def status_dataset(status: int, comment: str = "") -> Dataset:
     if comment and status != 0:
         reply.ErrorComment = comment[:64]
     return reply
-
-
-DUL_POLL_S = 0.0002
-
-
-def enable_nodelay(event) -> None:  # noqa: ANN001 - pynetdicom Event
-    """Tune a new association's transport for latency.
-
-    Nagle's algorithm is turned off (with delayed ACKs it costs ~45 ms a message), and the
-    DUL reactor polls every 0.2 ms instead of 1 ms when idle: a synchronous SCU waits that
-    long before each instance is even read (~0.5 ms of every ~6 ms C-STORE of a CT slice).
-    PDUs are read in large chunks (:func:`install_fast_recv`), and as acceptor, C-STORE and
-    C-FIND responses go through :mod:`oncopacs.dimse.responses`.
-    """
-    event.assoc.dul._run_loop_delay = DUL_POLL_S
-    install_fast_recv(event.assoc.dul.socket)
-    if event.assoc.is_acceptor:
-        install_fast_responses(event.assoc)
-    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-
-
-def install_fast_recv(association_socket) -> None:  # noqa: ANN001 - pynetdicom AssociationSocket
-    """Read PDUs with ``recv_into`` a buffer of the PDU's size.
-
-    pynetdicom's ``AssociationSocket.recv`` reads 4 KiB per system call and grows a bytearray:
-    128 calls for each 512 KiB CT slice, about a millisecond of CPU. The contract is the same:
-    return the bytes asked for, or fewer if the peer closed the connection.
-    """
-    if association_socket is None or getattr(association_socket, "socket", None) is None:
-        return
-
-    def recv(nr_bytes: int) -> bytearray:
-        buffer = bytearray(nr_bytes)
-        view = memoryview(buffer)
-        received = 0
-        while received < nr_bytes:
-            count = association_socket.socket.recv_into(view[received:], nr_bytes - received)
-            if count == 0:
-                del view
-                return buffer[:received]
-            received += count
-        return buffer
-
-    association_socket.recv = recv
 
 
 class DimseHandlers:
@@ -178,7 +128,7 @@ class DimseHandlers:
         yield destination.host, destination.port, {
             "ae_title": destination.ae_title,
             "contexts": storage_contexts_for(instances),
-            "evt_handlers": [(evt.EVT_CONN_OPEN, enable_nodelay), (evt.EVT_ESTABLISHED, remember_contexts)],
+            "evt_handlers": [(evt.EVT_CONN_OPEN, tune_association), (evt.EVT_ESTABLISHED, remember_contexts)],
         }
         if failure is not None:
             yield failure

@@ -18,8 +18,9 @@ from oncopacs.dimse.contexts import (
     STORAGE_SOP_CLASSES,
     VERIFICATION,
 )
-from oncopacs.dimse.handlers import DimseHandlers, enable_nodelay
+from oncopacs.dimse.handlers import DimseHandlers
 from oncopacs.dimse.responses import install_encoder
+from oncopacs.dimse.transport import tune_association
 from oncopacs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def start_dimse(settings: Settings, archive: Archive) -> ThreadedAssociationServ
     handlers = DimseHandlers(archive, settings)
     ae = build_ae(settings)
     bound = [
-        (evt.EVT_CONN_OPEN, enable_nodelay),
+        (evt.EVT_CONN_OPEN, tune_association),
         (evt.EVT_C_ECHO, handlers.on_echo),
         (evt.EVT_C_STORE, handlers.on_store),
         (evt.EVT_C_FIND, handlers.on_find),
