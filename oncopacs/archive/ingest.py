@@ -13,8 +13,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from pydicom import Dataset
 from sqlalchemy import select
@@ -31,7 +33,7 @@ from oncopacs.archive.extract import (
 )
 from oncopacs.archive.index_writer import FileFacts, IndexConflict, IndexWriter, InstanceExists
 from oncopacs.archive.part10 import build_part10, dataset_offset, encode_dataset
-from oncopacs.archive.storage import StagedFile, Storage, compute_sha256, relative_path_for
+from oncopacs.archive.storage import Storage, compute_sha256, relative_path_for
 from oncopacs.errors import DicomInputError, IntegrityError, StorageError
 from oncopacs.index.db import IndexDatabase
 from oncopacs.index.models import IngestConflict, Instance, Series, Study
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 INDEX_RETRIES = 3
 ORPHAN_WAIT_S = 2.0  # how long a file without an index row is given to be indexed by its writer
 ORPHAN_WAIT_STEPS = 20
+IO_THREADS = 8
 
 
 class IngestOutcome(str, enum.Enum):
@@ -99,11 +102,13 @@ class Archive:
         self.index = index
         self.allow_overwrite = allow_overwrite
         self._writer = IndexWriter()
+        self._io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="oncopacs-io")
         self._listeners: list[IngestListener] = []
         self._listeners_lock = threading.Lock()
 
     def close(self) -> None:
-        """Release database connections."""
+        """Finish pending I/O and release database connections."""
+        self._io.shutdown(wait=True)
         self.index.dispose()
 
     def subscribe(self, listener: IngestListener) -> None:
@@ -133,11 +138,8 @@ class Archive:
     def ingest(self, data: bytes, *, source: str, expected: ExpectedIdentity | None = None) -> IngestResult:
         """Validate, store and index one object given as a Part 10 file (or a bare dataset)."""
         is_part10 = dataset_offset(data) > 0
-        try:  # the disk writes the bytes while the header is parsed and indexed
-            staging = self.storage.begin_stage(data) if is_part10 else None
-        except StorageError as exc:
-            log.error("storage failure for an object from %s: %s", source, exc)
-            return IngestResult(IngestOutcome.FAILED, Status.OUT_OF_RESOURCES, None, str(exc))
+        # Hashing, writing and fsyncing release the GIL: do them while the header is parsed.
+        staging = self._start_staging(data) if is_part10 else None
         try:
             dataset = parse_dataset(data)
             validate(dataset)
@@ -145,7 +147,7 @@ class Archive:
                 _check_expected(dataset, expected)
         except DicomInputError as exc:
             if staging is not None:
-                staging.abort()
+                staging.discard(self.storage)
             status = (
                 Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
                 if exc.keyword.startswith(("Media", "Affected"))
@@ -159,17 +161,17 @@ class Archive:
             data = build_part10(
                 data, sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid, transfer_syntax_uid=syntax
             )
-            try:
-                staging = self.storage.begin_stage(data)
-            except StorageError as exc:
-                return IngestResult(IngestOutcome.FAILED, Status.OUT_OF_RESOURCES, sop_instance_uid, str(exc))
+            staging = self._start_staging(data)
         record = build_record(dataset, syntax)
         return self._store(data, record, source, staging)
 
+    def _start_staging(self, data: bytes) -> "_Staging":
+        return _Staging(self._io.submit(compute_sha256, data), self._io.submit(self.storage.stage, data))
+
     # -- the steps ----------------------------------------------------------------------------
 
-    def _store(self, data: bytes, record: InstanceRecord, source: str, staging: StagedFile) -> IngestResult:
-        """Write the index rows while the disk writes the file, place the file, then commit.
+    def _store(self, data: bytes, record: InstanceRecord, source: str, staging: "_Staging") -> IngestResult:
+        """Write the index rows while the file is being made durable, place the file, then commit.
 
         The commit comes after the file is durably in place, so an index row never points at
         nothing; a file is never placed over another one, so a resent or conflicting instance
@@ -177,13 +179,16 @@ class Archive:
         """
         uid = record.sop_instance_uid
         relative_path = relative_path_for(record.study_instance_uid, record.series_instance_uid, uid)
-        facts = FileFacts(relative_path, len(data), compute_sha256(data), source)
+        try:
+            facts = FileFacts(relative_path, len(data), staging.digest.result(), source)
+        except StorageError as exc:  # pragma: no cover - hashing does not fail
+            return IngestResult(IngestOutcome.FAILED, Status.OUT_OF_RESOURCES, uid, str(exc))
         for attempt in range(1, INDEX_RETRIES + 1):
             placed = False
             try:
                 with self.index.write_connection() as connection:
                     pending = self._writer.write(connection, record, facts, replace=False)
-                    placed = self.storage.place(staging.finish(), relative_path)
+                    placed = self.storage.place(staging.staged.result(), relative_path)
                     if not placed:
                         raise _AlreadyPlaced
                 self._writer.remember(pending)
@@ -191,10 +196,10 @@ class Archive:
                 self._notify(record)
                 return IngestResult(IngestOutcome.STORED, Status.SUCCESS, uid, "", record.study_instance_uid)
             except (InstanceExists, _AlreadyPlaced):
-                staging.abort()
+                staging.discard(self.storage)
                 return self._resolve_existing(data, record, facts)
             except IndexConflict as exc:
-                staging.abort()
+                staging.discard(self.storage)
                 status = Status.CONFLICTING_PATIENT if exc.kind == "patient" else Status.MOVED_INSTANCE
                 log.warning("refused %s from %s: %s", uid, source, exc.reason)
                 return IngestResult(IngestOutcome.CONFLICT, status, uid, exc.reason, record.study_instance_uid)
@@ -204,13 +209,10 @@ class Archive:
             except SQLAlchemyError as exc:
                 if placed:  # the commit failed after the file went in: it is not ours to keep
                     self.storage.remove(relative_path)
+                    staging = self._start_staging(data)
                 if isinstance(exc, SqlIntegrityError) and attempt < INDEX_RETRIES:
-                    try:  # a racing writer created the same patient, study or series: again
-                        staging = staging if not placed else self.storage.begin_stage(data)
-                    except StorageError as storage_exc:
-                        return IngestResult(IngestOutcome.FAILED, Status.OUT_OF_RESOURCES, uid, str(storage_exc))
-                    continue
-                staging.abort()
+                    continue  # a racing writer created the same patient, study or series
+                staging.discard(self.storage)
                 log.error("index failure for %s from %s: %s", uid, source, type(exc).__name__)
                 return IngestResult(IngestOutcome.FAILED, Status.PROCESSING_FAILURE, uid, "the index is unavailable")
         raise AssertionError("unreachable")  # pragma: no cover
@@ -313,6 +315,23 @@ class Archive:
 
 class _AlreadyPlaced(Exception):
     """A file is already at the instance's path."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Staging:
+    """The received bytes being hashed and written to the incoming area, in the I/O pool."""
+
+    digest: Future
+    staged: Future
+
+    def discard(self, storage: Storage) -> None:
+        """Delete the staged file once written (unless it was placed or failed)."""
+
+        def _remove(future: Future) -> None:
+            if future.exception() is None:
+                storage.discard(future.result())
+
+        self.staged.add_done_callback(_remove)
 
 
 def _check_expected(dataset: Dataset, expected: ExpectedIdentity) -> None:

@@ -7,10 +7,8 @@ loss. Paths are ``<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import os
-import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,58 +37,6 @@ def relative_path_for(study_uid: str, series_uid: str, sop_uid: str) -> str:
     return f"{study_uid}/{series_uid}/{sop_uid}.dcm"
 
 
-class StagedFile:
-    """A file written to the incoming area whose bytes may not be durable yet."""
-
-    def __init__(self, path: Path, fd: int):
-        self.path, self._fd = path, fd
-
-    def finish(self) -> Path:
-        """Wait until the bytes (and the size) are on disk; return the path."""
-        try:
-            os.fdatasync(self._fd)  # data and size; the timestamps need not be durable
-        except OSError as exc:
-            self.abort()
-            raise StorageError(f"cannot make a file durable in the storage area: {exc.strerror}") from exc
-        self._close()
-        return self.path
-
-    def abort(self) -> None:
-        """Forget the staged file (never acknowledged)."""
-        self._close()
-        self.path.unlink(missing_ok=True)
-
-    def _close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-
-def start_writeback(fd: int) -> None:
-    """Ask the kernel to start writing a file's dirty pages now, without waiting (Linux).
-
-    The later fdatasync then waits only for what is still in flight. Elsewhere this is a no-op.
-    """
-    if _sync_file_range is not None:
-        _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
-
-
-def _load_sync_file_range():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        function = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-    function.restype = ctypes.c_int
-    return function
-
-
-_SYNC_FILE_RANGE_WRITE = 2
-_sync_file_range = _load_sync_file_range()
-
-
 class Storage:
     """Instance files under one directory."""
 
@@ -103,29 +49,20 @@ class Storage:
         return self.root / relative_path
 
     def stage(self, data: bytes | memoryview) -> Path:
-        """Write ``data`` to a new file in the incoming area, make it durable, return its path."""
-        return self.begin_stage(data).finish()
-
-    def begin_stage(self, data: bytes | memoryview) -> "StagedFile":
-        """Write ``data`` to a new file in the incoming area and start its writeback to disk.
-
-        The caller goes on with other work (parsing, indexing) while the disk writes, then
-        calls :meth:`StagedFile.finish`, which waits until the bytes are durable.
-        """
-        path = self.incoming / f"{uuid.uuid4().hex}.part"
+        """Write ``data`` to a new fsynced file in the incoming area and return its path."""
+        staged = self.incoming / f"{uuid.uuid4().hex}.part"
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fdatasync(fd)  # data and size; the timestamps need not be durable
+            finally:
+                os.close(fd)
         except OSError as exc:
-            raise StorageError(f"cannot write to the storage area: {exc.strerror}") from exc
-        staged = StagedFile(path, fd)
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            start_writeback(fd)
-        except OSError as exc:
-            staged.abort()
+            staged.unlink(missing_ok=True)
             raise StorageError(f"cannot write to the storage area: {exc.strerror}") from exc
         return staged
 

@@ -153,7 +153,7 @@ def test_storage_failure_answers_out_of_resources_and_leaves_no_row(archive: Arc
     def full_disk(_data):
         raise StorageError("cannot write to the storage area: No space left on device")
 
-    monkeypatch.setattr(archive.storage, "begin_stage", full_disk)
+    monkeypatch.setattr(archive.storage, "stage", full_disk)
     result = archive.ingest(part10_bytes(examples.ct), source="t")
     assert result.outcome is IngestOutcome.FAILED and result.status == Status.OUT_OF_RESOURCES
     assert not result.acknowledged and count(archive, Instance) == 0
