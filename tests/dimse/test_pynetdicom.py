@@ -249,3 +249,77 @@ def test_a_damaged_file_is_not_sent_and_the_rest_still_are(dimse_server, archive
     assert sorted(received) == sorted(s.sop_instance_uid for i, s in enumerate(stored) if i != 1)
     assert final.Status == 0xB000 and final.NumberOfFailedSuboperations == 1
     assert final.NumberOfCompletedSuboperations == 3
+
+
+ONCOLOGY_AND_COMMON_STORAGE = [
+    "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.4",
+    "1.2.840.10008.5.1.4.1.1.4.1", "1.2.840.10008.5.1.4.1.1.128", "1.2.840.10008.5.1.4.1.1.130",
+    "1.2.840.10008.5.1.4.1.1.481.1", "1.2.840.10008.5.1.4.1.1.481.2", "1.2.840.10008.5.1.4.1.1.481.3",
+    "1.2.840.10008.5.1.4.1.1.481.4", "1.2.840.10008.5.1.4.1.1.481.5", "1.2.840.10008.5.1.4.1.1.481.6",
+    "1.2.840.10008.5.1.4.1.1.481.7", "1.2.840.10008.5.1.4.1.1.481.8", "1.2.840.10008.5.1.4.1.1.481.9",
+    "1.2.840.10008.5.1.4.1.1.66.1", "1.2.840.10008.5.1.4.1.1.66.3", "1.2.840.10008.5.1.4.1.1.66.4",
+    "1.2.840.10008.5.1.4.1.1.88.22", "1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.88.34",
+    "1.2.840.10008.5.1.4.1.1.104.1", "1.2.840.10008.5.1.4.1.1.7",
+]
+COMMON_SYNTAXES = [
+    "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.50",
+    "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",
+    "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.5",
+]
+
+
+@pytest.mark.parametrize("syntax", COMMON_SYNTAXES)
+def test_every_storage_class_is_accepted_in_common_syntaxes(dimse_server, syntax: str):
+    """CT to Encapsulated PDF, RT objects and records, registrations, SEG and SR, one syntax at a time."""
+    ae = AE()
+    for sop_class in ONCOLOGY_AND_COMMON_STORAGE:
+        ae.add_requested_context(sop_class, [syntax])
+    assoc = ae.associate(*dimse_server)
+    accepted = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts}
+    assoc.release()
+    assert accepted == {(sop_class, syntax) for sop_class in ONCOLOGY_AND_COMMON_STORAGE}
+
+
+def test_deflated_dataset_is_stored_as_sent(dimse_server, archive: Archive):
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ct = small_ct_series(1, prefix="DF")[0]
+    ct.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ae = AE()
+    ae.add_requested_context(CTImageStorage, [DeflatedExplicitVRLittleEndian])
+    assoc = ae.associate(*dimse_server)
+    assert assoc.send_c_store(ct).Status == 0
+    assoc.release()
+    with archive.index.reading() as session:
+        from oncopacs.index.query import find_instances
+
+        (stored,) = find_instances(session, {"SOPInstanceUID": str(ct.SOPInstanceUID)})
+    assert stored.transfer_syntax_uid == DeflatedExplicitVRLittleEndian
+    data = archive.storage.read(stored.file_path, expected_sha256=stored.sha256)
+    sent = part10_bytes(ct)
+    assert data[dataset_offset(data):] == sent[dataset_offset(sent):]
+    assert dcmread(__import__("io").BytesIO(data)).PatientID == ct.PatientID
+
+
+def test_association_limit_rejects_transiently_and_loses_nothing(settings: Settings, archive: Archive):
+    server = start_dimse(settings.with_overrides(max_associations=2), archive)
+    try:
+        port = server.server_address[1]
+        ae = client(CTImageStorage, Verification)
+        held = [ae.associate("127.0.0.1", port) for _ in range(2)]
+        extra = ae.associate("127.0.0.1", port)
+        assert all(a.is_established for a in held) and extra.is_rejected
+        assert extra.acceptor.primitive.result == 0x02  # rejected-transient: try again later
+        series = small_ct_series(4, prefix="AL")
+        assert [held[i % 2].send_c_store(ds).Status for i, ds in enumerate(series)] == [0] * 4
+        for assoc in held:
+            assoc.release()
+        later = ae.associate("127.0.0.1", port)
+        assert later.is_established
+        later.release()
+    finally:
+        server.shutdown()
+    with archive.index.reading() as session:
+        from oncopacs.index.query import QueryLevel, count
+
+        assert count(session, QueryLevel.IMAGE, {"SeriesInstanceUID": str(series[0].SeriesInstanceUID)}) == 4
