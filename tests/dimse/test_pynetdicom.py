@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -314,6 +315,9 @@ def test_association_limit_rejects_transiently_and_loses_nothing(settings: Setti
         assert [held[i % 2].send_c_store(ds).Status for i, ds in enumerate(series)] == [0] * 4
         for assoc in held:
             assoc.release()
+        deadline = time.monotonic() + 10
+        while server.active_associations and time.monotonic() < deadline:  # the server ends them
+            time.sleep(0.05)
         later = ae.associate("127.0.0.1", port)
         assert later.is_established
         later.release()
