@@ -122,13 +122,14 @@ class DimseHandlers:
         instances, failure = self._resolve_retrieve(event)
         sub_association: dict[str, dict[str, set[str]]] = {}
 
-        def remember_contexts(sub_event) -> None:  # noqa: ANN001
+        def prepare(sub_event) -> None:  # noqa: ANN001
             sub_association["accepted"] = accepted_syntaxes_as_sender(sub_event.assoc)
+            leave_responses_to_the_sender(sub_event.assoc)
 
         yield destination.host, destination.port, {
             "ae_title": destination.ae_title,
             "contexts": storage_contexts_for(instances),
-            "evt_handlers": [(evt.EVT_CONN_OPEN, tune_association), (evt.EVT_ESTABLISHED, remember_contexts)],
+            "evt_handlers": [(evt.EVT_CONN_OPEN, tune_association), (evt.EVT_ESTABLISHED, prepare)],
         }
         if failure is not None:
             yield failure
@@ -172,6 +173,24 @@ class DimseHandlers:
 
 
 UNSENDABLE = "unsendable"  # truthy and not a Dataset: pynetdicom records a failed sub-operation
+
+
+def leave_responses_to_the_sender(assoc) -> None:  # noqa: ANN001 - a pynetdicom Association
+    """Keep a C-MOVE sub-association's reactor thread from taking C-STORE responses.
+
+    pynetdicom runs a reactor on every association and pauses it while ``send_c_store`` waits
+    for its response, but the pause can be passed while the reactor is between its checks: under
+    load the reactor then takes the response ("Received unexpected C-STORE service message") and
+    the sub-operation waits out the DIMSE timeout. A storage SCP sends its SCU nothing but
+    responses, so on this association only the waiting sender takes messages.
+    """
+    dimse = assoc.dimse
+    wait_for_message = dimse.get_msg
+
+    def get_msg(block: bool = False):  # noqa: ANN202 - pynetdicom's signature
+        return wait_for_message(block=True) if block else (None, None)
+
+    dimse.get_msg = get_msg
 
 
 def accepted_syntaxes_as_sender(assoc) -> dict[str, set[str]]:  # noqa: ANN001 - a pynetdicom Association
