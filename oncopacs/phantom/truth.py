@@ -15,7 +15,7 @@ from c (the "lens" volume of two balls):
 
 For a concentric sphere (s = 0, the PTV): f(r) = min(1, (r/R)^3). For a z-axis cylinder the
 closed form exists only when B(c, r1) lies entirely inside it (f = 4/3 pi r^3 / V_S, the BODY)
-or entirely outside it (f = 0, the SpinalCord); otherwise NotImplementedError.
+or entirely outside it (f = 0, the SpinalCord); otherwise GeometryError.
 
 Mean dose (integrating the cumulative DVH, substituting d -> r):
 
@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from oncopacs.errors import GeometryError
 from oncopacs.phantom.activity import PetPhantom
 from oncopacs.phantom.anatomy import PhantomAnatomy
 from oncopacs.phantom.dose_model import RadialDoseModel
@@ -92,7 +93,7 @@ def compute_ball_fraction(solid: Solid, centre_mm: Vec3, radius_mm: float, suppo
         return 0.0
     if relation == "inside":
         return 4.0 / 3.0 * math.pi * max(radius_mm, 0.0) ** 3 / volume_mm3
-    raise NotImplementedError("no closed-form DVH for a cylinder partly inside the dose support")
+    raise GeometryError("no closed-form DVH for a cylinder partly inside the dose support")
 
 
 def _f(solid: Solid, model: RadialDoseModel, r: float) -> float:
