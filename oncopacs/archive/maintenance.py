@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from oncopacs.archive.ingest import Archive, IngestOutcome
 from oncopacs.archive.storage import compute_sha256
@@ -41,8 +41,9 @@ class VerifyReport:
 
 
 def count_indexed(archive: Archive) -> int:
+    """How many instances the index holds."""
     with archive.index.reading() as session:
-        return len(session.scalars(select(Instance.id)).all())
+        return session.scalar(select(func.count()).select_from(Instance)) or 0
 
 
 def verify(archive: Archive, progress: Progress | None = None) -> VerifyReport:

@@ -30,7 +30,6 @@ PENDING = 0xFF00
 CANCEL = 0xFE00
 IDENTIFIER_DOES_NOT_MATCH = 0xA900
 UNABLE_TO_PROCESS = 0xC000
-MOVE_DESTINATION_UNKNOWN = 0xA801
 OUT_OF_RESOURCES_MATCHES = 0xA701
 MAX_SUBOPERATIONS = 65535
 
@@ -117,7 +116,7 @@ class DimseHandlers:
         destination = self.settings.remote_ae(event.move_destination.decode() if isinstance(event.move_destination, bytes) else str(event.move_destination))
         if destination is None:
             log.warning("C-MOVE from %s to unknown destination %r", event.assoc.requestor.ae_title, event.move_destination)
-            yield None, None  # pynetdicom answers 0xA801 Move Destination Unknown
+            yield None, None  # pynetdicom answers 0xA801 (Move Destination Unknown)
             return
         instances, failure = self._resolve_retrieve(event)
         sub_association: dict[str, dict[str, set[str]]] = {}
