@@ -22,6 +22,10 @@ class DicomInputError(OncopacsError):
         self.problem = problem
 
 
+class ListenError(OncopacsError):
+    """A listener (HTTP, DIMSE) could not be opened: port in use, no permission."""
+
+
 class StorageError(OncopacsError):
     """The storage area could not make bytes durable (disk full, read-only, I/O error)."""
 

@@ -13,6 +13,7 @@ from waitress.server import create_server
 from oncopacs.archive.ingest import Archive
 from oncopacs.archive.maintenance import recover_orphans
 from oncopacs.dimse.server import start_dimse
+from oncopacs.errors import ListenError
 from oncopacs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,11 +37,18 @@ def serve(settings: Settings, archive: Archive, *, ready: threading.Event | None
     from oncopacs.web.app import create_app  # the web layer is only needed when serving
 
     recover_if_needed(settings, archive)
+    try:
+        dimse = start_dimse(settings, archive)
+    except OSError as exc:
+        raise ListenError(f"cannot listen for DICOM on {settings.dicom_host}:{settings.dicom_port}: {exc.strerror}") from None
+    app = create_app(settings, archive)
+    try:
+        http = create_server(app, host=settings.http_host, port=settings.http_port, threads=8, ident="OncoPACS")
+    except OSError as exc:
+        dimse.shutdown()
+        raise ListenError(f"cannot listen for HTTP on {settings.http_host}:{settings.http_port}: {exc.strerror}") from None
     marker = settings.data_dir / RUNNING_MARKER
     _write_marker(marker)
-    dimse = start_dimse(settings, archive)
-    app = create_app(settings, archive)
-    http = create_server(app, host=settings.http_host, port=settings.http_port, threads=8, ident="OncoPACS")
     stop = threading.Event()
 
     def _stop(signum, _frame):  # noqa: ANN001

@@ -93,3 +93,22 @@ def test_serve_health_and_clean_stop(server_process: ServerProcess):
     assert (server_process.data_dir / "serve.running").exists()
     assert server_process.stop() == 0
     assert not (server_process.data_dir / "serve.running").exists()
+
+
+def test_port_in_use_is_one_line_and_non_zero(tmp_path: Path):
+    import socket
+
+    from tests.conftest import free_port
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {**os.environ, "ONCOPACS_DATA_DIR": str(tmp_path), "ONCOPACS_HTTP_PORT": str(port),
+               "ONCOPACS_DICOM_PORT": str(free_port()), "ONCOPACS_DICOM_HOST": "127.0.0.1"}
+        done = subprocess.run([sys.executable, "-m", "oncopacs.cli", "serve"], env=env, capture_output=True,
+                              text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == f"oncopacs: cannot listen for HTTP on 127.0.0.1:{port}: Address already in use"
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "serve.running").exists()
