@@ -1,0 +1,197 @@
+"""RT Dose: reading dose grids and sampling them onto other grids.
+
+:func:`read_dose` returns the dose in Gy as a (z, y, x) array on a canonical axis-aligned grid
+whose indices increase along +x, +y and +z (LPS, mm), whatever the stored orientation:
+
+- ImageOrientationPatient must be axis-aligned: row and column directions each ±x, ±y or ±z
+  (HFS ``1,0,0,0,1,0``, FFS ``-1,0,0,0,1,0``, HFP ``-1,0,0,0,-1,0``, FFP ``1,0,0,0,-1,0`` and
+  transposed variants). Flipped or permuted axes are flipped/transposed into canonical order;
+  oblique orientations raise :class:`~rt.errors.GeometryError`.
+- GridFrameOffsetVector: if its first value is 0 the offsets are relative to the first frame,
+  along the slice normal (row direction x column direction); otherwise they are absolute
+  patient-z coordinates (only for a normal along ±z).
+- Gy = stored value x DoseGridScaling. DoseUnits RELATIVE is kept as is (not Gy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from rt.errors import DicomInputError, GeometryError
+from rt.grid import VoxelGrid
+
+#: Tolerance on direction cosines being exactly axis-aligned.
+_COSINE_TOLERANCE = 1e-4
+#: Tolerance on uniform frame spacing, mm.
+_FRAME_TOLERANCE_MM = 1e-3
+
+
+@dataclass(frozen=True, slots=True)
+class DoseGrid:
+    """A dose distribution on a canonical axis-aligned grid.
+
+    dose_gy: (nz, ny, nx) array, Gy (or relative units when dose_units is RELATIVE).
+    grid: the canonical grid (origin = centre of voxel (0, 0, 0), spacing > 0), mm.
+    orientation: the dataset's ImageOrientationPatient, as stored (before canonicalisation).
+    """
+
+    dose_gy: np.ndarray = field(repr=False)
+    grid: VoxelGrid
+    orientation: tuple[float, ...]
+    dose_units: str = "GY"
+    dose_type: str = ""
+    dose_summation_type: str = ""
+    frame_of_reference_uid: str = ""
+    sop_instance_uid: str = ""
+
+    @property
+    def origin_mm(self) -> tuple[float, float, float]:
+        return self.grid.origin_mm
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        return self.grid.spacing_mm
+
+    @property
+    def max_dose_gy(self) -> float:
+        return float(self.dose_gy.max())
+
+    def to_dict(self) -> dict:
+        return {
+            **self.grid.to_dict(),
+            "orientation": list(self.orientation),
+            "dose_units": self.dose_units,
+            "dose_type": self.dose_type,
+            "dose_summation_type": self.dose_summation_type,
+            "frame_of_reference_uid": self.frame_of_reference_uid,
+            "sop_instance_uid": self.sop_instance_uid,
+            "max_dose_gy": self.max_dose_gy,
+        }
+
+
+def _axis_of(direction: np.ndarray, orientation: tuple[float, ...]) -> tuple[int, int]:
+    """(patient axis 0/1/2, sign ±1) of a unit direction that must be axis-aligned."""
+    axis = int(np.argmax(np.abs(direction)))
+    unit = np.zeros(3)
+    unit[axis] = np.sign(direction[axis])
+    if np.max(np.abs(direction - unit)) > _COSINE_TOLERANCE:
+        raise GeometryError(
+            f"ImageOrientationPatient {list(orientation)} is not axis-aligned; oblique dose grids are not supported"
+        )
+    return axis, int(unit[axis])
+
+
+def _read_frame_offsets_mm(ds: Dataset, position: np.ndarray, normal_axis: int, normal_sign: int) -> np.ndarray:
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames == 1 and not ds.get("GridFrameOffsetVector"):
+        return np.zeros(1)
+    if not ds.get("GridFrameOffsetVector"):
+        raise DicomInputError("GridFrameOffsetVector", f"missing for {frames} frames")
+    offsets = np.asarray([float(v) for v in ds.GridFrameOffsetVector], dtype=np.float64)
+    if offsets.size != frames:
+        raise DicomInputError("GridFrameOffsetVector", f"has {offsets.size} values for {frames} frames")
+    if offsets[0] != 0.0:  # absolute patient-z coordinates
+        if normal_axis != 2:
+            raise GeometryError("absolute GridFrameOffsetVector needs a slice normal along z")
+        offsets = (offsets - position[2]) * normal_sign
+    return offsets
+
+
+def read_dose(ds: Dataset) -> DoseGrid:
+    """Read an RT Dose dataset into a canonical :class:`DoseGrid` (Gy, mm); see module docstring."""
+    for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "PixelData"):
+        if keyword not in ds:
+            raise DicomInputError(keyword)
+    orientation = tuple(float(v) for v in ds.ImageOrientationPatient)
+    row_dir, col_dir = np.array(orientation[:3]), np.array(orientation[3:])
+    normal = np.cross(row_dir, col_dir)
+    position = np.asarray([float(v) for v in ds.ImagePositionPatient], dtype=np.float64)
+    # PixelSpacing is (between rows, between columns): along col_dir, along row_dir.
+    row_pitch, col_pitch = (float(v) for v in ds.PixelSpacing)
+    axes = [_axis_of(normal, orientation), _axis_of(col_dir, orientation), _axis_of(row_dir, orientation)]
+    if len({a for a, _ in axes}) != 3:
+        raise GeometryError(f"ImageOrientationPatient {list(orientation)} is degenerate")
+
+    offsets = _read_frame_offsets_mm(ds, position, axes[0][0], axes[0][1])
+    if offsets.size > 1:
+        steps = np.diff(offsets)
+        if np.max(np.abs(steps - steps[0])) > _FRAME_TOLERANCE_MM or steps[0] == 0.0:
+            raise GeometryError(f"GridFrameOffsetVector is not uniformly spaced: steps {np.unique(steps.round(4))}")
+        frame_step = float(steps[0])
+    else:
+        frame_step = float(ds.get("SliceThickness") or 1.0)
+
+    scaling = float(ds.get("DoseGridScaling", 1.0) or 1.0)
+    stored = ds.pixel_array.astype(np.float64)
+    if stored.ndim == 2:
+        stored = stored[None]
+    dose = stored * scaling  # axes: frame (normal), row (col_dir), column (row_dir)
+
+    # Signed steps of the stored array axes in patient coordinates.
+    steps_mm = [frame_step * axes[0][1], row_pitch * axes[1][1], col_pitch * axes[2][1]]
+    first = position.copy()
+    first[axes[0][0]] += offsets[0] * axes[0][1]
+    origin = np.zeros(3)
+    spacing = np.zeros(3)
+    flips = []
+    for array_axis, ((patient_axis, _), step) in enumerate(zip(axes, steps_mm)):
+        n = dose.shape[array_axis]
+        start = first[patient_axis]
+        if step < 0:
+            start = start + step * (n - 1)
+            flips.append(array_axis)
+        origin[patient_axis] = start
+        spacing[patient_axis] = abs(step)
+    if flips:
+        dose = np.flip(dose, axis=tuple(flips))
+    # Permute the array axes into (z, y, x): array axis a holds patient axis axes[a][0].
+    order = [next(a for a in range(3) if axes[a][0] == p) for p in (2, 1, 0)]
+    dose = np.ascontiguousarray(np.transpose(dose, order))
+    grid = VoxelGrid(
+        origin_mm=(float(origin[0]), float(origin[1]), float(origin[2])),
+        spacing_mm=(float(spacing[0]), float(spacing[1]), float(spacing[2])),
+        shape=tuple(int(n) for n in dose.shape),  # type: ignore[arg-type]
+    )
+    return DoseGrid(
+        dose_gy=dose,
+        grid=grid,
+        orientation=orientation,
+        dose_units=str(ds.get("DoseUnits", "GY")),
+        dose_type=str(ds.get("DoseType", "")),
+        dose_summation_type=str(ds.get("DoseSummationType", "")),
+        frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "")),
+        sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
+    )
+
+
+def _axis_weights(source: VoxelGrid, axis: int, targets_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Linear-interpolation (lower index, upper index, upper weight, covered) along one axis."""
+    n = source.shape[2 - axis]
+    position = (targets_mm - source.origin_mm[axis]) / source.spacing_mm[axis]
+    covered = (position >= -0.5 - 1e-9) & (position <= n - 0.5 + 1e-9)
+    position = np.clip(position, 0.0, n - 1.0)
+    lower = np.minimum(np.floor(position).astype(np.int64), max(n - 2, 0))
+    upper = np.minimum(lower + 1, n - 1)
+    weight = position - lower
+    return lower, upper, weight, covered
+
+
+def compute_dose_on_grid(dose: DoseGrid, grid: VoxelGrid) -> np.ndarray:
+    """The dose (Gy) trilinearly interpolated at the voxel centres of ``grid``, shape grid.shape.
+
+    A target point is covered when it lies within the dose grid's voxel extent (voxel centres
+    ± half a voxel); between the outermost dose voxel centres and that extent the edge value is
+    used. Uncovered points are NaN, so callers can account for them explicitly.
+    """
+    data = dose.dose_gy
+    lx, ux, wx, cx = _axis_weights(dose.grid, 0, grid.x_mm())
+    ly, uy, wy, cy = _axis_weights(dose.grid, 1, grid.y_mm())
+    lz, uz, wz, cz = _axis_weights(dose.grid, 2, grid.z_mm())
+    along_x = data[:, :, lx] * (1.0 - wx) + data[:, :, ux] * wx
+    along_y = along_x[:, ly, :] * (1.0 - wy)[:, None] + along_x[:, uy, :] * wy[:, None]
+    result = along_y[lz] * (1.0 - wz)[:, None, None] + along_y[uz] * wz[:, None, None]
+    covered = cz[:, None, None] & cy[None, :, None] & cx[None, None, :]
+    return np.where(covered, result, np.nan)
