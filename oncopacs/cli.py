@@ -14,15 +14,18 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from oncopacs.cli_rt import rt_group
 from oncopacs.errors import OncopacsError
 from oncopacs.settings import Settings
 
 
 class _Cli(click.Group):
     def invoke(self, ctx: click.Context):
+        from rt.errors import RTError
+
         try:
             return super().invoke(ctx)
-        except OncopacsError as exc:
+        except (OncopacsError, RTError) as exc:
             click.echo(f"oncopacs: {exc}", err=True)
             sys.exit(2)
 
@@ -151,6 +154,9 @@ def demo(ctx: click.Context, patients: int, http_port: int | None, dicom_port: i
         click.echo(f"serving on http://{settings.http_host}:{settings.http_port}/health and DICOM "
                    f"{settings.ae_title}@127.0.0.1:{settings.dicom_port}; Ctrl-C stops", err=True)
         run(settings, archive)
+
+
+main.add_command(rt_group)
 
 
 if __name__ == "__main__":  # pragma: no cover

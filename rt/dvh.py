@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rt.dose import DoseGrid, compute_dose_on_grid
-from rt.errors import GeometryError, MetricError, RTError
+from rt.errors import GeometryError, MetricError, OutsideDoseGridError, RTError
 from rt.grid import VoxelGrid
 from rt.structures import StructureSet, compute_mask
 
@@ -253,7 +253,7 @@ def compute_roi_dvh(
     missing = np.isnan(dose_gy) & (weights > 0.0)
     uncovered_cc = float(weights[missing].sum() * grid.voxel_volume_cc)
     if not np.any((weights > 0.0) & ~missing):
-        raise GeometryError(f"ROI {roi.name!r} lies entirely outside the dose grid ({uncovered_cc:.4g} cc)")
+        raise OutsideDoseGridError(roi.name, uncovered_cc)
     weights = np.where(missing, 0.0, weights)
     return compute_dvh(
         weights,

@@ -21,3 +21,18 @@ class GeometryError(RTError):
 
 class MetricError(RTError, ValueError):
     """A DVH metric name that does not parse, or that cannot be evaluated on this DVH."""
+
+
+class OutsideDoseGridError(GeometryError):
+    """A ROI has no volume inside the dose grid at all."""
+
+    def __init__(self, roi_name: str, volume_cc: float):
+        super().__init__(f"ROI {roi_name!r} lies entirely outside the dose grid ({volume_cc:.4g} cc)")
+        self.roi_name, self.volume_cc = roi_name, volume_cc
+
+
+class UnknownROIError(RTError, KeyError):
+    """The structure set has no ROI of that name."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

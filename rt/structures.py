@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydicom.dataset import Dataset
 
-from rt.errors import DicomInputError, GeometryError
+from rt.errors import DicomInputError, GeometryError, UnknownROIError
 from rt.grid import MM3_PER_CC, VoxelGrid
 
 #: Plane keys are z rounded to this many decimals (mm) so that float noise does not split a plane.
@@ -138,7 +138,7 @@ class StructureSet:
         matches = [r for r in self.rois if r.name.lower() == name.lower()]
         if len(matches) == 1:
             return matches[0]
-        raise KeyError(f"no ROI {name!r}; have {list(self.roi_names)}")
+        raise UnknownROIError(f"no ROI {name!r}; the structure set has {', '.join(self.roi_names)}")
 
     def to_dict(self) -> dict:
         return {

@@ -1,0 +1,88 @@
+"""``oncopacs rt …``: RT analysis on files, printing JSON with ``--json`` or a readable table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+from pydicom import Dataset, dcmread
+from pydicom.errors import InvalidDicomError
+
+DEFAULT_METRICS = ("Mean[Gy]", "Min[Gy]", "Max[Gy]", "D95%[Gy]", "D2cc[Gy]")
+
+
+def read_dicom(path: Path) -> Dataset:
+    """A DICOM file, or a one-line error naming the file and the problem."""
+    try:
+        return dcmread(path)
+    except FileNotFoundError:
+        raise click.ClickException(f"{path}: no such file") from None
+    except (InvalidDicomError, OSError, ValueError) as exc:
+        raise click.ClickException(f"{path}: not a readable DICOM file ({type(exc).__name__})") from None
+
+
+def _emit(document: dict, as_json: bool, render) -> None:  # noqa: ANN001 - a callable rendering text lines
+    if as_json:
+        click.echo(json.dumps(document, indent=2))
+    else:
+        for line in render(document):
+            click.echo(line)
+
+
+@click.group("rt")
+def rt_group() -> None:
+    """RT analysis: DVHs and metrics, plan summaries."""
+
+
+@rt_group.command("dvh")
+@click.option("--rtstruct", "rtstruct_path", required=True, type=click.Path(path_type=Path), help="RT Structure Set file.")
+@click.option("--rtdose", "rtdose_path", required=True, type=click.Path(path_type=Path), help="RT Dose file.")
+@click.option("--roi", "roi_names", multiple=True, help="ROI name (repeatable; default: every ROI with contours).")
+@click.option("--metric", "metrics", multiple=True, help="TG-263 metric, e.g. 'D95%[Gy]', 'V20Gy[%]' (repeatable).")
+@click.option("--prescription", "prescription_gy", type=float, help="Prescription dose in Gy (for % metrics).")
+@click.option("--dvh-step", "dvh_step_gy", type=float, default=0.1, show_default=True, help="Dose step of the printed DVH, Gy.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def dvh_command(rtstruct_path: Path, rtdose_path: Path, roi_names: tuple[str, ...], metrics: tuple[str, ...],
+                prescription_gy: float | None, dvh_step_gy: float, as_json: bool) -> None:
+    """Cumulative DVHs and metrics of ROIs in a dose."""
+    from rt.dose import read_dose
+    from rt.dvh import compute_metrics, compute_roi_dvh
+    from rt.errors import OutsideDoseGridError
+    from rt.structures import read_structure_set
+
+    structure_set = read_structure_set(read_dicom(rtstruct_path))
+    dose = read_dose(read_dicom(rtdose_path))
+    names = roi_names or tuple(roi.name for roi in structure_set.rois if not roi.is_empty)
+    wanted = metrics or DEFAULT_METRICS + ((f"V{prescription_gy:g}Gy[%]",) if prescription_gy else ())
+    rois = []
+    for name in names:
+        try:
+            dvh = compute_roi_dvh(structure_set, name, dose)
+        except OutsideDoseGridError as exc:  # reported, never silently left out
+            rois.append({"name": exc.roi_name, "volume_cc": round(exc.volume_cc, 4),
+                         "uncovered_volume_cc": round(exc.volume_cc, 4), "metrics": {}, "dvh": None,
+                         "note": "entirely outside the dose grid"})
+            continue
+        steps = np.arange(0.0, dvh.max_gy + dvh_step_gy, dvh_step_gy)
+        rois.append({
+            "name": dvh.roi_name,
+            "volume_cc": round(dvh.volume_cc + dvh.uncovered_volume_cc, 4),
+            "uncovered_volume_cc": round(dvh.uncovered_volume_cc, 4),
+            "metrics": {k: round(v, 4) for k, v in compute_metrics(dvh, list(wanted), prescription_gy).items()},
+            "dvh": {"dose_gy": [round(float(d), 4) for d in steps],
+                    "volume_cc": [round(dvh.compute_volume_at_dose_cc(float(d)), 4) for d in steps]},
+        })
+    _emit({"rtstruct": str(rtstruct_path), "rtdose": str(rtdose_path), "prescription_gy": prescription_gy, "rois": rois},
+          as_json, _render_dvh)
+
+
+def _render_dvh(document: dict) -> list[str]:
+    lines = []
+    metric_names = next((list(roi["metrics"]) for roi in document["rois"] if roi["metrics"]), [])
+    lines.append(f"{'ROI':<20} {'volume [cc]':>12} {'uncovered [cc]':>15} " + " ".join(f"{m:>12}" for m in metric_names))
+    for roi in document["rois"]:
+        values = " ".join(f"{roi['metrics'][m]:>12.3f}" for m in metric_names) if roi["metrics"] else roi.get("note", "")
+        lines.append(f"{roi['name']:<20} {roi['volume_cc']:>12.2f} {roi['uncovered_volume_cc']:>15.2f} {values}")
+    return lines

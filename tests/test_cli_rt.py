@@ -1,0 +1,64 @@
+"""``oncopacs rt …`` as a physicist runs it: JSON on stdout, one-line errors, non-zero exits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from oncopacs.cli import main
+from oncopacs.phantom import build_demo_patient, write_datasets
+
+
+@pytest.fixture(scope="module")
+def plan_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    patient = build_demo_patient()
+    folder = tmp_path_factory.mktemp("rt")
+    rtstruct, rtdose, rtplan = write_datasets([patient.rtstruct, patient.rt_dose, patient.rt_ion_plan], folder)
+    return {"rtstruct": rtstruct, "rtdose": rtdose, "rtplan": rtplan}
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_dvh_json_reports_metrics_and_uncovered_rois(plan_files):
+    result = run("rt", "dvh", "--rtstruct", str(plan_files["rtstruct"]), "--rtdose", str(plan_files["rtdose"]),
+                 "--prescription", "60", "--json")
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    rois = {roi["name"]: roi for roi in document["rois"]}
+    assert set(rois) == {"BODY", "PTV", "Bladder", "Rectum", "SpinalCord"}
+    ptv = rois["PTV"]
+    assert 110 < ptv["volume_cc"] < 116 and ptv["uncovered_volume_cc"] == 0
+    assert 59.0 < ptv["metrics"]["D95%[Gy]"] < 61.0 and ptv["metrics"]["Max[Gy]"] == pytest.approx(63.6, abs=0.01)
+    assert "V60Gy[%]" in ptv["metrics"]
+    assert ptv["dvh"]["volume_cc"][0] == pytest.approx(ptv["volume_cc"], rel=1e-3)
+    assert rois["SpinalCord"]["note"] == "entirely outside the dose grid" and rois["SpinalCord"]["metrics"] == {}
+    assert rois["Bladder"]["uncovered_volume_cc"] > 5  # its cap lies beyond the dose grid: reported, not dropped
+
+
+def test_dvh_selected_roi_and_metric(plan_files):
+    result = run("rt", "dvh", "--rtstruct", str(plan_files["rtstruct"]), "--rtdose", str(plan_files["rtdose"]),
+                 "--roi", "Rectum", "--metric", "V20Gy[cc]", "--metric", "Mean[Gy]", "--json")
+    (rectum,) = json.loads(result.stdout)["rois"]
+    assert list(rectum["metrics"]) == ["V20Gy[cc]", "Mean[Gy]"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(("--metric", "Bogus"), "malformed DVH metric 'Bogus'"), (("--roi", "Heart"), "Heart")],
+)
+def test_dvh_errors_are_one_line(plan_files, extra, message):
+    result = run("rt", "dvh", "--rtstruct", str(plan_files["rtstruct"]), "--rtdose", str(plan_files["rtdose"]), *extra)
+    assert result.exit_code == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unreadable_file_is_named(plan_files, tmp_path: Path):
+    junk = tmp_path / "junk.dcm"
+    junk.write_bytes(b"not dicom")
+    result = run("rt", "dvh", "--rtstruct", str(junk), "--rtdose", str(plan_files["rtdose"]))
+    assert result.exit_code != 0 and str(junk) in result.stderr
