@@ -86,3 +86,32 @@ def _render_dvh(document: dict) -> list[str]:
         values = " ".join(f"{roi['metrics'][m]:>12.3f}" for m in metric_names) if roi["metrics"] else roi.get("note", "")
         lines.append(f"{roi['name']:<20} {roi['volume_cc']:>12.2f} {roi['uncovered_volume_cc']:>15.2f} {values}")
     return lines
+
+
+@rt_group.command("plan")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def plan_command(path: Path, as_json: bool) -> None:
+    """Summary of an RT Plan or RT Ion Plan: prescription, fractions, beams."""
+    from rt.plan import read_plan_summary
+
+    _emit(read_plan_summary(read_dicom(path)).to_dict(), as_json, _render_plan)
+
+
+def _render_plan(plan: dict) -> list[str]:
+    prescription = f"{plan['prescription_gy']:g} Gy" if plan.get("prescription_gy") is not None else "no prescription"
+    lines = [f"{plan['sop_class']} {plan.get('label') or ''}: {plan.get('radiation_type')}, "
+             f"{plan.get('fractions')} fraction(s), {prescription}"]
+    for beam in plan["beams"]:
+        energy = ""
+        if beam.get("energy_layers_mev"):
+            energy = f"{len(beam['energy_layers_mev'])} layers, {beam.get('spot_count')} spots"
+        elif beam.get("nominal_energy_mv") is not None:
+            energy = f"{beam['nominal_energy_mv']:g} MV"
+        lines.append(f"  beam {beam.get('number')} {beam.get('name') or ''}: gantry {beam.get('gantry_angle_deg')} deg, "
+                     f"{energy}, meterset {_number(beam.get("meterset"))} {beam.get("meterset_unit") or ""}")
+    return lines
+
+
+def _number(value: float | None) -> str:
+    return "none" if value is None else f"{value:.1f}"

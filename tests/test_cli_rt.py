@@ -62,3 +62,18 @@ def test_unreadable_file_is_named(plan_files, tmp_path: Path):
     junk.write_bytes(b"not dicom")
     result = run("rt", "dvh", "--rtstruct", str(junk), "--rtdose", str(plan_files["rtdose"]))
     assert result.exit_code != 0 and str(junk) in result.stderr
+
+
+def test_plan_summary_json_and_table(plan_files):
+    result = run("rt", "plan", str(plan_files["rtplan"]), "--json")
+    plan = json.loads(result.stdout)
+    assert plan["sop_class"] == "RTIONPLAN" and plan["radiation_type"] == "PROTON"
+    assert plan["fractions"] == 30 and plan["prescription_gy"] == pytest.approx(60.0)
+    assert [beam["gantry_angle_deg"] for beam in plan["beams"]] == [90.0, 270.0]
+    table = run("rt", "plan", str(plan_files["rtplan"]))
+    assert table.exit_code == 0 and "30 fraction(s), 60 Gy" in table.stdout
+
+
+def test_plan_of_a_structure_set_is_refused(plan_files):
+    result = run("rt", "plan", str(plan_files["rtstruct"]))
+    assert result.exit_code == 2 and "not an RT Plan" in result.stderr
