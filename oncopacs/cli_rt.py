@@ -109,7 +109,7 @@ def _render_plan(plan: dict) -> list[str]:
         elif beam.get("nominal_energy_mv") is not None:
             energy = f"{beam['nominal_energy_mv']:g} MV"
         lines.append(f"  beam {beam.get('number')} {beam.get('name') or ''}: gantry {beam.get('gantry_angle_deg')} deg, "
-                     f"{energy}, meterset {_number(beam.get("meterset"))} {beam.get("meterset_unit") or ""}")
+                     f"{energy}, meterset {_number(beam.get('meterset'))} {beam.get('meterset_unit') or ''}")
     return lines
 
 
