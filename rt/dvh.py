@@ -29,7 +29,8 @@ from rt.errors import GeometryError, MetricError, OutsideDoseGridError, RTError
 from rt.grid import VoxelGrid
 from rt.structures import StructureSet, compute_mask
 
-_METRIC = re.compile(
+#: A TG-263 DVH metric: Mean|Max|Min[Gy|%], D<v>%|cc[Gy|%], V<d>Gy|%[%|cc] (shared by goals and comparisons).
+METRIC_PATTERN = re.compile(
     r"^(?:(?P<stat>Mean|Max|Min)"
     r"|D(?P<dvol>\d+(?:\.\d+)?)(?P<dvol_unit>%|cc)"
     r"|V(?P<vdose>\d+(?:\.\d+)?)(?P<vdose_unit>Gy|%))"
@@ -159,7 +160,7 @@ def _prescription(prescription_gy: float | None, metric: str) -> float:
 
 def compute_metric(dvh: DVH, metric: str, prescription_gy: float | None = None) -> float:
     """Evaluate a TG-263 DVH metric such as ``D95%[Gy]`` or ``V20Gy[cc]`` (module docstring)."""
-    match = _METRIC.match(metric.strip()) if isinstance(metric, str) else None
+    match = METRIC_PATTERN.match(metric.strip()) if isinstance(metric, str) else None
     if match is None:
         raise MetricError(f"malformed DVH metric {metric!r}; expected forms like {_METRIC_FORMS}")
     unit = match["unit"]
