@@ -115,3 +115,97 @@ def _render_plan(plan: dict) -> list[str]:
 
 def _number(value: float | None) -> str:
     return "none" if value is None else f"{value:.1f}"
+
+
+@rt_group.command("goals")
+@click.option("--rtstruct", "rtstruct_path", required=True, type=click.Path(path_type=Path), help="RT Structure Set file.")
+@click.option("--rtdose", "rtdose_path", required=True, type=click.Path(path_type=Path), help="RT Dose file.")
+@click.option("--template", "template_name", required=True,
+              help="Shipped template name (see --list) or a path to a JSON template.")
+@click.option("--prescription", "prescription_gy", type=float, help="Prescription dose in Gy (for % goals).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def goals_command(rtstruct_path: Path, rtdose_path: Path, template_name: str, prescription_gy: float | None,
+                  as_json: bool) -> None:
+    """Evaluate a clinical goal template: pass, within tolerance, fail or not evaluated, per goal."""
+    from rt.dose import read_dose
+    from rt.dvh import compute_roi_dvh
+    from rt.errors import OutsideDoseGridError
+    from rt.goals import evaluate_goals, find_roi_name, list_templates, load_template, read_template
+
+    path = Path(template_name)
+    if path.suffix == ".json" or path.exists():
+        template = read_template(path)
+    elif template_name in list_templates():
+        template = load_template(template_name)
+    else:
+        raise click.ClickException(f"no goal template {template_name!r}; shipped: {', '.join(list_templates())}")
+    from rt.structures import read_structure_set
+
+    structure_set = read_structure_set(read_dicom(rtstruct_path))
+    dose = read_dose(read_dicom(rtdose_path))
+    dvhs = {}
+    for goal in template.goals:
+        name = find_roi_name(goal, structure_set.roi_names)
+        if name and name not in dvhs:
+            try:
+                dvhs[name] = compute_roi_dvh(structure_set, name, dose)
+            except OutsideDoseGridError:
+                continue  # the goal reports the ROI as not evaluated
+    results = evaluate_goals(template, dvhs, prescription_gy)
+    _emit({"template": template.to_dict().get("name", template_name), "prescription_gy": prescription_gy,
+           "goals": [result.to_dict() for result in results]}, as_json, _render_goals)
+
+
+def _render_goals(document: dict) -> list[str]:
+    lines = [f"{'status':<17} {'ROI':<16} {'goal':<28} {'measured':>10}"]
+    for goal in document["goals"]:
+        spec = goal.get("goal") or {}
+        text = f"{spec.get('metric', '')} {spec.get('comparator', '')} {spec.get('value', '')}"
+        measured = goal.get("measured_value")
+        value = "" if measured is None else f"{measured:.3f}"
+        lines.append(f"{goal['status']:<17} {goal.get('roi_name') or spec.get('roi', ''):<16} {text:<28} {value:>10}"
+                     + (f"  ({goal['reason']})" if goal.get("reason") else ""))
+    return lines
+
+
+@rt_group.command("sum")
+@click.argument("doses", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path), help="RT Dose file to write.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def sum_command(doses: tuple[Path, ...], out_path: Path, as_json: bool) -> None:
+    """Sum RT Doses (resampled onto the first one's grid) into a new RT Dose file."""
+    from rt.dose import build_rt_dose, read_dose
+    from rt.summation import compute_dose_sum
+
+    datasets = [read_dicom(path) for path in doses]
+    total = compute_dose_sum([read_dose(ds) for ds in datasets])
+    summed = build_rt_dose(total, datasets[0])
+    summed.save_as(out_path, enforce_file_format=True)
+    _emit({"out": str(out_path), "inputs": [str(p) for p in doses], "sop_instance_uid": str(summed.SOPInstanceUID),
+           "max_dose_gy": round(float(np.nanmax(total.dose_gy)), 4),
+           "uncovered_voxels": int(np.isnan(total.dose_gy).sum())},
+          as_json, lambda d: [f"wrote {d['out']}: max {d['max_dose_gy']} Gy ({len(d['inputs'])} doses)"])
+
+
+@rt_group.command("gamma")
+@click.argument("reference_path", type=click.Path(path_type=Path))
+@click.argument("evaluated_path", type=click.Path(path_type=Path))
+@click.option("--dose-diff", "dose_diff_percent", type=float, default=3.0, show_default=True, help="Dose difference, %.")
+@click.option("--dta", "dta_mm", type=float, default=3.0, show_default=True, help="Distance to agreement, mm.")
+@click.option("--local", is_flag=True, help="Local instead of global dose difference.")
+@click.option("--threshold", "threshold_percent", type=float, default=10.0, show_default=True,
+              help="Lower dose cut-off, % of the reference maximum.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def gamma_command(reference_path: Path, evaluated_path: Path, dose_diff_percent: float, dta_mm: float, local: bool,
+                  threshold_percent: float, as_json: bool) -> None:
+    """3D gamma index of an evaluated RT Dose against a reference RT Dose."""
+    from rt.dose import read_dose
+    from rt.gamma import compute_gamma
+
+    result = compute_gamma(read_dose(read_dicom(reference_path)), read_dose(read_dicom(evaluated_path)),
+                           dose_diff_percent=dose_diff_percent, dta_mm=dta_mm, local=local,
+                           threshold_percent=threshold_percent)
+    document = {key: value for key, value in result.to_dict().items() if key not in ("gamma", "grid")}
+    _emit(document, as_json, lambda d: [
+        f"gamma {dose_diff_percent:g}%/{dta_mm:g} mm {'local' if local else 'global'}, threshold {threshold_percent:g}%: "
+        f"{d['pass_rate_percent']:.2f}% of {d['number_evaluated']} voxels pass"])

@@ -195,3 +195,59 @@ def compute_dose_on_grid(dose: DoseGrid, grid: VoxelGrid) -> np.ndarray:
     result = along_y[lz] * (1.0 - wz)[:, None, None] + along_y[uz] * wz[:, None, None]
     covered = cz[:, None, None] & cy[None, :, None] & cx[None, None, :]
     return np.where(covered, result, np.nan)
+
+
+#: Largest stored value of a 32-bit RT Dose pixel.
+_UINT32_MAX = 2**32 - 1
+
+
+def build_rt_dose(dose: DoseGrid, template: Dataset, *, summation_type: str = "MULTI_PLAN",
+                  series_description: str = "Summed dose") -> Dataset:
+    """An RT Dose dataset holding ``dose`` (Gy, canonical HFS axes), with the patient and study of ``template``.
+
+    The new SOP Instance and Series UIDs are derived from the template's and the dose's content,
+    so the same inputs give the same UIDs. Voxels without dose (NaN) are stored as 0 Gy.
+    """
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, RTDoseStorage, generate_uid
+
+    values = np.nan_to_num(np.asarray(dose.dose_gy, dtype=np.float64), nan=0.0)
+    if np.any(values < 0):
+        raise GeometryError("a dose grid with negative values cannot be stored as RT Dose")
+    scaling = max(float(values.max()), 1e-12) / _UINT32_MAX
+    pixels = np.rint(values / scaling).astype("<u4")
+    entropy = [str(template.get("SOPInstanceUID", "")), str(values.shape), f"{float(values.sum()):.9g}", summation_type]
+    ds = Dataset()
+    for keyword in ("SpecificCharacterSet", "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+                    "StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",
+                    "ReferringPhysicianName", "StudyDescription", "FrameOfReferenceUID", "PositionReferenceIndicator"):
+        if keyword in template:
+            setattr(ds, keyword, template.data_element(keyword).value)
+    ds.SOPClassUID = RTDoseStorage
+    ds.SOPInstanceUID = generate_uid(entropy_srcs=[*entropy, "instance"])
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[*entropy, "series"])
+    ds.Modality = "RTDOSE"
+    ds.SeriesNumber = 900
+    ds.SeriesDescription = series_description
+    ds.Manufacturer = "OncoPACS"
+    ds.InstanceNumber = 1
+    nz, ny, nx = values.shape
+    dz = dose.grid.spacing_mm[2]
+    ds.ImagePositionPatient = [f"{v:.6g}" for v in dose.grid.origin_mm]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.PixelSpacing = [f"{dose.grid.spacing_mm[1]:.6g}", f"{dose.grid.spacing_mm[0]:.6g}"]
+    ds.SliceThickness = f"{dz:.6g}"
+    ds.GridFrameOffsetVector = [f"{k * dz:.6g}" for k in range(nz)]
+    ds.FrameIncrementPointer = 0x3004000C
+    ds.NumberOfFrames = nz
+    ds.Rows, ds.Columns = ny, nx
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 32, 32, 31, 0
+    ds.DoseUnits, ds.DoseType, ds.DoseSummationType = dose.dose_units or "GY", dose.dose_type or "PHYSICAL", summation_type
+    ds.DoseGridScaling = f"{scaling:.10g}"
+    ds.PixelData = pixels.tobytes()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return ds

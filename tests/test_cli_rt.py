@@ -77,3 +77,39 @@ def test_plan_summary_json_and_table(plan_files):
 def test_plan_of_a_structure_set_is_refused(plan_files):
     result = run("rt", "plan", str(plan_files["rtstruct"]))
     assert result.exit_code == 2 and "not an RT Plan" in result.stderr
+
+
+def test_goals_with_a_shipped_template(plan_files):
+    result = run("rt", "goals", "--rtstruct", str(plan_files["rtstruct"]), "--rtdose", str(plan_files["rtdose"]),
+                 "--template", "prostate", "--prescription", "60", "--json")
+    assert result.exit_code == 0, result.stderr
+    goals = json.loads(result.stdout)["goals"]
+    statuses = {(g["goal"]["roi"], g["goal"]["metric"]): g["status"] for g in goals}
+    assert any(roi == "PTV" for roi, _ in statuses) and all(
+        s in {"pass", "within_tolerance", "fail", "not_evaluated"} for s in statuses.values())
+    femoral = [g for g in goals if "Femur" in g["goal"]["roi"]]
+    assert femoral and all(g["status"] == "not_evaluated" and g["reason"] for g in femoral)
+    unknown = run("rt", "goals", "--rtstruct", str(plan_files["rtstruct"]), "--rtdose", str(plan_files["rtdose"]),
+                  "--template", "kidney")
+    assert unknown.exit_code != 0 and "no goal template 'kidney'" in unknown.stderr
+
+
+def test_sum_writes_an_rt_dose_that_reads_back_doubled(plan_files, tmp_path: Path):
+    import numpy as np
+    from pydicom import dcmread
+
+    from rt.dose import read_dose
+
+    out = tmp_path / "sum.dcm"
+    result = run("rt", "sum", str(plan_files["rtdose"]), str(plan_files["rtdose"]), "--out", str(out), "--json")
+    assert result.exit_code == 0, result.stderr
+    summed, single = read_dose(dcmread(out)), read_dose(dcmread(plan_files["rtdose"]))
+    assert np.allclose(summed.dose_gy, 2 * single.dose_gy, atol=2 * float(single.dose_gy.max()) * 1e-6)
+    assert json.loads(result.stdout)["max_dose_gy"] == pytest.approx(2 * 63.6, abs=0.01)
+
+
+def test_gamma_of_a_dose_with_itself_passes_everywhere(plan_files):
+    result = run("rt", "gamma", str(plan_files["rtdose"]), str(plan_files["rtdose"]), "--json")
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["pass_rate_percent"] == 100.0 and document["number_evaluated"] > 0
