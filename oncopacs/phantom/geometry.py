@@ -12,27 +12,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rt.grid import VoxelGrid
+
 Vec3 = tuple[float, float, float]
 
 
-@dataclass(frozen=True)
-class ImageGrid:
-    """A regular, axis-aligned voxel grid.
+@dataclass(frozen=True, slots=True)
+class ImageGrid(VoxelGrid):
+    """A regular, axis-aligned voxel grid (:class:`rt.grid.VoxelGrid`) with the phantom's helpers.
 
     origin_mm: (x, y, z) centre of voxel (0, 0, 0), mm (LPS).
     spacing_mm: (dx, dy, dz) voxel pitch along x (columns), y (rows) and z (slices), mm.
     shape: (nz, ny, nx) = (slices, rows, columns), numpy order.
     """
-
-    origin_mm: Vec3
-    spacing_mm: Vec3
-    shape: tuple[int, int, int]
-
-    def __post_init__(self) -> None:
-        if len(self.origin_mm) != 3 or len(self.spacing_mm) != 3 or len(self.shape) != 3:
-            raise ValueError("origin_mm, spacing_mm and shape need three components each")
-        if min(self.spacing_mm) <= 0 or min(self.shape) <= 0:
-            raise ValueError(f"spacing and shape must be positive: {self.spacing_mm}, {self.shape}")
 
     @property
     def nz(self) -> int:
@@ -51,18 +43,6 @@ class ImageGrid:
         """Volume of one voxel, mm^3."""
         dx, dy, dz = self.spacing_mm
         return dx * dy * dz
-
-    def x_mm(self) -> np.ndarray:
-        """Voxel-centre x coordinates of the columns, mm (length nx)."""
-        return self.origin_mm[0] + self.spacing_mm[0] * np.arange(self.nx, dtype=np.float64)
-
-    def y_mm(self) -> np.ndarray:
-        """Voxel-centre y coordinates of the rows, mm (length ny)."""
-        return self.origin_mm[1] + self.spacing_mm[1] * np.arange(self.ny, dtype=np.float64)
-
-    def z_mm(self) -> np.ndarray:
-        """Voxel-centre z coordinates of the slices, mm (length nz)."""
-        return self.origin_mm[2] + self.spacing_mm[2] * np.arange(self.nz, dtype=np.float64)
 
     def slice_position_mm(self, k: int) -> Vec3:
         """ImagePositionPatient of slice ``k`` (centre of its first voxel), mm."""
