@@ -190,9 +190,10 @@ def compute_dose_on_grid(dose: DoseGrid, grid: VoxelGrid) -> np.ndarray:
     lx, ux, wx, cx = _axis_weights(dose.grid, 0, grid.x_mm())
     ly, uy, wy, cy = _axis_weights(dose.grid, 1, grid.y_mm())
     lz, uz, wz, cz = _axis_weights(dose.grid, 2, grid.z_mm())
-    along_x = data[:, :, lx] * (1.0 - wx) + data[:, :, ux] * wx
-    along_y = along_x[:, ly, :] * (1.0 - wy)[:, None] + along_x[:, uy, :] * wy[:, None]
-    result = along_y[lz] * (1.0 - wz)[:, None, None] + along_y[uz] * wz[:, None, None]
+    # Slices first, then rows, then columns: each pass only touches what the target grid needs.
+    along_z = data[lz] * (1.0 - wz)[:, None, None] + data[uz] * wz[:, None, None]
+    along_y = along_z[:, ly, :] * (1.0 - wy)[None, :, None] + along_z[:, uy, :] * wy[None, :, None]
+    result = along_y[:, :, lx] * (1.0 - wx) + along_y[:, :, ux] * wx
     covered = cz[:, None, None] & cy[None, :, None] & cx[None, None, :]
     return np.where(covered, result, np.nan)
 
