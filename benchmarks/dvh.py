@@ -28,13 +28,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from report import emit, fmt_ratio, log, machine_info, machine_line, notes_lines  # benchmarks/report.py (the script's own folder)
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -70,9 +71,6 @@ out["total_s"] = time.perf_counter() - start
 print(json.dumps(out))
 """
 
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 def build_phantom(quick: bool):  # noqa: ANN201
@@ -167,14 +165,11 @@ def same_error(metric: str, err_oncopacs: float, err_dicompyler: float, truth: f
     return abs(err_oncopacs - err_dicompyler) <= max(floor, 1e-3 * abs(truth))
 
 
-def fmt_ratio(value: float | None) -> str:
-    return f"{value:.2f}x" if value is not None else "n/a"
-
 
 def render(report: dict) -> str:
     lines = []
     m, v = report["machine"], report["versions"]
-    lines.append(f"OncoPACS DVH benchmark  ({m['nproc']} CPUs, Python {m['python']}, {m['platform']})")
+    lines.append(machine_line("OncoPACS DVH benchmark", m))
     lines.append(f"versions: OncoPACS {v['oncopacs']} | dicompyler-core {v.get('dicompyler') or 'n/a'}")
     lines.append(f"phantom: {report['phantom']}")
     if report.get("dicompyler_error"):
@@ -220,9 +215,7 @@ def render(report: dict) -> str:
                      f"(ROI, metric) pairs, more accurate in {acc['better']} (target: never less accurate: "
                      f"{'met' if acc['worse'] == 0 else 'NOT met'})")
     lines.append("")
-    lines.append("Notes:")
-    for note in report["notes"]:
-        lines.append(f"  * {note}")
+    lines.extend(notes_lines(report["notes"]))
     return "\n".join(lines)
 
 
@@ -284,8 +277,7 @@ def main() -> int:
         rois[name] = row
 
     report = {
-        "machine": {"nproc": os.cpu_count(), "python": platform.python_version(),
-                    "platform": f"{platform.system()} {platform.release()} {platform.machine()}"},
+        "machine": machine_info(),
         "versions": {"oncopacs": oncopacs_version, "dicompyler": dicompyler["version"] if dicompyler else None},
         "phantom": phantom_label,
         "dicompyler_error": None if dicompyler is not None else peer_error,
@@ -309,14 +301,8 @@ def main() -> int:
             "'better' compares |error| per (ROI, metric); |errors| differing by at most 0.1% of the truth, or for "
             "doses by at most 0.005 Gy (half the 0.01 Gy DVH bin both tools use), count as equal.",
         ],
-        "argv": sys.argv[1:],
     }
-    if args.json:
-        json.dump(report, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        print(render(report))
-    return 0
+    return emit(report, args.json, render)
 
 
 if __name__ == "__main__":

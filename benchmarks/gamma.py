@@ -23,13 +23,12 @@ standard output. Nothing here asserts: a missed target is reported, not raised.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 import warnings
 from pathlib import Path
+
+from report import emit, fmt_ratio, log, machine_info, machine_line, notes_lines  # benchmarks/report.py (the script's own folder)
 
 import numpy as np
 
@@ -51,9 +50,6 @@ class Dose:
         self.dose_gy = dose_gy
         self.grid = grid
 
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 def centred_grid(shape: tuple[int, int, int], spacing_mm: float) -> VoxelGrid:
@@ -133,14 +129,11 @@ def warm_up(interp_algo: str, max_gamma: float | None) -> None:
         run_pymedphys(ref, ev, {**crit, "local": local}, interp_algo, max_gamma)
 
 
-def fmt_ratio(value: float | None) -> str:
-    return f"{value:.2f}x" if value is not None else "n/a"
-
 
 def render(report: dict) -> str:
     lines = []
     m, v = report["machine"], report["versions"]
-    lines.append(f"OncoPACS gamma benchmark  ({m['nproc']} CPUs, Python {m['python']}, {m['platform']})")
+    lines.append(machine_line("OncoPACS gamma benchmark", m))
     lines.append(f"versions: OncoPACS {v['oncopacs']} | pymedphys {v['pymedphys']} (interp_algo={report['interp_algo']}) "
                  f"| numpy {v['numpy']}")
     lines.append(f"search: lattice dta/{report['interp_fraction']}, radius 1.5 x dta (pymedphys max_gamma="
@@ -163,9 +156,7 @@ def render(report: dict) -> str:
     worst = max(abs(r["pass_diff_pp"]) for r in report["results"])
     lines.append(f"  largest pass-rate difference: {worst:.2f} percentage points")
     lines.append("")
-    lines.append("Notes:")
-    for note in report["notes"]:
-        lines.append(f"  * {note}")
+    lines.extend(notes_lines(report["notes"]))
     return "\n".join(lines)
 
 
@@ -224,8 +215,7 @@ def main() -> int:
     o_total = sum(r["oncopacs_s"] for r in results)
     p_total = sum(r["pymedphys_s"] for r in results)
     report = {
-        "machine": {"nproc": os.cpu_count(), "python": platform.python_version(),
-                    "platform": f"{platform.system()} {platform.release()} {platform.machine()}"},
+        "machine": machine_info(),
         "versions": {"oncopacs": oncopacs_version, "pymedphys": pymedphys.__version__, "numpy": np.__version__},
         "interp_algo": interp_algo, "interp_fraction": args.interp_fraction, "cutoff_percent": args.cutoff,
         "pymedphys_max_gamma": max_gamma,
@@ -241,14 +231,8 @@ def main() -> int:
             "the evaluated dose is the same analytic function shifted and scaled, so pass rates near 100% for "
             "3%/3mm and lower for 2%/2mm local are expected; the difference between the tools is the result.",
         ],
-        "argv": sys.argv[1:],
     }
-    if args.json:
-        json.dump(report, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        print(render(report))
-    return 0
+    return emit(report, args.json, render)
 
 
 if __name__ == "__main__":

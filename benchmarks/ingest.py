@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -41,6 +40,8 @@ import urllib.request
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from report import emit, fmt_ratio, log, machine_info, machine_line, notes_lines  # benchmarks/report.py (the script's own folder)
 
 REPO = Path(__file__).resolve().parents[1]
 ORTHANC_PEER = Path("/work/shared/tools/orthanc-peer")
@@ -74,9 +75,6 @@ DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 class BenchError(RuntimeError):
     """A peer or tool failed; the message says which and why."""
 
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -441,14 +439,11 @@ def run_find(args, files: Path, base: Path) -> dict[str, dict]:  # noqa: ANN001
 # Output
 
 
-def fmt_ratio(value: float | None) -> str:
-    return f"{value:.2f}x" if value is not None else "n/a"
-
 
 def render(report: dict) -> str:
     lines = []
     m = report["machine"]
-    lines.append(f"OncoPACS DIMSE benchmark  ({m['nproc']} CPUs, Python {m['python']}, {m['platform']})")
+    lines.append(machine_line("OncoPACS DIMSE benchmark", m))
     v = report["versions"]
     lines.append(f"versions: OncoPACS {v['oncopacs']} | {v['orthanc']} | dcmtk {v['dcmtk']}")
     lines.append("")
@@ -488,9 +483,7 @@ def render(report: dict) -> str:
         target = "met" if ratio is not None and ratio <= 1.0 else "NOT met"
         lines.append(f"  OncoPACS/Orthanc C-FIND time: {fmt_ratio(ratio)} (lower is better; target <= 1.00x: {target})")
         lines.append("")
-    lines.append("Notes:")
-    for note in report["notes"]:
-        lines.append(f"  * {note}")
+    lines.extend(notes_lines(report["notes"]))
     return "\n".join(lines)
 
 
@@ -525,11 +518,7 @@ def main() -> int:
 
     dcmtk = re.search(r"v(\d+\.\d+\.\d+)", first_line([STORESCU, "--version"]))
     report: dict = {
-        "machine": {
-            "nproc": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": f"{platform.system()} {platform.release()} {platform.machine()}",
-        },
+        "machine": machine_info(),
         "versions": {
             "oncopacs": oncopacs_version,
             "orthanc": first_line([ORTHANC, "--version"]) if shutil.which(ORTHANC) else "Orthanc (not yet installed)",
@@ -585,13 +574,7 @@ def main() -> int:
         "all dcmtk tools run with TCP_NODELAY=1; times are storescu's and findscu's wall-clock time, "
         "process start and (for storescu) its scan of the input directory included.",
     ]
-    report["argv"] = sys.argv[1:]
-    if args.json:
-        json.dump(report, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        print(render(report))
-    return 0
+    return emit(report, args.json, render)
 
 
 if __name__ == "__main__":
