@@ -44,3 +44,15 @@ class RemoteNodeError(OncopacsError):
 
 class NotFoundError(OncopacsError):
     """The requested patient, study, series or instance is not in the archive."""
+
+
+class AuditError(OncopacsError):
+    """The audit trail could not record an event; the operation it describes must fail (fail closed)."""
+
+
+class AuthenticationError(OncopacsError):
+    """Credentials are missing, wrong, expired or locked out."""
+
+
+class PermissionDeniedError(OncopacsError):
+    """The principal is known but its role lacks the permission asked for."""

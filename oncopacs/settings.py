@@ -65,7 +65,11 @@ class Settings:
     max_pdu_bytes: int = 4 * 1024 * 1024  # advertised to SCUs; large PDUs save per-PDU CPU
     hl7_endpoint: str = ""
     fhir_base_url: str = ""
-    secret_key: str = field(default="", repr=False)
+    secret_key: str = field(default="", repr=False)  # empty: a random key kept in the data directory
+    session_timeout_minutes: int = 15  # idle browser sessions end after this (HIPAA automatic logoff)
+    login_max_failures: int = 5  # consecutive failed sign-ins before the account locks
+    login_lockout_minutes: int = 15
+    audit_syslog: str = ""  # "udp://host:port" or "tcp://host:port": also send audit messages (RFC 5424)
 
     @property
     def storage_dir(self) -> Path:
@@ -126,7 +130,15 @@ def _coerce(name: str, value: Any) -> Any:
     try:
         if name == "data_dir":
             return Path(value)
-        if name in {"http_port", "dicom_port", "max_associations", "max_pdu_bytes"}:
+        if name in {
+            "http_port",
+            "dicom_port",
+            "max_associations",
+            "max_pdu_bytes",
+            "session_timeout_minutes",
+            "login_max_failures",
+            "login_lockout_minutes",
+        }:
             number = int(value)
             if number < 0:
                 raise ValueError

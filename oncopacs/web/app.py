@@ -7,9 +7,11 @@ from werkzeug.exceptions import HTTPException
 
 from oncopacs import __version__
 from oncopacs.archive.ingest import Archive
+from oncopacs.audit.trail import AuditTrail
+from oncopacs.errors import AuditError
 from oncopacs.services import open_archive
 from oncopacs.settings import Settings
-from oncopacs.web import health
+from oncopacs.web import api, dicomweb, health
 
 
 def create_app(settings: Settings | None = None, archive: Archive | None = None) -> Flask:
@@ -20,7 +22,10 @@ def create_app(settings: Settings | None = None, archive: Archive | None = None)
     app.config["SECRET_KEY"] = settings.secret_key or None
     app.extensions["oncopacs.settings"] = settings
     app.extensions["oncopacs.archive"] = archive
+    app.extensions["oncopacs.audit"] = AuditTrail(archive.index)
     app.register_blueprint(health.bp)
+    app.register_blueprint(dicomweb.bp)
+    app.register_blueprint(api.bp)
     _register_error_handlers(app)
     return app
 
@@ -28,7 +33,16 @@ def create_app(settings: Settings | None = None, archive: Archive | None = None)
 def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
-        return jsonify(error=exc.name, detail=exc.description, status=exc.code), exc.code
+        response = jsonify(error=exc.name, detail=exc.description, status=exc.code)
+        for name, value in (exc.get_headers() if exc.response is None else []):
+            if name.lower() == "www-authenticate":
+                response.headers[name] = value
+        return response, exc.code
+
+    @app.errorhandler(AuditError)
+    def _audit_unavailable(exc: AuditError):
+        app.logger.error("audit trail unavailable: %s", exc)
+        return jsonify(error="Service Unavailable", detail="the audit trail is unavailable, so the request was refused", status=503), 503
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

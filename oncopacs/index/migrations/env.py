@@ -4,6 +4,9 @@ from alembic import context
 from sqlalchemy import create_engine
 
 from oncopacs.index.models import Base
+import oncopacs.audit.models  # noqa: F401  (registers the audit tables)
+import oncopacs.auth.models  # noqa: F401  (registers users and tokens)
+import oncopacs.jobs.models  # noqa: F401  (registers jobs)
 
 target_metadata = Base.metadata
 

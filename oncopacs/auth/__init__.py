@@ -1,0 +1,1 @@
+"""Users, roles, passwords, second factors and API tokens (no Flask here)."""

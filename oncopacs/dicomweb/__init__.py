@@ -1,0 +1,1 @@
+"""DICOMweb building blocks without Flask: DICOM JSON, multipart bodies, QIDO parameters, rendering."""

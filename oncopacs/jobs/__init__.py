@@ -1,0 +1,1 @@
+"""Background jobs: heavy work never runs inside a request or an association."""

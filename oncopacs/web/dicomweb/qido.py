@@ -1,0 +1,1 @@
+"""DICOMweb routes (qido)."""
