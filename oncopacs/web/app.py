@@ -8,10 +8,12 @@ from werkzeug.exceptions import HTTPException
 from oncopacs import __version__
 from oncopacs.archive.ingest import Archive
 from oncopacs.audit.trail import AuditTrail
+from oncopacs.auth.users import UserStore
 from oncopacs.errors import AuditError
 from oncopacs.services import open_archive
 from oncopacs.settings import Settings
 from oncopacs.web import api, dicomweb, health
+from oncopacs.web.auth import install_authentication
 
 
 def create_app(settings: Settings | None = None, archive: Archive | None = None) -> Flask:
@@ -23,10 +25,12 @@ def create_app(settings: Settings | None = None, archive: Archive | None = None)
     app.extensions["oncopacs.settings"] = settings
     app.extensions["oncopacs.archive"] = archive
     app.extensions["oncopacs.audit"] = AuditTrail(archive.index)
+    app.extensions["oncopacs.users"] = UserStore(archive.index)
     app.register_blueprint(health.bp)
     app.register_blueprint(dicomweb.bp)
     app.register_blueprint(api.bp)
     _register_error_handlers(app)
+    install_authentication(app)
     return app
 
 

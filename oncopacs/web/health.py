@@ -9,11 +9,13 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from oncopacs import __version__
+from oncopacs.web.access import public
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/health")
+@public
 def health():
     archive = current_app.extensions["oncopacs.archive"]
     checks = {"index": "ok", "storage": "ok"}
