@@ -87,9 +87,9 @@ def test_serve_health_and_clean_stop(server_process: ServerProcess):
     with urllib.request.urlopen(f"http://127.0.0.1:{server_process.http_port}/health", timeout=5) as reply:
         body = json.load(reply)
     assert body["status"] == "ok" and body["checks"] == {"index": "ok", "storage": "ok"}
-    with pytest.raises(urllib.error.HTTPError) as missing:
+    with pytest.raises(urllib.error.HTTPError) as anonymous:  # no credentials: 401 before any 404
         urllib.request.urlopen(f"http://127.0.0.1:{server_process.http_port}/nothing-here", timeout=5)
-    assert missing.value.code == 404 and json.load(missing.value)["status"] == 404
+    assert anonymous.value.code == 401 and json.load(anonymous.value)["status"] == 401
     assert (server_process.data_dir / "serve.running").exists()
     assert server_process.stop() == 0
     assert not (server_process.data_dir / "serve.running").exists()
