@@ -1,5 +1,7 @@
-"""The JSON REST API under ``/api`` (patients, studies with their oncology summary, series, jobs)."""
+"""The JSON REST API under ``/api`` (patients, studies with their oncology summary, series, jobs, users, audit)."""
 
 from flask import Blueprint
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+
+from oncopacs.web.api import audit, jobs, openapi, patients, series, studies, users  # noqa: E402,F401

@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("dicomweb", __name__, url_prefix="/dicom-web")
 
-from oncopacs.web.dicomweb import qido, stow, wado  # noqa: E402,F401  (register their routes on bp)
+from oncopacs.web.dicomweb import metadata, qido, stow, wado  # noqa: E402,F401  (register their routes on bp)

@@ -1,0 +1,1 @@
+"""DICOMweb routes (metadata and bulk data)."""
