@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import base64
+import socket
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from oncopacs.archive.ingest import Archive
 from oncopacs.auth.roles import Role
@@ -69,3 +73,58 @@ def basic_auth(username: str, password: str = TEST_PASSWORD) -> dict[str, str]:
 @pytest.fixture
 def client(web_app: Flask) -> FlaskClient:
     return web_app.test_client()
+
+
+class _NoDelayHandler(WSGIRequestHandler):
+    """Request handler that turns Nagle's algorithm off (headers and body go out at once)."""
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass  # keep test output quiet
+
+
+@contextmanager
+def serve_app(app: Flask) -> Iterator[str]:
+    """Serve ``app`` over real HTTP on a free loopback port (werkzeug, threaded); yield its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_NoDelayHandler)
+    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(10)
+        server.server_close()
+
+
+@pytest.fixture
+def live_server(web_app: Flask) -> Iterator[str]:
+    """``web_app`` on a real HTTP server (for real clients such as dicomweb-client); yields the base URL."""
+    with serve_app(web_app) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_web_app(module_archive: Archive, tmp_path_factory: pytest.TempPathFactory) -> Flask:
+    """The app over ``module_archive`` (one per module and back-end, for read-only tests on shared data)."""
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("module-web"), database_url=module_archive.index.url,
+        dicom_host="127.0.0.1", dicom_port=0, secret_key="test-secret",
+    )
+    app = create_app(settings, module_archive)
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture(scope="module")
+def module_headers_for(module_web_app: Flask) -> Callable[[Role | str], dict[str, str]]:
+    return _headers_factory(module_web_app)
+
+
+@pytest.fixture(scope="module")
+def module_live_server(module_web_app: Flask) -> Iterator[str]:
+    with serve_app(module_web_app) as url:
+        yield url
