@@ -3,11 +3,11 @@
 
 Run from the repository root with the project's virtual environment active::
 
-    python benchmarks/dvh.py                   # larger phantom: CT 100x256x256 (1x1x2 mm), dose 2 mm over the body
+    python benchmarks/dvh.py                   # clinical size: CT 512x512x150 (1x1x2 mm), 25 ROIs, dose 2.5 mm
     python benchmarks/dvh.py --quick           # smoke test: the default demo patient (CT 4x4x5 mm, dose 3 mm)
     python benchmarks/dvh.py --json > result.json
 
-The synthetic phantom (:mod:`oncopacs.phantom`) is written to files with ``write_datasets``;
+The synthetic case (:mod:`oncopacs.phantom.clinical` by default) is written to files with ``write_datasets``;
 both tools read the same RTSTRUCT and RTDOSE files with their own parsers. OncoPACS:
 ``pydicom.dcmread`` + ``rt.structures.read_structure_set`` + ``rt.dose.read_dose`` once, then
 ``rt.dvh.compute_roi_dvh`` and ``compute_metric`` per ROI (defaults). dicompyler-core 0.5.6
@@ -16,8 +16,8 @@ both tools read the same RTSTRUCT and RTDOSE files with their own parsers. OncoP
 parsed once with ``dicomparser.DicomParser`` and ``dvhcalc.get_dvh`` runs per ROI (defaults: no
 interpolation). Imports are not timed in either; parsing the files is.
 
-Truth is closed-form (``patient.truth``): the structure's exact volume, mean dose, D95% and
-maximum dose. Progress goes to standard error; the table (or, with ``--json``, one JSON
+Truth is closed-form (``patient.truth``): the structure's exact volume, mean dose, D95%, D50%,
+D2% and maximum dose. Progress goes to standard error; the table (or, with ``--json``, one JSON
 document) to standard output. Nothing here asserts: a missed target is reported, not raised.
 If dicompyler-core cannot be set up (e.g. no network for pip), the OncoPACS numbers and their
 errors against truth are still printed, with a message saying why the peer is missing.
@@ -35,7 +35,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from report import emit, fmt_ratio, log, machine_info, machine_line, notes_lines  # benchmarks/report.py (the script's own folder)
+from report import (  # benchmarks/report.py (the script's own folder)
+    emit,
+    fmt_ratio,
+    log,
+    machine_info,
+    machine_line,
+    notes_lines,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -44,8 +51,9 @@ if str(REPO) not in sys.path:
 DICOMPYLER_REFERENCE = Path("/work/shared/tools/dicompyler-reference")
 TARGET_SPEEDUP = 10.0
 EQUAL_DOSE_GY = 0.005  # half the 0.01 Gy DVH bin width both tools use
-METRICS = ("volume_cc", "mean_gy", "d95_gy", "max_gy")
-LABELS = {"volume_cc": "volume cc", "mean_gy": "mean Gy", "d95_gy": "D95% Gy", "max_gy": "max Gy"}
+METRICS = ("volume_cc", "mean_gy", "d95_gy", "d50_gy", "d2_gy", "max_gy")
+LABELS = {"volume_cc": "volume cc", "mean_gy": "mean Gy", "d95_gy": "D95% Gy", "d50_gy": "D50% Gy",
+          "d2_gy": "D2% Gy", "max_gy": "max Gy"}
 
 # Runs inside dicompyler-core's python (pydicom 2); argv[1] = JSON {"rtss", "rtdose", "rois": {name: number}}.
 DICOMPYLER_SCRIPT = r"""
@@ -61,10 +69,11 @@ out = {"version": dicompylercore.__version__, "parse_s": parse_s, "rois": {}}
 for name, number in args["rois"].items():
     t0 = time.perf_counter()
     dvh = dvhcalc.get_dvh(rtss, rtdose, int(number))
-    d95 = float(dvh.statistic("D95").value)
     out["rois"][name] = {
         "seconds": time.perf_counter() - t0,
-        "volume_cc": float(dvh.volume), "mean_gy": float(dvh.mean), "d95_gy": d95,
+        "volume_cc": float(dvh.volume), "mean_gy": float(dvh.mean),
+        "d95_gy": float(dvh.statistic("D95").value), "d50_gy": float(dvh.statistic("D50").value),
+        "d2_gy": float(dvh.statistic("D2").value),
         "max_gy": float(dvh.max), "min_gy": float(dvh.min),
     }
 out["total_s"] = time.perf_counter() - start
@@ -73,16 +82,16 @@ print(json.dumps(out))
 
 
 
-def build_phantom(quick: bool):  # noqa: ANN201
-    from oncopacs.phantom import build_demo_patient, centred_grid
+def build_phantom(quick: bool):
+    from oncopacs.phantom import build_demo_patient
+    from oncopacs.phantom.clinical import build_clinical_case
 
     if quick:
         return build_demo_patient(), "default demo patient: CT 64x64x30 (4x4x5 mm), dose 41^3 (3 mm)"
-    ct = centred_grid((100, 256, 256), (1.0, 1.0, 2.0))
-    dose = centred_grid((101, 105, 105), (2.0, 2.0, 2.0))
     return (
-        build_demo_patient(ct_grid=ct, dose_grid=dose),
-        "CT 256x256x100 (1x1x2 mm), dose 105x105x101 (2 mm, covers the body)",
+        build_clinical_case(),
+        "clinical size: CT 512x512x150 (1x1x2 mm), 25 ROIs (spheres, cylinders, shells, ellipsoids, "
+        "radii 4-160 mm), dose 133x133x121 (2.5 mm, covers the body)",
     )
 
 
@@ -113,6 +122,8 @@ def run_oncopacs(rtss_path: Path, dose_path: Path) -> dict:
             "volume_cc": dvh.total_volume_cc,
             "mean_gy": compute_metric(dvh, "Mean[Gy]"),
             "d95_gy": compute_metric(dvh, "D95%[Gy]"),
+            "d50_gy": compute_metric(dvh, "D50%[Gy]"),
+            "d2_gy": compute_metric(dvh, "D2%[Gy]"),
             "max_gy": compute_metric(dvh, "Max[Gy]"),
             "uncovered_cc": dvh.uncovered_volume_cc,
         }
@@ -150,11 +161,13 @@ def run_dicompyler(python: str, rtss_path: Path, dose_path: Path, roi_numbers: d
         return None, f"dicompyler-core printed no JSON: {result.stdout[-400:]} {result.stderr[-400:]}"
 
 
-def truth_for(truth, name: str) -> dict:  # noqa: ANN001
+def truth_for(truth, name: str) -> dict:
     return {
         "volume_cc": truth.compute_volume_cc(name),
         "mean_gy": truth.compute_mean_dose_gy(name),
         "d95_gy": truth.compute_dose_at_volume_gy(name, 95),
+        "d50_gy": truth.compute_dose_at_volume_gy(name, 50),
+        "d2_gy": truth.compute_dose_at_volume_gy(name, 2),
         "max_gy": truth.compute_max_dose_gy(name),
     }
 
@@ -178,7 +191,7 @@ def render(report: dict) -> str:
         lines.append(f"not compared (entirely outside the dose grid): {', '.join(report['outside_dose_grid'])}")
     lines.append("")
     has_peer = report.get("dicompyler_error") is None
-    head = f"  {'ROI':<11} {'metric':<10} {'truth':>10} {'OncoPACS':>10} {'|err|':>8}"
+    head = f"  {'ROI':<14} {'metric':<10} {'truth':>10} {'OncoPACS':>10} {'|err|':>8}"
     if has_peer:
         head += f" {'dicompyler':>11} {'|err|':>8}  better"
     lines.append(head)
@@ -187,7 +200,7 @@ def render(report: dict) -> str:
             name = name + "*"
         for metric in METRICS:
             t, o = row["truth"][metric], row["oncopacs"][metric]
-            line = f"  {name:<11} {LABELS[metric]:<10} {t:>10.3f} {o:>10.3f} {abs(o - t):>8.3f}"
+            line = f"  {name:<14} {LABELS[metric]:<10} {t:>10.3f} {o:>10.3f} {abs(o - t):>8.3f}"
             if has_peer:
                 d = row["dicompyler"][metric]
                 eo, ed = abs(o - t), abs(d - t)
@@ -293,11 +306,13 @@ def main() -> int:
         "notes": [
             "ratios, not absolute times, are the result: both tools ran on this machine in this run on the same "
             "files; times include parsing the two files but not imports or process start.",
-            "truth is analytic (exact solid volume; mean, D95% and max dose of the radial dose model over the "
-            "solid), not the contoured (polygon-stack) volume, so both tools carry the contouring error too.",
+            "truth is analytic (exact solid volume; mean, D95%, D50%, D2% and max dose of the radial dose model "
+            "over the solid), not the contoured (polygon-stack) volume, so both tools carry the contouring error too.",
             "OncoPACS volume is DVH.total_volume_cc (inside and outside the dose grid); dicompyler-core's is "
-            "dvh.volume with calculate_full_volume=True. Both use their defaults otherwise (OncoPACS: adaptive "
-            "sub-voxel sampling; dicompyler-core: dose-grid voxels, no interpolation).",
+            "dvh.volume with calculate_full_volume=True. Both use their defaults otherwise (OncoPACS: dose on the "
+            "contour planes, boundary pixels split 4x4 with exact inside areas, whole pixels as 8 quantiles of a "
+            "slope-limited linear dose; dicompyler-core: dose-grid pixel centres on the contour planes, no "
+            "interpolation).",
             "'better' compares |error| per (ROI, metric); |errors| differing by at most 0.1% of the truth, or for "
             "doses by at most 0.005 Gy (half the 0.01 Gy DVH bin both tools use), count as equal.",
         ],

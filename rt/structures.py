@@ -10,9 +10,9 @@ Conventions (coordinates LPS, mm; volumes cc):
   planes; the grid's dz for a single-plane ROI). A point at height z takes the contour of the
   nearest plane if that plane is within ``t / 2``; otherwise it is outside. No shape
   interpolation between planes is done, and the ROI ends ``t / 2`` beyond its last planes.
-- **Sub-voxel weights.** :func:`compute_mask` samples each voxel on a regular
-  ``supersampling x supersampling`` in-plane lattice of sub-points and on ``supersampling``
-  sub-planes in z, and returns the inside fraction (0..1) per voxel.
+- **Sub-voxel weights.** :func:`compute_mask` integrates each plane's polygons exactly along x
+  on ``supersampling`` scanlines per voxel row, takes each voxel's exact overlap with the
+  planes' slabs in z, and returns the inside fraction (0..1) per voxel.
 - POINT and OPEN_PLANAR / OPEN_NONPLANAR contours are kept on the ROI but never rasterised.
 """
 
@@ -149,11 +149,31 @@ class StructureSet:
         }
 
 
-def _read_contour(item: Dataset) -> Contour | None:
+#: (3006,0050) ContourData.
+_CONTOUR_DATA = 0x30060050
+
+
+def _contour_values(item: Dataset) -> np.ndarray | None:
+    """ContourData as float64, parsed straight from the raw DS bytes when pydicom has not converted them yet."""
+    raw = item.get_item(_CONTOUR_DATA) if _CONTOUR_DATA in item else None
+    if raw is not None and isinstance(raw.value, bytes):
+        text = raw.value.decode("ascii", errors="replace").strip(" \x00")
+        if not text:
+            return None
+        try:
+            return np.array(text.split("\\"), dtype=np.float64)
+        except ValueError:
+            pass  # let pydicom report or repair malformed values
     data = item.get("ContourData")
     if not data:
         return None
-    values = np.asarray([float(v) for v in data], dtype=np.float64)
+    return np.asarray([float(v) for v in data], dtype=np.float64)
+
+
+def _read_contour(item: Dataset) -> Contour | None:
+    values = _contour_values(item)
+    if values is None:
+        return None
     if values.size % 3:
         raise DicomInputError("ContourData", f"has {values.size} values, not a multiple of 3")
     return Contour(str(item.get("ContourGeometricType", "CLOSED_PLANAR")).upper(), values.reshape(-1, 3))
@@ -245,49 +265,87 @@ def compute_even_odd_area_mm2(polygons: tuple[np.ndarray, ...]) -> float:
     return total
 
 
-def _rasterise_plane(polygons: tuple[np.ndarray, ...], xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """Even-odd inside test of the sample lattice xs (columns) x ys (rows), scanline-vectorised.
+def _edges(polygons: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x0, y0, x1, y1) of every non-horizontal edge of the polygons, mm."""
+    closed = [np.concatenate([p[:, :2], p[:1, :2]]) for p in polygons]
+    start = np.concatenate([c[:-1] for c in closed]) if len(closed) > 1 else closed[0][:-1]
+    end = np.concatenate([c[1:] for c in closed]) if len(closed) > 1 else closed[0][1:]
+    keep = start[:, 1] != end[:, 1]  # horizontal edges never cross a horizontal scanline in the half-open test
+    return start[keep, 0], start[keep, 1], end[keep, 0], end[keep, 1]
 
-    Returns a bool array (len(ys), len(xs)). ``xs`` must be increasing and uniformly spaced.
+
+def compute_row_intervals(polygons: tuple[np.ndarray, ...], ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Even-odd inside intervals of the polygons along the horizontal lines y = ys (mm), scanline-vectorised.
+
+    Returns (start, end), two (len(ys), K) arrays of x (mm): row r is inside on
+    [start[r, k], end[r, k]] for each k; unused slots are empty (start == end == 0). Crossings
+    use the half-open rule (an edge spans y0 <= y < y1), so each vertex is counted once.
     """
-    x0 = np.concatenate([p[:, 0] for p in polygons])
-    y0 = np.concatenate([p[:, 1] for p in polygons])
-    x1 = np.concatenate([np.roll(p[:, 0], -1) for p in polygons])
-    y1 = np.concatenate([np.roll(p[:, 1], -1) for p in polygons])
-    keep = y0 != y1  # horizontal edges never cross a horizontal scanline in the half-open test
-    x0, y0, x1, y1 = x0[keep], y0[keep], x1[keep], y1[keep]
-    inside = np.zeros((ys.size, xs.size), dtype=bool)
-    rows = np.nonzero((ys >= min(y0.min(), y1.min())) & (ys <= max(y0.max(), y1.max())))[0] if x0.size else []
-    if not len(rows):
-        return inside
-    yr = ys[rows][:, None]
-    straddles = (y0[None, :] <= yr) != (y1[None, :] <= yr)  # half-open: vertices counted once
-    xi = x0 + (yr - y0) * (x1 - x0) / (y1 - y0)
-    # Column index of the first sample strictly right of each crossing; a sample is inside
-    # when an odd number of crossings lie to its left.
-    step = xs[1] - xs[0] if xs.size > 1 else 1.0
-    col = np.ceil((xi - xs[0]) / step + 1e-12).astype(np.int64)
-    col = np.clip(col, 0, xs.size)
-    row_index = np.broadcast_to(np.arange(rows.size)[:, None], col.shape)
-    toggles = np.zeros((rows.size, xs.size + 1), dtype=np.int64)
-    np.add.at(toggles, (row_index[straddles], col[straddles]), 1)
-    inside[rows] = (np.cumsum(toggles[:, :-1], axis=1) % 2).astype(bool)
-    return inside
+    x0, y0, x1, y1 = _edges(polygons)
+    ys = np.asarray(ys, dtype=np.float64)
+    if x0.size == 0 or ys.size == 0:
+        return np.zeros((ys.size, 0)), np.zeros((ys.size, 0))
+    start = np.zeros((ys.size, 0))
+    rows = np.nonzero((ys >= min(y0.min(), y1.min())) & (ys < max(y0.max(), y1.max())))[0]
+    if rows.size < ys.size:  # only scanlines within the polygons' y range can cross an edge
+        if rows.size == 0:
+            return start, start.copy()
+        inner_start, inner_end = compute_row_intervals(polygons, ys[rows])
+        full_start = np.zeros((ys.size, inner_start.shape[1]))
+        full_end = np.zeros((ys.size, inner_start.shape[1]))
+        full_start[rows], full_end[rows] = inner_start, inner_end
+        return full_start, full_end
+    yr = ys[:, None]
+    straddles = (y0 <= yr) != (y1 <= yr)
+    with np.errstate(invalid="ignore"):
+        xi = np.where(straddles, x0 + (yr - y0) * ((x1 - x0) / (y1 - y0)), np.inf)
+    counts = straddles.sum(axis=1)
+    k = int(counts.max()) // 2
+    if k == 0:
+        return np.zeros((ys.size, 0)), np.zeros((ys.size, 0))
+    xi.sort(axis=1)
+    xi = xi[:, : 2 * k]
+    start, end = xi[:, 0::2], xi[:, 1::2]
+    unused = ~np.isfinite(end)
+    start[unused] = 0.0
+    end[unused] = 0.0
+    return start, end
 
 
-def _sub_positions(centres: np.ndarray, spacing: float, n: int) -> np.ndarray:
-    """Sub-sample positions of ``n`` evenly spaced points inside each voxel, flattened per voxel."""
-    offsets = ((np.arange(n) + 0.5) / n - 0.5) * spacing
-    return (centres[:, None] + offsets[None, :]).ravel()
+def compute_covered_length_mm(start: np.ndarray, end: np.ndarray, x_mm: np.ndarray) -> np.ndarray:
+    """Inside length (mm) left of each x of each row: sum over intervals of clip(x - start, 0, end - start).
+
+    ``x_mm`` is (N,) shared by all rows, or (R, N) per row; the result is (R, N). Differences
+    along the last axis give the exact inside length between consecutive x positions.
+    """
+    x = np.asarray(x_mm, dtype=np.float64)
+    x = x[None, None, :] if x.ndim == 1 else x[:, None, :]
+    return np.clip(x - start[:, :, None], 0.0, (end - start)[:, :, None]).sum(axis=1)
 
 
-def compute_mask(roi: ROI, grid: VoxelGrid, *, supersampling: int = 4) -> np.ndarray:
+def compute_slab_overlaps_mm(plane_z_mm: np.ndarray, half_thickness_mm: float, lo_mm: np.ndarray,
+                             hi_mm: np.ndarray) -> np.ndarray:
+    """Length (mm) of each interval [lo, hi] inside each plane's slab, shape (len(lo), len(planes)).
+
+    A plane's slab is the part of [z - t/2, z + t/2] nearer to it than to its neighbours
+    (module docstring: the nearest plane within t/2 owns a point).
+    """
+    z = np.asarray(plane_z_mm, dtype=np.float64)
+    mids = (z[1:] + z[:-1]) / 2.0
+    below = np.maximum(z - half_thickness_mm, np.concatenate([[-np.inf], mids]))
+    above = np.minimum(z + half_thickness_mm, np.concatenate([mids, [np.inf]]))
+    lo, hi = np.asarray(lo_mm, dtype=np.float64)[:, None], np.asarray(hi_mm, dtype=np.float64)[:, None]
+    return np.clip(np.minimum(hi, above) - np.maximum(lo, below), 0.0, None)
+
+
+def compute_mask(roi: ROI, grid: VoxelGrid, *, supersampling: int = 8) -> np.ndarray:
     """Fractional occupancy (0..1, float64, shape grid.shape) of ``roi`` on ``grid``.
 
-    Each voxel is sampled at supersampling^3 sub-points (in-plane lattice times sub-planes in
-    z); a sub-point is inside when it is inside the even-odd union of the polygons of the
-    nearest contour plane and that plane is within half the ROI's plane spacing (module
-    docstring). ``weights.sum() * grid.voxel_volume_cc`` is the ROI volume within the grid, cc.
+    Per contour plane the even-odd polygon union is integrated exactly along x on
+    ``supersampling`` lines per voxel row (midpoint rule in y); in z each voxel takes the exact
+    length of its overlap with each plane's slab (module docstring). ``weights.sum() *
+    grid.voxel_volume_cc`` is the ROI volume within the grid, cc. Only the ROI's bounding box is
+    computed.
     """
     if supersampling < 1:
         raise ValueError("supersampling must be >= 1")
@@ -295,27 +353,27 @@ def compute_mask(roi: ROI, grid: VoxelGrid, *, supersampling: int = 4) -> np.nda
     planes = roi.planes()
     if not planes:
         return weights
-    nz, ny, nx = grid.shape
     dx, dy, dz = grid.spacing_mm
     s = supersampling
-    xs = _sub_positions(grid.x_mm(), dx, s)
-    ys = _sub_positions(grid.y_mm(), dy, s)
+    x, y, z = grid.x_mm(), grid.y_mm(), grid.z_mm()
+    points = np.concatenate([p for polys in planes.values() for p in polys])
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    i0, i1 = np.searchsorted(x + dx / 2.0, lo[0]), np.searchsorted(x - dx / 2.0, hi[0])
+    j0, j1 = np.searchsorted(y + dy / 2.0, lo[1]), np.searchsorted(y - dy / 2.0, hi[1])
+    if i0 >= i1 or j0 >= j1:
+        return weights
     plane_z = np.array(list(planes), dtype=np.float64)
-    polys = list(planes.values())
     half = roi.compute_plane_spacing_mm(default_mm=dz) / 2.0
-    tolerance = 1e-6
-    cache: dict[int, np.ndarray] = {}
-    zs = _sub_positions(grid.z_mm(), dz, s).reshape(nz, s)
-    for k in range(nz):
-        for z in zs[k]:
-            i = int(np.searchsorted(plane_z, z))
-            candidates = [c for c in (i - 1, i) if 0 <= c < plane_z.size]
-            nearest = min(candidates, key=lambda c: abs(plane_z[c] - z))
-            if abs(plane_z[nearest] - z) > half + tolerance:
-                continue
-            if nearest not in cache:
-                fine = _rasterise_plane(polys[nearest], xs, ys)
-                cache[nearest] = fine.reshape(ny, s, nx, s).mean(axis=(1, 3))
-            weights[k] += cache[nearest]
-    weights /= s
+    overlaps = compute_slab_overlaps_mm(plane_z, half, z - dz / 2.0, z + dz / 2.0) / dz  # (nz, planes)
+    rows = (y[j0:j1, None] + ((np.arange(s) + 0.5) / s - 0.5) * dy).ravel()
+    x_edges = np.concatenate([x[i0:i1] - dx / 2.0, [x[i1 - 1] + dx / 2.0]])
+    for p, polys in enumerate(planes.values()):
+        slices = np.nonzero(overlaps[:, p] > 0.0)[0]
+        if not slices.size:
+            continue
+        start, end = compute_row_intervals(polys, rows)
+        lengths = np.diff(compute_covered_length_mm(start, end, x_edges), axis=1)
+        cover = lengths.reshape(j1 - j0, s, i1 - i0).sum(axis=1) / (s * dx)
+        weights[slices, j0:j1, i0:i1] += overlaps[slices, p, None, None] * cover
+    np.clip(weights, 0.0, 1.0, out=weights)
     return weights

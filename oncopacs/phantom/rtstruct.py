@@ -15,7 +15,7 @@ from pydicom.uid import RTStructureSetStorage
 
 from oncopacs.phantom.anatomy import PhantomAnatomy, Structure
 from oncopacs.phantom.common import build_base_dataset, build_reference, format_position
-from oncopacs.phantom.shapes import compute_circle_polygon
+from oncopacs.phantom.shapes import compute_cross_section_polygons
 from oncopacs.phantom.specs import PatientSpec, SeriesSpec, StudySpec
 from oncopacs.uids import uid_for
 
@@ -49,18 +49,15 @@ def build_roi_contour(structure: Structure, ct_slices: Sequence[Dataset]) -> Dat
     contours = []
     for ct in ct_slices:
         z = _slice_z(ct)
-        cut = structure.solid.cross_section(z)
-        if cut is None:
-            continue
-        points = compute_circle_polygon(cut[0], cut[1], cut[2], z, CONTOUR_POINTS)
-        contour = Dataset()
-        contour.ContourImageSequence = DicomSequence([build_reference(ct.SOPClassUID, ct.SOPInstanceUID)])
-        contour.ContourGeometricType = "CLOSED_PLANAR"
-        contour.NumberOfContourPoints = len(points)
-        contour.ContourNumber = len(contours) + 1
-        points[:, 2] = z
-        contour.ContourData = format_position(points.ravel())
-        contours.append(contour)
+        for points in compute_cross_section_polygons(structure.solid, z, CONTOUR_POINTS):  # a shell's hole too
+            contour = Dataset()
+            contour.ContourImageSequence = DicomSequence([build_reference(ct.SOPClassUID, ct.SOPInstanceUID)])
+            contour.ContourGeometricType = "CLOSED_PLANAR"
+            contour.NumberOfContourPoints = len(points)
+            contour.ContourNumber = len(contours) + 1
+            points[:, 2] = z
+            contour.ContourData = format_position(points.ravel())
+            contours.append(contour)
     item = Dataset()
     item.ROIDisplayColor = list(structure.colour)
     item.ContourSequence = DicomSequence(contours)

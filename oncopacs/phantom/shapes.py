@@ -77,7 +77,91 @@ class Cylinder:
         return cx, cy, self.radius_mm
 
 
-Solid = Union[Sphere, Cylinder]
+@dataclass(frozen=True)
+class Shell:
+    """A hollow ball: points of the sphere ``outer_radius_mm`` not inside ``inner_radius_mm`` (same centre), mm."""
+
+    centre_mm: Vec3
+    inner_radius_mm: float
+    outer_radius_mm: float
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.inner_radius_mm < self.outer_radius_mm:
+            raise ValueError("need 0 < inner_radius_mm < outer_radius_mm")
+
+    @property
+    def outer(self) -> Sphere:
+        return Sphere(self.centre_mm, self.outer_radius_mm)
+
+    @property
+    def inner(self) -> Sphere:
+        return Sphere(self.centre_mm, self.inner_radius_mm)
+
+    @property
+    def volume_cc(self) -> float:
+        """Exact volume 4/3 * pi * (R_out^3 - R_in^3), cc."""
+        return self.outer.volume_cc - self.inner.volume_cc
+
+    def contains(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Boolean mask of the points (mm) in the shell (outer sphere minus the open inner ball)."""
+        cx, cy, cz = self.centre_mm
+        r2 = (x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2
+        return (r2 <= self.outer_radius_mm**2) & (r2 >= self.inner_radius_mm**2)
+
+
+@dataclass(frozen=True)
+class Ellipsoid:
+    """An axis-aligned ellipsoid with semi-axes ``semi_axes_mm`` (a, b, c along x, y, z) about ``centre_mm``."""
+
+    centre_mm: Vec3
+    semi_axes_mm: Vec3
+
+    @property
+    def volume_cc(self) -> float:
+        """Exact volume 4/3 * pi * a * b * c, cc."""
+        a, b, c = self.semi_axes_mm
+        return 4.0 / 3.0 * math.pi * a * b * c / MM3_PER_CC
+
+    def contains(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Boolean mask of the points (mm) inside or on the ellipsoid."""
+        (cx, cy, cz), (a, b, c) = self.centre_mm, self.semi_axes_mm
+        return ((x - cx) / a) ** 2 + ((y - cy) / b) ** 2 + ((z - cz) / c) ** 2 <= 1.0
+
+
+Solid = Union[Sphere, Cylinder, Shell, Ellipsoid]
+
+
+def compute_cross_section_area_mm2(solid: Solid, z_mm: float) -> float:
+    """Exact area (mm^2) of the solid's cut by the plane z = z_mm (0 if it misses)."""
+    return sum(sign * math.pi * rx * ry for sign, rx, ry, _, _ in _cross_section_ellipses(solid, z_mm))
+
+
+def _cross_section_ellipses(solid: Solid, z_mm: float) -> list[tuple[float, float, float, float, float]]:
+    """The cut as signed axis-aligned ellipses (sign +1 solid, -1 hole, rx, ry, cx, cy), mm."""
+    if isinstance(solid, Shell):
+        outer = _cross_section_ellipses(solid.outer, z_mm)
+        inner = _cross_section_ellipses(solid.inner, z_mm)
+        return outer + [(-1.0, *e[1:]) for e in inner]
+    if isinstance(solid, Ellipsoid):
+        (cx, cy, cz), (a, b, c) = solid.centre_mm, solid.semi_axes_mm
+        h = 1.0 - ((z_mm - cz) / c) ** 2
+        return [] if h <= 0.0 else [(1.0, a * math.sqrt(h), b * math.sqrt(h), cx, cy)]
+    cut = solid.cross_section(z_mm)
+    return [] if cut is None else [(1.0, cut[2], cut[2], cut[0], cut[1])]
+
+
+def compute_cross_section_polygons(solid: Solid, z_mm: float, n_points: int = 48) -> list[np.ndarray]:
+    """Area-preserving (n_points, 3) polygons (mm) of the cut at z = z_mm; a shell's inner one is its hole."""
+    polygons = []
+    for _, rx, ry, cx, cy in _cross_section_ellipses(solid, z_mm):
+        if rx == ry:
+            polygons.append(compute_circle_polygon(cx, cy, rx, z_mm, n_points))
+            continue
+        unit = compute_circle_polygon(0.0, 0.0, 1.0, z_mm, n_points)  # area-preserving scaling survives x/y stretch
+        unit[:, 0] = cx + rx * unit[:, 0]
+        unit[:, 1] = cy + ry * unit[:, 1]
+        polygons.append(unit)
+    return polygons
 
 
 def compute_area_preserving_radius(radius_mm: float, n_points: int) -> float:

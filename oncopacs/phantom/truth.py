@@ -46,7 +46,15 @@ from oncopacs.phantom.activity import PetPhantom
 from oncopacs.phantom.anatomy import PhantomAnatomy
 from oncopacs.phantom.dose_model import RadialDoseModel
 from oncopacs.phantom.geometry import ImageGrid, Vec3
-from oncopacs.phantom.shapes import MM3_PER_CC, Cylinder, Solid, Sphere
+from oncopacs.phantom.shapes import (
+    MM3_PER_CC,
+    Cylinder,
+    Ellipsoid,
+    Shell,
+    Solid,
+    Sphere,
+    compute_cross_section_area_mm2,
+)
 
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(8)
 
@@ -85,6 +93,17 @@ def _cylinder_relation(cyl: Cylinder, centre: Vec3, radius: float) -> str:
 def compute_ball_fraction(solid: Solid, centre_mm: Vec3, radius_mm: float, support_radius_mm: float) -> float:
     """f(r) = |S ∩ B(centre, r)| / |S| for r <= support_radius_mm (the dose model's r1)."""
     volume_mm3 = solid.volume_cc * MM3_PER_CC
+    if isinstance(solid, Shell):  # outer ball minus inner ball, both intersected with B(centre, r)
+        s = _distance(solid.centre_mm, centre_mm)
+        outer = compute_sphere_ball_overlap_mm3(solid.outer_radius_mm, radius_mm, s)
+        return (outer - compute_sphere_ball_overlap_mm3(solid.inner_radius_mm, radius_mm, s)) / volume_mm3
+    if isinstance(solid, Ellipsoid):  # closed form only when B(centre, r) contains it or misses it
+        near, far = _nearest_farthest_mm(solid, centre_mm)
+        if far[1] <= radius_mm:
+            return 1.0
+        if near[0] >= radius_mm:
+            return 0.0
+        raise GeometryError("no closed-form DVH for an ellipsoid cut by the dose ball")
     if isinstance(solid, Sphere):
         s = _distance(solid.centre_mm, centre_mm)
         return compute_sphere_ball_overlap_mm3(solid.radius_mm, radius_mm, s) / volume_mm3
@@ -113,9 +132,10 @@ def compute_mean_dose_gy(solid: Solid, model: RadialDoseModel) -> float:
     """Mean dose (Gy) = Dmax / (r1 - r0) * ∫_{r0}^{r1} f(r) dr, exact piecewise quadrature."""
     r0, r1 = model.plateau_radius_mm, model.falloff_radius_mm
     breaks = [r0, r1]
-    if isinstance(solid, Sphere):
-        s = _distance(solid.centre_mm, model.centre_mm)
-        breaks += [b for b in (abs(s - solid.radius_mm), s + solid.radius_mm) if r0 < b < r1]
+    for sphere in (solid.outer, solid.inner) if isinstance(solid, Shell) else (solid,):
+        if isinstance(sphere, Sphere):
+            s = _distance(sphere.centre_mm, model.centre_mm)
+            breaks += [b for b in (abs(s - sphere.radius_mm), s + sphere.radius_mm) if r0 < b < r1]
     breaks = sorted(breaks)
     integral = 0.0
     for a, b in zip(breaks[:-1], breaks[1:]):
@@ -124,7 +144,15 @@ def compute_mean_dose_gy(solid: Solid, model: RadialDoseModel) -> float:
     return model.dmax_gy * integral / (r1 - r0)
 
 
-def _nearest_farthest_mm(solid: Solid, c: Vec3) -> tuple[float, float]:
+def _nearest_farthest_mm(solid: Solid, c: Vec3):
+    if isinstance(solid, Shell):
+        s = _distance(solid.centre_mm, c)
+        near = solid.inner_radius_mm - s if s < solid.inner_radius_mm else max(0.0, s - solid.outer_radius_mm)
+        return near, s + solid.outer_radius_mm
+    if isinstance(solid, Ellipsoid):  # bounds from the smallest and largest semi-axis
+        s = _distance(solid.centre_mm, c)
+        a_min, a_max = min(solid.semi_axes_mm), max(solid.semi_axes_mm)
+        return (max(0.0, s - a_max), max(0.0, s - a_min)), (s + a_min, s + a_max)
     if isinstance(solid, Sphere):
         s = _distance(solid.centre_mm, c)
         return max(0.0, s - solid.radius_mm), s + solid.radius_mm
@@ -136,12 +164,22 @@ def _nearest_farthest_mm(solid: Solid, c: Vec3) -> tuple[float, float]:
 
 def compute_max_dose_gy(solid: Solid, model: RadialDoseModel) -> float:
     """Dmax of the structure (Gy): D at its point nearest the dose centre."""
-    return float(model.compute_dose_at_radius_gy(_nearest_farthest_mm(solid, model.centre_mm)[0]))
+    return _dose_at(model, _nearest_farthest_mm(solid, model.centre_mm)[0])
 
 
 def compute_min_dose_gy(solid: Solid, model: RadialDoseModel) -> float:
     """Dmin of the structure (Gy): D at its point farthest from the dose centre."""
-    return float(model.compute_dose_at_radius_gy(_nearest_farthest_mm(solid, model.centre_mm)[1]))
+    return _dose_at(model, _nearest_farthest_mm(solid, model.centre_mm)[1])
+
+
+def _dose_at(model: RadialDoseModel, distance) -> float:
+    """D at a distance (mm); for (lo, hi) bounds the dose must be the same at both ends."""
+    if isinstance(distance, tuple):
+        lo, hi = (float(model.compute_dose_at_radius_gy(d)) for d in distance)
+        if lo != hi:
+            raise GeometryError("no closed-form dose extreme for an ellipsoid in the dose fall-off")
+        return lo
+    return float(model.compute_dose_at_radius_gy(distance))
 
 
 def compute_dose_at_volume_gy(solid: Solid, model: RadialDoseModel, volume_fraction: float) -> float:
@@ -175,9 +213,7 @@ def compute_contour_stack_volume_cc(solid: Solid, z_planes_mm: np.ndarray, thick
     """
     area = 0.0
     for z in np.asarray(z_planes_mm, dtype=np.float64):
-        cut = solid.cross_section(float(z))
-        if cut is not None:
-            area += math.pi * cut[2] ** 2
+        area += compute_cross_section_area_mm2(solid, float(z))
     return area * thickness_mm / MM3_PER_CC
 
 

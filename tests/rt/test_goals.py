@@ -56,7 +56,7 @@ def test_prostate_template_ptv_coverage_passes_on_phantom(dvhs):
     results = evaluate_goals(load_template("prostate"), dvhs, RX_GY)
     coverage = next(r for r in results if r.goal.roi == "PTV" and r.goal.metric == "D95%[%]")
     assert coverage.status == PASS and coverage.roi_name == "PTV"
-    assert coverage.unit == "%" and coverage.measured_value == pytest.approx(99.6, abs=1.0)
+    assert coverage.unit == "%" and coverage.measured_value == pytest.approx(100.7, abs=1.0)  # truth 60.42 Gy
     femoral = next(r for r in results if r.goal.roi == "Femur_Head_L")
     assert femoral.status == NOT_EVALUATED and "not found" in femoral.reason and femoral.measured_value is None
     rectum = [r for r in results if r.goal.roi == "Rectum"]
@@ -67,9 +67,9 @@ def test_prostate_template_ptv_coverage_passes_on_phantom(dvhs):
 def test_strict_goal_fails_and_tolerance_band(dvhs):
     t = parse_template(
         template(
-            goal(metric="D95%[Gy]", value=61.0),  # D95 ~ 59.7 Gy: fails, no tolerance
+            goal(metric="D95%[Gy]", value=61.0),  # D95 ~ 60.5 Gy (truth 60.42): fails, no tolerance
             goal(metric="D95%[Gy]", value=61.0, tolerance=59.0),  # within tolerance
-            goal(metric="D95%[Gy]", value=61.0, tolerance=60.5),  # misses both
+            goal(metric="D95%[Gy]", value=61.0, tolerance=60.8),  # misses both
             goal(roi="rectum", metric="Mean[Gy]", comparator="<", value=20.0),  # case-insensitive ROI
         )
     )

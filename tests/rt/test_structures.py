@@ -10,7 +10,11 @@ import pytest
 from oncopacs.phantom import build_demo_patient, centred_grid
 from rt.grid import VoxelGrid
 from rt.structures import compute_even_odd_area_mm2, compute_mask, read_structure_set
-from tests.rt.helpers import build_structure_set, circle_polygon, contour_item, sphere_contours
+from tests.rt.helpers import (
+    build_structure_set,
+    contour_item,
+    sphere_contours,
+)
 
 #: A fine planning CT (2 mm slices) so that the contour stack is close to the analytic solids.
 FINE_CT = centred_grid((75, 100, 100), (2.0, 2.0, 2.0))
@@ -121,3 +125,51 @@ def test_empty_roi_gives_empty_mask():
     roi = read_structure_set(build_structure_set({"Empty": []})).roi("Empty")
     assert roi.is_empty and roi.compute_volume_cc() == 0.0
     assert not compute_mask(roi, VoxelGrid((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (2, 2, 2))).any()
+
+
+def test_row_intervals_even_odd_and_exact_coverage():
+    """Scanline intervals of a 20 mm square with a 10 mm hole; exact inside lengths along x."""
+    from rt.structures import compute_covered_length_mm, compute_row_intervals
+
+    polygons = (square(0, 0, 20, 0)[:, :2], square(5, 5, 10, 0)[:, :2])
+    start, end = compute_row_intervals(polygons, np.array([-1.0, 2.0, 10.0, 25.0]))
+    assert np.all(start[[0, 3]] == end[[0, 3]])  # rows outside: no inside interval
+    assert (end[1] - start[1]).sum() == pytest.approx(20.0)
+    assert (end[2] - start[2]).sum() == pytest.approx(10.0)  # the hole removes 10 mm
+    lengths = np.diff(compute_covered_length_mm(start, end, np.array([0.0, 2.5, 7.5, 12.5, 20.0])), axis=1)
+    np.testing.assert_allclose(lengths[2], [2.5, 2.5, 0.0, 5.0])  # [0, 5] and [15, 20] inside on y = 10
+
+
+def test_slab_overlaps_follow_the_nearest_plane_rule():
+    from rt.structures import compute_slab_overlaps_mm
+
+    overlaps = compute_slab_overlaps_mm(np.array([0.0, 2.0, 6.0]), 1.0, np.array([-5.0, -0.5, 3.0]),
+                                        np.array([5.0, 0.5, 4.0]))
+    np.testing.assert_allclose(overlaps[0], [2.0, 2.0, 0.0])  # plane 6 owns [5, 7]: outside [-5, 5]
+    np.testing.assert_allclose(overlaps[1], [1.0, 0.0, 0.0])
+    np.testing.assert_allclose(overlaps[2], [0.0, 0.0, 0.0])  # the gap between 3 and 5 belongs to nobody
+
+
+def test_exact_x_mask_matches_brute_force_sampling():
+    """compute_mask (exact along x, scanlines in y) equals dense point sampling of the same contour stack."""
+    ds = build_structure_set({"Lesion": sphere_contours((1.3, -2.1, 0.7), 6.0, 2.0)})
+    roi = read_structure_set(ds).roi("Lesion")
+    grid = VoxelGrid((-12.0, -12.0, -9.0), (3.0, 3.0, 3.0), (7, 9, 9))
+    weights = compute_mask(roi, grid, supersampling=8)
+    n = 24  # brute force: n^2 in-plane points per voxel, z exact (slabs), even-odd point tests
+    from rt.structures import compute_row_intervals, compute_slab_overlaps_mm
+
+    planes = roi.planes()
+    z = grid.z_mm()
+    overlaps = compute_slab_overlaps_mm(np.array(list(planes)), 1.0, z - 1.5, z + 1.5) / 3.0
+    offsets = ((np.arange(n) + 0.5) / n - 0.5) * 3.0
+    xs = (grid.x_mm()[:, None] + offsets).ravel()
+    ys = (grid.y_mm()[:, None] + offsets).ravel()
+    brute = np.zeros(grid.shape)
+    for p, polys in enumerate(planes.values()):
+        start, end = compute_row_intervals(polys, ys)
+        inside = ((xs[None, None, :] > start[:, :, None]) & (xs[None, None, :] < end[:, :, None])).any(axis=1)
+        cover = inside.reshape(9, n, 9, n).mean(axis=(1, 3))
+        brute += overlaps[:, p, None, None] * cover
+    np.testing.assert_allclose(weights, brute, atol=0.03)
+    assert weights.sum() == pytest.approx(brute.sum(), rel=0.005)
