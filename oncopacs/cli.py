@@ -14,7 +14,9 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from oncopacs.cli_audit import audit_group
 from oncopacs.cli_rt import rt_group
+from oncopacs.cli_users import token_group, user_group
 from oncopacs.errors import OncopacsError
 from oncopacs.settings import Settings
 
@@ -157,6 +159,9 @@ def demo(ctx: click.Context, patients: int, http_port: int | None, dicom_port: i
 
 
 main.add_command(rt_group)
+main.add_command(user_group)
+main.add_command(token_group)
+main.add_command(audit_group)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -56,3 +56,7 @@ class AuthenticationError(OncopacsError):
 
 class PermissionDeniedError(OncopacsError):
     """The principal is known but its role lacks the permission asked for."""
+
+
+class AccountLockedError(AuthenticationError):
+    """Too many failed sign-ins: the account refuses every password until its lock-out ends."""

@@ -12,6 +12,8 @@ from waitress.server import create_server
 
 from oncopacs.archive.ingest import Archive
 from oncopacs.archive.maintenance import recover_orphans
+from oncopacs.audit.syslog import open_syslog_sender
+from oncopacs.audit.trail import AuditTrail
 from oncopacs.dimse.server import start_dimse
 from oncopacs.errors import ListenError
 from oncopacs.settings import Settings
@@ -38,7 +40,7 @@ def serve(settings: Settings, archive: Archive, *, ready: threading.Event | None
 
     recover_if_needed(settings, archive)
     try:
-        dimse = start_dimse(settings, archive)
+        dimse = start_dimse(settings, archive, AuditTrail(archive.index, open_syslog_sender(settings.audit_syslog, settings.ae_title)))
     except OSError as exc:
         raise ListenError(f"cannot listen for DICOM on {settings.dicom_host}:{settings.dicom_port}: {exc.strerror}") from None
     app = create_app(settings, archive)
@@ -49,6 +51,8 @@ def serve(settings: Settings, archive: Archive, *, ready: threading.Event | None
         raise ListenError(f"cannot listen for HTTP on {settings.http_host}:{settings.http_port}: {exc.strerror}") from None
     marker = settings.data_dir / RUNNING_MARKER
     _write_marker(marker)
+    worker = app.extensions["oncopacs.jobs"].new_worker()
+    worker.start()
     stop = threading.Event()
 
     def _stop(signum, _frame):  # noqa: ANN001
@@ -66,6 +70,7 @@ def serve(settings: Settings, archive: Archive, *, ready: threading.Event | None
         if not stop.is_set():
             raise
     finally:
+        worker.stop()
         dimse.shutdown()
         archive.index.dispose()
         for sig, handler in previous.items():

@@ -59,7 +59,10 @@ class Settings:
     dicom_port: int = 11112
     ae_title: str = "ONCOPACS"
     remote_aes: tuple[RemoteAE, ...] = ()
-    allowed_aes: tuple[str, ...] = ()  # empty: any calling AE may associate
+    # Calling-AE allow-list; empty: any calling AE may associate. Entries: "AET" (that title from any
+    # host), "AET@host" (that title from that host) or "@host" (any title from that host); host is an
+    # IP address or a name resolved when the DIMSE listener starts. Others get A-ASSOCIATE-RJ.
+    allowed_aes: tuple[str, ...] = ()
     allow_overwrite: bool = False  # same SOP Instance UID, new bytes: replace instead of refuse
     max_associations: int = 16
     max_pdu_bytes: int = 4 * 1024 * 1024  # advertised to SCUs; large PDUs save per-PDU CPU
@@ -150,7 +153,12 @@ def _coerce(name: str, value: Any) -> Any:
             return _parse_remote_aes(text)
         if name == "allowed_aes":
             items = value if isinstance(value, list) else str(value).split(",")
-            return tuple(item.strip() for item in items if item.strip())
+            entries = tuple(str(item).strip() for item in items if str(item).strip())
+            for entry in entries:
+                title, _, host = entry.partition("@")
+                if len(title.strip()) > 16 or not (title.strip() or host.strip()) or ("@" in entry and not host.strip()):
+                    raise ValueError
+            return entries
         if name == "ae_title":
             title = str(value).strip()
             if not 0 < len(title) <= 16:

@@ -179,8 +179,15 @@ def build_record(dataset: Dataset, transfer_syntax_uid: str) -> InstanceRecord:
         columns=_int_or_none(dataset, "Columns"),
         number_of_frames=_int_or_none(dataset, "NumberOfFrames"),
         frame_of_reference_uid=text("FrameOfReferenceUID"),
-        references=tuple(dict.fromkeys(read_references(dataset))),
+        references=_read_references_quietly(dataset),
     )
+
+
+def _read_references_quietly(dataset: Dataset) -> tuple[Reference, ...]:
+    """The references, without pydicom's warnings about invalid values (an invalid UID is simply skipped)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return tuple(dict.fromkeys(read_references(dataset)))
 
 
 def _text_getter(dataset: Dataset):

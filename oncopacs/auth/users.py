@@ -1,27 +1,53 @@
-"""Users and API tokens: creating them, and checking passwords and tokens into a :class:`Principal`.
+"""Users and API tokens: creating and changing them, and checking credentials into a :class:`Principal`.
 
 Passwords are hashed with Argon2id (memory-hard; argon2-cffi's defaults). Tokens are 256-bit random
 strings shown once; only their SHA-256 is stored, so a stolen index reveals none.
+
+Sign-ins count consecutive failures in the user's row; after ``LockoutPolicy.max_failures`` of them
+the account refuses every password, the right one included, for ``lockout_minutes``. A user with a
+TOTP secret must also give the current one-time code. Tokens are not affected by a lock-out (a
+password guesser must not be able to stop machine clients), only by revocation and disabling.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
+from oncopacs.auth import totp
 from oncopacs.auth.models import ApiToken, User
 from oncopacs.auth.roles import Principal, Role, parse_role
-from oncopacs.errors import AuthenticationError, NotFoundError
+from oncopacs.errors import AccountLockedError, AuthenticationError, NotFoundError
 from oncopacs.index.db import IndexDatabase
 
 TOKEN_PREFIX = "opx_"
-_hasher = PasswordHasher()
+MIN_PASSWORD_LENGTH = 8
+TOKEN_USE_RESOLUTION = timedelta(hours=1)  # last_used_at is refreshed at most this often (saves a write per request)
+GENERIC_FAILURE = "unknown user, wrong password or wrong one-time code"
+
+Clock = Callable[[], datetime]
+_hasher = PasswordHasher()  # Argon2id, RFC 9106 "low memory" profile: 64 MiB, 3 passes, 4 lanes
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class LockoutPolicy:
+    """How many consecutive failed sign-ins lock an account (0: never), and for how long."""
+
+    max_failures: int = 5
+    lockout_minutes: int = 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,99 +57,350 @@ class UserInfo:
     has_totp: bool
     disabled: bool
     locked_until: datetime | None
+    failed_logins: int
     created_at: datetime
 
+    def to_dict(self) -> dict:
+        return {
+            "username": self.username,
+            "role": self.role.value,
+            "totp": self.has_totp,
+            "disabled": self.disabled,
+            "locked_until": self.locked_until.isoformat() if self.locked_until else None,
+            "failed_logins": self.failed_logins,
+            "created_at": self.created_at.isoformat(),
+        }
 
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """An API token as listed (never the token itself)."""
+
+    id: int
+    username: str
+    label: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+    def to_dict(self) -> dict:
+        def iso(value: datetime | None) -> str | None:
+            return value.isoformat() if value else None
+
+        return {
+            "id": self.id,
+            "username": self.username,
+            "label": self.label,
+            "created_at": iso(self.created_at),
+            "last_used_at": iso(self.last_used_at),
+            "revoked_at": iso(self.revoked_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A new token: ``token`` is shown this once and never stored."""
+
+    id: int
+    username: str
+    label: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class SignIn:
+    """The outcome of one password sign-in attempt.
+
+    ``failure`` is empty on success, else the reason for the audit trail ("unknown user",
+    "wrong password", "wrong one-time code", "disabled", "locked"); ``message`` is what the person
+    signing in is told (it names a lock-out, never which of name, password or code was wrong).
+    """
+
+    username: str
+    principal: Principal | None
+    failure: str = ""
+    locked_until: datetime | None = None
+    newly_locked: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.principal is not None
+
+    @property
+    def message(self) -> str:
+        if self.locked_until is not None:
+            return (f"account {self.username!r} is locked after repeated failed sign-ins; "
+                    f"try again after {self.locked_until:%Y-%m-%d %H:%M} UTC")
+        return GENERIC_FAILURE
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """What a session or a cached Basic credential needs to know about a user on each request."""
+
+    principal: Principal
+    credential_stamp: str  # changes when the password changes: sessions and cached credentials end
+    locked: bool
 
 
 def token_sha256(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything stored is UTC."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def _stamp(password_hash: str) -> str:
+    return hashlib.sha256(password_hash.encode("utf-8")).hexdigest()[:16]
 
 
 def _info(user: User) -> UserInfo:
-    return UserInfo(user.username, Role(user.role), user.totp_secret is not None, user.disabled, user.locked_until, user.created_at)
+    return UserInfo(user.username, Role(user.role), user.totp_secret is not None, user.disabled,
+                    _aware(user.locked_until), user.failed_logins, _aware(user.created_at))
+
+
+def _token_info(token: ApiToken, username: str) -> TokenInfo:
+    return TokenInfo(token.id, username, token.label, _aware(token.created_at), _aware(token.last_used_at),
+                     _aware(token.revoked_at))
+
+
+def _check_password_rules(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValueError(f"a password must have at least {MIN_PASSWORD_LENGTH} characters")
+
+
+def _find(session: Session, username: str, *, for_update: bool = False) -> User:
+    query = select(User).where(User.username == username)
+    user = session.scalars(query.with_for_update() if for_update else query).first()
+    if user is None:
+        raise NotFoundError(f"no user {username!r}")
+    return user
 
 
 class UserStore:
-    """Users and tokens kept in the index database."""
+    """Users and tokens kept in the index database.
 
-    def __init__(self, index: IndexDatabase):
+    ``clock`` (UTC) is injectable for tests, and so is ``hasher`` (Argon2 parameters for new hashes;
+    a hash is always verified with the parameters it was made with).
+    """
+
+    def __init__(self, index: IndexDatabase, policy: LockoutPolicy | None = None, clock: Clock = utc_now,
+                 hasher: PasswordHasher = _hasher):
         self.index = index
+        self.policy = policy or LockoutPolicy()
+        self.clock = clock
+        self.hasher = hasher
+
+    # -- users ---------------------------------------------------------------------------------
 
     def add_user(self, username: str, role: Role | str, password: str) -> UserInfo:
         """Create a user; ValueError when the name is taken or the password too short."""
         role = role if isinstance(role, Role) else parse_role(role)
         username = username.strip()
-        if not username or len(username) > 64:
-            raise ValueError("a user name must be 1-64 characters")
-        if len(password) < 8:
-            raise ValueError("a password must have at least 8 characters")
+        if not username or len(username) > 64 or ":" in username:
+            raise ValueError("a user name must be 1-64 characters without ':'")
+        _check_password_rules(password)
         with self.index.writing() as session:
             if session.scalars(select(User).where(User.username == username)).first() is not None:
                 raise ValueError(f"user {username!r} already exists")
-            user = User(username=username, role=role.value, password_hash=hash_password(password), failed_logins=0, disabled=False, created_at=_now())
+            user = User(username=username, role=role.value, password_hash=self.hasher.hash(password), failed_logins=0,
+                        disabled=False, created_at=self.clock())
             session.add(user)
             session.flush()
             return _info(user)
 
+    def exists(self, username: str) -> bool:
+        with self.index.reading() as session:
+            return session.scalars(select(User.id).where(User.username == username)).first() is not None
+
     def get(self, username: str) -> UserInfo:
         with self.index.reading() as session:
-            user = session.scalars(select(User).where(User.username == username)).first()
-            if user is None:
-                raise NotFoundError(f"no user {username!r}")
-            return _info(user)
+            return _info(_find(session, username))
 
     def list_users(self) -> list[UserInfo]:
         with self.index.reading() as session:
             return [_info(user) for user in session.scalars(select(User).order_by(User.username))]
 
-    def check_password(self, username: str, password: str) -> Principal:
-        """The principal for a correct password; AuthenticationError otherwise (no lock-out bookkeeping)."""
+    def set_role(self, username: str, role: Role | str) -> UserInfo:
+        """Give ``username`` another role; ValueError if that leaves no enabled administrator."""
+        role = role if isinstance(role, Role) else parse_role(role)
+        with self.index.writing() as session:
+            user = _find(session, username, for_update=True)
+            if role is not Role.ADMIN:
+                self._keep_an_admin(session, user)
+            user.role = role.value
+            return _info(user)
+
+    def set_disabled(self, username: str, disabled: bool) -> UserInfo:
+        """Disable (every credential refused, tokens included) or re-enable a user."""
+        with self.index.writing() as session:
+            user = _find(session, username, for_update=True)
+            if disabled:
+                self._keep_an_admin(session, user)
+            user.disabled = disabled
+            return _info(user)
+
+    def set_password(self, username: str, password: str) -> UserInfo:
+        """Replace the password (ends the user's sessions) and clear any lock-out."""
+        _check_password_rules(password)
+        password_hash = self.hasher.hash(password)
+        with self.index.writing() as session:
+            user = _find(session, username, for_update=True)
+            user.password_hash, user.failed_logins, user.locked_until = password_hash, 0, None
+            return _info(user)
+
+    def unlock(self, username: str) -> UserInfo:
+        """End a lock-out now and forget the failed sign-ins."""
+        with self.index.writing() as session:
+            user = _find(session, username, for_update=True)
+            user.failed_logins, user.locked_until = 0, None
+            return _info(user)
+
+    def enable_totp(self, username: str) -> totp.TotpEnrollment:
+        """Give ``username`` a new TOTP secret (replacing any old one); sign-ins then need its codes."""
+        enrollment = totp.new_enrollment(username)
+        with self.index.writing() as session:
+            _find(session, username, for_update=True).totp_secret = enrollment.secret
+        return enrollment
+
+    def disable_totp(self, username: str) -> UserInfo:
+        with self.index.writing() as session:
+            user = _find(session, username, for_update=True)
+            user.totp_secret = None
+            return _info(user)
+
+    @cached_property
+    def _dummy_hash(self) -> str:
+        return self.hasher.hash(secrets.token_hex(8))
+
+    def _dummy_verify(self, password: str) -> None:
+        try:
+            self.hasher.verify(self._dummy_hash, password)
+        except VerificationError:
+            pass
+
+    @staticmethod
+    def _keep_an_admin(session: Session, user: User) -> None:
+        if user.role != Role.ADMIN.value or user.disabled:
+            return
+        others = session.scalar(
+            select(func.count(User.id)).where(User.role == Role.ADMIN.value, User.disabled.is_(False), User.id != user.id)
+        )
+        if not others:
+            raise ValueError(f"{user.username!r} is the last enabled administrator")
+
+    # -- sign-in -------------------------------------------------------------------------------
+
+    def attempt_sign_in(self, username: str, password: str, one_time_code: str | None = None) -> SignIn:
+        """Check a password (and the TOTP code when the user has one), keeping the lock-out count."""
+        now = self.clock()
         with self.index.reading() as session:
             user = session.scalars(select(User).where(User.username == username)).first()
         if user is None or user.disabled:
-            _hasher_dummy_verify(password)  # same cost whether or not the user exists
-            raise AuthenticationError("unknown user or wrong password")
+            self._dummy_verify(password)  # same cost whether or not the user exists
+            return SignIn(username, None, "unknown user" if user is None else "disabled")
+        locked_until = _aware(user.locked_until)
+        if locked_until is not None and locked_until > now:
+            return SignIn(username, None, "locked", locked_until)
+        failure = ""
         try:
-            _hasher.verify(user.password_hash, password)
+            self.hasher.verify(user.password_hash, password)
         except (VerificationError, InvalidHashError):
-            raise AuthenticationError("unknown user or wrong password") from None
-        return Principal(user.username, Role(user.role), "password")
+            failure = "wrong password"
+        if failure:
+            return self._count_failure(username, failure, now)
+        if user.totp_secret is not None:
+            if not one_time_code:  # not counted: nothing was guessed (Basic clients of such users must use tokens)
+                return SignIn(username, None, "one-time code missing")
+            if not totp.verify_code(user.totp_secret, one_time_code, now):
+                return self._count_failure(username, "wrong one-time code", now)
+        if user.failed_logins or user.locked_until is not None:
+            self.unlock(username)
+        return SignIn(username, Principal(user.username, Role(user.role), "password"))
 
-    def create_token(self, username: str, label: str = "") -> str:
-        """A new API token for ``username`` (returned once, stored only as its hash)."""
+    def _count_failure(self, username: str, failure: str, now: datetime) -> SignIn:
+        with self.index.writing() as session:
+            user = _find(session, username, for_update=True)
+            user.failed_logins = (user.failed_logins or 0) + 1
+            if not self.policy.max_failures or user.failed_logins < self.policy.max_failures:
+                return SignIn(username, None, failure)
+            user.failed_logins, user.locked_until = 0, now + timedelta(minutes=self.policy.lockout_minutes)
+            return SignIn(username, None, f"{failure}; locked for {self.policy.lockout_minutes} min",
+                          user.locked_until, newly_locked=True)
+
+    def authenticate(self, username: str, password: str, one_time_code: str | None = None) -> Principal:
+        """The principal for a good sign-in; AccountLockedError or AuthenticationError otherwise."""
+        attempt = self.attempt_sign_in(username, password, one_time_code)
+        if attempt.principal is not None:
+            return attempt.principal
+        if attempt.locked_until is not None:
+            raise AccountLockedError(attempt.message)
+        raise AuthenticationError(attempt.message)
+
+    def standing(self, username: str) -> Standing | None:
+        """The current role, password stamp and lock state of an enabled user; None if unknown or disabled."""
+        with self.index.reading() as session:
+            user = session.scalars(select(User).where(User.username == username)).first()
+        if user is None or user.disabled:
+            return None
+        locked_until = _aware(user.locked_until)
+        return Standing(Principal(user.username, Role(user.role), "session"), _stamp(user.password_hash),
+                        locked_until is not None and locked_until > self.clock())
+
+    # -- tokens --------------------------------------------------------------------------------
+
+    def issue_token(self, username: str, label: str = "") -> IssuedToken:
+        """A new API token for ``username`` (its text returned once, stored only as its hash)."""
+        if len(label) > 64:
+            raise ValueError("a token label must be at most 64 characters")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         with self.index.writing() as session:
-            user = session.scalars(select(User).where(User.username == username)).first()
-            if user is None:
-                raise NotFoundError(f"no user {username!r}")
-            session.add(ApiToken(user_pk=user.id, label=label, token_sha256=token_sha256(token), created_at=_now()))
-        return token
+            user = _find(session, username)
+            row = ApiToken(user_pk=user.id, label=label, token_sha256=token_sha256(token), created_at=self.clock())
+            session.add(row)
+            session.flush()
+            return IssuedToken(row.id, username, label, token)
+
+    def create_token(self, username: str, label: str = "") -> str:
+        """The text of a new API token for ``username``."""
+        return self.issue_token(username, label).token
+
+    def list_tokens(self, username: str) -> list[TokenInfo]:
+        with self.index.reading() as session:
+            user = _find(session, username)
+            rows = session.scalars(select(ApiToken).where(ApiToken.user_pk == user.id).order_by(ApiToken.id))
+            return [_token_info(row, username) for row in rows]
+
+    def revoke_token(self, token_id: int, username: str | None = None) -> TokenInfo:
+        """Revoke token ``token_id`` (of ``username`` when given); NotFoundError if there is no such token."""
+        with self.index.writing() as session:
+            query = select(ApiToken, User.username).join(User, ApiToken.user_pk == User.id).where(ApiToken.id == token_id)
+            if username is not None:
+                query = query.where(User.username == username)
+            row = session.execute(query).first()
+            if row is None:
+                raise NotFoundError(f"no token {token_id}" + (f" of user {username!r}" if username else ""))
+            token, owner = row
+            if token.revoked_at is None:
+                token.revoked_at = self.clock()
+            return _token_info(token, owner)
 
     def check_token(self, token: str) -> Principal:
-        """The principal of a valid, unrevoked token; AuthenticationError otherwise."""
+        """The principal of a valid, unrevoked token of an enabled user; AuthenticationError otherwise."""
         with self.index.reading() as session:
             row = session.execute(
-                select(User.username, User.role, User.disabled, ApiToken.revoked_at)
+                select(User.username, User.role, User.disabled, ApiToken.id, ApiToken.revoked_at, ApiToken.last_used_at)
                 .join(ApiToken, ApiToken.user_pk == User.id)
                 .where(ApiToken.token_sha256 == token_sha256(token))
             ).first()
         if row is None or row.revoked_at is not None or row.disabled:
             raise AuthenticationError("unknown or revoked token")
+        now = self.clock()
+        last_used = _aware(row.last_used_at)
+        if last_used is None or now - last_used >= TOKEN_USE_RESOLUTION:
+            with self.index.writing() as session:
+                session.get(ApiToken, row.id).last_used_at = now
         return Principal(row.username, Role(row.role), "token")
 
-
-_DUMMY_HASH = _hasher.hash(secrets.token_hex(8))
-
-
-def _hasher_dummy_verify(password: str) -> None:
-    try:
-        _hasher.verify(_DUMMY_HASH, password)
-    except VerificationError:
-        pass

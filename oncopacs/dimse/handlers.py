@@ -1,13 +1,15 @@
 """DIMSE event handlers: each parses the request, calls the archive or the index, and answers.
 
 Failures answer with a PS3.4 status and a logged reason; no exception reaches pynetdicom.
+Audit records and the calling-AE allow-list are kept by :mod:`oncopacs.dimse.auditing`.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from pydicom import Dataset, dcmread
 from pynetdicom import build_context, evt
@@ -16,10 +18,18 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from oncopacs.archive.ingest import Archive, ExpectedIdentity
 from oncopacs.archive.transcode import TranscodeError, fit_transfer_syntax
+from oncopacs.audit.events import Outcome
+from oncopacs.audit.trail import AuditTrail
+from oncopacs.dimse.auditing import (
+    CallingAllowList,
+    DimseAudit,
+    SubOperationTally,
+    patient_ids_of_studies,
+)
 from oncopacs.dimse.contexts import FIND_SOP_CLASSES, UNCOMPRESSED_SYNTAXES
 from oncopacs.dimse.identifiers import ResponseBuilder, read_query_keys
 from oncopacs.dimse.transport import tune_association
-from oncopacs.errors import IntegrityError
+from oncopacs.errors import AuditError, IntegrityError
 from oncopacs.index import query
 from oncopacs.index.query import QueryError, QueryLevel
 from oncopacs.settings import Settings
@@ -32,6 +42,7 @@ IDENTIFIER_DOES_NOT_MATCH = 0xA900
 UNABLE_TO_PROCESS = 0xC000
 OUT_OF_RESOURCES_MATCHES = 0xA701
 MAX_SUBOPERATIONS = 65535
+REJECTED_PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNIZED = 0x01, 0x01, 0x03
 
 
 def status_dataset(status: int, comment: str = "") -> Dataset:
@@ -46,9 +57,34 @@ def status_dataset(status: int, comment: str = "") -> Dataset:
 class DimseHandlers:
     """The archive's DIMSE services, bound to pynetdicom events by :mod:`oncopacs.dimse.server`."""
 
-    def __init__(self, archive: Archive, settings: Settings):
+    def __init__(self, archive: Archive, settings: Settings, audit: AuditTrail | None = None):
         self.archive = archive
         self.settings = settings
+        self.audit = DimseAudit(audit or AuditTrail(archive.index))
+        self.allowed = CallingAllowList(settings.allowed_aes)
+
+    # -- association events ---------------------------------------------------------------
+
+    def on_requested(self, event) -> None:  # noqa: ANN001
+        """Refuse a calling AE that is not on the allow-list: A-ASSOCIATE-RJ, a log line, a Security Alert."""
+        assoc = event.assoc
+        request = assoc.requestor.primitive
+        calling_ae, address = str(request.calling_ae_title).strip(), str(assoc.requestor.address)
+        if self.allowed.permits(calling_ae, address):
+            return
+        log.warning("association from %s at %s refused: calling AE not allowed", calling_ae, address)
+        assoc.acse.send_reject(REJECTED_PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNIZED)
+        _quietly(self.audit.refused, calling_ae, address, str(request.called_ae_title).strip())
+        assoc.kill()
+
+    def on_association_end(self, event) -> None:  # noqa: ANN001
+        """Write the association's one STORE record (released, aborted or closed, whichever comes first)."""
+        ending = {"EVT_ABORTED": "aborted", "EVT_RELEASED": "released"}.get(event.event.name, "closed")
+        _quietly(self.audit.association_ended, event.assoc, ending, self._patient_ids_of_studies)
+
+    def _patient_ids_of_studies(self, study_uids: list[str]) -> list[str]:
+        with self.archive.index.reading() as session:
+            return patient_ids_of_studies(session, study_uids)
 
     # -- C-ECHO ---------------------------------------------------------------------------
 
@@ -69,13 +105,16 @@ class DimseHandlers:
             )
         except Exception:  # noqa: BLE001 - the association must get an answer, never a drop
             log.exception("C-STORE of %s from %s failed", request.AffectedSOPInstanceUID, calling_ae)
+            self.audit.count_store(event.assoc, None, acknowledged=False)
             return status_dataset(0x0110, "processing failure")
+        self.audit.count_store(event.assoc, result.study_instance_uid, result.acknowledged)
         return status_dataset(int(result.status), result.reason)
 
     # -- C-FIND ---------------------------------------------------------------------------
 
     def on_find(self, event) -> Iterator[tuple[int, Dataset | None]]:  # noqa: ANN001
         model = FIND_SOP_CLASSES.get(str(event.request.AffectedSOPClassUID), "STUDY_ROOT")
+        level, keys = None, {}
         try:
             identifier = event.identifier
             level = _read_level(identifier, model)
@@ -84,11 +123,21 @@ class DimseHandlers:
                 matches = query.find(session, level, keys)
         except QueryError as exc:
             log.warning("C-FIND from %s refused: %s", event.assoc.requestor.ae_title, exc)
+            _quietly(self.audit.query, event.assoc, model, getattr(level, "value", "?"), keys, (),
+                     Outcome.MINOR_FAILURE, f"refused: {exc}")
             yield status_dataset(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None
             return
         except (SQLAlchemyError, ValueError, TypeError, KeyError) as exc:
             log.error("C-FIND from %s failed: %s", event.assoc.requestor.ae_title, type(exc).__name__)
+            _quietly(self.audit.query, event.assoc, model, getattr(level, "value", "?"), keys, (),
+                     Outcome.SERIOUS_FAILURE, f"failed: {type(exc).__name__}")
             yield status_dataset(UNABLE_TO_PROCESS, "unable to process the query"), None
+            return
+        try:  # recorded before any match is sent: no audit record, no answer (fail closed)
+            self.audit.query(event.assoc, model, level.value, keys, (match.values for match in matches))
+        except AuditError as exc:
+            log.error("C-FIND from %s refused: %s", event.assoc.requestor.ae_title, exc)
+            yield status_dataset(UNABLE_TO_PROCESS, "the audit trail is unavailable"), None
             return
         log.info("C-FIND %s from %s: %d matches", level.value, event.assoc.requestor.ae_title, len(matches))
         syntax = event.context.transfer_syntax
@@ -107,19 +156,31 @@ class DimseHandlers:
     def on_get(self, event) -> Iterator:  # noqa: ANN001
         instances, failure = self._resolve_retrieve(event)
         if failure is not None:
+            _quietly(self.audit.retrieve, event.assoc, "C-GET", [], None, problem=_comment(failure))
             yield failure
             return
-        yield len(instances)
-        yield from self._send_instances(event, instances, accepted_syntaxes_as_sender(event.assoc))
+        tally, progress = SubOperationTally(), SendProgress()
+        event.assoc.bind(evt.EVT_DIMSE_RECV, tally.on_response)
+        try:
+            yield len(instances)
+            yield from self._send_instances(event, instances, accepted_syntaxes_as_sender(event.assoc), progress)
+        finally:  # also when pynetdicom stops early and the generator is closed
+            event.assoc.unbind(evt.EVT_DIMSE_RECV, tally.on_response)
+            _quietly(self.audit.retrieve, event.assoc, "C-GET", instances, tally,
+                     unsendable=progress.unsendable, cancelled=progress.cancelled)
 
     def on_move(self, event) -> Iterator:  # noqa: ANN001
         destination = self.settings.remote_ae(event.move_destination.decode() if isinstance(event.move_destination, bytes) else str(event.move_destination))
         if destination is None:
             log.warning("C-MOVE from %s to unknown destination %r", event.assoc.requestor.ae_title, event.move_destination)
+            _quietly(self.audit.retrieve, event.assoc, "C-MOVE", [], None,
+                     problem=f"unknown move destination {event.move_destination!r}")
             yield None, None  # pynetdicom answers 0xA801 (Move Destination Unknown)
             return
+        service = f"C-MOVE to {destination.ae_title}@{destination.host}:{destination.port}"
         instances, failure = self._resolve_retrieve(event)
         sub_association: dict[str, dict[str, set[str]]] = {}
+        tally, progress = SubOperationTally(), SendProgress()
 
         def prepare(sub_event) -> None:  # noqa: ANN001
             sub_association["accepted"] = accepted_syntaxes_as_sender(sub_event.assoc)
@@ -128,13 +189,22 @@ class DimseHandlers:
         yield destination.host, destination.port, {
             "ae_title": destination.ae_title,
             "contexts": storage_contexts_for(instances),
-            "evt_handlers": [(evt.EVT_CONN_OPEN, tune_association), (evt.EVT_ESTABLISHED, prepare)],
+            "evt_handlers": [
+                (evt.EVT_CONN_OPEN, tune_association),
+                (evt.EVT_ESTABLISHED, prepare),
+                (evt.EVT_DIMSE_RECV, tally.on_response),
+            ],
         }
         if failure is not None:
+            _quietly(self.audit.retrieve, event.assoc, service, [], None, problem=_comment(failure))
             yield failure
             return
-        yield len(instances)  # pynetdicom has associated with the destination by now
-        yield from self._send_instances(event, instances, sub_association.get("accepted"))
+        try:
+            yield len(instances)  # pynetdicom has associated with the destination by now
+            yield from self._send_instances(event, instances, sub_association.get("accepted"), progress)
+        finally:  # also when the destination refused the association and the generator is closed
+            _quietly(self.audit.retrieve, event.assoc, service, instances, tally,
+                     unsendable=progress.unsendable, cancelled=progress.cancelled)
 
     def _resolve_retrieve(self, event):  # noqa: ANN001
         try:
@@ -152,11 +222,14 @@ class DimseHandlers:
             return [], (status_dataset(OUT_OF_RESOURCES_MATCHES, "too many matches; narrow the query"), None)
         return instances, None
 
-    def _send_instances(self, event, instances, accepted: dict[str, set[str]] | None = None) -> Iterator:  # noqa: ANN001
+    def _send_instances(self, event, instances, accepted: dict[str, set[str]] | None = None,  # noqa: ANN001
+                        progress: SendProgress | None = None) -> Iterator:
         """Yield each instance to send; one that cannot be sent counts as a failed sub-operation
         (pynetdicom counts a pending yield that is not a dataset as such) and the rest go on."""
+        progress = progress if progress is not None else SendProgress()
         for instance in instances:
             if event.is_cancelled:
+                progress.cancelled = True
                 yield CANCEL, None
                 return
             try:
@@ -166,12 +239,34 @@ class DimseHandlers:
                     dataset = fit_transfer_syntax(dataset, accepted.get(instance.sop_class_uid, set()))
             except (IntegrityError, TranscodeError) as exc:
                 log.error("not sending %s: %s", instance.sop_instance_uid, exc)
+                progress.unsendable += 1
                 yield PENDING, UNSENDABLE
                 continue
             yield PENDING, dataset
 
 
 UNSENDABLE = "unsendable"  # truthy and not a Dataset: pynetdicom records a failed sub-operation
+
+
+@dataclass(slots=True)
+class SendProgress:
+    """What the sender of a C-GET or C-MOVE knows beyond the peer's responses."""
+
+    unsendable: int = 0  # instances whose file could not be read or transcoded
+    cancelled: bool = False
+
+
+def _quietly(record: Callable, *args, **kwargs) -> None:
+    """Write an audit record where the operation can no longer be refused: a failure is logged, not raised."""
+    try:
+        record(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - pynetdicom must not see it; the failure is logged
+        log.error("audit record not written: %s", exc if isinstance(exc, AuditError) else type(exc).__name__)
+
+
+def _comment(failure: tuple) -> str:
+    status = failure[0]
+    return str(getattr(status, "ErrorComment", "")) or f"status 0x{int(getattr(status, 'Status', 0)):04X}"
 
 
 def leave_responses_to_the_sender(assoc) -> None:  # noqa: ANN001 - a pynetdicom Association

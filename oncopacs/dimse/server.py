@@ -9,6 +9,7 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 from oncopacs.archive.ingest import Archive
+from oncopacs.audit.trail import AuditTrail
 from oncopacs.dimse.contexts import (
     ACCEPTED_SYNTAXES,
     FIND_SOP_CLASSES,
@@ -27,7 +28,10 @@ log = logging.getLogger(__name__)
 
 
 def build_ae(settings: Settings) -> AE:
-    """An AE that accepts every storage SOP class, Q/R (Patient and Study Root) and Verification."""
+    """An AE that accepts every storage SOP class, Q/R (Patient and Study Root) and Verification.
+
+    The calling-AE allow-list (titles and hosts) is enforced by ``DimseHandlers.on_requested``.
+    """
     ae = AE(ae_title=settings.ae_title)
     ae.maximum_associations = settings.max_associations
     ae.maximum_pdu_size = settings.max_pdu_bytes
@@ -41,22 +45,27 @@ def build_ae(settings: Settings) -> AE:
         ae.add_supported_context(sop_class, ACCEPTED_SYNTAXES, scu_role=True, scp_role=True)
     for sop_class in [*FIND_SOP_CLASSES, *GET_SOP_CLASSES, *MOVE_SOP_CLASSES]:
         ae.add_supported_context(sop_class, QUERY_SYNTAXES)
-    if settings.allowed_aes:
-        ae.require_calling_aet = list(settings.allowed_aes)
     return ae
 
 
-def start_dimse(settings: Settings, archive: Archive) -> ThreadedAssociationServer:
-    """Start listening on ``settings.dicom_host:dicom_port``; returns the running server."""
+def start_dimse(settings: Settings, archive: Archive, audit: AuditTrail | None = None) -> ThreadedAssociationServer:
+    """Start listening on ``settings.dicom_host:dicom_port``; returns the running server.
+
+    ``audit`` receives the DIMSE audit records (default: the trail in ``archive``'s index).
+    """
     # pynetdicom formats every request and response identifier for a debug log line even when
     # that level is off (~5 % of a large C-FIND); OncoPACS logs its own summary instead.
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
     install_encoder()
-    handlers = DimseHandlers(archive, settings)
+    handlers = DimseHandlers(archive, settings, audit)
     ae = build_ae(settings)
     bound = [
         (evt.EVT_CONN_OPEN, tune_association),
+        (evt.EVT_REQUESTED, handlers.on_requested),
+        (evt.EVT_RELEASED, handlers.on_association_end),
+        (evt.EVT_ABORTED, handlers.on_association_end),
+        (evt.EVT_CONN_CLOSE, handlers.on_association_end),
         (evt.EVT_C_ECHO, handlers.on_echo),
         (evt.EVT_C_STORE, handlers.on_store),
         (evt.EVT_C_FIND, handlers.on_find),

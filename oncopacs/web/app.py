@@ -7,12 +7,14 @@ from werkzeug.exceptions import HTTPException
 
 from oncopacs import __version__
 from oncopacs.archive.ingest import Archive
+from oncopacs.audit.syslog import open_syslog_sender
 from oncopacs.audit.trail import AuditTrail
-from oncopacs.auth.users import UserStore
+from oncopacs.auth.users import LockoutPolicy, UserStore
 from oncopacs.errors import AuditError
+from oncopacs.jobs.kinds import open_job_system
 from oncopacs.services import open_archive
 from oncopacs.settings import Settings
-from oncopacs.web import api, dicomweb, health
+from oncopacs.web import api, auth, dicomweb, health
 from oncopacs.web.auth import install_authentication
 
 
@@ -24,9 +26,11 @@ def create_app(settings: Settings | None = None, archive: Archive | None = None)
     app.config["SECRET_KEY"] = settings.secret_key or None
     app.extensions["oncopacs.settings"] = settings
     app.extensions["oncopacs.archive"] = archive
-    app.extensions["oncopacs.audit"] = AuditTrail(archive.index)
-    app.extensions["oncopacs.users"] = UserStore(archive.index)
+    app.extensions["oncopacs.audit"] = AuditTrail(archive.index, open_syslog_sender(settings.audit_syslog, settings.ae_title))
+    app.extensions["oncopacs.jobs"] = open_job_system(archive)
+    app.extensions["oncopacs.users"] = UserStore(archive.index, LockoutPolicy(settings.login_max_failures, settings.login_lockout_minutes))
     app.register_blueprint(health.bp)
+    app.register_blueprint(auth.bp)
     app.register_blueprint(dicomweb.bp)
     app.register_blueprint(api.bp)
     _register_error_handlers(app)

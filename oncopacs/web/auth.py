@@ -2,7 +2,13 @@
 
 Runs before every view. Public views (marked with :func:`oncopacs.web.access.public`) pass;
 everything else needs a principal. ``/dicom-web`` and ``/api`` answer 401 with a
-``WWW-Authenticate`` challenge; UI pages redirect to ``/login``.
+``WWW-Authenticate`` challenge (Basic and Bearer); UI pages redirect to ``/login``.
+
+Sessions are signed cookies (HttpOnly, SameSite=Lax) holding the user name, a stamp of the
+password hash (a new password ends every session), the sign-in time and the last-seen time: a
+session idle for longer than ``settings.session_timeout_minutes`` ends (HIPAA automatic logoff).
+CSRF tokens (Flask-WTF) guard the login form and every form-encoded request a session makes;
+requests authenticated by an ``Authorization`` header carry no ambient credentials and need none.
 """
 
 from __future__ import annotations
@@ -10,32 +16,65 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import os
+import secrets
 import threading
 import time
+from pathlib import Path
 
-from flask import Flask, abort, current_app, g, redirect, request, session, url_for
+from flask import Blueprint, Flask, current_app, g, redirect, render_template, request, session, url_for
+from flask_wtf import FlaskForm
+from flask_wtf.csrf import CSRFProtect
+from werkzeug.exceptions import HTTPException, Unauthorized
+from wtforms import PasswordField, StringField
+from wtforms.validators import InputRequired, Length, Optional
 
-from oncopacs.auth.roles import Principal, Role
-from oncopacs.auth.users import UserStore
+from oncopacs.audit.events import ActorKind, AuditAction, AuditEvent, Outcome
+from oncopacs.auth.roles import Principal
+from oncopacs.auth.users import SignIn, UserStore
 from oncopacs.errors import AuthenticationError
-from oncopacs.web.access import PUBLIC_ATTRIBUTE, is_public
+from oncopacs.settings import Settings
+from oncopacs.web.access import PUBLIC_ATTRIBUTE, audit_trail, current_principal, is_public, public
+
+bp = Blueprint("auth", __name__, template_folder="templates")
 
 MACHINE_PREFIXES = ("/dicom-web", "/api")
+CHALLENGE = 'Basic realm="OncoPACS", Bearer realm="OncoPACS"'
+SECRET_KEY_FILE = "secret_key"
+MAX_SESSION_SECONDS = 12 * 3600  # a session ends this long after sign-in, however busy
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+# Content types a cross-site page can send without a CORS preflight: these need a CSRF token.
+_FORM_MIMETYPES = frozenset({"", "application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
 _BASIC_CACHE_SECONDS = 60.0
+_BASIC_CACHE_MAX_ENTRIES = 1024
+
+
+class LoginForm(FlaskForm):
+    username = StringField("User name", validators=[InputRequired(), Length(max=64)])
+    password = PasswordField("Password", validators=[InputRequired(), Length(max=1024)])
+    totp = StringField("One-time code", validators=[Optional(), Length(max=16)])
+
+
+class _Challenge(Unauthorized):
+    """401 with the Basic and Bearer challenges (one header, RFC 7235 §4.1)."""
+
+    def get_headers(self, environ=None, scope=None):
+        return [*super().get_headers(environ, scope), ("WWW-Authenticate", CHALLENGE)]
 
 
 class _BasicCache:
-    """Recently verified Basic credentials, so a client's every request does not pay Argon2's cost."""
+    """Recently verified Basic credentials (by hash) with the password stamp they were verified against,
+    so a client's every request does not pay Argon2's cost."""
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[float, Principal]] = {}
+        self._entries: dict[str, tuple[float, str]] = {}
         self._lock = threading.Lock()
 
     @staticmethod
     def key(username: str, password: str) -> str:
-        return hashlib.sha256(f"{username}\0{password}".encode("utf-8")).hexdigest()
+        return hashlib.sha256(f"{username}\0{password}".encode()).hexdigest()
 
-    def get(self, key: str) -> Principal | None:
+    def get(self, key: str) -> str | None:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None or entry[0] < time.monotonic():
@@ -43,9 +82,16 @@ class _BasicCache:
                 return None
             return entry[1]
 
-    def put(self, key: str, principal: Principal) -> None:
+    def put(self, key: str, stamp: str) -> None:
         with self._lock:
-            self._entries[key] = (time.monotonic() + _BASIC_CACHE_SECONDS, principal)
+            now = time.monotonic()
+            if len(self._entries) >= _BASIC_CACHE_MAX_ENTRIES:
+                self._entries = {k: v for k, v in self._entries.items() if v[0] >= now}
+            self._entries[key] = (now + _BASIC_CACHE_SECONDS, stamp)
+
+    def drop(self, key: str) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
 
     def clear(self) -> None:
         with self._lock:
@@ -56,40 +102,110 @@ def users() -> UserStore:
     return current_app.extensions["oncopacs.users"]
 
 
+def _settings() -> Settings:
+    return current_app.extensions["oncopacs.settings"]
+
+
+def load_or_create_secret_key(path: Path) -> str:
+    """The key in ``path``; a new random one written there (mode 0600) on first use."""
+    try:
+        key = path.read_text(encoding="ascii").strip()
+        if key:
+            return key
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w", encoding="ascii") as file:
+            file.write(secrets.token_hex(32) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(temporary, path)  # atomic; the first of concurrent starters wins
+        except FileExistsError:
+            pass
+    finally:
+        temporary.unlink()
+    return path.read_text(encoding="ascii").strip()
+
+
 def install_authentication(app: Flask) -> None:
-    """Make every non-public route require a principal."""
+    """Make every non-public route require a principal; sessions, cookie flags and CSRF."""
+    settings: Settings = app.extensions["oncopacs.settings"]
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = load_or_create_secret_key(settings.data_dir / SECRET_KEY_FILE)
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        WTF_CSRF_CHECK_DEFAULT=False,  # checked in _authenticate, only where a session is the credential
+    )
+    CSRFProtect(app)
     app.extensions["oncopacs.basic_cache"] = _BasicCache()
     setattr(app.view_functions["static"], PUBLIC_ATTRIBUTE, True)
     app.before_request(_authenticate)
+
+
+def record_security_event(action: AuditAction, *, actor: str, outcome: Outcome = Outcome.SUCCESS, note: str = "") -> None:
+    """Audit a sign-in, sign-out or user change by ``actor`` (raises AuditError: fail closed)."""
+    detail = f"{request.method} {request.path}" + (f": {note}" if note else "")
+    audit_trail().record(AuditEvent(action=action, outcome=outcome, actor=actor[:128], actor_kind=ActorKind.USER,
+                                    source=request.remote_addr or "", detail=detail[:2000]))
+
+
+def _audit_failed_sign_in(attempt: SignIn, via: str) -> None:
+    record_security_event(AuditAction.LOGIN_FAILED, actor=attempt.username, outcome=Outcome.SERIOUS_FAILURE,
+                          note=f"{via}: {attempt.failure}")
+
+
+# -- the hook before every request ------------------------------------------------------------
 
 
 def _authenticate():
     view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
     if is_public(view):
         return None
-    principal = _from_authorization_header() or _from_session()
+    principal = _from_authorization_header()
+    if principal is None:
+        principal = _from_session()
+        if principal is not None and request.method not in _SAFE_METHODS and request.mimetype in _FORM_MIMETYPES:
+            current_app.extensions["csrf"].protect()  # CSRFError: 400
     if principal is not None:
         g.principal = principal
         return None
-    if request.path.startswith(MACHINE_PREFIXES) or request.accept_mimetypes.best != "text/html":
-        abort(401, description="authentication required: HTTP Basic, a bearer token, or a signed-in session")
-    return redirect(url_for("auth.login", next=request.full_path))
+    reason = g.pop("session_ended", None) or "authentication required: HTTP Basic, a bearer token, or a signed-in session"
+    if request.path.startswith(MACHINE_PREFIXES):
+        raise _Challenge(description=reason)
+    if request.accept_mimetypes.best == "text/html":
+        query = request.query_string.decode("latin-1")
+        return redirect(url_for("auth.login", next=request.path + (f"?{query}" if query else "")))
+    raise Unauthorized(description=reason)
 
 
 def _from_authorization_header() -> Principal | None:
     header = request.headers.get("Authorization", "")
-    scheme, _, credentials = header.partition(" ")
-    scheme = scheme.lower()
     if not header:
         return None
+    scheme, _, credentials = header.partition(" ")
+    scheme = scheme.lower()
     try:
         if scheme == "bearer":
-            return users().check_token(credentials.strip())
+            return _check_bearer(credentials.strip())
         if scheme == "basic":
             return _check_basic(credentials.strip())
     except AuthenticationError as exc:
-        abort(401, description=str(exc))
-    abort(401, description=f"unsupported authorization scheme {scheme!r} (use Basic or Bearer)")
+        raise _Challenge(description=str(exc)) from None
+    raise _Challenge(description=f"unsupported authorization scheme {scheme!r} (use Basic or Bearer)")
+
+
+def _check_bearer(token: str) -> Principal:
+    try:
+        return users().check_token(token)
+    except AuthenticationError:
+        record_security_event(AuditAction.LOGIN_FAILED, actor="(token)", outcome=Outcome.SERIOUS_FAILURE,
+                              note="bearer: unknown or revoked token")
+        raise
 
 
 def _check_basic(credentials: str) -> Principal:
@@ -99,17 +215,99 @@ def _check_basic(credentials: str) -> Principal:
         raise AuthenticationError("malformed Basic credentials") from None
     cache: _BasicCache = current_app.extensions["oncopacs.basic_cache"]
     key = cache.key(username, password)
-    cached = cache.get(key)
-    if cached is not None:
-        return cached
-    principal = users().check_password(username, password)
-    principal = Principal(principal.name, principal.role, "basic")
-    cache.put(key, principal)
-    return principal
+    stamp = cache.get(key)
+    if stamp is not None:
+        standing = users().standing(username)
+        if standing is not None and not standing.locked and standing.credential_stamp == stamp:
+            return Principal(username, standing.principal.role, "basic")
+        cache.drop(key)
+    attempt = users().attempt_sign_in(username, password)  # no second factor over Basic: such users use tokens
+    if attempt.principal is None:
+        _audit_failed_sign_in(attempt, "basic")
+        raise AuthenticationError(attempt.message)
+    standing = users().standing(username)
+    if standing is None:
+        raise AuthenticationError(attempt.message)
+    cache.put(key, standing.credential_stamp)
+    return Principal(username, attempt.principal.role, "basic")
 
 
 def _from_session() -> Principal | None:
-    username, role = session.get("user"), session.get("role")
-    if not username or not role:
+    username = session.get("user")
+    if not username:
         return None
-    return Principal(username, Role(role), "session")
+    now = users().clock().timestamp()
+    idle_limit = _settings().session_timeout_minutes * 60
+    idle = now - float(session.get("last_seen", 0))
+    if (idle_limit and idle > idle_limit) or now - float(session.get("signed_in", 0)) > MAX_SESSION_SECONDS:
+        session.clear()
+        g.session_ended = "the session expired; sign in again"
+        record_security_event(AuditAction.LOGOUT, actor=username, note=f"session expired after {idle / 60:.0f} min idle")
+        return None
+    standing = users().standing(username)
+    if standing is None or standing.credential_stamp != session.get("stamp"):
+        session.clear()
+        g.session_ended = "the session ended (user disabled or password changed); sign in again"
+        return None
+    session["last_seen"] = now
+    return Principal(username, standing.principal.role, "session")
+
+
+def _start_session(principal: Principal) -> None:
+    standing = users().standing(principal.name)
+    now = users().clock().timestamp()
+    session.clear()
+    session.update(user=principal.name, stamp=standing.credential_stamp if standing else "", signed_in=now, last_seen=now)
+
+
+# -- views ------------------------------------------------------------------------------------
+
+
+def _home() -> str:
+    """Where a sign-in without ``next`` lands: the dashboards when mounted, else who-am-I."""
+    try:
+        current_app.url_map.bind("").match("/dashboards/")
+        return "/dashboards/"
+    except HTTPException:
+        return "/api/me"
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path on this site (no scheme, no host, no ``//`` or ``/\\`` trick) may follow sign-in."""
+    if target and target.startswith("/") and not target.startswith(("//", "/\\")) and "\n" not in target:
+        return target
+    return _home()
+
+
+def _login_page(form: LoginForm, error: str = "", status: int = 200):
+    return render_template("login.html", form=form, error=error, next=request.args.get("next", "")), status
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@public
+def login():
+    form = LoginForm()
+    if request.method == "GET":
+        return _login_page(form)
+    if not form.validate():
+        if "csrf_token" in form.errors:
+            return _login_page(form, "the sign-in form expired or did not come from this site; please try again", 400)
+        return _login_page(form, "enter a user name and a password", 400)
+    attempt = users().attempt_sign_in(form.username.data.strip(), form.password.data, form.totp.data or None)
+    if attempt.principal is None:
+        _audit_failed_sign_in(attempt, "form")
+        return _login_page(form, attempt.message, 401)
+    _start_session(attempt.principal)
+    record_security_event(AuditAction.LOGIN, actor=attempt.username, note=f"form, role {attempt.principal.role.value}")
+    return redirect(_safe_next(request.args.get("next")), 303)
+
+
+@bp.post("/logout")
+def logout():
+    """End the browser session (a token or Basic client has none to end)."""
+    principal = current_principal()
+    if principal.via != "session":
+        return "", 204
+    session.clear()
+    record_security_event(AuditAction.LOGOUT, actor=principal.name, note="signed out")
+    return redirect(url_for("auth.login"), 303)

@@ -1,0 +1,248 @@
+"""Audit records of DIMSE services and the calling-AE allow-list.
+
+C-FIND gives one QUERY record per request, C-GET and C-MOVE one RETRIEVE record per request
+(outcome from the sub-operation results), and C-STORE one STORE record per association, written
+when it ends: the C-STORE path itself only counts in memory. The actor is the calling AE title,
+the source the peer's IP address. A refused association gives an ASSOCIATION_REFUSED record.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from pynetdicom.dimse_messages import C_STORE_RSP
+from sqlalchemy import select
+
+from oncopacs.audit.events import ActorKind, AuditAction, AuditEvent, Outcome
+from oncopacs.audit.trail import AuditTrail
+from oncopacs.index.models import Patient, Study
+
+log = logging.getLogger(__name__)
+
+MAX_AUDITED_IDS = 500  # patient IDs / study UIDs named in one record; the detail says how many more
+MAX_DETAIL_CHARS = 2000
+_WARNING_STATUSES = {0xB000, 0xB006, 0xB007}
+
+
+# -- the allow-list ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AllowedPeer:
+    """One allow-list entry: an AE title (None: any) from a host (None: any)."""
+
+    ae_title: str | None
+    host: str | None
+    addresses: frozenset[str] = frozenset()  # the host's IP addresses, resolved once
+
+
+class CallingAllowList:
+    """Which calling AEs may associate (``ONCOPACS_ALLOWED_AES``: ``AET``, ``AET@host``, ``@host``)."""
+
+    def __init__(self, entries: Iterable[str]):
+        self.peers = tuple(_parse_entry(entry) for entry in entries)
+
+    def __bool__(self) -> bool:
+        return bool(self.peers)
+
+    def permits(self, ae_title: str, address: str) -> bool:
+        """True when no list is set, or an entry matches this calling AE title and peer address."""
+        if not self.peers:
+            return True
+        title, ip = ae_title.strip(), _normal_ip(address)
+        return any(
+            (peer.ae_title is None or peer.ae_title == title) and (peer.host is None or ip in peer.addresses)
+            for peer in self.peers
+        )
+
+
+def _parse_entry(entry: str) -> AllowedPeer:
+    title, at, host = entry.strip().partition("@")
+    title, host = title.strip() or None, host.strip().strip("[]") or None
+    if not at:
+        return AllowedPeer(title, None)
+    return AllowedPeer(title, host, frozenset(_resolve(host)))
+
+
+def _resolve(host: str) -> set[str]:
+    try:
+        return {_normal_ip(host)} if _is_ip(host) else {_normal_ip(info[4][0]) for info in socket.getaddrinfo(host, None)}
+    except OSError as exc:
+        log.warning("allowed AE host %s cannot be resolved (%s): it matches no peer", host, exc.strerror or exc)
+        return set()
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _normal_ip(text: str) -> str:
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return text
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return str(address)
+
+
+# -- what each service records ----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class StoreTally:
+    """The C-STOREs of one association, counted in memory until it ends."""
+
+    calling_ae: str
+    source: str
+    stored: int = 0
+    failed: int = 0
+    study_uids: dict[str, None] = field(default_factory=dict)  # insertion-ordered set
+
+
+@dataclass(slots=True)
+class SubOperationTally:
+    """C-STORE sub-operation results of one C-GET or C-MOVE, read from the responses received."""
+
+    completed: int = 0
+    warning: int = 0
+    failed: int = 0
+
+    def on_response(self, event) -> None:  # noqa: ANN001 - pynetdicom EVT_DIMSE_RECV
+        message = event.message
+        if not isinstance(message, C_STORE_RSP):
+            return
+        status = int(getattr(message.command_set, "Status", 0xC000))
+        if status == 0:
+            self.completed += 1
+        elif status in _WARNING_STATUSES:
+            self.warning += 1
+        else:
+            self.failed += 1
+
+
+class DimseAudit:
+    """Writes the audit records of the DIMSE services of one listener."""
+
+    def __init__(self, trail: AuditTrail):
+        self.trail = trail
+        self._stores: dict[int, StoreTally] = {}
+        self._lock = threading.Lock()
+
+    # C-STORE: counted per association, one record at its end
+
+    def count_store(self, assoc, study_uid: str | None, acknowledged: bool) -> None:  # noqa: ANN001
+        key = id(assoc)
+        tally = self._stores.get(key)
+        if tally is None:
+            with self._lock:
+                tally = self._stores.setdefault(key, StoreTally(assoc.requestor.ae_title, _peer(assoc)))
+        if acknowledged:
+            tally.stored += 1
+        else:
+            tally.failed += 1
+        if study_uid:
+            tally.study_uids[study_uid] = None
+
+    def association_ended(self, assoc, ending: str, patient_ids_for) -> None:  # noqa: ANN001
+        """Write the STORE record of ``assoc`` (once; later calls for it do nothing); ``ending``: released, aborted, closed.
+
+        ``patient_ids_for(study_uids)`` looks up the patients of the stored studies.
+        """
+        with self._lock:
+            tally = self._stores.pop(id(assoc), None)
+        if tally is None:
+            return
+        studies = list(tally.study_uids)
+        try:
+            patients = patient_ids_for(studies[:MAX_AUDITED_IDS])
+        except Exception:  # noqa: BLE001 - the record is still written, without the patients
+            log.exception("could not look up the patients of an association from %s", tally.calling_ae)
+            patients = []
+        total = tally.stored + tally.failed
+        detail = f"C-STORE: {tally.stored} stored, {tally.failed} failed; association {ending}"
+        self._record(AuditAction.STORE, _outcome(tally.stored, tally.failed, total), tally.calling_ae, tally.source,
+                     patients, studies, detail)
+
+    # C-FIND, C-GET, C-MOVE: one record per request
+
+    def query(self, assoc, service: str, level: str, keys: Mapping[str, str], matches: Iterable[Mapping],  # noqa: ANN001
+              outcome: Outcome = Outcome.SUCCESS, problem: str = "") -> None:
+        """Record one C-FIND (raises AuditError: the caller answers with a failure)."""
+        patients, studies, count = {}, {}, 0
+        for values in matches:
+            count += 1
+            if values.get("PatientID"):
+                patients[str(values["PatientID"])] = None
+            if values.get("StudyInstanceUID"):
+                studies[str(values["StudyInstanceUID"])] = None
+        asked = " ".join(f"{k}={v}" for k, v in keys.items() if v)
+        detail = f"C-FIND {service} {level} {asked}".rstrip() + (f": {problem}" if problem else f": {count} match(es)")
+        self._record(AuditAction.QUERY, outcome, assoc.requestor.ae_title, _peer(assoc), patients, studies, detail)
+
+    def retrieve(self, assoc, service: str, instances, tally: SubOperationTally | None, *,  # noqa: ANN001
+                 unsendable: int = 0, cancelled: bool = False, problem: str = "") -> None:
+        """Record one C-GET or C-MOVE with the patients and studies it sent (or was to send)."""
+        patients = {i.patient_id: None for i in instances}
+        studies = {i.study_instance_uid: None for i in instances}
+        completed = tally.completed + tally.warning if tally else 0
+        failed = (tally.failed if tally else 0) + unsendable
+        total = len(instances)
+        if problem:
+            outcome = Outcome.SERIOUS_FAILURE
+            detail = f"{service}: {problem}"
+        else:
+            outcome = _outcome(completed, total - completed, total)
+            if cancelled and outcome == Outcome.SUCCESS and completed < total:
+                outcome = Outcome.MINOR_FAILURE
+            detail = f"{service}: {completed} of {total} sent, {failed} failed" + ("; cancelled" if cancelled else "")
+        self._record(AuditAction.RETRIEVE, outcome, assoc.requestor.ae_title, _peer(assoc), patients, studies, detail)
+
+    def refused(self, ae_title: str, address: str, called_ae: str) -> None:
+        """Record a refused association (a Security Alert)."""
+        self._record(AuditAction.ASSOCIATION_REFUSED, Outcome.SERIOUS_FAILURE, ae_title, address, (), (),
+                     f"association from {ae_title} to {called_ae} refused: calling AE not allowed from {address}")
+
+    def _record(self, action: AuditAction, outcome: Outcome, actor: str, source: str,
+                patients: Iterable[str], studies: Iterable[str], detail: str) -> None:
+        patients, studies = [p for p in patients if p], [s for s in studies if s]
+        extra = [f"{len(v) - MAX_AUDITED_IDS} more {what}" for v, what in ((patients, "patients"), (studies, "studies"))
+                 if len(v) > MAX_AUDITED_IDS]
+        if extra:
+            detail += f" ({', '.join(extra)} not listed)"
+        self.trail.record(AuditEvent(
+            action=action, outcome=outcome, actor=actor.strip(), actor_kind=ActorKind.AE, source=source,
+            patient_ids=tuple(patients[:MAX_AUDITED_IDS]), study_uids=tuple(studies[:MAX_AUDITED_IDS]),
+            detail=detail[:MAX_DETAIL_CHARS],
+        ))
+
+
+def patient_ids_of_studies(session, study_uids: list[str]) -> list[str]:  # noqa: ANN001 - a SQLAlchemy Session
+    """The patient IDs of these studies, in the order first seen."""
+    if not study_uids:
+        return []
+    rows = session.execute(
+        select(Study.study_instance_uid, Patient.patient_id).join(Patient, Study.patient_pk == Patient.id)
+        .where(Study.study_instance_uid.in_(study_uids))
+    ).all()
+    by_study = {uid: pid for uid, pid in rows}
+    return list(dict.fromkeys(by_study[uid] for uid in study_uids if by_study.get(uid)))
+
+
+def _outcome(succeeded: int, failed: int, total: int) -> Outcome:
+    if failed <= 0:
+        return Outcome.SUCCESS
+    return Outcome.SERIOUS_FAILURE if succeeded == 0 and total > 0 else Outcome.MINOR_FAILURE
+
+
+def _peer(assoc) -> str:  # noqa: ANN001
+    return _normal_ip(str(assoc.requestor.address or ""))

@@ -1,0 +1,56 @@
+"""The job kinds OncoPACS runs, and the job system (queue + registry) the app and the worker share.
+
+The app factory builds one :class:`JobSystem` per archive; analyses from higher layers register
+their own kinds on its registry (the composition root does that, the platform never imports up).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from oncopacs.archive.ingest import Archive
+from oncopacs.archive.maintenance import count_indexed, verify
+from oncopacs.jobs.queue import DatabaseJobQueue, JobQueue
+from oncopacs.jobs.worker import Handler, JobRegistry, ProgressCallback, Worker
+
+VERIFY = "verify"
+
+
+@dataclass(frozen=True)
+class JobSystem:
+    """The queue jobs go into and the kinds this process can run."""
+
+    queue: JobQueue
+    registry: JobRegistry
+
+    def new_worker(self, **options: Any) -> Worker:
+        return Worker(self.queue, self.registry, **options)
+
+
+def build_verify_handler(archive: Archive) -> Handler:
+    """A handler that re-hashes every stored file (:func:`oncopacs.archive.maintenance.verify`)."""
+
+    def run_verify(params: Mapping[str, Any], progress: ProgressCallback) -> dict[str, Any]:
+        total = count_indexed(archive)
+        checked = 0
+        progress(0.0, f"verifying {total} file(s)")
+
+        def step(n: int) -> None:
+            nonlocal checked
+            checked += n
+            progress(checked / total if total else 1.0, f"{checked} of {total} file(s) checked")
+
+        report = verify(archive, step)
+        progress(1.0, f"{report.checked} file(s) checked")
+        return report.to_dict()
+
+    return run_verify
+
+
+def open_job_system(archive: Archive) -> JobSystem:
+    """The job system of ``archive``: jobs in its index, with the platform's own kinds registered."""
+    registry = JobRegistry()
+    registry.register(VERIFY, build_verify_handler(archive))
+    return JobSystem(DatabaseJobQueue(archive.index), registry)

@@ -1,0 +1,149 @@
+"""The job worker: a thread that claims queued jobs, runs their handlers and records the outcome.
+
+Handlers are registered by kind in a :class:`JobRegistry`. A handler takes the job's parameters
+and a progress callback (fraction 0..1, message) and returns a JSON-serialisable result. A handler
+that raises fails its job with the error's message; the worker goes on with the next job.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from oncopacs.errors import OncopacsError
+from oncopacs.jobs.queue import JobQueue, JobRecord
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[float, str], None]
+Handler = Callable[[Mapping[str, Any], ProgressCallback], Any]
+
+POLL_INTERVAL_S = 1.0  # how often an idle worker looks for new jobs (enqueue in-process wakes it at once)
+PROGRESS_MIN_STEP = 0.01  # progress writes are skipped for smaller steps ...
+PROGRESS_MIN_INTERVAL_S = 0.5  # ... unless this long has passed since the last write
+INTERRUPTED_MESSAGE = "interrupted: the server stopped while the job ran; submit it again"
+
+
+class JobRegistry:
+    """The kinds of job this process can run, each with its handler."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    def register(self, kind: str, handler: Handler) -> None:
+        if kind in self._handlers:
+            raise ValueError(f"job kind {kind!r} is already registered")
+        self._handlers[kind] = handler
+
+    def handler(self, kind: str) -> Handler | None:
+        return self._handlers.get(kind)
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        return frozenset(self._handlers)
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._handlers
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._handlers))
+
+
+class Worker:
+    """Runs queued jobs one at a time on a background thread until :meth:`stop`."""
+
+    def __init__(self, queue: JobQueue, registry: JobRegistry, *, poll_interval_s: float = POLL_INTERVAL_S):
+        self.queue = queue
+        self.registry = registry
+        self.poll_interval_s = poll_interval_s
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the worker thread (jobs left running by an earlier process are marked failed first)."""
+        interrupted = self.queue.fail_interrupted(INTERRUPTED_MESSAGE)
+        if interrupted:
+            log.warning("%d job(s) were interrupted by an unclean stop and are marked failed", interrupted)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="oncopacs-jobs", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Look for work now instead of at the next poll (call after enqueueing)."""
+        self._wake.set()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop after the job in hand (if any) finishes; wait up to ``timeout_s``."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                log.warning("the job worker did not stop within %.0f s", timeout_s)
+            self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def run_pending(self) -> int:
+        """Run queued jobs until none is left or the worker is stopped; how many ran."""
+        done = 0
+        while not self._stop.is_set():
+            job = self.queue.claim_next(self.registry.kinds)
+            if job is None:
+                break
+            self.run(job)
+            done += 1
+        return done
+
+    def run(self, job: JobRecord) -> None:
+        """Run one claimed job and record its result or error (never raises for the handler's faults)."""
+        handler = self.registry.handler(job.kind)
+        if handler is None:
+            self.queue.fail(job.id, f"no handler for job kind {job.kind!r}")
+            return
+        log.info("job %d (%s) started", job.id, job.kind)
+        try:
+            result = handler(job.params, self._progress_reporter(job.id))
+        except Exception as exc:
+            log.exception("job %d (%s) failed", job.id, job.kind)
+            self.queue.fail(job.id, describe_error(exc))
+            return
+        self.queue.succeed(job.id, result, "done")
+        log.info("job %d (%s) succeeded", job.id, job.kind)
+
+    def _progress_reporter(self, job_id: int) -> ProgressCallback:
+        """A callback that writes progress at most every PROGRESS_MIN_STEP or PROGRESS_MIN_INTERVAL_S."""
+        last = {"progress": -1.0, "at": 0.0}
+
+        def report(progress: float, message: str = "") -> None:
+            now = time.monotonic()
+            if (progress < 1.0 and progress - last["progress"] < PROGRESS_MIN_STEP
+                    and now - last["at"] < PROGRESS_MIN_INTERVAL_S):
+                return
+            last.update(progress=progress, at=now)
+            self.queue.report_progress(job_id, progress, message)
+
+        return report
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_pending()
+            except Exception:
+                log.exception("the job worker could not reach the queue; retrying")
+            self._wake.wait(self.poll_interval_s)
+            self._wake.clear()
+
+
+def describe_error(exc: Exception) -> str:
+    """The message stored for a failed job: ours verbatim, others with their type."""
+    text = str(exc).strip()
+    if isinstance(exc, OncopacsError | ValueError) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
