@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -83,7 +84,7 @@ def request_kinds(n_studies: int, uids: list[InstanceUIDs], seed: int) -> list[R
         RequestKind("QIDO PatientID exact", lambda i: Request("/studies", {"PatientID": f"{PREFIX}-{patients[i % n]:05d}"})),
         RequestKind(
             "QIDO PatientName wildcard",
-            lambda i: Request("/studies", {"PatientName": f"Bench^Patient{patients[i % n] // 10:04d}*"}),
+            lambda i: Request("/studies", {"PatientName": f"*patient{patients[i % n] // 10:04d}*"}),
         ),
         RequestKind(
             "QIDO StudyDate range, limit 100",
@@ -111,7 +112,9 @@ class Client:
 
     def get(self, request: Request) -> tuple[float, requests.Response]:
         start = time.perf_counter()
-        response = self.session.get(self.root + request.path, params=request.params, headers={"Accept": request.accept}, timeout=120)
+        query = urllib.parse.urlencode(request.params, safe="*")  # Orthanc does not decode %2A
+        url = self.root + request.path + (f"?{query}" if query else "")
+        response = self.session.get(url, headers={"Accept": request.accept}, timeout=120)
         _ = response.content
         elapsed = time.perf_counter() - start
         if response.status_code not in (200, 204):

@@ -18,10 +18,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import func, literal, select
+from sqlalchemy import Connection, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from oncopacs.audit.events import AuditAction, AuditEvent
 from oncopacs.audit.models import AuditChainHead, AuditRecord
@@ -186,8 +185,8 @@ class AuditTrail:
             return []
         for attempt in range(1, _APPEND_ATTEMPTS + 1):
             try:
-                with self.index.writing() as session:
-                    entries = _append(session, events)
+                with self.index.write_connection() as connection:
+                    entries = _append(connection, events)
                 break
             except SqlIntegrityError as exc:
                 if attempt == _APPEND_ATTEMPTS:
@@ -306,16 +305,20 @@ _COLUMNS = (
 )
 
 
-def _append(session: Session, events: Iterable[AuditEvent]) -> list[AuditEntry]:
-    head = session.scalars(select(AuditChainHead).where(AuditChainHead.id == 1).with_for_update()).first()
-    if head is None:
-        head = AuditChainHead(id=1, last_record_id=0, last_sha256=GENESIS_SHA256)
-        session.add(head)
-        session.flush()  # a racing first writer fails here, and the append is retried
-    entries = []
+def _append(session: Connection, events: Iterable[AuditEvent]) -> list[AuditEntry]:
+    """Insert ``events`` after the chain head (locked) and move the head; Core statements, one round trip each."""
+    head = session.execute(
+        select(AuditChainHead.last_record_id, AuditChainHead.last_sha256).where(AuditChainHead.id == 1).with_for_update()
+    ).first()
+    if head is None:  # a racing first writer fails on the primary key, and the append is retried
+        session.execute(insert(AuditChainHead).values(id=1, last_record_id=0, last_sha256=GENESIS_SHA256))
+        last_id, last_sha256 = 0, GENESIS_SHA256
+    else:
+        last_id, last_sha256 = head
+    rows, entries = [], []
     for event in events:
         record = AuditRecord(
-            id=head.last_record_id + 1,
+            id=last_id + 1,
             recorded_at=datetime.now(UTC).isoformat(timespec="microseconds"),
             action=event.action.value,
             outcome=int(event.outcome),
@@ -325,14 +328,20 @@ def _append(session: Session, events: Iterable[AuditEvent]) -> list[AuditEntry]:
             patient_ids=_MULTI_VALUE_SEPARATOR.join(event.patient_ids),
             study_uids=_MULTI_VALUE_SEPARATOR.join(event.study_uids),
             detail=event.detail,
-            previous_sha256=head.last_sha256,
+            previous_sha256=last_sha256,
         )
-        record.record_sha256 = compute_record_sha256(record, head.last_sha256)
-        session.add(record)
-        head.last_record_id = record.id
-        head.last_sha256 = record.record_sha256
+        record.record_sha256 = compute_record_sha256(record, last_sha256)
+        rows.append({column: getattr(record, column) for column in _RECORD_COLUMNS})
         entries.append(_entry(record))
+        last_id, last_sha256 = record.id, record.record_sha256
+    session.execute(insert(AuditRecord), rows)
+    session.execute(
+        update(AuditChainHead).where(AuditChainHead.id == 1).values(last_record_id=last_id, last_sha256=last_sha256)
+    )
     return entries
+
+
+_RECORD_COLUMNS = tuple(column.key for column in AuditRecord.__table__.columns)
 
 
 def _split(text: str) -> tuple[str, ...]:

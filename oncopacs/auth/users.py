@@ -20,7 +20,7 @@ from functools import cached_property
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from oncopacs.auth import totp
@@ -177,6 +177,11 @@ def _find(session: Session, username: str, *, for_update: bool = False) -> User:
     if user is None:
         raise NotFoundError(f"no user {username!r}")
     return user
+
+
+_STANDING = select(User.username, User.role, User.password_hash, User.disabled, User.locked_until).where(
+    User.username == bindparam("username")
+)
 
 
 class UserStore:
@@ -341,8 +346,8 @@ class UserStore:
 
     def standing(self, username: str) -> Standing | None:
         """The current role, password stamp and lock state of an enabled user; None if unknown or disabled."""
-        with self.index.reading() as session:
-            user = session.scalars(select(User).where(User.username == username)).first()
+        with self.index.read_connection() as connection:
+            user = connection.execute(_STANDING.params(username=username)).first()
         if user is None or user.disabled:
             return None
         locked_until = _aware(user.locked_until)

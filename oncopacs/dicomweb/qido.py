@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from oncopacs.dicomweb.dicom_json import build_qido_result
@@ -159,7 +160,7 @@ def parse_qido(
     return QidoQuery(level, {**match_keys, **path_keys}, tuple(returned), limit, offset, fuzzy, tuple(ignored))
 
 
-def search(session: Session, query: QidoQuery, base_url: str, max_results: int = DEFAULT_MAX_RESULTS) -> QidoResults:
+def search(session: Session | Connection, query: QidoQuery, base_url: str, max_results: int = DEFAULT_MAX_RESULTS) -> QidoResults:
     """Run ``query`` against the index; ``base_url`` is the DICOMweb root used for RetrieveURL."""
     page = max_results if query.limit is None else min(query.limit, max_results)
     matches = find(session, query.level, query.keys, return_keys=query.return_keys, limit=page + 1,

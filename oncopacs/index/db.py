@@ -54,6 +54,12 @@ class IndexDatabase:
             yield session
 
     @contextmanager
+    def read_connection(self) -> Iterator[Connection]:
+        """A Core connection for queries (less overhead than a session; for hot read paths)."""
+        with self.read_engine.connect() as connection:
+            yield connection
+
+    @contextmanager
     def writing(self) -> Iterator[Session]:
         """A session whose work is committed as one transaction, or rolled back on error."""
         with self._write_sessions() as session, session.begin():

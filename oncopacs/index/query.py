@@ -234,34 +234,10 @@ def _add_computed(session: Session, level: QueryLevel, matches: list[Match], wan
         for pk, n in session.execute(select(Series.id, Series.number_of_instances).where(Series.id.in_(pks))):
             by_pk[pk]["NumberOfSeriesRelatedInstances"] = n
         return
-    owner = Study.id if level == QueryLevel.STUDY else Study.patient_pk
-    prefix = "Study" if level == QueryLevel.STUDY else "Patient"
-    statement = (
-        select(owner, func.count(distinct(Study.id)), func.count(Series.id), func.coalesce(func.sum(Series.number_of_instances), 0))
-        .select_from(Study)
-        .join(Series, Series.study_pk == Study.id, isouter=True)
-        .where(owner.in_(pks))
-        .group_by(owner)
-    )
-    for values in by_pk.values():
-        values.update({f"NumberOf{prefix}RelatedSeries": 0, f"NumberOf{prefix}RelatedInstances": 0})
-        if level == QueryLevel.PATIENT:
-            values["NumberOfPatientRelatedStudies"] = 0
-    for pk, n_studies, n_series, n_instances in session.execute(statement):
-        values = by_pk[pk]
-        values[f"NumberOf{prefix}RelatedSeries"] = n_series
-        values[f"NumberOf{prefix}RelatedInstances"] = int(n_instances)
-        if level == QueryLevel.PATIENT:
-            values["NumberOfPatientRelatedStudies"] = n_studies
-    if level == QueryLevel.STUDY and "ModalitiesInStudy" in wanted:
-        for values in by_pk.values():
-            values["ModalitiesInStudy"] = []
-        rows = session.execute(
-            select(Series.study_pk, Series.modality).where(Series.study_pk.in_(pks)).distinct().order_by(Series.modality)
-        )
-        for pk, modality in rows:
-            if modality:
-                by_pk[pk]["ModalitiesInStudy"].append(modality)
+    if level == QueryLevel.STUDY:
+        _add_study_counts(session, by_pk, with_modalities="ModalitiesInStudy" in wanted)
+    else:
+        _add_patient_counts(session, by_pk)
     if level == QueryLevel.STUDY and "SOPClassesInStudy" in wanted:
         for values in by_pk.values():
             values["SOPClassesInStudy"] = []
@@ -274,6 +250,50 @@ def _add_computed(session: Session, level: QueryLevel, matches: list[Match], wan
         )
         for pk, sop_class in rows:
             by_pk[pk]["SOPClassesInStudy"].append(sop_class)
+
+
+def _add_study_counts(session: Session, by_pk: dict[int, dict[str, Any]], *, with_modalities: bool) -> None:
+    """Series and instance counts (and modalities) of studies, in one grouped query."""
+    for values in by_pk.values():
+        values.update(NumberOfStudyRelatedSeries=0, NumberOfStudyRelatedInstances=0)
+        if with_modalities:
+            values["ModalitiesInStudy"] = []
+    statement = (
+        select(Series.study_pk, Series.modality, func.count(Series.id), func.coalesce(func.sum(Series.number_of_instances), 0))
+        .where(Series.study_pk.in_(list(by_pk)))
+        .group_by(Series.study_pk, Series.modality)
+        .order_by(Series.study_pk, Series.modality)
+    )
+    for pk, modality, n_series, n_instances in session.execute(statement):
+        values = by_pk[pk]
+        values["NumberOfStudyRelatedSeries"] += n_series
+        values["NumberOfStudyRelatedInstances"] += int(n_instances)
+        if with_modalities and modality:
+            values["ModalitiesInStudy"].append(modality)
+
+
+def _add_patient_counts(session: Session, by_pk: dict[int, dict[str, Any]]) -> None:
+    """Study, series and instance counts of patients."""
+    statement = (
+        select(
+            Study.patient_pk,
+            func.count(distinct(Study.id)),
+            func.count(Series.id),
+            func.coalesce(func.sum(Series.number_of_instances), 0),
+        )
+        .select_from(Study)
+        .join(Series, Series.study_pk == Study.id, isouter=True)
+        .where(Study.patient_pk.in_(list(by_pk)))
+        .group_by(Study.patient_pk)
+    )
+    for values in by_pk.values():
+        values.update(NumberOfPatientRelatedStudies=0, NumberOfPatientRelatedSeries=0, NumberOfPatientRelatedInstances=0)
+    for pk, n_studies, n_series, n_instances in session.execute(statement):
+        by_pk[pk].update(
+            NumberOfPatientRelatedStudies=n_studies,
+            NumberOfPatientRelatedSeries=n_series,
+            NumberOfPatientRelatedInstances=int(n_instances),
+        )
 
 
 @dataclass(frozen=True, slots=True)
