@@ -140,7 +140,7 @@ def verify(ctx: click.Context, repair: bool, as_json: bool) -> None:
 @click.pass_context
 def demo(ctx: click.Context, patients: int, http_port: int | None, dicom_port: int | None, no_serve: bool) -> None:
     """Load synthetic demo patients (CT, RTSTRUCT, RT Ion Plan, RT Dose, PET-CT) and serve them."""
-    from oncopacs.demo import load_demo
+    from oncopacs.demo import ensure_demo_user, load_demo
     from oncopacs.runtime import serve as run
     from oncopacs.services import open_archive
 
@@ -151,9 +151,13 @@ def demo(ctx: click.Context, patients: int, http_port: int | None, dicom_port: i
     click.echo(f"demo data in {settings.data_dir}: {summary.stored} stored, {summary.duplicate} already present", err=True)
     if summary.rejected:
         raise click.ClickException(f"demo data rejected: {summary.rejected[0][1]}")
+    username, password = ensure_demo_user(archive, settings.data_dir)
+    click.echo(f"sign in as {username!r} with password {password!r} (admin; kept in "
+               f"{settings.data_dir / 'demo-credentials.txt'})", err=True)
     if not no_serve:
         logging.getLogger("oncopacs").setLevel(logging.INFO)
-        click.echo(f"serving on http://{settings.http_host}:{settings.http_port}/health and DICOM "
+        click.echo(f"serving on http://{settings.http_host}:{settings.http_port}/login "
+                   f"(DICOMweb at /dicom-web, API at /api) and DICOM "
                    f"{settings.ae_title}@127.0.0.1:{settings.dicom_port}; Ctrl-C stops", err=True)
         run(settings, archive)
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from collections.abc import Callable
+from pathlib import Path
 
 from oncopacs.archive.importer import ImportSummary
 from oncopacs.archive.ingest import Archive
+from oncopacs.auth.roles import Role
+from oncopacs.auth.users import UserStore
 from oncopacs.phantom.patient import build_demo_patients
 
 
@@ -18,3 +23,25 @@ def load_demo(archive: Archive, n_patients: int = 2, on_object: Callable[[], Non
             if on_object:
                 on_object()
     return summary
+
+
+DEMO_USER = "demo"
+DEMO_CREDENTIALS_FILE = "demo-credentials.txt"
+
+
+def ensure_demo_user(archive: Archive, data_dir: Path) -> tuple[str, str]:
+    """The demo's admin account (user ``demo``), created once with a random password kept in the data directory (0600)."""
+    credentials = data_dir / DEMO_CREDENTIALS_FILE
+    users = UserStore(archive.index)
+    if credentials.exists() and users.exists(DEMO_USER):
+        username, _, password = credentials.read_text(encoding="utf-8").strip().partition(":")
+        return username, password
+    password = secrets.token_urlsafe(12)
+    if users.exists(DEMO_USER):
+        users.set_password(DEMO_USER, password)
+    else:
+        users.add_user(DEMO_USER, Role.ADMIN, password)
+    fd = os.open(credentials, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(f"{DEMO_USER}:{password}\n")
+    return DEMO_USER, password

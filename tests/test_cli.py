@@ -75,6 +75,25 @@ def test_demo_loads_patients_once(tmp_path: Path):
     assert second.exit_code == 0 and " 0 stored" in second.stderr
 
 
+def test_demo_creates_a_sign_in_account_kept_across_runs(tmp_path: Path):
+    from oncopacs.services import open_archive
+    from oncopacs.settings import Settings
+    from oncopacs.auth.users import UserStore
+
+    first = invoke(tmp_path / "data", "demo", "--no-serve", "--patients", "1")
+    credentials = tmp_path / "data" / "demo-credentials.txt"
+    username, _, password = credentials.read_text().strip().partition(":")
+    assert first.exit_code == 0 and repr(password) in first.stderr
+    assert credentials.stat().st_mode & 0o077 == 0  # readable by its owner only
+    second = invoke(tmp_path / "data", "demo", "--no-serve", "--patients", "1")
+    assert repr(password) in second.stderr  # same account, same password
+    archive = open_archive(Settings(data_dir=tmp_path / "data"))
+    try:
+        assert UserStore(archive.index).authenticate(username, password).role.value == "admin"
+    finally:
+        archive.close()
+
+
 def test_bad_setting_is_one_line_and_non_zero(tmp_path: Path):
     env = {**os.environ, "ONCOPACS_HTTP_PORT": "eighty", "ONCOPACS_DATA_DIR": str(tmp_path)}
     done = subprocess.run([sys.executable, "-m", "oncopacs.cli", "serve"], env=env, capture_output=True, text=True, timeout=60)

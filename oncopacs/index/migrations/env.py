@@ -7,6 +7,7 @@ from oncopacs.index.models import Base
 import oncopacs.audit.models  # noqa: F401  (registers the audit tables)
 import oncopacs.auth.models  # noqa: F401  (registers users and tokens)
 import oncopacs.jobs.models  # noqa: F401  (registers jobs)
+import oncopacs.analysis.models  # noqa: F401  (registers analysis results)
 
 target_metadata = Base.metadata
 
