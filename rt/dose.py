@@ -46,6 +46,7 @@ class DoseGrid:
     dose_summation_type: str = ""
     frame_of_reference_uid: str = ""
     sop_instance_uid: str = ""
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def origin_mm(self) -> tuple[float, float, float]:
@@ -58,6 +59,33 @@ class DoseGrid:
     @property
     def max_dose_gy(self) -> float:
         return float(self.dose_gy.max())
+
+    def compute_support(self) -> tuple[int, int, int, int, int, int] | None:
+        """Half-open index box (k0, k1, j0, j1, i0, i1) of the voxels with non-zero dose; None when all are zero.
+
+        Computed once per grid (``dose_gy`` is treated as read-only); outside the box the dose is exactly 0.
+        """
+        if "support" not in self._cache:
+            nonzero = self.dose_gy != 0.0
+            ranges = []
+            for axes in ((1, 2), (0, 2), (0, 1)):
+                hit = np.nonzero(nonzero.any(axis=axes))[0]
+                ranges.append((int(hit[0]), int(hit[-1]) + 1) if hit.size else None)
+            self._cache["support"] = None if ranges[0] is None else tuple(v for r in ranges for v in r)
+        return self._cache["support"]
+
+    def compute_near_dose_mask(self) -> np.ndarray:
+        """(nz, ny, nx) bool: a voxel or one of its 8 in-plane neighbours has non-zero dose (computed once per grid)."""
+        if "near" not in self._cache:
+            nonzero = self.dose_gy != 0.0
+            rows = nonzero.copy()
+            rows[:, 1:, :] |= nonzero[:, :-1, :]
+            rows[:, :-1, :] |= nonzero[:, 1:, :]
+            near = rows.copy()
+            near[:, :, 1:] |= rows[:, :, :-1]
+            near[:, :, :-1] |= rows[:, :, 1:]
+            self._cache["near"] = near
+        return self._cache["near"]
 
     def to_dict(self) -> dict:
         return {

@@ -28,10 +28,10 @@ from rt.dose import DoseGrid
 from rt.errors import GeometryError, MetricError, OutsideDoseGridError, RTError
 from rt.grid import MM3_PER_CC
 from rt.structures import (
+    StackIntervals,
     StructureSet,
-    compute_covered_length_mm,
-    compute_row_intervals,
-    compute_slab_overlaps_mm,
+    compute_slab_bounds_mm,
+    compute_stack_intervals,
 )
 
 #: A TG-263 DVH metric: Mean|Max|Min[Gy|%], D<v>%|cc[Gy|%], V<d>Gy|%[%|cc] (shared by goals and comparisons).
@@ -232,6 +232,8 @@ def compute_metrics(dvh: DVH, metrics: list[str] | tuple[str, ...], prescription
 DEFAULT_SUPERSAMPLING = 4
 #: Dose samples (equal-volume quantiles) per whole pixel where the dose varies over it, by default.
 DEFAULT_FULL_SAMPLES = 8
+#: Sub-slabs per contour plane: each plane's slab is sampled at the mid-height of each sub-slab.
+Z_SUBSLABS = 1
 
 
 def _axis_index(position: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -242,106 +244,46 @@ def _axis_index(position: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, n
     return lower, upper, position - lower
 
 
-def _sample_plane(
-    polygons: tuple[np.ndarray, ...], z_mm: float, thickness_mm: float, dose: DoseGrid,
-    box: tuple[int, int, int, int], m: int, full_samples: int, histogram: _Histogram,
-) -> float:
-    """Add the slab of one contour plane to ``histogram``; return its volume outside the dose grid, mm^3.
+def _cell_areas_mm2(intervals: StackIntervals, plane_count: int, box: tuple[int, int], x_edge0: float,
+                    dx: float, row_height: float, m: int) -> np.ndarray:
+    """Exact inside area (mm^2) of each box cell of each plane, (planes, rows, columns), from the scanline intervals.
 
-    ``box`` (i0, i1, j0, j1) is the ROI's range of dose-grid pixel cells (may exceed the grid).
-    The polygons' area in each cell is integrated exactly along x on m scanlines per cell row.
-    The dose on the plane (linear between frames) is reconstructed in each pixel as linear about
-    the pixel-centre value with limited slopes (:func:`_limited_slope`), clamped to its 3 x 3
-    neighbours: a cell wholly inside the polygons adds a point mass where the slopes vanish,
-    else ``full_samples`` equal-volume quantiles of that linear dose over the cell; a boundary
-    cell is split into m x m sub-cells, each with its exact inside area and its reconstructed dose.
+    Each interval adds its exact length to the cells it crosses (m scanlines of height
+    ``row_height`` per cell row): its end cells by their partial lengths, the cells between
+    through a running sum of +1 / -1 steps along the row.
     """
-    i0, i1, j0, j1 = box
-    nz, ny, nx = dose.grid.shape
-    (ox, oy, oz), (dx, dy, dz) = dose.grid.origin_mm, dose.grid.spacing_mm
-    nxb, nyb = i1 - i0, j1 - j0
-    x_edge0, y_edge0 = ox + (i0 - 0.5) * dx, oy + (j0 - 0.5) * dy
-    rows = y_edge0 + (np.arange(nyb * m) + 0.5) * (dy / m)
-    start, end = compute_row_intervals(polygons, rows)
-    if start.shape[1] == 0:
-        return 0.0
-    lengths = np.diff(compute_covered_length_mm(start, end, x_edge0 + dx * np.arange(nxb + 1)), axis=1)
-    area = lengths.reshape(nyb, m, nxb).sum(axis=1) * (dy / m)  # mm^2 per cell, (nyb, nxb)
-    total_mm3 = float(area.sum()) * thickness_mm
-    z_index = (z_mm - oz) / dz
-    # The cells inside the dose grid: box rows b0:b1 and columns a0:a1 (grid rows j0 + b0 ...).
-    a0, a1 = max(0, -i0), min(nxb, nx - i0)
-    b0, b1 = max(0, -j0), min(nyb, ny - j0)
-    if not -0.5 - 1e-9 <= z_index <= nz - 0.5 + 1e-9 or a0 >= a1 or b0 >= b1:
-        return total_mm3
-    area = area[b0:b1, a0:a1]
-    covered_mm3 = float(area.sum()) * thickness_mm
-    if covered_mm3 <= 0.0:
-        return total_mm3
-    # The dose plane over those cells with a one-pixel margin (edge-padded beyond the grid).
-    gi0, gi1, gj0, gj1 = i0 + a0, i0 + a1, j0 + b0, j0 + b1
-    k0, k1, wz = _axis_index(np.array([z_index]), nz)
-    c0, c1, r0, r1 = max(gi0 - 1, 0), min(gi1 + 1, nx), max(gj0 - 1, 0), min(gj1 + 1, ny)
-    data = dose.dose_gy
-    plane = data[k0[0], r0:r1, c0:c1] * (1.0 - wz[0]) + data[k1[0], r0:r1, c0:c1] * wz[0]
-    plane = np.pad(plane, ((int(gj0 == r0), gj1 + 1 - r1), (int(gi0 == c0), gi1 + 1 - c1)), mode="edge")
-    # Only cells within one pixel of non-zero dose need the reconstruction; the rest get 0 Gy.
-    rows_hot, cols_hot = np.nonzero(plane.any(axis=1))[0], np.nonzero(plane.any(axis=0))[0]
-    if rows_hot.size == 0:
-        histogram.add(np.zeros(1), covered_mm3 / MM3_PER_CC)
-        return total_mm3 - covered_mm3
-    # Hot rectangle in cell coordinates (padded plane index - 1), widened by one pixel.
-    hb0, hb1 = max(int(rows_hot[0]) - 2, 0), min(int(rows_hot[-1]) + 1, area.shape[0])
-    ha0, ha1 = max(int(cols_hot[0]) - 2, 0), min(int(cols_hot[-1]) + 1, area.shape[1])
-    if hb0 >= hb1 or ha0 >= ha1:
-        histogram.add(np.zeros(1), covered_mm3 / MM3_PER_CC)
-        return total_mm3 - covered_mm3
-    cold_mm3 = covered_mm3 - float(area[hb0:hb1, ha0:ha1].sum()) * thickness_mm
-    if cold_mm3 > 0.0:
-        histogram.add(np.zeros(1), cold_mm3 / MM3_PER_CC)
-    area, plane = area[hb0:hb1, ha0:ha1], plane[hb0:hb1 + 2, ha0:ha1 + 2]
-    b0, a0 = b0 + hb0, a0 + ha0
-    gx, gy, lo, hi = _reconstruction(plane)  # each (b1 - b0, a1 - a0), cell-aligned
-    centre = plane[1:-1, 1:-1]
-    cell_area = dx * dy
-    full = area >= cell_area * (1.0 - 1e-9)
-    flat = full & (gx == 0.0) & (gy == 0.0)
-    histogram.add(centre[flat], cell_area * thickness_mm / MM3_PER_CC)
-    sloped = full & ~flat
-    if sloped.any():
-        doses = centre[sloped][:, None] + _trapezoid_quantiles(np.abs(gx[sloped]) / 2.0, np.abs(gy[sloped]) / 2.0,
-                                                                full_samples)
-        doses = np.clip(doses, lo[sloped][:, None], hi[sloped][:, None])
-        histogram.add(doses.ravel(), cell_area * thickness_mm / full_samples / MM3_PER_CC)
-    partial = (area > 0.0) & ~full
-    if partial.any():
-        pb, pa = np.nonzero(partial)  # cell indices within the cropped box
-        sub_rows = (pb + b0)[:, None] * m + np.arange(m)  # (P, m) scanline indices
-        x_sub = x_edge0 + (pa + a0)[:, None] * dx + np.arange(m + 1) * (dx / m)  # (P, m + 1) sub-cell edges
-        s, e = start[sub_rows], end[sub_rows]  # (P, m, K)
-        covered = np.clip(x_sub[:, None, None, :] - s[..., None], 0.0, (e - s)[..., None]).sum(axis=2)
-        sub_volume = np.diff(covered, axis=2) * (dy / m * thickness_mm / MM3_PER_CC)  # (P, m rows, m columns)
-        offsets = (np.arange(m) + 0.5) / m - 0.5  # sub-cell centres, pixels
-        sub_dose = (centre[pb, pa][:, None, None] + gx[pb, pa][:, None, None] * offsets[None, None, :]
-                    + gy[pb, pa][:, None, None] * offsets[None, :, None])
-        sub_dose = np.clip(sub_dose, lo[pb, pa][:, None, None], hi[pb, pa][:, None, None])
-        keep = sub_volume > 0.0
-        histogram.add(sub_dose[keep], sub_volume[keep])
-    return total_mm3 - covered_mm3
+    nyb, nxb = box
+    cell_row = intervals.plane * nyb + intervals.row // m
+    fs, fe = (intervals.start - x_edge0) / dx, (intervals.end - x_edge0) / dx  # in cells
+    ia = np.clip(np.floor(fs).astype(np.int64), 0, nxb - 1)
+    ib = np.clip(np.floor(fe).astype(np.int64), 0, nxb - 1)
+    cells = plane_count * nyb * nxb
+    same = ia == ib
+    lengths = np.bincount(cell_row * nxb + ia, weights=np.where(same, fe - fs, ia + 1 - fs), minlength=cells)
+    span = ~same
+    r, a, b = cell_row[span], ia[span], ib[span]
+    lengths += np.bincount(r * nxb + b, weights=fe[span] - b, minlength=cells)
+    steps = (np.bincount(r * (nxb + 1) + a + 1, minlength=plane_count * nyb * (nxb + 1))
+             - np.bincount(r * (nxb + 1) + b, minlength=plane_count * nyb * (nxb + 1)))
+    lengths += np.cumsum(steps.reshape(plane_count * nyb, nxb + 1), axis=1)[:, :nxb].ravel()
+    return lengths.reshape(plane_count, nyb, nxb) * (dx * row_height)
 
 
 def _reconstruction(padded: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Slopes along x and y (Gy per pixel; :func:`_limited_slopes`) and the 3 x 3 min / max of the inner pixels."""
-    rows, cols = padded.shape[0] - 2, padded.shape[1] - 2
-    centre = padded[1:-1, 1:-1]
+    """Slopes along x and y (Gy per pixel; :func:`_limited_slope`) and the 3 x 3 min / max of the inner pixels.
+
+    ``padded`` is (..., rows + 2, columns + 2); the results are (..., rows, columns).
+    """
+    rows, cols = padded.shape[-2] - 2, padded.shape[-1] - 2
+    centre = padded[..., 1:-1, 1:-1]
     lo, hi = centre.copy(), centre.copy()
     for dj in (0, 1, 2):
         for di in (0, 1, 2):
-            window = padded[dj:dj + rows, di:di + cols]
+            window = padded[..., dj:dj + rows, di:di + cols]
             np.minimum(lo, window, out=lo)
             np.maximum(hi, window, out=hi)
-    gx = _limited_slope(padded[1:-1, 2:], centre, padded[1:-1, :-2])
-    gy = _limited_slope(padded[2:, 1:-1], centre, padded[:-2, 1:-1])
+    gx = _limited_slope(padded[..., 1:-1, 2:], centre, padded[..., 1:-1, :-2])
+    gy = _limited_slope(padded[..., 2:, 1:-1], centre, padded[..., :-2, 1:-1])
     return gx, gy, lo, hi
 
 
@@ -383,14 +325,24 @@ def compute_roi_dvh(
 ) -> DVH:
     """DVH of one ROI of ``structure_set`` in ``dose`` (Gy, cc).
 
-    Each contour plane stands for its slab (:mod:`rt.structures`); the dose is taken on the
-    plane itself (linear between dose frames), i.e. the midpoint rule in z, so the DVH never
-    sees dose from beyond the contoured solid. In-plane, only the dose-grid pixels under the
-    ROI's bounding box are visited: a pixel wholly inside the polygons contributes its area at
-    the pixel-centre dose; a boundary pixel is split into ``supersampling`` x ``supersampling``
-    sub-cells (default :data:`DEFAULT_SUPERSAMPLING`) whose inside area is integrated exactly
-    along x and whose dose is interpolated bilinearly. ROI volume outside the dose grid is never
-    dropped silently: it is reported as ``DVH.uncovered_volume_cc``.
+    Each contour plane stands for its slab (:mod:`rt.structures`); its slab is split into
+    :data:`Z_SUBSLABS` sub-slabs, each sampled on its mid-height plane (dose linear between
+    frames). In-plane, all planes of the ROI are processed together over the dose-grid pixels
+    under the ROI's bounding box, the polygons' area in each pixel integrated exactly along x
+    on ``supersampling`` (default :data:`DEFAULT_SUPERSAMPLING`) scanlines per pixel row:
+
+    - the dose in each pixel is reconstructed as linear about its centre value with limited
+      slopes (:func:`_limited_slope`), clamped to its 3 x 3 neighbours;
+    - a pixel wholly inside the polygons adds a point mass where the slopes vanish, else
+      ``full_samples`` (default :data:`DEFAULT_FULL_SAMPLES`) equal-volume quantiles of that
+      linear dose over the pixel;
+    - a boundary pixel is split into m x m sub-cells, each with its exact inside area, sampled
+      at the centroid of its inside part, so every sample lies in the structure and
+      ``Max[Gy]`` is a dose the structure receives.
+
+    Pixels whose neighbourhood has no dose (outside the grid's non-zero support) add their
+    volume at 0 Gy without sampling. ROI volume outside the dose grid is never dropped
+    silently: it is reported as ``DVH.uncovered_volume_cc``.
     """
     roi = structure_set.roi(roi_name)
     if roi.is_empty:
@@ -405,17 +357,148 @@ def compute_roi_dvh(
     if m < 1:
         raise ValueError("supersampling must be >= 1")
     planes = roi.planes()
+    polygons = list(planes.values())
     plane_z = np.array(list(planes), dtype=np.float64)
     half = roi.compute_plane_spacing_mm(default_mm=dose.spacing_mm[2]) / 2.0
-    thickness = compute_slab_overlaps_mm(plane_z, half, np.array([-np.inf]), np.array([np.inf]))[0]
+    below, above = compute_slab_bounds_mm(plane_z, half)
+    thickness = above - below
+    nz, ny, nx = dose.grid.shape
+    (ox, oy, oz), (dx, dy, dz) = dose.grid.origin_mm, dose.grid.spacing_mm
     lo, hi = roi.compute_bounds_mm()
-    (ox, oy, _), (dx, dy, _) = dose.grid.origin_mm, dose.grid.spacing_mm
-    box = (int(np.floor((lo[0] - ox) / dx + 0.5)), int(np.floor((hi[0] - ox) / dx + 0.5)) + 1,
-           int(np.floor((lo[1] - oy) / dy + 0.5)), int(np.floor((hi[1] - oy) / dy + 0.5)) + 1)
+    # Box of dose-grid pixel cells (may exceed the grid) with one spare cell on each side.
+    i0, i1 = int(np.floor((lo[0] - ox) / dx + 0.5)) - 1, int(np.floor((hi[0] - ox) / dx + 0.5)) + 2
+    j0, j1 = int(np.floor((lo[1] - oy) / dy + 0.5)) - 1, int(np.floor((hi[1] - oy) / dy + 0.5)) + 2
+    row_height = dy / m
+    x_edge0, y_edge0 = ox + (i0 - 0.5) * dx, oy + (j0 - 0.5) * dy
+    intervals = compute_stack_intervals(polygons, y_edge0 + (np.arange((j1 - j0) * m) + 0.5) * row_height)
+    plane_count = len(polygons)
+    total_mm3 = float(np.bincount(intervals.plane, intervals.end - intervals.start, minlength=plane_count)
+                      @ thickness) * row_height
+    # Covered: planes within the grid's z extent; scanlines and x within its y / x extent.
+    z_index = (plane_z - oz) / dz
+    z_in = (z_index >= -0.5 - 1e-9) & (z_index <= nz - 0.5 + 1e-9)
+    a0, a1, b0, b1 = max(0, -i0), min(i1 - i0, nx - i0), max(0, -j0), min(j1 - j0, ny - j0)
+    covered_mm3 = 0.0
+    if a0 < a1 and b0 < b1 and z_in.any():
+        x_lo, x_hi = x_edge0 + a0 * dx, x_edge0 + a1 * dx
+        rows_in = (intervals.row >= b0 * m) & (intervals.row < b1 * m)
+        inside = np.clip(intervals.end, x_lo, x_hi) - np.clip(intervals.start, x_lo, x_hi)
+        per_plane = np.bincount(intervals.plane[rows_in], inside[rows_in], minlength=plane_count)
+        covered_mm3 = float(per_plane[z_in] @ thickness[z_in]) * row_height
+    if covered_mm3 <= 0.0:
+        raise OutsideDoseGridError(roi.name, total_mm3 / MM3_PER_CC)
     histogram = _Histogram(bin_width_gy, max(dose.max_dose_gy, 0.0))
-    uncovered_mm3 = 0.0
-    for (z, polys), t in zip(planes.items(), thickness):
-        uncovered_mm3 += _sample_plane(polys, float(z), float(t), dose, box, m, full_samples, histogram)
-    if histogram.volume_cc <= 0.0:
-        raise OutsideDoseGridError(roi.name, uncovered_mm3 / MM3_PER_CC)
-    return histogram.to_dvh(roi.name, uncovered_mm3 / MM3_PER_CC)
+    hot_mm3 = _sample_hot_cells(intervals, z_in=z_in, below=below, thickness=thickness,
+                                box=(i0, j0, a0, a1, b0, b1), dose=dose, m=m, full_samples=full_samples,
+                                histogram=histogram)
+    cold_mm3 = covered_mm3 - hot_mm3
+    if cold_mm3 > 1e-12 * covered_mm3:
+        histogram.add(np.zeros(1), cold_mm3 / MM3_PER_CC)
+    return histogram.to_dvh(roi.name, (total_mm3 - covered_mm3) / MM3_PER_CC)
+
+
+def _sample_hot_cells(
+    intervals: StackIntervals, *, z_in: np.ndarray, below: np.ndarray, thickness: np.ndarray,
+    box: tuple[int, ...], dose: DoseGrid, m: int, full_samples: int, histogram: _Histogram,
+) -> float:
+    """Add to ``histogram`` the ROI's cells within one pixel of non-zero dose; return their volume, mm^3.
+
+    ``intervals`` lie on m scanlines per row of the box of cells whose cell (0, 0) is grid pixel
+    (j0, i0); box columns ``a0:a1`` and rows ``b0:b1`` are within the grid, planes ``z_in`` too.
+    """
+    i0, j0, a0, a1, b0, b1 = box
+    support = dose.compute_support()
+    if support is None:
+        return 0.0
+    sk0, sk1, sj0, sj1, si0, si1 = support
+    nz, ny, nx = dose.grid.shape
+    (ox, _, oz), (dx, dy, dz) = dose.grid.origin_mm, dose.grid.spacing_mm
+    # Hot cells (box coordinates): within one pixel of the support, on planes whose sub-slabs reach it.
+    ha0, ha1 = max(a0, si0 - 1 - i0), min(a1, si1 + 1 - i0)
+    hb0, hb1 = max(b0, sj0 - 1 - j0), min(b1, sj1 + 1 - j0)
+    if ha0 >= ha1 or hb0 >= hb1:
+        return 0.0
+    s = Z_SUBSLABS
+    sub_z = below[:, None] + (np.arange(s) + 0.5) / s * thickness[:, None]  # (planes, s), mm
+    k_lo, k_hi, k_w = _axis_index((sub_z - oz) / dz, nz)
+    touches = (np.where(k_w > 0.0, k_hi, k_lo) >= sk0) & (k_lo < sk1)
+    is_hot = z_in & touches.any(axis=1)
+    select = is_hot[intervals.plane] & (intervals.row >= hb0 * m) & (intervals.row < hb1 * m)
+    x_lo, x_hi = ox + (i0 + ha0 - 0.5) * dx, ox + (i0 + ha1 - 0.5) * dx
+    start = np.clip(intervals.start[select], x_lo, x_hi)
+    end = np.clip(intervals.end[select], x_lo, x_hi)
+    keep = end > start
+    if not keep.any():
+        return 0.0
+    hot_planes = np.nonzero(is_hot)[0]
+    rank = np.cumsum(is_hot) - 1  # plane -> index among the hot planes
+    hot = StackIntervals(rank[intervals.plane[select][keep]], intervals.row[select][keep] - hb0 * m,
+                         start[keep], end[keep])
+    shape = (hot_planes.size, hb1 - hb0, ha1 - ha0)
+    cells = _cell_areas_mm2(hot, shape[0], shape[1:], x_lo, dx, dy / m, m)  # (H, rows, columns), mm^2
+    # Dose on each sub-slab's plane over the hot cells plus a one-pixel margin (edge values beyond the grid).
+    rows = np.clip(np.arange(j0 + hb0 - 1, j0 + hb1 + 1), 0, ny - 1)
+    cols = np.clip(np.arange(i0 + ha0 - 1, i0 + ha1 + 1), 0, nx - 1)
+    k0, k1, w = k_lo[hot_planes].ravel(), k_hi[hot_planes].ravel(), k_w[hot_planes].ravel()
+    data = dose.dose_gy
+    lower = data[np.ix_(k0, rows, cols)]
+    padded = lower + (data[np.ix_(k1, rows, cols)] - lower) * w[:, None, None]  # (H * s, rows + 2, columns + 2)
+    sub_volume_cc = np.repeat(thickness[hot_planes] / s, s) / MM3_PER_CC  # cc per mm^2, per sub-slab plane
+    near = dose.compute_near_dose_mask()
+    near_cells = near[np.ix_(k0, rows[1:-1], cols[1:-1])] | near[np.ix_(k1, rows[1:-1], cols[1:-1])]
+    near_cells = near_cells.reshape(shape[0], s, *shape[1:]).any(axis=1)  # (H, rows, columns)
+    cells = np.where(near_cells, cells, 0.0)  # cells without dose nearby stay in the cold (0 Gy) volume
+    hot_mm3 = float(cells.sum(axis=(1, 2)) @ thickness[hot_planes])
+    cell_area = dx * dy
+    full = np.repeat(cells >= cell_area * (1.0 - 1e-9), s, axis=0)
+    gx, gy, lo, hi = _reconstruction(padded)
+    centre = padded[:, 1:-1, 1:-1]
+    flat = full & (gx == 0.0) & (gy == 0.0)
+    histogram.add(centre[flat], cell_area * sub_volume_cc[np.nonzero(flat)[0]])
+    sloped = full & ~flat
+    if sloped.any():
+        q = np.nonzero(sloped)[0]
+        doses = centre[sloped][:, None] + _trapezoid_quantiles(np.abs(gx[sloped]) / 2.0, np.abs(gy[sloped]) / 2.0,
+                                                                full_samples)
+        doses = np.clip(doses, lo[sloped][:, None], hi[sloped][:, None])
+        histogram.add(doses.ravel(), np.repeat(cell_area * sub_volume_cc[q] / full_samples, full_samples))
+    pp, pj, pi = np.nonzero((cells > 0.0) & (cells < cell_area * (1.0 - 1e-9)))
+    if pp.size:
+        _sample_boundary_cells(hot, shape, pp, pj, pi, (centre, gx, gy, lo, hi), sub_volume_cc, x_lo, dx, dy, m,
+                               histogram)
+    return hot_mm3
+
+
+def _sample_boundary_cells(
+    intervals: StackIntervals, shape: tuple[int, int, int], plane: np.ndarray, row: np.ndarray, col: np.ndarray,
+    reconstruction: tuple[np.ndarray, ...], sub_volume_cc: np.ndarray, x_lo: float, dx: float, dy: float, m: int,
+    histogram: _Histogram,
+) -> None:
+    """Split the partly covered cells (plane, row, column of ``shape``) into m x m sub-cells and add them.
+
+    A sub-cell is one scanline high and dx / m wide; its inside length and the centroid of the
+    inside part come exactly from the scanline intervals (whose column 0 starts at ``x_lo``),
+    and its dose is each sub-slab plane's slope-limited linear reconstruction (``reconstruction``:
+    centre, slopes, 3 x 3 min / max per sub-slab plane and cell) at that centroid.
+    """
+    plane_count, rows, _ = shape
+    starts, ends = intervals.to_dense(plane_count, rows * m)  # (planes * scanlines, K)
+    scanlines = (plane * rows + row)[:, None] * m + np.arange(m)  # (P, m)
+    left = x_lo + col * dx  # each cell's left edge, mm
+    s = starts[scanlines] - left[:, None, None]
+    e = ends[scanlines] - left[:, None, None]  # (P, m, K), relative to the cell's left edge
+    edges = np.arange(m + 1) * (dx / m)
+    clipped = np.clip(edges, s[..., None], e[..., None])  # (P, m, K, m + 1)
+    length = np.diff(clipped, axis=-1).sum(axis=2)  # (P, m scanlines, m sub-columns), mm
+    moment = np.diff(clipped * clipped, axis=-1).sum(axis=2) / 2.0
+    keep = length > 0.0
+    p_idx, r_idx, _ = np.nonzero(keep)
+    length, centroid = length[keep], moment[keep] / length[keep]
+    # Offsets (pixels) of each sample from its cell's centre.
+    v = (r_idx + 0.5) / m - 0.5
+    u = centroid / dx - 0.5
+    centre, gx, gy, lo, hi = reconstruction
+    for k in range(Z_SUBSLABS):
+        at = (plane[p_idx] * Z_SUBSLABS + k, row[p_idx], col[p_idx])
+        doses = np.clip(centre[at] + gx[at] * u + gy[at] * v, lo[at], hi[at])
+        histogram.add(doses, length * (dy / m) * sub_volume_cc[at[0]])

@@ -323,6 +323,80 @@ def compute_covered_length_mm(start: np.ndarray, end: np.ndarray, x_mm: np.ndarr
     return np.clip(x - start[:, :, None], 0.0, (end - start)[:, :, None]).sum(axis=1)
 
 
+def compute_slab_bounds_mm(plane_z_mm: np.ndarray, half_thickness_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """(below, above) z (mm) of each plane's slab: [z - t/2, z + t/2] cut at the midpoints to its neighbours."""
+    z = np.asarray(plane_z_mm, dtype=np.float64)
+    mids = (z[1:] + z[:-1]) / 2.0
+    below = np.maximum(z - half_thickness_mm, np.concatenate([[-np.inf], mids]))
+    above = np.minimum(z + half_thickness_mm, np.concatenate([mids, [np.inf]]))
+    return below, above
+
+
+@dataclass(frozen=True, slots=True)
+class StackIntervals:
+    """Even-odd inside intervals of a stack of planes on shared horizontal scanlines (x in mm).
+
+    Interval n lies on plane ``plane[n]``, scanline ``row[n]``, from ``start[n]`` to ``end[n]``;
+    intervals are sorted by (plane, row, x) and never overlap within a row.
+    """
+
+    plane: np.ndarray
+    row: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+
+    def to_dense(self, plane_count: int, row_count: int) -> tuple[np.ndarray, np.ndarray]:
+        """(start, end) as (plane_count * row_count, K) arrays, row-major by (plane, row); unused slots empty (0, 0)."""
+        key = self.plane * row_count + self.row
+        if key.size == 0:
+            return np.zeros((plane_count * row_count, 0)), np.zeros((plane_count * row_count, 0))
+        first = np.concatenate([[True], key[1:] != key[:-1]])
+        group_start = np.nonzero(first)[0]
+        slot = np.arange(key.size) - group_start[np.cumsum(first) - 1]
+        start = np.zeros((plane_count * row_count, int(slot.max()) + 1))
+        end = np.zeros_like(start)
+        start[key, slot], end[key, slot] = self.start, self.end
+        return start, end
+
+
+def compute_stack_intervals(planes: list[tuple[np.ndarray, ...]], ys: np.ndarray) -> StackIntervals:
+    """Even-odd inside intervals of each plane's polygons on the scanlines y = ys (mm, increasing), all planes at once.
+
+    Crossings use the half-open rule (an edge spans min(y0, y1) <= y < max(y0, y1)), so each
+    closed polygon crosses a scanline an even number of times and, sorted by x, consecutive
+    crossings pair into inside intervals (the even-odd rule across all polygons of a plane).
+    """
+    ys = np.asarray(ys, dtype=np.float64)
+    polygons = [p for polys in planes for p in polys]
+    if not polygons or ys.size == 0:
+        empty = np.zeros(0)
+        return StackIntervals(empty.astype(np.int64), empty.astype(np.int64), empty, empty)
+    counts = np.array([len(p) for p in polygons])
+    points = np.concatenate(polygons)[:, :2]
+    following = np.arange(1, points.shape[0] + 1)
+    ends = np.cumsum(counts)
+    following[ends - 1] = ends - counts  # each polygon closes on its first vertex
+    plane_of_polygon = np.repeat(np.arange(len(planes)), [len(polys) for polys in planes])
+    plane_of_edge = np.repeat(plane_of_polygon, counts)
+    x0, y0 = points[:, 0], points[:, 1]
+    x1, y1 = x0[following], y0[following]
+    keep = y0 != y1  # horizontal edges never cross a scanline under the half-open rule
+    x0, y0, x1, y1, plane_of_edge = x0[keep], y0[keep], x1[keep], y1[keep], plane_of_edge[keep]
+    first = np.searchsorted(ys, np.minimum(y0, y1), side="left")
+    crossed = np.searchsorted(ys, np.maximum(y0, y1), side="left") - first
+    edge = np.repeat(np.arange(x0.size), crossed)
+    offset = np.cumsum(crossed) - crossed
+    row = first[edge] + np.arange(edge.size) - offset[edge]
+    x = x0[edge] + (ys[row] - y0[edge]) * ((x1 - x0) / (y1 - y0))[edge]
+    plane = plane_of_edge[edge]
+    # One float key sorts by (plane, row) first and x within a scanline (x - x_min < span).
+    x_min = float(x.min())
+    span = float(x.max()) - x_min + 1.0
+    order = np.argsort((plane * ys.size + row) * span + (x - x_min))
+    x, row, plane = x[order], row[order], plane[order]
+    return StackIntervals(plane[0::2], row[0::2], x[0::2], x[1::2])
+
+
 def compute_slab_overlaps_mm(plane_z_mm: np.ndarray, half_thickness_mm: float, lo_mm: np.ndarray,
                              hi_mm: np.ndarray) -> np.ndarray:
     """Length (mm) of each interval [lo, hi] inside each plane's slab, shape (len(lo), len(planes)).
@@ -330,10 +404,7 @@ def compute_slab_overlaps_mm(plane_z_mm: np.ndarray, half_thickness_mm: float, l
     A plane's slab is the part of [z - t/2, z + t/2] nearer to it than to its neighbours
     (module docstring: the nearest plane within t/2 owns a point).
     """
-    z = np.asarray(plane_z_mm, dtype=np.float64)
-    mids = (z[1:] + z[:-1]) / 2.0
-    below = np.maximum(z - half_thickness_mm, np.concatenate([[-np.inf], mids]))
-    above = np.minimum(z + half_thickness_mm, np.concatenate([mids, [np.inf]]))
+    below, above = compute_slab_bounds_mm(plane_z_mm, half_thickness_mm)
     lo, hi = np.asarray(lo_mm, dtype=np.float64)[:, None], np.asarray(hi_mm, dtype=np.float64)[:, None]
     return np.clip(np.minimum(hi, above) - np.maximum(lo, below), 0.0, None)
 
