@@ -1,0 +1,314 @@
+"""Rigid and deformable registration of two volumes (SimpleITK).
+
+Convention (SimpleITK's, used throughout :mod:`fusion`): a registration's ``transform`` maps a point
+of the FIXED image's physical space (LPS, mm) to the corresponding point of the MOVING image's
+physical space. Resampling the moving image through it onto the fixed grid
+(:func:`fusion.volume.resample_to`) therefore aligns it with the fixed image; the displacement field
+of a deformable result holds ``T(x) - x`` (mm) at the fixed grid's voxel centres.
+
+* Rigid: Mattes mutual information (works for CT–CT, CBCT–CT, PET/MR–CT), multi-resolution
+  (shrink 4, 2, 1), gradient descent with physical-shift scales; 6 parameters (Euler angles about
+  the fixed image centre, translation).
+* Deformable: the rigid result, then multi-resolution fast symmetric-forces demons (a dense
+  displacement field, Gaussian-regularised) on a pyramid whose finest level is about
+  :attr:`DeformableSettings.finest_spacing_mm`; the field is then resampled to the full fixed grid.
+  Demons assume the intensities of one modality (CT–CT, CBCT–CT after HU calibration).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import SimpleITK as sitk
+
+from fusion.errors import RegistrationError
+from fusion.volume import SeriesInfo, read_series_info
+
+if TYPE_CHECKING:
+    from fusion.qa import RegistrationQA
+
+log = logging.getLogger(__name__)
+
+#: progress(fraction 0..1, message) for long runs.
+Progress = Callable[[float, str], None]
+
+
+class RegistrationKind(str, enum.Enum):
+    RIGID = "rigid"
+    DEFORMABLE = "deformable"
+
+
+@dataclass(frozen=True, eq=False)
+class Registration:
+    """A registration result.
+
+    transform: maps FIXED physical points (mm, LPS) to MOVING physical points (SimpleITK convention);
+        an ``Euler3DTransform`` (rigid) or a ``DisplacementFieldTransform`` (deformable).
+    kind: rigid or deformable. fixed, moving: the series each image came from (UIDs, FoR).
+    seconds: wall time of the registration, s.
+    displacement_field: deformable only: ``T(x) - x`` on the fixed grid (sitkVectorFloat64, mm).
+    metric_value: final value of the optimised metric (MI: negative, lower is better; demons: MSE).
+    qa: the QA figures, once computed (:func:`fusion.qa.compute_registration_qa`) or read back.
+    """
+
+    transform: sitk.Transform
+    kind: RegistrationKind
+    fixed: SeriesInfo
+    moving: SeriesInfo
+    seconds: float
+    displacement_field: sitk.Image | None = None
+    metric_value: float | None = None
+    qa: RegistrationQA | None = None
+
+    def map_points_mm(self, points_mm: np.ndarray) -> np.ndarray:
+        """Fixed-space points (n, 3) mm mapped to moving space (n, 3) mm."""
+        return np.array([self.transform.TransformPoint(tuple(float(v) for v in p)) for p in np.atleast_2d(points_mm)])
+
+    @property
+    def rigid_matrix(self) -> np.ndarray:
+        """The 4x4 homogeneous fixed → moving matrix of a rigid registration (RegistrationError otherwise)."""
+        if self.kind is not RegistrationKind.RIGID:
+            raise RegistrationError("a deformable registration has no single matrix")
+        return compute_affine_matrix(self.transform)
+
+
+@dataclass(frozen=True, slots=True)
+class RigidSettings:
+    """Rigid registration parameters (defaults work for CT–CT, CBCT–CT, PET/MR–CT).
+
+    shrink_factors / smoothing_sigmas_mm: the pyramid (coarse → fine); histogram_bins: Mattes MI bins;
+    min_samples: voxels sampled per level at least (all voxels if fewer); max_iterations per level;
+    max_step_mm / min_step_mm: first and last step of the regular-step gradient descent (physical shift).
+    """
+
+    shrink_factors: tuple[int, ...] = (4, 2, 1)
+    smoothing_sigmas_mm: tuple[float, ...] = (4.0, 2.0, 0.0)
+    histogram_bins: int = 50
+    min_samples: int = 50_000
+    sampling_fraction: float = 0.1
+    max_iterations: int = 200
+    max_step_mm: float = 2.0
+    min_step_mm: float = 1e-3
+    seed: int = 20240115
+
+
+@dataclass(frozen=True, slots=True)
+class DeformableSettings:
+    """Deformable (demons) parameters; defaults work for CT–CT of one patient without tuning.
+
+    level_spacings_mm: target voxel pitch of each pyramid level (coarse → fine); a level is not made
+        finer than the image. iterations: demons iterations per level. smoothing_sigma_voxels: Gaussian
+        regularisation of the field at each level, voxels. max_step_voxels: largest update per iteration.
+    intensity_window: intensities are clipped to this range first (HU for CT).
+    """
+
+    level_spacings_mm: tuple[float, ...] = (8.0, 4.0, 2.0)
+    iterations: tuple[int, ...] = (80, 50, 25)
+    smoothing_sigma_voxels: float = 1.5
+    max_step_voxels: float = 1.0
+    intensity_window: tuple[float, float] = (-1000.0, 1500.0)
+    rigid: RigidSettings = field(default_factory=RigidSettings)
+
+    @property
+    def finest_spacing_mm(self) -> float:
+        return self.level_spacings_mm[-1]
+
+
+def register_rigid(fixed: sitk.Image, moving: sitk.Image, *, settings: RigidSettings | None = None,
+                   progress: Progress | None = None) -> Registration:
+    """Rigid registration of ``moving`` to ``fixed`` (mutual information, multi-resolution)."""
+    settings = settings or RigidSettings()
+    started = time.perf_counter()
+    transform, metric = _run_rigid(_as_float(fixed), _as_float(moving), settings, progress, 0.0, 1.0)
+    seconds = time.perf_counter() - started
+    if progress:
+        progress(1.0, "rigid registration done")
+    return Registration(transform, RegistrationKind.RIGID, read_series_info(fixed), read_series_info(moving),
+                        seconds, metric_value=metric)
+
+
+def register_deformable(fixed: sitk.Image, moving: sitk.Image, *, settings: DeformableSettings | None = None,
+                        initial: Registration | None = None, progress: Progress | None = None) -> Registration:
+    """Deformable registration: rigid (or ``initial``), then multi-resolution demons; T(x) on the fixed grid."""
+    settings = settings or DeformableSettings()
+    if len(settings.iterations) != len(settings.level_spacings_mm):
+        raise ValueError("one iteration count per pyramid level")
+    started = time.perf_counter()
+    fixed_f, moving_f = _as_float(fixed), _as_float(moving)
+    if initial is None:
+        rigid, _ = _run_rigid(fixed_f, moving_f, settings.rigid, progress, 0.0, 0.25)
+    else:
+        rigid = initial.transform
+    low, high = settings.intensity_window
+    fixed_w = sitk.Clamp(fixed_f, sitk.sitkFloat32, low, high)
+    moving_w = sitk.Clamp(sitk.Resample(moving_f, fixed_f, rigid, sitk.sitkLinear, low, sitk.sitkFloat32),
+                          sitk.sitkFloat32, low, high)
+    residual, metric = _run_demons(fixed_w, moving_w, settings, progress)
+    if progress:
+        progress(0.97, "composing the displacement field")
+    residual_full = _resample_field(residual, fixed_f)
+    composite = sitk.CompositeTransform(3)
+    composite.AddTransform(rigid)  # applied last: T(x) = R(x + d(x))
+    composite.AddTransform(sitk.DisplacementFieldTransform(sitk.Image(residual_full)))
+    total = sitk.TransformToDisplacementField(composite, sitk.sitkVectorFloat64, fixed_f.GetSize(),
+                                              fixed_f.GetOrigin(), fixed_f.GetSpacing(), fixed_f.GetDirection())
+    seconds = time.perf_counter() - started
+    if progress:
+        progress(1.0, "deformable registration done")
+    return Registration(build_field_transform(total), RegistrationKind.DEFORMABLE, read_series_info(fixed),
+                        read_series_info(moving), seconds, displacement_field=total, metric_value=metric)
+
+
+def build_field_transform(displacement_field: sitk.Image) -> sitk.DisplacementFieldTransform:
+    """A transform applying ``displacement_field`` (mm, sitkVectorFloat64; the field image is copied)."""
+    field_copy = sitk.Cast(displacement_field, sitk.sitkVectorFloat64)
+    return sitk.DisplacementFieldTransform(field_copy)  # takes ownership of (and empties) its argument
+
+
+def compute_affine_matrix(transform: sitk.Transform) -> np.ndarray:
+    """The 4x4 homogeneous matrix of a linear (rigid/affine) SimpleITK transform."""
+    linear = sitk.AffineTransform(3)
+    try:
+        linear.SetMatrix(transform.GetMatrix())
+        linear.SetTranslation(transform.GetTranslation())
+        linear.SetCenter(transform.GetCenter())
+    except (AttributeError, RuntimeError):
+        raise RegistrationError(f"{transform.GetName()} is not a linear transform") from None
+    matrix = np.eye(4)
+    matrix[:3, :3] = np.array(linear.GetMatrix()).reshape(3, 3)
+    centre = np.array(linear.GetCenter())
+    matrix[:3, 3] = np.array(linear.GetTranslation()) + centre - matrix[:3, :3] @ centre
+    return matrix
+
+
+def build_rigid_transform(matrix: np.ndarray) -> sitk.Euler3DTransform:
+    """A rigid Euler3DTransform from a 4x4 homogeneous matrix (RegistrationError if not a rotation)."""
+    matrix = np.asarray(matrix, dtype=float)
+    rotation = matrix[:3, :3]
+    if matrix.shape != (4, 4) or not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-4) \
+            or np.linalg.det(rotation) < 0:
+        raise RegistrationError("the matrix is not a rigid transformation (rotation + translation)")
+    transform = sitk.Euler3DTransform()
+    transform.SetMatrix(tuple(float(v) for v in rotation.ravel()), 1e-4)
+    transform.SetTranslation(tuple(float(v) for v in matrix[:3, 3]))
+    return transform
+
+
+def _as_float(image: sitk.Image) -> sitk.Image:
+    if image.GetDimension() != 3:
+        raise RegistrationError(f"registration needs 3D volumes, got {image.GetDimension()}D")
+    return image if image.GetPixelID() == sitk.sitkFloat32 else sitk.Cast(image, sitk.sitkFloat32)
+
+
+def _run_rigid(fixed: sitk.Image, moving: sitk.Image, settings: RigidSettings, progress: Progress | None,
+               start: float, end: float) -> tuple[sitk.Euler3DTransform, float]:
+    same_frame = fixed.GetMetaData("FrameOfReferenceUID") if fixed.HasMetaDataKey("FrameOfReferenceUID") else ""
+    moving_frame = moving.GetMetaData("FrameOfReferenceUID") if moving.HasMetaDataKey("FrameOfReferenceUID") else ""
+    if same_frame and same_frame == moving_frame:  # one scanner frame: start from identity about the fixed centre
+        initial = sitk.Euler3DTransform()
+        initial.SetCenter(fixed.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in fixed.GetSize()]))
+    else:  # different frames: start with the image centres aligned
+        initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(),
+                                                    sitk.CenteredTransformInitializerFilter.GEOMETRY)
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.histogram_bins)
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    voxels = [math.prod(max(1, n // s) for n in fixed.GetSize()) for s in settings.shrink_factors]
+    fractions = [min(1.0, max(settings.sampling_fraction, settings.min_samples / n)) for n in voxels]
+    method.SetMetricSamplingPercentagePerLevel(fractions, settings.seed)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetOptimizerAsRegularStepGradientDescent(learningRate=settings.max_step_mm, minStep=settings.min_step_mm,
+                                                    numberOfIterations=settings.max_iterations,
+                                                    relaxationFactor=0.5, gradientMagnitudeTolerance=1e-8)
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel(list(settings.shrink_factors))
+    method.SetSmoothingSigmasPerLevel(list(settings.smoothing_sigmas_mm))
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    method.SetInitialTransform(initial, inPlace=False)
+    levels = len(settings.shrink_factors)
+
+    if progress:
+        def on_iteration() -> None:
+            level = method.GetCurrentLevel()
+            done = (level + min(1.0, method.GetOptimizerIteration() / settings.max_iterations)) / levels
+            progress(start + (end - start) * done, f"rigid level {level + 1}/{levels}, "
+                                                   f"metric {method.GetMetricValue():.4f}")
+        method.AddCommand(sitk.sitkIterationEvent, on_iteration)
+    try:
+        result = method.Execute(fixed, moving)
+    except RuntimeError as exc:
+        raise RegistrationError(f"rigid registration failed: {str(exc).splitlines()[-1][:200]}") from None
+    log.debug("rigid: %s after %d iterations, metric %.5f", method.GetOptimizerStopConditionDescription(),
+              method.GetOptimizerIteration(), method.GetMetricValue())
+    transform = sitk.Euler3DTransform(sitk.CompositeTransform(result).GetNthTransform(0)
+                                      if result.GetName() == "CompositeTransform" else result)
+    return transform, float(method.GetMetricValue())
+
+
+def _resample_field(field_image: sitk.Image, reference: sitk.Image) -> sitk.Image:
+    """A displacement field on the grid of ``reference`` (linear; nearest value beyond its edge, never 0)."""
+    resampler = sitk.ResampleImageFilter()
+    resampler.SetReferenceImage(reference)
+    resampler.SetInterpolator(sitk.sitkLinear)
+    resampler.SetOutputPixelType(sitk.sitkVectorFloat64)
+    resampler.SetUseNearestNeighborExtrapolator(True)
+    return resampler.Execute(field_image)
+
+
+def _level_shrink(image: sitk.Image, target_mm: float) -> list[int]:
+    """Per-axis shrink factors giving about ``target_mm`` voxels, never fewer than 4 voxels along an axis."""
+    factors = [max(1, round(target_mm / spacing)) for spacing in image.GetSpacing()]
+    return [f if n // f >= 4 else 1 for f, n in zip(factors, image.GetSize())]
+
+
+def _run_demons(fixed: sitk.Image, moving: sitk.Image, settings: DeformableSettings,
+                progress: Progress | None) -> tuple[sitk.Image, float]:
+    plan: list[tuple[list[int], int]] = []
+    for target, iterations in zip(settings.level_spacings_mm, settings.iterations):
+        shrink = _level_shrink(fixed, target)
+        if plan and plan[-1][0] == shrink:  # the image is coarser than this level: merge
+            plan[-1] = (shrink, plan[-1][1] + iterations)
+        else:
+            plan.append((shrink, iterations))
+    total_iterations = sum(n for _, n in plan)
+    done_iterations = 0
+    field_image: sitk.Image | None = None
+    metric = float("nan")
+    for level, (shrink, iterations) in enumerate(plan):
+        fixed_l = sitk.BinShrink(fixed, shrink) if max(shrink) > 1 else fixed
+        moving_l = sitk.BinShrink(moving, shrink) if max(shrink) > 1 else moving
+        if field_image is None:
+            initial = sitk.Image(fixed_l.GetSize(), sitk.sitkVectorFloat64, 3)
+            initial.CopyInformation(fixed_l)
+        else:
+            initial = _resample_field(field_image, fixed_l)
+        demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
+        demons.SetNumberOfIterations(iterations)
+        demons.SetSmoothDisplacementField(True)
+        demons.SetStandardDeviations(settings.smoothing_sigma_voxels)
+        demons.SetMaximumUpdateStepLength(settings.max_step_voxels)
+        demons.SetUseImageSpacing(True)
+        if progress:
+            offset, n_levels = done_iterations, len(plan)
+
+            def on_iteration(filter_=demons, offset=offset, level=level, n_levels=n_levels) -> None:
+                done = (offset + filter_.GetElapsedIterations()) / total_iterations
+                progress(0.25 + 0.7 * done, f"demons level {level + 1}/{n_levels}, MSE {filter_.GetMetric():.1f}")
+            demons.AddCommand(sitk.sitkIterationEvent, on_iteration)
+        try:
+            field_image = demons.Execute(fixed_l, moving_l, initial)
+        except RuntimeError as exc:
+            raise RegistrationError(f"deformable registration failed: {str(exc).splitlines()[-1][:200]}") from None
+        metric = float(demons.GetMetric())
+        done_iterations += iterations
+        log.debug("demons level %d shrink %s: %d iterations, MSE %.2f", level, shrink,
+                  demons.GetElapsedIterations(), metric)
+    assert field_image is not None
+    return field_image, metric
