@@ -11,6 +11,7 @@ from oncopacs.archive.importer import ImportSummary
 from oncopacs.archive.ingest import Archive
 from oncopacs.auth.roles import Role
 from oncopacs.auth.users import UserStore
+from oncopacs.pet_results import load_followup_demo
 from oncopacs.phantom.patient import build_demo_patients
 
 
@@ -22,6 +23,7 @@ def load_demo(archive: Archive, n_patients: int = 2, on_object: Callable[[], Non
             summary.count(f"{dataset.Modality} {dataset.SOPInstanceUID}", archive.ingest_dataset(dataset, source="demo"))
             if on_object:
                 on_object()
+    load_followup_demo(archive, summary.count, on_object)  # baseline / mid-treatment / follow-up PET-CT patients
     return summary
 
 

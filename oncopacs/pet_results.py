@@ -1,0 +1,335 @@
+"""PET quantification per patient and time point: measure, assess response, store in the index and the archive.
+
+A time point is measured from its PET slices and (optionally) an RTSTRUCT on the PET-CT's CT:
+lesion ROIs (RTROIInterpretedType GTV, or names given) and a liver reference ROI ("Liver"; PERCIST's
+liver reference is taken as that ROI's SULmean and SD). Results are stored twice:
+
+- in the index: AnalysisResult kind ``pet_timepoint`` (one per PET series and parameters) and
+  ``pet_response`` (one per baseline/follow-up pair), with MetricValue rows per ROI
+  (``SUVmax[g/mL]``, ``SUVmean[g/mL]``, ``SUVpeak[g/mL]``, ``SULpeak[g/mL]``, ``MTV[cc]``, ``TLG[g]``;
+  ``cm2/mL`` for SUVbsa) and per response (``SULpeakChange[%]``, ``SUVmaxChange[%]``, ``TLGChange[%]``,
+  ``SLDChange[%]``);
+- in the archive: a TID 1500 SR per time point (:mod:`fusion.pet_sr`), ingested through
+  :meth:`Archive.ingest_dataset`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+from pydicom.dataset import Dataset
+from sqlalchemy import delete, select
+
+from fusion.pet_errors import ResponseInputError, SuvTagError
+from fusion.pet_sr import build_pet_report
+from fusion.pet_stats import (
+    RoiStats,
+    compute_roi_stats,
+    compute_structure_stats,
+    segment_from_seed,
+)
+from fusion.response import (
+    EortcResult,
+    LesionChange,
+    LesionMeasurement,
+    PercistResult,
+    RecistResult,
+    TimePoint,
+    assess_eortc,
+    assess_percist,
+    assess_recist,
+    compute_lesion_changes,
+    compute_longest_axial_diameter_mm,
+    order_time_points,
+)
+from fusion.suv import SuvImage, SuvType, read_suv_image
+from oncopacs.analysis.models import AnalysisResult, MetricValue
+from oncopacs.archive.ingest import Archive
+from oncopacs.errors import OncopacsError
+from oncopacs.uids import uid_for
+from rt.structures import StructureSet, read_structure_set
+
+LIVER_NAME = "Liver"
+LESION_TYPES = ("GTV",)
+SR_SERIES_NUMBER = 900
+
+
+@dataclass(frozen=True)
+class MeasuredTimePoint:
+    """One time point: the SUV image, per-ROI statistics (lesions, then liver) and the response inputs."""
+
+    time_point: TimePoint
+    lesions: tuple[RoiStats, ...]
+    liver: RoiStats | None
+    image: SuvImage
+    pet_slices: tuple[Dataset, ...] = field(repr=False)
+
+    @property
+    def suv_type(self) -> SuvType:
+        return self.image.suv_type
+
+
+def _date(text: str) -> date:
+    try:
+        return datetime.strptime(text[:8], "%Y%m%d").date()
+    except ValueError:
+        raise OncopacsError(f"PET StudyDate {text!r} is not a date (YYYYMMDD)") from None
+
+
+def _lesion_names(structure_set: StructureSet, liver_name: str) -> list[str]:
+    names = [r.name for r in structure_set.rois if not r.is_empty and r.interpreted_type.upper() in LESION_TYPES
+             and r.name.lower() != liver_name.lower()]
+    if not names:
+        raise OncopacsError(f"no lesion ROI (RTROIInterpretedType GTV) in the structure set; have "
+                            f"{', '.join(structure_set.roi_names)} (name them with --roi)")
+    return names
+
+
+def measure_time_point(
+    pet_slices: Sequence[Dataset],
+    rtstruct: Dataset | None = None,
+    *,
+    lesion_names: Sequence[str] = (),
+    liver_name: str = LIVER_NAME,
+    suv_type: SuvType | str = SuvType.BW,
+    seeds_mm: Sequence[tuple[float, float, float]] = (),
+    label: str = "",
+    new_lesions: bool = False,
+) -> MeasuredTimePoint:
+    """Measure one PET time point from contours (``rtstruct``) and/or seeded threshold regions (``seeds_mm``)."""
+    image = read_suv_image(list(pet_slices), suv_type)
+    lesions: list[RoiStats] = []
+    liver = None
+    geometry: dict[str, tuple[float, float]] = {}
+    if rtstruct is not None:
+        structure_set = read_structure_set(rtstruct)
+        names = list(lesion_names) or _lesion_names(structure_set, liver_name)
+        lesions += compute_structure_stats(image, structure_set, names)
+        for name in names:
+            roi = structure_set.roi(name)
+            geometry[roi.name] = (roi.compute_volume_cc(), compute_longest_axial_diameter_mm(roi))
+        if any(r.name.lower() == liver_name.lower() for r in structure_set.rois):
+            (liver,) = compute_structure_stats(image, structure_set, [liver_name])
+    elif lesion_names:
+        raise OncopacsError("ROI names need an RTSTRUCT (--rtstruct)")
+    for i, seed in enumerate(seeds_mm):
+        lesions.append(compute_roi_stats(image, segment_from_seed(image, seed), f"seed{i + 1}"))
+    if not lesions:
+        raise OncopacsError("nothing to measure: give an RTSTRUCT with lesion ROIs or a seed point")
+    to_sul = _ratio(image, SuvType.LBM)
+    measurements = tuple(
+        LesionMeasurement(s.name, sul_peak=s.sul_peak, suv_max=s.suv_max, suv_peak=s.suv_peak, tlg=s.tlg41,
+                          mtv_cc=s.mtv41_cc, volume_cc=geometry.get(s.name, (None, None))[0],
+                          longest_diameter_mm=geometry.get(s.name, (None, None))[1])
+        for s in lesions)
+    time_point = TimePoint(
+        date=_date(image.study_date), lesions=measurements, label=label,
+        liver_sul_mean=liver.suv_mean * to_sul if liver and to_sul else None,
+        liver_sul_sd=liver.suv_sd * to_sul if liver and to_sul else None,
+        reference_suv_mean=liver.suv_mean if liver else None,
+        uptake_s=image.calibration.uptake_s, new_lesions=new_lesions,
+        study_instance_uid=image.study_instance_uid,
+    )
+    return MeasuredTimePoint(time_point, tuple(lesions), liver, image, tuple(pet_slices))
+
+
+def _ratio(image: SuvImage, suv_type: SuvType) -> float | None:
+    try:
+        return image.compute_ratio_to(suv_type)
+    except SuvTagError:
+        return None
+
+
+@dataclass(frozen=True)
+class ResponseAssessment:
+    """A follow-up against baseline: PERCIST, EORTC, RECIST-style SLD and per-lesion CT changes."""
+
+    baseline: TimePoint
+    followup: TimePoint
+    percist: PercistResult | None
+    eortc: EortcResult | None
+    recist: RecistResult | None
+    lesion_changes: tuple[LesionChange, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def categories(self) -> dict[str, str]:
+        found = {"PERCIST 1.0": self.percist, "EORTC 1999": self.eortc, "RECIST": self.recist}
+        return {name: result.category.value for name, result in found.items() if result is not None}
+
+    def to_dict(self) -> dict:
+        return {
+            "baseline": {"date": self.baseline.date.isoformat(), "label": self.baseline.label,
+                         "study_instance_uid": self.baseline.study_instance_uid},
+            "followup": {"date": self.followup.date.isoformat(), "label": self.followup.label,
+                         "study_instance_uid": self.followup.study_instance_uid},
+            "categories": self.categories,
+            "percist": self.percist.to_dict() if self.percist else None,
+            "eortc": self.eortc.to_dict() if self.eortc else None,
+            "recist": self.recist.to_dict() if self.recist else None,
+            "ct": [c.to_dict() for c in self.lesion_changes],
+            "notes": list(self.notes),
+        }
+
+
+def assess_response(time_points: Sequence[TimePoint], *, cycles: int = 1) -> ResponseAssessment:
+    """Assess the latest time point against the earliest (RECIST uses every one in between for the nadir)."""
+    ordered = order_time_points(time_points)
+    if len(ordered) < 2:
+        raise OncopacsError("response needs a baseline and a follow-up on different dates")
+    baseline, followup = ordered[0], ordered[-1]
+    baseline_names = {lesion.name for lesion in baseline.lesions}
+    if any(lesion.name not in baseline_names for lesion in followup.lesions) and not followup.new_lesions:
+        followup = TimePoint(**{**{f: getattr(followup, f) for f in followup.__slots__}, "new_lesions": True})
+        ordered = (*ordered[:-1], followup)
+    notes, results = [], {}
+    for name, assess in (("percist", lambda: assess_percist(baseline, followup)),
+                         ("eortc", lambda: assess_eortc(baseline, followup, cycles=cycles)),
+                         ("recist", lambda: assess_recist(ordered))):
+        try:
+            results[name] = assess()
+        except ResponseInputError as exc:
+            results[name] = None
+            notes.append(f"{name}: {exc}")
+    return ResponseAssessment(baseline, followup, results["percist"], results["eortc"], results["recist"],
+                              tuple(compute_lesion_changes(baseline, followup)), tuple(notes))
+
+
+# -- storage -------------------------------------------------------------------------------------
+
+
+def _key(*parts: str) -> str:
+    return hashlib.sha256("\\".join(parts).encode()).hexdigest()
+
+
+def _upsert(archive: Archive, kind: str, input_key: str, *, patient_id: str, study_uid: str, time_point: str,
+            inputs: Sequence[str], result: dict, metrics: Sequence[tuple[str, str, float]]) -> int:
+    """Insert or replace one AnalysisResult with its MetricValue rows (structure, metric, value); its id."""
+    with archive.index.writing() as session:
+        row = session.scalars(select(AnalysisResult).where(AnalysisResult.kind == kind,
+                                                           AnalysisResult.input_key == input_key)).first()
+        if row is None:
+            row = AnalysisResult(kind=kind, input_key=input_key)
+            session.add(row)
+        row.patient_id, row.study_instance_uid, row.time_point = patient_id, study_uid, time_point
+        row.inputs = "\\".join(inputs)
+        row.result_json = json.dumps(result)
+        row.created_at = datetime.now(UTC)
+        session.flush()
+        session.execute(delete(MetricValue).where(MetricValue.result_pk == row.id))
+        session.add_all(MetricValue(result_pk=row.id, patient_id=patient_id, study_instance_uid=study_uid,
+                                    structure=structure[:64], metric=metric, value=float(value))
+                        for structure, metric, value in metrics if value is not None)
+        return row.id
+
+
+def build_time_point_sr(measured: MeasuredTimePoint, order: int, categories: dict[str, str] | None = None) -> Dataset:
+    """The TID 1500 SR of one time point (UIDs derived from its PET series and SUV type)."""
+    image = measured.image
+    geometry = {l.name: l for l in measured.time_point.lesions}
+    stats = [*measured.lesions, *([measured.liver] if measured.liver else [])]
+    return build_pet_report(
+        measured.pet_slices, stats, time_point=measured.time_point.label or measured.time_point.date.isoformat(),
+        time_point_order=order, categories=categories,
+        ct_volumes_cc={n: l.volume_cc for n, l in geometry.items() if l.volume_cc is not None},
+        longest_diameters_mm={n: l.longest_diameter_mm for n, l in geometry.items() if l.longest_diameter_mm is not None},
+        series_instance_uid=uid_for(image.series_instance_uid, "pet-sr-series", image.suv_type.value),
+        sop_instance_uid=uid_for(image.series_instance_uid, "pet-sr", image.suv_type.value, str(order),
+                                 json.dumps(categories or {}, sort_keys=True)),
+        series_number=SR_SERIES_NUMBER,
+    )
+
+
+def store_time_point(archive: Archive, measured: MeasuredTimePoint, *, order: int = 1,
+                     categories: dict[str, str] | None = None) -> tuple[int, str]:
+    """Ingest the time point's SR and store its ``pet_timepoint`` result; (result id, SR SOP Instance UID)."""
+    sr = build_time_point_sr(measured, order, categories)
+    outcome = archive.ingest_dataset(sr, source="pet")
+    if not outcome.acknowledged:
+        raise OncopacsError(f"the PET SR was rejected: {outcome.reason}")
+    image, tp = measured.image, measured.time_point
+    unit = image.suv_type.unit
+    stats = [*measured.lesions, *([measured.liver] if measured.liver else [])]
+    metrics = []
+    for s in stats:
+        metrics += [(s.name, f"SUVmax[{unit}]", s.suv_max), (s.name, f"SUVmean[{unit}]", s.suv_mean),
+                    (s.name, f"SUVpeak[{unit}]", s.suv_peak), (s.name, "SULpeak[g/mL]", s.sul_peak),
+                    (s.name, "MTV[cc]", s.mtv41_cc), (s.name, "TLG[g]", s.tlg41)]
+    for lesion in tp.lesions:
+        metrics += [(lesion.name, "Volume[cc]", lesion.volume_cc), (lesion.name, "LongestDiameter[mm]",
+                                                                     lesion.longest_diameter_mm)]
+    result = {"suv_type": image.suv_type.value, "calibration": image.calibration.to_dict(),
+              "time_point": tp.to_dict(), "rois": [s.to_dict() for s in stats],
+              "series_instance_uid": image.series_instance_uid, "sr_sop_instance_uid": str(sr.SOPInstanceUID),
+              "categories": categories or {}}
+    inputs = list(image.sop_instance_uids)
+    result_id = _upsert(archive, "pet_timepoint", _key("pet_timepoint", image.suv_type.value,
+                                                       *sorted(inputs), *sorted(s.name for s in stats)),
+                        patient_id=image.patient_id, study_uid=image.study_instance_uid,
+                        time_point=tp.date.strftime("%Y%m%d"), inputs=inputs, result=result, metrics=metrics)
+    return result_id, str(sr.SOPInstanceUID)
+
+
+def _change(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else value
+
+
+def store_response(archive: Archive, baseline: MeasuredTimePoint, followup: MeasuredTimePoint,
+                   assessment: ResponseAssessment) -> int:
+    """Store a ``pet_response`` result (keyed by both PET series) with its change metrics."""
+    metrics = [("", "SULpeakChange[%]", _change(assessment.percist.change_percent) if assessment.percist else None),
+               ("", "TLGChange[%]", _change(assessment.percist.tlg_change_percent) if assessment.percist else None),
+               ("", "SUVmaxChange[%]", _change(assessment.eortc.change_percent) if assessment.eortc else None),
+               ("", "SLDChange[%]", _change(assessment.recist.change_from_baseline_percent)
+                if assessment.recist else None)]
+    metrics += [(c.name, "VolumeChange[%]", _change(c.volume_change_percent)) for c in assessment.lesion_changes]
+    inputs = [*baseline.image.sop_instance_uids, *followup.image.sop_instance_uids]
+    return _upsert(archive, "pet_response", _key("pet_response", baseline.image.series_instance_uid,
+                                                 followup.image.series_instance_uid, baseline.suv_type.value),
+                   patient_id=followup.image.patient_id, study_uid=followup.image.study_instance_uid,
+                   time_point=followup.time_point.date.strftime("%Y%m%d"), inputs=inputs,
+                   result=assessment.to_dict(), metrics=metrics)
+
+
+def record_patient(archive: Archive, measured: Sequence[MeasuredTimePoint], *,
+                   cycles: Sequence[int] | None = None) -> list[ResponseAssessment]:
+    """Store every time point of one patient (ordered by date) and each follow-up's response against baseline.
+
+    ``cycles[i]`` is the number of treatment cycles before follow-up ``i`` (EORTC; default i + 1).
+    """
+    ordered = sorted(measured, key=lambda m: m.time_point.date)
+    order_time_points([m.time_point for m in ordered])  # rejects two scans on one date
+    assessments = []
+    store_time_point(archive, ordered[0], order=1)
+    for i, follow in enumerate(ordered[1:]):
+        assessment = assess_response([m.time_point for m in ordered[: i + 2]],
+                                     cycles=cycles[i] if cycles else i + 1)
+        store_time_point(archive, follow, order=i + 2, categories=assessment.categories)
+        store_response(archive, ordered[0], follow, assessment)
+        assessments.append(assessment)
+    return assessments
+
+
+def load_followup_demo(archive: Archive, count: Callable[[str, object], None],
+                       on_object: Callable[[], None] | None = None) -> int:
+    """Ingest the longitudinal demo patients (:mod:`oncopacs.phantom.pet_followup`) and record their PET results.
+
+    ``count(label, ingest_result)`` is called per ingested object (the demo's summary); returns the
+    number of patients recorded.
+    """
+    from oncopacs.phantom.pet_followup import build_longitudinal_patients
+
+    patients = build_longitudinal_patients()
+    for patient in patients:
+        for dataset in patient.all_datasets():
+            count(f"{dataset.Modality} {dataset.SOPInstanceUID}", archive.ingest_dataset(dataset, source="demo"))
+            if on_object:
+                on_object()
+        measured = [measure_time_point(scan.pet, scan.rtstruct, label=scan.spec.label) for scan in patient.scans]
+        record_patient(archive, measured, cycles=[2, 4])
+    return len(patients)
