@@ -15,6 +15,9 @@ import click
 from tqdm import tqdm
 
 from oncopacs.cli_audit import audit_group
+from oncopacs.cli_report import report_group
+from oncopacs.cli_fusion import fusion_group
+from oncopacs.cli_pet import pet_group
 from oncopacs.cli_rt import rt_group
 from oncopacs.cli_users import token_group, user_group
 from oncopacs.errors import OncopacsError
@@ -166,6 +169,9 @@ main.add_command(rt_group)
 main.add_command(user_group)
 main.add_command(token_group)
 main.add_command(audit_group)
+main.add_command(report_group)
+main.add_command(fusion_group)
+main.add_command(pet_group)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -53,6 +53,7 @@ def serve(settings: Settings, archive: Archive, *, ready: threading.Event | None
     _write_marker(marker)
     worker = app.extensions["oncopacs.jobs"].new_worker()
     worker.start()
+    app.extensions["oncopacs.reports"].start()  # delivers final reports to the EHR, with retries
     stop = threading.Event()
 
     def _stop(signum, _frame):  # noqa: ANN001
@@ -71,6 +72,7 @@ def serve(settings: Settings, archive: Archive, *, ready: threading.Event | None
             raise
     finally:
         worker.stop()
+        app.extensions["oncopacs.reports"].stop()
         dimse.shutdown()
         archive.index.dispose()
         for sig, handler in previous.items():

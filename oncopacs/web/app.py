@@ -11,11 +11,13 @@ from oncopacs.audit.syslog import open_syslog_sender
 from oncopacs.audit.trail import AuditTrail
 from oncopacs.auth.users import LockoutPolicy, UserStore
 from oncopacs.errors import AuditError
+from oncopacs.ingest_rules import install_rt_analysis
 from oncopacs.jobs.kinds import open_job_system
 from oncopacs.services import open_archive
 from oncopacs.settings import Settings
 from oncopacs.web import api, auth, dicomweb, health
 from oncopacs.web.auth import install_authentication
+from reporting.jobs import open_reports
 
 
 def create_app(settings: Settings | None = None, archive: Archive | None = None) -> Flask:
@@ -28,6 +30,8 @@ def create_app(settings: Settings | None = None, archive: Archive | None = None)
     app.extensions["oncopacs.archive"] = archive
     app.extensions["oncopacs.audit"] = AuditTrail(archive.index, open_syslog_sender(settings.audit_syslog, settings.ae_title))
     app.extensions["oncopacs.jobs"] = open_job_system(archive)
+    app.extensions["oncopacs.reports"] = open_reports(settings, archive, app.extensions["oncopacs.jobs"])
+    install_rt_analysis(archive, app.extensions["oncopacs.jobs"])
     app.extensions["oncopacs.users"] = UserStore(archive.index, LockoutPolicy(settings.login_max_failures, settings.login_lockout_minutes))
     app.register_blueprint(health.bp)
     app.register_blueprint(auth.bp)

@@ -8,6 +8,7 @@ import oncopacs.audit.models  # noqa: F401  (registers the audit tables)
 import oncopacs.auth.models  # noqa: F401  (registers users and tokens)
 import oncopacs.jobs.models  # noqa: F401  (registers jobs)
 import oncopacs.analysis.models  # noqa: F401  (registers analysis results)
+import oncopacs.reports.models  # noqa: F401  (registers reports and their deliveries)
 
 target_metadata = Base.metadata
 

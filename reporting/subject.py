@@ -1,0 +1,59 @@
+"""Who and what a report is about: the patient and study as the index holds them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from oncopacs.errors import NotFoundError
+from oncopacs.index.models import Patient, Study
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSubject:
+    """Patient and study identification (DICOM formats: names ``Family^Given``, dates YYYYMMDD)."""
+
+    patient_id: str
+    issuer_of_patient_id: str
+    patient_name: str
+    patient_birth_date: str
+    patient_sex: str
+    study_instance_uid: str
+    study_date: str
+    study_time: str
+    study_id: str
+    study_description: str
+    accession_number: str
+    referring_physician_name: str
+
+    @property
+    def display_name(self) -> str:
+        """``Family, Given Middle`` from the DICOM PN (first component group only)."""
+        parts = [p.strip() for p in self.patient_name.split("=")[0].split("^")]
+        family, given = parts[0], " ".join(p for p in parts[1:3] if p)
+        return f"{family}, {given}" if given else family
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReportSubject:
+        return cls(**{name: str(data.get(name, "")) for name in cls.__dataclass_fields__})
+
+
+def read_subject(session: Session, study_uid: str) -> ReportSubject:
+    """The patient and study of ``study_uid``; NotFoundError when the archive does not hold it."""
+    row = session.execute(
+        select(Patient, Study).join(Study, Study.patient_pk == Patient.id).where(Study.study_instance_uid == study_uid)
+    ).first()
+    if row is None:
+        raise NotFoundError(f"study {study_uid} is not in the archive")
+    patient, study = row
+    return ReportSubject(
+        patient.patient_id, patient.issuer_of_patient_id, patient.patient_name, patient.patient_birth_date,
+        patient.patient_sex, study.study_instance_uid, study.study_date, study.study_time, study.study_id,
+        study.study_description, study.accession_number, study.referring_physician_name,
+    )
