@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 
 from fusion.errors import FusionError
+from oncopacs.cli_output import emit
 from rt.errors import RTError
 
 
@@ -68,14 +68,6 @@ def _seed(text: str) -> tuple[float, float, float]:
     return x, y, z
 
 
-def _emit(document: dict, as_json: bool, lines) -> None:
-    if as_json:
-        click.echo(json.dumps(document, indent=2))
-    else:
-        for line in lines(document):
-            click.echo(line)
-
-
 @click.group("pet")
 def pet_group() -> None:
     """PET-CT quantification: SUV statistics and treatment response (PERCIST, EORTC, RECIST-style)."""
@@ -124,7 +116,7 @@ def suv_command(pet_dir: Path, rtstruct_path: Path | None, roi_names: tuple[str,
     document = {"suv_type": image.suv_type.value, "unit": image.suv_type.unit,
                 "series_instance_uid": image.series_instance_uid, "calibration": image.calibration.to_dict(),
                 "rois": [s.to_dict() for s in stats]}
-    _emit(document, as_json, _render_suv)
+    emit(document, as_json, _render_suv)
 
 
 def _render_suv(document: dict) -> list[str]:
@@ -175,7 +167,7 @@ def response_command(baseline_dir: Path, followup_dir: Path, rtstruct_paths: tup
         raise click.ClickException(str(exc)) from None
     document = {"suv_type": suv_type, **assessment.to_dict(),
                 "time_points": [m.time_point.to_dict() for m in measured]}
-    _emit(document, as_json, _render_response)
+    emit(document, as_json, _render_response)
 
 
 def _render_response(document: dict) -> list[str]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 import numpy as np
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
+
+from oncopacs.cli_output import emit
 
 DEFAULT_METRICS = ("Mean[Gy]", "Min[Gy]", "Max[Gy]", "D95%[Gy]", "D2cc[Gy]")
 
@@ -21,14 +22,6 @@ def read_dicom(path: Path) -> Dataset:
         raise click.ClickException(f"{path}: no such file") from None
     except (InvalidDicomError, OSError, ValueError) as exc:
         raise click.ClickException(f"{path}: not a readable DICOM file ({type(exc).__name__})") from None
-
-
-def _emit(document: dict, as_json: bool, render) -> None:  # noqa: ANN001 - a callable rendering text lines
-    if as_json:
-        click.echo(json.dumps(document, indent=2))
-    else:
-        for line in render(document):
-            click.echo(line)
 
 
 @click.group("rt")
@@ -74,7 +67,7 @@ def dvh_command(rtstruct_path: Path, rtdose_path: Path, roi_names: tuple[str, ..
             "dvh": {"dose_gy": [round(float(d), 4) for d in steps],
                     "volume_cc": [round(dvh.compute_volume_at_dose_cc(float(d)), 4) for d in steps]},
         })
-    _emit({"rtstruct": str(rtstruct_path), "rtdose": str(rtdose_path), "prescription_gy": prescription_gy, "rois": rois},
+    emit({"rtstruct": str(rtstruct_path), "rtdose": str(rtdose_path), "prescription_gy": prescription_gy, "rois": rois},
           as_json, _render_dvh)
 
 
@@ -95,7 +88,7 @@ def plan_command(path: Path, as_json: bool) -> None:
     """Summary of an RT Plan or RT Ion Plan: prescription, fractions, beams."""
     from rt.plan import read_plan_summary
 
-    _emit(read_plan_summary(read_dicom(path)).to_dict(), as_json, _render_plan)
+    emit(read_plan_summary(read_dicom(path)).to_dict(), as_json, _render_plan)
 
 
 def _render_plan(plan: dict) -> list[str]:
@@ -130,7 +123,13 @@ def goals_command(rtstruct_path: Path, rtdose_path: Path, template_name: str, pr
     from rt.dose import read_dose
     from rt.dvh import compute_roi_dvh
     from rt.errors import OutsideDoseGridError
-    from rt.goals import evaluate_goals, find_roi_name, list_templates, load_template, read_template
+    from rt.goals import (
+        evaluate_goals,
+        find_roi_name,
+        list_templates,
+        load_template,
+        read_template,
+    )
 
     path = Path(template_name)
     if path.suffix == ".json" or path.exists():
@@ -152,7 +151,7 @@ def goals_command(rtstruct_path: Path, rtdose_path: Path, template_name: str, pr
             except OutsideDoseGridError:
                 continue  # the goal reports the ROI as not evaluated
     results = evaluate_goals(template, dvhs, prescription_gy)
-    _emit({"template": template.to_dict().get("name", template_name), "prescription_gy": prescription_gy,
+    emit({"template": template.to_dict().get("name", template_name), "prescription_gy": prescription_gy,
            "goals": [result.to_dict() for result in results]}, as_json, _render_goals)
 
 
@@ -181,7 +180,7 @@ def sum_command(doses: tuple[Path, ...], out_path: Path, as_json: bool) -> None:
     total = compute_dose_sum([read_dose(ds) for ds in datasets])
     summed = build_rt_dose(total, datasets[0])
     summed.save_as(out_path, enforce_file_format=True)
-    _emit({"out": str(out_path), "inputs": [str(p) for p in doses], "sop_instance_uid": str(summed.SOPInstanceUID),
+    emit({"out": str(out_path), "inputs": [str(p) for p in doses], "sop_instance_uid": str(summed.SOPInstanceUID),
            "max_dose_gy": round(float(np.nanmax(total.dose_gy)), 4),
            "uncovered_voxels": int(np.isnan(total.dose_gy).sum())},
           as_json, lambda d: [f"wrote {d['out']}: max {d['max_dose_gy']} Gy ({len(d['inputs'])} doses)"])
@@ -206,6 +205,6 @@ def gamma_command(reference_path: Path, evaluated_path: Path, dose_diff_percent:
                            dose_diff_percent=dose_diff_percent, dta_mm=dta_mm, local=local,
                            threshold_percent=threshold_percent)
     document = {key: value for key, value in result.to_dict().items() if key not in ("gamma", "grid")}
-    _emit(document, as_json, lambda d: [
+    emit(document, as_json, lambda d: [
         f"gamma {dose_diff_percent:g}%/{dta_mm:g} mm {'local' if local else 'global'}, threshold {threshold_percent:g}%: "
         f"{d['pass_rate_percent']:.2f}% of {d['number_evaluated']} voxels pass"])
