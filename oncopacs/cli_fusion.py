@@ -27,8 +27,10 @@ def fusion_group() -> None:
 @click.option("--deformable", is_flag=True, help="Rigid, then deformable registration (default: rigid only).")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Folder to write the DICOM registration object to (created if missing).")
+@click.option("--store", is_flag=True, help="Also store the registration and its QA in the archive (--data-dir).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def register_command(fixed_dir: Path, moving_dir: Path, deformable: bool, out_dir: Path, as_json: bool) -> None:
+def register_command(fixed_dir: Path, moving_dir: Path, deformable: bool, out_dir: Path, store: bool,
+                     as_json: bool) -> None:
     """Register MOVING to FIXED and write a (Deformable) Spatial Registration object with its QA.
 
     QA: Jacobian determinant and inverse consistency (rigid: from a reverse registration; deformable:
@@ -65,6 +67,10 @@ def register_command(fixed_dir: Path, moving_dir: Path, deformable: bool, out_di
         "registration_seconds": round(registration.seconds, 3),
         "seconds": round(time.perf_counter() - started, 3),
     }
+    if store:
+        from oncopacs.fusion_store import store_registration_with_settings
+        document["stored"] = store_registration_with_settings(click.get_current_context().obj, dataset,
+                                                              source="cli:fusion-register")
     if as_json:
         click.echo(json.dumps(document, indent=2))
     else:
@@ -84,7 +90,4 @@ def _progress_printer():
     return report
 
 
-from oncopacs import cli_fusion_more  # noqa: F401
-
-
-from oncopacs import cli_fusion_more  # noqa: E402,F401  (propagate, warp-dose, 4d)
+from oncopacs import cli_fusion_more  # noqa: F401  (propagate, warp-dose, 4d)

@@ -58,6 +58,16 @@ def _read_registration(path: Path):  # -> fusion.registration.Registration
         raise click.ClickException(f"{path}: {exc}") from None
 
 
+def _store(datasets: Sequence[Dataset], command: str) -> list[dict]:
+    """``--store``: ingest the objects written into the configured archive (see :mod:`oncopacs.fusion_store`)."""
+    from oncopacs.fusion_store import store_derived_with_settings
+
+    return store_derived_with_settings(click.get_current_context().obj, datasets, source=f"cli:fusion-{command}")
+
+
+_store_option = click.option("--store", is_flag=True, help="Also ingest the objects written into the archive (--data-dir).")
+
+
 def _emit(document: dict, as_json: bool, line: str) -> None:
     click.echo(json.dumps(document, indent=2) if as_json else line)
 
@@ -93,9 +103,10 @@ def _check_frames(registration, fixed_uid: str, moving_uid: str) -> None:
 @click.option("--roi", "roi_names", multiple=True, help="ROI to propagate (repeatable; default: every ROI).")
 @click.option("--reference", "reference_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Reference RT Structure Set on the fixed image: report Dice and 95% Hausdorff per ROI.")
+@_store_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def propagate_command(registration_path: Path, rtstruct_path: Path, fixed_dir: Path, out_path: Path,
-                      roi_names: tuple[str, ...], reference_path: Path | None, as_json: bool) -> None:
+                      roi_names: tuple[str, ...], reference_path: Path | None, store: bool, as_json: bool) -> None:
     """Warp the ROIs of RTSTRUCT onto the FIXED image through a registration; write a new RT Structure Set."""
     from fusion.propagation import compare_with_reference, propagate_structure_set
     from fusion.rtstruct_writer import build_rtstruct
@@ -130,6 +141,8 @@ def propagate_command(registration_path: Path, rtstruct_path: Path, fixed_dir: P
         "overlap": [stats.to_dict() for stats in overlap],
         "seconds": round(time.perf_counter() - started, 3),
     }
+    if store:
+        document["stored"] = _store([dataset], "propagate")
     _emit(document, as_json, f"wrote {out_path}: {len(propagated)} ROI(s)"
           + "".join(f", {s.roi_name} Dice {s.dice:.3f}" for s in overlap))
 
@@ -165,11 +178,12 @@ def _parse_alpha_beta(values: Sequence[str]) -> dict[str, float]:
               help="alpha/beta outside the named ROIs, Gy.")
 @click.option("--spacing", "spacing_mm", type=float, help="Output grid pitch, mm (default: the first dose's).")
 @click.option("--override-qa", is_flag=True, help="Use registrations that failed (or lack) QA anyway.")
+@_store_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def warp_dose_command(dose_paths: tuple[Path, ...], registration_paths: tuple[str, ...], fractions: tuple[float, ...],
                       fixed_dir: Path, out_path: Path, mode: str, rtstruct_path: Path | None,
                       alpha_beta: tuple[str, ...], default_alpha_beta_gy: float, spacing_mm: float | None,
-                      override_qa: bool, as_json: bool) -> None:
+                      override_qa: bool, store: bool, as_json: bool) -> None:
     """Warp each RT Dose onto the FIXED image and sum them (physical or EQD2); write a new RT Dose."""
     from fusion.dose_warp import DoseCourse, accumulate_doses, compute_covering_grid
     from fusion.volume import load_series, read_series_info
@@ -228,6 +242,8 @@ def warp_dose_command(dose_paths: tuple[Path, ...], registration_paths: tuple[st
         "uncovered_percent": round(100.0 * float(1.0 - covered.mean()), 3),
         "seconds": round(time.perf_counter() - started, 3),
     }
+    if store:
+        document["stored"] = _store([dataset], "warp-dose")
     _emit(document, as_json, f"wrote {out_path}: {mode} sum of {len(courses)} course(s), max {document['max_gy']} Gy")
 
 
@@ -238,8 +254,9 @@ def warp_dose_command(dose_paths: tuple[Path, ...], registration_paths: tuple[st
               help="Folder for the MIP/AIP/MinIP series and the ITV structure set.")
 @click.option("--method", type=click.Choice(["rigid", "deformable"]), default="rigid", show_default=True,
               help="Registration of each phase to the GTV's phase, on the region around the GTV.")
+@_store_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def ct4d_command(folder: Path, gtv_name: str | None, out_dir: Path, method: str, as_json: bool) -> None:
+def ct4d_command(folder: Path, gtv_name: str | None, out_dir: Path, method: str, store: bool, as_json: bool) -> None:
     """4D CT in FOLDER (phase series + GTV structure set): MIP/AIP/MinIP, GTV on every phase, ITV, motion."""
     from fusion.ct4d import analyse_4dct, build_derived_series
     from fusion.rtstruct_writer import RoiContours, build_rtstruct, compute_mask_polygons
@@ -273,5 +290,7 @@ def ct4d_command(folder: Path, gtv_name: str | None, out_dir: Path, method: str,
     written["rtstruct"] = str(rtstruct_path)
     document = {**analysis.to_dict(), "method": method,
                 "outputs": written, "seconds": round(time.perf_counter() - started, 3)}
+    if store:
+        document["stored"] = _store([ds for slices in series.values() for ds in slices] + [rtstruct], "4d")
     amplitude = ", ".join(f"{k} {v:.1f}" for k, v in document["amplitude_mm"].items())
     _emit(document, as_json, f"{document['phases']} phases; amplitude (mm) {amplitude}; ITV {document['itv_cc']:.2f} cc")

@@ -13,6 +13,7 @@ from oncopacs.auth.users import LockoutPolicy, UserStore
 from oncopacs.errors import AuditError
 from oncopacs.ingest_rules import install_rt_analysis
 from oncopacs.jobs.kinds import open_job_system
+from oncopacs.jobs.registration_kind import install_registration
 from oncopacs.services import open_archive
 from oncopacs.settings import Settings
 from oncopacs.web import api, auth, dicomweb, health
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None, archive: Archive | None = None)
     app.extensions["oncopacs.jobs"] = open_job_system(archive)
     app.extensions["oncopacs.reports"] = open_reports(settings, archive, app.extensions["oncopacs.jobs"])
     install_rt_analysis(archive, app.extensions["oncopacs.jobs"])
+    install_registration(archive, app.extensions["oncopacs.jobs"])
     app.extensions["oncopacs.users"] = UserStore(archive.index, LockoutPolicy(settings.login_max_failures, settings.login_lockout_minutes))
     app.register_blueprint(health.bp)
     app.register_blueprint(auth.bp)
