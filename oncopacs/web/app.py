@@ -16,8 +16,10 @@ from oncopacs.jobs.kinds import open_job_system
 from oncopacs.jobs.registration_kind import install_registration
 from oncopacs.services import open_archive
 from oncopacs.settings import Settings
-from oncopacs.web import api, auth, dicomweb, health
+from oncopacs.web import api, auth, browser, dicomweb, health
+from oncopacs.web import viewer as viewer_routes
 from oncopacs.web.auth import install_authentication
+from oncopacs.web.dashboards import mount_dashboards
 from reporting.jobs import open_reports
 
 
@@ -39,8 +41,11 @@ def create_app(settings: Settings | None = None, archive: Archive | None = None)
     app.register_blueprint(auth.bp)
     app.register_blueprint(dicomweb.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(browser.bp)
+    app.register_blueprint(viewer_routes.bp)
     _register_error_handlers(app)
     install_authentication(app)
+    mount_dashboards(app)
     return app
 
 

@@ -22,19 +22,35 @@ import threading
 import time
 from pathlib import Path
 
-from flask import Blueprint, Flask, current_app, g, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    current_app,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_wtf import FlaskForm
 from flask_wtf.csrf import CSRFProtect
-from werkzeug.exceptions import HTTPException, Unauthorized
+from werkzeug.exceptions import Unauthorized
 from wtforms import PasswordField, StringField
 from wtforms.validators import InputRequired, Length, Optional
 
 from oncopacs.audit.events import ActorKind, AuditAction, AuditEvent, Outcome
-from oncopacs.auth.roles import Principal
+from oncopacs.auth.roles import Permission, Principal
 from oncopacs.auth.users import SignIn, UserStore
 from oncopacs.errors import AuthenticationError
 from oncopacs.settings import Settings
-from oncopacs.web.access import PUBLIC_ATTRIBUTE, audit_trail, current_principal, is_public, public
+from oncopacs.web.access import (
+    PUBLIC_ATTRIBUTE,
+    audit_trail,
+    current_principal,
+    is_public,
+    public,
+)
 
 bp = Blueprint("auth", __name__, template_folder="templates")
 
@@ -263,20 +279,20 @@ def _start_session(principal: Principal) -> None:
 # -- views ------------------------------------------------------------------------------------
 
 
-def _home() -> str:
-    """Where a sign-in without ``next`` lands: the dashboards when mounted, else who-am-I."""
-    try:
-        current_app.url_map.bind("").match("/dashboards/")
+def _home(principal: Principal | None) -> str:
+    """Where a sign-in without ``next`` lands: the page the user's role opens (dashboards, studies, reports)."""
+    if principal is None or principal.can(Permission.DASHBOARDS_VIEW):
         return "/dashboards/"
-    except HTTPException:
-        return "/api/me"
+    if principal.can(Permission.ARCHIVE_READ):
+        return "/"
+    return "/api/reports"
 
 
-def _safe_next(target: str | None) -> str:
+def _safe_next(target: str | None, principal: Principal | None = None) -> str:
     """Only a path on this site (no scheme, no host, no ``//`` or ``/\\`` trick) may follow sign-in."""
     if target and target.startswith("/") and not target.startswith(("//", "/\\")) and "\n" not in target:
         return target
-    return _home()
+    return _home(principal)
 
 
 def _login_page(form: LoginForm, error: str = "", status: int = 200):
@@ -299,7 +315,7 @@ def login():
         return _login_page(form, attempt.message, 401)
     _start_session(attempt.principal)
     record_security_event(AuditAction.LOGIN, actor=attempt.username, note=f"form, role {attempt.principal.role.value}")
-    return redirect(_safe_next(request.args.get("next")), 303)
+    return redirect(_safe_next(request.args.get("next"), attempt.principal), 303)
 
 
 @bp.post("/logout")

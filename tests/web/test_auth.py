@@ -121,7 +121,15 @@ def test_sign_in_starts_a_session_with_safe_cookie_flags_and_is_audited(app: Fla
 @pytest.mark.parametrize("target", ["//evil.example/", "https://evil.example/", "/\\evil.example"])
 def test_sign_in_never_redirects_off_site(browser: FlaskClient, target: str):
     reply = sign_in(browser, "alice", next_url=target)
-    assert reply.status_code == 303 and reply.headers["Location"] == "/api/me"
+    assert reply.status_code == 303 and reply.headers["Location"] == "/dashboards/"  # the home once dashboards are mounted
+
+
+@pytest.mark.parametrize("role, home", [("tumour_board", "/dashboards/"), ("referrer", "/api/reports")])
+def test_sign_in_without_next_lands_where_the_role_may_go(store: UserStore, browser: FlaskClient, role: str, home: str):
+    store.add_user(f"user-{role}", role, PASSWORD)
+    reply = sign_in(browser, f"user-{role}")
+    assert reply.status_code == 303 and reply.headers["Location"] == home
+    assert browser.get(home, follow_redirects=True).status_code == 200
 
 
 def test_wrong_password_and_unknown_user_are_refused_and_audited(app: Flask, browser: FlaskClient):
