@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fusion.volume import load_series  # noqa: E402
 from oncopacs.phantom import build_demo_patient  # noqa: E402
 from oncopacs.phantom.geometry import centred_grid  # noqa: E402
-from oncopacs.viewer.scene import _axis_aligned  # noqa: E402
+from oncopacs.viewer.scene import read_axis_aligned_volume  # noqa: E402
 from oncopacs.viewer.slices import PLANES, RenderOptions, SliceCache, build_scene  # noqa: E402
 from rt.dose import read_dose  # noqa: E402
 from rt.plan import read_plan_summary  # noqa: E402
@@ -55,7 +55,7 @@ def run(quick: bool, repeats: int) -> dict:
     log(f"building the demo patient on a {grid.shape} CT grid")
     patient = build_demo_patient("ONCO-BENCH-VIEW", ct_grid=grid)
     started = time.perf_counter()
-    ct_hu, voxel_grid = _axis_aligned(load_series(list(patient.planning_ct)))
+    ct_hu, voxel_grid = read_axis_aligned_volume(load_series(list(patient.planning_ct)))
     plan = read_plan_summary(patient.rt_ion_plan)
     scene = build_scene("bench", ct_hu, voxel_grid, structures=read_structure_set(patient.rtstruct),
                         dose=read_dose(patient.rt_dose), prescription_gy=plan.prescription_gy)

@@ -15,8 +15,7 @@ from collections.abc import Callable
 import dash
 from flask import Flask
 
-from dashboards import plan
-from dashboards import board, pet, response
+from dashboards import board, pet, plan, response, review
 
 DashFactory = Callable[[Flask], dash.Dash]
 
@@ -25,4 +24,5 @@ DASHBOARDS: tuple[tuple[str, DashFactory], ...] = (
     (response.BASE_PATH, response.create_response_app),
     (board.BASE_PATH, board.create_board_app),
     (pet.BASE_PATH, pet.create_pet_app),
+    (review.URL_BASE, review.create_review_app),
 )

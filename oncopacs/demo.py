@@ -13,6 +13,7 @@ from oncopacs.auth.roles import Role
 from oncopacs.auth.users import UserStore
 from oncopacs.pet_results import load_followup_demo
 from oncopacs.phantom.patient import build_demo_patients
+from oncopacs.phantom.review_demo import load_review_demo
 
 
 def load_demo(archive: Archive, n_patients: int = 2, on_object: Callable[[], None] | None = None) -> ImportSummary:
@@ -24,6 +25,7 @@ def load_demo(archive: Archive, n_patients: int = 2, on_object: Callable[[], Non
             if on_object:
                 on_object()
     load_followup_demo(archive, summary.count, on_object)  # baseline / mid-treatment / follow-up PET-CT patients
+    load_review_demo(archive, summary.count, on_object)  # a small 4D CT and a rigid registration with its QA
     return summary
 
 

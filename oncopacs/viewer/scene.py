@@ -95,7 +95,7 @@ def load_scene(archive: Archive, inputs: SceneInputs) -> LoadedScene:
         others = {f.sop_instance_uid: f for f in find_instances(session, {"StudyInstanceUID": inputs.study_instance_uid})
                   if f.sop_instance_uid in (inputs.structure_set_uid, inputs.dose_uid, inputs.plan_uid)}
     image = load_series([read_dataset(archive, f.file_path, f.sha256) for f in ct_files])
-    ct_hu, grid = _axis_aligned(image)
+    ct_hu, grid = read_axis_aligned_volume(image)
 
     def read(uid: str | None):
         return read_dataset(archive, others[uid].file_path, others[uid].sha256) if uid and uid in others else None
@@ -109,7 +109,7 @@ def load_scene(archive: Archive, inputs: SceneInputs) -> LoadedScene:
     return LoadedScene(inputs, scene, plan)
 
 
-def _axis_aligned(image: sitk.Image) -> tuple[np.ndarray, VoxelGrid]:
+def read_axis_aligned_volume(image: sitk.Image) -> tuple[np.ndarray, VoxelGrid]:
     """The volume as (nz, ny, nx) HU on an axis-aligned grid (flipping axes stored in reverse)."""
     direction = np.array(image.GetDirection()).reshape(3, 3)
     if not np.allclose(np.abs(direction), np.eye(3), atol=_AXIS_TOLERANCE):

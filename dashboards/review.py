@@ -1,0 +1,561 @@
+"""4D and registration review at /dashboards/review/<StudyInstanceUID>.
+
+* 4D CT: the study's CT series whose slices carry a respiratory-phase label are grouped into phases with
+  :func:`fusion.ct4d.group_phases` (percent of the cycle, in order) and loaded on one grid
+  (:func:`fusion.ct4d.load_phase_images`); a phase slider and a play/pause cine (``dcc.Interval``) show an
+  axial or coronal slice, with the contours (GTV, ITV, ...) of an RTSTRUCT drawn on the phases when there is one.
+* Registration: one of the study's REG objects (rigid or deformable, :func:`fusion.dicom_reg.read_registration`);
+  the moving series is resampled onto the fixed grid through it (:func:`fusion.volume.resample_to`, -1000 HU
+  outside) and both are shown as a blend (alpha: 0 fixed, 1 moving) or a checkerboard (tile size, mm) in a
+  chosen plane and slice, beside the QA figures of its stored ``registration_qa`` result
+  (:func:`oncopacs.fusion_store.load_registration_qa`).
+
+Every file is read through the archive with its SHA-256 checked; loaded volumes are cached (a few studies,
+keyed by the files' SHA-256) and slices are rendered on the server (:mod:`oncopacs.viewer.slices`, cached).
+Page loads are audited as READ, every image shown as RETRIEVE. Callback bodies are module functions
+(:func:`review_view`, :func:`phase_figure`, :func:`registration_figure`, :func:`qa_panel`, ...) for tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import dash
+import numpy as np
+import plotly.graph_objects as go
+from dash import Input, Output, State, dcc, html
+from flask import Flask, current_app
+from pydicom import dcmread
+from sqlalchemy import select
+
+from fusion.ct4d import group_phases, load_phase_images, read_phase_label
+from fusion.dicom_reg import read_registration
+from fusion.errors import FusionError
+from fusion.volume import load_series, resample_to
+from oncopacs.analysis.rt_store import read_dataset
+from oncopacs.archive.ingest import Archive
+from oncopacs.audit.events import AuditAction, Outcome
+from oncopacs.errors import NotFoundError
+from oncopacs.fusion_store import load_registration_qa
+from oncopacs.index.models import Patient, Study
+from oncopacs.index.oncology import OncologySummary, summarize_study
+from oncopacs.index.query import StoredInstance, find_instances
+from oncopacs.uids import is_valid_uid
+from oncopacs.viewer.scene import read_axis_aligned_volume as axis_aligned
+from oncopacs.viewer.slices import (
+    WINDOWS,
+    RenderedSlice,
+    RenderOptions,
+    Scene,
+    SliceCache,
+    SliceError,
+    build_scene,
+    encode_png,
+)
+from oncopacs.web.access import audit_access
+from rt.errors import RTError
+from rt.structures import read_structure_set
+
+URL_BASE = "/dashboards/review/"
+CINE_PLANES = ("axial", "coronal")
+REGISTRATION_PLANES = ("axial", "coronal", "sagittal")
+MODES = ("blend", "checkerboard")
+CINE_INTERVAL_MS = 400
+DEFAULT_TILE_MM = 20.0
+NO_DATA = "This study holds neither a 4D CT nor a registration."
+_CACHE_SIZE = 4
+_HIDDEN, _SHOWN = {"display": "none"}, {}
+
+
+# -- loading (cached by the files' SHA-256) -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FourDCT:
+    """A 4D CT: phase percent (ascending), one scene per phase on one grid, ROIs shared by every scene."""
+
+    phase_percent: tuple[float, ...]
+    series_uids: tuple[str, ...]
+    scenes: tuple[Scene, ...] = field(repr=False)
+    structure_set_uid: str | None
+
+    @property
+    def roi_names(self) -> tuple[str, ...]:
+        return tuple(r.name for r in self.scenes[0].rois)
+
+
+@dataclass(frozen=True)
+class RegistrationPair:
+    """A registration with its fixed image and its moving image resampled onto the fixed grid (HU)."""
+
+    sop_instance_uid: str
+    kind: str
+    fixed_series_uid: str
+    moving_series_uid: str
+    patient_ids: tuple[str, ...]
+    study_uids: tuple[str, ...]
+    fixed: Scene = field(repr=False)
+    moving: Scene = field(repr=False)
+    qa: dict[str, Any] | None  # the stored registration_qa document (None: no QA stored)
+
+
+_volumes: OrderedDict[str, FourDCT | RegistrationPair] = OrderedDict()
+_volumes_lock = threading.Lock()
+_slices = SliceCache(max_entries=1024)
+
+
+def _cached(key: str, build):
+    with _volumes_lock:
+        if key in _volumes:
+            _volumes.move_to_end(key)
+            return _volumes[key]
+    value = build()
+    with _volumes_lock:
+        _volumes[key] = value
+        while len(_volumes) > _CACHE_SIZE:
+            _volumes.popitem(last=False)
+    return value
+
+
+def _key(*parts: str) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode() + b"\0")
+    return digest.hexdigest()
+
+
+def _read_all(archive: Archive, stored: list[StoredInstance]) -> list:
+    return [read_dataset(archive, s.file_path, s.sha256) for s in stored]
+
+
+def _phase_series(archive: Archive, session, summary: OncologySummary) -> list[str]:
+    """CT series whose first slice carries a respiratory-phase label (header only)."""
+    found = []
+    for series in summary.image_series:
+        if series.modality != "CT":
+            continue
+        stored = find_instances(session, {"SeriesInstanceUID": series.series_instance_uid})
+        if not stored:
+            continue
+        head = dcmread(io.BytesIO(archive.storage.read(stored[0].file_path, stored[0].sha256)), stop_before_pixels=True)
+        if read_phase_label(head) is not None:
+            found.append(series.series_instance_uid)
+    return found
+
+
+def load_four_d(archive: Archive, study_uid: str) -> FourDCT | str | None:
+    """The study's 4D CT (cached), a sentence saying why it cannot be shown, or None when it has none."""
+    with archive.index.reading() as session:
+        summary = summarize_study(session, study_uid)
+        candidates = _phase_series(archive, session, summary)
+        if not candidates:
+            return None
+        stored = [s for uid in candidates for s in find_instances(session, {"SeriesInstanceUID": uid})]
+        rtstruct = next((s for s in summary.structure_sets if set(s.image_series_uids) & set(candidates)), None)
+        rt_stored = find_instances(session, {"SOPInstanceUID": rtstruct.sop_instance_uid}) if rtstruct else []
+    key = _key("4d", study_uid, *sorted(s.sha256 for s in stored), *(s.sha256 for s in rt_stored))
+
+    def build() -> FourDCT | str:
+        try:
+            phases = group_phases(_read_all(archive, stored))
+            images = load_phase_images(phases)
+            volumes = [axis_aligned(image) for image in images]
+        except (FusionError, NotFoundError) as exc:
+            return f"The 4D CT cannot be shown: {exc}"
+        structures = None
+        if rt_stored:
+            try:
+                structures = read_structure_set(_read_all(archive, rt_stored)[0])
+            except (RTError, ValueError, KeyError, AttributeError):
+                structures = None
+        first_hu, grid = volumes[0]
+        first = build_scene(f"{key}-0", first_hu, grid, structures=structures)
+        scenes = [first] + [replace(first, key=f"{key}-{p}", ct_hu=np.ascontiguousarray(hu, dtype=np.float32))
+                            for p, (hu, _grid) in enumerate(volumes[1:], start=1)]
+        return FourDCT(tuple(p.percent for p in phases), tuple(p.series_instance_uid for p in phases), tuple(scenes),
+                       rtstruct.sop_instance_uid if rtstruct and structures is not None else None)
+
+    return _cached(key, build)
+
+
+def load_pair(archive: Archive, study_uid: str, registration_uid: str) -> RegistrationPair:
+    """A registration of the study with fixed and resampled moving images (cached); NotFoundError/ValueError."""
+    with archive.index.reading() as session:
+        summary = summarize_study(session, study_uid)
+        if registration_uid not in {r.sop_instance_uid for r in summary.registrations}:
+            raise NotFoundError(f"registration {registration_uid} is not in study {study_uid}")
+        reg_stored = find_instances(session, {"SOPInstanceUID": registration_uid})
+        qa = load_registration_qa(session, registration_uid)
+    try:
+        registration = read_registration(_read_all(archive, reg_stored)[0])
+    except FusionError as exc:
+        raise ValueError(f"the registration cannot be read: {exc}") from None
+    fixed_uid, moving_uid = registration.fixed.series_instance_uid, registration.moving.series_instance_uid
+    with archive.index.reading() as session:
+        fixed_stored = find_instances(session, {"SeriesInstanceUID": fixed_uid}) if fixed_uid else []
+        moving_stored = find_instances(session, {"SeriesInstanceUID": moving_uid}) if moving_uid else []
+    if not fixed_stored or not moving_stored:
+        raise NotFoundError("the fixed or the moving series of this registration is not in the archive")
+    key = _key("reg", reg_stored[0].sha256, *sorted(s.sha256 for s in fixed_stored), "|",
+               *sorted(s.sha256 for s in moving_stored))
+
+    def build() -> RegistrationPair:
+        try:
+            fixed = load_series(_read_all(archive, fixed_stored))
+            moved = resample_to(load_series(_read_all(archive, moving_stored)), fixed, registration.transform,
+                                default=-1000.0)
+        except FusionError as exc:
+            raise ValueError(f"the registered images cannot be loaded: {exc}") from None
+        fixed_hu, grid = axis_aligned(fixed)
+        moved_hu, _ = axis_aligned(moved)
+        patients = tuple(dict.fromkeys(s.patient_id for s in (fixed_stored[0], moving_stored[0])))
+        studies = tuple(dict.fromkeys((study_uid, fixed_stored[0].study_instance_uid, moving_stored[0].study_instance_uid)))
+        return RegistrationPair(registration_uid, registration.kind.value, fixed_uid, moving_uid, patients, studies,
+                                build_scene(f"{key}-fixed", fixed_hu, grid), build_scene(f"{key}-moving", moved_hu, grid),
+                                qa)
+
+    return _cached(key, build)
+
+
+# -- what the callbacks do ----------------------------------------------------------------------
+
+
+def _archive() -> Archive:
+    return current_app.extensions["oncopacs.archive"]
+
+
+def study_uid_from(pathname: str | None) -> str:
+    """The StudyInstanceUID in ``/dashboards/review/<uid>`` (ValueError when absent or malformed)."""
+    rest = (pathname or "")[len(URL_BASE):] if (pathname or "").startswith(URL_BASE) else ""
+    uid = rest.strip("/").split("/")[0]
+    if not uid or not is_valid_uid(uid):
+        raise ValueError("open a study from the study browser: /dashboards/review/<StudyInstanceUID>")
+    return uid
+
+
+def _registration_label(archive: Archive, registration) -> str:
+    with archive.index.reading() as session:
+        document = load_registration_qa(session, registration.sop_instance_uid)
+    if document is None:
+        return f"{registration.series_instance_uid[-12:]} · no QA stored"
+    verdict = "FLAGGED" if document.get("flagged") else "QA passed"
+    return f"{document.get('kind', 'registration')} · {verdict} · moving …{document.get('moving_series_uid', '')[-12:]}"
+
+
+def review_view(study_uid: str) -> dict[str, Any]:
+    """What the page needs of a study (JSON-ready; audited READ): patient, 4D phases, registrations."""
+    archive = _archive()
+    try:
+        with archive.index.reading() as session:
+            summary = summarize_study(session, study_uid)
+            patient = session.execute(select(Patient.patient_id, Patient.patient_name).join(Study)
+                                      .where(Study.study_instance_uid == study_uid)).one()
+        four_d = load_four_d(archive, study_uid)
+    except NotFoundError as exc:
+        audit_access(AuditAction.READ, study_uids=[study_uid], outcome=Outcome.MINOR_FAILURE)
+        raise ValueError(str(exc)) from None
+    audit_access(AuditAction.READ, patient_ids=[patient.patient_id], study_uids=[study_uid])
+    view: dict[str, Any] = {"study_uid": study_uid, "patient_id": patient.patient_id,
+                            "patient_name": str(patient.patient_name or ""), "four_d": None, "four_d_message": None,
+                            "registrations": [{"uid": r.sop_instance_uid, "label": _registration_label(archive, r)}
+                                              for r in summary.registrations]}
+    if isinstance(four_d, str):
+        view["four_d_message"] = four_d
+    elif four_d is not None:
+        scene = four_d.scenes[0]
+        view["four_d"] = {"phase_percent": list(four_d.phase_percent), "rois": list(four_d.roi_names),
+                          "sizes": {p: scene.plane_size(p) for p in CINE_PLANES},
+                          "structure_set_uid": four_d.structure_set_uid}
+    return view
+
+
+def _clamp(index, size: int) -> int:
+    return min(max(int(index or 0), 0), size - 1)
+
+
+def phase_frame(study_uid: str, phase: int, plane: str, index: int, window: str = "lung") -> RenderedSlice:
+    """Phase ``phase`` (0-based, in phase order) on ``plane`` at ``index``, with the contours (audited RETRIEVE)."""
+    archive = _archive()
+    four_d = load_four_d(archive, study_uid)
+    if four_d is None or isinstance(four_d, str):
+        raise ValueError(four_d or "this study holds no 4D CT")
+    if plane not in CINE_PLANES:
+        raise ValueError(f"the cine shows {' or '.join(CINE_PLANES)} slices, not {plane!r}")
+    scene = four_d.scenes[_clamp(phase, len(four_d.scenes))]
+    try:
+        rendered = _slices.render(scene, plane, _clamp(index, scene.plane_size(plane)), RenderOptions(window=window))
+    except SliceError as exc:
+        raise ValueError(str(exc)) from None
+    with archive.index.reading() as session:
+        patient_ids = {s.patient_id for s in find_instances(session, {"SeriesInstanceUID": four_d.series_uids[0]})[:1]}
+    audit_access(AuditAction.RETRIEVE, patient_ids=patient_ids, study_uids=[study_uid])
+    return rendered
+
+
+def compose(fixed: np.ndarray, moving: np.ndarray, mode: str, *, alpha: float = 0.5, tile_px: int = 32) -> np.ndarray:
+    """Fixed and moving RGB slices (same shape, uint8) as a blend (``alpha``: 0 fixed … 1 moving) or a checkerboard.
+
+    Checkerboard tiles are ``tile_px`` pixels square; the top-left tile shows the fixed image.
+    """
+    if fixed.shape != moving.shape:
+        raise ValueError(f"fixed {fixed.shape} and moving {moving.shape} slices differ in size")
+    if mode == "blend":
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError("alpha must be between 0 and 1")
+        mixed = (1.0 - alpha) * fixed.astype(np.float32) + alpha * moving.astype(np.float32)
+        return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+    if mode == "checkerboard":
+        tile = max(1, int(tile_px))
+        rows, cols = np.indices(fixed.shape[:2]) // tile
+        out = fixed.copy()
+        take = (rows + cols) % 2 == 1
+        out[take] = moving[take]
+        return out
+    raise ValueError(f"unknown mode {mode!r} ({' or '.join(MODES)})")
+
+
+def registration_frame(study_uid: str, registration_uid: str, plane: str, index: int, *, mode: str = "blend",
+                       alpha: float = 0.5, tile_mm: float = DEFAULT_TILE_MM,
+                       window: str = "mediastinum") -> tuple[np.ndarray, float]:
+    """The composed slice (RGB uint8) and its pixel size (mm) of a registration (audited RETRIEVE)."""
+    pair = load_pair(_archive(), study_uid, registration_uid)
+    if plane not in REGISTRATION_PLANES:
+        raise ValueError(f"unknown plane {plane!r}")
+    index = _clamp(index, pair.fixed.plane_size(plane))
+    try:
+        options = RenderOptions(window=window)
+        fixed, moving = (_slices.render(scene, plane, index, options) for scene in (pair.fixed, pair.moving))
+    except SliceError as exc:
+        raise ValueError(str(exc)) from None
+    tile_px = max(1, round(float(tile_mm) / fixed.pixel_mm))
+    composed = compose(fixed.rgb, moving.rgb, mode, alpha=float(alpha), tile_px=tile_px)
+    audit_access(AuditAction.RETRIEVE, patient_ids=pair.patient_ids, study_uids=pair.study_uids)
+    return composed, fixed.pixel_mm
+
+
+def image_figure(rgb: np.ndarray, pixel_mm: float, title: str, revision: str) -> go.Figure:
+    """An RGB slice as a Plotly image (zoom and pan with the mouse), PNG-encoded."""
+    source = "data:image/png;base64," + base64.b64encode(encode_png(np.ascontiguousarray(rgb))).decode("ascii")
+    height, width = rgb.shape[:2]
+    figure = go.Figure(go.Image(source=source, dx=pixel_mm, dy=pixel_mm, hoverinfo="skip"))
+    figure.update_layout(margin={"l": 0, "r": 0, "t": 24, "b": 0}, dragmode="pan", height=420, uirevision=revision,
+                         title={"text": title, "font": {"size": 12}}, paper_bgcolor="#111", font={"color": "#ddd"})
+    figure.update_xaxes(visible=False, range=[0, width * pixel_mm])
+    figure.update_yaxes(visible=False, scaleanchor="x", range=[height * pixel_mm, 0])
+    return figure
+
+
+def phase_figure(study_uid: str, phase: int, plane: str, index: int, window: str = "lung",
+                 phase_percent: list[float] | None = None) -> go.Figure:
+    rendered = phase_frame(study_uid, phase, plane, index, window)
+    label = f" · phase {phase_percent[phase]:g} %" if phase_percent and 0 <= phase < len(phase_percent) else ""
+    return image_figure(rendered.rgb, rendered.pixel_mm, f"{plane} {rendered.index + 1}{label}", f"4d-{study_uid}-{plane}")
+
+
+def registration_figure(study_uid: str, registration_uid: str, plane: str, index: int, **options) -> go.Figure:
+    rgb, pixel_mm = registration_frame(study_uid, registration_uid, plane, index, **options)
+    mode = options.get("mode", "blend")
+    detail = f"alpha {float(options.get('alpha', 0.5)):.2f}" if mode == "blend" else \
+        f"tiles {float(options.get('tile_mm', DEFAULT_TILE_MM)):g} mm"
+    return image_figure(rgb, pixel_mm, f"{plane} {index + 1} · {mode} ({detail})", f"reg-{registration_uid}-{plane}")
+
+
+def _figure(value: float | None, unit: str = "", digits: int = 3) -> str:
+    return "not computed" if value is None else f"{value:.{digits}f}{unit}"
+
+
+def qa_panel(document: dict[str, Any] | None) -> html.Div:
+    """The stored QA figures of a registration: Jacobian, folding, inverse consistency, TRE and the verdict."""
+    if not document:
+        return html.Div(html.P("No QA is stored for this registration.", className="error"), className="qa")
+    qa = document.get("qa") or {}
+    passed = bool(qa.get("passed"))
+    rows = [("Kind", str(document.get("kind", ""))),
+            ("Jacobian determinant min", _figure(qa.get("jacobian_min"))),
+            ("Jacobian determinant max", _figure(qa.get("jacobian_max"))),
+            ("Folding (det J ≤ 0)", _figure(qa.get("folding_percent"), " %")),
+            ("Inverse consistency mean", _figure(qa.get("inverse_consistency_mean_mm"), " mm", 2)),
+            ("Inverse consistency max", _figure(qa.get("inverse_consistency_max_mm"), " mm", 2)),
+            ("Inverse consistency method", str(qa.get("inverse_consistency_method", ""))),
+            ("TRE mean", _figure(qa.get("tre_mean_mm"), " mm", 2)),
+            ("TRE max", _figure(qa.get("tre_max_mm"), " mm", 2)),
+            ("Landmarks", str(qa.get("landmark_count", 0))),
+            ("Registration time", _figure(document.get("registration_seconds"), " s", 1))]
+    table = html.Table([html.Tr([html.Th(name), html.Td(value)]) for name, value in rows], className="qa-figures")
+    verdict = html.P("QA passed" if passed else "QA FLAGGED", className="qa-passed" if passed else "qa-flagged",
+                     style={"fontWeight": "bold", "color": "#2a7" if passed else "#c33"})
+    failures = html.Ul([html.Li(f) for f in qa.get("failures", [])], className="qa-failures") if not passed else None
+    return html.Div([html.H3("Registration QA"), verdict, table, failures], className="qa")
+
+
+def registration_view(study_uid: str, registration_uid: str) -> tuple[dict[str, int], html.Div]:
+    """Plane sizes of the fixed grid and the QA panel of a registration (audited READ)."""
+    pair = load_pair(_archive(), study_uid, registration_uid)
+    audit_access(AuditAction.READ, patient_ids=pair.patient_ids, study_uids=pair.study_uids)
+    return {p: pair.fixed.plane_size(p) for p in REGISTRATION_PLANES}, qa_panel(pair.qa)
+
+
+# -- the Dash app -------------------------------------------------------------------------------
+
+
+def _radio(id_: str, options, value) -> dcc.RadioItems:
+    return dcc.RadioItems(id=id_, options=list(options), value=value, inline=True)
+
+
+def layout() -> html.Div:
+    cine = html.Div([
+        html.H2("4D CT"),
+        html.Div(id="cine-info", className="muted"),
+        html.Div([_radio("cine-plane", CINE_PLANES, "coronal"),
+                  html.Button("Play", id="play", n_clicks=0),
+                  dcc.Interval(id="cine-timer", interval=CINE_INTERVAL_MS, disabled=True)], className="controls"),
+        dcc.Graph(id="cine-graph", config={"scrollZoom": True, "displaylogo": False}),
+        html.Label(["Phase", dcc.Slider(id="phase", min=0, max=1, step=1, value=0)]),
+        html.Label(["Slice", dcc.Slider(id="cine-slice", min=0, max=1, step=1, value=0, marks=None,
+                                        tooltip={"placement": "bottom"})]),
+    ], id="four-d-panel", style=_HIDDEN, className="panel")
+    registration = html.Div([
+        html.H2("Registration"),
+        dcc.Dropdown(id="registration", options=[], value=None, clearable=False),
+        html.Div([_radio("reg-plane", REGISTRATION_PLANES, "axial"), _radio("reg-mode", MODES, "blend")],
+                 className="controls"),
+        html.Div([
+            html.Div([dcc.Graph(id="reg-graph", config={"scrollZoom": True, "displaylogo": False}),
+                      html.Label(["Slice", dcc.Slider(id="reg-slice", min=0, max=1, step=1, value=0, marks=None,
+                                                      tooltip={"placement": "bottom"})]),
+                      html.Label(["Blend alpha (0 fixed, 1 moving)",
+                                  dcc.Slider(id="alpha", min=0.0, max=1.0, step=0.05, value=0.5,
+                                             marks={0: "fixed", 0.5: "0.5", 1: "moving"})]),
+                      html.Label(["Checkerboard tile (mm)",
+                                  dcc.Slider(id="tile", min=5, max=50, step=5, value=DEFAULT_TILE_MM)])],
+                     style={"flex": "2"}),
+            html.Div(id="reg-qa", style={"flex": "1"}),
+        ], style={"display": "flex", "gap": "1em"}),
+    ], id="registration-panel", style=_HIDDEN, className="panel")
+    return html.Div([
+        dcc.Location(id="url"),
+        dcc.Store(id="review"),
+        html.H1(id="title", children="4D and registration review"),
+        html.Div(id="message", className="message"),
+        html.Label(["Window ", _radio("window", WINDOWS, "lung")]),
+        cine, registration,
+    ])
+
+
+def load_page(pathname: str | None) -> tuple:
+    """Callback: (store, title, message, 4D panel style, phase max, phase marks, cine info, registration panel
+    style, registration options, chosen registration) for the study in the URL."""
+    empty = (None, "4D and registration review", "", _HIDDEN, 1, {}, "", _HIDDEN, [], None)
+    try:
+        view = review_view(study_uid_from(pathname))
+    except ValueError as exc:
+        return (*empty[:2], str(exc), *empty[3:])
+    four_d, registrations = view["four_d"], view["registrations"]
+    notes = [m for m in (view["four_d_message"],) if m]
+    if not four_d and not registrations and not notes:
+        notes.append(NO_DATA)
+    title = f"4D and registration review: {view['patient_name']} ({view['patient_id']})"
+    phase_max, marks, info = 1, {}, ""
+    if four_d:
+        percents = four_d["phase_percent"]
+        phase_max = len(percents) - 1
+        marks = {i: f"{p:g}%" for i, p in enumerate(percents)}
+        info = (f"{len(percents)} phases; contours: {', '.join(four_d['rois'])}" if four_d["rois"]
+                else f"{len(percents)} phases; no RTSTRUCT on the phases")
+    options = [{"label": r["label"], "value": r["uid"]} for r in registrations]
+    return (view, title, " ".join(notes), _SHOWN if four_d else _HIDDEN, phase_max, marks, info,
+            _SHOWN if registrations else _HIDDEN, options, registrations[0]["uid"] if registrations else None)
+
+
+def create_review_app(server: Flask) -> dash.Dash:
+    """The 4D and registration review dashboard, mounted on ``server`` at :data:`URL_BASE`."""
+    app = dash.Dash(__name__, server=server, url_base_pathname=URL_BASE, title="4D and registration review · OncoPACS",
+                    suppress_callback_exceptions=True)
+    app.layout = layout
+    app.callback(Output("review", "data"), Output("title", "children"), Output("message", "children"),
+                 Output("four-d-panel", "style"), Output("phase", "max"), Output("phase", "marks"),
+                 Output("cine-info", "children"), Output("registration-panel", "style"),
+                 Output("registration", "options"), Output("registration", "value"), Input("url", "pathname"))(load_page)
+
+    @app.callback(Output("cine-slice", "max"), Output("cine-slice", "value"), Input("cine-plane", "value"),
+                  Input("review", "data"))
+    def _cine_slider(plane, view):
+        if not view or not view.get("four_d"):
+            raise dash.exceptions.PreventUpdate
+        size = view["four_d"]["sizes"][plane]
+        return size - 1, size // 2
+
+    @app.callback(Output("cine-timer", "disabled"), Output("play", "children"), Input("play", "n_clicks"),
+                  prevent_initial_call=True)
+    def _play(clicks):
+        playing = bool(clicks) and clicks % 2 == 1
+        return not playing, "Pause" if playing else "Play"
+
+    @app.callback(Output("phase", "value"), Input("cine-timer", "n_intervals"), State("phase", "value"),
+                  State("review", "data"), prevent_initial_call=True)
+    def _tick(_n, phase, view):
+        if not view or not view.get("four_d"):
+            raise dash.exceptions.PreventUpdate
+        return next_phase(phase, len(view["four_d"]["phase_percent"]))
+
+    @app.callback(Output("cine-graph", "figure"), Input("phase", "value"), Input("cine-plane", "value"),
+                  Input("cine-slice", "value"), Input("window", "value"), State("review", "data"))
+    def _cine(phase, plane, index, window, view):
+        if not view or not view.get("four_d"):
+            raise dash.exceptions.PreventUpdate
+        return phase_figure(view["study_uid"], int(phase or 0), plane, index, window, view["four_d"]["phase_percent"])
+
+    @app.callback(Output("reg-slice", "max"), Output("reg-slice", "value"), Output("reg-qa", "children"),
+                  Input("registration", "value"), Input("reg-plane", "value"), State("review", "data"))
+    def _registration(uid, plane, view):
+        if not view or not uid:
+            raise dash.exceptions.PreventUpdate
+        try:
+            sizes, panel = registration_view(view["study_uid"], uid)
+        except (ValueError, NotFoundError) as exc:
+            return 0, 0, html.P(str(exc), className="error")
+        return sizes[plane] - 1, sizes[plane] // 2, panel
+
+    @app.callback(Output("reg-graph", "figure"), Input("registration", "value"), Input("reg-plane", "value"),
+                  Input("reg-slice", "value"), Input("reg-mode", "value"), Input("alpha", "value"),
+                  Input("tile", "value"), Input("window", "value"), State("review", "data"))
+    def _registration_image(uid, plane, index, mode, alpha, tile, window, view):
+        if not view or not uid:
+            raise dash.exceptions.PreventUpdate
+        try:
+            return registration_figure(view["study_uid"], uid, plane, int(index or 0), mode=mode,
+                                       alpha=0.5 if alpha is None else alpha, tile_mm=tile or DEFAULT_TILE_MM,
+                                       window=window)
+        except (ValueError, NotFoundError):
+            raise dash.exceptions.PreventUpdate from None
+
+    return app
+
+
+def next_phase(phase: int | None, count: int) -> int:
+    """The cine's next phase index (wraps to the first after the last)."""
+    return (int(phase or 0) + 1) % max(count, 1)
+
+
+__all__ = [
+    "URL_BASE",
+    "compose",
+    "create_review_app",
+    "load_four_d",
+    "load_page",
+    "load_pair",
+    "next_phase",
+    "phase_figure",
+    "phase_frame",
+    "qa_panel",
+    "registration_figure",
+    "registration_frame",
+    "registration_view",
+    "review_view",
+]

@@ -1,0 +1,251 @@
+"""The 4D and registration review: phase cine, blend/checkerboard, QA figures, access, empty studies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+from flask import Flask, g
+from sqlalchemy import select
+
+from dashboards.review import (
+    NO_DATA,
+    compose,
+    load_four_d,
+    load_page,
+    load_pair,
+    next_phase,
+    phase_frame,
+    registration_frame,
+    registration_view,
+)
+from oncopacs.audit.models import AuditRecord
+from oncopacs.auth.roles import Principal, Role
+from oncopacs.phantom.review_demo import (
+    PATIENT_ID,
+    REPEAT_SHIFT_MM,
+    ReviewDemo,
+    load_review_demo,
+)
+from oncopacs.services import open_archive
+from oncopacs.settings import Settings
+from oncopacs.viewer.slices import RenderOptions, pixel_of, render_slice
+from oncopacs.web.app import create_app
+from tests.dashboards.conftest import dash_update, texts
+
+
+@pytest.fixture(scope="module")
+def review_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flask, ReviewDemo]]:
+    """The app over an archive holding only the review demo (4D CT, repeat CT, rigid registration + QA)."""
+    folder = tmp_path_factory.mktemp("review")
+    settings = Settings(data_dir=folder / "data", dicom_host="127.0.0.1", dicom_port=0, secret_key="test-secret")
+    archive = open_archive(settings)
+    demo = load_review_demo(archive)
+    app = create_app(settings, archive)
+    app.config["TESTING"] = True
+    yield app, demo
+    archive.close()
+
+
+@pytest.fixture(scope="module")
+def app(review_app) -> Flask:
+    return review_app[0]
+
+
+@pytest.fixture(scope="module")
+def demo(review_app) -> ReviewDemo:
+    return review_app[1]
+
+
+@pytest.fixture(scope="module")
+def four_d_uid(demo) -> str:
+    return str(demo.ct4d.phases[0][0].StudyInstanceUID)
+
+
+@pytest.fixture(scope="module")
+def repeat_uid(demo) -> str:
+    return str(demo.repeat_ct[0].StudyInstanceUID)
+
+
+@pytest.fixture
+def as_oncologist(app: Flask):
+    @contextmanager
+    def context():
+        with app.test_request_context("/dashboards/review/_dash-update-component", method="POST"):
+            g.principal = Principal("test-oncologist", Role.ONCOLOGIST, "token")
+            yield
+
+    return context
+
+
+def bearer(app: Flask, role: Role) -> dict[str, str]:
+    users = app.extensions["oncopacs.users"]
+    name = f"review-{role.value}"
+    if not users.exists(name):
+        users.add_user(name, role, "correct horse battery")
+    return {"Authorization": f"Bearer {users.create_token(name)}"}
+
+
+def test_the_page_lists_phases_in_order_and_the_registration(app, demo, four_d_uid, as_oncologist):
+    with as_oncologist():
+        store, title, message, four_d_style, phase_max, marks, info, reg_style, options, chosen = load_page(
+            f"/dashboards/review/{four_d_uid}")
+    assert PATIENT_ID in title and message == ""
+    assert store["four_d"]["phase_percent"] == [10.0 * p for p in range(demo.ct4d.spec.phases)]
+    assert phase_max == demo.ct4d.spec.phases - 1 and marks[5] == "50%"
+    assert store["four_d"]["rois"] == ["GTV"] and "GTV" in info
+    assert four_d_style == {} and reg_style == {}
+    assert [o["value"] for o in options] == [demo.registration_uid] == [chosen]
+    assert "QA passed" in options[0]["label"]
+    assert next_phase(3, 10) == 4 and next_phase(9, 10) == 0
+
+
+def test_phase_frames_differ_and_follow_the_phase_order(app, demo, four_d_uid, as_oncologist):
+    archive = app.extensions["oncopacs.archive"]
+    four_d = load_four_d(archive, four_d_uid)
+    spec = demo.ct4d.spec
+    scene = four_d.scenes[0]
+    y_index = int(np.argmin(np.abs(scene.grid.origin_mm[1] + scene.grid.spacing_mm[1] * np.arange(scene.grid.shape[1]))))
+    frames, rows = [], []
+    with as_oncologist():
+        for phase in range(spec.phases):
+            rendered = phase_frame(four_d_uid, phase, "coronal", y_index, "mediastinum")
+            rgb = rendered.rgb.astype(int)
+            frames.append(rgb)
+            grey = (rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])  # contours are coloured
+            _, centre_col = pixel_of(scene, "coronal", (0.0, 0.0, 0.0))
+            band = slice(centre_col - int(20 / rendered.pixel_mm), centre_col + int(20 / rendered.pixel_mm))
+            tumour = grey[:, band] & (rgb[:, band, 0] > 60)  # soft tissue inside the lung (-800 HU is black)
+            found = np.nonzero(tumour)[0]
+            rows.append(found.mean())
+            expected_row, _ = pixel_of(scene, "coronal", spec.compute_tumour_centre_mm(phase))
+            assert abs(found.mean() - expected_row) * rendered.pixel_mm < 1.5, phase
+        red = (frames[0][..., 0] == 255) & (frames[0][..., 1] == 0) & (frames[0][..., 2] == 0)
+    assert red.any()  # the GTV contour is drawn
+    assert not np.array_equal(frames[0], frames[spec.phases // 2])
+    assert np.ptp(rows) * rendered.pixel_mm > 0.8 * spec.amplitude_mm[2]  # superior-inferior motion is seen
+
+
+def test_the_registration_resamples_the_moving_image_onto_the_fixed(app, four_d_uid, demo):
+    pair = load_pair(app.extensions["oncopacs.archive"], four_d_uid, demo.registration_uid)
+    assert pair.fixed.ct_hu.shape == pair.moving.ct_hu.shape and pair.patient_ids == (PATIENT_ID,)
+    inside = pair.moving.ct_hu > -990  # where the moving image covers the fixed grid
+    assert inside.mean() > 0.6
+    # the repeat CT is the 0 % phase moved by REPEAT_SHIFT_MM: unregistered, the mean difference is ~175 HU
+    assert np.abs(pair.fixed.ct_hu - pair.moving.ct_hu)[inside].mean() < 5.0
+    first_slice_z = float(demo.repeat_ct[0].ImagePositionPatient[2])
+    assert first_slice_z - pair.fixed.grid.origin_mm[2] == pytest.approx(REPEAT_SHIFT_MM[2])
+
+
+def test_blend_at_alpha_0_and_1_is_fixed_and_moving(app, four_d_uid, demo, as_oncologist):
+    pair = load_pair(app.extensions["oncopacs.archive"], four_d_uid, demo.registration_uid)
+    options = RenderOptions(window="mediastinum")
+    fixed = render_slice(pair.fixed, "axial", 3, options).rgb
+    moving = render_slice(pair.moving, "axial", 3, options).rgb
+    assert not np.array_equal(fixed, moving)  # slice 3 of the moving image is partly outside its field of view
+    with as_oncologist():
+        at0, _ = registration_frame(four_d_uid, demo.registration_uid, "axial", 3, mode="blend", alpha=0.0,
+                                    window="mediastinum")
+        at1, _ = registration_frame(four_d_uid, demo.registration_uid, "axial", 3, mode="blend", alpha=1.0,
+                                    window="mediastinum")
+        half, _ = registration_frame(four_d_uid, demo.registration_uid, "axial", 3, mode="blend", alpha=0.5,
+                                     window="mediastinum")
+    assert np.array_equal(at0, fixed) and np.array_equal(at1, moving)
+    assert np.abs(half.astype(int) - (fixed.astype(int) + moving.astype(int)) / 2).max() <= 0.5
+
+
+def test_checkerboard_alternates_tiles(app, four_d_uid, demo, as_oncologist):
+    board = compose(np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), 255, np.uint8), "checkerboard", tile_px=2)
+    assert board[0, 0, 0] == 0 and board[0, 2, 0] == 255 and board[2, 0, 0] == 255 and board[2, 2, 0] == 0
+    assert board[1, 1, 0] == 0 and board[3, 1, 0] == 255
+    pair = load_pair(app.extensions["oncopacs.archive"], four_d_uid, demo.registration_uid)
+    options = RenderOptions(window="mediastinum")
+    fixed = render_slice(pair.fixed, "coronal", 20, options)
+    moving = render_slice(pair.moving, "coronal", 20, options).rgb
+    with as_oncologist():
+        out, pixel_mm = registration_frame(four_d_uid, demo.registration_uid, "coronal", 20, mode="checkerboard",
+                                           tile_mm=10.0, window="mediastinum")
+    tile = round(10.0 / pixel_mm)
+    rows, cols = np.indices(out.shape[:2]) // tile
+    from_moving = (rows + cols) % 2 == 1
+    assert from_moving.any() and (~from_moving).any()
+    assert np.array_equal(out[from_moving], moving[from_moving])
+    assert np.array_equal(out[~from_moving], fixed.rgb[~from_moving])
+    with pytest.raises(ValueError):
+        compose(fixed.rgb, moving, "swipe")
+
+
+def test_the_qa_figures_are_shown(app, four_d_uid, demo, as_oncologist):
+    with as_oncologist():
+        sizes, panel = registration_view(four_d_uid, demo.registration_uid)
+    assert sizes == {"axial": 24, "coronal": 64, "sagittal": 64}
+    shown = texts(panel)
+    pair = load_pair(app.extensions["oncopacs.archive"], four_d_uid, demo.registration_uid)
+    qa = pair.qa["qa"]
+    assert "QA passed" in shown and qa["passed"]
+    for label, value in [("Jacobian determinant min", f"{qa['jacobian_min']:.3f}"),
+                         ("Jacobian determinant max", f"{qa['jacobian_max']:.3f}"),
+                         ("Folding (det J ≤ 0)", f"{qa['folding_percent']:.3f} %"),
+                         ("Inverse consistency mean", f"{qa['inverse_consistency_mean_mm']:.2f} mm"),
+                         ("TRE mean", f"{qa['tre_mean_mm']:.2f} mm")]:
+        assert shown[shown.index(label) + 1] == value, label
+    assert qa["tre_mean_mm"] < 1.0  # the demo registration recovers the known shift
+
+
+def test_views_are_audited(app, four_d_uid, demo, as_oncologist):
+    with as_oncologist():
+        phase_frame(four_d_uid, 2, "axial", 10)
+    with app.extensions["oncopacs.archive"].index.reading() as session:
+        actions = session.scalars(select(AuditRecord.action).where(AuditRecord.actor == "test-oncologist",
+                                                                   AuditRecord.patient_ids == PATIENT_ID)).all()
+    assert {"read", "retrieve"} <= set(actions)
+
+
+def test_a_study_with_neither_says_so(app, repeat_uid, as_oncologist):
+    with as_oncologist():
+        store, _title, message, four_d_style, *_rest, reg_style, options, chosen = load_page(
+            f"/dashboards/review/{repeat_uid}")
+        assert message == NO_DATA and four_d_style == reg_style == {"display": "none"} and options == []
+        assert store["four_d"] is None and chosen is None
+        unknown = load_page("/dashboards/review/1.2.3.4")
+    assert unknown[0] is None and "not in the archive" in unknown[2]
+
+
+def test_access_over_http(app, four_d_uid, repeat_uid):
+    client = app.test_client()
+    page = f"/dashboards/review/{four_d_uid}"
+    assert client.get(page, headers=bearer(app, Role.REFERRER)).status_code == 403
+    refused = dash_update(client, "/dashboards/review/", [("title", "children")],
+                          [("url", "pathname", page)], bearer(app, Role.REFERRER))
+    assert refused.status_code == 403
+    visit = client.get(page, headers={"Accept": "text/html"})
+    assert visit.status_code == 302 and visit.headers["Location"].startswith("/login?next=")
+    assert client.get(page).status_code == 401
+    assert client.get(page, headers=bearer(app, Role.ONCOLOGIST)).status_code == 200
+    browser = client.get(f"/studies?q={PATIENT_ID}", headers=bearer(app, Role.ONCOLOGIST)).get_data(as_text=True)
+    assert f'href="/dashboards/review/{four_d_uid}"' in browser
+    assert f'href="/dashboards/review/{repeat_uid}"' not in browser
+
+
+def test_cine_and_blend_callbacks_over_http(app, four_d_uid, demo, as_oncologist):
+    with as_oncologist():
+        store = load_page(f"/dashboards/review/{four_d_uid}")[0]
+    client, headers = app.test_client(), bearer(app, Role.ONCOLOGIST)
+    frame = dash_update(client, "/dashboards/review/", [("cine-graph", "figure")],
+                        [("phase", "value", 4), ("cine-plane", "value", "coronal"), ("cine-slice", "value", 32),
+                         ("window", "value", "lung")], headers, state=[("review", "data", store)])
+    figure = frame.json["response"]["cine-graph"]["figure"]
+    assert frame.status_code == 200 and figure["data"][0]["source"].startswith("data:image/png;base64,")
+    assert "phase 40 %" in figure["layout"]["title"]["text"]
+    play = dash_update(client, "/dashboards/review/", [("cine-timer", "disabled"), ("play", "children")],
+                       [("play", "n_clicks", 1)], headers)
+    assert play.status_code == 200 and play.json["response"]["cine-timer"]["disabled"] is False
+    blend = dash_update(client, "/dashboards/review/", [("reg-graph", "figure")],
+                        [("registration", "value", demo.registration_uid), ("reg-plane", "value", "axial"),
+                         ("reg-slice", "value", 12), ("reg-mode", "value", "checkerboard"), ("alpha", "value", 0.5),
+                         ("tile", "value", 20), ("window", "value", "mediastinum")], headers,
+                        state=[("review", "data", store)])
+    assert blend.status_code == 200
+    assert "checkerboard (tiles 20 mm)" in blend.json["response"]["reg-graph"]["figure"]["layout"]["title"]["text"]
