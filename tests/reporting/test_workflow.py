@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 from dicomweb_client.api import DICOMwebClient
+from pydicom.dataset import Dataset
 from pydicom.uid import EncapsulatedPDFStorage
 
 from oncopacs.auth.roles import Principal, Role
@@ -47,6 +48,7 @@ def test_plan_report_draft_approve_amend_and_archive(archive, demo, settings, tm
     assert archived.SOPClassUID == EncapsulatedPDFStorage and archived.MIMETypeOfEncapsulatedDocument == "application/pdf"
     assert archived.PatientID == demo.patient.patient_id and archived.StudyInstanceUID == study_uid
     assert read_encapsulated_pdf(archived) == pdf
+    assert read_encapsulated_pdf(_c_get_instance(settings, archive, study_uid, final.sop_instance_uid)) == pdf
 
     amendment = service.amend(final.id, "dr-physicist")
     assert amendment.version == 2 and amendment.supersedes_id == final.id
@@ -57,6 +59,41 @@ def test_plan_report_draft_approve_amend_and_archive(archive, demo, settings, tm
     assert old.status is ReportStatus.SUPERSEDED and old.pdf_sha256 == final.pdf_sha256  # kept, not edited
     with pytest.raises(OncopacsError):
         service.amend(final.id, "dr-physicist")  # a superseded version cannot be amended
+
+
+def _c_get_instance(settings, archive, study_uid: str, sop_instance_uid: str):
+    """The instance as a DICOM C-GET from the archive's own DIMSE service returns it."""
+    from pynetdicom import AE, build_role, evt
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
+
+    from oncopacs.dimse.server import start_dimse
+
+    received = []
+
+    def on_store(event):  # noqa: ANN001
+        received.append(event.dataset)
+        return 0x0000
+
+    server = start_dimse(settings.with_overrides(dicom_host="127.0.0.1", dicom_port=0), archive)
+    try:
+        ae = AE(ae_title="REPORTSCU")
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+        ae.add_requested_context(EncapsulatedPDFStorage)
+        assoc = ae.associate("127.0.0.1", server.server_address[1], ae_title=settings.ae_title,
+                             ext_neg=[build_role(EncapsulatedPDFStorage, scp_role=True)],
+                             evt_handlers=[(evt.EVT_C_STORE, on_store)])
+        assert assoc.is_established
+        query = Dataset()
+        query.QueryRetrieveLevel = "IMAGE"
+        query.StudyInstanceUID = study_uid
+        query.SeriesInstanceUID = str(report_series_uid(study_uid, "plan"))
+        query.SOPInstanceUID = sop_instance_uid
+        statuses = [status.Status for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet)]
+        assoc.release()
+    finally:
+        server.shutdown()
+    assert statuses[-1] == 0x0000 and len(received) == 1
+    return received[0]
 
 
 def test_plan_pdf_text_fonts_and_pages(sqlite_settings, tmp_path, clock) -> None:
