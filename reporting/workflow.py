@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +21,7 @@ from typing import Any
 
 from oncopacs.archive.ingest import Archive
 from oncopacs.auth.roles import Permission, Principal
+from oncopacs.background import BackgroundLoop
 from oncopacs.errors import (
     OncopacsError,
     PermissionDeniedError,
@@ -232,30 +232,15 @@ class ReportService:
         return DeliveryOutcome(OutcomeKind.REJECTED, code, answer.detail or f"HTTP {code}")
 
 
-class DeliveryLoop:
+class DeliveryLoop(BackgroundLoop):
     """A background thread that sends due deliveries, waking at the next retry time or every poll."""
 
+    thread_name = "oncopacs-report-delivery"
+
     def __init__(self, service: ReportService, *, poll_interval_s: float = 5.0):
+        super().__init__()
         self.service = service
         self.poll_interval_s = poll_interval_s
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="oncopacs-report-delivery", daemon=True)
-        self._thread.start()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -268,5 +253,4 @@ class DeliveryLoop:
             wait = self.poll_interval_s
             if due is not None:
                 wait = min(wait, max((due - self.service.clock()).total_seconds(), 0.05))
-            self._wake.wait(wait)
-            self._wake.clear()
+            self._sleep(wait)

@@ -8,11 +8,11 @@ that raises fails its job with the error's message; the worker goes on with the 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from oncopacs.background import BackgroundLoop
 from oncopacs.errors import OncopacsError
 from oncopacs.jobs.queue import JobQueue, JobRecord
 
@@ -52,43 +52,23 @@ class JobRegistry:
         return iter(sorted(self._handlers))
 
 
-class Worker:
+class Worker(BackgroundLoop):
     """Runs queued jobs one at a time on a background thread until :meth:`stop`."""
 
+    thread_name = "oncopacs-jobs"
+
     def __init__(self, queue: JobQueue, registry: JobRegistry, *, poll_interval_s: float = POLL_INTERVAL_S):
+        super().__init__()
         self.queue = queue
         self.registry = registry
         self.poll_interval_s = poll_interval_s
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Start the worker thread (jobs left running by an earlier process are marked failed first)."""
         interrupted = self.queue.fail_interrupted(INTERRUPTED_MESSAGE)
         if interrupted:
             log.warning("%d job(s) were interrupted by an unclean stop and are marked failed", interrupted)
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="oncopacs-jobs", daemon=True)
-        self._thread.start()
-
-    def wake(self) -> None:
-        """Look for work now instead of at the next poll (call after enqueueing)."""
-        self._wake.set()
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """Stop after the job in hand (if any) finishes; wait up to ``timeout_s``."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            if self._thread.is_alive():
-                log.warning("the job worker did not stop within %.0f s", timeout_s)
-            self._thread = None
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        super().start()
 
     def run_pending(self) -> int:
         """Run queued jobs until none is left or the worker is stopped; how many ran."""
@@ -137,8 +117,7 @@ class Worker:
                 self.run_pending()
             except Exception:
                 log.exception("the job worker could not reach the queue; retrying")
-            self._wake.wait(self.poll_interval_s)
-            self._wake.clear()
+            self._sleep(self.poll_interval_s)
 
 
 def describe_error(exc: Exception) -> str:
