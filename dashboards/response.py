@@ -23,7 +23,8 @@ from sqlalchemy import select
 from oncopacs.archive.ingest import Archive
 from oncopacs.audit.events import AuditAction
 from oncopacs.auth.roles import Permission
-from oncopacs.index.models import Instance, Patient, Series, Study
+from oncopacs.index.models import Patient
+from oncopacs.index.oncology import find_patient_plans
 from oncopacs.web.access import audit_access
 from reporting.pet_report import read_response_category
 from reporting.sources import CachedResult, read_instance, read_results
@@ -140,17 +141,11 @@ def build_timeline(timepoints: list[CachedResult], responses: list[CachedResult]
 
 def read_course(archive: Archive, session, patient_id: str) -> tuple[CoursePlan, ...]:
     """The patient's RT (Ion) Plans, oldest study first (cached ``plan`` results, else the stored plan)."""
-    rows = session.execute(
-        select(Instance.sop_instance_uid, Study.study_instance_uid, Study.study_date)
-        .join(Series, Instance.series_pk == Series.id).join(Study, Series.study_pk == Study.id)
-        .join(Patient, Study.patient_pk == Patient.id)
-        .where(Patient.patient_id == patient_id, Series.modality == "RTPLAN")
-        .order_by(Study.study_date, Instance.id)
-    ).all()
     cached = {r.data.get("sop_instance_uid"): r.data for r in read_results(session, "plan", patient_id=patient_id)
               if isinstance(r.data, dict)}
     plans = []
-    for sop_uid, study_uid, date in rows:
+    for stored in find_patient_plans(session, patient_id):
+        sop_uid, study_uid, date = stored.sop_instance_uid, stored.study_instance_uid, stored.study_date
         summary = cached.get(sop_uid)
         if summary is None:
             try:

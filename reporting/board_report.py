@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from oncopacs.index.models import Instance, Patient, Series, Study
+from oncopacs.index.oncology import find_patient_plans
 from oncopacs.reports.models import Report
 from reporting.pet_report import read_response_category
 from reporting.sources import read_instance, read_results
@@ -23,17 +23,12 @@ from rt.plan import read_plan_summary
 
 
 def _plans(request: ReportRequest, session, patient_id: str) -> list[dict[str, Any]]:
-    rows = session.execute(
-        select(Instance.sop_instance_uid, Study.study_instance_uid, Study.study_date, Study.study_description)
-        .join(Series, Instance.series_pk == Series.id).join(Study, Series.study_pk == Study.id)
-        .join(Patient, Study.patient_pk == Patient.id)
-        .where(Patient.patient_id == patient_id, Series.modality == "RTPLAN")
-        .order_by(Study.study_date, Instance.id)
-    ).all()
     cached = {r.data.get("sop_instance_uid"): r.data for r in read_results(session, "plan", patient_id=patient_id)
               if isinstance(r.data, dict) and isinstance(r.data.get("beams"), list)}
     plans = []
-    for sop_uid, study_uid, date, description in rows:
+    for stored in find_patient_plans(session, patient_id):
+        sop_uid, study_uid = stored.sop_instance_uid, stored.study_instance_uid
+        date, description = stored.study_date, stored.study_description
         summary = cached.get(sop_uid) or read_plan_summary(read_instance(request.archive, session, sop_uid)).to_dict()
         plans.append({"sop_instance_uid": sop_uid, "study_uid": study_uid, "date": date, "study": description,
                       "label": summary.get("label") or summary.get("name") or "",

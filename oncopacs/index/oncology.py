@@ -24,6 +24,7 @@ from oncopacs.index.models import (
     Instance,
     Level,
     ObjectReference,
+    Patient,
     Relation,
     Series,
     Study,
@@ -382,3 +383,26 @@ def _existing(session: Session, column, uids: set[str]) -> set[str]:
     for start in range(0, len(ordered), _IN_CHUNK):
         found.update(session.scalars(select(column).where(column.in_(ordered[start:start + _IN_CHUNK]))))
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPlan:
+    """One RT (Ion) Plan of a patient, as the index knows it."""
+
+    sop_instance_uid: str
+    study_instance_uid: str
+    study_date: str  # YYYYMMDD
+    study_description: str
+
+
+def find_patient_plans(session: Session, patient_id: str) -> list[StoredPlan]:
+    """Every RT (Ion) Plan of ``patient_id``, oldest study first (the treatment course)."""
+    rows = session.execute(
+        select(Instance.sop_instance_uid, Study.study_instance_uid, Study.study_date, Study.study_description)
+        .join(Series, Instance.series_pk == Series.id)
+        .join(Study, Series.study_pk == Study.id)
+        .join(Patient, Study.patient_pk == Patient.id)
+        .where(Patient.patient_id == patient_id, Series.modality == "RTPLAN")
+        .order_by(Study.study_date, Instance.id)
+    ).all()
+    return [StoredPlan(*row) for row in rows]
