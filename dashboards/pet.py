@@ -13,7 +13,6 @@ appears when its data exists; otherwise the page says what is missing. Fused vol
 
 from __future__ import annotations
 
-import io
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -25,7 +24,6 @@ import plotly.graph_objects as go
 import SimpleITK as sitk
 from dash import Input, Output, State, dcc, html
 from flask import Flask, current_app, g
-from pydicom import dcmread
 from sqlalchemy import select
 
 from fusion.errors import VolumeError
@@ -81,7 +79,7 @@ _cache_lock = threading.Lock()
 
 
 def _read(archive: Archive, stored) -> list:
-    return [dcmread(io.BytesIO(archive.storage.read(s.file_path, s.sha256))) for s in stored]
+    return [archive.read_dataset(s.file_path, s.sha256) for s in stored]
 
 
 def _axes(image: sitk.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

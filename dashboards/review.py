@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
@@ -31,7 +30,6 @@ import numpy as np
 import plotly.graph_objects as go
 from dash import Input, Output, State, dcc, html
 from flask import Flask, current_app
-from pydicom import dcmread
 from sqlalchemy import select
 
 from fusion.ct4d import group_phases, load_phase_images, read_phase_label
@@ -143,7 +141,7 @@ def _phase_series(archive: Archive, session, summary: OncologySummary) -> list[s
         stored = find_instances(session, {"SeriesInstanceUID": series.series_instance_uid})
         if not stored:
             continue
-        head = dcmread(io.BytesIO(archive.storage.read(stored[0].file_path, stored[0].sha256)), stop_before_pixels=True)
+        head = archive.read_dataset(stored[0].file_path, stored[0].sha256, stop_before_pixels=True)
         if read_phase_label(head) is not None:
             found.append(series.series_instance_uid)
     return found

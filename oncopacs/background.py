@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from abc import ABC, abstractmethod
 
 log = logging.getLogger(__name__)
 
 
-class BackgroundLoop:
+class BackgroundLoop(ABC):
     """Runs :meth:`_loop` on a daemon thread; :meth:`wake` cuts its wait short, :meth:`stop` ends it."""
 
     thread_name = "oncopacs-background"
@@ -46,5 +47,6 @@ class BackgroundLoop:
         self._wake.wait(seconds)
         self._wake.clear()
 
-    def _loop(self) -> None:  # pragma: no cover - every subclass has its own
-        raise NotImplementedError
+    @abstractmethod
+    def _loop(self) -> None:
+        """The thread's work: run until ``self._stop`` is set, pausing with :meth:`_sleep`."""

@@ -16,13 +16,12 @@ MIP_HEIGHT_PX = 360
 
 def build_mip_png(archive: Archive, series_uid: str) -> str | None:
     """Base64 PNG of the coronal MIP (inverted grey, head up) of ``series_uid``; None without pixel data."""
-    from pydicom import dcmread
 
     with archive.index.reading() as session:
         stored = find_instances(session, {"SeriesInstanceUID": series_uid})
     slices = []
     for instance in stored:
-        ds = dcmread(io.BytesIO(archive.storage.read(instance.file_path, instance.sha256)))
+        ds = archive.read_dataset(instance.file_path, instance.sha256)
         if "PixelData" not in ds or "ImagePositionPatient" not in ds:
             continue
         values = ds.pixel_array.astype(np.float64) * float(ds.get("RescaleSlope", 1) or 1) + float(ds.get("RescaleIntercept", 0) or 0)

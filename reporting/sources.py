@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from typing import Any
 
-from pydicom import Dataset, dcmread
+from pydicom import Dataset
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -22,8 +21,7 @@ def read_instance(archive: Archive, session: Session, sop_instance_uid: str) -> 
     found = find_instances(session, {"SOPInstanceUID": sop_instance_uid})
     if not found:
         raise NotFoundError(f"instance {sop_instance_uid} is not in the archive")
-    data = archive.storage.read(found[0].file_path, found[0].sha256)
-    return dcmread(io.BytesIO(data))
+    return archive.read_dataset(found[0].file_path, found[0].sha256)
 
 
 @dataclass(frozen=True, slots=True)

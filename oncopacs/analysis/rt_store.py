@@ -16,14 +16,13 @@ the older rows of that dose are dropped. Every DVH metric is also a ``MetricValu
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pydicom import Dataset, dcmread
+from pydicom import Dataset
 from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
@@ -154,7 +153,7 @@ def load_results(session: Session, planning_set: PlanningSet, template: str | No
 
 def read_dataset(archive: Archive, file_path: str, sha256: str) -> Dataset:
     """A stored instance, read through the archive with its SHA-256 checked (IntegrityError when altered)."""
-    return dcmread(io.BytesIO(archive.storage.read(file_path, sha256)))
+    return archive.read_dataset(file_path, sha256)
 
 
 def analyse_planning_set(

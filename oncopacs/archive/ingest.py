@@ -9,6 +9,7 @@ Instance UID with other content is kept once and reported (unless overwrite is a
 from __future__ import annotations
 
 import enum
+import io
 import logging
 import threading
 import time
@@ -16,9 +17,9 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from typing import Any
 
-from pydicom import Dataset
+from pydicom import Dataset, dcmread
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 from sqlalchemy.exc import SQLAlchemyError
@@ -31,7 +32,12 @@ from oncopacs.archive.extract import (
     transfer_syntax_of,
     validate,
 )
-from oncopacs.archive.index_writer import FileFacts, IndexConflict, IndexWriter, InstanceExists
+from oncopacs.archive.index_writer import (
+    FileFacts,
+    IndexConflict,
+    IndexWriter,
+    InstanceExists,
+)
 from oncopacs.archive.part10 import build_part10, dataset_offset, encode_dataset
 from oncopacs.archive.storage import Storage, compute_sha256, relative_path_for
 from oncopacs.errors import DicomInputError, IntegrityError, StorageError
@@ -115,6 +121,10 @@ class Archive:
         """Call ``listener(record)`` after each newly stored instance (rules, forwarding, jobs)."""
         with self._listeners_lock:
             self._listeners.append(listener)
+
+    def read_dataset(self, file_path: str, sha256: str, **dcmread_options: Any) -> Dataset:
+        """A stored instance as a dataset, its bytes checked against ``sha256`` (IntegrityError when altered)."""
+        return dcmread(io.BytesIO(self.storage.read(file_path, sha256)), **dcmread_options)
 
     # -- entry points -------------------------------------------------------------------------
 

@@ -6,12 +6,11 @@ Audit records and the calling-AE allow-list are kept by :mod:`oncopacs.dimse.aud
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from pydicom import Dataset, dcmread
+from pydicom import Dataset
 from pynetdicom import build_context, evt
 from pynetdicom.presentation import PresentationContext
 from sqlalchemy.exc import SQLAlchemyError
@@ -233,8 +232,7 @@ class DimseHandlers:
                 yield CANCEL, None
                 return
             try:
-                data = self.archive.storage.read(instance.file_path, expected_sha256=instance.sha256)
-                dataset = dcmread(io.BytesIO(data))
+                dataset = self.archive.read_dataset(instance.file_path, instance.sha256)
                 if accepted is not None:
                     dataset = fit_transfer_syntax(dataset, accepted.get(instance.sop_class_uid, set()))
             except (IntegrityError, TranscodeError) as exc:
