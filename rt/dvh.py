@@ -257,34 +257,56 @@ def _cell_areas_mm2(intervals: StackIntervals, plane_count: int, box: tuple[int,
     fs, fe = (intervals.start - x_edge0) / dx, (intervals.end - x_edge0) / dx  # in cells
     ia = np.clip(np.floor(fs).astype(np.int64), 0, nxb - 1)
     ib = np.clip(np.floor(fe).astype(np.int64), 0, nxb - 1)
-    cells = plane_count * nyb * nxb
+    width = nxb + 1  # one spare column per row takes the last step, so every row's steps sum to zero
+    size = plane_count * nyb * width
     same = ia == ib
-    lengths = np.bincount(cell_row * nxb + ia, weights=np.where(same, fe - fs, ia + 1 - fs), minlength=cells)
     span = ~same
-    r, a, b = cell_row[span], ia[span], ib[span]
-    lengths += np.bincount(r * nxb + b, weights=fe[span] - b, minlength=cells)
-    steps = (np.bincount(r * (nxb + 1) + a + 1, minlength=plane_count * nyb * (nxb + 1))
-             - np.bincount(r * (nxb + 1) + b, minlength=plane_count * nyb * (nxb + 1)))
-    lengths += np.cumsum(steps.reshape(plane_count * nyb, nxb + 1), axis=1)[:, :nxb].ravel()
+    r, a, b = cell_row[span] * width, ia[span], ib[span]
+    ends = np.bincount(np.concatenate([cell_row * width + ia, r + b]),
+                       weights=np.concatenate([np.where(same, fe - fs, ia + 1 - fs), fe[span] - b]), minlength=size)
+    steps = np.bincount(np.concatenate([r + a + 1, r + b]),
+                        weights=np.concatenate([np.ones(a.size), np.full(b.size, -1.0)]), minlength=size)
+    lengths = (ends + np.cumsum(steps)).reshape(plane_count * nyb, width)[:, :nxb]
     return lengths.reshape(plane_count, nyb, nxb) * (dx * row_height)
 
 
-def _reconstruction(padded: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Slopes along x and y (Gy per pixel; :func:`_limited_slope`) and the 3 x 3 min / max of the inner pixels.
+def _reconstruct_at(padded: np.ndarray, plane: np.ndarray, row: np.ndarray, col: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Centre dose, slopes along x and y (Gy per pixel; :func:`_limited_slope`) and 3 x 3 min / max at some cells.
 
-    ``padded`` is (..., rows + 2, columns + 2); the results are (..., rows, columns).
+    ``padded`` is (planes, rows + 2, columns + 2); cell (plane, row, col) is its inner pixel
+    (plane, row + 1, col + 1). A structure that fills its box is reconstructed over the whole
+    box (separable 3 x 3 min / max); a sparse one, such as a thin shell, only at its own cells
+    (gathered by flat index), so it costs what its cells cost. Both give identical values.
     """
-    rows, cols = padded.shape[-2] - 2, padded.shape[-1] - 2
-    centre = padded[..., 1:-1, 1:-1]
-    lo, hi = centre.copy(), centre.copy()
-    for dj in (0, 1, 2):
-        for di in (0, 1, 2):
-            window = padded[..., dj:dj + rows, di:di + cols]
-            np.minimum(lo, window, out=lo)
-            np.maximum(hi, window, out=hi)
-    gx = _limited_slope(padded[..., 1:-1, 2:], centre, padded[..., 1:-1, :-2])
-    gy = _limited_slope(padded[..., 2:, 1:-1], centre, padded[..., :-2, 1:-1])
-    return gx, gy, lo, hi
+    if plane.size >= 0.4 * padded[:, 1:-1, 1:-1].size:
+        return tuple(values[plane, row, col] for values in _reconstruct_dense(padded))
+    width = padded.shape[2]
+    flat = padded.ravel()
+    at = (plane * padded.shape[1] + row + 1) * width + col + 1
+    centre = flat[at]
+    west, east, north, south = flat[at - 1], flat[at + 1], flat[at - width], flat[at + width]
+    lo = np.minimum(np.minimum(west, east), np.minimum(north, south))
+    hi = np.maximum(np.maximum(west, east), np.maximum(north, south))
+    np.minimum(lo, centre, out=lo)
+    np.maximum(hi, centre, out=hi)
+    for offset in (-width - 1, -width + 1, width - 1, width + 1):
+        corner = flat[at + offset]
+        np.minimum(lo, corner, out=lo)
+        np.maximum(hi, corner, out=hi)
+    return centre, _limited_slope(east, centre, west), _limited_slope(south, centre, north), lo, hi
+
+
+def _reconstruct_dense(padded: np.ndarray) -> tuple[np.ndarray, ...]:
+    """:func:`_reconstruct_at` for every inner pixel of ``padded``: (planes, rows, columns) arrays."""
+    west, centre_row, east = padded[:, :, :-2], padded[:, :, 1:-1], padded[:, :, 2:]
+    row_lo = np.minimum(np.minimum(west, centre_row), east)
+    row_hi = np.maximum(np.maximum(west, centre_row), east)
+    lo = np.minimum(np.minimum(row_lo[:, :-2], row_lo[:, 1:-1]), row_lo[:, 2:])
+    hi = np.maximum(np.maximum(row_hi[:, :-2], row_hi[:, 1:-1]), row_hi[:, 2:])
+    centre = centre_row[:, 1:-1]
+    gx = _limited_slope(east[:, 1:-1], centre, west[:, 1:-1])
+    gy = _limited_slope(centre_row[:, 2:], centre, centre_row[:, :-2])
+    return centre, gx, gy, lo, hi
 
 
 def _limited_slope(forward: np.ndarray, centre: np.ndarray, backward: np.ndarray) -> np.ndarray:
@@ -302,16 +324,16 @@ def _trapezoid_quantiles(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
     """Quantiles at (k + 1/2) / n of U(-a, a) + U(-b, b) for each pair (a, b >= 0): shape (len(a), n).
 
     That sum is the spread of a linear dose a' u + b' v over a pixel (u, v uniform): a
-    trapezoid on [-(a + b), a + b] whose ramps are 2 min(a, b) wide.
+    trapezoid on [-(a + b), a + b] whose ramps are 2 min(a, b) wide. The distribution is
+    symmetric, so only the lower half is computed and the upper half mirrors it.
     """
     big, small = np.maximum(a, b)[:, None], np.minimum(a, b)[:, None]
-    p = (np.arange(n) + 0.5) / n
-    q = np.minimum(p, 1.0 - p)[None, :]  # lower half; the upper half mirrors it
+    q = (np.arange((n + 1) // 2) + 0.5) / n  # the lower half's probabilities (<= 1/2)
     ramp = small / (2.0 * np.where(big > 0.0, big, 1.0))  # probability in each ramp
-    on_ramp = -big - small + np.sqrt(8.0 * big * small * q)
+    on_ramp = np.sqrt(8.0 * big * small) * np.sqrt(q) - (big + small)
     on_flat = big * (2.0 * q - 1.0)
     lower = np.where(q < ramp, on_ramp, on_flat)
-    return np.where(p[None, :] <= 0.5, lower, -lower)
+    return np.concatenate([lower, -lower[:, : n // 2][:, ::-1]], axis=1)
 
 
 def compute_roi_dvh(
@@ -450,36 +472,48 @@ def _sample_hot_cells(
     cells = np.where(near_cells, cells, 0.0)  # cells without dose nearby stay in the cold (0 Gy) volume
     hot_mm3 = float(cells.sum(axis=(1, 2)) @ thickness[hot_planes])
     cell_area = dx * dy
-    full = np.repeat(cells >= cell_area * (1.0 - 1e-9), s, axis=0)
-    gx, gy, lo, hi = _reconstruction(padded)
-    centre = padded[:, 1:-1, 1:-1]
-    flat = full & (gx == 0.0) & (gy == 0.0)
-    histogram.add(centre[flat], cell_area * sub_volume_cc[np.nonzero(flat)[0]])
-    sloped = full & ~flat
-    if sloped.any():
-        q = np.nonzero(sloped)[0]
-        doses = centre[sloped][:, None] + _trapezoid_quantiles(np.abs(gx[sloped]) / 2.0, np.abs(gy[sloped]) / 2.0,
-                                                                full_samples)
-        doses = np.clip(doses, lo[sloped][:, None], hi[sloped][:, None])
-        histogram.add(doses.ravel(), np.repeat(cell_area * sub_volume_cc[q] / full_samples, full_samples))
-    pp, pj, pi = np.nonzero((cells > 0.0) & (cells < cell_area * (1.0 - 1e-9)))
-    if pp.size:
-        _sample_boundary_cells(hot, shape, pp, pj, pi, (centre, gx, gy, lo, hi), sub_volume_cc, x_lo, dx, dy, m,
-                               histogram)
+    plane, row, col = np.nonzero(cells > 0.0)
+    is_full = cells[plane, row, col] >= cell_area * (1.0 - 1e-9)
+    full = (plane[is_full], row[is_full], col[is_full])
+    partial = (plane[~is_full], row[~is_full], col[~is_full])
+    for k in range(s):
+        sub_plane = full[0] * s + k
+        centre, gx, gy, lo, hi = _reconstruct_at(padded, sub_plane, full[1], full[2])
+        volume_cc = cell_area * sub_volume_cc[sub_plane]
+        flat = (gx == 0.0) & (gy == 0.0)
+        histogram.add(centre[flat], volume_cc[flat])
+        sloped = ~flat
+        _add_sloped_pixels(histogram, *(values[sloped] for values in (centre, gx, gy, lo, hi, volume_cc)), full_samples)
+    if partial[0].size:
+        _sample_boundary_cells(hot, shape, *partial, padded, sub_volume_cc, x_lo, dx, dy, m, histogram)
     return hot_mm3
+
+
+#: Pixels per batch of :func:`_add_sloped_pixels` (batches keep its n-sample temporaries in cache).
+_SLOPED_BATCH = 16384
+
+
+def _add_sloped_pixels(histogram: _Histogram, centre: np.ndarray, gx: np.ndarray, gy: np.ndarray, lo: np.ndarray,
+                       hi: np.ndarray, volume_cc: np.ndarray, n: int) -> None:
+    """Add whole pixels whose dose varies: n equal-volume quantiles of each one's linear dose, clamped to [lo, hi]."""
+    for first in range(0, centre.size, _SLOPED_BATCH):
+        batch = slice(first, first + _SLOPED_BATCH)
+        doses = centre[batch, None] + _trapezoid_quantiles(np.abs(gx[batch]) / 2.0, np.abs(gy[batch]) / 2.0, n)
+        np.clip(doses, lo[batch, None], hi[batch, None], out=doses)
+        histogram.add(doses.ravel(), np.repeat(volume_cc[batch] / n, n))
 
 
 def _sample_boundary_cells(
     intervals: StackIntervals, shape: tuple[int, int, int], plane: np.ndarray, row: np.ndarray, col: np.ndarray,
-    reconstruction: tuple[np.ndarray, ...], sub_volume_cc: np.ndarray, x_lo: float, dx: float, dy: float, m: int,
+    padded: np.ndarray, sub_volume_cc: np.ndarray, x_lo: float, dx: float, dy: float, m: int,
     histogram: _Histogram,
 ) -> None:
     """Split the partly covered cells (plane, row, column of ``shape``) into m x m sub-cells and add them.
 
     A sub-cell is one scanline high and dx / m wide; its inside length and the centroid of the
     inside part come exactly from the scanline intervals (whose column 0 starts at ``x_lo``),
-    and its dose is each sub-slab plane's slope-limited linear reconstruction (``reconstruction``:
-    centre, slopes, 3 x 3 min / max per sub-slab plane and cell) at that centroid.
+    and its dose is each sub-slab plane's slope-limited linear reconstruction (:func:`_reconstruct_at`
+    on ``padded``, the dose of every sub-slab plane with a one-pixel margin) at that centroid.
     """
     plane_count, rows, _ = shape
     starts, ends = intervals.to_dense(plane_count, rows * m)  # (planes * scanlines, K)
@@ -497,8 +531,8 @@ def _sample_boundary_cells(
     # Offsets (pixels) of each sample from its cell's centre.
     v = (r_idx + 0.5) / m - 0.5
     u = centroid / dx - 0.5
-    centre, gx, gy, lo, hi = reconstruction
     for k in range(Z_SUBSLABS):
-        at = (plane[p_idx] * Z_SUBSLABS + k, row[p_idx], col[p_idx])
-        doses = np.clip(centre[at] + gx[at] * u + gy[at] * v, lo[at], hi[at])
-        histogram.add(doses, length * (dy / m) * sub_volume_cc[at[0]])
+        sub_plane = plane * Z_SUBSLABS + k
+        centre, gx, gy, lo, hi = (values[p_idx] for values in _reconstruct_at(padded, sub_plane, row, col))
+        doses = np.clip(centre + gx * u + gy * v, lo, hi)
+        histogram.add(doses, length * (dy / m) * sub_volume_cc[sub_plane[p_idx]])

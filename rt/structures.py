@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydicom.dataset import Dataset
 
+from rt.decimal_strings import parse_decimal_strings
 from rt.errors import DicomInputError, GeometryError, UnknownROIError
 from rt.grid import MM3_PER_CC, VoxelGrid
+from rt.raw_contours import read_raw_roi_contours
 
 #: Plane keys are z rounded to this many decimals (mm) so that float noise does not split a plane.
 _Z_DECIMALS = 3
@@ -153,15 +155,22 @@ class StructureSet:
 _CONTOUR_DATA = 0x30060050
 
 
-def _contour_values(item: Dataset) -> np.ndarray | None:
-    """ContourData as float64, parsed straight from the raw DS bytes when pydicom has not converted them yet."""
+def _raw_contour_text(item: Dataset) -> bytes | None:
+    """ContourData's raw DS bytes, stripped, while pydicom has not converted them yet (else None)."""
     raw = item.get_item(_CONTOUR_DATA) if _CONTOUR_DATA in item else None
-    if raw is not None and isinstance(raw.value, bytes):
-        text = raw.value.decode("ascii", errors="replace").strip(" \x00")
+    if raw is None or not isinstance(raw.value, bytes):
+        return None
+    return raw.value.strip(b" \x00")
+
+
+def _contour_values(item: Dataset) -> np.ndarray | None:
+    """ContourData as float64, from the raw DS bytes when pydicom has not converted them yet."""
+    text = _raw_contour_text(item)
+    if text is not None:
         if not text:
             return None
         try:
-            return np.array(text.split("\\"), dtype=np.float64)
+            return np.array(text.decode("ascii", errors="replace").split("\\"), dtype=np.float64)
         except ValueError:
             pass  # let pydicom report or repair malformed values
     data = item.get("ContourData")
@@ -170,13 +179,67 @@ def _contour_values(item: Dataset) -> np.ndarray | None:
     return np.asarray([float(v) for v in data], dtype=np.float64)
 
 
-def _read_contour(item: Dataset) -> Contour | None:
-    values = _contour_values(item)
-    if values is None:
-        return None
+def _read_contours(items: list[Dataset]) -> list[Contour | None]:
+    """The contours of ContourSequence items (None for an item without data), all raw values parsed at once.
+
+    The raw ContourData strings of every item are joined and parsed in one vectorised pass
+    (:mod:`rt.decimal_strings`); items in another form take the per-item path.
+    """
+    texts = [_raw_contour_text(item) for item in items]
+    parsed: list[np.ndarray | None] = [None] * len(items)
+    batch = [k for k, text in enumerate(texts) if text]
+    if batch:
+        values = parse_decimal_strings(b"\\".join(texts[k] for k in batch))
+        if values is not None:
+            counts = [texts[k].count(b"\\") + 1 for k in batch]
+            for k, part in zip(batch, np.split(values, np.cumsum(counts)[:-1])):
+                parsed[k] = part
+    contours: list[Contour | None] = []
+    for item, values in zip(items, parsed):
+        if values is None:
+            values = _contour_values(item)
+        geometric_type = str(item.get("ContourGeometricType", "CLOSED_PLANAR")).upper()
+        contours.append(None if values is None else _make_contour(geometric_type, values))
+    return contours
+
+
+_ROIContours = dict[int, tuple["tuple[int, ...] | None", tuple[Contour, ...]]]
+
+
+def _read_roi_contours(ds: Dataset) -> _ROIContours:
+    """{ReferencedROINumber: (colour or None, contours)} from ROIContourSequence.
+
+    The encoded sequence is walked directly and every ContourData parsed in one pass
+    (:mod:`rt.raw_contours`, :mod:`rt.decimal_strings`) when it is in the usual form; otherwise
+    pydicom reads it item by item.
+    """
+    raw = read_raw_roi_contours(ds)
+    if raw is not None:
+        texts = [c.data for roi in raw.values() for c in roi.contours if c.data]
+        values = parse_decimal_strings(b"\\".join(texts)) if texts else None
+        if values is not None or not texts:
+            parts = iter(np.split(values, np.cumsum([t.count(b"\\") + 1 for t in texts])[:-1]) if texts else [])
+            result: _ROIContours = {}
+            for number, roi in raw.items():
+                contours = []
+                for c in roi.contours:
+                    if c.data:
+                        contours.append(_make_contour(c.geometric_type, next(parts)))
+                result[number] = (roi.colour, tuple(contours))
+            return result
+    result = {}
+    for item in ds.get("ROIContourSequence", []):
+        if "ReferencedROINumber" in item:
+            colour = tuple(int(v) for v in item.ROIDisplayColor)[:3] if item.get("ROIDisplayColor") else None
+            contours = tuple(c for c in _read_contours(list(item.get("ContourSequence", []))) if c is not None)
+            result[int(item.ReferencedROINumber)] = (colour, contours)
+    return result
+
+
+def _make_contour(geometric_type: str, values: np.ndarray) -> Contour:
     if values.size % 3:
         raise DicomInputError("ContourData", f"has {values.size} values, not a multiple of 3")
-    return Contour(str(item.get("ContourGeometricType", "CLOSED_PLANAR")).upper(), values.reshape(-1, 3))
+    return Contour(geometric_type, values.reshape(-1, 3))
 
 
 def read_structure_set(ds: Dataset) -> StructureSet:
@@ -191,10 +254,7 @@ def read_structure_set(ds: Dataset) -> StructureSet:
     for obs in ds.get("RTROIObservationsSequence", []):
         if "ReferencedROINumber" in obs:
             types.setdefault(int(obs.ReferencedROINumber), str(obs.get("RTROIInterpretedType", "") or ""))
-    contour_items: dict[int, Dataset] = {}
-    for item in ds.get("ROIContourSequence", []):
-        if "ReferencedROINumber" in item:
-            contour_items[int(item.ReferencedROINumber)] = item
+    roi_contours = _read_roi_contours(ds)
     frames = ds.get("ReferencedFrameOfReferenceSequence", [])
     default_for = str(frames[0].get("FrameOfReferenceUID", "")) if frames else ""
 
@@ -203,16 +263,7 @@ def read_structure_set(ds: Dataset) -> StructureSet:
         if "ROINumber" not in roi_item:
             raise DicomInputError("ROINumber", "missing in a StructureSetROISequence item")
         number = int(roi_item.ROINumber)
-        contour_item = contour_items.get(number)
-        contours: list[Contour] = []
-        colour = None
-        if contour_item is not None:
-            if contour_item.get("ROIDisplayColor"):
-                colour = tuple(int(v) for v in contour_item.ROIDisplayColor)[:3]
-            for c in contour_item.get("ContourSequence", []):
-                contour = _read_contour(c)
-                if contour is not None:
-                    contours.append(contour)
+        colour, contours = roi_contours.get(number, (None, ()))
         rois.append(
             ROI(
                 number=number,
@@ -220,7 +271,7 @@ def read_structure_set(ds: Dataset) -> StructureSet:
                 interpreted_type=types.get(number, ""),
                 colour=colour,  # type: ignore[arg-type]
                 frame_of_reference_uid=str(roi_item.get("ReferencedFrameOfReferenceUID", default_for) or default_for),
-                contours=tuple(contours),
+                contours=contours,
             )
         )
     return StructureSet(
