@@ -13,8 +13,10 @@ both tools read the same RTSTRUCT and RTDOSE files with their own parsers. OncoP
 ``rt.dvh.compute_roi_dvh`` and ``compute_metric`` per ROI (defaults). dicompyler-core 0.5.6
 (which needs pydicom < 3) runs in its own virtual environment
 (``/work/shared/tools/dicompyler-reference`` prints its python) as a subprocess: the files are
-parsed once with ``dicomparser.DicomParser`` and ``dvhcalc.get_dvh`` runs per ROI (defaults: no
-interpolation). Imports are not timed in either; parsing the files is.
+read once with ``pydicom.dcmread`` and ``dvhcalc.get_dvh`` runs per ROI (defaults: no
+interpolation). Imports are not timed in either; parsing the files is. Each tool repeats the
+whole job ``--repeat`` times (default 3) in a loop in its own process and the medians are
+compared, so both get one cold run and the same number of warm ones.
 
 Truth is closed-form (``patient.truth``): the structure's exact volume, mean dose, D95%, D50%,
 D2% and maximum dose. Progress goes to standard error; the table (or, with ``--json``, one JSON
@@ -29,6 +31,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,28 +58,31 @@ METRICS = ("volume_cc", "mean_gy", "d95_gy", "d50_gy", "d2_gy", "max_gy")
 LABELS = {"volume_cc": "volume cc", "mean_gy": "mean Gy", "d95_gy": "D95% Gy", "d50_gy": "D50% Gy",
           "d2_gy": "D2% Gy", "max_gy": "max Gy"}
 
-# Runs inside dicompyler-core's python (pydicom 2); argv[1] = JSON {"rtss", "rtdose", "rois": {name: number}}.
+# Runs inside dicompyler-core's python (pydicom 2); argv[1] = JSON {"rtss", "rtdose", "rois": {name: number}, "repeat"}.
+# Each run parses both files and computes every ROI, as run_oncopacs does.
 DICOMPYLER_SCRIPT = r"""
 import json, sys, time
 import dicompylercore, pydicom
 from dicompylercore import dvhcalc
 args = json.loads(sys.argv[1])
-start = time.perf_counter()
-rtss = pydicom.dcmread(args["rtss"], force=True)  # get_dvh takes paths or datasets, not parsers
-rtdose = pydicom.dcmread(args["rtdose"], force=True)
-parse_s = time.perf_counter() - start
-out = {"version": dicompylercore.__version__, "parse_s": parse_s, "rois": {}}
-for name, number in args["rois"].items():
-    t0 = time.perf_counter()
-    dvh = dvhcalc.get_dvh(rtss, rtdose, int(number))
-    out["rois"][name] = {
-        "seconds": time.perf_counter() - t0,
-        "volume_cc": float(dvh.volume), "mean_gy": float(dvh.mean),
-        "d95_gy": float(dvh.statistic("D95").value), "d50_gy": float(dvh.statistic("D50").value),
-        "d2_gy": float(dvh.statistic("D2").value),
-        "max_gy": float(dvh.max), "min_gy": float(dvh.min),
-    }
-out["total_s"] = time.perf_counter() - start
+out = {"version": dicompylercore.__version__, "runs_s": [], "parse_runs_s": [], "rois": {}}
+for run in range(args["repeat"]):
+    start = time.perf_counter()
+    rtss = pydicom.dcmread(args["rtss"], force=True)  # get_dvh takes paths or datasets, not parsers
+    rtdose = pydicom.dcmread(args["rtdose"], force=True)
+    out["parse_runs_s"].append(time.perf_counter() - start)
+    for name, number in args["rois"].items():
+        t0 = time.perf_counter()
+        dvh = dvhcalc.get_dvh(rtss, rtdose, int(number))
+        row = {
+            "seconds": time.perf_counter() - t0,
+            "volume_cc": float(dvh.volume), "mean_gy": float(dvh.mean),
+            "d95_gy": float(dvh.statistic("D95").value), "d50_gy": float(dvh.statistic("D50").value),
+            "d2_gy": float(dvh.statistic("D2").value),
+            "max_gy": float(dvh.max), "min_gy": float(dvh.min),
+        }
+        out["rois"].setdefault(name, []).append(row)
+    out["runs_s"].append(time.perf_counter() - start)
 print(json.dumps(out))
 """
 
@@ -95,7 +101,7 @@ def build_phantom(quick: bool):
     )
 
 
-def run_oncopacs(rtss_path: Path, dose_path: Path) -> dict:
+def run_oncopacs_once(rtss_path: Path, dose_path: Path) -> dict:
     import pydicom
 
     from rt.dose import read_dose
@@ -130,6 +136,20 @@ def run_oncopacs(rtss_path: Path, dose_path: Path) -> dict:
     return {"parse_s": parse_s, "rois": rois, "outside": outside, "total_s": time.perf_counter() - start}
 
 
+def run_oncopacs(rtss_path: Path, dose_path: Path, repeat: int) -> dict:
+    """``repeat`` runs in this process; the first run's DVHs, with median times (per ROI too) and every run's total."""
+    runs = [run_oncopacs_once(rtss_path, dose_path) for _ in range(repeat)]
+    return _summarise_runs(runs[0]["rois"], [r["rois"] for r in runs], [r["total_s"] for r in runs],
+                           [r["parse_s"] for r in runs], outside=runs[0]["outside"])
+
+
+def _summarise_runs(first: dict, per_run_rois: list[dict], totals: list[float], parses: list[float], **extra) -> dict:
+    rois = {name: dict(row, seconds=statistics.median(run[name]["seconds"] for run in per_run_rois))
+            for name, row in first.items()}
+    return {"rois": rois, "total_s": statistics.median(totals), "parse_s": statistics.median(parses),
+            "runs_s": totals, **extra}
+
+
 def dicompyler_python() -> tuple[str | None, str]:
     """(python path, '') or (None, why not)."""
     if not DICOMPYLER_REFERENCE.exists():
@@ -146,8 +166,9 @@ def dicompyler_python() -> tuple[str | None, str]:
     return python, ""
 
 
-def run_dicompyler(python: str, rtss_path: Path, dose_path: Path, roi_numbers: dict[str, int]) -> tuple[dict | None, str]:
-    payload = json.dumps({"rtss": str(rtss_path), "rtdose": str(dose_path), "rois": roi_numbers})
+def run_dicompyler(python: str, rtss_path: Path, dose_path: Path, roi_numbers: dict[str, int],
+                   repeat: int) -> tuple[dict | None, str]:
+    payload = json.dumps({"rtss": str(rtss_path), "rtdose": str(dose_path), "rois": roi_numbers, "repeat": repeat})
     try:
         result = subprocess.run([python, "-c", DICOMPYLER_SCRIPT, payload], capture_output=True, text=True,
                                 timeout=3600)
@@ -156,8 +177,10 @@ def run_dicompyler(python: str, rtss_path: Path, dose_path: Path, roi_numbers: d
     if result.returncode != 0:
         return None, f"dicompyler-core subprocess exited {result.returncode}: {result.stderr.strip()[-800:]}"
     try:
-        return json.loads(result.stdout.strip().splitlines()[-1]), ""
-    except (ValueError, IndexError):
+        raw = json.loads(result.stdout.strip().splitlines()[-1])
+        per_run = [{name: rows[k] for name, rows in raw["rois"].items()} for k in range(len(raw["runs_s"]))]
+        return _summarise_runs(per_run[0], per_run, raw["runs_s"], raw["parse_runs_s"], version=raw["version"]), ""
+    except (ValueError, IndexError, KeyError):
         return None, f"dicompyler-core printed no JSON: {result.stdout[-400:]} {result.stderr[-400:]}"
 
 
@@ -213,8 +236,10 @@ def render(report: dict) -> str:
                      "part; truth is over the whole solid (zero dose outside the dose support)")
     lines.append("")
     t = report["timing"]
-    lines.append(f"  time (parse both files + all {len(report['rois'])} ROIs): OncoPACS {t['oncopacs_s']:.2f} s"
-                 + (f", dicompyler-core {t['dicompyler_s']:.2f} s" if has_peer else ""))
+    runs = lambda key: "/".join(f"{v:.2f}" for v in t[key])  # noqa: E731
+    lines.append(f"  time (parse both files + all {len(report['rois'])} ROIs; median of {t['repeat']} runs): "
+                 f"OncoPACS {t['oncopacs_s']:.3f} s ({runs('oncopacs_runs_s')})"
+                 + (f", dicompyler-core {t['dicompyler_s']:.3f} s ({runs('dicompyler_runs_s')})" if has_peer else ""))
     if has_peer:
         per = "  per ROI s (OncoPACS / dicompyler): " + ", ".join(
             f"{n} {r['oncopacs']['seconds']:.2f}/{r['dicompyler']['seconds']:.2f}" for n, r in report["rois"].items())
@@ -237,6 +262,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smoke test: the default demo patient")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     parser.add_argument("--skip-dicompyler", action="store_true", help="only OncoPACS and truth")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs per tool, each in its own process's loop; times are medians (default 3)")
     args = parser.parse_args()
 
     from oncopacs import __version__ as oncopacs_version
@@ -258,13 +285,13 @@ def main() -> int:
         roi_numbers = {str(item.ROIName): int(item.ROINumber) for item in patient.rtstruct.StructureSetROISequence}
 
         log("OncoPACS: DVHs ...")
-        onco = run_oncopacs(rtss_path, dose_path)
+        onco = run_oncopacs(rtss_path, dose_path, args.repeat)
         log(f"OncoPACS: {onco['total_s']:.2f} s")
         dicompyler = None
         if python is not None:
             log("dicompyler-core: DVHs (subprocess) ...")
             dicompyler, err = run_dicompyler(python, rtss_path, dose_path,
-                                             {n: roi_numbers[n] for n in onco["rois"]})
+                                             {n: roi_numbers[n] for n in onco["rois"]}, args.repeat)
             if dicompyler is None:
                 peer_error = err
                 log(err)
@@ -300,12 +327,16 @@ def main() -> int:
             "dicompyler_s": dicompyler["total_s"] if dicompyler else None,
             "dicompyler_parse_s": dicompyler["parse_s"] if dicompyler else None,
             "speedup": dicompyler["total_s"] / onco["total_s"] if dicompyler and onco["total_s"] > 0 else None,
+            "repeat": args.repeat, "oncopacs_runs_s": onco["runs_s"],
+            "dicompyler_runs_s": dicompyler["runs_s"] if dicompyler else None,
         },
         "accuracy": {"compared": compared, "better": better, "worse": worse},
         "outside_dose_grid": onco["outside"],
         "notes": [
             "ratios, not absolute times, are the result: both tools ran on this machine in this run on the same "
-            "files; times include parsing the two files but not imports or process start.",
+            "files; times include parsing the two files but not imports or process start. Each tool runs "
+            f"{args.repeat} times in a loop in its own process (the first run cold, later ones warm alike); "
+            "times are the medians.",
             "truth is analytic (exact solid volume; mean, D95%, D50%, D2% and max dose of the radial dose model "
             "over the solid), not the contoured (polygon-stack) volume, so both tools carry the contouring error too.",
             "OncoPACS volume is DVH.total_volume_cc (inside and outside the dose grid); dicompyler-core's is "

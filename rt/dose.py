@@ -58,7 +58,10 @@ class DoseGrid:
 
     @property
     def max_dose_gy(self) -> float:
-        return float(self.dose_gy.max())
+        """Highest dose in the grid, Gy (computed once per grid, like :meth:`compute_support`)."""
+        if "max" not in self._cache:
+            self._cache["max"] = float(self.dose_gy.max())
+        return self._cache["max"]
 
     def compute_support(self) -> tuple[int, int, int, int, int, int] | None:
         """Half-open index box (k0, k1, j0, j1, i0, i1) of the voxels with non-zero dose; None when all are zero.

@@ -278,8 +278,13 @@ def _reconstruct_at(padded: np.ndarray, plane: np.ndarray, row: np.ndarray, col:
     box (separable 3 x 3 min / max); a sparse one, such as a thin shell, only at its own cells
     (gathered by flat index), so it costs what its cells cost. Both give identical values.
     """
-    if plane.size >= 0.4 * padded[:, 1:-1, 1:-1].size:
-        return tuple(values[plane, row, col] for values in _reconstruct_dense(padded))
+    planes, rows, columns = padded.shape[0], padded.shape[1] - 2, padded.shape[2] - 2
+    if plane.size >= 0.4 * planes * rows * columns:
+        dense = [np.ascontiguousarray(values).reshape(-1) for values in _reconstruct_dense(padded)]
+        if plane.size == planes * rows * columns:  # every cell, in C order (np.nonzero's)
+            return tuple(dense)
+        at = (plane * rows + row) * columns + col
+        return tuple(values[at] for values in dense)
     width = padded.shape[2]
     flat = padded.ravel()
     at = (plane * padded.shape[1] + row + 1) * width + col + 1
@@ -293,7 +298,9 @@ def _reconstruct_at(padded: np.ndarray, plane: np.ndarray, row: np.ndarray, col:
         corner = flat[at + offset]
         np.minimum(lo, corner, out=lo)
         np.maximum(hi, corner, out=hi)
-    return centre, _limited_slope(east, centre, west), _limited_slope(south, centre, north), lo, hi
+    gx = _limited_slope(east - centre, centre - west)
+    gy = _limited_slope(south - centre, centre - north)
+    return centre, gx, gy, lo, hi
 
 
 def _reconstruct_dense(padded: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -303,20 +310,22 @@ def _reconstruct_dense(padded: np.ndarray) -> tuple[np.ndarray, ...]:
     row_hi = np.maximum(np.maximum(west, centre_row), east)
     lo = np.minimum(np.minimum(row_lo[:, :-2], row_lo[:, 1:-1]), row_lo[:, 2:])
     hi = np.maximum(np.maximum(row_hi[:, :-2], row_hi[:, 1:-1]), row_hi[:, 2:])
-    centre = centre_row[:, 1:-1]
-    gx = _limited_slope(east[:, 1:-1], centre, west[:, 1:-1])
-    gy = _limited_slope(centre_row[:, 2:], centre, centre_row[:, :-2])
-    return centre, gx, gy, lo, hi
+    along_x = np.diff(padded[:, 1:-1, :], axis=2)  # (planes, rows, columns + 1): pixel-to-pixel steps
+    along_y = np.diff(padded[:, :, 1:-1], axis=1)  # (planes, rows + 1, columns)
+    gx = _limited_slope(along_x[:, :, 1:], along_x[:, :, :-1])
+    gy = _limited_slope(along_y[:, 1:, :], along_y[:, :-1, :])
+    return centre_row[:, 1:-1], gx, gy, lo, hi
 
 
-def _limited_slope(forward: np.ndarray, centre: np.ndarray, backward: np.ndarray) -> np.ndarray:
-    """Monotonised-central slope minmod(central, 2 x forward, 2 x backward difference), Gy per pixel.
+def _limited_slope(ahead: np.ndarray, behind: np.ndarray) -> np.ndarray:
+    """Monotonised-central slope from the steps to the next and from the previous pixel, Gy per pixel.
 
-    It keeps a pixel's linear reconstruction within its neighbours' values: zero at extrema
-    and beside a kink (a dose plateau's edge), the central difference where the dose is smooth.
+    minmod(central, 2 x forward, 2 x backward difference): it keeps a pixel's linear
+    reconstruction within its neighbours' values, zero at extrema and beside a kink (a dose
+    plateau's edge), the central difference where the dose is smooth.
     """
-    ahead, behind = forward - centre, centre - backward
-    limited = np.minimum(np.abs(forward - backward) / 2.0, 2.0 * np.minimum(np.abs(ahead), np.abs(behind)))
+    abs_ahead, abs_behind = np.abs(ahead), np.abs(behind)
+    limited = np.minimum((abs_ahead + abs_behind) * 0.5, 2.0 * np.minimum(abs_ahead, abs_behind))
     return np.where(ahead * behind > 0.0, np.copysign(limited, ahead), 0.0)
 
 
@@ -500,7 +509,11 @@ def _add_sloped_pixels(histogram: _Histogram, centre: np.ndarray, gx: np.ndarray
         batch = slice(first, first + _SLOPED_BATCH)
         doses = centre[batch, None] + _trapezoid_quantiles(np.abs(gx[batch]) / 2.0, np.abs(gy[batch]) / 2.0, n)
         np.clip(doses, lo[batch, None], hi[batch, None], out=doses)
-        histogram.add(doses.ravel(), np.repeat(volume_cc[batch] / n, n))
+        volumes = volume_cc[batch]
+        if volumes[0] == volumes.min() == volumes.max():  # equal slabs: one volume for every sample
+            histogram.add(doses.ravel(), float(volumes[0]) / n)
+        else:
+            histogram.add(doses.ravel(), np.repeat(volumes / n, n))
 
 
 def _sample_boundary_cells(
