@@ -232,6 +232,12 @@ def compute_metrics(dvh: DVH, metrics: list[str] | tuple[str, ...], prescription
 DEFAULT_SUPERSAMPLING = 4
 #: Dose samples (equal-volume quantiles) per whole pixel where the dose varies over it, by default.
 DEFAULT_FULL_SAMPLES = 8
+#: A ROI whose contours' bounding box (slabs included) is smaller than this, cc, is sampled finer by default:
+#: its DVH rests on a few dozen dose pixels, so it gets SMALL_ROI_SUPERSAMPLING x SMALL_ROI_SUPERSAMPLING
+#: boundary sub-cells and SMALL_ROI_FULL_SAMPLES samples per whole pixel, at a negligible cost.
+SMALL_ROI_BOX_CC = 10.0
+SMALL_ROI_SUPERSAMPLING = 12
+SMALL_ROI_FULL_SAMPLES = 32
 #: Sub-slabs per contour plane: each plane's slab is sampled at the mid-height of each sub-slab.
 Z_SUBSLABS = 1
 
@@ -360,13 +366,14 @@ def compute_roi_dvh(
     :data:`Z_SUBSLABS` sub-slabs, each sampled on its mid-height plane (dose linear between
     frames). In-plane, all planes of the ROI are processed together over the dose-grid pixels
     under the ROI's bounding box, the polygons' area in each pixel integrated exactly along x
-    on ``supersampling`` (default :data:`DEFAULT_SUPERSAMPLING`) scanlines per pixel row:
+    on ``supersampling`` (default :data:`DEFAULT_SUPERSAMPLING`; :data:`SMALL_ROI_SUPERSAMPLING` for
+    a ROI whose bounding box is under :data:`SMALL_ROI_BOX_CC`) scanlines per pixel row:
 
     - the dose in each pixel is reconstructed as linear about its centre value with limited
       slopes (:func:`_limited_slope`), clamped to its 3 x 3 neighbours;
     - a pixel wholly inside the polygons adds a point mass where the slopes vanish, else
-      ``full_samples`` (default :data:`DEFAULT_FULL_SAMPLES`) equal-volume quantiles of that
-      linear dose over the pixel;
+      ``full_samples`` (default :data:`DEFAULT_FULL_SAMPLES`, or :data:`SMALL_ROI_FULL_SAMPLES`)
+      equal-volume quantiles of that linear dose over the pixel;
     - a boundary pixel is split into m x m sub-cells, each with its exact inside area, sampled
       at the centroid of its inside part, so every sample lies in the structure and
       ``Max[Gy]`` is a dose the structure receives.
@@ -383,19 +390,21 @@ def compute_roi_dvh(
         raise GeometryError(
             f"ROI {roi.name!r} frame of reference {roi_for} differs from the dose's {dose.frame_of_reference_uid}"
         )
-    m = supersampling or DEFAULT_SUPERSAMPLING
-    full_samples = full_samples or DEFAULT_FULL_SAMPLES
-    if m < 1:
-        raise ValueError("supersampling must be >= 1")
     planes = roi.planes()
     polygons = list(planes.values())
     plane_z = np.array(list(planes), dtype=np.float64)
     half = roi.compute_plane_spacing_mm(default_mm=dose.spacing_mm[2]) / 2.0
+    lo, hi = roi.compute_bounds_mm()
+    box_cc = float(np.prod(hi[:2] - lo[:2])) * float(hi[2] - lo[2] + 2.0 * half) / MM3_PER_CC
+    small = box_cc < SMALL_ROI_BOX_CC
+    m = supersampling or (SMALL_ROI_SUPERSAMPLING if small else DEFAULT_SUPERSAMPLING)
+    full_samples = full_samples or (SMALL_ROI_FULL_SAMPLES if small else DEFAULT_FULL_SAMPLES)
+    if m < 1:
+        raise ValueError("supersampling must be >= 1")
     below, above = compute_slab_bounds_mm(plane_z, half)
     thickness = above - below
     nz, ny, nx = dose.grid.shape
     (ox, oy, oz), (dx, dy, dz) = dose.grid.origin_mm, dose.grid.spacing_mm
-    lo, hi = roi.compute_bounds_mm()
     # Box of dose-grid pixel cells (may exceed the grid) with one spare cell on each side.
     i0, i1 = int(np.floor((lo[0] - ox) / dx + 0.5)) - 1, int(np.floor((hi[0] - ox) / dx + 0.5)) + 2
     j0, j1 = int(np.floor((lo[1] - oy) / dy + 0.5)) - 1, int(np.floor((hi[1] - oy) / dy + 0.5)) + 2
