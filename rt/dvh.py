@@ -451,7 +451,7 @@ def _sample_hot_cells(
     if support is None:
         return 0.0
     sk0, sk1, sj0, sj1, si0, si1 = support
-    nz, ny, nx = dose.grid.shape
+    nz = dose.grid.shape[0]
     (ox, _, oz), (dx, dy, dz) = dose.grid.origin_mm, dose.grid.spacing_mm
     # Hot cells (box coordinates): within one pixel of the support, on planes whose sub-slabs reach it.
     ha0, ha1 = max(a0, si0 - 1 - i0), min(a1, si1 + 1 - i0)
@@ -477,15 +477,14 @@ def _sample_hot_cells(
     shape = (hot_planes.size, hb1 - hb0, ha1 - ha0)
     cells = _cell_areas_mm2(hot, shape[0], shape[1:], x_lo, dx, dy / m, m)  # (H, rows, columns), mm^2
     # Dose on each sub-slab's plane over the hot cells plus a one-pixel margin (edge values beyond the grid).
-    rows = np.clip(np.arange(j0 + hb0 - 1, j0 + hb1 + 1), 0, ny - 1)
-    cols = np.clip(np.arange(i0 + ha0 - 1, i0 + ha1 + 1), 0, nx - 1)
+    rows, cols = (j0 + hb0 - 1, j0 + hb1 + 1), (i0 + ha0 - 1, i0 + ha1 + 1)
     k0, k1, w = k_lo[hot_planes].ravel(), k_hi[hot_planes].ravel(), k_w[hot_planes].ravel()
-    data = dose.dose_gy
-    lower = data[np.ix_(k0, rows, cols)]
-    padded = lower + (data[np.ix_(k1, rows, cols)] - lower) * w[:, None, None]  # (H * s, rows + 2, columns + 2)
+    lower = _take_box(dose.dose_gy, k0, rows, cols)
+    padded = lower + (_take_box(dose.dose_gy, k1, rows, cols) - lower) * w[:, None, None]  # (H * s, rows + 2, columns + 2)
     sub_volume_cc = np.repeat(thickness[hot_planes] / s, s) / MM3_PER_CC  # cc per mm^2, per sub-slab plane
     near = dose.compute_near_dose_mask()
-    near_cells = near[np.ix_(k0, rows[1:-1], cols[1:-1])] | near[np.ix_(k1, rows[1:-1], cols[1:-1])]
+    inner_rows, inner_cols = (rows[0] + 1, rows[1] - 1), (cols[0] + 1, cols[1] - 1)
+    near_cells = _take_box(near, k0, inner_rows, inner_cols) | _take_box(near, k1, inner_rows, inner_cols)
     near_cells = near_cells.reshape(shape[0], s, *shape[1:]).any(axis=1)  # (H, rows, columns)
     cells = np.where(near_cells, cells, 0.0)  # cells without dose nearby stay in the cold (0 Gy) volume
     hot_mm3 = float(cells.sum(axis=(1, 2)) @ thickness[hot_planes])
@@ -505,6 +504,16 @@ def _sample_hot_cells(
     if partial[0].size:
         _sample_boundary_cells(hot, shape, *partial, padded, sub_volume_cc, x_lo, dx, dy, m, histogram)
     return hot_mm3
+
+
+def _take_box(values: np.ndarray, planes: np.ndarray, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+    """values[planes, rows[0]:rows[1], cols[0]:cols[1]] of a (planes, rows, columns) grid, with rows and columns
+    beyond the grid taking its edge values."""
+    ny, nx = values.shape[1:]
+    r0, r1, c0, c1 = max(rows[0], 0), min(rows[1], ny), max(cols[0], 0), min(cols[1], nx)
+    box = values[:, r0:r1, c0:c1][planes]
+    margins = ((0, 0), (r0 - rows[0], rows[1] - r1), (c0 - cols[0], cols[1] - c1))
+    return np.pad(box, margins, mode="edge") if any(m for pair in margins for m in pair) else box
 
 
 #: Pixels per batch of :func:`_add_sloped_pixels` (batches keep its n-sample temporaries in cache).
