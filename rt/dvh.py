@@ -395,7 +395,7 @@ def compute_roi_dvh(
     plane_z = np.array(list(planes), dtype=np.float64)
     half = roi.compute_plane_spacing_mm(default_mm=dose.spacing_mm[2]) / 2.0
     lo, hi = roi.compute_bounds_mm()
-    box_cc = float(np.prod(hi[:2] - lo[:2])) * float(hi[2] - lo[2] + 2.0 * half) / MM3_PER_CC
+    box_cc = float(np.prod(hi - lo)) / MM3_PER_CC  # z already spans the end slabs
     small = box_cc < SMALL_ROI_BOX_CC
     m = supersampling or (SMALL_ROI_SUPERSAMPLING if small else DEFAULT_SUPERSAMPLING)
     full_samples = full_samples or (SMALL_ROI_FULL_SAMPLES if small else DEFAULT_FULL_SAMPLES)

@@ -58,19 +58,26 @@ class ROI:
     colour: tuple[int, int, int] | None
     frame_of_reference_uid: str
     contours: tuple[Contour, ...]
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def planar_contours(self) -> tuple[Contour, ...]:
         """The CLOSED_PLANAR contours (the ones that enclose volume)."""
-        return tuple(c for c in self.contours if c.geometric_type == "CLOSED_PLANAR" and len(c.points_mm) >= 3)
+        if "planar" not in self._cache:
+            self._cache["planar"] = tuple(
+                c for c in self.contours if c.geometric_type == "CLOSED_PLANAR" and len(c.points_mm) >= 3
+            )
+        return self._cache["planar"]
 
     def planes(self) -> dict[float, tuple[np.ndarray, ...]]:
-        """Closed polygons grouped per plane: {z_mm: ((N, 2) x/y arrays, ...)}, sorted by z."""
-        grouped: dict[float, list[np.ndarray]] = {}
-        for c in self.planar_contours:
-            z = round(float(np.mean(c.points_mm[:, 2])), _Z_DECIMALS)
-            grouped.setdefault(z, []).append(c.points_mm[:, :2])
-        return {z: tuple(grouped[z]) for z in sorted(grouped)}
+        """Closed polygons grouped per plane: {z_mm: ((N, 2) x/y arrays, ...)}, sorted by z (computed once per ROI)."""
+        if "planes" not in self._cache:
+            grouped: dict[float, list[np.ndarray]] = {}
+            for c in self.planar_contours:
+                z = round(float(c.points_mm[:, 2].sum()) / len(c.points_mm), _Z_DECIMALS)
+                grouped.setdefault(z, []).append(c.points_mm[:, :2])
+            self._cache["planes"] = {z: tuple(grouped[z]) for z in sorted(grouped)}
+        return dict(self._cache["planes"])
 
     @property
     def is_empty(self) -> bool:
