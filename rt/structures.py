@@ -73,9 +73,12 @@ class ROI:
         """Closed polygons grouped per plane: {z_mm: ((N, 2) x/y arrays, ...)}, sorted by z (computed once per ROI)."""
         if "planes" not in self._cache:
             grouped: dict[float, list[np.ndarray]] = {}
-            for c in self.planar_contours:
-                z = round(float(c.points_mm[:, 2].sum()) / len(c.points_mm), _Z_DECIMALS)
-                grouped.setdefault(z, []).append(c.points_mm[:, :2])
+            planar = self.planar_contours
+            if planar:  # each contour's mean z, all at once
+                counts = np.array([len(c.points_mm) for c in planar])
+                sums = np.add.reduceat(np.concatenate([c.points_mm[:, 2] for c in planar]), np.cumsum(counts) - counts)
+                for c, z in zip(planar, np.round(sums / counts, _Z_DECIMALS).tolist()):
+                    grouped.setdefault(z, []).append(c.points_mm[:, :2])
             self._cache["planes"] = {z: tuple(grouped[z]) for z in sorted(grouped)}
         return dict(self._cache["planes"])
 
