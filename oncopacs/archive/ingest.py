@@ -39,7 +39,7 @@ from oncopacs.archive.index_writer import (
     InstanceExists,
 )
 from oncopacs.archive.part10 import build_part10, dataset_offset, encode_dataset
-from oncopacs.archive.storage import Storage, compute_sha256, relative_path_for
+from oncopacs.archive.storage import StagingStream, Storage, compute_sha256, relative_path_for
 from oncopacs.errors import DicomInputError, IntegrityError, StorageError
 from oncopacs.index.db import IndexDatabase
 from oncopacs.index.models import IngestConflict, Instance, Series, Study
@@ -129,27 +129,47 @@ class Archive:
     # -- entry points -------------------------------------------------------------------------
 
     def ingest_dimse(
-        self, dataset_bytes: bytes, *, transfer_syntax_uid: str, expected: ExpectedIdentity, calling_ae: str
+        self, dataset_bytes: bytes, *, transfer_syntax_uid: str, expected: ExpectedIdentity, calling_ae: str,
+        received: ReceivedFile | None = None,
     ) -> IngestResult:
-        """A C-STORE request's dataset, exactly as received on the wire."""
-        part10 = build_part10(
-            dataset_bytes,
-            sop_class_uid=expected.sop_class_uid,
-            sop_instance_uid=expected.sop_instance_uid,
-            transfer_syntax_uid=transfer_syntax_uid,
-            source_ae_title=calling_ae,
-        )
-        return self.ingest(part10, source=f"dimse:{calling_ae}", expected=expected)
+        """A C-STORE request's dataset, exactly as received on the wire.
+
+        ``received`` is the same file already staged while it arrived (its File Meta header
+        and the stream the dataset was copied to); it is used when it holds exactly these bytes.
+        """
+        if received is not None:
+            part10 = b"".join((received.header, dataset_bytes))
+            if received.stream.size != len(part10):  # pragma: no cover - a copy that missed a piece
+                received.stream.abandon()
+                received = None
+        if received is None:
+            part10 = build_part10(
+                dataset_bytes,
+                sop_class_uid=expected.sop_class_uid,
+                sop_instance_uid=expected.sop_instance_uid,
+                transfer_syntax_uid=transfer_syntax_uid,
+                source_ae_title=calling_ae,
+            )
+        return self.ingest(part10, source=f"dimse:{calling_ae}", expected=expected,
+                           staged=received.stream if received is not None else None)
 
     def ingest_dataset(self, dataset: Dataset, *, source: str) -> IngestResult:
         """A dataset built in memory (derived objects, phantoms)."""
         return self.ingest(encode_dataset(dataset), source=source)
 
-    def ingest(self, data: bytes, *, source: str, expected: ExpectedIdentity | None = None) -> IngestResult:
-        """Validate, store and index one object given as a Part 10 file (or a bare dataset)."""
+    def ingest(self, data: bytes, *, source: str, expected: ExpectedIdentity | None = None,
+               staged: StagingStream | None = None) -> IngestResult:
+        """Validate, store and index one object given as a Part 10 file (or a bare dataset).
+
+        ``staged`` is a stream that already holds ``data`` (written as it arrived); it is
+        made durable instead of writing ``data`` again.
+        """
         is_part10 = dataset_offset(data) > 0
+        if staged is not None and not is_part10:  # pragma: no cover - callers stage Part 10 files only
+            staged.abandon()
+            staged = None
         # Hashing, writing and fsyncing release the GIL: do them while the header is parsed.
-        staging = self._start_staging(data) if is_part10 else None
+        staging = self._start_staging(data, staged) if is_part10 else None
         try:
             dataset = parse_dataset(data)
             validate(dataset)
@@ -175,8 +195,12 @@ class Archive:
         record = build_record(dataset, syntax)
         return self._store(data, record, source, staging)
 
-    def _start_staging(self, data: bytes) -> "_Staging":
-        return _Staging(self._io.submit(compute_sha256, data), self._io.submit(self.storage.stage, data))
+    def _start_staging(self, data: bytes, staged: StagingStream | None = None) -> "_Staging":
+        if staged is None:
+            return _Staging(self._io.submit(compute_sha256, data), self._io.submit(self.storage.stage, data))
+        digest: Future = Future()
+        digest.set_result(staged.sha256)  # hashed piece by piece as it was written
+        return _Staging(digest, self._io.submit(staged.finish))
 
     # -- the steps ----------------------------------------------------------------------------
 
@@ -321,6 +345,14 @@ class Archive:
                 listener(record)
             except Exception:  # noqa: BLE001 - a failing rule must never undo an acknowledged store
                 log.exception("ingest listener %r failed for %s", listener, record.sop_instance_uid)
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedFile:
+    """A received instance staged while it arrived: its File Meta header (preamble included) and the stream."""
+
+    header: bytes
+    stream: StagingStream
 
 
 class _AlreadyPlaced(Exception):

@@ -25,7 +25,15 @@ def build_part10(
     transfer_syntax_uid: str,
     source_ae_title: str = "",
 ) -> bytes:
-    """A Part 10 file: preamble, a new File Meta group, then ``dataset_bytes`` unchanged.
+    """A Part 10 file: preamble, a new File Meta group (:func:`build_file_meta`), then ``dataset_bytes`` unchanged."""
+    header = build_file_meta(sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid,
+                             transfer_syntax_uid=transfer_syntax_uid, source_ae_title=source_ae_title)
+    return b"".join((header, dataset_bytes))
+
+
+def build_file_meta(*, sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str,
+                    source_ae_title: str = "") -> bytes:
+    """The preamble and File Meta group that :func:`build_part10` puts in front of a dataset.
 
     The meta group is encoded here directly (explicit VR little endian, PS3.10 7.1): it is
     built once per received instance, and pydicom's general writer costs ~1 ms for it.
@@ -41,8 +49,7 @@ def build_part10(
     if source_ae_title.strip():
         elements.append(_meta_element(0x0016, b"AE", _padded(source_ae_title.strip()[:16].encode("ascii", "replace"), b" ")))
     group = b"".join(elements)
-    header = struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(group))
-    return b"".join((PREAMBLE, header, group, dataset_bytes))
+    return b"".join((PREAMBLE, struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(group)), group))
 
 
 def _padded(value: bytes, pad: bytes) -> bytes:

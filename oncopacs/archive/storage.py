@@ -1,12 +1,18 @@
 """The storage area: instance files kept exactly as received, written atomically and durably.
 
 A file is written to ``.incoming/`` under the storage directory, fsynced, renamed into place and
-its directory fsynced, so once :meth:`Storage.write` returns the bytes survive a crash or power
+its directory fsynced, so once :meth:`Storage.place` returns the bytes survive a crash or power
 loss. Paths are ``<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``.
+
+A file that arrives in pieces (a C-STORE dataset, PDU by PDU) can be staged as it arrives
+(:meth:`Storage.open_stream`): each piece's writeback to disk starts at once, so by the time the
+last piece is in, most of the file is already on disk and the final fdatasync is short.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import os
 import uuid
@@ -94,6 +100,15 @@ class Storage:
     def discard(self, staged: Path) -> None:
         staged.unlink(missing_ok=True)
 
+    def open_stream(self) -> StagingStream:
+        """A new staged file to be written piece by piece (:class:`StagingStream`)."""
+        staged = self.incoming / f"{uuid.uuid4().hex}.part"
+        try:
+            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        except OSError as exc:
+            raise StorageError(f"cannot write to the storage area: {exc.strerror}") from exc
+        return StagingStream(staged, fd)
+
     def read(self, relative_path: str, expected_sha256: str | None = None) -> bytes:
         """The stored bytes; with ``expected_sha256`` an altered file raises :class:`IntegrityError`."""
         try:
@@ -122,6 +137,87 @@ class Storage:
             for name in filenames:
                 if name.endswith(".dcm"):
                     yield os.path.relpath(os.path.join(dirpath, name), self.root)
+
+
+class StagingStream:
+    """A staged file written as its data arrives, each piece's writeback started at once.
+
+    :meth:`write` appends (page cache), asks the kernel to start writing that range to disk
+    without waiting (``sync_file_range``, where the platform has it) and adds the piece to the
+    file's SHA-256 (:attr:`sha256`); :meth:`finish` makes the
+    whole file durable (fdatasync) and returns its path for :meth:`Storage.place`;
+    :meth:`abandon` deletes it. Not thread-safe: one writer, then one of finish / abandon.
+    """
+
+    def __init__(self, path: Path, fd: int):
+        self.path = path
+        self.size = 0
+        self._fd: int | None = fd
+        self._sha256 = hashlib.sha256()
+
+    @property
+    def sha256(self) -> str:
+        """Hex SHA-256 of everything written so far."""
+        return self._sha256.hexdigest()
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self._fd is None:
+            raise StorageError("the staged file is already closed")
+        view, start = memoryview(data), self.size
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+                self.size += written
+        except OSError as exc:
+            self.abandon()
+            raise StorageError(f"cannot write to the storage area: {exc.strerror}") from exc
+        _start_writeback(self._fd, start, self.size - start)
+        self._sha256.update(data)  # while the kernel writes the range back
+
+    def finish(self) -> Path:
+        """fdatasync and close; the path of the durable staged file."""
+        if self._fd is None:
+            raise StorageError("the staged file is already closed")
+        fd, self._fd = self._fd, None
+        try:
+            os.fdatasync(fd)  # data and size; the timestamps need not be durable
+        except OSError as exc:
+            self.path.unlink(missing_ok=True)
+            raise StorageError(f"cannot write to the storage area: {exc.strerror}") from exc
+        finally:
+            os.close(fd)
+        return self.path
+
+    def abandon(self) -> None:
+        """Close (if open) and delete the staged file."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+        self.path.unlink(missing_ok=True)
+
+
+_SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of dirty pages in the range, do not wait
+
+
+def _load_sync_file_range():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        function = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    function.restype = ctypes.c_int
+    return function
+
+
+_sync_file_range = _load_sync_file_range()
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing a range to disk now (a hint: fdatasync still decides durability)."""
+    if _sync_file_range is not None and length > 0:
+        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
 def _make_dirs_durable(directory: Path, root: Path) -> list[Path]:

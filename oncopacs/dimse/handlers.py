@@ -27,6 +27,7 @@ from oncopacs.dimse.auditing import (
 )
 from oncopacs.dimse.contexts import FIND_SOP_CLASSES, UNCOMPRESSED_SYNTAXES
 from oncopacs.dimse.identifiers import ResponseBuilder, read_query_keys
+from oncopacs.dimse.streaming import abandon_streams, install_streamed_staging, take_received
 from oncopacs.dimse.transport import tune_association
 from oncopacs.errors import AuditError, IntegrityError
 from oncopacs.index import query
@@ -76,9 +77,15 @@ class DimseHandlers:
         _quietly(self.audit.refused, calling_ae, address, str(request.called_ae_title).strip())
         assoc.kill()
 
+    def on_connection_open(self, event) -> None:  # noqa: ANN001
+        """As acceptor, stage each C-STORE dataset while it arrives (:mod:`oncopacs.dimse.streaming`)."""
+        if event.assoc.is_acceptor:
+            install_streamed_staging(event.assoc, self.archive.storage)
+
     def on_association_end(self, event) -> None:  # noqa: ANN001
         """Write the association's one STORE record (released, aborted or closed, whichever comes first)."""
         ending = {"EVT_ABORTED": "aborted", "EVT_RELEASED": "released"}.get(event.event.name, "closed")
+        abandon_streams(event.assoc)
         _quietly(self.audit.association_ended, event.assoc, ending, self._patient_ids_of_studies)
 
     def _patient_ids_of_studies(self, study_uids: list[str]) -> list[str]:
@@ -95,14 +102,18 @@ class DimseHandlers:
     def on_store(self, event) -> Dataset:  # noqa: ANN001
         request = event.request
         calling_ae = event.assoc.requestor.ae_title
+        received = take_received(request.DataSet)  # staged while it arrived (oncopacs.dimse.streaming)
         try:
             result = self.archive.ingest_dimse(
                 request.DataSet.getbuffer(),
                 transfer_syntax_uid=str(event.context.transfer_syntax),
                 expected=ExpectedIdentity(str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID)),
                 calling_ae=calling_ae,
+                received=received,
             )
         except Exception:  # noqa: BLE001 - the association must get an answer, never a drop
+            if received is not None:
+                received.stream.abandon()
             log.exception("C-STORE of %s from %s failed", request.AffectedSOPInstanceUID, calling_ae)
             self.audit.count_store(event.assoc, None, acknowledged=False)
             return status_dataset(0x0110, "processing failure")

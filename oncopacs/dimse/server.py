@@ -62,6 +62,7 @@ def start_dimse(settings: Settings, archive: Archive, audit: AuditTrail | None =
     ae = build_ae(settings)
     bound = [
         (evt.EVT_CONN_OPEN, tune_association),
+        (evt.EVT_CONN_OPEN, handlers.on_connection_open),
         (evt.EVT_REQUESTED, handlers.on_requested),
         (evt.EVT_RELEASED, handlers.on_association_end),
         (evt.EVT_ABORTED, handlers.on_association_end),

@@ -1,0 +1,121 @@
+"""C-STORE datasets staged while they arrive: the same bytes as before, one write, nothing left behind."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+import time
+
+import pytest
+from pynetdicom import AE
+from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.sop_class import CTImageStorage
+
+from oncopacs.archive.ingest import Archive
+from oncopacs.archive.part10 import dataset_offset
+from oncopacs.archive.storage import Storage
+from oncopacs.dimse import transport
+from oncopacs.errors import StorageError
+from oncopacs.index.query import find_instances
+from tests.factories import part10_bytes, small_ct_series
+
+
+def _stored_bytes(archive: Archive, sop_uid: str) -> bytes:
+    with archive.index.reading() as session:
+        (stored,) = find_instances(session, {"SOPInstanceUID": sop_uid})
+    return archive.storage.read(stored.file_path, expected_sha256=stored.sha256)
+
+
+def _wait_for_empty_incoming(storage: Storage, seconds: float = 10.0) -> list:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        left = list(storage.incoming.glob("*.part"))
+        if not left:
+            return []
+        time.sleep(0.05)
+    return list(storage.incoming.glob("*.part"))
+
+
+def test_staging_stream_hashes_what_it_writes_and_cleans_up(tmp_path):
+    storage = Storage(tmp_path / "storage")
+    stream = storage.open_stream()
+    pieces = [b"header", bytes(range(256)) * 700, b"tail"]
+    for piece in pieces:
+        stream.write(piece)
+    assert stream.sha256 == hashlib.sha256(b"".join(pieces)).hexdigest()
+    assert stream.size == sum(map(len, pieces))
+    path = stream.finish()
+    assert path.read_bytes() == b"".join(pieces)
+    with pytest.raises(StorageError):
+        stream.write(b"more")  # closed by finish
+    abandoned = storage.open_stream()
+    abandoned.write(b"partial")
+    abandoned.abandon()
+    assert not abandoned.path.exists()
+    abandoned.abandon()  # twice is harmless
+
+
+def test_dimse_store_writes_each_file_once_from_the_staged_stream(dimse_server, archive: Archive, monkeypatch):
+    """With the whole-file writer disabled, C-STORE still stores byte-identical files: they came from the stream."""
+
+    def no_second_write(data):
+        raise AssertionError("the received dataset was written a second time")
+
+    monkeypatch.setattr(archive.storage, "stage", no_second_write)
+    series = small_ct_series(5, prefix="S")
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate(*dimse_server, ae_title="ONCOPACS")
+    statuses = [assoc.send_c_store(ds).Status for ds in series]
+    assoc.release()
+    assert statuses == [0] * 5
+    for dataset in series:
+        data = _stored_bytes(archive, str(dataset.SOPInstanceUID))
+        sent = part10_bytes(dataset)
+        assert data[dataset_offset(data):] == sent[dataset_offset(sent):]
+        assert data[128:132] == b"DICM"
+    assert _wait_for_empty_incoming(archive.storage) == []  # the spare staged file went with the association
+
+
+def test_an_association_aborted_mid_dataset_leaves_no_staged_file(dimse_server, archive: Archive):
+    dataset = small_ct_series(1, prefix="A")[0]
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate(*dimse_server, ae_title="ONCOPACS")
+    assert assoc.is_established
+    context = assoc._get_valid_context(CTImageStorage, "", "scu")
+    request = C_STORE()
+    request.MessageID = 1
+    request.AffectedSOPClassUID = CTImageStorage
+    request.AffectedSOPInstanceUID = dataset.SOPInstanceUID
+    request.Priority = 2
+    encoded = part10_bytes(dataset)
+    request.DataSet = io.BytesIO(encoded[dataset_offset(encoded):])
+    message = C_STORE_RQ()
+    message.primitive_to_message(request)
+    fragments = list(message.encode_msg(context.context_id, 256))
+    assert len(fragments) > 4
+    for pdata in fragments[: len(fragments) // 2]:  # the command and half of the dataset, then abort
+        assoc.dul.send_pdu(pdata)
+    time.sleep(0.3)
+    assoc.abort()
+    assert _wait_for_empty_incoming(archive.storage) == []
+    with archive.index.reading() as session:
+        assert find_instances(session, {"SOPInstanceUID": str(dataset.SOPInstanceUID)}) == []
+
+
+def test_reactor_clock_wakes_only_the_association_it_is_asked_to(monkeypatch):
+    clock = transport._AssociationClock()
+    slept: list[float] = []
+    monkeypatch.setattr(transport.time, "sleep", slept.append)
+    clock.sleep(0.25)  # any other sleep is the real one
+    assert slept == [0.25]
+    other = threading.Thread(target=lambda: None)
+    clock.wake(threading.current_thread())
+    assert clock._event_of(threading.current_thread()).is_set()
+    assert not clock._event_of(other).is_set()
+    clock.sleep(transport.ASSOCIATION_POLL_S)  # returns at once, and takes the wake-up
+    assert not clock._event_of(threading.current_thread()).is_set()
+    assert clock.monotonic() > 0  # everything else is the time module's
