@@ -205,11 +205,12 @@ class Archive:
     # -- the steps ----------------------------------------------------------------------------
 
     def _store(self, data: bytes, record: InstanceRecord, source: str, staging: "_Staging") -> IngestResult:
-        """Write the index rows while the file is being made durable, place the file, then commit.
+        """Place the file once it is durable while the index rows are written, then commit.
 
         The commit comes after the file is durably in place, so an index row never points at
         nothing; a file is never placed over another one, so a resent or conflicting instance
-        shows up as a file already there and is sorted out by :meth:`_resolve_existing`.
+        shows up as a file already there and is sorted out by :meth:`_resolve_existing`. A file
+        placed for rows that then fail to be written is taken back out.
         """
         uid = record.sop_instance_uid
         relative_path = relative_path_for(record.study_instance_uid, record.series_instance_uid, uid)
@@ -218,21 +219,22 @@ class Archive:
         except StorageError as exc:  # pragma: no cover - hashing does not fail
             return IngestResult(IngestOutcome.FAILED, Status.OUT_OF_RESOURCES, uid, str(exc))
         for attempt in range(1, INDEX_RETRIES + 1):
-            placed = False
+            placement = self._place_when_staged(staging, relative_path)
             try:
                 with self.index.write_connection() as connection:
                     pending = self._writer.write(connection, record, facts, replace=False)
-                    placed = self.storage.place(staging.staged.result(), relative_path)
-                    if not placed:
+                    if not placement.result():
                         raise _AlreadyPlaced
                 self._writer.remember(pending)
                 log.debug("stored %s from %s", uid, source)
                 self._notify(record)
                 return IngestResult(IngestOutcome.STORED, Status.SUCCESS, uid, "", record.study_instance_uid)
             except (InstanceExists, _AlreadyPlaced):
+                self._take_back(placement, relative_path)
                 staging.discard(self.storage)
                 return self._resolve_existing(data, record, facts)
             except IndexConflict as exc:
+                self._take_back(placement, relative_path)
                 staging.discard(self.storage)
                 status = Status.CONFLICTING_PATIENT if exc.kind == "patient" else Status.MOVED_INSTANCE
                 log.warning("refused %s from %s: %s", uid, source, exc.reason)
@@ -241,8 +243,7 @@ class Archive:
                 log.error("storage failure for %s from %s: %s", uid, source, exc)
                 return IngestResult(IngestOutcome.FAILED, Status.OUT_OF_RESOURCES, uid, str(exc))
             except SQLAlchemyError as exc:
-                if placed:  # the commit failed after the file went in: it is not ours to keep
-                    self.storage.remove(relative_path)
+                if self._take_back(placement, relative_path):  # the rows failed after the file went in
                     staging = self._start_staging(data)
                 if isinstance(exc, SqlIntegrityError) and attempt < INDEX_RETRIES:
                     continue  # a racing writer created the same patient, study or series
@@ -250,6 +251,33 @@ class Archive:
                 log.error("index failure for %s from %s: %s", uid, source, type(exc).__name__)
                 return IngestResult(IngestOutcome.FAILED, Status.PROCESSING_FAILURE, uid, "the index is unavailable")
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _place_when_staged(self, staging: "_Staging", relative_path: str) -> Future:
+        """A future of :meth:`Storage.place` of the staged file, run as soon as the file is durable.
+
+        It runs in the I/O thread that finishes the staged file (a callback, never a task that
+        waits for another in the same pool), while the caller writes the index rows.
+        """
+        placement: Future = Future()
+
+        def place(staged: Future) -> None:
+            try:
+                placement.set_result(self.storage.place(staged.result(), relative_path))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                placement.set_exception(exc)
+
+        staging.staged.add_done_callback(place)
+        return placement
+
+    def _take_back(self, placement: Future, relative_path: str) -> bool:
+        """Wait for ``placement``; remove the file if it was placed (its rows were not written). True if removed."""
+        try:
+            placed = placement.result()
+        except StorageError:
+            return False
+        if placed:
+            self.storage.remove(relative_path)
+        return placed
 
     def _resolve_existing(self, data: bytes, record: InstanceRecord, facts: FileFacts) -> IngestResult:
         uid = record.sop_instance_uid
