@@ -238,7 +238,7 @@ def start_oncopacs(workdir: Path, user: tuple[str, str] | None = None) -> Server
 
     def count() -> int:
         storage = data / "storage"
-        return sum(1 for p in storage.rglob("*") if p.is_file() and "incoming" not in p.parts) if storage.exists() else 0
+        return sum(1 for p in storage.rglob("*.dcm") if ".incoming" not in p.parts) if storage.exists() else 0  # staged files are not stored
 
     return Server("OncoPACS", ONCOPACS_AET, dicom_port, workdir, stop, count, http_port)
 

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import select
 import socket
+import ssl
 import threading
 import time
 import weakref
 
 import pynetdicom.association
+import pynetdicom.dul
 
 from oncopacs.dimse.responses import install_fast_responses
 
 DUL_POLL_S = 0.0002
+#: The DUL reactor's idle wait once it wakes on its socket and on queued sends (:func:`install_dul_wake`).
+DUL_WAKEABLE_POLL_S = 0.001
 #: pynetdicom's Association._run_reactor sleeps this long between looks at its message queue.
 ASSOCIATION_POLL_S = 0.001
 
@@ -25,11 +31,13 @@ def tune_association(event) -> None:  # noqa: ANN001 - pynetdicom Event
     PDUs are read in large chunks (:func:`install_fast_recv`), and as acceptor, C-STORE and
     C-FIND responses go through :mod:`oncopacs.dimse.responses`. The association's reactor
     wakes as soon as a request is complete instead of at its next 1 ms poll
-    (:func:`install_reactor_wake`).
+    (:func:`install_reactor_wake`), and the DUL reactor as soon as data arrives or a PDU is
+    queued to be sent (:func:`install_dul_wake`).
     """
     event.assoc.dul._run_loop_delay = DUL_POLL_S
     install_fast_recv(event.assoc.dul.socket)
     install_reactor_wake(event.assoc)
+    install_dul_wake(event.assoc.dul)
     if event.assoc.is_acceptor:
         install_fast_responses(event.assoc)
     sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
@@ -117,3 +125,68 @@ def install_reactor_wake(assoc) -> None:  # noqa: ANN001 - pynetdicom Associatio
             _CLOCK.wake(assoc)
 
     dimse.receive_primitive = receive
+
+
+class _DulClock:
+    """The ``time`` module as ``pynetdicom.dul`` sees it, but for a woken DUL reactor's idle sleep.
+
+    ``DULServiceProvider.run_reactor`` sleeps between looks at its socket and its queue of PDUs
+    to send: a PDU that arrives, or a response the handler queues, waits for the end of that
+    sleep. For a DUL registered here, the sleep is a ``select`` on its socket and on a wake-up
+    descriptor that :func:`install_dul_wake` signals when a PDU is queued, with the same timeout,
+    so it ends as soon as there is something to do. Any other thread sleeps as before.
+    """
+
+    def __init__(self) -> None:
+        self._waits: weakref.WeakKeyDictionary[threading.Thread, tuple[socket.socket, int]] = weakref.WeakKeyDictionary()
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+    def register(self, dul: threading.Thread, sock: socket.socket, wake_fd: int) -> None:
+        self._waits[dul] = (sock, wake_fd)
+
+    def sleep(self, seconds: float) -> None:
+        wait = self._waits.get(threading.current_thread())
+        if wait is None:
+            time.sleep(seconds)
+            return
+        sock, wake_fd = wait
+        try:
+            readable, _, _ = select.select([sock, wake_fd], [], [], seconds)
+        except (OSError, ValueError):  # the socket is closed: the reactor finds out on its own
+            return
+        if wake_fd in readable:
+            try:
+                os.read(wake_fd, 8)
+            except BlockingIOError:
+                pass
+
+
+_DUL_CLOCK = _DulClock()
+
+
+def install_dul_wake(dul) -> None:  # noqa: ANN001 - pynetdicom DULServiceProvider
+    """Wake ``dul``'s reactor when its socket has data or a PDU is queued to be sent (:class:`_DulClock`).
+
+    Not for TLS sockets, whose buffered records ``select`` cannot see: those keep polling.
+    """
+    sock = getattr(getattr(dul, "socket", None), "socket", None)
+    if sock is None or isinstance(sock, ssl.SSLSocket) or not hasattr(os, "eventfd"):
+        return
+    if pynetdicom.dul.time is not _DUL_CLOCK:
+        pynetdicom.dul.time = _DUL_CLOCK  # type: ignore[assignment]
+    wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+    weakref.finalize(dul, os.close, wake_fd)
+    _DUL_CLOCK.register(dul, sock, wake_fd)
+    send_pdu = dul.send_pdu
+
+    def send(primitive) -> None:  # noqa: ANN001 - a PDU primitive
+        send_pdu(primitive)
+        try:
+            os.eventfd_write(wake_fd, 1)
+        except OSError:  # closed with the DUL: nothing left to wake
+            pass
+
+    dul.send_pdu = send
+    dul._run_loop_delay = DUL_WAKEABLE_POLL_S
