@@ -142,9 +142,8 @@ class Storage:
 class StagingStream:
     """A staged file written as its data arrives, each piece's writeback started at once.
 
-    :meth:`write` appends (page cache), asks the kernel to start writing that range to disk
-    without waiting (``sync_file_range``, where the platform has it) and adds the piece to the
-    file's SHA-256 (:attr:`sha256`); :meth:`finish` makes the
+    :meth:`write` appends (page cache) and asks the kernel to start writing that range to disk
+    without waiting (``sync_file_range``, where the platform has it); :meth:`finish` makes the
     whole file durable (fdatasync) and returns its path for :meth:`Storage.place`;
     :meth:`abandon` deletes it. Not thread-safe: one writer, then one of finish / abandon.
     """
@@ -153,12 +152,6 @@ class StagingStream:
         self.path = path
         self.size = 0
         self._fd: int | None = fd
-        self._sha256 = hashlib.sha256()
-
-    @property
-    def sha256(self) -> str:
-        """Hex SHA-256 of everything written so far."""
-        return self._sha256.hexdigest()
 
     def write(self, data: bytes | memoryview) -> None:
         if self._fd is None:
@@ -173,7 +166,6 @@ class StagingStream:
             self.abandon()
             raise StorageError(f"cannot write to the storage area: {exc.strerror}") from exc
         _start_writeback(self._fd, start, self.size - start)
-        self._sha256.update(data)  # while the kernel writes the range back
 
     def finish(self) -> Path:
         """fdatasync and close; the path of the durable staged file."""
