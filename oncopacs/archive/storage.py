@@ -15,6 +15,7 @@ import ctypes
 import ctypes.util
 import hashlib
 import os
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,44 +146,53 @@ class StagingStream:
     :meth:`write` appends (page cache) and asks the kernel to start writing that range to disk
     without waiting (``sync_file_range``, where the platform has it); :meth:`finish` makes the
     whole file durable (fdatasync) and returns its path for :meth:`Storage.place`;
-    :meth:`abandon` deletes it. Not thread-safe: one writer, then one of finish / abandon.
+    :meth:`abandon` deletes it. The three may be called from different threads: each holds the
+    stream's lock, so a file is never closed under a write (whose descriptor could otherwise be
+    reused by another file before the write lands).
     """
 
     def __init__(self, path: Path, fd: int):
         self.path = path
         self.size = 0
         self._fd: int | None = fd
+        self._lock = threading.Lock()
 
     def write(self, data: bytes | memoryview) -> None:
-        if self._fd is None:
-            raise StorageError("the staged file is already closed")
-        view, start = memoryview(data), self.size
-        try:
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
-                self.size += written
-        except OSError as exc:
-            self.abandon()
-            raise StorageError(f"cannot write to the storage area: {exc.strerror}") from exc
-        _start_writeback(self._fd, start, self.size - start)
+        with self._lock:
+            if self._fd is None:
+                raise StorageError("the staged file is already closed")
+            view, start = memoryview(data), self.size
+            try:
+                while view:
+                    written = os.write(self._fd, view)
+                    view = view[written:]
+                    self.size += written
+            except OSError as exc:
+                self._close_and_delete()
+                raise StorageError(f"cannot write to the storage area: {exc.strerror}") from exc
+            _start_writeback(self._fd, start, self.size - start)
 
     def finish(self) -> Path:
         """fdatasync and close; the path of the durable staged file."""
-        if self._fd is None:
-            raise StorageError("the staged file is already closed")
-        fd, self._fd = self._fd, None
-        try:
-            os.fdatasync(fd)  # data and size; the timestamps need not be durable
-        except OSError as exc:
-            self.path.unlink(missing_ok=True)
-            raise StorageError(f"cannot write to the storage area: {exc.strerror}") from exc
-        finally:
-            os.close(fd)
-        return self.path
+        with self._lock:
+            if self._fd is None:
+                raise StorageError("the staged file is already closed")
+            fd, self._fd = self._fd, None
+            try:
+                os.fdatasync(fd)  # data and size; the timestamps need not be durable
+            except OSError as exc:
+                self.path.unlink(missing_ok=True)
+                raise StorageError(f"cannot write to the storage area: {exc.strerror}") from exc
+            finally:
+                os.close(fd)
+            return self.path
 
     def abandon(self) -> None:
         """Close (if open) and delete the staged file."""
+        with self._lock:
+            self._close_and_delete()
+
+    def _close_and_delete(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)
