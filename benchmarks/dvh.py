@@ -236,7 +236,10 @@ def render(report: dict) -> str:
                      "part; truth is over the whole solid (zero dose outside the dose support)")
     lines.append("")
     t = report["timing"]
-    runs = lambda key: "/".join(f"{v:.2f}" for v in t[key])  # noqa: E731
+
+    def runs(key: str) -> str:
+        return "/".join(f"{v:.2f}" for v in t[key])
+
     lines.append(f"  time (parse both files + all {len(report['rois'])} ROIs; median of {t['repeat']} runs): "
                  f"OncoPACS {t['oncopacs_s']:.3f} s ({runs('oncopacs_runs_s')})"
                  + (f", dicompyler-core {t['dicompyler_s']:.3f} s ({runs('dicompyler_runs_s')})" if has_peer else ""))

@@ -198,12 +198,8 @@ def _read_contours(items: list[Dataset]) -> list[Contour | None]:
     texts = [_raw_contour_text(item) for item in items]
     parsed: list[np.ndarray | None] = [None] * len(items)
     batch = [k for k, text in enumerate(texts) if text]
-    if batch:
-        values = parse_decimal_strings(b"\\".join(texts[k] for k in batch))
-        if values is not None:
-            counts = [texts[k].count(b"\\") + 1 for k in batch]
-            for k, part in zip(batch, np.split(values, np.cumsum(counts)[:-1])):
-                parsed[k] = part
+    for k, part in zip(batch, _parse_all([texts[k] for k in batch]) or []):
+        parsed[k] = part
     contours: list[Contour | None] = []
     for item, values in zip(items, parsed):
         if values is None:
@@ -225,25 +221,30 @@ def _read_roi_contours(ds: Dataset) -> _ROIContours:
     """
     raw = read_raw_roi_contours(ds)
     if raw is not None:
-        texts = [c.data for roi in raw.values() for c in roi.contours if c.data]
-        values = parse_decimal_strings(b"\\".join(texts)) if texts else None
-        if values is not None or not texts:
-            parts = iter(np.split(values, np.cumsum([t.count(b"\\") + 1 for t in texts])[:-1]) if texts else [])
-            result: _ROIContours = {}
-            for number, roi in raw.items():
-                contours = []
-                for c in roi.contours:
-                    if c.data:
-                        contours.append(_make_contour(c.geometric_type, next(parts)))
-                result[number] = (roi.colour, tuple(contours))
-            return result
-    result = {}
+        parsed = _parse_all([c.data for roi in raw.values() for c in roi.contours if c.data])
+        if parsed is not None:
+            parts = iter(parsed)
+            return {
+                number: (roi.colour, tuple(_make_contour(c.geometric_type, next(parts)) for c in roi.contours if c.data))
+                for number, roi in raw.items()
+            }
+    result: _ROIContours = {}
     for item in ds.get("ROIContourSequence", []):
         if "ReferencedROINumber" in item:
             colour = tuple(int(v) for v in item.ROIDisplayColor)[:3] if item.get("ROIDisplayColor") else None
             contours = tuple(c for c in _read_contours(list(item.get("ContourSequence", []))) if c is not None)
             result[int(item.ReferencedROINumber)] = (colour, contours)
     return result
+
+
+def _parse_all(texts: list[bytes]) -> list[np.ndarray] | None:
+    """The values of each raw ContourData text, all parsed in one vectorised pass; None if any is in another form."""
+    if not texts:
+        return []
+    values = parse_decimal_strings(b"\\".join(texts))
+    if values is None:
+        return None
+    return np.split(values, np.cumsum([text.count(b"\\") + 1 for text in texts])[:-1])
 
 
 def _make_contour(geometric_type: str, values: np.ndarray) -> Contour:

@@ -57,21 +57,9 @@ class Storage:
 
     def stage(self, data: bytes | memoryview) -> Path:
         """Write ``data`` to a new fsynced file in the incoming area and return its path."""
-        staged = self.incoming / f"{uuid.uuid4().hex}.part"
-        try:
-            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-            try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-                os.fdatasync(fd)  # data and size; the timestamps need not be durable
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            staged.unlink(missing_ok=True)
-            raise StorageError(f"cannot write to the storage area: {exc.strerror}") from exc
-        return staged
+        stream = self.open_stream()
+        stream.write(data, writeback=False)  # the fdatasync follows at once
+        return stream.finish()
 
     def place(self, staged: Path, relative_path: str, *, replace: bool = False) -> bool:
         """Move a staged file to its place and make that durable; False if a file is already there.
@@ -157,7 +145,8 @@ class StagingStream:
         self._fd: int | None = fd
         self._lock = threading.Lock()
 
-    def write(self, data: bytes | memoryview) -> None:
+    def write(self, data: bytes | memoryview, *, writeback: bool = True) -> None:
+        """Append ``data``; with ``writeback``, start writing it to disk now (a hint, not durability)."""
         with self._lock:
             if self._fd is None:
                 raise StorageError("the staged file is already closed")
@@ -170,7 +159,8 @@ class StagingStream:
             except OSError as exc:
                 self._close_and_delete()
                 raise StorageError(f"cannot write to the storage area: {exc.strerror}") from exc
-            _start_writeback(self._fd, start, self.size - start)
+            if writeback:
+                _start_writeback(self._fd, start, self.size - start)
 
     def finish(self) -> Path:
         """fdatasync and close; the path of the durable staged file."""
