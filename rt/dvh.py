@@ -30,6 +30,7 @@ from rt.grid import MM3_PER_CC
 from rt.structures import (
     StackIntervals,
     StructureSet,
+    compute_plane_thickness_mm,
     compute_slab_bounds_mm,
     compute_stack_intervals,
 )
@@ -304,8 +305,8 @@ def _reconstruct_at(padded: np.ndarray, plane: np.ndarray, row: np.ndarray, col:
         corner = flat[at + offset]
         np.minimum(lo, corner, out=lo)
         np.maximum(hi, corner, out=hi)
-    gx = _limited_slope(east - centre, centre - west)
-    gy = _limited_slope(south - centre, centre - north)
+    gx = _edge_slope(_limited_slope(east - centre, centre - west), west, centre, east)
+    gy = _edge_slope(_limited_slope(south - centre, centre - north), north, centre, south)
     return centre, gx, gy, lo, hi
 
 
@@ -318,9 +319,12 @@ def _reconstruct_dense(padded: np.ndarray) -> tuple[np.ndarray, ...]:
     hi = np.maximum(np.maximum(row_hi[:, :-2], row_hi[:, 1:-1]), row_hi[:, 2:])
     along_x = np.diff(padded[:, 1:-1, :], axis=2)  # (planes, rows, columns + 1): pixel-to-pixel steps
     along_y = np.diff(padded[:, :, 1:-1], axis=1)  # (planes, rows + 1, columns)
-    gx = _limited_slope(along_x[:, :, 1:], along_x[:, :, :-1])
-    gy = _limited_slope(along_y[:, 1:, :], along_y[:, :-1, :])
-    return centre_row[:, 1:-1], gx, gy, lo, hi
+    centre = centre_row[:, 1:-1]
+    gx = _edge_slope(_limited_slope(along_x[:, :, 1:], along_x[:, :, :-1]), padded[:, 1:-1, :-2], centre,
+                     padded[:, 1:-1, 2:])
+    gy = _edge_slope(_limited_slope(along_y[:, 1:, :], along_y[:, :-1, :]), padded[:, :-2, 1:-1], centre,
+                     padded[:, 2:, 1:-1])
+    return centre, gx, gy, lo, hi
 
 
 def _limited_slope(ahead: np.ndarray, behind: np.ndarray) -> np.ndarray:
@@ -333,6 +337,21 @@ def _limited_slope(ahead: np.ndarray, behind: np.ndarray) -> np.ndarray:
     abs_ahead, abs_behind = np.abs(ahead), np.abs(behind)
     limited = np.minimum((abs_ahead + abs_behind) * 0.5, 2.0 * np.minimum(abs_ahead, abs_behind))
     return np.where(ahead * behind > 0.0, np.copysign(limited, ahead), 0.0)
+
+
+def _edge_slope(limited: np.ndarray, before: np.ndarray, centre: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """``limited`` except at the edge of the dose support: a dosed pixel beside an undosed one, rising away from it.
+
+    There the dose is max(0, linear) with its kink inside the pixel or at its border, so the
+    inner step is the slope (the clamp to the 3 x 3 minimum, 0, then cuts the part beyond the
+    edge) instead of the limiter's zero or half slope, which would smear the edge's dose over
+    the undosed side.
+    """
+    rising_after = (before == 0.0) & (centre > 0.0) & (after > centre)
+    rising_before = (after == 0.0) & (centre > 0.0) & (before > centre)
+    if not (rising_after.any() or rising_before.any()):
+        return limited
+    return np.where(rising_after, after - centre, np.where(rising_before, centre - before, limited))
 
 
 def _trapezoid_quantiles(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
@@ -364,7 +383,9 @@ def compute_roi_dvh(
 
     Each contour plane stands for its slab (:mod:`rt.structures`); its slab is split into
     :data:`Z_SUBSLABS` sub-slabs, each sampled on its mid-height plane (dose linear between
-    frames). In-plane, all planes of the ROI are processed together over the dose-grid pixels
+    frames), and weighted by the plane's effective thickness (the volume between planes by
+    Cavalieri's rule with quadratic section areas and extrapolated end caps), so the DVH's
+    volume is :meth:`ROI.compute_volume_cc`. In-plane, all planes of the ROI are processed together over the dose-grid pixels
     under the ROI's bounding box, the polygons' area in each pixel integrated exactly along x
     on ``supersampling`` (default :data:`DEFAULT_SUPERSAMPLING`; :data:`SMALL_ROI_SUPERSAMPLING` for
     a ROI whose bounding box is under :data:`SMALL_ROI_BOX_CC`) scanlines per pixel row:
@@ -402,7 +423,7 @@ def compute_roi_dvh(
     if m < 1:
         raise ValueError("supersampling must be >= 1")
     below, above = compute_slab_bounds_mm(plane_z, half)
-    thickness = above - below
+    thickness = above - below  # where each plane's dose is sampled
     nz, ny, nx = dose.grid.shape
     (ox, oy, oz), (dx, dy, dz) = dose.grid.origin_mm, dose.grid.spacing_mm
     # Box of dose-grid pixel cells (may exceed the grid) with one spare cell on each side.
@@ -412,8 +433,10 @@ def compute_roi_dvh(
     x_edge0, y_edge0 = ox + (i0 - 0.5) * dx, oy + (j0 - 0.5) * dy
     intervals = compute_stack_intervals(polygons, y_edge0 + (np.arange((j1 - j0) * m) + 0.5) * row_height)
     plane_count = len(polygons)
-    total_mm3 = float(np.bincount(intervals.plane, intervals.end - intervals.start, minlength=plane_count)
-                      @ thickness) * row_height
+    lengths = np.bincount(intervals.plane, intervals.end - intervals.start, minlength=plane_count)
+    # How much volume each plane stands for, from its scanline area (ROI.compute_volume_cc uses exact areas).
+    weight_mm = compute_plane_thickness_mm(plane_z, lengths * row_height, 2.0 * half)
+    total_mm3 = float(lengths @ weight_mm) * row_height
     # Covered: planes within the grid's z extent; scanlines and x within its y / x extent.
     z_index = (plane_z - oz) / dz
     z_in = (z_index >= -0.5 - 1e-9) & (z_index <= nz - 0.5 + 1e-9)
@@ -424,11 +447,11 @@ def compute_roi_dvh(
         rows_in = (intervals.row >= b0 * m) & (intervals.row < b1 * m)
         inside = np.clip(intervals.end, x_lo, x_hi) - np.clip(intervals.start, x_lo, x_hi)
         per_plane = np.bincount(intervals.plane[rows_in], inside[rows_in], minlength=plane_count)
-        covered_mm3 = float(per_plane[z_in] @ thickness[z_in]) * row_height
+        covered_mm3 = float(per_plane[z_in] @ weight_mm[z_in]) * row_height
     if covered_mm3 <= 0.0:
         raise OutsideDoseGridError(roi.name, total_mm3 / MM3_PER_CC)
     histogram = _Histogram(bin_width_gy, max(dose.max_dose_gy, 0.0))
-    hot_mm3 = _sample_hot_cells(intervals, z_in=z_in, below=below, thickness=thickness,
+    hot_mm3 = _sample_hot_cells(intervals, z_in=z_in, below=below, thickness=thickness, weight_mm=weight_mm,
                                 box=(i0, j0, a0, a1, b0, b1), dose=dose, m=m, full_samples=full_samples,
                                 histogram=histogram)
     cold_mm3 = covered_mm3 - hot_mm3
@@ -439,12 +462,15 @@ def compute_roi_dvh(
 
 def _sample_hot_cells(
     intervals: StackIntervals, *, z_in: np.ndarray, below: np.ndarray, thickness: np.ndarray,
-    box: tuple[int, ...], dose: DoseGrid, m: int, full_samples: int, histogram: _Histogram,
+    weight_mm: np.ndarray, box: tuple[int, ...], dose: DoseGrid, m: int, full_samples: int, histogram: _Histogram,
 ) -> float:
     """Add to ``histogram`` the ROI's cells within one pixel of non-zero dose; return their volume, mm^3.
 
     ``intervals`` lie on m scanlines per row of the box of cells whose cell (0, 0) is grid pixel
     (j0, i0); box columns ``a0:a1`` and rows ``b0:b1`` are within the grid, planes ``z_in`` too.
+    Each plane's slab (``below`` + ``thickness``) says where its dose is sampled, its
+    ``weight_mm`` (effective thickness, :func:`rt.structures.compute_plane_thickness_mm`) how
+    much volume its area stands for.
     """
     i0, j0, a0, a1, b0, b1 = box
     support = dose.compute_support()
@@ -481,13 +507,13 @@ def _sample_hot_cells(
     k0, k1, w = k_lo[hot_planes].ravel(), k_hi[hot_planes].ravel(), k_w[hot_planes].ravel()
     lower = _take_box(dose.dose_gy, k0, rows, cols)
     padded = lower + (_take_box(dose.dose_gy, k1, rows, cols) - lower) * w[:, None, None]  # (H * s, rows + 2, columns + 2)
-    sub_volume_cc = np.repeat(thickness[hot_planes] / s, s) / MM3_PER_CC  # cc per mm^2, per sub-slab plane
+    sub_volume_cc = np.repeat(weight_mm[hot_planes] / s, s) / MM3_PER_CC  # cc per mm^2, per sub-slab plane
     near = dose.compute_near_dose_mask()
     inner_rows, inner_cols = (rows[0] + 1, rows[1] - 1), (cols[0] + 1, cols[1] - 1)
     near_cells = _take_box(near, k0, inner_rows, inner_cols) | _take_box(near, k1, inner_rows, inner_cols)
     near_cells = near_cells.reshape(shape[0], s, *shape[1:]).any(axis=1)  # (H, rows, columns)
     cells = np.where(near_cells, cells, 0.0)  # cells without dose nearby stay in the cold (0 Gy) volume
-    hot_mm3 = float(cells.sum(axis=(1, 2)) @ thickness[hot_planes])
+    hot_mm3 = float(cells.sum(axis=(1, 2)) @ weight_mm[hot_planes])
     cell_area = dx * dy
     plane, row, col = np.nonzero(cells > 0.0)
     is_full = cells[plane, row, col] >= cell_area * (1.0 - 1e-9)

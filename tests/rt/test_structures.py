@@ -9,7 +9,7 @@ import pytest
 
 from oncopacs.phantom import build_demo_patient, centred_grid
 from rt.grid import VoxelGrid
-from rt.structures import compute_even_odd_area_mm2, compute_mask, read_structure_set
+from rt.structures import compute_even_odd_area_mm2, compute_mask, compute_plane_thickness_mm, read_structure_set
 from tests.rt.helpers import (
     build_structure_set,
     contour_item,
@@ -60,7 +60,36 @@ def test_mask_volume_matches_analytic_volume(fine_phantom, name):
     truth = fine_phantom.truth.compute_volume_cc(name)
     tolerance = 0.03 if name == "SpinalCord" else 0.02
     assert weights.sum() * grid.voxel_volume_cc == pytest.approx(truth, rel=tolerance)
-    assert roi.compute_volume_cc() == pytest.approx(fine_phantom.truth.compute_contour_volume_cc(name), rel=1e-5)
+    # Cavalieri volume between planes: within 0.05 % of the solid, never farther than the slab-rule stack
+    # (polygon sections of the cylinder vary by ~1e-6, which the quadratic sees).
+    slab_cc = fine_phantom.truth.compute_contour_volume_cc(name)
+    assert roi.compute_volume_cc() == pytest.approx(truth, rel=5e-4)
+    assert abs(roi.compute_volume_cc() - truth) <= abs(slab_cc - truth) + 1e-5 * truth
+
+
+def test_plane_thickness_sphere_is_exact_prism_is_slab():
+    """Quadratic section areas (a sphere) integrate exactly, caps included; constant ones give slabs."""
+    h, r = 2.0, 9.0
+    z = np.arange(-8.0, 8.5, h)
+    area = np.pi * (r * r - z * z)  # the sphere's exact sections; it ends 1 mm beyond the end planes
+    thickness = compute_plane_thickness_mm(z, area, h)
+    assert area @ thickness == pytest.approx(4.0 / 3.0 * np.pi * r**3, rel=1e-12)
+    assert area @ np.full(z.size, h) != pytest.approx(4.0 / 3.0 * np.pi * r**3, rel=1e-3)  # the slab rule misses
+    np.testing.assert_allclose(compute_plane_thickness_mm(z, np.full(z.size, 50.0), h), h)
+    # Tapering beyond one spacing: the end stays a half slab (the next plane would hold a contour otherwise).
+    cone = compute_plane_thickness_mm(z, np.linspace(100.0, 90.0, z.size), h)
+    # Linear areas (1.25 mm^2 less per plane): the inner half slab holds h/2 (90 + 1.25 / 4), the cap h/2 x 90.
+    assert cone[-1] == pytest.approx(h * (1.0 + 1.25 / (8.0 * 90.0)), rel=1e-12)
+
+
+def test_plane_thickness_uneven_gaps_and_short_runs_keep_slabs():
+    """Runs of fewer than three evenly spaced planes, and planes beside uneven gaps, keep slab thickness."""
+    z = np.array([0.0, 2.0, 10.0, 12.0, 14.0, 16.0])
+    area = np.array([10.0, 40.0, 30.0, 20.0, 20.0, 1e-9])
+    thickness = compute_plane_thickness_mm(z, area, 2.0)
+    np.testing.assert_allclose(thickness[:2], 2.0)  # a two-plane run: slabs
+    assert np.all((thickness >= 1.0) & (thickness <= 3.0))  # within 0.5 h .. 1.5 h, even for a vanishing plane
+    assert compute_plane_thickness_mm(np.array([0.0, 2.0]), np.array([5.0, 5.0]), 2.0).tolist() == [2.0, 2.0]
 
 
 def test_mask_volume_on_default_ct_matches_contour_stack(phantom):
