@@ -27,6 +27,7 @@ Conventions (coordinates LPS, mm; volumes cc):
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -456,7 +457,7 @@ def compute_plane_thickness_mm(plane_z_mm: np.ndarray, area_mm2: np.ndarray, spa
         return thickness
     even = np.abs(np.diff(z) - h) <= _EVEN_GAP_TOLERANCE * h
     breaks = np.concatenate([[0], np.nonzero(~even)[0] + 1, [z.size]])
-    for first, stop in zip(breaks[:-1], breaks[1:]):
+    for first, stop in itertools.pairwise(breaks.tolist()):
         if stop - first < 3:
             continue
         a = area[first:stop]

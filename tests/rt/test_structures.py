@@ -9,7 +9,12 @@ import pytest
 
 from oncopacs.phantom import build_demo_patient, centred_grid
 from rt.grid import VoxelGrid
-from rt.structures import compute_even_odd_area_mm2, compute_mask, compute_plane_thickness_mm, read_structure_set
+from rt.structures import (
+    compute_even_odd_area_mm2,
+    compute_mask,
+    compute_plane_thickness_mm,
+    read_structure_set,
+)
 from tests.rt.helpers import (
     build_structure_set,
     contour_item,
