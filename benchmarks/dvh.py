@@ -344,8 +344,10 @@ def main() -> int:
             "over the solid), not the contoured (polygon-stack) volume, so both tools carry the contouring error too.",
             "OncoPACS volume is DVH.total_volume_cc (inside and outside the dose grid); dicompyler-core's is "
             "dvh.volume with calculate_full_volume=True. Both use their defaults otherwise (OncoPACS: all planes of a "
-            "ROI at once, dose on the contour planes, boundary pixels split 4x4 with exact inside areas sampled at "
-            "the centroid of their inside part, whole pixels as 8 quantiles of a slope-limited linear dose, pixels "
+            "ROI at once, dose on the contour planes, each plane weighted by its Cavalieri volume (quadratic section "
+            "areas, extrapolated end caps), boundary pixels split 4x4 with exact inside areas sampled at "
+            "the centroid of their inside part, whole pixels as 8 quantiles of a slope-limited linear dose (the "
+            "inner slope beside undosed pixels), pixels "
             "with no dose nearby counted at 0 Gy unsampled; dicompyler-core: dose-grid pixel centres on the "
             "contour planes, no interpolation).",
             "'better' compares |error| per (ROI, metric); |errors| differing by at most 0.1% of the truth, or for "
