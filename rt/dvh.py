@@ -385,8 +385,8 @@ def compute_roi_dvh(
     :data:`Z_SUBSLABS` sub-slabs, each sampled on its mid-height plane (dose linear between
     frames), and weighted by the plane's effective thickness (the volume between planes by
     Cavalieri's rule with quadratic section areas and extrapolated end caps), so the DVH's
-    volume is :meth:`ROI.compute_volume_cc`. In-plane, all planes of the ROI are processed together over the dose-grid pixels
-    under the ROI's bounding box, the polygons' area in each pixel integrated exactly along x
+    volume is :meth:`ROI.compute_volume_cc` to the scanline areas' precision. In-plane, all
+    planes of the ROI are processed together over the dose-grid pixels under the ROI's bounding box, the polygons' area in each pixel integrated exactly along x
     on ``supersampling`` (default :data:`DEFAULT_SUPERSAMPLING`; :data:`SMALL_ROI_SUPERSAMPLING` for
     a ROI whose bounding box is under :data:`SMALL_ROI_BOX_CC`) scanlines per pixel row:
 

@@ -441,7 +441,7 @@ def compute_plane_thickness_mm(plane_z_mm: np.ndarray, area_mm2: np.ndarray, spa
     Planes are split into runs of evenly spaced planes (gap = ``spacing_mm`` h within 1 %). In a
     run of three or more, the section area A(z) about each plane is the quadratic through it and
     its two neighbours (the two inward ones at an end), and the plane stands for the integral
-    of that quadratic over [z - h/2, z + h/2], clipped to where it stays positive; beyond each
+    of that quadratic over [z - h/2, z + h/2] (a negative integral counts as zero); beyond each
     end plane the quadratic is integrated outwards to its first zero if that lies within h (the
     next plane holds no contour, so the structure ends before it), else over h/2 as a slab. A
     sphere's A(z) is quadratic, so its volume comes out exact; a prism's or cylinder's is the
