@@ -239,6 +239,9 @@ DEFAULT_FULL_SAMPLES = 8
 SMALL_ROI_BOX_CC = 10.0
 SMALL_ROI_SUPERSAMPLING = 12
 SMALL_ROI_FULL_SAMPLES = 32
+#: ... and is sampled on this many shape-interpolated sections per contour plane
+#: (:meth:`rt.structures.ROI.compute_sections`) instead of one slab per plane.
+SMALL_ROI_SECTIONS = 4
 #: Sub-slabs per contour plane: each plane's slab is sampled at the mid-height of each sub-slab.
 Z_SUBSLABS = 1
 
@@ -334,9 +337,16 @@ def _limited_slope(ahead: np.ndarray, behind: np.ndarray) -> np.ndarray:
     reconstruction within its neighbours' values, zero at extrema and beside a kink (a dose
     plateau's edge), the central difference where the dose is smooth.
     """
-    abs_ahead, abs_behind = np.abs(ahead), np.abs(behind)
-    limited = np.minimum((abs_ahead + abs_behind) * 0.5, 2.0 * np.minimum(abs_ahead, abs_behind))
-    return np.where(ahead * behind > 0.0, np.copysign(limited, ahead), 0.0)
+    abs_ahead, abs_behind = np.abs(ahead), np.abs(behind)  # in-place from here: these arrays are large
+    limited = np.minimum(abs_ahead, abs_behind)
+    limited *= 2.0
+    central = np.add(abs_ahead, abs_behind, out=abs_ahead)
+    central *= 0.5
+    np.minimum(limited, central, out=limited)
+    np.copysign(limited, ahead, out=limited)
+    same_sign = np.multiply(ahead, behind, out=abs_behind) > 0.0
+    limited *= same_sign
+    return limited
 
 
 def _edge_slope(limited: np.ndarray, before: np.ndarray, centre: np.ndarray, after: np.ndarray) -> np.ndarray:
@@ -347,11 +357,14 @@ def _edge_slope(limited: np.ndarray, before: np.ndarray, centre: np.ndarray, aft
     edge) instead of the limiter's zero or half slope, which would smear the edge's dose over
     the undosed side.
     """
-    rising_after = (before == 0.0) & (centre > 0.0) & (after > centre)
-    rising_before = (after == 0.0) & (centre > 0.0) & (before > centre)
-    if not (rising_after.any() or rising_before.any()):
+    edge = np.nonzero((before == 0.0) != (after == 0.0))  # exactly one undosed neighbour: few pixels
+    if not edge[0].size:
         return limited
-    return np.where(rising_after, after - centre, np.where(rising_before, centre - before, limited))
+    b, c, a = before[edge], centre[edge], after[edge]
+    rising_after = (b == 0.0) & (c > 0.0) & (a > c)
+    rising_before = (a == 0.0) & (c > 0.0) & (b > c)
+    limited[edge] = np.where(rising_after, a - c, np.where(rising_before, c - b, limited[edge]))
+    return limited
 
 
 def _trapezoid_quantiles(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
@@ -385,8 +398,12 @@ def compute_roi_dvh(
     :data:`Z_SUBSLABS` sub-slabs, each sampled on its mid-height plane (dose linear between
     frames), and weighted by the plane's effective thickness (the volume between planes by
     Cavalieri's rule with quadratic section areas and extrapolated end caps), so the DVH's
-    volume is :meth:`ROI.compute_volume_cc` to the scanline areas' precision. In-plane, all
-    planes of the ROI are processed together over the dose-grid pixels under the ROI's bounding box, the polygons' area in each pixel integrated exactly along x
+    volume is :meth:`ROI.compute_volume_cc` to the scanline areas' precision. A ROI whose
+    bounding box is under :data:`SMALL_ROI_BOX_CC` is instead sampled on
+    :data:`SMALL_ROI_SECTIONS` shape-interpolated sections per plane
+    (:meth:`ROI.compute_sections`), each on its own height with its own share of the volume.
+    In-plane, all planes (or sections) of the ROI are processed together over the dose-grid
+    pixels under the ROI's bounding box, the polygons' area in each pixel integrated exactly along x
     on ``supersampling`` (default :data:`DEFAULT_SUPERSAMPLING`; :data:`SMALL_ROI_SUPERSAMPLING` for
     a ROI whose bounding box is under :data:`SMALL_ROI_BOX_CC`) scanlines per pixel row:
 
@@ -424,6 +441,13 @@ def compute_roi_dvh(
         raise ValueError("supersampling must be >= 1")
     below, above = compute_slab_bounds_mm(plane_z, half)
     thickness = above - below  # where each plane's dose is sampled
+    sections = None
+    if small and SMALL_ROI_SECTIONS > 1 and len(polygons) >= 3:  # shape-interpolated sections instead of slabs
+        sections = roi.compute_sections(SMALL_ROI_SECTIONS, default_mm=dose.spacing_mm[2])
+        polygons, plane_z, below, thickness = (list(sections.polygons), sections.z_mm, sections.below_mm,
+                                               sections.thickness_mm)
+        points = np.concatenate([p for section in polygons for p in section])
+        lo[:2], hi[:2] = np.minimum(lo[:2], points.min(axis=0)), np.maximum(hi[:2], points.max(axis=0))
     nz, ny, nx = dose.grid.shape
     (ox, oy, oz), (dx, dy, dz) = dose.grid.origin_mm, dose.grid.spacing_mm
     # Box of dose-grid pixel cells (may exceed the grid) with one spare cell on each side.
@@ -435,7 +459,8 @@ def compute_roi_dvh(
     plane_count = len(polygons)
     lengths = np.bincount(intervals.plane, intervals.end - intervals.start, minlength=plane_count)
     # How much volume each plane stands for, from its scanline area (ROI.compute_volume_cc uses exact areas).
-    weight_mm = compute_plane_thickness_mm(plane_z, lengths * row_height, 2.0 * half)
+    weight_mm = (compute_plane_thickness_mm(plane_z, lengths * row_height, 2.0 * half) if sections is None
+                 else sections.weight_mm)
     total_mm3 = float(lengths @ weight_mm) * row_height
     # Covered: planes within the grid's z extent; scanlines and x within its y / x extent.
     z_index = (plane_z - oz) / dz
@@ -580,8 +605,9 @@ def _sample_boundary_cells(
     e = ends[scanlines] - left[:, None, None]  # (P, m, K), relative to the cell's left edge
     edges = np.arange(m + 1) * (dx / m)
     clipped = np.clip(edges, s[..., None], e[..., None])  # (P, m, K, m + 1)
-    length = np.diff(clipped, axis=-1).sum(axis=2)  # (P, m scanlines, m sub-columns), mm
-    moment = np.diff(clipped * clipped, axis=-1).sum(axis=2) / 2.0
+    # Summed over the K intervals first (differences along the sub-column edges are linear).
+    length = np.diff(clipped.sum(axis=2), axis=-1)  # (P, m scanlines, m sub-columns), mm
+    moment = np.diff(np.square(clipped, out=clipped).sum(axis=2), axis=-1) / 2.0
     keep = length > 0.0
     p_idx, r_idx, _ = np.nonzero(keep)
     length, centroid = length[keep], moment[keep] / length[keep]

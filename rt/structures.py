@@ -99,11 +99,12 @@ class ROI:
 
     def compute_plane_spacing_mm(self, default_mm: float | None = None) -> float:
         """Contour-plane spacing t, mm: the median gap between planes (``default_mm`` for one plane)."""
-        z = np.array(list(self.planes()), dtype=np.float64)
-        gaps = np.diff(z)
-        gaps = gaps[gaps > 1e-3]
-        if gaps.size:
-            return float(np.median(gaps))
+        if "spacing" not in self._cache:
+            gaps = np.diff(np.array(list(self.planes()), dtype=np.float64))
+            gaps = gaps[gaps > 1e-3]
+            self._cache["spacing"] = float(np.median(gaps)) if gaps.size else None
+        if self._cache["spacing"] is not None:
+            return self._cache["spacing"]
         if default_mm is None:
             raise GeometryError(f"ROI {self.name!r} has a single contour plane; its thickness is unknown")
         return float(default_mm)
@@ -112,8 +113,10 @@ class ROI:
         """(min, max) corners (x, y, z) of the closed contours' points, mm; z widened by t / 2."""
         if self.is_empty:
             raise GeometryError(f"ROI {self.name!r} has no closed planar contour")
-        points = np.concatenate([c.points_mm for c in self.planar_contours])
-        lo, hi = points.min(axis=0), points.max(axis=0)
+        if "extent" not in self._cache:
+            points = np.concatenate([c.points_mm for c in self.planar_contours])
+            self._cache["extent"] = points.min(axis=0), points.max(axis=0)
+        lo, hi = (corner.copy() for corner in self._cache["extent"])
         half = self.compute_plane_spacing_mm(default_mm=0.0) / 2.0
         lo[2] -= half
         hi[2] += half
@@ -136,6 +139,23 @@ class ROI:
         z = np.array(list(self.planes()), dtype=np.float64)
         return compute_plane_thickness_mm(z, self.compute_plane_areas_mm2(),
                                           self.compute_plane_spacing_mm(default_mm=default_mm))
+
+    def compute_plane_centroids_mm(self) -> np.ndarray:
+        """Area centroid (x, y) of each plane's even-odd region, mm, shape (planes, 2), in z order."""
+        rows = []
+        for plane in self.planes().values():
+            signed = _even_odd_signs(plane) * compute_polygon_areas_mm2(list(plane))
+            centroids = _compute_polygon_centroids_mm(list(plane))
+            total = signed.sum()
+            rows.append(signed @ centroids / total if total > 0.0 else centroids.mean(axis=0))
+        return np.array(rows).reshape(-1, 2)
+
+    def compute_sections(self, per_plane: int, default_mm: float | None = None) -> SectionStack:
+        """The ROI as ``per_plane`` interpolated sections per contour plane (:func:`compute_sections`)."""
+        z = np.array(list(self.planes()), dtype=np.float64)
+        return compute_sections(list(self.planes().values()), z, self.compute_plane_areas_mm2(),
+                                self.compute_plane_centroids_mm(),
+                                self.compute_plane_spacing_mm(default_mm=default_mm), per_plane)
 
     def compute_volume_cc(self) -> float:
         """Volume of the contour stack, cc: each plane's even-odd area times its effective thickness."""
@@ -349,16 +369,37 @@ def compute_even_odd_area_mm2(polygons: tuple[np.ndarray, ...], areas_mm2: np.nd
     """Area (mm^2) of the even-odd union of non-crossing polygons on one plane.
 
     Each polygon adds its area (``areas_mm2`` if already known) if it lies inside an even
-    number of the others and subtracts it otherwise (a hole); the depth is tested with the
-    polygon's first vertex.
+    number of the others and subtracts it otherwise (a hole, :func:`_even_odd_signs`).
     """
     areas = compute_polygon_areas_mm2(list(polygons)) if areas_mm2 is None else areas_mm2
-    total = 0.0
-    for i, poly in enumerate(polygons):
-        others = tuple(p for j, p in enumerate(polygons) if j != i)
-        depth = _count_crossings(others, float(poly[0, 0]), float(poly[0, 1])) if others else 0
-        total += float(areas[i]) * (-1.0 if depth % 2 else 1.0)
-    return total
+    return float(_even_odd_signs(polygons) @ areas)
+
+
+def _even_odd_signs(polygons: tuple[np.ndarray, ...]) -> np.ndarray:
+    """+1 for each polygon inside an even number of the others, -1 (a hole) otherwise; tested at its first vertex."""
+    signs = np.ones(len(polygons))
+    if len(polygons) > 1:
+        for i, poly in enumerate(polygons):
+            others = tuple(p for j, p in enumerate(polygons) if j != i)
+            if _count_crossings(others, float(poly[0, 0]), float(poly[0, 1])) % 2:
+                signs[i] = -1.0
+    return signs
+
+
+def _compute_polygon_centroids_mm(polygons: list[np.ndarray]) -> np.ndarray:
+    """Area centroid (x, y) of each simple polygon, mm, shape (len(polygons), 2) (shoelace moments)."""
+    centroids = np.empty((len(polygons), 2))
+    for k, p in enumerate(polygons):
+        x, y = p[:, 0], p[:, 1]
+        x1, y1 = np.roll(x, -1), np.roll(y, -1)
+        cross = x * y1 - x1 * y
+        twice_area = cross.sum()
+        if twice_area == 0.0:
+            centroids[k] = x.mean(), y.mean()
+        else:
+            centroids[k] = ((x + x1) @ cross, (y + y1) @ cross)
+            centroids[k] /= 3.0 * twice_area
+    return centroids
 
 
 def _edges(polygons: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -448,51 +489,157 @@ def compute_plane_thickness_mm(plane_z_mm: np.ndarray, area_mm2: np.ndarray, spa
     slab volume. Other planes (shorter runs, uneven gaps) keep their slab thickness
     (:func:`compute_slab_bounds_mm`). Results stay within :data:`_THICKNESS_BOUNDS` x h.
     """
+    area = np.asarray(area_mm2, dtype=np.float64)
+    fit = _fit_section_areas(np.asarray(plane_z_mm, dtype=np.float64), area, float(spacing_mm))
+    return fit.thickness_mm(area)
+
+
+@dataclass(frozen=True, slots=True)
+class _SectionAreaFit:
+    """Per plane, the section area A(t) at t = z - z_plane (mm) over the z-range [lo - flat_lo, hi + flat_hi]
+    it stands for: area + b t + c t^2 on [lo, hi], the plane's own area on the flat ends beyond."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    flat_lo: np.ndarray
+    flat_hi: np.ndarray
+    b: np.ndarray
+    c: np.ndarray
+    spacing_mm: float
+
+    def integrate_mm3(self, area: np.ndarray, t0: np.ndarray, t1: np.ndarray) -> np.ndarray:
+        """Integral of each plane's A(t) from t0 to t1 (within its range), mm^3; t0, t1 are (planes,) or (planes, k)."""
+        extra = (1,) * (np.ndim(t0) - 1)
+        area, lo, hi, b, c = (np.reshape(v, np.shape(v) + extra) for v in (area, self.lo, self.hi, self.b, self.c))
+        flat_lo, flat_hi = (np.reshape(v, np.shape(v) + extra) for v in (self.flat_lo, self.flat_hi))
+
+        def antiderivative(t: np.ndarray) -> np.ndarray:
+            return area * t + b * t * t / 2.0 + c * t ** 3 / 3.0
+
+        q0, q1 = np.maximum(t0, lo), np.minimum(t1, hi)
+        quadratic = np.where(q1 > q0, antiderivative(q1) - antiderivative(q0), 0.0)
+        below = np.clip(np.minimum(t1, lo) - np.maximum(t0, lo - flat_lo), 0.0, None)
+        above = np.clip(np.minimum(t1, hi + flat_hi) - np.maximum(t0, hi), 0.0, None)
+        return quadratic + area * (below + above)
+
+    def thickness_mm(self, area: np.ndarray) -> np.ndarray:
+        h = self.spacing_mm
+        volume = np.maximum(self.integrate_mm3(area, self.lo - self.flat_lo, self.hi + self.flat_hi), 0.0)
+        fitted = (self.b != 0.0) | (self.c != 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            thickness = np.where(fitted & (area > 0.0), volume / area, self.hi - self.lo + self.flat_lo + self.flat_hi)
+        return np.where(fitted, np.clip(thickness, _THICKNESS_BOUNDS[0] * h, _THICKNESS_BOUNDS[1] * h), thickness)
+
+
+def _fit_section_areas(z: np.ndarray, area: np.ndarray, h: float) -> _SectionAreaFit:
+    """The quadratic section-area model of :func:`compute_plane_thickness_mm`, plane by plane."""
+    below, above = compute_slab_bounds_mm(z, h / 2.0)
+    lo, hi = below - z, above - z
+    flat_lo, flat_hi = np.zeros(z.size), np.zeros(z.size)
+    b, c = np.zeros(z.size), np.zeros(z.size)
+    if z.size >= 3 and h > 0.0:
+        even = np.abs(np.diff(z) - h) <= _EVEN_GAP_TOLERANCE * h
+        breaks = np.concatenate([[0], np.nonzero(~even)[0] + 1, [z.size]])
+        for first, stop in itertools.pairwise(breaks.tolist()):
+            if stop - first < 3:
+                continue
+            a = area[first:stop]
+            inner = slice(first + 1, stop - 1)
+            b[inner] = (a[2:] - a[:-2]) / (2.0 * h)  # through (-h, a[i-1]), (0, a[i]), (h, a[i+1])
+            c[inner] = (a[2:] - 2.0 * a[1:-1] + a[:-2]) / (2.0 * h * h)
+            lo[first:stop], hi[first:stop] = -h / 2.0, h / 2.0
+            # Ends: through the end plane and its two inward neighbours, s = outward distance.
+            for end, step in ((first, -1), (stop - 1, 1)):
+                a_end, a_next, a_after = area[end], area[end - step], area[end - 2 * step]
+                c_out = (a_after - 2.0 * a_next + a_end) / (2.0 * h * h)
+                b_out = (a_end - a_next) / h + c_out * h
+                b[end], c[end] = b_out * step, c_out  # in t = z - z_end
+                cap = _first_zero_mm(a_end, b_out, c_out, h)
+                if step > 0:
+                    hi[end], flat_hi[end] = (cap, 0.0) if cap is not None else (0.0, h / 2.0)
+                else:
+                    lo[end], flat_lo[end] = (-cap, 0.0) if cap is not None else (0.0, h / 2.0)
+    return _SectionAreaFit(lo, hi, flat_lo, flat_hi, b, c, h)
+
+
+@dataclass(frozen=True, slots=True)
+class SectionStack:
+    """A ROI as sections: each with its polygons, its height, the z-range it samples dose for
+    (``below_mm`` + ``thickness_mm``) and its effective thickness (volume it stands for / its area), mm."""
+
+    polygons: tuple[tuple[np.ndarray, ...], ...]
+    z_mm: np.ndarray
+    below_mm: np.ndarray
+    thickness_mm: np.ndarray
+    weight_mm: np.ndarray
+
+
+def compute_sections(planes: list[tuple[np.ndarray, ...]], plane_z_mm: np.ndarray, area_mm2: np.ndarray,
+                     centroid_mm: np.ndarray, spacing_mm: float, per_plane: int) -> SectionStack:
+    """Shape-interpolated sections between contour planes: ``per_plane`` per plane.
+
+    Each plane's z-range (its slab, or the Cavalieri range of :func:`compute_plane_thickness_mm`
+    with its end cap) is cut into ``per_plane`` equal parts. The section at the middle of each
+    part is the plane's polygons scaled about their centroid to the fitted section area there
+    and moved along the line between the centroids of the plane and its neighbour on that side
+    (not beyond an end plane), so a sphere's or ellipsoid's sections are exact. Each part
+    stands for its integral of the fitted area (the parts of a plane sum to the plane's
+    volume). With ``per_plane`` 1 the sections are the planes themselves on their slabs.
+    """
     z = np.asarray(plane_z_mm, dtype=np.float64)
     area = np.asarray(area_mm2, dtype=np.float64)
     h = float(spacing_mm)
-    below, above = compute_slab_bounds_mm(z, h / 2.0)
-    thickness = above - below
-    if z.size < 3 or h <= 0.0:
-        return thickness
-    even = np.abs(np.diff(z) - h) <= _EVEN_GAP_TOLERANCE * h
-    breaks = np.concatenate([[0], np.nonzero(~even)[0] + 1, [z.size]])
-    for first, stop in itertools.pairwise(breaks.tolist()):
-        if stop - first < 3:
-            continue
-        a = area[first:stop]
-        volume = np.empty(a.size)
-        # Interior planes: the quadratic through (i - 1, i, i + 1) over [-h/2, h/2].
-        volume[1:-1] = h * (a[1:-1] + (a[:-2] - 2.0 * a[1:-1] + a[2:]) / 24.0)
-        volume[0] = _compute_end_volume_mm3(a[0], a[1], a[2], h)
-        volume[-1] = _compute_end_volume_mm3(a[-1], a[-2], a[-3], h)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            run = np.where(a > 0.0, np.maximum(volume, 0.0) / a, h)
-        thickness[first:stop] = np.clip(run, _THICKNESS_BOUNDS[0] * h, _THICKNESS_BOUNDS[1] * h)
-    return thickness
+    fit = _fit_section_areas(z, area, h)
+    plane_volume = fit.thickness_mm(area) * area
+    if per_plane <= 1:
+        below, above = compute_slab_bounds_mm(z, h / 2.0)
+        return SectionStack(tuple(planes), z, below, above - below, fit.thickness_mm(area))
+    start, stop = fit.lo - fit.flat_lo, fit.hi + fit.flat_hi
+    edges = start[:, None] + (stop - start)[:, None] * np.linspace(0.0, 1.0, per_plane + 1)  # (planes, k + 1)
+    t0, t1 = edges[:, :-1], edges[:, 1:]
+    mid = (t0 + t1) / 2.0
+    volume = np.maximum(fit.integrate_mm3(area, t0, t1), 0.0)
+    totals = volume.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        volume = np.where(totals > 0.0, volume * (plane_volume[:, None] / totals), 0.0)
+    in_quadratic = (mid >= fit.lo[:, None]) & (mid <= fit.hi[:, None])
+    mid_area = np.where(in_quadratic, area[:, None] + fit.b[:, None] * mid + fit.c[:, None] * mid * mid, area[:, None])
+    adjacent_up = np.append(np.abs(np.diff(z) - h) <= _EVEN_GAP_TOLERANCE * h, False)
+    adjacent_down = np.insert(np.abs(np.diff(z) - h) <= _EVEN_GAP_TOLERANCE * h, 0, False)
+    polygons, zs, belows, thicknesses, weights = [], [], [], [], []
+    for i, plane in enumerate(planes):
+        for k in range(per_plane):
+            a_mid, m = float(mid_area[i, k]), float(mid[i, k])
+            if a_mid <= 0.0 or area[i] <= 0.0 or volume[i, k] <= 0.0:
+                continue
+            centre = centroid_mm[i]
+            if m > 0.0 and adjacent_up[i]:
+                centre = centre + (m / h) * (centroid_mm[i + 1] - centroid_mm[i])
+            elif m < 0.0 and adjacent_down[i]:
+                centre = centre + (-m / h) * (centroid_mm[i - 1] - centroid_mm[i])
+            scale = np.sqrt(a_mid / area[i])
+            polygons.append(tuple(centre + scale * (p[:, :2] - centroid_mm[i]) for p in plane))
+            zs.append(z[i] + m)
+            belows.append(z[i] + t0[i, k])
+            thicknesses.append(t1[i, k] - t0[i, k])
+            weights.append(volume[i, k] / a_mid)
+    return SectionStack(tuple(polygons), np.array(zs), np.array(belows), np.array(thicknesses), np.array(weights))
 
 
-def _compute_end_volume_mm3(a_end: float, a_next: float, a_after: float, h: float) -> float:
-    """Volume (mm^3) an end plane stands for: its inner half slab and its cap (see :func:`compute_plane_thickness_mm`).
+#: A fitted section area reaching zero this fraction beyond the next plane still closes the cap there:
+#: a structure tangent to the next plane (no contour on it) ends at it, whatever the area's rounding.
+_TANGENT_SLACK = 0.05
 
-    s runs outwards from the end plane; A(s) = a + b s + c s^2 passes through the areas at
-    s = 0, -h, -2h.
-    """
-    c = (a_after - 2.0 * a_next + a_end) / (2.0 * h * h)
-    b = (a_end - a_next) / h + c * h
 
-    def integral(s: float) -> float:
-        return a_end * s + b * s * s / 2.0 + c * s ** 3 / 3.0
-
-    inner = -integral(-h / 2.0)
+def _first_zero_mm(a: float, b: float, c: float, h: float) -> float | None:
+    """Where a + b s + c s^2 first reaches zero for s in (0, h], mm (None if it does not)."""
     if c != 0.0:
-        disc = b * b - 4.0 * c * a_end
+        disc = b * b - 4.0 * c * a
         roots = [] if disc < 0.0 else [(-b - np.sqrt(disc)) / (2.0 * c), (-b + np.sqrt(disc)) / (2.0 * c)]
     else:
-        roots = [-a_end / b] if b != 0.0 else []
-    ends = [r for r in roots if 0.0 < r <= h * (1.0 + 1e-9)]
-    cap = integral(min(ends)) if ends else a_end * h / 2.0
-    return inner + cap
+        roots = [-a / b] if b != 0.0 else []
+    ends = [r for r in roots if 0.0 < r <= h * (1.0 + _TANGENT_SLACK)]
+    return min(float(min(ends)), h) if ends else None
 
 
 @dataclass(frozen=True, slots=True)

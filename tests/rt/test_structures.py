@@ -87,6 +87,26 @@ def test_plane_thickness_sphere_is_exact_prism_is_slab():
     assert cone[-1] == pytest.approx(h * (1.0 + 1.25 / (8.0 * 90.0)), rel=1e-12)
 
 
+def test_sections_of_a_sphere_are_its_exact_sections():
+    """Interpolated sections of a sphere's contour stack: circles of the sphere's own radius at their
+    heights, centred on it, whose areas times weights sum to the Cavalieri volume."""
+    centre, r = (1.3, -2.1, 0.7), 9.0
+    roi = read_structure_set(build_structure_set({"S": sphere_contours(centre, r, 2.0)})).roi("S")
+    sections = roi.compute_sections(4)
+    assert len(sections.polygons) == 4 * len(roi.planes())
+    areas = np.array([compute_even_odd_area_mm2(p) for p in sections.polygons])
+    exact = np.pi * (r * r - (sections.z_mm - centre[2]) ** 2)  # (the helper's polygons keep the circles' areas)
+    np.testing.assert_allclose(areas, exact, rtol=1e-6)
+    np.testing.assert_allclose(sections.below_mm + sections.thickness_mm / 2.0, sections.z_mm)
+    for section in sections.polygons:
+        np.testing.assert_allclose(section[0][:, :2].mean(axis=0), centre[:2], atol=1e-9)
+    assert areas @ sections.weight_mm / 1000.0 == pytest.approx(roi.compute_volume_cc(), rel=1e-12)
+    assert roi.compute_volume_cc() == pytest.approx(4.0 / 3.0 * np.pi * r**3 / 1000.0, rel=1e-6)
+    one = roi.compute_sections(1)  # the planes themselves on their slabs
+    np.testing.assert_allclose(one.z_mm, list(roi.planes()))
+    np.testing.assert_allclose(one.thickness_mm, 2.0)
+
+
 def test_plane_thickness_uneven_gaps_and_short_runs_keep_slabs():
     """Runs of fewer than three evenly spaced planes, and planes beside uneven gaps, keep slab thickness."""
     z = np.array([0.0, 2.0, 10.0, 12.0, 14.0, 16.0])
