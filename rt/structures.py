@@ -238,7 +238,7 @@ def _contour_values(item: Dataset) -> np.ndarray | None:
 def _read_contours(items: list[Dataset]) -> list[Contour | None]:
     """The contours of ContourSequence items (None for an item without data), all raw values parsed at once.
 
-    The raw ContourData strings of every item are joined and parsed in one vectorised pass
+    The raw ContourData strings of every item are joined and parsed in one pass
     (:mod:`rt.decimal_strings`); items in another form take the per-item path.
     """
     texts = [_raw_contour_text(item) for item in items]
@@ -284,7 +284,7 @@ def _read_roi_contours(ds: Dataset) -> _ROIContours:
 
 
 def _parse_all(texts: list[bytes]) -> list[np.ndarray] | None:
-    """The values of each raw ContourData text, all parsed in one vectorised pass; None if any is in another form."""
+    """The values of each raw ContourData text, all parsed in one pass; None if any is not a plain number."""
     if not texts:
         return []
     values = parse_decimal_strings(b"\\".join(texts))
