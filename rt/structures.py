@@ -19,6 +19,10 @@ Conventions (coordinates LPS, mm; volumes cc):
   volume and DVHs use. Smooth organs and lesions (A(z) locally quadratic, as on a sphere)
   get their solid volume instead of the slab model's error at their tapering ends; prisms
   and cylinders get exactly the slab volume.
+- **Interpolated sections.** :func:`compute_sections` cuts each plane's z-range into parts
+  whose sections are the plane's polygons scaled about their centroid to the fitted area (and
+  moved towards the neighbour's centroid): a shape interpolation, exact for spheres and
+  ellipsoids, that DVHs of small ROIs sample instead of slabs.
 - **Sub-voxel weights.** :func:`compute_mask` integrates each plane's polygons exactly along x
   on ``supersampling`` scanlines per voxel row, takes each voxel's exact overlap with the
   planes' slabs in z, and returns the inside fraction (0..1) per voxel.

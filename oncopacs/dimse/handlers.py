@@ -27,7 +27,12 @@ from oncopacs.dimse.auditing import (
 )
 from oncopacs.dimse.contexts import FIND_SOP_CLASSES, UNCOMPRESSED_SYNTAXES
 from oncopacs.dimse.identifiers import ResponseBuilder, read_query_keys
-from oncopacs.dimse.streaming import abandon_streams, install_streamed_staging, take_received
+from oncopacs.dimse.streaming import (
+    abandon_streams,
+    install_fast_dataset_fragments,
+    install_streamed_staging,
+    take_received,
+)
 from oncopacs.dimse.transport import tune_association
 from oncopacs.errors import AuditError, IntegrityError
 from oncopacs.index import query
@@ -81,6 +86,7 @@ class DimseHandlers:
         """As acceptor, stage each C-STORE dataset while it arrives (:mod:`oncopacs.dimse.streaming`)."""
         if event.assoc.is_acceptor:
             install_streamed_staging(event.assoc, self.archive.storage)
+            install_fast_dataset_fragments(event.assoc)
 
     def on_association_end(self, event) -> None:  # noqa: ANN001
         """Write the association's one STORE record (released, aborted or closed, whichever comes first)."""

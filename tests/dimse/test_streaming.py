@@ -15,7 +15,7 @@ from pynetdicom.sop_class import CTImageStorage
 from oncopacs.archive.ingest import Archive
 from oncopacs.archive.part10 import dataset_offset
 from oncopacs.archive.storage import Storage
-from oncopacs.dimse import transport
+from oncopacs.dimse import streaming, transport
 from oncopacs.errors import StorageError
 from oncopacs.index.query import find_instances
 from tests.factories import part10_bytes, small_ct_series
@@ -25,6 +25,17 @@ def _stored_bytes(archive: Archive, sop_uid: str) -> bytes:
     with archive.index.reading() as session:
         (stored,) = find_instances(session, {"SOPInstanceUID": sop_uid})
     return archive.storage.read(stored.file_path, expected_sha256=stored.sha256)
+
+
+def _wait_for_stored(archive: Archive, sop_uid: str, seconds: float = 10.0) -> bytes:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return _stored_bytes(archive, sop_uid)
+        except ValueError:  # not indexed yet
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _wait_for_empty_incoming(storage: Storage, seconds: float = 10.0) -> list:
@@ -117,3 +128,40 @@ def test_reactor_clock_wakes_only_the_association_it_is_asked_to(monkeypatch):
     clock.sleep(transport.ASSOCIATION_POLL_S)  # returns at once, and takes the wake-up
     assert not clock._event_of(threading.current_thread()).is_set()
     assert clock.monotonic() > 0  # everything else is the time module's
+
+
+def test_middle_dataset_fragments_are_read_straight_into_the_request(dimse_server, archive: Archive, monkeypatch):
+    """A C-STORE sent in 64-byte PDUs: its middle dataset fragments bypass pynetdicom's per-PDU machinery,
+    the command and the last fragment do not, and the stored file is byte-identical."""
+    taken: list[bool] = []
+    read_middle_fragment = streaming._read_middle_fragment
+
+    def spy(dul) -> bool:  # noqa: ANN001
+        taken.append(read_middle_fragment(dul))
+        return taken[-1]
+
+    monkeypatch.setattr(streaming, "_read_middle_fragment", spy)
+    dataset = small_ct_series(1, prefix="F")[0]
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate(*dimse_server, ae_title="ONCOPACS")
+    assert assoc.is_established
+    context = assoc._get_valid_context(CTImageStorage, "", "scu")
+    request = C_STORE()
+    request.MessageID = 7
+    request.AffectedSOPClassUID = CTImageStorage
+    request.AffectedSOPInstanceUID = dataset.SOPInstanceUID
+    request.Priority = 2
+    encoded = part10_bytes(dataset)
+    request.DataSet = io.BytesIO(encoded[dataset_offset(encoded):])
+    message = C_STORE_RQ()
+    message.primitive_to_message(request)
+    fragments = list(message.encode_msg(context.context_id, 64))
+    middle = sum(1 for pdata in fragments if pdata.presentation_data_value_list[0][1][0] == 0x00)
+    assert middle > 10
+    for pdata in fragments:
+        assoc.dul.send_pdu(pdata)
+    stored = _wait_for_stored(archive, str(dataset.SOPInstanceUID))  # (the SCU's own reactor takes the response)
+    assoc.release()
+    assert middle // 2 <= sum(taken) <= middle  # data arriving in pieces may take pynetdicom's path instead
+    assert stored[dataset_offset(stored):] == encoded[dataset_offset(encoded):]
