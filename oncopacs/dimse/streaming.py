@@ -27,7 +27,7 @@ from pynetdicom.dimse_messages import C_STORE_RQ, DIMSEMessage
 
 from oncopacs.archive.ingest import ReceivedFile
 from oncopacs.archive.part10 import build_file_meta
-from oncopacs.archive.storage import Storage, StagingStream
+from oncopacs.archive.storage import StagingStream, Storage
 from oncopacs.errors import StorageError
 
 log = logging.getLogger(__name__)
