@@ -156,10 +156,10 @@ def read_dose(ds: Dataset) -> DoseGrid:
         frame_step = float(ds.get("SliceThickness") or 1.0)
 
     scaling = float(ds.get("DoseGridScaling", 1.0) or 1.0)
-    stored = ds.pixel_array.astype(np.float64)
+    stored = ds.pixel_array
     if stored.ndim == 2:
         stored = stored[None]
-    dose = stored * scaling  # axes: frame (normal), row (col_dir), column (row_dir)
+    dose = np.multiply(stored, scaling, dtype=np.float64)  # axes: frame (normal), row (col_dir), column (row_dir)
 
     # Signed steps of the stored array axes in patient coordinates.
     steps_mm = [frame_step * axes[0][1], row_pitch * axes[1][1], col_pitch * axes[2][1]]
