@@ -280,6 +280,11 @@ def _cell_areas_mm2(intervals: StackIntervals, plane_count: int, box: tuple[int,
     return lengths.reshape(plane_count, nyb, nxb) * (dx * row_height)
 
 
+#: :func:`_reconstruct_at` reconstructs the whole box when at least this fraction of its cells is
+#: wanted: a sphere fills 52 % of its box, and gathering its cells is 10 % faster than the box.
+_DENSE_FRACTION = 0.7
+
+
 def _reconstruct_at(padded: np.ndarray, plane: np.ndarray, row: np.ndarray, col: np.ndarray) -> tuple[np.ndarray, ...]:
     """Centre dose, slopes along x and y (Gy per pixel; :func:`_limited_slope`) and 3 x 3 min / max at some cells.
 
@@ -289,7 +294,7 @@ def _reconstruct_at(padded: np.ndarray, plane: np.ndarray, row: np.ndarray, col:
     (gathered by flat index), so it costs what its cells cost. Both give identical values.
     """
     planes, rows, columns = padded.shape[0], padded.shape[1] - 2, padded.shape[2] - 2
-    if plane.size >= 0.4 * planes * rows * columns:
+    if plane.size >= _DENSE_FRACTION * planes * rows * columns:
         dense = [np.ascontiguousarray(values).reshape(-1) for values in _reconstruct_dense(padded)]
         if plane.size == planes * rows * columns:  # every cell, in C order (np.nonzero's)
             return tuple(dense)
