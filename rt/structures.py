@@ -488,7 +488,8 @@ def compute_plane_thickness_mm(plane_z_mm: np.ndarray, area_mm2: np.ndarray, spa
     its two neighbours (the two inward ones at an end), and the plane stands for the integral
     of that quadratic over [z - h/2, z + h/2] (a negative integral counts as zero); beyond each
     end plane the quadratic is integrated outwards to its first zero if that lies within h (the
-    next plane holds no contour, so the structure ends before it), else over h/2 as a slab. A
+    next plane holds no contour, so the structure ends before it; :data:`_TANGENT_SLACK` allows
+    for a structure tangent to that plane), else the plane's own area over h/2, as a slab. A
     sphere's A(z) is quadratic, so its volume comes out exact; a prism's or cylinder's is the
     slab volume. Other planes (shorter runs, uneven gaps) keep their slab thickness
     (:func:`compute_slab_bounds_mm`). Results stay within :data:`_THICKNESS_BOUNDS` x h.
@@ -527,6 +528,7 @@ class _SectionAreaFit:
         return quadratic + area * (below + above)
 
     def thickness_mm(self, area: np.ndarray) -> np.ndarray:
+        """Each plane's volume over its area, mm (fitted planes kept within :data:`_THICKNESS_BOUNDS` x h)."""
         h = self.spacing_mm
         volume = np.maximum(self.integrate_mm3(area, self.lo - self.flat_lo, self.hi + self.flat_hi), 0.0)
         fitted = (self.b != 0.0) | (self.c != 0.0)
@@ -594,10 +596,11 @@ def compute_sections(planes: list[tuple[np.ndarray, ...]], plane_z_mm: np.ndarra
     area = np.asarray(area_mm2, dtype=np.float64)
     h = float(spacing_mm)
     fit = _fit_section_areas(z, area, h)
-    plane_volume = fit.thickness_mm(area) * area
+    plane_thickness = fit.thickness_mm(area)
     if per_plane <= 1:
         below, above = compute_slab_bounds_mm(z, h / 2.0)
-        return SectionStack(tuple(planes), z, below, above - below, fit.thickness_mm(area))
+        return SectionStack(tuple(planes), z, below, above - below, plane_thickness)
+    plane_volume = plane_thickness * area
     start, stop = fit.lo - fit.flat_lo, fit.hi + fit.flat_hi
     edges = start[:, None] + (stop - start)[:, None] * np.linspace(0.0, 1.0, per_plane + 1)  # (planes, k + 1)
     t0, t1 = edges[:, :-1], edges[:, 1:]
