@@ -204,7 +204,8 @@ def _read_middle_fragment(dul) -> bool:  # noqa: ANN001 - pynetdicom DULServiceP
     if len(head) < _MIDDLE_FRAGMENT.size:
         return False
     pdu_type, _, pdu_length, item_length, context_id, control = _MIDDLE_FRAGMENT.unpack(head)
-    if pdu_type != 0x04 or control != 0x00 or item_length + 4 != pdu_length or context_id != message.context_id:
+    if (pdu_type != 0x04 or control != 0x00 or item_length < 2 or item_length + 4 != pdu_length
+            or context_id != message.context_id):
         return False
     try:
         data = dul.socket.recv(6 + pdu_length)

@@ -18,6 +18,9 @@ from oncopacs.dimse.responses import install_fast_responses
 DUL_POLL_S = 0.0002
 #: The DUL reactor's idle wait once it wakes on its socket and on queued sends (:func:`install_dul_wake`).
 DUL_WAKEABLE_POLL_S = 0.001
+#: :func:`install_fast_recv` reads a PDU into a buffer of its announced size up to this many bytes; a
+#: larger announced length (a peer ignoring the negotiated maximum, or lying) is read as it arrives.
+RECV_PREALLOCATE_LIMIT = 16 * 1024 * 1024
 #: pynetdicom's Association._run_reactor sleeps this long between looks at its message queue.
 ASSOCIATION_POLL_S = 0.001
 
@@ -59,6 +62,14 @@ def install_fast_recv(association_socket) -> None:  # noqa: ANN001 - pynetdicom 
         return
 
     def recv(nr_bytes: int) -> bytearray:
+        if nr_bytes > RECV_PREALLOCATE_LIMIT:  # a length the peer claims: memory grows only as bytes arrive
+            buffer = bytearray()
+            while len(buffer) < nr_bytes:
+                chunk = association_socket.socket.recv(min(nr_bytes - len(buffer), RECV_PREALLOCATE_LIMIT))
+                if not chunk:
+                    break
+                buffer += chunk
+            return buffer
         buffer = bytearray(nr_bytes)
         view = memoryview(buffer)
         received = 0
