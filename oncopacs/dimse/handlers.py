@@ -83,7 +83,8 @@ class DimseHandlers:
         assoc.kill()
 
     def on_connection_open(self, event) -> None:  # noqa: ANN001
-        """As acceptor, stage each C-STORE dataset while it arrives (:mod:`oncopacs.dimse.streaming`)."""
+        """As acceptor, stage each C-STORE dataset while it arrives, its middle fragments read straight
+        from the socket (:mod:`oncopacs.dimse.streaming`)."""
         if event.assoc.is_acceptor:
             install_streamed_staging(event.assoc, self.archive.storage)
             install_fast_dataset_fragments(event.assoc)

@@ -48,6 +48,29 @@ def _wait_for_empty_incoming(storage: Storage, seconds: float = 10.0) -> list:
     return list(storage.incoming.glob("*.part"))
 
 
+def _associate(dimse_server):  # noqa: ANN001
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate(*dimse_server, ae_title="ONCOPACS")
+    assert assoc.is_established
+    return assoc
+
+
+def _c_store_fragments(assoc, dataset, *, message_id: int, max_pdu_length: int) -> list:  # noqa: ANN001
+    """The P-DATA primitives of a C-STORE-RQ of ``dataset``, cut for ``max_pdu_length``, to send by hand."""
+    context = assoc._get_valid_context(CTImageStorage, "", "scu")
+    request = C_STORE()
+    request.MessageID = message_id
+    request.AffectedSOPClassUID = CTImageStorage
+    request.AffectedSOPInstanceUID = dataset.SOPInstanceUID
+    request.Priority = 2
+    encoded = part10_bytes(dataset)
+    request.DataSet = io.BytesIO(encoded[dataset_offset(encoded):])
+    message = C_STORE_RQ()
+    message.primitive_to_message(request)
+    return list(message.encode_msg(context.context_id, max_pdu_length))
+
+
 def test_staging_stream_keeps_what_it_is_given_and_cleans_up(tmp_path):
     storage = Storage(tmp_path / "storage")
     stream = storage.open_stream()
@@ -90,21 +113,8 @@ def test_dimse_store_writes_each_file_once_from_the_staged_stream(dimse_server, 
 
 def test_an_association_aborted_mid_dataset_leaves_no_staged_file(dimse_server, archive: Archive):
     dataset = small_ct_series(1, prefix="A")[0]
-    ae = AE(ae_title="TESTSCU")
-    ae.add_requested_context(CTImageStorage)
-    assoc = ae.associate(*dimse_server, ae_title="ONCOPACS")
-    assert assoc.is_established
-    context = assoc._get_valid_context(CTImageStorage, "", "scu")
-    request = C_STORE()
-    request.MessageID = 1
-    request.AffectedSOPClassUID = CTImageStorage
-    request.AffectedSOPInstanceUID = dataset.SOPInstanceUID
-    request.Priority = 2
-    encoded = part10_bytes(dataset)
-    request.DataSet = io.BytesIO(encoded[dataset_offset(encoded):])
-    message = C_STORE_RQ()
-    message.primitive_to_message(request)
-    fragments = list(message.encode_msg(context.context_id, 256))
+    assoc = _associate(dimse_server)
+    fragments = _c_store_fragments(assoc, dataset, message_id=1, max_pdu_length=256)
     assert len(fragments) > 4
     for pdata in fragments[: len(fragments) // 2]:  # the command and half of the dataset, then abort
         assoc.dul.send_pdu(pdata)
@@ -142,21 +152,8 @@ def test_middle_dataset_fragments_are_read_straight_into_the_request(dimse_serve
 
     monkeypatch.setattr(streaming, "_read_middle_fragment", spy)
     dataset = small_ct_series(1, prefix="F")[0]
-    ae = AE(ae_title="TESTSCU")
-    ae.add_requested_context(CTImageStorage)
-    assoc = ae.associate(*dimse_server, ae_title="ONCOPACS")
-    assert assoc.is_established
-    context = assoc._get_valid_context(CTImageStorage, "", "scu")
-    request = C_STORE()
-    request.MessageID = 7
-    request.AffectedSOPClassUID = CTImageStorage
-    request.AffectedSOPInstanceUID = dataset.SOPInstanceUID
-    request.Priority = 2
-    encoded = part10_bytes(dataset)
-    request.DataSet = io.BytesIO(encoded[dataset_offset(encoded):])
-    message = C_STORE_RQ()
-    message.primitive_to_message(request)
-    fragments = list(message.encode_msg(context.context_id, 64))
+    assoc = _associate(dimse_server)
+    fragments = _c_store_fragments(assoc, dataset, message_id=7, max_pdu_length=64)
     middle = sum(1 for pdata in fragments if pdata.presentation_data_value_list[0][1][0] == 0x00)
     assert middle > 10
     for pdata in fragments:
@@ -164,4 +161,5 @@ def test_middle_dataset_fragments_are_read_straight_into_the_request(dimse_serve
     stored = _wait_for_stored(archive, str(dataset.SOPInstanceUID))  # (the SCU's own reactor takes the response)
     assoc.release()
     assert middle // 2 <= sum(taken) <= middle  # data arriving in pieces may take pynetdicom's path instead
+    encoded = part10_bytes(dataset)
     assert stored[dataset_offset(stored):] == encoded[dataset_offset(encoded):]
