@@ -196,8 +196,11 @@ class Archive:
         return self._store(data, record, source, staging)
 
     def _start_staging(self, data: bytes, staged: StagingStream | None = None) -> "_Staging":
-        written = self._io.submit(staged.finish) if staged is not None else self._io.submit(self.storage.stage, data)
-        return _Staging(self._io.submit(compute_sha256, data), written)
+        if staged is None:
+            return _Staging(self._io.submit(compute_sha256, data), self._io.submit(self.storage.stage, data))
+        digest: Future = Future()  # hashed while it was written
+        digest.set_result(staged.sha256())
+        return _Staging(digest, self._io.submit(staged.finish))
 
     # -- the steps ----------------------------------------------------------------------------
 

@@ -131,8 +131,9 @@ class Storage:
 class StagingStream:
     """A staged file written as its data arrives, each piece's writeback started at once.
 
-    :meth:`write` appends (page cache) and asks the kernel to start writing that range to disk
-    without waiting (``sync_file_range``, where the platform has it); :meth:`finish` makes the
+    :meth:`write` appends (page cache), asks the kernel to start writing that range to disk
+    without waiting (``sync_file_range``, where the platform has it) and adds the piece to the
+    file's SHA-256 (:meth:`sha256`), so no hash is left to compute once the last piece is in; :meth:`finish` makes the
     whole file durable (fdatasync) and returns its path for :meth:`Storage.place`;
     :meth:`abandon` deletes it. The three may be called from different threads: each holds the
     stream's lock, so a file is never closed under a write (whose descriptor could otherwise be
@@ -143,6 +144,7 @@ class StagingStream:
         self.path = path
         self.size = 0
         self._fd: int | None = fd
+        self._hash = hashlib.sha256()
         self._lock = threading.Lock()
 
     def write(self, data: bytes | memoryview, *, writeback: bool = True) -> None:
@@ -161,6 +163,12 @@ class StagingStream:
                 raise StorageError(f"cannot write to the storage area: {exc.strerror}") from exc
             if writeback:
                 _start_writeback(self._fd, start, self.size - start)
+            self._hash.update(data)  # releases the GIL for pieces over 2 KiB
+
+    def sha256(self) -> str:
+        """Hex SHA-256 of everything written so far."""
+        with self._lock:
+            return self._hash.hexdigest()
 
     def finish(self) -> Path:
         """fdatasync and close; the path of the durable staged file."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import threading
 import time
@@ -12,6 +13,7 @@ from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import CTImageStorage
 
+from oncopacs.archive import ingest
 from oncopacs.archive.ingest import Archive
 from oncopacs.archive.part10 import dataset_offset
 from oncopacs.archive.storage import Storage
@@ -80,6 +82,7 @@ def test_staging_stream_keeps_what_it_is_given_and_cleans_up(tmp_path):
     assert stream.size == sum(map(len, pieces))
     path = stream.finish()
     assert path.read_bytes() == b"".join(pieces)
+    assert stream.sha256() == hashlib.sha256(b"".join(pieces)).hexdigest()  # hashed piece by piece
     with pytest.raises(StorageError):
         stream.write(b"more")  # closed by finish
     abandoned = storage.open_stream()
@@ -90,12 +93,14 @@ def test_staging_stream_keeps_what_it_is_given_and_cleans_up(tmp_path):
 
 
 def test_dimse_store_writes_each_file_once_from_the_staged_stream(dimse_server, archive: Archive, monkeypatch):
-    """With the whole-file writer disabled, C-STORE still stores byte-identical files: they came from the stream."""
+    """With the whole-file writer and hasher disabled, C-STORE still stores byte-identical files under
+    their right SHA-256 (checked on read): both came from the stream."""
 
     def no_second_write(data):
-        raise AssertionError("the received dataset was written a second time")
+        raise AssertionError("the received dataset was written or hashed a second time")
 
     monkeypatch.setattr(archive.storage, "stage", no_second_write)
+    monkeypatch.setattr(ingest, "compute_sha256", no_second_write)
     series = small_ct_series(5, prefix="S")
     ae = AE(ae_title="TESTSCU")
     ae.add_requested_context(CTImageStorage)
