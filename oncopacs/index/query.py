@@ -12,7 +12,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, distinct, exists, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    and_,
+    distinct,
+    exists,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from oncopacs.index.models import Instance, Patient, Series, Study
@@ -111,7 +121,7 @@ class Match:
 
 
 def find(
-    session: Session,
+    session: Session | Connection,
     level: QueryLevel,
     keys: Mapping[str, str],
     *,
@@ -131,13 +141,20 @@ def find(
     statement = statement.order_by(model.id).offset(offset)
     if limit is not None:
         statement = statement.limit(limit)
-    returned = [a for a in ATTRIBUTES.values() if _DEPTH[a.level] <= _DEPTH[level]]
-    rows = session.execute(statement.add_columns(*[a.column for a in returned])).all()
-    matches = [Match(row[0], {a.keyword: row[i + 1] for i, a in enumerate(returned)}) for row in rows]
+    returned = _RETURNED[level]
+    keywords = [a.keyword for a in returned]
+    # Core rows: the ORM's row loading is not needed for plain columns
+    connection = session if isinstance(session, Connection) else session.connection()
+    rows = connection.execute(statement.add_columns(*[a.column for a in returned])).all()
+    matches = [Match(row[0], dict(zip(keywords, row[1:]))) for row in rows]
     wanted = {k for k in (*return_keys, *keys) if COMPUTED.get(k) == level}
     if wanted and matches:
-        _add_computed(session, level, matches, wanted)
+        _add_computed(connection, level, matches, wanted, statement)
     return matches
+
+
+#: The column attributes each level returns: its own and those of the levels above.
+_RETURNED = {level: [a for a in ATTRIBUTES.values() if _DEPTH[a.level] <= _DEPTH[level]] for level in QueryLevel}
 
 
 def count(session: Session, level: QueryLevel, keys: Mapping[str, str]) -> int:
@@ -227,32 +244,43 @@ def _range_condition(column: InstrumentedAttribute, value: str) -> ColumnElement
     return and_(*parts)
 
 
-def _add_computed(session: Session, level: QueryLevel, matches: list[Match], wanted: set[str]) -> None:
-    pks = [m.pk for m in matches]
+def _add_computed(connection: Connection, level: QueryLevel, matches: list[Match], wanted: set[str],
+                  matched: Select) -> None:
+    """Add the ``wanted`` computed attributes to ``matches``, the rows of ``matched`` (its primary keys first).
+
+    The grouped queries select their entities with ``matched`` as a subquery rather than with a
+    list of primary keys (500 studies were 500 bound parameters); a row that is not among
+    ``matches`` (committed in between, outside SQLite's snapshot) is skipped.
+    """
     by_pk = {m.pk: m.values for m in matches}
+    matched_pks = matched.with_only_columns(matched.selected_columns[0])
     if level == QueryLevel.SERIES:
-        for pk, n in session.execute(select(Series.id, Series.number_of_instances).where(Series.id.in_(pks))):
-            by_pk[pk]["NumberOfSeriesRelatedInstances"] = n
+        statement = select(Series.id, Series.number_of_instances).where(Series.id.in_(matched_pks))
+        for pk, n in connection.execute(statement).all():
+            if pk in by_pk:
+                by_pk[pk]["NumberOfSeriesRelatedInstances"] = n
         return
     if level == QueryLevel.STUDY:
-        _add_study_counts(session, by_pk, with_modalities="ModalitiesInStudy" in wanted)
+        _add_study_counts(connection, by_pk, matched_pks, with_modalities="ModalitiesInStudy" in wanted)
     else:
-        _add_patient_counts(session, by_pk)
+        _add_patient_counts(connection, by_pk, matched_pks)
     if level == QueryLevel.STUDY and "SOPClassesInStudy" in wanted:
         for values in by_pk.values():
             values["SOPClassesInStudy"] = []
-        rows = session.execute(
+        rows = connection.execute(
             select(Series.study_pk, Instance.sop_class_uid)
             .join(Instance, Instance.series_pk == Series.id)
-            .where(Series.study_pk.in_(pks))
+            .where(Series.study_pk.in_(matched_pks))
             .distinct()
             .order_by(Instance.sop_class_uid)
         )
         for pk, sop_class in rows:
-            by_pk[pk]["SOPClassesInStudy"].append(sop_class)
+            if pk in by_pk:
+                by_pk[pk]["SOPClassesInStudy"].append(sop_class)
 
 
-def _add_study_counts(session: Session, by_pk: dict[int, dict[str, Any]], *, with_modalities: bool) -> None:
+def _add_study_counts(connection: Connection, by_pk: dict[int, dict[str, Any]], matched_pks: Select, *,
+                      with_modalities: bool) -> None:
     """Series and instance counts (and modalities) of studies, in one grouped query."""
     for values in by_pk.values():
         values.update(NumberOfStudyRelatedSeries=0, NumberOfStudyRelatedInstances=0)
@@ -260,19 +288,21 @@ def _add_study_counts(session: Session, by_pk: dict[int, dict[str, Any]], *, wit
             values["ModalitiesInStudy"] = []
     statement = (
         select(Series.study_pk, Series.modality, func.count(Series.id), func.coalesce(func.sum(Series.number_of_instances), 0))
-        .where(Series.study_pk.in_(list(by_pk)))
+        .where(Series.study_pk.in_(matched_pks))
         .group_by(Series.study_pk, Series.modality)
         .order_by(Series.study_pk, Series.modality)
     )
-    for pk, modality, n_series, n_instances in session.execute(statement):
-        values = by_pk[pk]
+    for pk, modality, n_series, n_instances in connection.execute(statement).all():
+        values = by_pk.get(pk)
+        if values is None:
+            continue
         values["NumberOfStudyRelatedSeries"] += n_series
         values["NumberOfStudyRelatedInstances"] += int(n_instances)
         if with_modalities and modality:
             values["ModalitiesInStudy"].append(modality)
 
 
-def _add_patient_counts(session: Session, by_pk: dict[int, dict[str, Any]]) -> None:
+def _add_patient_counts(connection: Connection, by_pk: dict[int, dict[str, Any]], matched_pks: Select) -> None:
     """Study, series and instance counts of patients."""
     statement = (
         select(
@@ -283,17 +313,18 @@ def _add_patient_counts(session: Session, by_pk: dict[int, dict[str, Any]]) -> N
         )
         .select_from(Study)
         .join(Series, Series.study_pk == Study.id, isouter=True)
-        .where(Study.patient_pk.in_(list(by_pk)))
+        .where(Study.patient_pk.in_(matched_pks))
         .group_by(Study.patient_pk)
     )
     for values in by_pk.values():
         values.update(NumberOfPatientRelatedStudies=0, NumberOfPatientRelatedSeries=0, NumberOfPatientRelatedInstances=0)
-    for pk, n_studies, n_series, n_instances in session.execute(statement):
-        by_pk[pk].update(
-            NumberOfPatientRelatedStudies=n_studies,
-            NumberOfPatientRelatedSeries=n_series,
-            NumberOfPatientRelatedInstances=int(n_instances),
-        )
+    for pk, n_studies, n_series, n_instances in connection.execute(statement).all():
+        if pk in by_pk:
+            by_pk[pk].update(
+                NumberOfPatientRelatedStudies=n_studies,
+                NumberOfPatientRelatedSeries=n_series,
+                NumberOfPatientRelatedInstances=int(n_instances),
+            )
 
 
 @dataclass(frozen=True, slots=True)

@@ -121,6 +121,25 @@ def test_limit_and_offset_page_stably(archive: Archive):
     assert [len(p) for p in pages] == [3, 3, 1] and len(set(uids)) == 7
 
 
+@pytest.mark.parametrize("level, computed", [
+    (QueryLevel.PATIENT, ("NumberOfPatientRelatedStudies", "NumberOfPatientRelatedInstances")),
+    (QueryLevel.STUDY, ("ModalitiesInStudy", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances")),
+    (QueryLevel.SERIES, ("NumberOfSeriesRelatedInstances",)),
+])
+def test_computed_attributes_of_a_page_are_those_of_its_own_entities(module_archive: Archive, loaded, level, computed):
+    """The grouped queries take the page's entities from the paged query itself (limit and offset included)."""
+    keys = dict.fromkeys(computed, "")
+    with module_archive.index.reading() as session:
+        whole = {m.pk: m.values for m in find(session, level, keys)}
+        pages = [find(session, level, keys, limit=2, offset=offset) for offset in range(0, len(whole), 2)]
+    paged = [m for page in pages for m in page]
+    assert [m.pk for m in paged] == sorted(whole) and len(whole) >= 2
+    for match in paged:
+        assert {k: match.values[k] for k in computed} == {k: whole[match.pk][k] for k in computed}
+    if level != QueryLevel.PATIENT:  # the two demo patients are alike; their studies and series are not
+        assert len({str(values[computed[-1]]) for values in whole.values()}) > 1
+
+
 def test_find_instances_for_retrieve(module_archive: Archive, loaded):
     study_uid = loaded[0].pet[0].StudyInstanceUID
     with module_archive.index.reading() as session:
