@@ -1,16 +1,19 @@
 """Writing one instance's rows into the index, in the caller's transaction, with few round trips.
 
 Patient, study and series keys are cached after each commit (rows are never renumbered), so the
-usual C-STORE of the next slice of a series costs one lookup and three small writes.
+usual C-STORE of the next slice of a series costs one insert (an instance already indexed shows
+up as an insert that inserts nothing) and an update of its series' instance count.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from oncopacs.archive.extract import InstanceRecord
 from oncopacs.index.models import Instance, ObjectReference, Patient, Series, Study
@@ -24,6 +27,12 @@ _UPDATE_INSTANCE = update(Instance).where(Instance.id == bindparam("pk"))
 _COUNT_INSTANCE = (
     update(Series).where(Series.id == bindparam("pk")).values(number_of_instances=Series.number_of_instances + 1)
 )
+#: The INSERT of a new instance, inserting nothing (and returning no key) if its SOP Instance UID is
+#: indexed already: one statement where a lookup and an insert were two, on the back-ends with ON CONFLICT.
+_INSERT_NEW_INSTANCE = {
+    name: dialect.insert(Instance).on_conflict_do_nothing(index_elements=[Instance.sop_instance_uid]).returning(Instance.id)
+    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
+}
 _DELETE_REFERENCES = delete(ObjectReference).where(ObjectReference.instance_pk == bindparam("pk"))
 _INSERT_REFERENCES = insert(ObjectReference)
 
@@ -50,8 +59,14 @@ class FileFacts:
     source: str
 
 
+_LENGTHS: dict[tuple[str, str], int | None] = {}
+
+
 def _clip(model, column: str, value: str) -> str:
-    length = getattr(model.__table__.c[column].type, "length", None)
+    key = (model.__tablename__, column)
+    if key not in _LENGTHS:
+        _LENGTHS[key] = getattr(model.__table__.c[column].type, "length", None)
+    length = _LENGTHS[key]
     return value[:length] if length else value
 
 
@@ -67,12 +82,21 @@ class IndexWriter:
     def write(self, connection: Connection, record: InstanceRecord, facts: FileFacts, *, replace: bool) -> "PendingKeys":
         """Insert (or with ``replace`` update) the rows of one instance; return keys to cache after commit."""
         pending = PendingKeys()
-        existing = connection.execute(_SELECT_INSTANCE, {"uid": record.sop_instance_uid}).first()
-        if existing is not None and not replace:
-            raise InstanceExists(record.sop_instance_uid)
-        patient_pk = self._patient_pk(connection, record, pending)
-        study_pk = self._study_pk(connection, record, patient_pk, pending)
-        series_pk = self._series_pk(connection, record, study_pk, pending)
+        uid = record.sop_instance_uid
+        insert_new = None if replace else _INSERT_NEW_INSTANCE.get(connection.dialect.name)
+        existing = None
+        if insert_new is None:
+            existing = connection.execute(_SELECT_INSTANCE, {"uid": uid}).first()
+            if existing is not None and not replace:
+                raise InstanceExists(uid)
+        try:
+            patient_pk = self._patient_pk(connection, record, pending)
+            study_pk = self._study_pk(connection, record, patient_pk, pending)
+            series_pk = self._series_pk(connection, record, study_pk, pending)
+        except IndexConflict:  # an instance already indexed is reported as such first, as the lookup did
+            if insert_new is not None and connection.execute(_SELECT_INSTANCE, {"uid": uid}).first() is not None:
+                raise InstanceExists(uid) from None
+            raise
         now = datetime.now(UTC)
         values = {
             "sop_class_uid": record.sop_class_uid,
@@ -91,9 +115,13 @@ class IndexWriter:
             "source": facts.source[:80],
         }
         if existing is None:
-            instance_pk = connection.execute(
-                _INSERT_INSTANCE, {"series_pk": series_pk, "sop_instance_uid": record.sop_instance_uid, **values}
-            ).scalar_one()
+            row = {"series_pk": series_pk, "sop_instance_uid": uid, **values}
+            if insert_new is None:
+                instance_pk = connection.execute(_INSERT_INSTANCE, row).scalar_one()
+            else:
+                instance_pk = connection.execute(insert_new, row).scalar()
+                if instance_pk is None:  # the caller's transaction is rolled back, parent rows included
+                    raise InstanceExists(uid)
             connection.execute(_COUNT_INSTANCE, {"pk": series_pk})
         else:
             instance_pk = existing.id
@@ -144,14 +172,17 @@ class IndexWriter:
 
     def _study_pk(self, connection: Connection, record: InstanceRecord, patient_pk: int, pending: "PendingKeys") -> int:
         uid = record.study_instance_uid
-        values = _clipped(Study, {
-            "study_date": record.study_date, "study_time": record.study_time,
-            "accession_number": record.accession_number, "study_id": record.study_id,
-            "study_description": record.study_description,
-            "referring_physician_name": record.referring_physician_name,
-        })
+
+        def values() -> dict:
+            return {**_clipped(Study, {
+                "study_date": record.study_date, "study_time": record.study_time,
+                "accession_number": record.accession_number, "study_id": record.study_id,
+                "study_description": record.study_description,
+                "referring_physician_name": record.referring_physician_name,
+            }), "created_at": datetime.now(UTC)}
+
         keys = _child_keys(connection, self._studies.get(uid), Study, Study.study_instance_uid, uid, Study.patient_pk,
-                           patient_pk, {**values, "created_at": datetime.now(UTC)})
+                           patient_pk, values)
         if keys[1] != patient_pk:
             raise IndexConflict("patient", f"study already stored under another patient: {uid}")
         pending.studies[uid] = keys
@@ -159,14 +190,16 @@ class IndexWriter:
 
     def _series_pk(self, connection: Connection, record: InstanceRecord, study_pk: int, pending: "PendingKeys") -> int:
         uid = record.series_instance_uid
-        values = _clipped(Series, {
-            "modality": record.modality, "series_number": record.series_number,
-            "series_description": record.series_description, "series_date": record.series_date,
-            "series_time": record.series_time, "body_part_examined": record.body_part_examined,
-        })
+
+        def values() -> dict:
+            return {**_clipped(Series, {
+                "modality": record.modality, "series_number": record.series_number,
+                "series_description": record.series_description, "series_date": record.series_date,
+                "series_time": record.series_time, "body_part_examined": record.body_part_examined,
+            }), "frame_of_reference_uid": record.frame_of_reference_uid, "number_of_instances": 0}
+
         keys = _child_keys(connection, self._series.get(uid), Series, Series.series_instance_uid, uid, Series.study_pk,
-                           study_pk, {**values, "frame_of_reference_uid": record.frame_of_reference_uid,
-                                      "number_of_instances": 0})
+                           study_pk, values)
         if keys[1] != study_pk:
             raise IndexConflict("moved", f"series already stored in another study: {uid}")
         pending.series[uid] = keys
@@ -178,15 +211,15 @@ def _clipped(model, values: dict[str, str]) -> dict[str, str]:
 
 
 def _child_keys(connection: Connection, cached, model, uid_column, uid: str, parent_column, parent_pk: int,
-                values: dict) -> tuple[int, int]:  # noqa: ANN001 - SQLAlchemy model and columns
-    """``(pk, parent pk)`` of the study or series with this UID, inserted under ``parent_pk`` if new."""
+                values: Callable[[], dict]) -> tuple[int, int]:  # noqa: ANN001 - SQLAlchemy model and columns
+    """``(pk, parent pk)`` of the study or series with this UID, inserted with ``values()`` under ``parent_pk`` if new."""
     if cached is not None:
         return cached
     row = connection.execute(select(model.id, parent_column).where(uid_column == uid)).first()
     if row is not None:
         return row[0], row[1]
     pk = connection.execute(
-        insert(model).values({uid_column.key: uid, parent_column.key: parent_pk, **values}).returning(model.id)
+        insert(model).values({uid_column.key: uid, parent_column.key: parent_pk, **values()}).returning(model.id)
     ).scalar_one()
     return pk, parent_pk
 

@@ -90,6 +90,7 @@ def test_same_uid_in_another_series_is_refused(archive: Archive):
     result = archive.ingest(part10_bytes(moved), source="b")
     assert result.outcome is IngestOutcome.CONFLICT and result.status == Status.MOVED_INSTANCE
     assert count(archive, Instance) == 1
+    assert count(archive, Series) == 1  # the new series' row went with the refused instance
     assert sorted(archive.storage.iter_files()) == [r for r in archive.storage.iter_files()]  # no stray file
     assert len(list(archive.storage.iter_files())) == 1
 
@@ -102,6 +103,16 @@ def test_study_under_another_patient_is_refused(archive: Archive):
     result = archive.ingest(part10_bytes(other), source="b")
     assert result.status == Status.CONFLICTING_PATIENT
     assert count(archive, Instance) == 1 and len(list(archive.storage.iter_files())) == 1
+
+
+def test_a_stored_instance_resent_under_another_patient_is_the_stored_instance_with_other_content(archive: Archive):
+    """The instance's own conflict is reported before its study's (another patient)."""
+    archive.ingest(part10_bytes(examples.ct), source="a")
+    other = copy.deepcopy(examples.ct)
+    other.PatientID = "SOMEONE-ELSE"
+    result = archive.ingest(part10_bytes(other), source="b")
+    assert result.outcome is IngestOutcome.CONFLICT and result.status == Status.DUPLICATE_SOP_INSTANCE
+    assert count(archive, Instance) == 1 and count(archive, IngestConflict) == 1
 
 
 @pytest.mark.parametrize(
