@@ -3,7 +3,7 @@
 
 Run from the repository root with the project's virtual environment active::
 
-    python benchmarks/ingest.py                      # 1,000 instances, 500 studies, 3 rounds
+    python benchmarks/ingest.py                      # 1,000 instances, 500 studies, 5 rounds, 15 queries
     python benchmarks/ingest.py --quick              # smoke test: 100 instances, 50 studies, 1 round
     python benchmarks/ingest.py --json > result.json
 
@@ -205,7 +205,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--instances", type=int, default=1000, help="CT instances (512x512) to ingest (default 1000)")
     parser.add_argument("--studies", type=int, default=500, help="studies for the C-FIND benchmark (default 500)")
-    parser.add_argument("--rounds", type=int, default=3, help="ingest rounds per system (default 3)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="ingest rounds per system (default 5: single rounds swing ±20 %%)")
     parser.add_argument("--find-repeats", type=int, default=15,
                         help="timed C-FIND queries per system (default 15: a query is ~80 ms and single ones swing ±20 %%)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 100 instances, 50 studies, 1 round, 3 queries")
