@@ -30,7 +30,9 @@ _COUNT_INSTANCE = (
 #: The INSERT of a new instance, inserting nothing (and returning no key) if its SOP Instance UID is
 #: indexed already: one statement where a lookup and an insert were two, on the back-ends with ON CONFLICT.
 _INSERT_NEW_INSTANCE = {
-    name: dialect.insert(Instance).on_conflict_do_nothing(index_elements=[Instance.sop_instance_uid]).returning(Instance.id)
+    name: dialect.insert(Instance)
+    .on_conflict_do_nothing(index_elements=[Instance.sop_instance_uid])
+    .returning(Instance.id)
     for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
 }
 _DELETE_REFERENCES = delete(ObjectReference).where(ObjectReference.instance_pk == bindparam("pk"))
@@ -212,7 +214,8 @@ def _clipped(model, values: dict[str, str]) -> dict[str, str]:
 
 def _child_keys(connection: Connection, cached, model, uid_column, uid: str, parent_column, parent_pk: int,
                 values: Callable[[], dict]) -> tuple[int, int]:  # noqa: ANN001 - SQLAlchemy model and columns
-    """``(pk, parent pk)`` of the study or series with this UID, inserted with ``values()`` under ``parent_pk`` if new."""
+    """``(pk, parent pk)`` of the study or series with this UID; if new, inserted under ``parent_pk``
+    with ``values()`` (built only then)."""
     if cached is not None:
         return cached
     row = connection.execute(select(model.id, parent_column).where(uid_column == uid)).first()

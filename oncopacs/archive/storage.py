@@ -133,9 +133,9 @@ class StagingStream:
 
     :meth:`write` appends (page cache), asks the kernel to start writing that range to disk
     without waiting (``sync_file_range``, where the platform has it) and adds the piece to the
-    file's SHA-256 (:meth:`sha256`), so no hash is left to compute once the last piece is in; :meth:`finish` makes the
-    whole file durable (fdatasync) and returns its path for :meth:`Storage.place`;
-    :meth:`abandon` deletes it. The three may be called from different threads: each holds the
+    file's SHA-256 (:meth:`sha256`), so no hash is left to compute once the last piece is in;
+    :meth:`finish` makes the whole file durable (fdatasync) and returns its path for :meth:`Storage.place`;
+    :meth:`abandon` deletes it. They may be called from different threads: each holds the
     stream's lock, so a file is never closed under a write (whose descriptor could otherwise be
     reused by another file before the write lands).
     """

@@ -249,8 +249,9 @@ def _add_computed(connection: Connection, level: QueryLevel, matches: list[Match
     """Add the ``wanted`` computed attributes to ``matches``, the rows of ``matched`` (its primary keys first).
 
     The grouped queries select their entities with ``matched`` as a subquery rather than with a
-    list of primary keys (500 studies were 500 bound parameters); a row that is not among
-    ``matches`` (committed in between, outside SQLite's snapshot) is skipped.
+    list of primary keys (500 studies were 500 bound parameters). A row that is not among
+    ``matches`` (committed between the two statements, which PostgreSQL's default isolation lets
+    the second one see) is skipped.
     """
     by_pk = {m.pk: m.values for m in matches}
     matched_pks = matched.with_only_columns(matched.selected_columns[0])
