@@ -7,6 +7,7 @@ up as an insert that inserts nothing) and an update of its series' instance coun
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,14 +62,13 @@ class FileFacts:
     source: str
 
 
-_LENGTHS: dict[tuple[str, str], int | None] = {}
+@functools.cache
+def _length(model, column: str) -> int | None:  # noqa: ANN001 - a SQLAlchemy model
+    return getattr(model.__table__.c[column].type, "length", None)
 
 
 def _clip(model, column: str, value: str) -> str:
-    key = (model.__tablename__, column)
-    if key not in _LENGTHS:
-        _LENGTHS[key] = getattr(model.__table__.c[column].type, "length", None)
-    length = _LENGTHS[key]
+    length = _length(model, column)
     return value[:length] if length else value
 
 

@@ -83,11 +83,17 @@ def test_overwrite_setting_replaces_content(archive: Archive):
     assert archive.storage.read(instance.file_path, expected_sha256=instance.sha256) == replaced
 
 
-def test_same_uid_in_another_series_is_refused(archive: Archive):
+def store_then_send_changed(archive: Archive, **changes: str):
+    """Store the example CT, then ingest a copy with ``changes``; the second result."""
     archive.ingest(part10_bytes(examples.ct), source="a")
-    moved = copy.deepcopy(examples.ct)
-    moved.SeriesInstanceUID = "1.2.3.4.5"
-    result = archive.ingest(part10_bytes(moved), source="b")
+    changed = copy.deepcopy(examples.ct)
+    for keyword, value in changes.items():
+        setattr(changed, keyword, value)
+    return archive.ingest(part10_bytes(changed), source="b")
+
+
+def test_same_uid_in_another_series_is_refused(archive: Archive):
+    result = store_then_send_changed(archive, SeriesInstanceUID="1.2.3.4.5")
     assert result.outcome is IngestOutcome.CONFLICT and result.status == Status.MOVED_INSTANCE
     assert count(archive, Instance) == 1
     assert count(archive, Series) == 1  # the new series' row went with the refused instance
@@ -96,21 +102,14 @@ def test_same_uid_in_another_series_is_refused(archive: Archive):
 
 
 def test_study_under_another_patient_is_refused(archive: Archive):
-    archive.ingest(part10_bytes(examples.ct), source="a")
-    other = copy.deepcopy(examples.ct)
-    other.PatientID = "SOMEONE-ELSE"
-    other.SOPInstanceUID = "1.2.3.4.6"
-    result = archive.ingest(part10_bytes(other), source="b")
+    result = store_then_send_changed(archive, PatientID="SOMEONE-ELSE", SOPInstanceUID="1.2.3.4.6")
     assert result.status == Status.CONFLICTING_PATIENT
     assert count(archive, Instance) == 1 and len(list(archive.storage.iter_files())) == 1
 
 
 def test_a_stored_instance_resent_under_another_patient_is_the_stored_instance_with_other_content(archive: Archive):
     """The instance's own conflict is reported before its study's (another patient)."""
-    archive.ingest(part10_bytes(examples.ct), source="a")
-    other = copy.deepcopy(examples.ct)
-    other.PatientID = "SOMEONE-ELSE"
-    result = archive.ingest(part10_bytes(other), source="b")
+    result = store_then_send_changed(archive, PatientID="SOMEONE-ELSE")
     assert result.outcome is IngestOutcome.CONFLICT and result.status == Status.DUPLICATE_SOP_INSTANCE
     assert count(archive, Instance) == 1 and count(archive, IngestConflict) == 1
 
