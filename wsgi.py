@@ -2,7 +2,9 @@
 
 import logging
 
-from oncopacs.web import create_app
+from oncopacs.platform import open_platform
+from oncopacs.settings import Settings
+from oncopacs.web.app import create_app
 
 logging.basicConfig(level=logging.INFO)
-app = create_app()
+app = create_app(open_platform(Settings.load()))

@@ -83,16 +83,17 @@ def _first_load(client, headers: dict[str, str]) -> float:
 
 def run(patients: int, repeat: int) -> dict:
     from oncopacs.auth.roles import Role
-    from oncopacs.services import open_archive
+    from oncopacs.platform import open_platform
     from oncopacs.settings import Settings
     from oncopacs.web.app import create_app
 
     with tempfile.TemporaryDirectory() as folder:
         settings = Settings(data_dir=Path(folder) / "data", dicom_host="127.0.0.1", dicom_port=0, secret_key="bench")
-        archive = open_archive(settings)
+        platform = open_platform(settings)
+        archive = platform.archive
         log(f"ingesting {patients} synthetic patients with PET results")
         _populate(archive, patients)
-        app = create_app(settings, archive)
+        app = create_app(platform)
         users = app.extensions["oncopacs.users"]
         users.add_user("bench", Role.TUMOUR_BOARD, "correct horse battery")
         headers = {"Authorization": f"Bearer {users.create_token('bench')}"}

@@ -11,7 +11,7 @@ Both servers hold the same synthetic studies (one small CT instance each, sent w
 ``storescu``), are asked the same requests by one keep-alive HTTP client with HTTP Basic
 credentials (both require authentication), and are measured in the same run, request kinds
 interleaved in blocks. Orthanc is the Debian package with its DICOMweb plugin
-(``orthanc-dicomweb``), started by ``/work/shared/tools/orthanc-peer --dicomweb``. Reported:
+(``orthanc-dicomweb``), started by ``../shared/tools/orthanc-peer --dicomweb``. Reported:
 p50/p95 latency and sequential requests/s per request kind, and requests/s with 4 concurrent
 clients for the exact-PatientID search. Nothing here asserts; a missed target is reported.
 """

@@ -12,7 +12,7 @@ both tools read the same RTSTRUCT and RTDOSE files with their own parsers. OncoP
 ``pydicom.dcmread`` + ``rt.structures.read_structure_set`` + ``rt.dose.read_dose`` once, then
 ``rt.dvh.compute_roi_dvh`` and ``compute_metric`` per ROI (defaults). dicompyler-core 0.5.6
 (which needs pydicom < 3) runs in its own virtual environment
-(``/work/shared/tools/dicompyler-reference`` prints its python) as a subprocess: the files are
+(``../shared/tools/dicompyler-reference`` prints its python) as a subprocess: the files are
 read once with ``pydicom.dcmread`` and ``dvhcalc.get_dvh`` runs per ROI (defaults: no
 interpolation). Imports are not timed in either; parsing the files is. Each tool repeats the
 whole job ``--repeat`` times (default 3) in a loop in its own process and the medians are
@@ -38,6 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from shared import shared_tool  # benchmarks/shared.py
 from report import (  # benchmarks/report.py (the script's own folder)
     emit,
     fmt_ratio,
@@ -51,7 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-DICOMPYLER_REFERENCE = Path("/work/shared/tools/dicompyler-reference")
+DICOMPYLER_REFERENCE = shared_tool("dicompyler-reference")
 TARGET_SPEEDUP = 10.0
 EQUAL_DOSE_GY = 0.005  # half the 0.01 Gy DVH bin width both tools use
 METRICS = ("volume_cc", "mean_gy", "d95_gy", "d50_gy", "d2_gy", "max_gy")

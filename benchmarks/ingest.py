@@ -13,7 +13,7 @@ to standard output. Nothing here asserts: a missed target is reported, not raise
 
 Ingest: the same synthetic 512x512 CT instances are sent with dcmtk's ``storescu`` (one
 association for the whole directory) to a fresh OncoPACS server (``oncopacs serve``, embedded
-default configuration), a fresh Orthanc (``/work/shared/tools/orthanc-peer``, TCP no-delay) and
+default configuration), a fresh Orthanc (``../shared/tools/orthanc-peer``, TCP no-delay) and
 a fresh ``storescp``; each round uses new data directories, flushes the page cache's dirty
 pages (``sync``) and pauses before each timed transfer, and the systems are interleaved.
 

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from report import log
+from shared import shared_tool
 
 REPO = Path(__file__).resolve().parents[1]
-ORTHANC_PEER = Path("/work/shared/tools/orthanc-peer")
+ORTHANC_PEER = shared_tool("orthanc-peer")
 STORESCU = "/usr/bin/storescu"
 FINDSCU = "/usr/bin/findscu"
 STORESCP = "/usr/bin/storescp"
@@ -245,7 +246,7 @@ def start_oncopacs(workdir: Path, user: tuple[str, str] | None = None) -> Server
 
 def add_oncopacs_user(data_dir: Path, name: str, password: str) -> None:
     from oncopacs.auth.users import UserStore
-    from oncopacs.services import open_archive
+    from oncopacs.platform import open_archive
     from oncopacs.settings import Settings
 
     archive = open_archive(Settings(data_dir=data_dir))

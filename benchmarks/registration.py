@@ -11,7 +11,7 @@ Debian package ``plastimatch``)::
 The pair comes from :mod:`oncopacs.phantom.fusion`: an analytic torso phantom sampled exactly on both
 grids, the fixed one through a known smooth deformation (Gaussian bumps up to about 10 mm), without noise and with
 10 HU of Gaussian noise on each (two cases). Both tools get the same images; plastimatch runs the fair
-three-stage B-spline set-up of /work/shared/tools/plastimatch-bspline.txt (MSE, L-BFGS-B, grid
+three-stage B-spline set-up of ../shared/tools/plastimatch-bspline.txt (MSE, L-BFGS-B, grid
 30/15/10 mm), OncoPACS its defaults (rigid MI, then multi-resolution demons). Each tool uses
 2 threads. Time is wall time of the registration call (plastimatch: the whole ``plastimatch
 register`` process, which includes reading its two .mha inputs and writing its vector field).
@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from shared import shared_tool  # benchmarks/shared.py
 from report import (  # benchmarks/report.py
     emit,
     log,
@@ -62,7 +63,7 @@ from oncopacs.phantom.fusion import SmoothDeformation, build_fusion_pair
 THREADS = 2
 TARGET_SECONDS = 60.0
 NOISE_LEVELS_HU = (0.0, 10.0)
-PARAMETER_FILE = Path("/work/shared/tools/plastimatch-bspline.txt")
+PARAMETER_FILE = shared_tool("plastimatch-bspline.txt")
 NO_SERIES = SeriesInfo("", "", "", "", "", ())
 
 

@@ -63,7 +63,7 @@ def _percentile(values: list[float], q: float) -> float:
 def run(renders: int, deliveries: int) -> dict:
     from oncopacs.auth.roles import Principal, Role
     from oncopacs.phantom import build_demo_patient
-    from oncopacs.services import open_archive
+    from oncopacs.platform import open_archive
     from oncopacs.settings import Settings
     from reporting.oru import Hl7Destination
     from reporting.workflow import Destinations, ReportService

@@ -1,11 +1,11 @@
 """PET-CT fusion dashboard at ``/dashboards/pet/<StudyInstanceUID>``.
 
 The study's first PET series (by series number) is read through the archive (every file checked
-against its recorded SHA-256) and converted to SUVbw (g/mL) with :mod:`fusion.suv`. When a CT
+against its recorded SHA-256) and converted to SUVbw (g/mL) with :mod:`fusion.pet.suv`. When a CT
 shares the PET's frame of reference, the SUV volume is resampled onto the CT grid (linear,
 :func:`fusion.volume.resample_to`) and drawn over the CT (mediastinum window, W 400 / L 40 HU) with an
 opacity slider and an SUV colour bar; SUV below 5 % of the maximum is left transparent. ROI statistics
-(:mod:`fusion.pet_stats`) come from an RTSTRUCT on the PET's frame of reference (EXTERNAL ROIs skipped);
+(:mod:`fusion.pet.stats`) come from an RTSTRUCT on the PET's frame of reference (EXTERNAL ROIs skipped);
 the MIP is the coronal maximum-intensity projection of the SUV volume on the PET grid. Each panel
 appears when its data exists; otherwise the page says what is missing. Fused volumes are cached
 (a few studies, keyed by the instances' SHA-256) so scrolling does not re-read the files.
@@ -27,9 +27,9 @@ from flask import Flask, current_app, g
 from sqlalchemy import select
 
 from fusion.errors import VolumeError
-from fusion.pet_errors import PetGeometryError, SuvTagError
-from fusion.pet_stats import RoiStats, compute_structure_stats
-from fusion.suv import SuvImage, SuvType, read_suv_image
+from fusion.pet.errors import PetGeometryError, SuvTagError
+from fusion.pet.stats import RoiStats, compute_structure_stats
+from fusion.pet.suv import SuvImage, SuvType, read_suv_image
 from fusion.volume import load_series, resample_to
 from oncopacs.archive.ingest import Archive
 from oncopacs.audit.events import AuditAction
@@ -91,7 +91,7 @@ def _suv_volume(suv: SuvImage) -> sitk.Image:
     image = sitk.GetImageFromArray(suv.values.astype(np.float32))
     image.SetOrigin(tuple(float(v) for v in suv.grid.origin_mm))
     image.SetSpacing(tuple(float(v) for v in suv.grid.spacing_mm))
-    return image  # axial PET (fusion.suv.read_pet_grid checks it): identity direction
+    return image  # axial PET (fusion.pet.suv.read_pet_grid checks it): identity direction
 
 
 def _roi_stats(archive: Archive, suv: SuvImage, rtstruct_uids: list[str], session) -> tuple[list[RoiStats], list[str]]:

@@ -3,7 +3,7 @@
 Three planes (axial, coronal, sagittal) rendered on the server (:mod:`oncopacs.viewer.slices`, cached), each a
 Plotly image (zoom and pan with the mouse, scroll with its slider); window presets, ROI toggles and
 isodose levels (Gy or % of the prescription); the DVH and the clinical-goal table from the cached RT
-results (:mod:`oncopacs.analysis.rt_store`); the plan summary (ion plans: energy layers, spots, range
+results (:mod:`oncopacs.analysis.rt`); the plan summary (ion plans: energy layers, spots, range
 shifters); a second dose of the study for comparison. Panels appear when their data exists. The
 callback bodies are module functions (:func:`study_view`, :func:`plane_figure`, ...) so tests call them.
 """
@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 from dash import Input, Output, State, dcc, html
 from flask import Flask, current_app
 
-from oncopacs.analysis.rt_store import find_planning_sets, load_results
+from oncopacs.analysis.rt import find_planning_sets, load_results
 from oncopacs.audit.events import AuditAction, Outcome
 from oncopacs.errors import NotFoundError
 from oncopacs.uids import is_valid_uid

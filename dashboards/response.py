@@ -1,7 +1,7 @@
 """Treatment-response dashboard at ``/dashboards/response/<PatientID>``.
 
 Per patient a timeline of the stored PET time points (``pet_timepoint`` results of
-:mod:`oncopacs.pet_results`): SUVmax and SULpeak of the hottest lesion (g/mL), total MTV41 (cc),
+:mod:`oncopacs.analysis.pet`): SUVmax and SULpeak of the hottest lesion (g/mL), total MTV41 (cc),
 total TLG41 (g) and the contoured GTV volume (cc), each follow-up labelled with its PERCIST 1.0
 category against baseline (``pet_response`` results), and the treatment course: the patient's RT
 (Ion) Plans with their study date, label, prescription (Gy) and fractions (cached ``plan`` results,

@@ -8,7 +8,7 @@
   the moving series is resampled onto the fixed grid through it (:func:`fusion.volume.resample_to`, -1000 HU
   outside) and both are shown as a blend (alpha: 0 fixed, 1 moving) or a checkerboard (tile size, mm) in a
   chosen plane and slice, beside the QA figures of its stored ``registration_qa`` result
-  (:func:`oncopacs.fusion_store.load_registration_qa`).
+  (:func:`oncopacs.analysis.registration.load_registration_qa`).
 
 Every file is read through the archive with its SHA-256 checked; loaded volumes are cached (a few studies,
 keyed by the files' SHA-256) and slices are rendered on the server (:mod:`oncopacs.viewer.slices`, cached).
@@ -36,11 +36,11 @@ from fusion.ct4d import group_phases, load_phase_images, read_phase_label
 from fusion.dicom_reg import read_registration
 from fusion.errors import FusionError
 from fusion.volume import load_series, resample_to
-from oncopacs.analysis.rt_store import read_dataset
+from oncopacs.analysis.rt import read_dataset
 from oncopacs.archive.ingest import Archive
 from oncopacs.audit.events import AuditAction, Outcome
 from oncopacs.errors import NotFoundError
-from oncopacs.fusion_store import load_registration_qa
+from oncopacs.analysis.registration import load_registration_qa
 from oncopacs.index.models import Patient, Study
 from oncopacs.index.oncology import OncologySummary, summarize_study
 from oncopacs.index.query import StoredInstance, find_instances

@@ -31,6 +31,7 @@ from fusion.propagation import (
 )
 from fusion.registration import register_deformable, register_rigid
 from fusion.volume import load_series, resample_to
+from rt.derived import FRAME_OF_REFERENCE_KEYWORDS, copy_patient_study
 from rt.structures import ROI, StructureSet, read_structure_set
 
 log = logging.getLogger(__name__)
@@ -176,9 +177,6 @@ def compute_projections(images: Sequence[sitk.Image]) -> Projections:
 #: ImageType value 4 and series description per projection.
 _PROJECTIONS = {"MIP": "Maximum intensity projection", "AIP": "Average intensity projection",
                 "MINIP": "Minimum intensity projection"}
-_COPIED = ("SpecificCharacterSet", "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
-           "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName", "StudyDescription",
-           "FrameOfReferenceUID", "PositionReferenceIndicator", "PatientPosition")
 
 
 def build_derived_series(image: sitk.Image, template: Dataset, kind: str, *, series_number: int) -> list[Dataset]:
@@ -197,10 +195,7 @@ def build_derived_series(image: sitk.Image, template: Dataset, kind: str, *, ser
     series_uid = generate_uid(entropy_srcs=[*seed, "series"])
     slices = []
     for k in range(values.shape[0]):
-        ds = Dataset()
-        for keyword in _COPIED:
-            if keyword in template:
-                setattr(ds, keyword, template.data_element(keyword).value)
+        ds = copy_patient_study(template, Dataset(), also=(*FRAME_OF_REFERENCE_KEYWORDS, "PatientPosition"))
         ds.SOPClassUID = CTImageStorage
         ds.SOPInstanceUID = generate_uid(entropy_srcs=[*seed, "slice", str(k)])
         ds.SeriesInstanceUID = series_uid

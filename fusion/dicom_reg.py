@@ -40,14 +40,13 @@ from fusion.registration import (
     compute_affine_matrix,
 )
 from fusion.volume import SeriesInfo, read_series_info
+from rt.derived import PATIENT_STUDY_KEYWORDS
 
 SPATIAL_REGISTRATION = UID("1.2.840.10008.5.1.4.1.1.66.1")
 DEFORMABLE_SPATIAL_REGISTRATION = UID("1.2.840.10008.5.1.4.1.1.66.3")
 PRIVATE_GROUP = 0x0075
 PRIVATE_CREATOR = "ONCOPACS FUSION QA"
 UID_PREFIX = "1.2.826.0.1.3680043.8.498."  # pydicom's registered root (as oncopacs.uids)
-_PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
-                  "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName")
 
 
 def build_registration_dataset(registration: Registration, fixed: sitk.Image, moving: sitk.Image, *,
@@ -68,7 +67,7 @@ def build_registration_dataset(registration: Registration, fixed: sitk.Image, mo
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = generate_uid(UID_PREFIX, [fingerprint, "instance"])
     ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = sop_class, ds.SOPInstanceUID
-    for keyword in _PATIENT_STUDY:
+    for keyword in PATIENT_STUDY_KEYWORDS[1:]:  # from the fixed image's metadata; the REG is UTF-8 (set above)
         value = fixed.GetMetaData(keyword) if fixed.HasMetaDataKey(keyword) else ""
         setattr(ds, keyword, value)
     now = datetime.now()

@@ -18,11 +18,10 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, RTStructureSetStorage, generate_uid
 
+from rt.derived import copy_patient_study
+
 #: The (retired but universally used) Detached Study Management SOP Class for RTReferencedStudySequence.
 _DETACHED_STUDY_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"
-_COPIED_KEYWORDS = ("SpecificCharacterSet", "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
-                    "StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",
-                    "ReferringPhysicianName", "StudyDescription", "FrameOfReferenceUID")
 #: ROIDisplayColor cycle for ROIs written without a colour.
 _DEFAULT_COLOURS = ((255, 0, 0), (0, 160, 255), (0, 200, 0), (255, 200, 0), (200, 0, 200), (0, 200, 200))
 
@@ -142,10 +141,7 @@ def build_rtstruct(reference_slices: Sequence[Dataset], rois: Sequence[RoiContou
     seed = [str(first.get("SeriesInstanceUID", "")), *(r.name for r in rois),
             *(str(sum(len(p) for p in r.polygons_mm)) for r in rois), *entropy]
 
-    ds = Dataset()
-    for keyword in _COPIED_KEYWORDS:
-        if keyword in first:
-            setattr(ds, keyword, first.data_element(keyword).value)
+    ds = copy_patient_study(first, Dataset(), also=("FrameOfReferenceUID",))
     ds.SOPClassUID = RTStructureSetStorage
     ds.SOPInstanceUID = generate_uid(entropy_srcs=[*seed, "instance"])
     ds.SeriesInstanceUID = generate_uid(entropy_srcs=[*seed, "series"])

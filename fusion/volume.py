@@ -20,13 +20,13 @@ from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 
 from fusion.errors import VolumeError
+from rt.derived import PATIENT_STUDY_KEYWORDS
 
 log = logging.getLogger(__name__)
 
 #: Series attributes kept as image metadata (copied from the first slice).
-META_KEYWORDS = ("SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID", "Modality", "PatientID",
-                 "PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
-                 "AccessionNumber", "ReferringPhysicianName", "SOPClassUID")
+META_KEYWORDS = ("SeriesInstanceUID", "FrameOfReferenceUID", "Modality", "SOPClassUID",
+                 *PATIENT_STUDY_KEYWORDS[1:])  # the character set stays with the slices
 #: Metadata key of the backslash-joined SOPInstanceUIDs of the slices, in volume order.
 INSTANCES_KEY = "SOPInstanceUIDs"
 

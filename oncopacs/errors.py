@@ -1,6 +1,15 @@
-"""Every error OncoPACS raises on purpose derives from :class:`OncopacsError`."""
+"""Every error OncoPACS raises on purpose: :class:`OncopacsError` and its kin from the pure packages.
+
+``rt`` and ``fusion`` may not import this module, so the names they share with the platform
+(:class:`DicomInputError`, :class:`GeometryError`) are defined once in :mod:`rt.errors` and
+re-exported here. :data:`EXPECTED_ERRORS` is the one tuple the web and CLI boundaries catch: an
+error in it is the caller's problem, reported with its message; anything else is a bug.
+"""
 
 from __future__ import annotations
+
+from fusion.errors import FusionError
+from rt.errors import DicomInputError, GeometryError, RTError
 
 
 class OncopacsError(Exception):
@@ -10,16 +19,6 @@ class OncopacsError(Exception):
 class ConfigError(OncopacsError):
     """A setting is missing or malformed."""
 
-
-class DicomInputError(OncopacsError):
-    """A dataset lacks, or has an invalid, attribute we rely on."""
-
-    def __init__(self, keyword: str, sop_instance_uid: str | None, problem: str = "missing"):
-        where = f" in {sop_instance_uid}" if sop_instance_uid else ""
-        super().__init__(f"{keyword} {problem}{where}")
-        self.keyword = keyword
-        self.sop_instance_uid = sop_instance_uid
-        self.problem = problem
 
 
 class ListenError(OncopacsError):
@@ -32,10 +31,6 @@ class StorageError(OncopacsError):
 
 class IntegrityError(OncopacsError):
     """A stored file is missing or its bytes no longer match the recorded SHA-256."""
-
-
-class GeometryError(OncopacsError):
-    """Grids or frames of reference disagree."""
 
 
 class RemoteNodeError(OncopacsError):
@@ -60,3 +55,13 @@ class PermissionDeniedError(OncopacsError):
 
 class AccountLockedError(AuthenticationError):
     """Too many failed sign-ins: the account refuses every password until its lock-out ends."""
+
+
+#: What the web and CLI boundaries catch and report with its message (never a traceback).
+EXPECTED_ERRORS: tuple[type[Exception], ...] = (OncopacsError, RTError, FusionError)
+
+__all__ = [
+    "EXPECTED_ERRORS", "AccountLockedError", "AuditError", "AuthenticationError", "ConfigError", "DicomInputError",
+    "FusionError", "GeometryError", "IntegrityError", "ListenError", "NotFoundError",
+    "OncopacsError", "PermissionDeniedError", "RTError", "RemoteNodeError", "StorageError",
+]

@@ -21,7 +21,7 @@ from typing import Any
 
 from oncopacs.archive.ingest import Archive
 from oncopacs.auth.roles import Permission, Principal
-from oncopacs.background import BackgroundLoop
+from oncopacs.jobs.background import BackgroundLoop
 from oncopacs.errors import (
     OncopacsError,
     PermissionDeniedError,

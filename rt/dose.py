@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydicom.dataset import Dataset
 
+from rt.derived import FRAME_OF_REFERENCE_KEYWORDS, copy_patient_study
 from rt.errors import DicomInputError, GeometryError
 from rt.grid import VoxelGrid
 
@@ -249,12 +250,7 @@ def build_rt_dose(dose: DoseGrid, template: Dataset, *, summation_type: str = "M
     scaling = max(float(values.max()), 1e-12) / _UINT32_MAX
     pixels = np.rint(values / scaling).astype("<u4")
     entropy = [str(template.get("SOPInstanceUID", "")), str(values.shape), f"{float(values.sum()):.9g}", summation_type]
-    ds = Dataset()
-    for keyword in ("SpecificCharacterSet", "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
-                    "StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",
-                    "ReferringPhysicianName", "StudyDescription", "FrameOfReferenceUID", "PositionReferenceIndicator"):
-        if keyword in template:
-            setattr(ds, keyword, template.data_element(keyword).value)
+    ds = copy_patient_study(template, Dataset(), also=FRAME_OF_REFERENCE_KEYWORDS)
     ds.SOPClassUID = RTDoseStorage
     ds.SOPInstanceUID = generate_uid(entropy_srcs=[*entropy, "instance"])
     ds.SeriesInstanceUID = generate_uid(entropy_srcs=[*entropy, "series"])

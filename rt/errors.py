@@ -1,4 +1,4 @@
-"""Errors the RT core raises on purpose (``rt`` may not import :mod:`oncopacs.errors`)."""
+"""Errors the RT core raises on purpose (``rt`` may not import :mod:`oncopacs.errors`, which re-exports the shared names)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ class RTError(Exception):
 
 
 class DicomInputError(RTError):
-    """A dataset lacks, or has an invalid, attribute the RT core relies on."""
+    """A dataset lacks, or has an invalid, attribute we rely on (the one definition, used by the archive too)."""
 
-    def __init__(self, keyword: str, problem: str = "missing"):
-        super().__init__(f"{keyword} {problem}")
-        self.keyword = keyword
+    def __init__(self, keyword: str, problem: str = "missing", sop_instance_uid: str | None = None):
+        where = f" in {sop_instance_uid}" if sop_instance_uid else ""
+        super().__init__(f"{keyword} {problem}{where}")
+        self.keyword, self.problem, self.sop_instance_uid = keyword, problem, sop_instance_uid
 
 
 class GeometryError(RTError):

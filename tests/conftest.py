@@ -17,12 +17,14 @@ import pytest
 import sqlalchemy
 
 from oncopacs.archive.ingest import Archive
-from oncopacs.services import open_archive
+from oncopacs.platform import Platform, open_archive, open_platform
 from oncopacs.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 POSTGRES_SERVER_URL = os.environ.get("ONCOPACS_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: The workplace's shared folder: ``../shared`` beside the repository, or ``ONCOPACS_SHARED_DIR``.
+SHARED_DIR = Path(os.environ.get("ONCOPACS_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared")
+SHARED_DATA = SHARED_DIR / "data"
 
 
 def require(condition: bool, reason: str) -> None:
@@ -94,32 +96,48 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_ok: bo
         yield url
 
 
+TEST_SECRET_KEY = "test-secret"
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
-def module_archive(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, postgres_ok: bool):
-    """One archive per module and back-end, for read-only tests over a shared data set."""
+def module_platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                    postgres_ok: bool) -> Iterator[Platform]:
+    """One platform per module and back-end, for read-only tests over a shared data set."""
     folder = tmp_path_factory.mktemp("module-archive")
     with empty_database(request.param, folder, postgres_ok) as url:
-        archive = open_archive(Settings(data_dir=folder / "data", database_url=url, dicom_host="127.0.0.1", dicom_port=0))
-        yield archive
-        archive.close()
+        with open_platform(Settings(data_dir=folder / "data", database_url=url, dicom_host="127.0.0.1", dicom_port=0,
+                                    secret_key=TEST_SECRET_KEY)) as platform:
+            yield platform
+
+
+@pytest.fixture(scope="module")
+def module_archive(module_platform: Platform) -> Archive:
+    return module_platform.archive
 
 
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
-    return Settings(data_dir=tmp_path / "data", database_url=database_url, dicom_host="127.0.0.1", dicom_port=0)
+    return Settings(data_dir=tmp_path / "data", database_url=database_url, dicom_host="127.0.0.1", dicom_port=0,
+                    secret_key=TEST_SECRET_KEY)
 
 
 @pytest.fixture
 def sqlite_settings(tmp_path: Path) -> Settings:
     """Settings for tests that need only the embedded default."""
-    return Settings(data_dir=tmp_path / "data", dicom_host="127.0.0.1", dicom_port=0)
+    return Settings(data_dir=tmp_path / "data", dicom_host="127.0.0.1", dicom_port=0, secret_key=TEST_SECRET_KEY)
 
 
 @pytest.fixture
-def archive(settings: Settings) -> Iterator[Archive]:
-    archive = open_archive(settings)
-    yield archive
-    archive.close()
+def platform(settings: Settings) -> Iterator[Platform]:
+    """The whole platform (rules installed) on both index back-ends, as ``oncopacs serve`` opens it."""
+    with open_platform(settings) as platform:
+        yield platform
+
+
+@pytest.fixture
+def archive(platform: Platform) -> Archive:
+    """The platform's archive: what is stored here meets the ingest rules, as in production."""
+    return platform.archive
 
 
 @pytest.fixture
@@ -201,7 +219,7 @@ def server_process(tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 def shared_data(*parts: str) -> Path:
-    """A path under ../shared/data; skips locally (fails in CI) when the folder is absent."""
+    """A path under the shared folder's data/; skips locally (fails in CI) when it is absent."""
     path = SHARED_DATA.joinpath(*parts)
-    require(path.exists(), f"shared test data {path} is absent")
+    require(path.exists(), f"shared test data {path} is absent (set ONCOPACS_SHARED_DIR to the shared folder)")
     return path

@@ -76,7 +76,7 @@ def test_demo_loads_patients_once(tmp_path: Path):
 
 
 def test_demo_creates_a_sign_in_account_kept_across_runs(tmp_path: Path):
-    from oncopacs.services import open_archive
+    from oncopacs.platform import open_archive
     from oncopacs.settings import Settings
     from oncopacs.auth.users import UserStore
 

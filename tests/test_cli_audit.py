@@ -12,7 +12,7 @@ from sqlalchemy import text
 from oncopacs.audit.events import ActorKind, AuditAction, AuditEvent, Outcome
 from oncopacs.audit.trail import AuditTrail
 from oncopacs.cli import main
-from oncopacs.services import open_archive
+from oncopacs.platform import open_archive
 from oncopacs.settings import Settings
 
 

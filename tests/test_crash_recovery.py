@@ -20,7 +20,7 @@ from oncopacs.archive.part10 import dataset_offset
 from oncopacs.archive.storage import INCOMING_DIR, relative_path_for
 from oncopacs.index.models import Instance
 from oncopacs.phantom import build_benchmark_ct, write_datasets
-from oncopacs.services import open_archive
+from oncopacs.platform import open_archive
 from oncopacs.settings import Settings
 from tests.conftest import ServerProcess, dcmtk_tool
 

@@ -13,8 +13,8 @@ from pydicom.sequence import Sequence
 from sqlalchemy import func, select
 
 from oncopacs.analysis.models import AnalysisResult, MetricValue
-from oncopacs.analysis.rt import choose_template, standard_metrics
-from oncopacs.analysis.rt_store import (
+from rt.analysis import choose_template, standard_metrics
+from oncopacs.analysis.rt import (
     MetricBounds,
     PlanningSet,
     analyse_planning_set,

@@ -1,275 +1,259 @@
-"""RT analysis of one planning set (RT Dose + RT Structure Set + optional RT Plan) with the pure ``rt`` package.
+"""RT analyses in the archive: which planning sets a study holds, and their cached results in the index.
 
-:func:`compute_rt_analysis` turns the three datasets into what the archive caches: per ROI the DVH
-(curve resampled for display), the standard TG-263 metric set, the plan summary and the clinical
-goals. Doses in Gy, volumes in cc, metric names in TG-263 form (``D95%[Gy]``, ``V70Gy[%]``).
+A planning set is an RT Dose with the RT Structure Set it is computed on (directly, or through the
+RT Plan that references it) and that plan when the archive holds it; the sets come from the
+oncology summary (:func:`oncopacs.index.oncology.summarize_study`), read from the index alone.
+Every RT Dose is analysed on its own (a per-beam dose too); summing doses is a separate step.
 
-Metric set per ROI (:func:`standard_metrics`): ``Mean``/``Min``/``Max[Gy]``, ``D98%``, ``D95%``,
-``D50%``, ``D2%``, ``D2cc``, ``D0.03cc[Gy]``, ``V<d>Gy[%]`` and ``V<d>Gy[cc]`` for d = 5, 10, ... Gy up
-to the dose grid's maximum, and with a prescription ``D95%[%]``, ``D2%[%]``, ``V95%[%]``,
-``V100%[%]``, ``V107%[%]``; plus every metric the chosen goal template asks of that ROI. A metric
-that does not apply (``D2cc`` of a 1 cc ROI) is left out rather than guessed.
-
-Goal template (:func:`choose_template`): the one requested; else ``proton_generic`` for a proton or
-ion plan; else the shipped template with the most goals whose ROI the structure set has (TG-263
-names and the templates' aliases; ties by name); else none (goals are then not evaluated).
-The prescription is the plan's (first TARGET dose reference), None without a plan.
+Results are stored as ``AnalysisResult`` rows of kinds ``dvh``, ``goals`` and ``plan``, keyed by
+``input_key`` = SHA-256 over the sorted input SOP Instance UIDs with the SHA-256 of their stored
+files, the kind and the parameters (:data:`~rt.analysis.RESULT_VERSION`, bin width, goal
+template). The same inputs find the cached rows again; a new or replaced input gives a new key and
+the older rows of that dose are dropped. Every DVH metric is also a ``MetricValue`` row (structure
+= TG-263 name where known), so metrics are searchable across patients.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable
+import hashlib
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 from pydicom import Dataset
+from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy.orm import Session
 
-from rt.dose import DoseGrid, read_dose
-from rt.dvh import DVH, compute_metric, compute_roi_dvh
-from rt.errors import DicomInputError, MetricError, OutsideDoseGridError, RTError
-from rt.goals import (
-    ClinicalGoal,
-    GoalTemplate,
-    evaluate_goals,
-    find_roi_name,
-    list_templates,
-    load_template,
+from oncopacs.analysis.models import AnalysisResult, MetricValue
+from oncopacs.analysis.results import Metric, NewResult, store_results
+from rt.analysis import (
+    BIN_WIDTH_GY,
+    RESULT_VERSION,
+    RTAnalysis,
+    compute_rt_analysis,
 )
-from rt.plan import PlanSummary, read_plan_summary
-from rt.structures import StructureSet, read_structure_set
-from rt.tg263 import map_to_tg263
+from oncopacs.archive.ingest import Archive
+from oncopacs.errors import NotFoundError
+from oncopacs.index.models import Instance, Patient, Study
+from oncopacs.index.oncology import summarize_study
 
-#: Bumped whenever the metric set or the stored shape changes, so cached results are recomputed.
-RESULT_VERSION = 1
-#: DVH bin width, Gy.
-BIN_WIDTH_GY = 0.01
-#: Step between absolute V-metrics, Gy.
-V_METRIC_STEP_GY = 5
-#: The stored display curve has at most this many dose steps.
-MAX_CURVE_POINTS = 400
-_CURVE_STEPS_GY = (0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0, 2.0)
-_DOSE_METRICS = ("Mean[Gy]", "Min[Gy]", "Max[Gy]", "D98%[Gy]", "D95%[Gy]", "D50%[Gy]", "D2%[Gy]", "D2cc[Gy]",
-                 "D0.03cc[Gy]")
-_PRESCRIPTION_METRICS = ("D95%[%]", "D2%[%]", "V95%[%]", "V100%[%]", "V107%[%]")
-_ION_TYPES = frozenset({"PROTON", "ION"})
-PROTON_TEMPLATE = "proton_generic"
-
-Progress = Callable[[float, str], None]
+DVH, GOALS, PLAN = "dvh", "goals", "plan"
+KINDS = (DVH, GOALS, PLAN)
+AUTO_TEMPLATE = "auto"
 
 
 @dataclass(frozen=True, slots=True)
-class RoiResult:
-    """One ROI's DVH summary: names, volumes (cc), metrics and the display curve (None when not computed)."""
+class PlanningSet:
+    """The instances one RT analysis reads (SOP Instance UIDs); ``plan_uid`` None when the archive has no plan."""
 
-    name: str
-    number: int
-    tg263_name: str | None
-    kind: str
-    volume_cc: float
-    uncovered_volume_cc: float
-    metrics: dict[str, float]
-    curve: dict[str, list[float]] | None
-    note: str = ""
+    patient_id: str
+    study_instance_uid: str
+    study_date: str
+    dose_uid: str
+    structure_set_uid: str
+    plan_uid: str | None
 
     @property
-    def structure(self) -> str:
-        """The name metrics are searched under: the TG-263 name where known, else the ROI name."""
-        return self.tg263_name or self.name
+    def uids(self) -> tuple[str, ...]:
+        return tuple(u for u in (self.dose_uid, self.structure_set_uid, self.plan_uid) if u)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name, "number": self.number, "tg263_name": self.tg263_name, "kind": self.kind,
-            "volume_cc": self.volume_cc, "uncovered_volume_cc": self.uncovered_volume_cc,
-            "metrics": self.metrics, "curve": self.curve, "note": self.note,
-        }
+        return {"dose_uid": self.dose_uid, "structure_set_uid": self.structure_set_uid, "plan_uid": self.plan_uid}
 
 
 @dataclass(frozen=True, slots=True)
-class RTAnalysis:
-    """Everything computed for one planning set; each part becomes one cached result."""
+class CachedResults:
+    """The stored results of one planning set (None: not computed for its current inputs)."""
 
-    dvh: dict[str, Any]
-    goals: dict[str, Any]
+    planning_set: PlanningSet
+    template: str
+    dvh: dict[str, Any] | None
+    goals: dict[str, Any] | None
     plan: dict[str, Any] | None
-    rois: tuple[RoiResult, ...]
+
+    @property
+    def complete(self) -> bool:
+        return self.dvh is not None and self.goals is not None and (self.plan is not None or not self.planning_set.plan_uid)
 
 
-@dataclass(frozen=True, slots=True)
-class TemplateChoice:
-    """The goal template used (None: none applies) and why: "requested", "ion plan" or "structures"."""
-
-    template: GoalTemplate | None
-    reason: str
+# -- inputs ---------------------------------------------------------------------------------------
 
 
-def choose_template(requested: str | None, plan: PlanSummary | None, structures: StructureSet) -> TemplateChoice:
-    """The goal template for this planning set (rules in the module docstring)."""
-    if requested:
-        return TemplateChoice(load_template(requested), "requested")
-    if plan is not None and plan.radiation_type in _ION_TYPES:
-        return TemplateChoice(load_template(PROTON_TEMPLATE), "ion plan")
-    names = _goal_names(structures)
-    best: tuple[int, str] | None = None
-    for name in list_templates():
-        if name == PROTON_TEMPLATE:
+def find_planning_sets(session: Session, study_instance_uid: str) -> tuple[PlanningSet, ...]:
+    """Every RT Dose of the study whose structure set the archive holds; NotFoundError for an unknown study."""
+    summary = summarize_study(session, study_instance_uid)
+    patient_id, study_date = session.execute(
+        select(Patient.patient_id, Study.study_date).join(Study.patient)
+        .where(Study.study_instance_uid == study_instance_uid)
+    ).one()
+    doses = {d.sop_instance_uid: d for d in summary.doses}
+    sets = []
+    for chain in summary.treatment_planning_sets:
+        if not chain.structure_set_uid:
             continue
-        template = load_template(name)
-        found = sum(1 for goal in template.goals if _safe_find(goal, names))
-        if found and (best is None or found > best[0]):
-            best = (found, name)
-    if best is None:
-        return TemplateChoice(None, "no shipped template matches the structure names")
-    return TemplateChoice(load_template(best[1]), "structures")
+        for dose_uid in chain.dose_uids:
+            own_plan = doses[dose_uid].plan_uid
+            plan_uid = own_plan if own_plan in chain.plan_uids else (chain.plan_uids[0] if len(chain.plan_uids) == 1 else None)
+            sets.append(PlanningSet(patient_id, study_instance_uid, study_date, dose_uid, chain.structure_set_uid, plan_uid))
+    return tuple(sets)
 
 
-def _safe_find(goal: ClinicalGoal, names: tuple[str, ...]) -> str | None:
+def find_planning_sets_with(session: Session, study_instance_uid: str, sop_instance_uid: str) -> tuple[PlanningSet, ...]:
+    """The study's planning sets that include the instance (empty when the study is unknown)."""
     try:
-        return find_roi_name(goal, names)
-    except RTError:
-        return None
+        sets = find_planning_sets(session, study_instance_uid)
+    except NotFoundError:
+        return ()
+    return tuple(s for s in sets if sop_instance_uid in s.uids)
 
 
-def _goal_names(structures: StructureSet) -> tuple[str, ...]:
-    """ROI names plus their TG-263 names (when they add a new name), for matching goals."""
-    names = list(dict.fromkeys(roi.name for roi in structures.rois if not roi.is_empty))
-    keys = {n.casefold() for n in names}
-    for roi in structures.rois:
-        standard = map_to_tg263(roi.name).standard
-        if not roi.is_empty and standard and standard.casefold() not in keys:
-            names.append(standard)
-            keys.add(standard.casefold())
-    return tuple(names)
+def _hashes(session: Session, uids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """{SOP Instance UID: (file path, SHA-256)} of stored instances."""
+    rows = session.execute(select(Instance.sop_instance_uid, Instance.file_path, Instance.sha256)
+                           .where(Instance.sop_instance_uid.in_(list(uids)))).all()
+    return {uid: (path, sha) for uid, path, sha in rows}
 
 
-def standard_metrics(max_dose_gy: float, prescription_gy: float | None) -> tuple[str, ...]:
-    """The metric names computed for every ROI (module docstring)."""
-    top = math.floor(max(max_dose_gy, 0.0) / V_METRIC_STEP_GY) * V_METRIC_STEP_GY
-    volumes = [f"V{d}Gy[{unit}]" for d in range(V_METRIC_STEP_GY, top + 1, V_METRIC_STEP_GY) for unit in ("%", "cc")]
-    relative = _PRESCRIPTION_METRICS if prescription_gy else ()
-    return (*_DOSE_METRICS, *relative, *volumes)
+def compute_input_key(kind: str, files: dict[str, str], params: dict[str, Any]) -> str:
+    """SHA-256 (hex) over the kind, the sorted ``{SOP Instance UID: file SHA-256}`` and the parameters."""
+    text = json.dumps({"kind": kind, "inputs": sorted(files.items()), "params": params}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
-def compute_rt_analysis(
-    dose_ds: Dataset,
-    structure_ds: Dataset,
-    plan_ds: Dataset | None,
+def _keys(planning_set: PlanningSet, hashes: dict[str, tuple[str, str]], template: str) -> dict[str, str]:
+    files = {uid: hashes[uid][1] for uid in planning_set.uids}
+    dvh_params = {"version": RESULT_VERSION, "bin_width_gy": BIN_WIDTH_GY}
+    keys = {
+        DVH: compute_input_key(DVH, files, dvh_params),
+        GOALS: compute_input_key(GOALS, files, {**dvh_params, "template": template}),
+    }
+    if planning_set.plan_uid:
+        keys[PLAN] = compute_input_key(PLAN, {planning_set.plan_uid: files[planning_set.plan_uid]},
+                                       {"version": RESULT_VERSION})
+    return keys
+
+
+# -- reading cached results -----------------------------------------------------------------------
+
+
+def load_results(session: Session, planning_set: PlanningSet, template: str | None = None) -> CachedResults:
+    """The cached results for the set's current inputs (``template`` None: the automatic choice)."""
+    template = template or AUTO_TEMPLATE
+    keys = _keys(planning_set, _hashes(session, planning_set.uids), template)
+    rows = session.execute(select(AnalysisResult.kind, AnalysisResult.result_json).where(
+        or_(*(and_(AnalysisResult.kind == kind, AnalysisResult.input_key == key) for kind, key in keys.items()))
+    )).all()
+    found = {kind: json.loads(text) for kind, text in rows}
+    return CachedResults(planning_set, template, found.get(DVH), found.get(GOALS), found.get(PLAN))
+
+
+# -- computing and storing ------------------------------------------------------------------------
+
+
+def read_dataset(archive: Archive, file_path: str, sha256: str) -> Dataset:
+    """A stored instance, read through the archive with its SHA-256 checked (IntegrityError when altered)."""
+    return archive.read_dataset(file_path, sha256)
+
+
+def analyse_planning_set(
+    archive: Archive,
+    planning_set: PlanningSet,
     *,
     template: str | None = None,
-    progress: Progress | None = None,
-) -> RTAnalysis:
-    """DVHs, metrics, plan summary and goals of one planning set (see the module docstring)."""
-    report = progress or (lambda fraction, message: None)
-    plan = read_plan_summary(plan_ds) if plan_ds is not None else None
-    prescription_gy = plan.prescription_gy if plan is not None else None
-    structures = read_structure_set(structure_ds)
-    dose = read_dose(dose_ds)
-    if dose.dose_units.upper() != "GY":
-        raise DicomInputError("DoseUnits", f"is {dose.dose_units}, not GY: DVH metrics in Gy need an absolute dose")
-    choice = choose_template(template, plan, structures)
-    goal_metrics = _goal_metrics(choice.template, structures)
-    metrics = standard_metrics(dose.max_dose_gy, prescription_gy)
-    rois, dvhs = [], {}
-    for done, roi in enumerate(structures.rois):
-        report(done / max(len(structures.rois), 1), f"DVH of ROI {roi.number}")
-        if roi.is_empty:  # listed, never dropped silently
-            mapped = map_to_tg263(roi.name)
-            rois.append(RoiResult(roi.name, roi.number, mapped.standard, mapped.kind, 0.0, 0.0, {}, None,
-                                  "no closed planar contour"))
-            continue
-        wanted = tuple(dict.fromkeys((*metrics, *goal_metrics.get(roi.name, ()))))
-        result, dvh = _analyse_roi(structures, roi.name, roi.number, dose, wanted, prescription_gy)
-        rois.append(result)
-        if dvh is not None:
-            dvhs[roi.name] = dvh
-    goals = _evaluate_goals(choice, dvhs, structures, prescription_gy)
-    dvh_document = {
-        "dose_uid": dose.sop_instance_uid,
-        "structure_set_uid": structures.sop_instance_uid,
-        "structure_set_label": structures.label,
-        "plan_uid": plan.sop_instance_uid if plan is not None else None,
-        "prescription_gy": prescription_gy,
-        "dose": {"dose_units": dose.dose_units, "dose_type": dose.dose_type,
-                 "dose_summation_type": dose.dose_summation_type, "max_dose_gy": round(dose.max_dose_gy, 4),
-                 "spacing_mm": list(dose.spacing_mm)},
-        "bin_width_gy": BIN_WIDTH_GY,
-        "rois": [r.to_dict() for r in rois],
-    }
-    report(1.0, f"{len(rois)} ROI(s) analysed")
-    return RTAnalysis(dvh_document, goals, plan.to_dict() if plan is not None else None, tuple(rois))
+    force: bool = False,
+    progress: Callable[[float, str], None] | None = None,
+) -> bool:
+    """Compute and store the set's results unless cached (``force``: recompute anyway); True when computed."""
+    template_key = template or AUTO_TEMPLATE
+    with archive.index.reading() as session:
+        hashes = _hashes(session, planning_set.uids)
+        missing = [uid for uid in planning_set.uids if uid not in hashes]
+        if missing:
+            raise NotFoundError(f"instance {missing[0]} is no longer in the archive")
+        if not force and load_results(session, planning_set, template_key).complete:
+            return False
+    keys = _keys(planning_set, hashes, template_key)
+    dose, structures = (read_dataset(archive, *hashes[uid]) for uid in (planning_set.dose_uid, planning_set.structure_set_uid))
+    plan = read_dataset(archive, *hashes[planning_set.plan_uid]) if planning_set.plan_uid else None
+    analysis = compute_rt_analysis(dose, structures, plan, template=template, progress=progress)
+    _store(archive, planning_set, keys, analysis)
+    return True
 
 
-def _analyse_roi(structures: StructureSet, name: str, number: int, dose: DoseGrid, metrics: Iterable[str],
-                 prescription_gy: float | None) -> tuple[RoiResult, DVH | None]:
-    mapped = map_to_tg263(name)
-    try:
-        dvh = compute_roi_dvh(structures, name, dose, bin_width_gy=BIN_WIDTH_GY)
-    except OutsideDoseGridError as exc:  # reported, never silently dropped
-        volume = round(exc.volume_cc, 4)
-        return RoiResult(name, number, mapped.standard, mapped.kind, volume, volume, {}, None,
-                         "entirely outside the dose grid"), None
-    except RTError as exc:
-        return RoiResult(name, number, mapped.standard, mapped.kind, 0.0, 0.0, {}, None, str(exc)), None
-    values = {}
-    for metric in metrics:
-        try:
-            values[metric] = round(compute_metric(dvh, metric, prescription_gy), 4)
-        except MetricError:
-            continue  # e.g. D2cc of a ROI below 2 cc, or a % metric without a prescription
-    note = f"{dvh.uncovered_volume_cc:.3g} cc lies outside the dose grid" if dvh.uncovered_volume_cc > 0 else ""
-    return RoiResult(name, number, mapped.standard, mapped.kind, round(dvh.total_volume_cc, 4),
-                     round(dvh.uncovered_volume_cc, 4), values, compute_curve(dvh), note), dvh
+def _store(archive: Archive, planning_set: PlanningSet, keys: dict[str, str], analysis: RTAnalysis) -> None:
+    """Replace the set's rows (and older rows of the same dose) with the new results, in one transaction."""
+    inputs = sorted(planning_set.uids)
+    documents = {DVH: analysis.dvh, GOALS: analysis.goals, PLAN: analysis.plan}
+    dvh_metrics = [Metric(roi.structure, metric, value) for roi in analysis.rois for metric, value in roi.metrics.items()]
+    results = [
+        NewResult(kind, key, planning_set.patient_id, planning_set.study_instance_uid, planning_set.study_date,
+                  [planning_set.plan_uid] if kind == PLAN and planning_set.plan_uid else inputs, documents[kind],
+                  dvh_metrics if kind == DVH else ())
+        for kind, key in keys.items()
+    ]
+    with archive.index.writing() as session:
+        store_results(session, results, superseded=_superseded(session, planning_set, keys))
 
 
-def compute_curve(dvh: DVH) -> dict[str, list[float]]:
-    """The cumulative DVH at even dose steps from 0 Gy to just above its maximum (<= MAX_CURVE_POINTS + 2 points)."""
-    step = next((s for s in _CURVE_STEPS_GY if dvh.max_gy / s <= MAX_CURVE_POINTS), _CURVE_STEPS_GY[-1])
-    doses = step * np.arange(int(np.floor(dvh.max_gy / step + 1e-9)) + 2)  # the last step is above the maximum: 0 cc
-    volumes = np.array([dvh.compute_volume_at_dose_cc(float(d)) for d in doses])
-    percent = 100.0 * volumes / dvh.volume_cc if dvh.volume_cc > 0 else np.zeros_like(volumes)
-    return {"dose_gy": [round(float(d), 4) for d in doses], "volume_cc": [round(float(v), 4) for v in volumes],
-            "volume_percent": [round(float(p), 4) for p in percent]}
+def _superseded(session: Session, planning_set: PlanningSet, keys: dict[str, str]) -> list[int]:
+    """Rows to drop: this set's own keys (recomputed) and the dose's DVH/goals rows for other inputs.
+
+    Goals for another template on the same inputs stay (each template is its own cached result).
+    """
+    rows = session.execute(select(AnalysisResult.id, AnalysisResult.kind, AnalysisResult.input_key, AnalysisResult.inputs)
+                           .where(AnalysisResult.study_instance_uid == planning_set.study_instance_uid)).all()
+    inputs = "\\".join(sorted(planning_set.uids))
+    stale = []
+    for pk, kind, key, row_inputs in rows:
+        if keys.get(kind) == key or kind in (DVH, GOALS) and planning_set.dose_uid in row_inputs.split("\\") and (kind == DVH or row_inputs != inputs):
+            stale.append(pk)
+    return stale
 
 
-def _goal_metrics(template: GoalTemplate | None, structures: StructureSet) -> dict[str, tuple[str, ...]]:
-    """{ROI name: metrics the template asks of it}."""
-    if template is None:
-        return {}
-    wanted: dict[str, list[str]] = {}
-    lookup = _goal_lookup(structures)
-    for goal in template.goals:
-        found = _safe_find(goal, tuple(lookup))
-        if found:
-            wanted.setdefault(lookup[found], []).append(goal.metric)
-    return {name: tuple(items) for name, items in wanted.items()}
+# -- searching metrics ----------------------------------------------------------------------------
 
 
-def _goal_lookup(structures: StructureSet) -> dict[str, str]:
-    """{name a goal may match (ROI name or its TG-263 name): ROI name}."""
-    names = _goal_names(structures)
-    lookup = {roi.name: roi.name for roi in structures.rois if not roi.is_empty}
-    for roi in structures.rois:
-        standard = map_to_tg263(roi.name).standard
-        if standard in names and standard not in lookup:
-            lookup[standard] = roi.name
-    return lookup
+@dataclass(frozen=True, slots=True)
+class MetricMatch:
+    """One stored metric value that matched a search, with the dose it was computed on."""
+
+    patient_id: str
+    study_instance_uid: str
+    structure: str
+    metric: str
+    value: float
+    inputs: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"patient_id": self.patient_id, "study_instance_uid": self.study_instance_uid,
+                "structure": self.structure, "metric": self.metric, "value": self.value, "inputs": list(self.inputs)}
 
 
-def _evaluate_goals(choice: TemplateChoice, dvhs: dict[str, DVH], structures: StructureSet,
-                    prescription_gy: float | None) -> dict[str, Any]:
-    if choice.template is None:
-        return {"template": None, "choice": choice.reason, "prescription_gy": prescription_gy, "goals": [],
-                "counts": {}}
-    lookup = {alias: roi for alias, roi in _goal_lookup(structures).items() if roi in dvhs}
-    by_alias = {alias: dvhs[roi] for alias, roi in lookup.items()}
-    goals = []
-    for result in evaluate_goals(choice.template, by_alias, prescription_gy):
-        item = result.to_dict()
-        item["roi_name"] = lookup.get(result.roi_name) if result.roi_name else None
-        goals.append(item)
-    counts: dict[str, int] = {}
-    for item in goals:
-        counts[item["status"]] = counts.get(item["status"], 0) + 1
-    return {"template": choice.template.name, "choice": choice.reason, "prescription_gy": prescription_gy,
-            "goals": goals, "counts": counts}
+@dataclass(frozen=True, slots=True)
+class MetricBounds:
+    """Bounds on a metric value (in the metric's unit); None: unbounded on that side."""
+
+    greater_than: float | None = None
+    less_than: float | None = None
+    at_least: float | None = None
+    at_most: float | None = None
+
+
+def search_metrics(session: Session, structure: str, metric: str, bounds: MetricBounds, *,
+                   limit: int = 100, offset: int = 0) -> tuple[int, list[MetricMatch]]:
+    """(total, page, highest first) of stored values of ``metric`` for ``structure`` (case-insensitive) within ``bounds``."""
+    conditions = [MetricValue.metric == metric, func.lower(MetricValue.structure) == structure.lower()]
+    for bound, test in ((bounds.greater_than, MetricValue.value.__gt__), (bounds.less_than, MetricValue.value.__lt__),
+                        (bounds.at_least, MetricValue.value.__ge__), (bounds.at_most, MetricValue.value.__le__)):
+        if bound is not None:
+            conditions.append(test(bound))
+    total = session.scalar(select(func.count()).select_from(MetricValue).where(*conditions)) or 0
+    rows = session.execute(
+        select(MetricValue.patient_id, MetricValue.study_instance_uid, MetricValue.structure, MetricValue.metric,
+               MetricValue.value, AnalysisResult.inputs)
+        .join(AnalysisResult, AnalysisResult.id == MetricValue.result_pk)
+        .where(*conditions).order_by(MetricValue.value.desc(), MetricValue.id).limit(limit).offset(offset)
+    ).all()
+    return total, [MetricMatch(p, s, st, m, v, tuple(i.split("\\")) if i else ()) for p, s, st, m, v, i in rows]

@@ -77,15 +77,15 @@ def parse_dataset(data: bytes) -> Dataset:
     Raises :class:`DicomInputError` naming the problem when the bytes are not DICOM or are truncated.
     """
     if data[128:132] != b"DICM" and data[:2] not in (b"\x02\x00", b"\x08\x00"):
-        raise DicomInputError("Dataset", None, "is not DICOM (no DICM prefix and no dataset header)")
+        raise DicomInputError("Dataset", "is not DICOM (no DICM prefix and no dataset header)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pydicom warns on many harmless real-world deviations
             dataset = dcmread(io.BytesIO(data), force=not data[128:132] == b"DICM")
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OverflowError) as exc:
-        raise DicomInputError("Dataset", None, f"cannot be parsed ({type(exc).__name__})") from None
+        raise DicomInputError("Dataset", f"cannot be parsed ({type(exc).__name__})") from None
     except Exception as exc:  # noqa: BLE001 - pydicom raises a variety on corrupt input
-        raise DicomInputError("Dataset", None, f"cannot be parsed ({type(exc).__name__})") from None
+        raise DicomInputError("Dataset", f"cannot be parsed ({type(exc).__name__})") from None
     _check_not_truncated(dataset, data)
     return dataset
 
@@ -98,19 +98,17 @@ def _check_not_truncated(dataset: Dataset, data: bytes) -> None:
     undefined length (encapsulated pixel data, a sequence) must end with its delimiter."""
     tags = list(dataset.keys())
     if not tags:
-        raise DicomInputError("Dataset", None, "is empty or not DICOM")
+        raise DicomInputError("Dataset", "is empty or not DICOM")
     last = dataset.get_item(tags[-1])
     if not isinstance(last, RawDataElement):
         return
     if last.length == UNDEFINED_LENGTH:
         if data[-8:] not in _SEQUENCE_DELIMITERS:
-            raise DicomInputError(str(last.tag), dataset.get("SOPInstanceUID"), "is truncated (no sequence delimiter)")
+            raise DicomInputError(str(last.tag), "is truncated (no sequence delimiter)", sop_instance_uid=dataset.get("SOPInstanceUID"))
         return
     received = 0 if last.value is None else len(last.value)
     if received < last.length:
-        raise DicomInputError(
-            str(last.tag), dataset.get("SOPInstanceUID"), f"is truncated ({received} of {last.length} bytes)"
-        )
+        raise DicomInputError(str(last.tag), f"is truncated ({received} of {last.length} bytes)", sop_instance_uid=dataset.get("SOPInstanceUID"))
 
 
 def validate(dataset: Dataset) -> None:
@@ -120,11 +118,11 @@ def validate(dataset: Dataset) -> None:
     for keyword in _REQUIRED_UIDS:
         value = text(keyword)
         if not value:
-            raise DicomInputError(keyword, sop_uid or None, "missing")
+            raise DicomInputError(keyword, "missing", sop_instance_uid=sop_uid)
         if not is_valid_uid(value):
-            raise DicomInputError(keyword, sop_uid or None, f"malformed ({value[:70]!r})")
+            raise DicomInputError(keyword, f"malformed ({value[:70]!r})", sop_instance_uid=sop_uid)
     if not text("PatientID"):
-        raise DicomInputError("PatientID", sop_uid, "missing")
+        raise DicomInputError("PatientID", "missing", sop_instance_uid=sop_uid)
     meta = getattr(dataset, "file_meta", None)
     if meta is not None:
         meta_text = _text_getter(meta)
@@ -134,10 +132,10 @@ def validate(dataset: Dataset) -> None:
         ):
             meta_value = meta_text(meta_keyword)
             if meta_value and meta_value != text(keyword):
-                raise DicomInputError(meta_keyword, sop_uid, f"does not match {keyword}")
+                raise DicomInputError(meta_keyword, f"does not match {keyword}", sop_instance_uid=sop_uid)
         syntax = meta_text("TransferSyntaxUID")
         if syntax and not is_valid_uid(syntax):
-            raise DicomInputError("TransferSyntaxUID", sop_uid, "malformed")
+            raise DicomInputError("TransferSyntaxUID", "malformed", sop_instance_uid=sop_uid)
 
 
 def read_identity(dataset: Dataset) -> tuple[str, str]:

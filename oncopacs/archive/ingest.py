@@ -40,7 +40,7 @@ from oncopacs.archive.index_writer import (
 )
 from oncopacs.archive.part10 import build_part10, dataset_offset, encode_dataset
 from oncopacs.archive.storage import StagingStream, Storage, compute_sha256, relative_path_for
-from oncopacs.errors import DicomInputError, IntegrityError, StorageError
+from oncopacs.errors import DicomInputError, IntegrityError, NotFoundError, StorageError
 from oncopacs.index.db import IndexDatabase
 from oncopacs.index.models import IngestConflict, Instance, Series, Study
 
@@ -127,6 +127,28 @@ class Archive:
         return dcmread(io.BytesIO(self.storage.read(file_path, sha256)), **dcmread_options)
 
     # -- entry points -------------------------------------------------------------------------
+
+    def read_instance(self, sop_instance_uid: str) -> Dataset:
+        """One stored instance, checked against its SHA-256 (NotFoundError when the archive lacks it)."""
+        with self.index.reading() as session:
+            row = session.execute(select(Instance.file_path, Instance.sha256)
+                                  .where(Instance.sop_instance_uid == sop_instance_uid)).first()
+        if row is None:
+            raise NotFoundError(f"instance {sop_instance_uid} is not in the archive")
+        return self.read_dataset(row.file_path, row.sha256)
+
+    def read_series(self, series_instance_uid: str) -> list[Dataset]:
+        """Every stored instance of a series, in arrival order, each checked against its SHA-256.
+
+        NotFoundError when the archive holds no instance of the series.
+        """
+        with self.index.reading() as session:
+            files = session.execute(select(Instance.file_path, Instance.sha256).join(Instance.series)
+                                    .where(Series.series_instance_uid == series_instance_uid)
+                                    .order_by(Instance.id)).all()
+        if not files:
+            raise NotFoundError(f"series {series_instance_uid} is not in the archive")
+        return [self.read_dataset(path, sha) for path, sha in files]
 
     def ingest_dimse(
         self, dataset_bytes: bytes, *, transfer_syntax_uid: str, expected: ExpectedIdentity, calling_ae: str,
@@ -407,6 +429,6 @@ class _Staging:
 def _check_expected(dataset: Dataset, expected: ExpectedIdentity) -> None:
     sop_class_uid, sop_instance_uid = read_identity(dataset)
     if sop_class_uid != expected.sop_class_uid:
-        raise DicomInputError("AffectedSOPClassUID", expected.sop_instance_uid, "does not match the dataset's SOPClassUID")
+        raise DicomInputError("AffectedSOPClassUID", "does not match the dataset's SOPClassUID", sop_instance_uid=expected.sop_instance_uid)
     if sop_instance_uid != expected.sop_instance_uid:
-        raise DicomInputError("AffectedSOPInstanceUID", expected.sop_instance_uid, "does not match the dataset's SOPInstanceUID")
+        raise DicomInputError("AffectedSOPInstanceUID", "does not match the dataset's SOPInstanceUID", sop_instance_uid=expected.sop_instance_uid)

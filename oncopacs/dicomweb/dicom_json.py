@@ -138,7 +138,7 @@ def read_bulk_element(dataset: Dataset, tag_path: str) -> BulkElement:
         raise NotFoundError(f"the attribute at {tag_path} has no bulk data (VR {element.VR})")
     value = element.value
     if not isinstance(value, bytes):
-        raise DicomInputError(tag_path, dataset.get("SOPInstanceUID"), "has no binary value")
+        raise DicomInputError(tag_path, "has no binary value", sop_instance_uid=dataset.get("SOPInstanceUID"))
     syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
     if len(steps) == 1 and steps[0] == PIXEL_DATA and syntax is not None and UID(syntax).is_encapsulated:
         try:
@@ -147,7 +147,7 @@ def read_bulk_element(dataset: Dataset, tag_path: str) -> BulkElement:
                 extended_offsets=_extended_offsets(dataset),
             ))
         except ValueError:
-            raise DicomInputError("PixelData", dataset.get("SOPInstanceUID"), "has unreadable frame boundaries") from None
+            raise DicomInputError("PixelData", "has unreadable frame boundaries", sop_instance_uid=dataset.get("SOPInstanceUID")) from None
         return BulkElement(tag_path, element.VR, frames, str(syntax))
     return BulkElement(tag_path, element.VR, (value,))
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from oncopacs.archive.ingest import Archive
 from oncopacs.archive.maintenance import count_indexed, verify
-from oncopacs.jobs.queue import DatabaseJobQueue, JobQueue
+from oncopacs.jobs.queue import DatabaseJobQueue, JobQueue, JobRecord, JobStatus
 from oncopacs.jobs.worker import Handler, JobRegistry, ProgressCallback, Worker
 
 VERIFY = "verify"
@@ -27,6 +27,21 @@ class JobSystem:
 
     def new_worker(self, **options: Any) -> Worker:
         return Worker(self.queue, self.registry, **options)
+
+
+#: How many of the newest queued jobs :func:`enqueue_once` looks through for the same job.
+QUEUED_LOOKBACK = 500
+
+
+def enqueue_once(queue: JobQueue, kind: str, params: Mapping[str, Any], created_by: str) -> tuple[JobRecord, bool]:
+    """(job, queued now): a queued, not yet started job of the same kind and parameters is reused."""
+    for job in queue.list(status=JobStatus.QUEUED, kind=kind, limit=QUEUED_LOOKBACK).jobs:
+        if job.params == dict(params):
+            return job, False
+    job = queue.get(queue.enqueue(kind, params, created_by))
+    if job is None:  # deleted between the insert and the read: nothing else removes queued jobs
+        raise RuntimeError(f"the {kind} job just queued is gone")
+    return job, True
 
 
 def build_verify_handler(archive: Archive) -> Handler:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from oncopacs.background import BackgroundLoop
+from oncopacs.jobs.background import BackgroundLoop
 from oncopacs.errors import OncopacsError
 from oncopacs.jobs.queue import JobQueue, JobRecord
 
@@ -70,8 +70,11 @@ class Worker(BackgroundLoop):
             log.warning("%d job(s) were interrupted by an unclean stop and are marked failed", interrupted)
         super().start()
 
-    def run_pending(self) -> int:
-        """Run queued jobs until none is left or the worker is stopped; how many ran."""
+    def run_pending(self, on_job: Callable[[JobRecord], None] | None = None) -> int:
+        """Run queued jobs until none is left or the worker is stopped; how many ran.
+
+        ``on_job(job)`` is called after each, with the job as recorded then (status, result or error).
+        """
         done = 0
         while not self._stop.is_set():
             job = self.queue.claim_next(self.registry.kinds)
@@ -79,6 +82,8 @@ class Worker(BackgroundLoop):
                 break
             self.run(job)
             done += 1
+            if on_job is not None:
+                on_job(self.queue.get(job.id) or job)
         return done
 
     def run(self, job: JobRecord) -> None:

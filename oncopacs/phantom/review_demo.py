@@ -5,27 +5,20 @@ Patient :data:`PATIENT_ID` gets a 4D CT study (:mod:`oncopacs.phantom.ct4d`, :da
 in its own frame of reference, translated by :data:`REPEAT_SHIFT_MM` (a repositioned patient). The repeat
 CT (moving) is registered rigidly to the 0 % phase (fixed) with :func:`fusion.registration.register_rigid`;
 its QA (:func:`fusion.qa.compute_registration_qa`) uses the reverse registration for inverse consistency
-and landmarks whose true positions are known (TRE, mm). Both go in through the one ingest path
-(:func:`oncopacs.fusion_store.store_registration`, which also stores the ``registration_qa`` result).
+and landmarks whose true positions are known (TRE, mm). :func:`oncopacs.cli.demo.load_review_demo` stores both through the one ingest path.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
 from pydicom.dataset import Dataset
-from sqlalchemy import select
 
 from fusion.dicom_reg import build_registration_dataset
 from fusion.qa import compute_registration_qa
 from fusion.registration import RigidSettings, register_rigid
 from fusion.volume import load_series
-from oncopacs.analysis.models import AnalysisResult
-from oncopacs.archive.ingest import Archive
-from oncopacs.fusion_store import REGISTRATION_QA, store_registration
 from oncopacs.phantom.ct import build_ct_slice
 from oncopacs.phantom.ct4d import Ct4dPhantom, Ct4dSpec, build_ct4d_phantom
 from oncopacs.phantom.geometry import ImageGrid
@@ -79,38 +72,3 @@ def build_review_registration(phantom: Ct4dPhantom, repeat_ct: tuple[Dataset, ..
     qa = compute_registration_qa(forward, fixed, reverse=reverse, landmarks_mm=_landmarks_mm(phantom, REPEAT_SHIFT_MM))
     return build_registration_dataset(replace(forward, qa=qa), fixed, moving, series_number=900,
                                       description="Repeat CT to 4D CT 0% (rigid)")
-
-
-def load_review_demo(archive: Archive, count: Callable[[str, object], None] | None = None,
-                     on_object: Callable[[], None] | None = None) -> ReviewDemo:
-    """Ingest the 4D CT, its GTV, the repeat CT and the registration (with its QA result); idempotent.
-
-    ``count(label, ingest_result)`` is called per ingested image or structure set (the demo's summary).
-    """
-    phantom = build_ct4d_phantom(SPEC, patient_id=PATIENT_ID)
-    repeat_ct = build_repeat_ct(phantom)
-    for dataset in [*phantom.all_datasets(), *repeat_ct]:
-        result = archive.ingest_dataset(dataset, source="demo")
-        if count:
-            count(f"{dataset.Modality} {dataset.SOPInstanceUID}", result)
-        if on_object:
-            on_object()
-    fixed_uid, moving_uid = str(phantom.phases[0][0].SeriesInstanceUID), str(repeat_ct[0].SeriesInstanceUID)
-    registration_uid = _stored_registration(archive, fixed_uid, moving_uid)
-    if registration_uid is None:  # the optimiser's last digits may vary: register once per archive
-        dataset = build_review_registration(phantom, repeat_ct)
-        registration_uid = store_registration(archive, dataset, source="demo").registration.sop_instance_uid
-    return ReviewDemo(phantom, repeat_ct, registration_uid)
-
-
-def _stored_registration(archive: Archive, fixed_series_uid: str, moving_series_uid: str) -> str | None:
-    """The SOPInstanceUID of a stored registration of this series pair (None: none yet)."""
-    with archive.index.reading() as session:
-        rows = session.execute(select(AnalysisResult.inputs, AnalysisResult.result_json)
-                               .where(AnalysisResult.kind == REGISTRATION_QA,
-                                                                     AnalysisResult.patient_id == PATIENT_ID)).all()
-    for sop_uid, text in rows:
-        document = json.loads(text)
-        if (document.get("fixed_series_uid"), document.get("moving_series_uid")) == (fixed_series_uid, moving_series_uid):
-            return str(sop_uid)
-    return None

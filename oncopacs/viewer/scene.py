@@ -16,7 +16,7 @@ import SimpleITK as sitk
 from sqlalchemy import select
 
 from fusion.volume import load_series
-from oncopacs.analysis.rt_store import PlanningSet, find_planning_sets, read_dataset
+from oncopacs.analysis.rt import PlanningSet, find_planning_sets, read_dataset
 from oncopacs.archive.ingest import Archive
 from oncopacs.errors import NotFoundError
 from oncopacs.index.models import Instance

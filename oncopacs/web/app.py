@@ -6,37 +6,27 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from oncopacs import __version__
-from oncopacs.archive.ingest import Archive
-from oncopacs.audit.syslog import open_syslog_sender
-from oncopacs.audit.trail import AuditTrail
-from oncopacs.auth.users import LockoutPolicy, UserStore
 from oncopacs.errors import AuditError
-from oncopacs.ingest_rules import install_rt_analysis
-from oncopacs.jobs.kinds import open_job_system
-from oncopacs.jobs.registration_kind import install_registration
-from oncopacs.services import open_archive
-from oncopacs.settings import Settings
+from oncopacs.platform import Platform, open_platform
 from oncopacs.web import api, auth, browser, dicomweb, health
 from oncopacs.web import viewer as viewer_routes
 from oncopacs.web.auth import install_authentication
 from oncopacs.web.dashboards import mount_dashboards
-from reporting.jobs import open_reports
 
 
-def create_app(settings: Settings | None = None, archive: Archive | None = None) -> Flask:
-    """Build the WSGI app over ``archive`` (opened from ``settings`` when not given)."""
-    settings = settings or Settings.load()
-    archive = archive or open_archive(settings)
+def create_app(platform: Platform | None = None) -> Flask:
+    """Build the WSGI app over ``platform`` (opened from the configured settings when not given)."""
+    platform = platform or open_platform()
+    settings = platform.settings
     app = Flask("oncopacs")
     app.config["SECRET_KEY"] = settings.secret_key or None
+    app.extensions["oncopacs.platform"] = platform
     app.extensions["oncopacs.settings"] = settings
-    app.extensions["oncopacs.archive"] = archive
-    app.extensions["oncopacs.audit"] = AuditTrail(archive.index, open_syslog_sender(settings.audit_syslog, settings.ae_title))
-    app.extensions["oncopacs.jobs"] = open_job_system(archive)
-    app.extensions["oncopacs.reports"] = open_reports(settings, archive, app.extensions["oncopacs.jobs"])
-    install_rt_analysis(archive, app.extensions["oncopacs.jobs"])
-    install_registration(archive, app.extensions["oncopacs.jobs"])
-    app.extensions["oncopacs.users"] = UserStore(archive.index, LockoutPolicy(settings.login_max_failures, settings.login_lockout_minutes))
+    app.extensions["oncopacs.archive"] = platform.archive
+    app.extensions["oncopacs.audit"] = platform.audit
+    app.extensions["oncopacs.jobs"] = platform.jobs
+    app.extensions["oncopacs.reports"] = platform.reports
+    app.extensions["oncopacs.users"] = platform.users
     app.register_blueprint(health.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(dicomweb.bp)

@@ -9,7 +9,7 @@ from sqlalchemy import delete, select
 from oncopacs.archive.ingest import Archive
 from oncopacs.archive.maintenance import recover_orphans, verify
 from oncopacs.index.models import Instance, ObjectReference
-from oncopacs.runtime import RUNNING_MARKER, recover_if_needed
+from oncopacs.cli.serve import RUNNING_MARKER, recover_if_needed
 from oncopacs.settings import Settings
 from tests.factories import small_ct_series
 
@@ -53,7 +53,7 @@ def test_unindexed_files_are_reported_and_recovered(archive: Archive):
 
 
 def test_recovery_runs_only_after_an_unclean_stop(sqlite_settings: Settings, tmp_path: Path):
-    from oncopacs.services import open_archive
+    from oncopacs.platform import open_archive
 
     archive = open_archive(sqlite_settings)
     paths = store(archive, 2)

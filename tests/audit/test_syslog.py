@@ -21,7 +21,7 @@ from oncopacs.audit.syslog import (
 )
 from oncopacs.audit.trail import AuditEntry, AuditTrail
 from oncopacs.errors import ConfigError
-from oncopacs.services import open_archive
+from oncopacs.platform import open_archive, open_platform
 from tests.conftest import free_port
 
 HEADER = re.compile(rb"^<(\d+)>1 (\S+) (\S+) oncopacs (\S+) IHE\+RFC-3881 - \xef\xbb\xbf")
@@ -177,7 +177,7 @@ def test_the_app_sends_what_it_records_when_a_collector_is_configured(tmp_path):
         listener.settimeout(5)
         settings = Settings(data_dir=tmp_path / "data", secret_key="k",
                             audit_syslog=f"udp://127.0.0.1:{listener.getsockname()[1]}")
-        app = create_app(settings)
+        app = create_app(open_platform(settings))
         trail = app.extensions["oncopacs.audit"]
         try:
             trail.record(AuditEvent(AuditAction.EXPORT, Outcome.SUCCESS, "alice", ActorKind.USER, "127.0.0.1",

@@ -10,8 +10,8 @@ import pytest
 from flask import Flask, g
 
 from oncopacs.auth.roles import Principal, Role
-from oncopacs.demo import load_demo
-from oncopacs.services import open_archive
+from oncopacs.cli.demo import analyse_demo, load_demo
+from oncopacs.platform import open_platform
 from oncopacs.settings import Settings
 from oncopacs.web.app import create_app
 
@@ -21,12 +21,12 @@ def demo_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     """The full app (dashboards mounted) over a SQLite archive holding the demo and PET follow-up patients."""
     folder = tmp_path_factory.mktemp("dash-demo")
     settings = Settings(data_dir=folder / "data", dicom_host="127.0.0.1", dicom_port=0, secret_key="test-secret")
-    archive = open_archive(settings)
-    load_demo(archive)
-    app = create_app(settings, archive)
-    app.config["TESTING"] = True
-    yield app
-    archive.close()
+    with open_platform(settings) as platform:  # as `oncopacs demo` runs it: rules first, then the data
+        load_demo(platform.archive)
+        analyse_demo(platform)
+        app = create_app(platform)
+        app.config["TESTING"] = True
+        yield app
 
 
 @pytest.fixture

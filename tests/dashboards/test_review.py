@@ -23,13 +23,13 @@ from dashboards.review import (
 )
 from oncopacs.audit.models import AuditRecord
 from oncopacs.auth.roles import Principal, Role
+from oncopacs.cli.demo import load_review_demo
 from oncopacs.phantom.review_demo import (
     PATIENT_ID,
     REPEAT_SHIFT_MM,
     ReviewDemo,
-    load_review_demo,
 )
-from oncopacs.services import open_archive
+from oncopacs.platform import open_platform
 from oncopacs.settings import Settings
 from oncopacs.viewer.slices import RenderOptions, pixel_of, render_slice
 from oncopacs.web.app import create_app
@@ -41,12 +41,11 @@ def review_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flask
     """The app over an archive holding only the review demo (4D CT, repeat CT, rigid registration + QA)."""
     folder = tmp_path_factory.mktemp("review")
     settings = Settings(data_dir=folder / "data", dicom_host="127.0.0.1", dicom_port=0, secret_key="test-secret")
-    archive = open_archive(settings)
-    demo = load_review_demo(archive)
-    app = create_app(settings, archive)
-    app.config["TESTING"] = True
-    yield app, demo
-    archive.close()
+    with open_platform(settings) as platform:
+        demo = load_review_demo(platform.archive)
+        app = create_app(platform)
+        app.config["TESTING"] = True
+        yield app, demo
 
 
 @pytest.fixture(scope="module")

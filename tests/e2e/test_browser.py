@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from oncopacs.auth.roles import Role
-from oncopacs.demo import load_demo
-from oncopacs.services import open_archive
+from oncopacs.cli.demo import analyse_demo, load_demo
+from oncopacs.platform import open_platform
 from oncopacs.settings import Settings
 from oncopacs.web.app import create_app
 from tests.conftest import require
@@ -37,13 +37,13 @@ pytestmark = pytest.mark.slow  # about 25 s: the demo load and a browser start
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, object]]:
     folder = tmp_path_factory.mktemp("e2e")
     settings = Settings(data_dir=folder / "data", dicom_host="127.0.0.1", dicom_port=0, secret_key="e2e-secret")
-    archive = open_archive(settings)
-    load_demo(archive)
-    app = create_app(settings, archive)
-    app.extensions["oncopacs.users"].add_user("oncologist", Role.ONCOLOGIST, PASSWORD)
-    with serve_app(app) as url:
-        yield url, app
-    archive.close()
+    with open_platform(settings) as platform:  # as `oncopacs demo` runs it: rules first, then the data
+        load_demo(platform.archive)
+        analyse_demo(platform)
+        app = create_app(platform)
+        app.extensions["oncopacs.users"].add_user("oncologist", Role.ONCOLOGIST, PASSWORD)
+        with serve_app(app) as url:
+            yield url, app
 
 
 @pytest.fixture(scope="module")

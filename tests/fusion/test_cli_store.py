@@ -9,12 +9,12 @@ from sqlalchemy import select
 
 from oncopacs.analysis.models import AnalysisResult, MetricValue
 from oncopacs.cli import main
-from oncopacs.fusion_store import REGISTRATION_QA
+from oncopacs.analysis.registration import REGISTRATION_QA
 from oncopacs.index.models import Instance, ObjectReference, Relation, Series
 from oncopacs.phantom import write_datasets
 from oncopacs.phantom.ct4d import Ct4dSpec, build_ct4d_phantom
 from oncopacs.phantom.fusion import build_fusion_ct_series
-from oncopacs.services import open_archive
+from oncopacs.platform import open_archive
 from oncopacs.settings import Settings
 from tests.fusion.test_cli_fusion_more import pair  # noqa: F401  (fixture: registration, structure set, dose)
 

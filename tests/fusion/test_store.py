@@ -23,18 +23,17 @@ from oncopacs.analysis.models import AnalysisResult, MetricValue
 from oncopacs.archive.ingest import Archive
 from oncopacs.auth.roles import Role
 from oncopacs.errors import DicomInputError, NotFoundError
-from oncopacs.fusion_store import (
+from oncopacs.analysis.registration import (
     QA_PASSED_METRIC,
     REGISTRATION_QA,
     compute_registration_key,
     load_registration_qa,
-    read_series_datasets,
     store_registration,
 )
 from oncopacs.index.models import Instance, ObjectReference, Relation, Series
 from oncopacs.jobs.kinds import JobSystem, open_job_system
 from oncopacs.jobs.queue import JobStatus
-from oncopacs.jobs.registration_kind import (
+from oncopacs.analysis.registration_job import (
     REGISTRATION,
     build_registration_handler,
     install_registration,
@@ -115,7 +114,7 @@ def test_registration_job_stores_the_reg_linked_to_both_series_with_its_qa(archi
     assert metrics[QA_PASSED_METRIC] == 1.0
 
     # The stored object reads back through the archive (SHA-256 checked) as the same registration.
-    (reg,) = read_series_datasets(archive, result["series_instance_uid"])
+    (reg,) = archive.read_series(result["series_instance_uid"])
     registration = read_registration(reg)
     assert registration.qa.to_dict() == document["qa"]
     fixed_points, moving_points = rigid_pair.landmarks_mm(8)
@@ -135,7 +134,7 @@ def test_a_registration_failing_qa_is_stored_flagged_and_refused_for_dose(archiv
     assert document["flagged"] is True and document["qa"]["passed"] is False
     assert any("TRE" in failure for failure in document["qa"]["failures"])
     assert metrics["TRE[mm]"] > 2.0 and metrics[QA_PASSED_METRIC] == 0.0
-    (reg,) = read_series_datasets(archive, job.result["series_instance_uid"])
+    (reg,) = archive.read_series(job.result["series_instance_uid"])
     with pytest.raises(UnusableRegistrationError, match="failed QA"):
         check_usable(read_registration(reg).qa, override=False)
 
@@ -152,7 +151,7 @@ def test_deformable_job_reports_progress_and_stores_a_deformable_reg(archive, de
     _, linked, (row,), metrics = stored_rows(archive, result["sop_instance_uid"])
     assert len(linked) == 2 and metrics["folding[%]"] == 0.0
     assert json.loads(row.result_json)["qa"]["inverse_consistency_method"] == "field inversion"
-    (reg,) = read_series_datasets(archive, result["series_instance_uid"])
+    (reg,) = archive.read_series(result["series_instance_uid"])
     assert reg.SOPClassUID == DEFORMABLE_SPATIAL_REGISTRATION
 
 
@@ -192,7 +191,7 @@ def test_storing_again_replaces_the_qa_row_and_a_reg_without_qa_is_refused(archi
     with pytest.raises(DicomInputError, match="QA"):
         store_registration(archive, small_registration(None), source="test")
     with pytest.raises(NotFoundError):
-        read_series_datasets(archive, "1.2.3.4")
+        archive.read_series("1.2.3.4")
 
 
 def test_post_api_jobs_starts_a_registration(sqlite_web_app, sqlite_headers_for, rigid_pair):  # noqa: F811

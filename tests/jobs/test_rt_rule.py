@@ -9,10 +9,10 @@ from sqlalchemy import func, select
 
 from oncopacs.analysis.models import AnalysisResult
 from oncopacs.archive.ingest import Archive
-from oncopacs.ingest_rules import RULE_ACTOR, install_rt_analysis
+from oncopacs.analysis.rt_job import RULE_ACTOR, install_rt_analysis
 from oncopacs.jobs.kinds import JobSystem, open_job_system
 from oncopacs.jobs.queue import JobStatus
-from oncopacs.jobs.rt_kind import RT_ANALYSIS
+from oncopacs.analysis.rt_job import RT_ANALYSIS
 from oncopacs.phantom import DemoPatient, build_demo_patient
 from oncopacs.uids import uid_for
 from tests.factories import small_ct_series

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from oncopacs.analysis.models import AnalysisResult, MetricValue
 from oncopacs.index.models import Instance
-from oncopacs.pet_results import measure_time_point, record_patient
+from oncopacs.analysis.pet import measure_time_point, record_patient
 
 
 def _measure(patient):
@@ -49,7 +49,7 @@ def test_record_patient_stores_time_points_responses_and_srs(archive, responder)
 
 
 def test_progressor_new_lesion_is_progression(sqlite_settings, progressor) -> None:
-    from oncopacs.services import open_archive
+    from oncopacs.platform import open_archive
 
     archive = open_archive(sqlite_settings)
     try:
@@ -64,8 +64,8 @@ def test_progressor_new_lesion_is_progression(sqlite_settings, progressor) -> No
 
 def test_demo_loads_longitudinal_patients_with_results(sqlite_settings) -> None:
     from oncopacs.archive.importer import ImportSummary
-    from oncopacs.pet_results import load_followup_demo
-    from oncopacs.services import open_archive
+    from oncopacs.cli.demo import load_followup_demo
+    from oncopacs.platform import open_archive
 
     archive = open_archive(sqlite_settings)
     summary = ImportSummary()

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 from scipy.special import erf
 
-from fusion.pet_errors import PetGeometryError
-from fusion.pet_stats import (
+from fusion.pet.errors import PetGeometryError
+from fusion.pet.stats import (
     PEAK_SPHERE_RADIUS_MM,
     compute_roi_stats,
     compute_sphere_kernel,
     compute_structure_stats,
     segment_from_seed,
 )
-from fusion.suv import (
+from fusion.pet.suv import (
     DecayCorrection,
     SuvCalibration,
     SuvImage,

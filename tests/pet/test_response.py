@@ -7,8 +7,8 @@ from datetime import date
 import numpy as np
 import pytest
 
-from fusion.pet_errors import ResponseInputError
-from fusion.response import (
+from fusion.pet.errors import ResponseInputError
+from fusion.pet.response import (
     EortcCategory,
     LesionMeasurement,
     PercistCategory,

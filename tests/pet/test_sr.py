@@ -8,8 +8,8 @@ import highdicom as hd
 import pytest
 from pydicom import dcmread
 
-from fusion.pet_sr import read_pet_report
-from oncopacs.pet_results import (
+from fusion.pet.sr import read_pet_report
+from oncopacs.analysis.pet import (
     assess_response,
     build_time_point_sr,
     measure_time_point,

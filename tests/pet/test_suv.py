@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 
-from fusion.pet_errors import PetGeometryError, SuvTagError
-from fusion.suv import (
+from fusion.pet.errors import PetGeometryError, SuvTagError
+from fusion.pet.suv import (
     SuvType,
     compute_bsa_dubois_cm2,
     compute_lbm_james_kg,
@@ -114,7 +114,7 @@ def test_post_processed_series_prefers_ge_private_scan_time() -> None:
 
 
 def test_enhanced_pet_dose_is_megabecquerel() -> None:
-    from fusion.suv import read_injected_dose_bq
+    from fusion.pet.suv import read_injected_dose_bq
 
     ds = build_pet_slices(_activity())[0]
     ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.130"

@@ -14,7 +14,7 @@ from oncopacs.auth.roles import Role
 from oncopacs.auth.users import UserStore
 from oncopacs.cli import main
 from oncopacs.index.db import _alembic_config, open_index
-from oncopacs.services import open_archive
+from oncopacs.platform import open_archive, open_platform
 from oncopacs.settings import Settings
 from oncopacs.web.app import create_app
 from tests.reporting.conftest import ingest_demo
@@ -79,7 +79,7 @@ def test_cli_make_approve_send(tmp_path, mllp) -> None:
 
 @pytest.fixture
 def api(sqlite_settings):
-    app = create_app(sqlite_settings.with_overrides(secret_key="test"))
+    app = create_app(open_platform(sqlite_settings.with_overrides(secret_key="test")))
     archive = app.extensions["oncopacs.archive"]
     demo = ingest_demo(archive)
     store = app.extensions["oncopacs.users"]

@@ -9,7 +9,7 @@ import pytest
 
 from oncopacs.errors import OncopacsError
 from oncopacs.reports.deliveries import DeliveryStatus
-from oncopacs.services import open_archive
+from oncopacs.platform import open_archive
 from reporting.diagnostic_report import validate_bundle
 from tests.reporting.conftest import PHYSICIST, ingest_demo, make_service
 

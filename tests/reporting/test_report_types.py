@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from oncopacs.analysis.models import AnalysisResult, MetricValue
-from oncopacs.services import open_archive
+from oncopacs.platform import open_archive
 from reporting.plots import build_dvh_plot, build_trend_plot
 from reporting.types import REPORT_TYPE_NAMES, report_type
 from tests.reporting.conftest import PHYSICIST, ingest_demo, make_service, pdf_text

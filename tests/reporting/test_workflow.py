@@ -20,7 +20,7 @@ from tests.reporting.conftest import PHYSICIST, make_service, pdf_text
 from tests.web.conftest import serve_app
 
 
-def test_plan_report_draft_approve_amend_and_archive(archive, demo, settings, tmp_path, clock) -> None:
+def test_plan_report_draft_approve_amend_and_archive(platform, archive, demo, settings, tmp_path, clock) -> None:
     service = make_service(archive, tmp_path, clock)
     study_uid = str(demo.rt_ion_plan.StudyInstanceUID)
     draft = service.make("plan", study_uid, "dr-physicist")
@@ -36,7 +36,7 @@ def test_plan_report_draft_approve_amend_and_archive(archive, demo, settings, tm
 
     # Stored in the patient's study, retrievable over WADO-RS: the very PDF of the final report.
     pdf = service.read_pdf(final)
-    app = create_app(settings.with_overrides(secret_key="test"), archive)
+    app = create_app(platform)
     store = app.extensions["oncopacs.users"]
     store.add_user("reader", Role.PHYSICIST, "correct horse battery")
     with serve_app(app) as base_url:
@@ -97,7 +97,7 @@ def _c_get_instance(settings, archive, study_uid: str, sop_instance_uid: str):
 
 
 def test_plan_pdf_text_fonts_and_pages(sqlite_settings, tmp_path, clock) -> None:
-    from oncopacs.services import open_archive
+    from oncopacs.platform import open_archive
     from tests.reporting.conftest import ingest_demo
 
     archive = open_archive(sqlite_settings)

@@ -14,9 +14,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from oncopacs.archive.ingest import Archive
 from oncopacs.auth.roles import Role
 from oncopacs.auth.users import UserStore
+from oncopacs.platform import Platform, open_platform
 from oncopacs.settings import Settings
 from oncopacs.web.app import create_app
 
@@ -24,20 +24,20 @@ TEST_PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
-def web_app(settings: Settings, archive: Archive) -> Flask:
-    """The app over the (SQLite and PostgreSQL) ``archive`` fixture."""
-    app = create_app(settings.with_overrides(secret_key="test-secret"), archive)
+def web_app(platform: Platform) -> Flask:
+    """The app over the (SQLite and PostgreSQL) ``platform`` fixture (its ``archive`` is the same)."""
+    app = create_app(platform)
     app.config["TESTING"] = True
     return app
 
 
 @pytest.fixture
 def sqlite_web_app(sqlite_settings: Settings) -> Iterator[Flask]:
-    """The app over a fresh SQLite archive only (for tests that do not need both back-ends)."""
-    app = create_app(sqlite_settings.with_overrides(secret_key="test-secret"))
-    app.config["TESTING"] = True
-    yield app
-    app.extensions["oncopacs.archive"].close()
+    """The app over a fresh SQLite platform only (for tests that do not need both back-ends)."""
+    with open_platform(sqlite_settings) as platform:
+        app = create_app(platform)
+        app.config["TESTING"] = True
+        yield app
 
 
 def _headers_factory(app: Flask) -> Callable[[Role | str], dict[str, str]]:
@@ -108,13 +108,9 @@ def live_server(web_app: Flask) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def module_web_app(module_archive: Archive, tmp_path_factory: pytest.TempPathFactory) -> Flask:
-    """The app over ``module_archive`` (one per module and back-end, for read-only tests on shared data)."""
-    settings = Settings(
-        data_dir=tmp_path_factory.mktemp("module-web"), database_url=module_archive.index.url,
-        dicom_host="127.0.0.1", dicom_port=0, secret_key="test-secret",
-    )
-    app = create_app(settings, module_archive)
+def module_web_app(module_platform: Platform) -> Flask:
+    """The app over ``module_platform`` (one per module and back-end, for read-only tests on shared data)."""
+    app = create_app(module_platform)
     app.config["TESTING"] = True
     return app
 

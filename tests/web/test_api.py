@@ -22,7 +22,7 @@ from oncopacs.auth.users import UserStore
 from oncopacs.jobs.queue import DatabaseJobQueue, JobStatus
 from oncopacs.jobs.worker import INTERRUPTED_MESSAGE
 from oncopacs.phantom import DemoPatient, build_demo_patient
-from oncopacs.services import open_archive
+from oncopacs.platform import open_archive, open_platform
 from oncopacs.settings import RemoteAE, Settings
 from oncopacs.web.app import create_app
 from tests.conftest import ServerProcess, free_port
@@ -348,7 +348,7 @@ def echo_scp() -> Iterator[int]:
 def peers_client(sqlite_settings: Settings, echo_scp: int) -> Iterator[tuple[FlaskClient, Headers]]:
     peers = (RemoteAE("ECHOSCP", "127.0.0.1", echo_scp), RemoteAE("GONE", "127.0.0.1", free_port()),
              RemoteAE("WRONGAE", "127.0.0.1", echo_scp))
-    app = create_app(sqlite_settings.with_overrides(secret_key="test-secret", remote_aes=peers))
+    app = create_app(open_platform(sqlite_settings.with_overrides(secret_key="test-secret", remote_aes=peers)))
     store: UserStore = app.extensions["oncopacs.users"]
 
     def headers_for(role: Role | str) -> dict[str, str]:

@@ -14,6 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from oncopacs.platform import open_platform
 from oncopacs.audit.events import AuditAction, Outcome
 from oncopacs.audit.models import AuditRecord
 from oncopacs.auth.roles import Role
@@ -47,7 +48,7 @@ def clock() -> FrozenClock:
 def app(sqlite_settings: Settings, clock: FrozenClock) -> Iterator[Flask]:
     settings = sqlite_settings.with_overrides(secret_key="test-secret", login_max_failures=3, login_lockout_minutes=10,
                                               session_timeout_minutes=15)
-    app = create_app(settings)
+    app = create_app(open_platform(settings))
     store: UserStore = app.extensions["oncopacs.users"]
     store.clock, store.hasher = clock, FAST_HASHER
     store.add_user("root", Role.ADMIN, PASSWORD)
@@ -302,7 +303,7 @@ def test_user_changes_through_the_api_are_audited(app: Flask, admin: dict[str, s
 
 def test_secret_key_is_generated_once_kept_private_and_sessions_survive_a_restart(sqlite_settings: Settings):
     settings = sqlite_settings.with_overrides(secret_key="")
-    first = create_app(settings)
+    first = create_app(open_platform(settings))
     key_file = settings.data_dir / "secret_key"
     assert first.config["SECRET_KEY"] and oct(os.stat(key_file).st_mode & 0o777) == "0o600"
     first.extensions["oncopacs.users"].add_user("alice", Role.PHYSICIST, PASSWORD)
@@ -310,7 +311,7 @@ def test_secret_key_is_generated_once_kept_private_and_sessions_survive_a_restar
     assert sign_in(before, "alice").status_code == 303
     first.extensions["oncopacs.archive"].close()
 
-    second = create_app(settings)  # a restart
+    second = create_app(open_platform(settings))  # a restart
     assert second.config["SECRET_KEY"] == first.config["SECRET_KEY"]
     after = second.test_client()
     after.set_cookie("session", before.get_cookie("session").value)

@@ -12,7 +12,7 @@ from flask import Flask, g
 from PIL import Image
 
 from dashboards.plan import dvh_figure, goals_table, plan_summary, plane_figure, study_uid_from, study_view
-from oncopacs.analysis.rt_store import analyse_planning_set, find_planning_sets
+from oncopacs.analysis.rt import analyse_planning_set, find_planning_sets
 from oncopacs.auth.roles import Principal, Role
 from oncopacs.phantom import DemoPatient, build_demo_patient
 

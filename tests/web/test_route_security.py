@@ -15,6 +15,7 @@ from flask import Flask
 from werkzeug.routing import Rule
 from werkzeug.routing.converters import AnyConverter, FloatConverter, IntegerConverter, UUIDConverter
 
+from oncopacs.platform import open_platform
 from oncopacs.auth.roles import PERMISSIONS, Permission, Role
 from oncopacs.web.access import is_public
 from oncopacs.web.auth import MACHINE_PREFIXES
@@ -136,7 +137,7 @@ def test_every_protected_route_declares_its_permission(sqlite_web_app: Flask):
 def test_a_new_route_without_a_permission_is_flagged(sqlite_settings):
     from oncopacs.web.app import create_app
 
-    app = create_app(sqlite_settings.with_overrides(secret_key="test-secret"))
+    app = create_app(open_platform(sqlite_settings.with_overrides(secret_key="test-secret")))
     app.add_url_rule("/api/forgotten", "forgotten", lambda: "patient data")
     try:
         assert unguarded_endpoints(app) == {"forgotten"}

@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import abort, current_app, jsonify, request, url_for
 
-from oncopacs.analysis.rt_store import (
+from oncopacs.analysis.rt import (
     CachedResults,
     MetricBounds,
     PlanningSet,
@@ -27,7 +27,7 @@ from oncopacs.errors import NotFoundError
 from oncopacs.index.query import QueryLevel, find
 from oncopacs.jobs.kinds import JobSystem
 from oncopacs.jobs.queue import JobRecord, JobStatus
-from oncopacs.jobs.rt_kind import enqueue_rt_analysis, find_study_job
+from oncopacs.analysis.rt_job import enqueue_rt_analysis, find_study_job
 from oncopacs.uids import is_valid_uid
 from oncopacs.web.access import audit_access, current_principal, requires
 from oncopacs.web.api import bp

@@ -10,7 +10,7 @@ from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 
 from fusion.errors import FusionError
-from oncopacs.cli_output import emit
+from oncopacs.cli.output import emit
 from rt.errors import RTError
 
 
@@ -87,12 +87,12 @@ SUV_CHOICE = click.Choice(["bw", "lbm", "bsa"])
 def suv_command(pet_dir: Path, rtstruct_path: Path | None, roi_names: tuple[str, ...], seeds: tuple[str, ...],
                 suv_type: str, as_json: bool) -> None:
     """SUVmax, SUVmean, SUVpeak, SULpeak, MTV and TLG of ROIs or seeded regions."""
-    from fusion.pet_stats import (
+    from fusion.pet.stats import (
         compute_roi_stats,
         compute_structure_stats,
         segment_from_seed,
     )
-    from fusion.suv import read_suv_image
+    from fusion.pet.suv import read_suv_image
     from rt.structures import read_structure_set
 
     pet, found = read_folder(pet_dir)
@@ -147,7 +147,7 @@ def response_command(baseline_dir: Path, followup_dir: Path, rtstruct_paths: tup
                      roi_names: tuple[str, ...], liver_name: str, cycles: int, new_lesion: bool, suv_type: str,
                      as_json: bool) -> None:
     """PERCIST 1.0, EORTC 1999 and RECIST-style categories of a follow-up against baseline."""
-    from oncopacs.pet_results import assess_response, measure_time_point
+    from oncopacs.analysis.pet import assess_response, measure_time_point
 
     if len(rtstruct_paths) > 2:
         raise click.ClickException("--rtstruct takes at most two files: baseline, then follow-up")

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fusion.pet_errors import PetGeometryError, SuvTagError
-from fusion.suv import SuvImage, SuvType
+from fusion.pet.errors import PetGeometryError, SuvTagError
+from fusion.pet.suv import SuvImage, SuvType
 from rt.grid import VoxelGrid
 from rt.structures import StructureSet, compute_mask
 

@@ -53,7 +53,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.valuerep import DA, DT, TM
 
-from fusion.pet_errors import PetGeometryError, SuvTagError
+from fusion.pet.errors import PetGeometryError, SuvTagError
 from rt.grid import VoxelGrid
 
 #: Enhanced PET Image Storage: RadionuclideTotalDose is in MBq there.

@@ -13,15 +13,17 @@ import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import click
 
 from oncopacs.audit.events import ActorKind, AuditAction, AuditEvent, Outcome
-from oncopacs.audit.trail import AuditTrail
 from oncopacs.auth.roles import Role
-from oncopacs.auth.users import LockoutPolicy, UserStore, utc_now
-from oncopacs.index.db import open_index
-from oncopacs.settings import Settings
+from oncopacs.auth.users import utc_now
+from oncopacs.cli.context import opened_platform
+
+if TYPE_CHECKING:
+    from oncopacs.platform import Platform
 
 ROLE_NAMES = ", ".join(role.value for role in Role)
 
@@ -34,12 +36,11 @@ def _os_user() -> str:
 
 
 class _Accounts:
-    """The user store and audit trail of the configured index, for one command."""
+    """The user store and audit trail of the configured platform, for one command."""
 
-    def __init__(self, settings: Settings):
-        self.index = open_index(settings.effective_database_url)
-        self.store = UserStore(self.index, LockoutPolicy(settings.login_max_failures, settings.login_lockout_minutes))
-        self.trail = AuditTrail(self.index)
+    def __init__(self, platform: Platform):
+        self.store = platform.users
+        self.trail = platform.audit
 
     def audit(self, note: str) -> None:
         self.trail.record(AuditEvent(action=AuditAction.USER_CHANGE, outcome=Outcome.SUCCESS, actor=_os_user(),
@@ -48,15 +49,12 @@ class _Accounts:
 
 @contextmanager
 def _accounts(ctx: click.Context) -> Iterator[_Accounts]:
-    settings: Settings = ctx.find_root().obj
-    accounts = _Accounts(settings)
-    try:
-        yield accounts
-    except ValueError as exc:  # bad role, short password, name taken, last administrator
-        click.echo(f"oncopacs: {exc}", err=True)
-        sys.exit(2)
-    finally:
-        accounts.index.dispose()
+    with opened_platform(ctx) as platform:
+        try:
+            yield _Accounts(platform)
+        except ValueError as exc:  # bad role, short password, name taken, last administrator
+            click.echo(f"oncopacs: {exc}", err=True)
+            sys.exit(2)
 
 
 def _read_password(from_stdin: bool) -> str:

@@ -14,22 +14,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from pydicom import Dataset
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from oncopacs.analysis.models import AnalysisResult, MetricValue
-from oncopacs.analysis.rt_store import read_dataset
+from oncopacs.analysis.models import AnalysisResult
+from oncopacs.analysis.results import Metric, NewResult, store_results
+from oncopacs.analysis.rt import read_dataset
 from oncopacs.archive.ingest import Archive, IngestOutcome, IngestResult
 from oncopacs.errors import DicomInputError, NotFoundError, StorageError
 from oncopacs.index.models import Instance, Patient, Series, Study
-from oncopacs.services import open_archive
-from oncopacs.settings import Settings
 
 REGISTRATION_QA = "registration_qa"
 RESULT_VERSION = 1
@@ -44,9 +43,6 @@ QA_METRICS = {
     "TRE_max[mm]": "tre_max_mm",
 }
 QA_PASSED_METRIC = "qa_passed"  # 1.0 passed, 0.0 flagged
-
-T = TypeVar("T")
-
 
 @dataclass(frozen=True, slots=True)
 class StoredObject:
@@ -107,12 +103,12 @@ def store_registration(archive: Archive, dataset: Dataset, *, source: str) -> St
     try:
         registration = read_registration(dataset)
     except FusionError as exc:
-        raise DicomInputError("RegistrationSequence", uid, f"unreadable ({exc})") from None
+        raise DicomInputError("RegistrationSequence", f"unreadable ({exc})", sop_instance_uid=uid) from None
     if registration.qa is None:
-        raise DicomInputError("registration QA", uid, "missing (every stored registration carries its QA)")
+        raise DicomInputError("registration QA", "missing (every stored registration carries its QA)", sop_instance_uid=uid)
     fixed_uid, moving_uid = registration.fixed.series_instance_uid, registration.moving.series_instance_uid
     if not fixed_uid or not moving_uid:
-        raise DicomInputError("ReferencedSeriesSequence", uid, "does not name both the fixed and the moving series")
+        raise DicomInputError("ReferencedSeriesSequence", "does not name both the fixed and the moving series", sop_instance_uid=uid)
     stored = _ingest(archive, dataset, source)
     qa = registration.qa.to_dict()
     key = compute_registration_key(fixed_uid, moving_uid, stored.sop_instance_uid)
@@ -125,20 +121,9 @@ def store_registration(archive: Archive, dataset: Dataset, *, source: str) -> St
                 "qa": qa}
     with archive.index.writing() as session:
         patient_id, study_uid, study_date = _fixed_study(session, fixed_uid, dataset)
-        old = session.scalars(select(AnalysisResult.id).where(AnalysisResult.kind == REGISTRATION_QA,
-                                                                AnalysisResult.input_key == key)).all()
-        if old:
-            session.execute(delete(MetricValue).where(MetricValue.result_pk.in_(old)))
-            session.execute(delete(AnalysisResult).where(AnalysisResult.id.in_(old)))
-        row = AnalysisResult(kind=REGISTRATION_QA, input_key=key, patient_id=patient_id, study_instance_uid=study_uid,
-                             time_point=study_date, inputs=stored.sop_instance_uid, result_json=json.dumps(document),
-                             created_at=datetime.now(UTC))
-        session.add(row)
-        session.flush()
-        session.add_all(MetricValue(result_pk=row.id, patient_id=patient_id, study_instance_uid=study_uid,
-                                    structure="", metric=metric, value=float(value))
-                        for metric, value in compute_qa_metrics(qa).items())
-        result_id = row.id
+        metrics = [Metric("", name, value) for name, value in compute_qa_metrics(qa).items()]
+        (result_id,) = store_results(session, [NewResult(REGISTRATION_QA, key, patient_id, study_uid, study_date,
+                                                         [stored.sop_instance_uid], document, metrics)])
     return StoredRegistration(stored, registration.kind.value, fixed_uid, moving_uid, patient_id, study_uid, key,
                               result_id, qa)
 
@@ -164,40 +149,15 @@ def load_registration_qa(session: Session, sop_instance_uid: str) -> dict[str, A
     return json.loads(text) if text is not None else None
 
 
-def read_series_datasets(archive: Archive, series_instance_uid: str) -> list[Dataset]:
-    """Every stored instance of a series, read through the archive with its SHA-256 checked."""
-    with archive.index.reading() as session:
-        files = session.execute(select(Instance.file_path, Instance.sha256).join(Instance.series)
-                                .where(Series.series_instance_uid == series_instance_uid)
-                                .order_by(Instance.id)).all()
-    if not files:
-        raise NotFoundError(f"series {series_instance_uid} is not in the archive")
-    return [read_dataset(archive, path, sha) for path, sha in files]
-
-
-def with_configured_archive(settings: Settings | None, action: Callable[[Archive], T]) -> T:
-    """``action(archive)`` on the archive of ``settings.data_dir`` (None: the configured settings)."""
-    settings = settings if isinstance(settings, Settings) else Settings.load()
-    try:
-        archive = open_archive(settings)
-    except OSError as exc:
-        raise StorageError(f"cannot open the archive in {settings.data_dir}: {exc.strerror or exc}") from None
-    try:
-        return action(archive)
-    finally:
-        archive.close()
-
-
-def store_derived_with_settings(settings: Settings | None, datasets: Iterable[Dataset], *,
-                                source: str) -> list[dict[str, str]]:
-    """Ingest derived objects into the configured archive (the CLI's ``--store``); one dict per object."""
-    objects = with_configured_archive(settings, lambda archive: ingest_derived(archive, datasets, source=source))
-    return [stored.to_dict() for stored in objects]
-
-
-def store_registration_with_settings(settings: Settings | None, dataset: Dataset, *, source: str) -> dict[str, Any]:
-    """Store a registration and its QA in the configured archive (the CLI's ``--store``)."""
-    return with_configured_archive(settings, lambda archive: store_registration(archive, dataset, source=source)).to_dict()
+def find_registration_of(session: Session, fixed_series_uid: str, moving_series_uid: str) -> str | None:
+    """The SOP Instance UID of a stored registration of ``moving`` onto ``fixed`` (None: none yet)."""
+    rows = session.execute(select(AnalysisResult.inputs, AnalysisResult.result_json)
+                           .where(AnalysisResult.kind == REGISTRATION_QA)).all()
+    for sop_uid, text in rows:
+        document = json.loads(text)
+        if (document.get("fixed_series_uid"), document.get("moving_series_uid")) == (fixed_series_uid, moving_series_uid):
+            return str(sop_uid)
+    return None
 
 
 def _ingest(archive: Archive, dataset: Dataset, source: str) -> StoredObject:
@@ -206,8 +166,7 @@ def _ingest(archive: Archive, dataset: Dataset, source: str) -> StoredObject:
     if not result.acknowledged:
         if result.outcome is IngestOutcome.FAILED:
             raise StorageError(f"the archive could not store {uid or 'the object'}: {result.reason}")
-        raise DicomInputError("SOPInstanceUID", uid or None,
-                              f"refused by the archive ({result.outcome.value}: {result.reason})")
+        raise DicomInputError("SOPInstanceUID", f"refused by the archive ({result.outcome.value}: {result.reason})", sop_instance_uid=uid)
     return StoredObject(uid, str(dataset.get("SeriesInstanceUID", "")), str(dataset.get("Modality", "")),
                         result.outcome.value)
 

@@ -28,7 +28,7 @@ from itertools import pairwise
 
 import numpy as np
 
-from fusion.pet_errors import ResponseInputError
+from fusion.pet.errors import ResponseInputError
 from rt.structures import ROI
 
 _EPS = 1e-9

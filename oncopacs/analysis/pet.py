@@ -9,7 +9,7 @@ liver reference is taken as that ROI's SULmean and SD). Results are stored twice
   (``SUVmax[g/mL]``, ``SUVmean[g/mL]``, ``SUVpeak[g/mL]``, ``SULpeak[g/mL]``, ``MTV[cc]``, ``TLG[g]``;
   ``cm2/mL`` for SUVbsa) and per response (``SULpeakChange[%]``, ``SUVmaxChange[%]``, ``TLGChange[%]``,
   ``SLDChange[%]``);
-- in the archive: a TID 1500 SR per time point (:mod:`fusion.pet_sr`), ingested through
+- in the archive: a TID 1500 SR per time point (:mod:`fusion.pet.sr`), ingested through
   :meth:`Archive.ingest_dataset`.
 """
 
@@ -23,17 +23,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 from pydicom.dataset import Dataset
-from sqlalchemy import delete, select
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
 
-from fusion.pet_errors import ResponseInputError, SuvTagError
-from fusion.pet_sr import build_pet_report
-from fusion.pet_stats import (
+from fusion.pet.errors import ResponseInputError, SuvTagError
+from fusion.pet.sr import build_pet_report
+from fusion.pet.stats import (
     RoiStats,
     compute_roi_stats,
     compute_structure_stats,
     segment_from_seed,
 )
-from fusion.response import (
+from fusion.pet.response import (
     EortcResult,
     LesionChange,
     LesionMeasurement,
@@ -47,13 +48,19 @@ from fusion.response import (
     compute_longest_axial_diameter_mm,
     order_time_points,
 )
-from fusion.suv import SuvImage, SuvType, read_suv_image
-from oncopacs.analysis.models import AnalysisResult, MetricValue
+from fusion.pet.suv import SuvImage, SuvType, read_suv_image
+from fusion.errors import FusionError
+from oncopacs.analysis.models import AnalysisResult
+from oncopacs.analysis.results import Metric, NewResult, find_result, upsert_result
+from oncopacs.index.models import Instance, ObjectReference, Relation, Series, Study
+from oncopacs.index.oncology import summarize_study
 from oncopacs.archive.ingest import Archive
 from oncopacs.errors import OncopacsError
 from oncopacs.uids import uid_for
+from rt.errors import RTError
 from rt.structures import StructureSet, read_structure_set
 
+PET_TIMEPOINT, PET_RESPONSE = "pet_timepoint", "pet_response"
 LIVER_NAME = "Liver"
 LESION_TYPES = ("GTV",)
 SR_SERIES_NUMBER = 900
@@ -208,24 +215,10 @@ def _key(*parts: str) -> str:
 
 
 def _upsert(archive: Archive, kind: str, input_key: str, *, patient_id: str, study_uid: str, time_point: str,
-            inputs: Sequence[str], result: dict, metrics: Sequence[tuple[str, str, float]]) -> int:
-    """Insert or replace one AnalysisResult with its MetricValue rows (structure, metric, value); its id."""
-    with archive.index.writing() as session:
-        row = session.scalars(select(AnalysisResult).where(AnalysisResult.kind == kind,
-                                                           AnalysisResult.input_key == input_key)).first()
-        if row is None:
-            row = AnalysisResult(kind=kind, input_key=input_key)
-            session.add(row)
-        row.patient_id, row.study_instance_uid, row.time_point = patient_id, study_uid, time_point
-        row.inputs = "\\".join(inputs)
-        row.result_json = json.dumps(result)
-        row.created_at = datetime.now(UTC)
-        session.flush()
-        session.execute(delete(MetricValue).where(MetricValue.result_pk == row.id))
-        session.add_all(MetricValue(result_pk=row.id, patient_id=patient_id, study_instance_uid=study_uid,
-                                    structure=structure[:64], metric=metric, value=float(value))
-                        for structure, metric, value in metrics if value is not None)
-        return row.id
+            inputs: Sequence[str], result: dict, metrics: Sequence[tuple[str, str, float | None]]) -> int:
+    """Insert or replace one result with its metric rows (structure, metric, value); its id."""
+    return upsert_result(archive.index, NewResult(kind, input_key, patient_id, study_uid, time_point, inputs, result,
+                                                  [Metric(*metric) for metric in metrics]))
 
 
 def build_time_point_sr(measured: MeasuredTimePoint, order: int, categories: dict[str, str] | None = None) -> Dataset:
@@ -267,12 +260,18 @@ def store_time_point(archive: Archive, measured: MeasuredTimePoint, *, order: in
               "time_point": tp.to_dict(), "rois": [s.to_dict() for s in stats],
               "series_instance_uid": image.series_instance_uid, "sr_sop_instance_uid": str(sr.SOPInstanceUID),
               "categories": categories or {}}
-    inputs = list(image.sop_instance_uids)
-    result_id = _upsert(archive, "pet_timepoint", _key("pet_timepoint", image.suv_type.value,
-                                                       *sorted(inputs), *sorted(s.name for s in stats)),
+    result_id = _upsert(archive, PET_TIMEPOINT, compute_time_point_key(measured),
                         patient_id=image.patient_id, study_uid=image.study_instance_uid,
-                        time_point=tp.date.strftime("%Y%m%d"), inputs=inputs, result=result, metrics=metrics)
+                        time_point=tp.date.strftime("%Y%m%d"), inputs=list(image.sop_instance_uids), result=result,
+                        metrics=metrics)
     return result_id, str(sr.SOPInstanceUID)
+
+
+def compute_time_point_key(measured: MeasuredTimePoint) -> str:
+    """The input key of a time point's result: SUV type, PET instances and the ROIs measured."""
+    stats = [*measured.lesions, *([measured.liver] if measured.liver else [])]
+    return _key(PET_TIMEPOINT, measured.suv_type.value, *sorted(measured.image.sop_instance_uids),
+                *sorted(s.name for s in stats))
 
 
 def _change(value: float | None) -> float | None:
@@ -289,7 +288,7 @@ def store_response(archive: Archive, baseline: MeasuredTimePoint, followup: Meas
                 if assessment.recist else None)]
     metrics += [(c.name, "VolumeChange[%]", _change(c.volume_change_percent)) for c in assessment.lesion_changes]
     inputs = [*baseline.image.sop_instance_uids, *followup.image.sop_instance_uids]
-    return _upsert(archive, "pet_response", _key("pet_response", baseline.image.series_instance_uid,
+    return _upsert(archive, PET_RESPONSE, _key(PET_RESPONSE, baseline.image.series_instance_uid,
                                                  followup.image.series_instance_uid, baseline.suv_type.value),
                    patient_id=followup.image.patient_id, study_uid=followup.image.study_instance_uid,
                    time_point=followup.time_point.date.strftime("%Y%m%d"), inputs=inputs,
@@ -315,21 +314,93 @@ def record_patient(archive: Archive, measured: Sequence[MeasuredTimePoint], *,
     return assessments
 
 
-def load_followup_demo(archive: Archive, count: Callable[[str, object], None],
-                       on_object: Callable[[], None] | None = None) -> int:
-    """Ingest the longitudinal demo patients (:mod:`oncopacs.phantom.pet_followup`) and record their PET results.
+# -- PET series with contours in the archive (the pet_statistics job) ----------------------------
 
-    ``count(label, ingest_result)`` is called per ingested object (the demo's summary); returns the
-    number of patients recorded.
+
+@dataclass(frozen=True, slots=True)
+class ContouredPet:
+    """A PET series of a study and a structure set drawn on its frame of reference (its PET-CT's CT, or itself)."""
+
+    study_instance_uid: str
+    pet_series_uid: str
+    structure_set_uid: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"pet_series_uid": self.pet_series_uid, "structure_set_uid": self.structure_set_uid}
+
+
+def find_contoured_pet(session: Session, study_instance_uid: str) -> tuple[ContouredPet, ...]:
+    """Every (PET series, structure set) pair of the study sharing a non-empty Frame of Reference UID."""
+    summary = summarize_study(session, study_instance_uid)
+    return tuple(ContouredPet(study_instance_uid, pet.series_instance_uid, structures.sop_instance_uid)
+                 for pet in summary.image_series if pet.modality == "PT" and pet.frame_of_reference_uid
+                 for structures in summary.structure_sets
+                 if structures.frame_of_reference_uid == pet.frame_of_reference_uid)
+
+
+def has_contours_on_frame(session: Session, study_instance_uid: str, frame_of_reference_uid: str) -> bool:
+    """Whether the study holds an RTSTRUCT on ``frame_of_reference_uid`` (the PET rule's cheap test per slice)."""
+    if not frame_of_reference_uid:
+        return False
+    on_frame = or_(Instance.frame_of_reference_uid == frame_of_reference_uid, Instance.id.in_(
+        select(ObjectReference.instance_pk).where(ObjectReference.referenced_uid == frame_of_reference_uid,
+                                                  ObjectReference.relation == Relation.FRAME_OF_REFERENCE)))
+    return session.scalar(select(Instance.id).join(Instance.series).join(Series.study).where(
+        Study.study_instance_uid == study_instance_uid, Series.modality == "RTSTRUCT", on_frame).limit(1)) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class PetStatistics:
+    """What the pet_statistics job did with one contoured PET series: ``status`` and why."""
+
+    contoured: ContouredPet
+    status: str  # "measured", "cached", "incomplete" (slices still arriving) or "not measured"
+    detail: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {**self.contoured.to_dict(), "status": self.status, "detail": self.detail}
+
+
+def expected_slice_count(pet_slices: Sequence[Dataset]) -> int | None:
+    """Instances a complete PET series has: NumberOfSlices × NumberOfTimeSlots (None when not stated)."""
+    first = pet_slices[0]
+    try:
+        slices = int(first.get("NumberOfSlices") or 0)
+        time_slots = int(first.get("NumberOfTimeSlots") or 1)
+    except (TypeError, ValueError):
+        return None
+    return slices * max(time_slots, 1) if slices > 0 else None
+
+
+def analyse_contoured_pet(archive: Archive, contoured: ContouredPet, *,
+                          suv_type: SuvType = SuvType.BW) -> PetStatistics:
+    """SUV statistics of a PET series in its contours, stored as the patient's time point unless cached.
+
+    A series whose slices are still arriving (fewer than NumberOfSlices) is left for the job queued
+    by its last slice. ROIs of type GTV are the lesions and "Liver" the reference, as in
+    :func:`measure_time_point`; a structure set without lesions, or a series SUV cannot be computed
+    for, is reported as not measured, with the reason.
     """
-    from oncopacs.phantom.pet_followup import build_longitudinal_patients
+    pet_slices = archive.read_series(contoured.pet_series_uid)
+    expected = expected_slice_count(pet_slices)
+    if expected is not None and len(pet_slices) < expected:
+        return PetStatistics(contoured, "incomplete", f"{len(pet_slices)} of {expected} slices stored")
+    rtstruct = archive.read_instance(contoured.structure_set_uid)
+    try:
+        measured = measure_time_point(pet_slices, rtstruct, suv_type=suv_type)
+    except (OncopacsError, RTError, FusionError) as exc:
+        return PetStatistics(contoured, "not measured", str(exc))
+    with archive.index.reading() as session:
+        if find_result(session, PET_TIMEPOINT, compute_time_point_key(measured)) is not None:
+            return PetStatistics(contoured, "cached", "already measured")
+        order = 1 + _earlier_time_points(session, measured.image.patient_id, measured.time_point.date)
+    store_time_point(archive, measured, order=order)
+    lesions = ", ".join(s.name for s in measured.lesions)
+    return PetStatistics(contoured, "measured", f"{len(measured.lesions)} lesion(s): {lesions}")
 
-    patients = build_longitudinal_patients()
-    for patient in patients:
-        for dataset in patient.all_datasets():
-            count(f"{dataset.Modality} {dataset.SOPInstanceUID}", archive.ingest_dataset(dataset, source="demo"))
-            if on_object:
-                on_object()
-        measured = [measure_time_point(scan.pet, scan.rtstruct, label=scan.spec.label) for scan in patient.scans]
-        record_patient(archive, measured, cycles=[2, 4])
-    return len(patients)
+
+def _earlier_time_points(session: Session, patient_id: str, day: date) -> int:
+    """How many PET time points of the patient are stored from before ``day``."""
+    return session.scalar(select(func.count(func.distinct(AnalysisResult.time_point))).where(
+        AnalysisResult.kind == PET_TIMEPOINT, AnalysisResult.patient_id == patient_id,
+        AnalysisResult.time_point < day.strftime("%Y%m%d"))) or 0

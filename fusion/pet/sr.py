@@ -26,7 +26,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
-from fusion.pet_stats import RoiStats
+from fusion.pet.stats import RoiStats
 
 SCHEME = "99ONCOPACS"
 SUV_CONCEPTS = {"bw": Code("126401", "DCM", "SUVbw"), "lbm": Code("126402", "DCM", "SUVlbm"),

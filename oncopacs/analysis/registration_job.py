@@ -4,7 +4,7 @@ Parameters: ``fixed_series_uid`` and ``moving_series_uid`` (required), ``deforma
 false: rigid only) and ``landmarks_mm`` (optional ``{"fixed": [[x, y, z], ...], "moving": [...]}``,
 LPS mm, corresponding points for the target registration error). The series are read through the
 archive (SHA-256 checked); the (Deformable) Spatial Registration object and its QA are stored with
-:func:`oncopacs.fusion_store.store_registration`. A registration that fails QA is still stored, flagged.
+:func:`oncopacs.analysis.registration.store_registration`. A registration that fails QA is still stored, flagged.
 Registered by the composition root (:func:`install_registration`).
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from oncopacs.archive.ingest import Archive
-from oncopacs.fusion_store import read_series_datasets, store_registration
+from oncopacs.analysis.registration import store_registration
 from oncopacs.jobs.kinds import JobSystem
 from oncopacs.jobs.worker import Handler, ProgressCallback
 
@@ -41,8 +41,8 @@ def build_registration_handler(archive: Archive) -> Handler:
             raise ValueError("deformable must be true or false")  # noqa: TRY004 (a bad job parameter value)
         landmarks = _landmarks(params.get("landmarks_mm"))
         progress(0.0, "reading the series from the archive")
-        fixed = load_series(read_series_datasets(archive, fixed_uid), series_instance_uid=fixed_uid)
-        moving = load_series(read_series_datasets(archive, moving_uid), series_instance_uid=moving_uid)
+        fixed = load_series(archive.read_series(fixed_uid), series_instance_uid=fixed_uid)
+        moving = load_series(archive.read_series(moving_uid), series_instance_uid=moving_uid)
 
         def step(fraction: float, message: str) -> None:
             progress(READ_END + (REGISTER_END - READ_END) * fraction, message)

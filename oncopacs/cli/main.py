@@ -14,31 +14,24 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from oncopacs.cli_audit import audit_group
-from oncopacs.cli_report import report_group
-from oncopacs.cli_fusion import fusion_group
-from oncopacs.cli_pet import pet_group
-from oncopacs.cli_rt import rt_group
-from oncopacs.cli_users import token_group, user_group
-from oncopacs.errors import OncopacsError
+from oncopacs.cli.audit import audit_group
+from oncopacs.cli.context import opened_platform, settings_of
+from oncopacs.cli.fusion import fusion_group
+from oncopacs.cli.pet import pet_group
+from oncopacs.cli.report import report_group
+from oncopacs.cli.rt import rt_group
+from oncopacs.cli.users import token_group, user_group
+from oncopacs.errors import EXPECTED_ERRORS
 from oncopacs.settings import Settings
 
 
 class _Cli(click.Group):
     def invoke(self, ctx: click.Context):
-        from rt.errors import RTError
-
         try:
             return super().invoke(ctx)
-        except (OncopacsError, RTError) as exc:
+        except EXPECTED_ERRORS as exc:
             click.echo(f"oncopacs: {exc}", err=True)
             sys.exit(2)
-
-
-def _settings(ctx: click.Context, **overrides) -> Settings:
-    settings: Settings = ctx.obj
-    changes = {name: value for name, value in overrides.items() if value is not None}
-    return settings.with_overrides(**changes) if changes else settings
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -71,12 +64,13 @@ def main(ctx: click.Context, config: Path | None, data_dir: Path | None, verbose
 @click.pass_context
 def serve(ctx: click.Context, http_port: int | None, dicom_port: int | None, http_host: str | None) -> None:
     """Serve HTTP (web, DICOMweb, API, /health) and DIMSE in one process."""
-    from oncopacs.runtime import serve as run
-    from oncopacs.services import open_archive
+    from oncopacs.cli.serve import serve as run
+    from oncopacs.platform import open_platform
 
-    settings = _settings(ctx, http_port=http_port, dicom_port=dicom_port, http_host=http_host)
+    settings = settings_of(ctx, http_port=http_port, dicom_port=dicom_port, http_host=http_host)
     logging.getLogger("oncopacs").setLevel(logging.INFO)
-    run(settings, open_archive(settings))
+    with open_platform(settings) as platform:
+        run(platform)
 
 
 @main.command("import")
@@ -86,15 +80,13 @@ def serve(ctx: click.Context, http_port: int | None, dicom_port: int | None, htt
 def import_command(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> None:
     """Import DICOM files and folders (recursively) through the ingest path."""
     from oncopacs.archive.importer import import_files, iter_files
-    from oncopacs.services import open_archive
-
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise click.ClickException(f"no such file or folder: {', '.join(missing)}")
-    archive = open_archive(ctx.obj)
     files = list(iter_files(paths))
-    with tqdm(total=len(files), unit="file", desc="import", file=sys.stderr, disable=None) as bar:
-        summary = import_files(archive, files, on_file=lambda _p: bar.update(1))
+    with opened_platform(ctx) as platform, \
+            tqdm(total=len(files), unit="file", desc="import", file=sys.stderr, disable=None) as bar:
+        summary = import_files(platform.archive, files, on_file=lambda _p: bar.update(1))
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))
     else:
@@ -114,14 +106,13 @@ def verify(ctx: click.Context, repair: bool, as_json: bool) -> None:
     """Re-hash every stored file; report missing, altered and unindexed files."""
     from oncopacs.archive.maintenance import count_indexed, recover_orphans
     from oncopacs.archive.maintenance import verify as run_verify
-    from oncopacs.services import open_archive
-
-    archive = open_archive(ctx.obj)
-    if repair:
-        recovered = recover_orphans(archive)
-        click.echo(f"re-indexed {recovered} file(s)", err=True)
-    with tqdm(total=count_indexed(archive), unit="file", desc="verify", file=sys.stderr, disable=None) as bar:
-        report = run_verify(archive, progress=bar.update)
+    with opened_platform(ctx) as platform:  # files re-indexed by --repair meet the rules like any other
+        archive = platform.archive
+        if repair:
+            recovered = recover_orphans(archive)
+            click.echo(f"re-indexed {recovered} file(s)", err=True)
+        with tqdm(total=count_indexed(archive), unit="file", desc="verify", file=sys.stderr, disable=None) as bar:
+            report = run_verify(archive, progress=bar.update)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -143,18 +134,25 @@ def verify(ctx: click.Context, repair: bool, as_json: bool) -> None:
 @click.pass_context
 def demo(ctx: click.Context, patients: int, http_port: int | None, dicom_port: int | None, no_serve: bool) -> None:
     """Load synthetic demo patients (CT, RTSTRUCT, RT Ion Plan, RT Dose, PET-CT) and serve them."""
-    from oncopacs.demo import ensure_demo_user, load_demo
-    from oncopacs.runtime import serve as run
-    from oncopacs.services import open_archive
+    from oncopacs.cli.demo import analyse_demo, ensure_demo_user, load_demo
+    from oncopacs.cli.serve import serve as run
+    from oncopacs.platform import open_platform
 
-    settings = _settings(ctx, http_port=http_port, dicom_port=dicom_port)
-    archive = open_archive(settings)
+    settings = settings_of(ctx, http_port=http_port, dicom_port=dicom_port)
+    platform = open_platform(settings)
+    archive = platform.archive
     with tqdm(unit="object", desc="demo patients", file=sys.stderr, disable=None) as bar:
         summary = load_demo(archive, patients, on_object=lambda: bar.update(1))
     click.echo(f"demo data in {settings.data_dir}: {summary.stored} stored, {summary.duplicate} already present", err=True)
     if summary.rejected:
         raise click.ClickException(f"demo data rejected: {summary.rejected[0][1]}")
-    username, password = ensure_demo_user(archive, settings.data_dir)
+    with tqdm(unit="job", desc="analysing the demo", file=sys.stderr, disable=None) as bar:
+        analysed = analyse_demo(platform, on_job=lambda: bar.update(1))
+    click.echo(f"demo analysed: {analysed.plans} plan(s) with DVHs and clinical goals, "
+               f"{analysed.pet_series} PET series with SUV statistics"
+               + (f"; {len(analysed.failed)} job(s) failed: {', '.join(analysed.failed)}" if analysed.failed else ""),
+               err=True)
+    username, password = ensure_demo_user(platform.users, settings.data_dir)
     click.echo(f"sign in as {username!r} with password {password!r} (admin; kept in "
                f"{settings.data_dir / 'demo-credentials.txt'})", err=True)
     if not no_serve:
@@ -162,7 +160,7 @@ def demo(ctx: click.Context, patients: int, http_port: int | None, dicom_port: i
         click.echo(f"serving on http://{settings.http_host}:{settings.http_port}/login "
                    f"(DICOMweb at /dicom-web, API at /api) and DICOM "
                    f"{settings.ae_title}@127.0.0.1:{settings.dicom_port}; Ctrl-C stops", err=True)
-        run(settings, archive)
+        run(platform)
 
 
 main.add_command(rt_group)

@@ -1,4 +1,4 @@
-"""``oncopacs serve``: HTTP and DIMSE in one process, with crash recovery at start-up."""
+"""``oncopacs serve``: HTTP and DIMSE of one platform in one process, with crash recovery at start-up."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ from waitress.server import create_server
 
 from oncopacs.archive.ingest import Archive
 from oncopacs.archive.maintenance import recover_orphans
-from oncopacs.audit.syslog import open_syslog_sender
-from oncopacs.audit.trail import AuditTrail
 from oncopacs.dimse.server import start_dimse
 from oncopacs.errors import ListenError
+from oncopacs.platform import Platform
 from oncopacs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,16 +33,21 @@ def recover_if_needed(settings: Settings, archive: Archive) -> None:
         archive.storage.clear_incoming()
 
 
-def serve(settings: Settings, archive: Archive, *, ready: threading.Event | None = None) -> None:
-    """Serve until SIGINT or SIGTERM; returns after a clean shutdown."""
+def serve(platform: Platform, *, ready: threading.Event | None = None) -> None:
+    """Serve ``platform`` until SIGINT or SIGTERM; returns after a clean shutdown.
+
+    The platform arrives whole (its rules installed by :func:`oncopacs.platform.open_platform`), so
+    the first instance a listener accepts already meets them.
+    """
     from oncopacs.web.app import create_app  # the web layer is only needed when serving
 
+    settings, archive = platform.settings, platform.archive
     recover_if_needed(settings, archive)
+    app = create_app(platform)
     try:
-        dimse = start_dimse(settings, archive, AuditTrail(archive.index, open_syslog_sender(settings.audit_syslog, settings.ae_title)))
+        dimse = start_dimse(settings, archive, platform.audit)
     except OSError as exc:
         raise ListenError(f"cannot listen for DICOM on {settings.dicom_host}:{settings.dicom_port}: {exc.strerror}") from None
-    app = create_app(settings, archive)
     try:
         http = create_server(app, host=settings.http_host, port=settings.http_port, threads=8, ident="OncoPACS")
     except OSError as exc:
@@ -51,9 +55,9 @@ def serve(settings: Settings, archive: Archive, *, ready: threading.Event | None
         raise ListenError(f"cannot listen for HTTP on {settings.http_host}:{settings.http_port}: {exc.strerror}") from None
     marker = settings.data_dir / RUNNING_MARKER
     _write_marker(marker)
-    worker = app.extensions["oncopacs.jobs"].new_worker()
+    worker = platform.jobs.new_worker()
     worker.start()
-    app.extensions["oncopacs.reports"].start()  # delivers final reports to the EHR, with retries
+    platform.reports.start()  # delivers final reports to the EHR, with retries
     stop = threading.Event()
 
     def _stop(signum, _frame):  # noqa: ANN001
@@ -72,9 +76,9 @@ def serve(settings: Settings, archive: Archive, *, ready: threading.Event | None
             raise
     finally:
         worker.stop()
-        app.extensions["oncopacs.reports"].stop()
+        platform.reports.stop()
         dimse.shutdown()
-        archive.index.dispose()
+        platform.index.dispose()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         marker.unlink(missing_ok=True)

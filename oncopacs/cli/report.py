@@ -18,7 +18,7 @@ from oncopacs.audit.events import ActorKind, AuditAction, AuditEvent, Outcome
 from oncopacs.audit.trail import AuditTrail
 from oncopacs.auth.roles import Principal
 from oncopacs.auth.users import UserStore
-from oncopacs.settings import Settings
+from oncopacs.cli.context import settings_of
 
 
 def _os_user() -> str:
@@ -29,11 +29,9 @@ def _os_user() -> str:
 
 
 def _service(ctx: click.Context):
-    from oncopacs.services import open_archive
-    from reporting.workflow import ReportService
+    from oncopacs.platform import open_platform
 
-    settings: Settings = ctx.find_root().obj
-    return ReportService.from_settings(settings, open_archive(settings))
+    return open_platform(settings_of(ctx)).reports.service
 
 
 def _audit(service, action: AuditAction, actor: str, report, detail: str) -> None:

@@ -12,6 +12,7 @@ from typing import BinaryIO
 
 import click
 
+from oncopacs.cli.context import settings_of
 from oncopacs.audit.events import ActorKind, AuditAction, AuditEvent, Outcome
 from oncopacs.audit.trail import (
     AuditFilter,
@@ -22,9 +23,9 @@ from oncopacs.audit.trail import (
 
 
 def _trail(ctx: click.Context) -> AuditTrail:
-    from oncopacs.services import open_archive
+    from oncopacs.platform import open_platform
 
-    return AuditTrail(open_archive(ctx.obj).index)
+    return open_platform(settings_of(ctx)).audit
 
 
 @click.group("audit")

@@ -9,7 +9,7 @@ import numpy as np
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 
-from oncopacs.cli_output import emit
+from oncopacs.cli.output import emit
 
 DEFAULT_METRICS = ("Mean[Gy]", "Min[Gy]", "Max[Gy]", "D95%[Gy]", "D2cc[Gy]")
 

@@ -1,22 +1,34 @@
-"""The ``rt_analysis`` job kind: DVHs, metrics, goals and plan summaries of a study's planning sets.
+"""The ``rt_analysis`` job kind and its ingest rule: DVHs, metrics, goals and plan summaries of a study's planning sets.
 
 Parameters: ``study_instance_uid`` (required), ``dose_uid`` (only that RT Dose's set), ``template``
 (a shipped goal template name; default: chosen automatically) and ``force`` (recompute even when
 cached). The planning sets are resolved when the job runs, so a job queued while a structure set
-or plan was still arriving sees the complete set. Registered by the composition root
-(:func:`oncopacs.ingest_rules.install_rt_analysis`), never by the platform itself.
+or plan was still arriving sees the complete set.
+
+:class:`RTAnalysisRule` queues an ``rt_analysis`` job for a study when an RT Dose, RT Structure Set
+or RT Plan arrives that belongs to a complete planning set (an RT Dose whose structure set the
+archive holds, directly or through its plan). It runs in the ingest thread after the instance is
+acknowledged, so it only reads the index (RT objects only; images return at once) and inserts a
+job row; a job already queued for the study is reused. :func:`oncopacs.platform.open_platform`
+installs both with :func:`install_rt_analysis` before anything can be stored.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
-from oncopacs.analysis.rt_store import analyse_planning_set, find_planning_sets
+from oncopacs.analysis.rt import analyse_planning_set, find_planning_sets, find_planning_sets_with
+from oncopacs.archive.extract import InstanceRecord
 from oncopacs.archive.ingest import Archive
 from oncopacs.errors import NotFoundError
+from oncopacs.index.db import IndexDatabase
+from oncopacs.jobs.kinds import JobSystem, enqueue_once
 from oncopacs.jobs.queue import JobQueue, JobRecord, JobStatus
 from oncopacs.jobs.worker import Handler, ProgressCallback
+
+log = logging.getLogger(__name__)
 
 RT_ANALYSIS = "rt_analysis"
 #: How many of the newest jobs are looked at to find a study's pending or latest job.
@@ -71,9 +83,35 @@ def enqueue_rt_analysis(queue: JobQueue, study_uid: str, created_by: str, *, dos
         params["template"] = template
     if force:
         params["force"] = True
-    for job in queue.list(status=JobStatus.QUEUED, kind=RT_ANALYSIS, limit=JOB_LOOKBACK).jobs:
-        if job.params == params:
-            return job, False
-    job = queue.get(queue.enqueue(RT_ANALYSIS, params, created_by))
-    assert job is not None  # just inserted
-    return job, True
+    return enqueue_once(queue, RT_ANALYSIS, params, created_by)
+
+
+#: Modalities whose arrival can complete a planning set.
+RT_MODALITIES = frozenset({"RTDOSE", "RTSTRUCT", "RTPLAN"})
+RULE_ACTOR = "system:ingest-rule"
+
+
+class RTAnalysisRule:
+    """Ingest listener queueing RT analyses for planning sets the new instance completes or changes."""
+
+    def __init__(self, index: IndexDatabase, queue: JobQueue):
+        self.index = index
+        self.queue = queue
+
+    def __call__(self, record: InstanceRecord) -> None:
+        if record.modality not in RT_MODALITIES:
+            return
+        with self.index.reading() as session:
+            sets = find_planning_sets_with(session, record.study_instance_uid, record.sop_instance_uid)
+        if not sets:
+            return
+        job, queued = enqueue_rt_analysis(self.queue, record.study_instance_uid, RULE_ACTOR)
+        if queued:
+            log.info("queued rt_analysis job %d for study %s after %s", job.id, record.study_instance_uid,
+                     record.sop_instance_uid)
+
+
+def install_rt_analysis(archive: Archive, jobs: JobSystem) -> None:
+    """Register the rt_analysis job kind on ``jobs`` and subscribe its ingest rule to ``archive``."""
+    jobs.registry.register(RT_ANALYSIS, build_rt_analysis_handler(archive))
+    archive.subscribe(RTAnalysisRule(archive.index, jobs.queue))

@@ -1,0 +1,85 @@
+"""The composition root: :func:`open_platform` wires the whole platform from one settings object.
+
+Everything that serves or changes the archive — ``create_app``, ``oncopacs serve``, ``demo``,
+``import`` and the CLI's analysis commands — takes a :class:`Platform`. The ingest rules (RT
+analysis, PET statistics) and every job kind are registered inside :func:`open_platform`, before it
+returns, so nothing can be stored before the rules that react to it exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import TracebackType
+
+from oncopacs.analysis.pet_job import install_pet_statistics
+from oncopacs.analysis.registration_job import install_registration
+from oncopacs.analysis.rt_job import install_rt_analysis
+from oncopacs.archive.ingest import Archive
+from oncopacs.archive.storage import Storage
+from oncopacs.audit.syslog import open_syslog_sender
+from oncopacs.audit.trail import AuditTrail
+from oncopacs.auth.users import LockoutPolicy, UserStore
+from oncopacs.errors import StorageError
+from oncopacs.index.db import IndexDatabase, open_index
+from oncopacs.jobs.kinds import JobSystem, open_job_system
+from oncopacs.settings import Settings
+from reporting.jobs import Reports, open_reports
+
+
+@dataclass(frozen=True, eq=False)
+class Platform:
+    """One archive with everything that works on it: audit trail, jobs and their rules, users, reports."""
+
+    settings: Settings
+    archive: Archive
+    audit: AuditTrail
+    jobs: JobSystem
+    users: UserStore
+    reports: Reports
+
+    @property
+    def index(self) -> IndexDatabase:
+        return self.archive.index
+
+    def close(self) -> None:
+        """Finish pending I/O and release the database connections."""
+        self.archive.close()
+
+    def __enter__(self) -> Platform:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+
+def open_archive(settings: Settings) -> Archive:
+    """The bare archive of ``settings.data_dir`` (created on first use), its index migrated; no rules.
+
+    For maintenance (crash recovery, ``verify``) and tests of the archive itself; anything that
+    stores instances a user expects to be analysed goes through :func:`open_platform`.
+    """
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot open the archive in {settings.data_dir}: {exc.strerror or exc}") from None
+    index = open_index(settings.effective_database_url)
+    return Archive(Storage(settings.storage_dir), index, allow_overwrite=settings.allow_overwrite)
+
+
+def open_platform(settings: Settings | None = None) -> Platform:
+    """The platform of ``settings`` (default: the configured settings), rules and job kinds installed."""
+    settings = settings or Settings.load()
+    archive = open_archive(settings)
+    jobs = open_job_system(archive)
+    install_rt_analysis(archive, jobs)
+    install_pet_statistics(archive, jobs)
+    install_registration(archive, jobs)
+    return Platform(
+        settings=settings,
+        archive=archive,
+        audit=AuditTrail(archive.index, open_syslog_sender(settings.audit_syslog, settings.ae_title)),
+        jobs=jobs,
+        users=UserStore(archive.index, LockoutPolicy(settings.login_max_failures, settings.login_lockout_minutes)),
+        reports=open_reports(settings, archive, jobs),
+    )
