@@ -1,1 +1,19 @@
 """Pure RT domain code (structures, dose, plans, DVH). Imports no Flask, Dash, SQLAlchemy or oncopacs."""
+
+# The modules a notebook imports (``from rt import dose, dvh``); none is imported until asked for.
+__all__ = [
+    "analysis",
+    "compare",
+    "dose",
+    "dvh",
+    "errors",
+    "gamma",
+    "goals",
+    "grid",
+    "indices",
+    "plan",
+    "structures",
+    "summation",
+    "tg263",
+    "tps_dvh",
+]

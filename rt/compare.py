@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from rt.dose import DoseGrid
-from rt.dvh import METRIC_PATTERN, DVH, compute_metric, compute_roi_dvh
+from rt.dvh import DVH, METRIC_PATTERN, compute_metric, compute_roi_dvh
 from rt.errors import GeometryError, MetricError, RTError
 from rt.structures import StructureSet
 
@@ -36,7 +38,7 @@ class MetricComparison:
             return None
         return self.value_b - self.value_a
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "roi_name": self.roi_name,
             "metric": self.metric,
@@ -58,7 +60,7 @@ class ROIComparison:
     metrics: tuple[MetricComparison, ...] = ()
     error: str = ""
 
-    def compute_dvh_arrays(self) -> dict[str, np.ndarray]:
+    def compute_dvh_arrays(self) -> dict[str, npt.NDArray[np.float64]]:
         """Cumulative DVHs on a common dose axis: dose_gy and volume_{a,b}_{cc,percent}."""
         if self.dvh_a is None or self.dvh_b is None:
             return {}
@@ -78,7 +80,7 @@ class ROIComparison:
             "volume_b_percent": 100.0 * vb / b.volume_cc,
         }
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         arrays = self.compute_dvh_arrays()
         summary = {}
         for label, dvh in (("a", self.dvh_a), ("b", self.dvh_b)):
@@ -127,7 +129,7 @@ class PlanComparison:
                 return m
         raise KeyError(f"no metric {metric!r} for ROI {roi_name!r}")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "frame_of_reference_uid": self.frame_of_reference_uid,
             "prescription_gy": self.prescription_gy,
@@ -183,7 +185,9 @@ def compare_plans(
         roi_for = roi.frame_of_reference_uid or structure_set.frame_of_reference_uid
         for label, dose_for in (("A", for_a), ("B", for_b)):
             if roi_for and dose_for and roi_for != dose_for:
-                raise GeometryError(f"ROI {roi.name!r} frame of reference {roi_for} differs from dose {label}'s {dose_for}")
+                raise GeometryError(
+                    f"ROI {roi.name!r} frame of reference {roi_for} differs from dose {label}'s {dose_for}"
+                )
         try:
             dvh_a = compute_roi_dvh(structure_set, roi.name, dose_a, bin_width_gy=bin_width_gy)
             dvh_b = compute_roi_dvh(structure_set, roi.name, dose_b, bin_width_gy=bin_width_gy)
@@ -194,7 +198,9 @@ def compare_plans(
         for metric in metrics:
             value_a, error_a = _metric_or_error(dvh_a, metric, prescription_gy)
             value_b, error_b = _metric_or_error(dvh_b, metric, prescription_gy)
-            rows.append(MetricComparison(dvh_a.roi_name, metric, _unit_of(metric), value_a, value_b, error_a or error_b))
+            rows.append(
+                MetricComparison(dvh_a.roi_name, metric, _unit_of(metric), value_a, value_b, error_a or error_b)
+            )
         results.append(ROIComparison(dvh_a.roi_name, dvh_a, dvh_b, tuple(rows)))
     return PlanComparison(
         frame_of_reference_uid=for_a or for_b,

@@ -14,9 +14,10 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import numpy.typing as npt
 
 
-def parse_decimal_strings(text: bytes) -> np.ndarray | None:
+def parse_decimal_strings(text: bytes) -> npt.NDArray[np.float64] | None:
     """The backslash-separated numbers in ``text`` (ASCII) as float64, or None if any is not a finite number."""
     if not text or b"_" in text:  # strtod would stop at "1_000"; DS has no digit separators
         return None

@@ -23,6 +23,7 @@ FRAME_OF_REFERENCE_KEYWORDS = ("FrameOfReferenceUID", "PositionReferenceIndicato
 def copy_patient_study(source: Dataset, target: Dataset, *, also: Iterable[str] = ()) -> Dataset:
     """Copy the patient and study attributes ``source`` has (and those named in ``also``) onto ``target``."""
     for keyword in (*PATIENT_STUDY_KEYWORDS, *also):
-        if keyword in source:
-            setattr(target, keyword, source.data_element(keyword).value)
+        element = source.data_element(keyword) if keyword in source else None
+        if element is not None:
+            setattr(target, keyword, element.value)
     return target

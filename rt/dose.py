@@ -16,8 +16,10 @@ whose indices increase along +x, +y and +z (LPS, mm), whatever the stored orient
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 from pydicom.dataset import Dataset
 
 from rt.derived import FRAME_OF_REFERENCE_KEYWORDS, copy_patient_study
@@ -39,7 +41,7 @@ class DoseGrid:
     orientation: the dataset's ImageOrientationPatient, as stored (before canonicalisation).
     """
 
-    dose_gy: np.ndarray = field(repr=False)
+    dose_gy: npt.NDArray[np.float64] = field(repr=False)
     grid: VoxelGrid
     orientation: tuple[float, ...]
     dose_units: str = "GY"
@@ -47,7 +49,7 @@ class DoseGrid:
     dose_summation_type: str = ""
     frame_of_reference_uid: str = ""
     sop_instance_uid: str = ""
-    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def origin_mm(self) -> tuple[float, float, float]:
@@ -62,7 +64,7 @@ class DoseGrid:
         """Highest dose in the grid, Gy (computed once per grid, like :meth:`compute_support`)."""
         if "max" not in self._cache:
             self._cache["max"] = float(self.dose_gy.max())
-        return self._cache["max"]
+        return cast(float, self._cache["max"])
 
     def compute_support(self) -> tuple[int, int, int, int, int, int] | None:
         """Half-open index box (k0, k1, j0, j1, i0, i1) of the voxels with non-zero dose; None when all are zero.
@@ -71,14 +73,14 @@ class DoseGrid:
         """
         if "support" not in self._cache:
             nonzero = self.dose_gy != 0.0
-            ranges = []
+            ranges: list[tuple[int, int] | None] = []
             for axes in ((1, 2), (0, 2), (0, 1)):
                 hit = np.nonzero(nonzero.any(axis=axes))[0]
                 ranges.append((int(hit[0]), int(hit[-1]) + 1) if hit.size else None)
-            self._cache["support"] = None if ranges[0] is None else tuple(v for r in ranges for v in r)
-        return self._cache["support"]
+            self._cache["support"] = None if ranges[0] is None else tuple(v for r in ranges if r is not None for v in r)
+        return cast("tuple[int, int, int, int, int, int] | None", self._cache["support"])
 
-    def compute_near_dose_mask(self) -> np.ndarray:
+    def compute_near_dose_mask(self) -> npt.NDArray[np.bool_]:
         """(nz, ny, nx) bool: a voxel or one of its 8 in-plane neighbours has non-zero dose (computed once per grid)."""
         if "near" not in self._cache:
             nonzero = self.dose_gy != 0.0
@@ -89,9 +91,9 @@ class DoseGrid:
             near[:, :, 1:] |= rows[:, :, :-1]
             near[:, :, :-1] |= rows[:, :, 1:]
             self._cache["near"] = near
-        return self._cache["near"]
+        return cast("npt.NDArray[np.bool_]", self._cache["near"])
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             **self.grid.to_dict(),
             "orientation": list(self.orientation),
@@ -104,7 +106,7 @@ class DoseGrid:
         }
 
 
-def _axis_of(direction: np.ndarray, orientation: tuple[float, ...]) -> tuple[int, int]:
+def _axis_of(direction: npt.NDArray[np.float64], orientation: tuple[float, ...]) -> tuple[int, int]:
     """(patient axis 0/1/2, sign ±1) of a unit direction that must be axis-aligned."""
     axis = int(np.argmax(np.abs(direction)))
     unit = np.zeros(3)
@@ -116,7 +118,9 @@ def _axis_of(direction: np.ndarray, orientation: tuple[float, ...]) -> tuple[int
     return axis, int(unit[axis])
 
 
-def _read_frame_offsets_mm(ds: Dataset, position: np.ndarray, normal_axis: int, normal_sign: int) -> np.ndarray:
+def _read_frame_offsets_mm(
+    ds: Dataset, position: npt.NDArray[np.float64], normal_axis: int, normal_sign: int
+) -> npt.NDArray[np.float64]:
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames == 1 and not ds.get("GridFrameOffsetVector"):
         return np.zeros(1)
@@ -169,7 +173,7 @@ def read_dose(ds: Dataset) -> DoseGrid:
     origin = np.zeros(3)
     spacing = np.zeros(3)
     flips = []
-    for array_axis, ((patient_axis, _), step) in enumerate(zip(axes, steps_mm)):
+    for array_axis, ((patient_axis, _), step) in enumerate(zip(axes, steps_mm, strict=True)):
         n = dose.shape[array_axis]
         start = first[patient_axis]
         if step < 0:
@@ -185,7 +189,7 @@ def read_dose(ds: Dataset) -> DoseGrid:
     grid = VoxelGrid(
         origin_mm=(float(origin[0]), float(origin[1]), float(origin[2])),
         spacing_mm=(float(spacing[0]), float(spacing[1]), float(spacing[2])),
-        shape=tuple(int(n) for n in dose.shape),  # type: ignore[arg-type]
+        shape=(int(dose.shape[0]), int(dose.shape[1]), int(dose.shape[2])),  # dose is 3-D after the transpose
     )
     return DoseGrid(
         dose_gy=dose,
@@ -199,7 +203,9 @@ def read_dose(ds: Dataset) -> DoseGrid:
     )
 
 
-def _axis_weights(source: VoxelGrid, axis: int, targets_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _axis_weights(
+    source: VoxelGrid, axis: int, targets_mm: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
     """Linear-interpolation (lower index, upper index, upper weight, covered) along one axis."""
     n = source.shape[2 - axis]
     position = (targets_mm - source.origin_mm[axis]) / source.spacing_mm[axis]
@@ -211,7 +217,7 @@ def _axis_weights(source: VoxelGrid, axis: int, targets_mm: np.ndarray) -> tuple
     return lower, upper, weight, covered
 
 
-def compute_dose_on_grid(dose: DoseGrid, grid: VoxelGrid) -> np.ndarray:
+def compute_dose_on_grid(dose: DoseGrid, grid: VoxelGrid) -> npt.NDArray[np.float64]:
     """The dose (Gy) trilinearly interpolated at the voxel centres of ``grid``, shape grid.shape.
 
     A target point is covered when it lies within the dose grid's voxel extent (voxel centres
@@ -249,7 +255,8 @@ def build_rt_dose(dose: DoseGrid, template: Dataset, *, summation_type: str = "M
         raise GeometryError("a dose grid with negative values cannot be stored as RT Dose")
     scaling = max(float(values.max()), 1e-12) / _UINT32_MAX
     pixels = np.rint(values / scaling).astype("<u4")
-    entropy = [str(template.get("SOPInstanceUID", "")), str(values.shape), f"{float(values.sum()):.9g}", summation_type]
+    entropy = [str(template.get("SOPInstanceUID", "")), str(values.shape), f"{float(values.sum()):.9g}",
+               summation_type]
     ds = copy_patient_study(template, Dataset(), also=FRAME_OF_REFERENCE_KEYWORDS)
     ds.SOPClassUID = RTDoseStorage
     ds.SOPInstanceUID = generate_uid(entropy_srcs=[*entropy, "instance"])
@@ -271,7 +278,8 @@ def build_rt_dose(dose: DoseGrid, template: Dataset, *, summation_type: str = "M
     ds.Rows, ds.Columns = ny, nx
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 32, 32, 31, 0
-    ds.DoseUnits, ds.DoseType, ds.DoseSummationType = dose.dose_units or "GY", dose.dose_type or "PHYSICAL", summation_type
+    ds.DoseUnits, ds.DoseType = dose.dose_units or "GY", dose.dose_type or "PHYSICAL"
+    ds.DoseSummationType = summation_type
     ds.DoseGridScaling = f"{scaling:.10g}"
     ds.PixelData = pixels.tobytes()
     ds.file_meta = FileMetaDataset()

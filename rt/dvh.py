@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from rt.dose import DoseGrid
 from rt.errors import GeometryError, MetricError, OutsideDoseGridError, RTError
@@ -42,7 +44,8 @@ METRIC_PATTERN = re.compile(
     r"|V(?P<vdose>\d+(?:\.\d+)?)(?P<vdose_unit>Gy|%))"
     r"\[(?P<unit>Gy|%|cc)\]$"
 )
-_METRIC_FORMS = "Mean[Gy], Max[Gy], Min[Gy], D95%[Gy], D2cc[Gy], V20Gy[%], V20Gy[cc], V95%[%] ([%] dose needs a prescription)"
+_METRIC_FORMS = ("Mean[Gy], Max[Gy], Min[Gy], D95%[Gy], D2cc[Gy], V20Gy[%], V20Gy[cc], V95%[%] "
+                 "([%] dose needs a prescription)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +54,9 @@ class DVH:
 
     roi_name: str
     bin_width_gy: float
-    dose_edges_gy: np.ndarray = field(repr=False)  # lower bin edges, k * bin_width_gy
-    differential_volume_cc: np.ndarray = field(repr=False)
-    cumulative_volume_cc: np.ndarray = field(repr=False)
+    dose_edges_gy: npt.NDArray[np.float64] = field(repr=False)  # lower bin edges, k * bin_width_gy
+    differential_volume_cc: npt.NDArray[np.float64] = field(repr=False)
+    cumulative_volume_cc: npt.NDArray[np.float64] = field(repr=False)
     volume_cc: float
     min_gy: float
     mean_gy: float
@@ -88,7 +91,7 @@ class DVH:
         dose = self.dose_edges_gy[k] + fraction * self.bin_width_gy
         return float(min(max(dose, self.min_gy), self.max_gy))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "roi_name": self.roi_name,
             "bin_width_gy": self.bin_width_gy,
@@ -104,8 +107,8 @@ class DVH:
 
 
 def compute_dvh(
-    roi_mask_weights: np.ndarray,
-    dose_on_grid: np.ndarray,
+    roi_mask_weights: npt.NDArray[Any],
+    dose_on_grid: npt.NDArray[np.floating[Any]],
     voxel_volume_cc: float,
     *,
     bin_width_gy: float = 0.01,
@@ -147,7 +150,7 @@ class _Histogram:
         self.dose_volume = 0.0  # sum of dose x volume, Gy cc
         self.min_gy, self.max_gy = np.inf, -np.inf
 
-    def add(self, dose_gy: np.ndarray, volume_cc: np.ndarray | float) -> None:
+    def add(self, dose_gy: npt.NDArray[np.float64], volume_cc: npt.NDArray[np.float64] | float) -> None:
         """Samples of dose (Gy, >= 0) with their volumes (cc; one float for equal volumes)."""
         if dose_gy.size == 0:
             return
@@ -160,9 +163,10 @@ class _Histogram:
             self.volume_cc += float(volume_cc) * dose_gy.size
             self.dose_volume += float(volume_cc) * float(dose_gy.sum())
         else:
-            self.differential += np.bincount(bins, weights=volume_cc, minlength=self.size)[: self.size]
-            self.volume_cc += float(volume_cc.sum())
-            self.dose_volume += float(np.dot(volume_cc, dose_gy))
+            volumes = cast("npt.NDArray[np.float64]", volume_cc)  # not 0-d: an array
+            self.differential += np.bincount(bins, weights=volumes, minlength=self.size)[: self.size]
+            self.volume_cc += float(volumes.sum())
+            self.dose_volume += float(np.dot(volumes, dose_gy))
         self.min_gy, self.max_gy = min(self.min_gy, low), max(self.max_gy, high)
 
     def to_dvh(self, roi_name: str, uncovered_volume_cc: float) -> DVH:
@@ -224,7 +228,9 @@ def compute_metric(dvh: DVH, metric: str, prescription_gy: float | None = None) 
     raise MetricError(f"{metric!r}: a volume metric is reported in [%] or [cc], not [{unit}]")
 
 
-def compute_metrics(dvh: DVH, metrics: list[str] | tuple[str, ...], prescription_gy: float | None = None) -> dict[str, float]:
+def compute_metrics(
+    dvh: DVH, metrics: list[str] | tuple[str, ...], prescription_gy: float | None = None
+) -> dict[str, float]:
     """Several metrics at once: {metric name: value}."""
     return {m: compute_metric(dvh, m, prescription_gy) for m in metrics}
 
@@ -246,7 +252,9 @@ SMALL_ROI_SECTIONS = 4
 Z_SUBSLABS = 1
 
 
-def _axis_index(position: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _axis_index(
+    position: npt.NDArray[np.float64], n: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
     """Linear-interpolation (lower, upper, upper weight) at fractional indices, clamped to [0, n - 1]."""
     position = np.clip(position, 0.0, n - 1.0)
     lower = np.minimum(np.floor(position).astype(np.int64), max(n - 2, 0))
@@ -255,7 +263,7 @@ def _axis_index(position: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, n
 
 
 def _cell_areas_mm2(intervals: StackIntervals, plane_count: int, box: tuple[int, int], x_edge0: float,
-                    dx: float, row_height: float, m: int) -> np.ndarray:
+                    dx: float, row_height: float, m: int) -> npt.NDArray[np.floating[Any]]:
     """Exact inside area (mm^2) of each box cell of each plane, (planes, rows, columns), from the scanline intervals.
 
     Each interval adds its exact length to the cells it crosses (m scanlines of height
@@ -285,7 +293,12 @@ def _cell_areas_mm2(intervals: StackIntervals, plane_count: int, box: tuple[int,
 _DENSE_FRACTION = 0.7
 
 
-def _reconstruct_at(padded: np.ndarray, plane: np.ndarray, row: np.ndarray, col: np.ndarray) -> tuple[np.ndarray, ...]:
+def _reconstruct_at(
+    padded: npt.NDArray[np.float64],
+    plane: npt.NDArray[np.int64],
+    row: npt.NDArray[np.int64],
+    col: npt.NDArray[np.int64],
+) -> tuple[npt.NDArray[np.float64], ...]:
     """Centre dose, slopes along x and y (Gy per pixel; :func:`_limited_slope`) and 3 x 3 min / max at some cells.
 
     ``padded`` is (planes, rows + 2, columns + 2); cell (plane, row, col) is its inner pixel
@@ -318,7 +331,7 @@ def _reconstruct_at(padded: np.ndarray, plane: np.ndarray, row: np.ndarray, col:
     return centre, gx, gy, lo, hi
 
 
-def _reconstruct_dense(padded: np.ndarray) -> tuple[np.ndarray, ...]:
+def _reconstruct_dense(padded: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], ...]:
     """:func:`_reconstruct_at` for every inner pixel of ``padded``: (planes, rows, columns) arrays."""
     west, centre_row, east = padded[:, :, :-2], padded[:, :, 1:-1], padded[:, :, 2:]
     row_lo = np.minimum(np.minimum(west, centre_row), east)
@@ -335,7 +348,7 @@ def _reconstruct_dense(padded: np.ndarray) -> tuple[np.ndarray, ...]:
     return centre, gx, gy, lo, hi
 
 
-def _limited_slope(ahead: np.ndarray, behind: np.ndarray) -> np.ndarray:
+def _limited_slope(ahead: npt.NDArray[np.float64], behind: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Monotonised-central slope from the steps to the next and from the previous pixel, Gy per pixel.
 
     minmod(central, 2 x forward, 2 x backward difference): it keeps a pixel's linear
@@ -354,7 +367,12 @@ def _limited_slope(ahead: np.ndarray, behind: np.ndarray) -> np.ndarray:
     return limited
 
 
-def _edge_slope(limited: np.ndarray, before: np.ndarray, centre: np.ndarray, after: np.ndarray) -> np.ndarray:
+def _edge_slope(
+    limited: npt.NDArray[np.float64],
+    before: npt.NDArray[np.float64],
+    centre: npt.NDArray[np.float64],
+    after: npt.NDArray[np.float64],
+) -> npt.NDArray[np.float64]:
     """``limited`` except at the edge of the dose support: a dosed pixel beside an undosed one, rising away from it.
 
     There the dose is max(0, linear) with its kink inside the pixel or at its border, so the
@@ -372,7 +390,7 @@ def _edge_slope(limited: np.ndarray, before: np.ndarray, centre: np.ndarray, aft
     return limited
 
 
-def _trapezoid_quantiles(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
+def _trapezoid_quantiles(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64], n: int) -> npt.NDArray[np.float64]:
     """Quantiles at (k + 1/2) / n of U(-a, a) + U(-b, b) for each pair (a, b >= 0): shape (len(a), n).
 
     That sum is the spread of a linear dose a' u + b' v over a pixel (u, v uniform): a
@@ -491,8 +509,17 @@ def compute_roi_dvh(
 
 
 def _sample_hot_cells(
-    intervals: StackIntervals, *, z_in: np.ndarray, below: np.ndarray, thickness: np.ndarray,
-    weight_mm: np.ndarray, box: tuple[int, ...], dose: DoseGrid, m: int, full_samples: int, histogram: _Histogram,
+    intervals: StackIntervals,
+    *,
+    z_in: npt.NDArray[np.bool_],
+    below: npt.NDArray[np.float64],
+    thickness: npt.NDArray[np.float64],
+    weight_mm: npt.NDArray[np.float64],
+    box: tuple[int, ...],
+    dose: DoseGrid,
+    m: int,
+    full_samples: int,
+    histogram: _Histogram,
 ) -> float:
     """Add to ``histogram`` the ROI's cells within one pixel of non-zero dose; return their volume, mm^3.
 
@@ -536,7 +563,8 @@ def _sample_hot_cells(
     rows, cols = (j0 + hb0 - 1, j0 + hb1 + 1), (i0 + ha0 - 1, i0 + ha1 + 1)
     k0, k1, w = k_lo[hot_planes].ravel(), k_hi[hot_planes].ravel(), k_w[hot_planes].ravel()
     lower = _take_box(dose.dose_gy, k0, rows, cols)
-    padded = lower + (_take_box(dose.dose_gy, k1, rows, cols) - lower) * w[:, None, None]  # (H * s, rows + 2, columns + 2)
+    # The dose on each sub-slab plane over the cells and their margin: (H * s, rows + 2, columns + 2).
+    padded = lower + (_take_box(dose.dose_gy, k1, rows, cols) - lower) * w[:, None, None]
     sub_volume_cc = np.repeat(weight_mm[hot_planes] / s, s) / MM3_PER_CC  # cc per mm^2, per sub-slab plane
     near = dose.compute_near_dose_mask()
     inner_rows, inner_cols = (rows[0] + 1, rows[1] - 1), (cols[0] + 1, cols[1] - 1)
@@ -556,13 +584,16 @@ def _sample_hot_cells(
         flat = (gx == 0.0) & (gy == 0.0)
         histogram.add(centre[flat], volume_cc[flat])
         sloped = ~flat
-        _add_sloped_pixels(histogram, *(values[sloped] for values in (centre, gx, gy, lo, hi, volume_cc)), full_samples)
+        _add_sloped_pixels(histogram, centre[sloped], gx[sloped], gy[sloped], lo[sloped], hi[sloped], volume_cc[sloped],
+                           full_samples)
     if partial[0].size:
         _sample_boundary_cells(hot, shape, *partial, padded, sub_volume_cc, x_lo, dx, dy, m, histogram)
     return hot_mm3
 
 
-def _take_box(values: np.ndarray, planes: np.ndarray, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+def _take_box(
+    values: npt.NDArray[Any], planes: npt.NDArray[np.int64], rows: tuple[int, int], cols: tuple[int, int]
+) -> npt.NDArray[Any]:
     """values[planes, rows[0]:rows[1], cols[0]:cols[1]] of a (planes, rows, columns) grid, with rows and columns
     beyond the grid taking its edge values."""
     ny, nx = values.shape[1:]
@@ -576,8 +607,16 @@ def _take_box(values: np.ndarray, planes: np.ndarray, rows: tuple[int, int], col
 _SLOPED_BATCH = 16384
 
 
-def _add_sloped_pixels(histogram: _Histogram, centre: np.ndarray, gx: np.ndarray, gy: np.ndarray, lo: np.ndarray,
-                       hi: np.ndarray, volume_cc: np.ndarray, n: int) -> None:
+def _add_sloped_pixels(
+    histogram: _Histogram,
+    centre: npt.NDArray[np.float64],
+    gx: npt.NDArray[np.float64],
+    gy: npt.NDArray[np.float64],
+    lo: npt.NDArray[np.float64],
+    hi: npt.NDArray[np.float64],
+    volume_cc: npt.NDArray[np.float64],
+    n: int,
+) -> None:
     """Add whole pixels whose dose varies: n equal-volume quantiles of each one's linear dose, clamped to [lo, hi]."""
     for first in range(0, centre.size, _SLOPED_BATCH):
         batch = slice(first, first + _SLOPED_BATCH)
@@ -591,8 +630,17 @@ def _add_sloped_pixels(histogram: _Histogram, centre: np.ndarray, gx: np.ndarray
 
 
 def _sample_boundary_cells(
-    intervals: StackIntervals, shape: tuple[int, int, int], plane: np.ndarray, row: np.ndarray, col: np.ndarray,
-    padded: np.ndarray, sub_volume_cc: np.ndarray, x_lo: float, dx: float, dy: float, m: int,
+    intervals: StackIntervals,
+    shape: tuple[int, int, int],
+    plane: npt.NDArray[np.int64],
+    row: npt.NDArray[np.int64],
+    col: npt.NDArray[np.int64],
+    padded: npt.NDArray[np.float64],
+    sub_volume_cc: npt.NDArray[np.float64],
+    x_lo: float,
+    dx: float,
+    dy: float,
+    m: int,
     histogram: _Histogram,
 ) -> None:
     """Split the partly covered cells (plane, row, column of ``shape``) into m x m sub-cells and add them.

@@ -42,9 +42,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from rt.errors import GeometryError
 from rt.grid import VoxelGrid
@@ -68,7 +69,7 @@ class DoseLike(Protocol):
     """Anything with a (nz, ny, nx) dose array in Gy and its :class:`VoxelGrid`."""
 
     @property
-    def dose_gy(self) -> np.ndarray: ...
+    def dose_gy(self) -> npt.NDArray[Any]: ...
 
     @property
     def grid(self) -> VoxelGrid: ...
@@ -93,7 +94,7 @@ class GammaParameters:
         """Reference dose below which voxels are not evaluated, Gy."""
         return self.threshold_percent / 100.0 * self.normalisation_gy
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "dose_diff_percent": self.dose_diff_percent,
             "dta_mm": self.dta_mm,
@@ -124,7 +125,7 @@ class GammaResult:
     count (b = len(edges) - 1) is every gamma >= edges[-1] = 2.0, inf included.
     """
 
-    gamma: np.ndarray = field(repr=False)
+    gamma: npt.NDArray[np.float64] = field(repr=False)
     grid: VoxelGrid
     parameters: GammaParameters
     number_evaluated: int
@@ -136,7 +137,7 @@ class GammaResult:
     histogram_bin_edges: tuple[float, ...]
     histogram_counts: tuple[int, ...]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "grid": self.grid.to_dict(),
             "parameters": self.parameters.to_dict(),
@@ -151,14 +152,16 @@ class GammaResult:
         }
 
 
-def _dose_array(dose: DoseLike, role: str) -> np.ndarray:
+def _dose_array(dose: DoseLike, role: str) -> npt.NDArray[np.float64]:
     array = np.asarray(dose.dose_gy, dtype=np.float64)
     if array.shape != tuple(dose.grid.shape):
         raise GeometryError(f"{role} dose array shape {array.shape} does not match its grid shape {dose.grid.shape}")
     return array
 
 
-def _lattice_offsets_mm(step_mm: float, radius_mm: float, searched: tuple[bool, bool, bool]) -> tuple[np.ndarray, np.ndarray]:
+def _lattice_offsets_mm(
+    step_mm: float, radius_mm: float, searched: tuple[bool, bool, bool]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Cubic-lattice offsets (x, y, z) mm within the radius, along searched axes, sorted by distance.
 
     Returns the (M, 3) offsets and their (M,) distances, mm.
@@ -174,7 +177,7 @@ def _lattice_offsets_mm(step_mm: float, radius_mm: float, searched: tuple[bool, 
     return lattice[order], np.sqrt(squared[order])
 
 
-def _shell(distance_mm: float, dimensions: int, step_mm: float) -> list[np.ndarray]:
+def _shell(distance_mm: float, dimensions: int, step_mm: float) -> list[npt.NDArray[np.float64]]:
     """Points on a circle/sphere of the radius with no gap wider than the step (pymedphys' construction)."""
     if dimensions == 0 or distance_mm == 0:
         return [np.zeros(1) for _ in range(dimensions)]
@@ -187,8 +190,8 @@ def _shell(distance_mm: float, dimensions: int, step_mm: float) -> list[np.ndarr
     rows = int(np.ceil(np.pi * distance_mm / step_mm)) + 1
     elevation = np.linspace(0, np.pi, rows)
     in_row = np.ceil(2 * np.pi * distance_mm * np.sin(elevation) / step_mm).astype(int) + 1
-    coordinates: list[list[np.ndarray]] = [[], [], []]
-    for phi, count in zip(elevation, in_row):
+    coordinates: list[list[npt.NDArray[np.float64]]] = [[], [], []]
+    for phi, count in zip(elevation, in_row, strict=True):
         azimuth = np.linspace(0, 2 * np.pi, count + 1)[:-1]
         coordinates[0].append(distance_mm * np.sin(phi) * np.cos(azimuth))
         coordinates[1].append(distance_mm * np.sin(phi) * np.sin(azimuth))
@@ -198,7 +201,7 @@ def _shell(distance_mm: float, dimensions: int, step_mm: float) -> list[np.ndarr
 
 def _shell_offsets_mm(
     step_mm: float, dta_mm: float, radius_mm: float, searched: tuple[bool, bool, bool]
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Spherical-shell offsets (x, y, z) mm and their shell radii, mm, as pymedphys.gamma steps them.
 
     Radii 0, step, 2 step, ... accumulated as pymedphys does, with dta_mm inserted; the shell's
@@ -211,7 +214,7 @@ def _shell_offsets_mm(
         shell = _shell(distance, len(columns), step_mm)
         size = shell[0].size if shell else 1
         block = np.zeros((size, 3))
-        for column, values in zip(columns, shell):
+        for column, values in zip(columns, shell, strict=True):
             block[:, column] = values
         blocks.append(block)
         radii.append(np.full(size, distance))
@@ -230,7 +233,12 @@ class _LatticeSampler:
     are computed per pair.
     """
 
-    def __init__(self, dose: np.ndarray, positions: list[np.ndarray | None], offsets: list[np.ndarray | None]) -> None:
+    def __init__(
+        self,
+        dose: npt.NDArray[np.float64],
+        positions: list[npt.NDArray[np.floating[Any]] | None],
+        offsets: list[npt.NDArray[np.float64] | None],
+    ) -> None:
         self.flat = np.ascontiguousarray(dose).ravel()
         nz, ny, nx = dose.shape
         self.sizes = (nz, ny, nx)
@@ -238,15 +246,15 @@ class _LatticeSampler:
         self.positions = positions
         self.offsets = offsets
 
-    def keep(self, still: np.ndarray) -> None:
+    def keep(self, still: npt.NDArray[np.bool_]) -> None:
         """Narrow the active voxels to those where ``still`` is True."""
         self.positions = [None if p is None else p[still] for p in self.positions]
 
-    def __call__(self, start: int, stop: int) -> np.ndarray:
-        index: np.ndarray | int = 0
-        covered: np.ndarray | bool = True
-        lerps: list[tuple[int, np.ndarray]] = []
-        for size, stride, voxel, offset in zip(self.sizes, self.strides, self.positions, self.offsets):
+    def __call__(self, start: int, stop: int) -> npt.NDArray[np.float64]:
+        index: npt.NDArray[np.int64] | int = 0
+        covered: npt.NDArray[np.bool_] | bool = True
+        lerps: list[tuple[int, npt.NDArray[np.float64]]] = []
+        for size, stride, voxel, offset in zip(self.sizes, self.strides, self.positions, self.offsets, strict=True):
             if voxel is None or offset is None:
                 continue
             position = voxel[:, None] + offset[None, start:stop]
@@ -258,7 +266,9 @@ class _LatticeSampler:
         values = self._blend(np.asarray(index), lerps)
         return np.where(covered, values, np.nan)
 
-    def _blend(self, index: np.ndarray, lerps: list[tuple[int, np.ndarray]]) -> np.ndarray:
+    def _blend(
+        self, index: npt.NDArray[np.int64], lerps: list[tuple[int, npt.NDArray[np.float64]]]
+    ) -> npt.NDArray[np.float64]:
         if not lerps:
             return self.flat[index]
         (stride, weight), rest = lerps[0], lerps[1:]
@@ -277,7 +287,11 @@ class _AlignedSampler:
     """
 
     def __init__(
-        self, dose: np.ndarray, bases: list[np.ndarray | None], phases: list[float], offsets: list[np.ndarray | None],
+        self,
+        dose: npt.NDArray[np.float64],
+        bases: list[npt.NDArray[np.int64] | None],
+        phases: list[float],
+        offsets: list[npt.NDArray[np.float64] | None],
         reach: list[int],
     ) -> None:
         pad = [(r, r) for r in reach]
@@ -285,11 +299,12 @@ class _AlignedSampler:
         self.flat = padded.ravel()
         strides = (padded.shape[1] * padded.shape[2], padded.shape[2], 1)
         self.base = sum(
-            ((b + r) * st for b, r, st in zip(bases, reach, strides) if b is not None), np.zeros(1, dtype=np.int64)
+            ((b + r) * st for b, r, st in zip(bases, reach, strides, strict=True) if b is not None),
+            np.zeros(1, dtype=np.int64),
         )
         corner_index = np.zeros((1, 1), dtype=np.int64)  # (corners, offsets)
         corner_weight = np.ones((1, 1))
-        for phase, offset, stride in zip(phases, offsets, strides):
+        for phase, offset, stride in zip(phases, offsets, strides, strict=True):
             if offset is None:
                 continue
             position = phase + offset
@@ -303,16 +318,16 @@ class _AlignedSampler:
         self.corner_index = np.ascontiguousarray(corner_index)
         self.corner_weight = np.ascontiguousarray(corner_weight)
 
-    def keep(self, still: np.ndarray) -> None:
+    def keep(self, still: npt.NDArray[np.bool_]) -> None:
         """Narrow the active voxels to those where ``still`` is True."""
         self.base = self.base[still]
 
-    def __call__(self, start: int, stop: int) -> np.ndarray:
+    def __call__(self, start: int, stop: int) -> npt.NDArray[np.float64]:
         shape = (self.base.size, stop - start)
         index = np.empty(shape, dtype=np.int64)
         gathered = np.empty(shape)
         values = np.zeros(shape)
-        for corner_index, corner_weight in zip(self.corner_index, self.corner_weight):
+        for corner_index, corner_weight in zip(self.corner_index, self.corner_weight, strict=True):
             np.add(self.base[:, None], corner_index[None, start:stop], out=index)
             np.take(self.flat, index, out=gathered)
             gathered *= corner_weight[None, start:stop]
@@ -321,23 +336,23 @@ class _AlignedSampler:
 
 
 def _aligned_sampler(
-    dose: np.ndarray,
+    dose: npt.NDArray[np.float64],
     count: int,
-    positions: list[np.ndarray | None],
-    offsets: list[np.ndarray | None],
+    positions: list[npt.NDArray[np.floating[Any]] | None],
+    offsets: list[npt.NDArray[np.float64] | None],
     radius_index: list[float],
-) -> tuple[_AlignedSampler | None, np.ndarray]:
+) -> tuple[_AlignedSampler | None, npt.NDArray[np.bool_]]:
     """An :class:`_AlignedSampler` if the voxel positions share one phase per axis, else None.
 
     Also returns which of the ``count`` voxels can reach the evaluated grid at all (within the
     search radius).
     """
-    bases: list[np.ndarray | None] = []
+    bases: list[npt.NDArray[np.int64] | None] = []
     phases: list[float] = []
     reach: list[int] = []
     reachable = np.ones(count, dtype=bool)
     aligned = True
-    for size, position, radius in zip(dose.shape, positions, radius_index):
+    for size, position, radius in zip(dose.shape, positions, radius_index, strict=True):
         if position is None:
             bases.append(None)
             phases.append(0.0)
@@ -372,7 +387,7 @@ def _validate(
         raise ValueError(f"search_step_fraction must be in (0, 1]: {search_step_fraction}")
 
 
-def _histogram(values: np.ndarray) -> tuple[tuple[float, ...], tuple[int, ...]]:
+def _histogram(values: npt.NDArray[np.float64]) -> tuple[tuple[float, ...], tuple[int, ...]]:
     bins = round(HISTOGRAM_MAX / HISTOGRAM_BIN_WIDTH)
     edges = np.round(np.arange(bins + 1) * HISTOGRAM_BIN_WIDTH, 10)
     which = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, bins)
@@ -439,9 +454,9 @@ def compute_gamma(
     inverse_tolerance = np.broadcast_to(1.0 / np.asarray(tolerance_gy, dtype=np.float64), ref_values.shape).copy()
 
     # Reference voxel centres as (z, y, x) fractional indices of the evaluated grid.
-    positions: list[np.ndarray | None] = []
+    positions: list[npt.NDArray[np.floating[Any]] | None] = []
     in_slab = np.ones(ref_values.shape, dtype=bool)
-    for array_axis, voxel_index in zip((0, 1, 2), (kk, jj, ii)):
+    for array_axis, voxel_index in zip((0, 1, 2), (kk, jj, ii), strict=True):
         axis = 2 - array_axis
         mm = ref_grid.origin_mm[axis] + ref_grid.spacing_mm[axis] * voxel_index
         position = (mm - ev_grid.origin_mm[axis]) / ev_grid.spacing_mm[axis]
@@ -464,10 +479,12 @@ def compute_gamma(
     active = np.nonzero(in_slab)[0]
     act_pos = [None if p is None else p[active] for p in positions]
     radius_index = [radius_mm / ev_grid.spacing_mm[2 - a] for a in range(3)]
-    sampler, reachable = _aligned_sampler(ev, active.size, act_pos, offsets_index, radius_index)
-    if sampler is None:
+    aligned, reachable = _aligned_sampler(ev, active.size, act_pos, offsets_index, radius_index)
+    sampler: _AlignedSampler | _LatticeSampler
+    if aligned is None:
         sampler = _LatticeSampler(ev, act_pos, offsets_index)
     else:
+        sampler = aligned
         active = active[reachable]
     act_ref, act_inv = ref_values[active], inverse_tolerance[active]
     start = 0

@@ -32,10 +32,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-from rt.dvh import METRIC_PATTERN, DVH, compute_metric
+from rt.dvh import DVH, METRIC_PATTERN, compute_metric
 from rt.errors import MetricError, RTError
 
 #: Comparators a goal may use.
@@ -92,7 +93,7 @@ class ClinicalGoal:
             return WITHIN_TOLERANCE
         return FAIL
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "roi": self.roi,
             "aliases": list(self.aliases),
@@ -121,7 +122,7 @@ class GoalTemplate:
     source: str = ""
     origin: str = field(default="", compare=False)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "description": self.description,
@@ -154,7 +155,7 @@ class GoalResult:
     def passed(self) -> bool:
         return self.status == PASS
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "goal": self.goal.to_dict(),
             "status": self.status,
@@ -200,7 +201,8 @@ def parse_goal(data: Mapping[str, Any], where: str = "goal") -> ClinicalGoal:
     if not isinstance(roi, str) or not roi.strip():
         raise RTError(f"{where}: roi must be a non-empty string, got {roi!r}")
     where = f"{where} ({roi} {data.get('metric', '?')})"
-    unknown = set(data) - {"roi", "aliases", "metric", "comparator", "value", "tolerance", "priority", "description", "source"}
+    unknown = set(data) - {"roi", "aliases", "metric", "comparator", "value", "tolerance", "priority", "description",
+                           "source"}
     if unknown:
         raise RTError(f"{where}: unknown keys {sorted(unknown)}")
     aliases = data.get("aliases", [])
@@ -280,7 +282,7 @@ def read_template(path: str | Path) -> GoalTemplate:
     return _parse_json(path.read_text(encoding="utf-8"), str(path))
 
 
-def _template_dir():
+def _template_dir() -> Traversable:
     return resources.files("rt").joinpath(_TEMPLATE_DIR)
 
 
@@ -326,7 +328,8 @@ def evaluate_goal(goal: ClinicalGoal, dvhs: Mapping[str, DVH], prescription_gy: 
     except RTError as exc:
         return GoalResult(goal, NOT_EVALUATED, None, goal.unit, reason=str(exc))
     if roi_name is None:
-        return GoalResult(goal, NOT_EVALUATED, None, goal.unit, reason=f"ROI {goal.roi!r} (or aliases {list(goal.aliases)}) not found")
+        reason = f"ROI {goal.roi!r} (or aliases {list(goal.aliases)}) not found"
+        return GoalResult(goal, NOT_EVALUATED, None, goal.unit, reason=reason)
     dvh = dvhs[roi_name]
     try:
         measured = compute_metric(dvh, goal.metric, prescription_gy)

@@ -9,8 +9,10 @@ canonicalised when read, see :mod:`rt.dose`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 #: mm^3 per cc.
 MM3_PER_CC = 1000.0
@@ -36,22 +38,22 @@ class VoxelGrid:
         dx, dy, dz = self.spacing_mm
         return dx * dy * dz / MM3_PER_CC
 
-    def axis_mm(self, axis: int) -> np.ndarray:
+    def axis_mm(self, axis: int) -> npt.NDArray[np.float64]:
         """Voxel-centre coordinates along x (0), y (1) or z (2), mm."""
         n = self.shape[2 - axis]
         return self.origin_mm[axis] + self.spacing_mm[axis] * np.arange(n, dtype=np.float64)
 
-    def x_mm(self) -> np.ndarray:
+    def x_mm(self) -> npt.NDArray[np.float64]:
         """Voxel-centre x of the columns, mm."""
         return self.axis_mm(0)
 
-    def y_mm(self) -> np.ndarray:
+    def y_mm(self) -> npt.NDArray[np.float64]:
         """Voxel-centre y of the rows, mm."""
         return self.axis_mm(1)
 
-    def z_mm(self) -> np.ndarray:
+    def z_mm(self) -> npt.NDArray[np.float64]:
         """Voxel-centre z of the slices, mm."""
         return self.axis_mm(2)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"origin_mm": list(self.origin_mm), "spacing_mm": list(self.spacing_mm), "shape": list(self.shape)}

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -81,7 +82,7 @@ class ConformityIndices:
         """PIV / TV."""
         return self.isodose_volume_cc / self.target_volume_cc
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "roi_name": self.roi_name,
             "prescription_gy": self.prescription_gy,

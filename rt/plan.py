@@ -72,7 +72,7 @@ def _float(value: Any) -> float | None:
 
 def _int(value: Any) -> int | None:
     number = _float(value)
-    return None if number is None else int(round(number))
+    return None if number is None else round(number)
 
 
 def _floats(value: Any) -> tuple[float, ...]:
@@ -107,7 +107,7 @@ class DoseReference:
     target_prescription_dose_gy: float | None
     delivery_maximum_dose_gy: float | None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "number": self.number,
             "reference_type": self.reference_type,
@@ -130,7 +130,7 @@ class RangeShifter:
     water_equivalent_thickness_mm: float | None
     isocentre_to_range_shifter_distance_mm: float | None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "number": self.number,
             "id": self.shifter_id,
@@ -149,7 +149,7 @@ class BeamDevice:
     device_id: str | None
     device_type: str | None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"number": self.number, "id": self.device_id, "type": self.device_type}
 
 
@@ -214,7 +214,7 @@ class BeamSummary:
             return "VMAT" if self.mlc_moves else "ARC"
         return "IMRT" if self.mlc_moves else "STATIC"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "number": self.number,
             "name": self.name,
@@ -275,7 +275,7 @@ class PlanSummary:
     def beam_count(self) -> int:
         return len(self.beams)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "sop_class": self.sop_class,
             "sop_instance_uid": self.sop_instance_uid,
@@ -395,23 +395,23 @@ def _read_beam(beam: Dataset, ion: bool, references: dict[int | None, Dataset]) 
     radiation = _str(beam, "RadiationType")
     iso = _floats(_get(first, "IsocenterPosition"))
     energy = _float(_get(first, "NominalBeamEnergy"))
-    common = dict(
-        number=number,
-        name=_str(beam, "BeamName"),
-        description=_str(beam, "BeamDescription"),
-        beam_type=_str(beam, "BeamType"),
-        radiation_type=radiation,
-        treatment_machine=_str(beam, "TreatmentMachineName"),
-        treatment_delivery_type=_str(beam, "TreatmentDeliveryType"),
-        gantry_angle_deg=_float(_get(first, "GantryAngle")),
-        couch_angle_deg=_float(_get(first, "PatientSupportAngle")),
-        collimator_angle_deg=_float(_get(first, "BeamLimitingDeviceAngle")),
-        isocentre_mm=(iso[0], iso[1], iso[2]) if len(iso) == 3 else None,
-        meterset=_float(_get(reference, "BeamMeterset")),
-        meterset_unit=_str(beam, "PrimaryDosimeterUnit") or ("NP" if ion else "MU"),
-        beam_dose_gy=_float(_get(reference, "BeamDose")),
-        control_point_count=len(control_points),
-    )
+    common: dict[str, Any] = {
+        "number": number,
+        "name": _str(beam, "BeamName"),
+        "description": _str(beam, "BeamDescription"),
+        "beam_type": _str(beam, "BeamType"),
+        "radiation_type": radiation,
+        "treatment_machine": _str(beam, "TreatmentMachineName"),
+        "treatment_delivery_type": _str(beam, "TreatmentDeliveryType"),
+        "gantry_angle_deg": _float(_get(first, "GantryAngle")),
+        "couch_angle_deg": _float(_get(first, "PatientSupportAngle")),
+        "collimator_angle_deg": _float(_get(first, "BeamLimitingDeviceAngle")),
+        "isocentre_mm": (iso[0], iso[1], iso[2]) if len(iso) == 3 else None,
+        "meterset": _float(_get(reference, "BeamMeterset")),
+        "meterset_unit": _str(beam, "PrimaryDosimeterUnit") or ("NP" if ion else "MU"),
+        "beam_dose_gy": _float(_get(reference, "BeamDose")),
+        "control_point_count": len(control_points),
+    }
     if ion:
         snouts = _seq(beam, "SnoutSequence")
         snout_position = next(
@@ -478,11 +478,13 @@ def read_plan_summary(ds: Dataset) -> PlanSummary:
         ),
         None,
     )
+    per_fraction: float | None
     if prescription is not None and fractions:
         per_fraction = prescription / fractions
     else:
         beam_doses = [_float(_get(item, "BeamDose")) for item in references.values()]
-        per_fraction = sum(beam_doses) if beam_doses and None not in beam_doses else None  # type: ignore[arg-type]
+        known = [dose for dose in beam_doses if dose is not None]
+        per_fraction = sum(known) if beam_doses and len(known) == len(beam_doses) else None
 
     structure_sets = _seq(ds, "ReferencedStructureSetSequence")
     return PlanSummary(

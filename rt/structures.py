@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 from pydicom.dataset import Dataset
 
 from rt.decimal_strings import parse_decimal_strings
@@ -51,14 +53,14 @@ class Contour:
     """One contour: ContourGeometricType and its points, an (N, 3) array of (x, y, z) in mm."""
 
     geometric_type: str
-    points_mm: np.ndarray = field(repr=False)
+    points_mm: npt.NDArray[np.float64] = field(repr=False)
 
     @property
     def z_mm(self) -> float:
         """Height of the contour's first point, mm."""
         return float(self.points_mm[0, 2])
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"geometric_type": self.geometric_type, "points_mm": self.points_mm.tolist()}
 
 
@@ -72,7 +74,7 @@ class ROI:
     colour: tuple[int, int, int] | None
     frame_of_reference_uid: str
     contours: tuple[Contour, ...]
-    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def planar_contours(self) -> tuple[Contour, ...]:
@@ -81,17 +83,17 @@ class ROI:
             self._cache["planar"] = tuple(
                 c for c in self.contours if c.geometric_type == "CLOSED_PLANAR" and len(c.points_mm) >= 3
             )
-        return self._cache["planar"]
+        return cast("tuple[Contour, ...]", self._cache["planar"])
 
-    def planes(self) -> dict[float, tuple[np.ndarray, ...]]:
+    def planes(self) -> dict[float, tuple[npt.NDArray[np.float64], ...]]:
         """Closed polygons grouped per plane: {z_mm: ((N, 2) x/y arrays, ...)}, sorted by z (computed once per ROI)."""
         if "planes" not in self._cache:
-            grouped: dict[float, list[np.ndarray]] = {}
+            grouped: dict[float, list[npt.NDArray[np.float64]]] = {}
             planar = self.planar_contours
             if planar:  # each contour's mean z, all at once
                 counts = np.array([len(c.points_mm) for c in planar])
                 sums = np.add.reduceat(np.concatenate([c.points_mm[:, 2] for c in planar]), np.cumsum(counts) - counts)
-                for c, z in zip(planar, np.round(sums / counts, _Z_DECIMALS).tolist()):
+                for c, z in zip(planar, np.round(sums / counts, _Z_DECIMALS).tolist(), strict=True):
                     grouped.setdefault(z, []).append(c.points_mm[:, :2])
             self._cache["planes"] = {z: tuple(grouped[z]) for z in sorted(grouped)}
         return dict(self._cache["planes"])
@@ -108,12 +110,12 @@ class ROI:
             gaps = gaps[gaps > 1e-3]
             self._cache["spacing"] = float(np.median(gaps)) if gaps.size else None
         if self._cache["spacing"] is not None:
-            return self._cache["spacing"]
+            return cast(float, self._cache["spacing"])
         if default_mm is None:
             raise GeometryError(f"ROI {self.name!r} has a single contour plane; its thickness is unknown")
         return float(default_mm)
 
-    def compute_bounds_mm(self) -> tuple[np.ndarray, np.ndarray]:
+    def compute_bounds_mm(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """(min, max) corners (x, y, z) of the closed contours' points, mm; z widened by t / 2."""
         if self.is_empty:
             raise GeometryError(f"ROI {self.name!r} has no closed planar contour")
@@ -126,7 +128,7 @@ class ROI:
         hi[2] += half
         return lo, hi
 
-    def compute_plane_areas_mm2(self) -> np.ndarray:
+    def compute_plane_areas_mm2(self) -> npt.NDArray[np.float64]:
         """Even-odd area of each plane of :meth:`planes`, mm^2, in z order (computed once per ROI)."""
         if "areas" not in self._cache:
             planes = list(self.planes().values())
@@ -134,17 +136,17 @@ class ROI:
             starts = np.cumsum([0] + [len(plane) for plane in planes])
             self._cache["areas"] = np.array([
                 areas[first] if len(plane) == 1 else compute_even_odd_area_mm2(plane, areas[first:first + len(plane)])
-                for plane, first in zip(planes, starts[:-1].tolist())
+                for plane, first in zip(planes, starts[:-1].tolist(), strict=True)
             ])
-        return self._cache["areas"].copy()
+        return cast("npt.NDArray[np.float64]", self._cache["areas"]).copy()
 
-    def compute_plane_thickness_mm(self, default_mm: float | None = None) -> np.ndarray:
+    def compute_plane_thickness_mm(self, default_mm: float | None = None) -> npt.NDArray[np.float64]:
         """Effective thickness of each plane (volume it stands for / its area), mm (module docstring)."""
         z = np.array(list(self.planes()), dtype=np.float64)
         return compute_plane_thickness_mm(z, self.compute_plane_areas_mm2(),
                                           self.compute_plane_spacing_mm(default_mm=default_mm))
 
-    def compute_plane_centroids_mm(self) -> np.ndarray:
+    def compute_plane_centroids_mm(self) -> npt.NDArray[np.float64]:
         """Area centroid (x, y) of each plane's even-odd region, mm, shape (planes, 2), in z order."""
         rows = []
         for plane in self.planes().values():
@@ -167,7 +169,7 @@ class ROI:
             return 0.0
         return float(self.compute_plane_areas_mm2() @ self.compute_plane_thickness_mm()) / MM3_PER_CC
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "number": self.number,
             "name": self.name,
@@ -202,7 +204,7 @@ class StructureSet:
             return matches[0]
         raise UnknownROIError(f"no ROI {name!r}; the structure set has {', '.join(self.roi_names)}")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "sop_instance_uid": self.sop_instance_uid,
             "label": self.label,
@@ -223,7 +225,7 @@ def _raw_contour_text(item: Dataset) -> bytes | None:
     return raw.value.strip(b" \x00")
 
 
-def _contour_values(item: Dataset) -> np.ndarray | None:
+def _contour_values(item: Dataset) -> npt.NDArray[np.float64] | None:
     """ContourData as float64, from the raw DS bytes when pydicom has not converted them yet."""
     text = _raw_contour_text(item)
     if text is not None:
@@ -246,12 +248,13 @@ def _read_contours(items: list[Dataset]) -> list[Contour | None]:
     (:mod:`rt.decimal_strings`); items in another form take the per-item path.
     """
     texts = [_raw_contour_text(item) for item in items]
-    parsed: list[np.ndarray | None] = [None] * len(items)
-    batch = [k for k, text in enumerate(texts) if text]
-    for k, part in zip(batch, _parse_all([texts[k] for k in batch]) or []):
+    parsed: list[npt.NDArray[np.float64] | None] = [None] * len(items)
+    batch = [(k, text) for k, text in enumerate(texts) if text]
+    # strict=False: _parse_all gives None ([] here) when any text is not plain numbers.
+    for (k, _), part in zip(batch, _parse_all([text for _, text in batch]) or [], strict=False):
         parsed[k] = part
     contours: list[Contour | None] = []
-    for item, values in zip(items, parsed):
+    for item, values in zip(items, parsed, strict=True):
         if values is None:
             values = _contour_values(item)
         geometric_type = str(item.get("ContourGeometricType", "CLOSED_PLANAR")).upper()
@@ -275,7 +278,8 @@ def _read_roi_contours(ds: Dataset) -> _ROIContours:
         if parsed is not None:
             parts = iter(parsed)
             return {
-                number: (roi.colour, tuple(_make_contour(c.geometric_type, next(parts)) for c in roi.contours if c.data))
+                number: (roi.colour,
+                         tuple(_make_contour(c.geometric_type, next(parts)) for c in roi.contours if c.data))
                 for number, roi in raw.items()
             }
     result: _ROIContours = {}
@@ -287,7 +291,7 @@ def _read_roi_contours(ds: Dataset) -> _ROIContours:
     return result
 
 
-def _parse_all(texts: list[bytes]) -> list[np.ndarray] | None:
+def _parse_all(texts: list[bytes]) -> list[npt.NDArray[np.float64]] | None:
     """The values of each raw ContourData text, all parsed in one pass; None if any is not a plain number."""
     if not texts:
         return []
@@ -297,7 +301,7 @@ def _parse_all(texts: list[bytes]) -> list[np.ndarray] | None:
     return np.split(values, np.cumsum([text.count(b"\\") + 1 for text in texts])[:-1])
 
 
-def _make_contour(geometric_type: str, values: np.ndarray) -> Contour:
+def _make_contour(geometric_type: str, values: npt.NDArray[np.float64]) -> Contour:
     if values.size % 3:
         raise DicomInputError("ContourData", f"has {values.size} values, not a multiple of 3")
     return Contour(geometric_type, values.reshape(-1, 3))
@@ -330,7 +334,8 @@ def read_structure_set(ds: Dataset) -> StructureSet:
                 number=number,
                 name=str(roi_item.get("ROIName", "")),
                 interpreted_type=types.get(number, ""),
-                colour=colour,  # type: ignore[arg-type]
+                # (R, G, B); a malformed ROIDisplayColor with fewer values is kept as read.
+                colour=cast("tuple[int, int, int] | None", colour),
                 frame_of_reference_uid=str(roi_item.get("ReferencedFrameOfReferenceUID", default_for) or default_for),
                 contours=contours,
             )
@@ -343,7 +348,7 @@ def read_structure_set(ds: Dataset) -> StructureSet:
     )
 
 
-def compute_polygon_areas_mm2(polygons: list[np.ndarray]) -> np.ndarray:
+def compute_polygon_areas_mm2(polygons: list[npt.NDArray[np.float64]]) -> npt.NDArray[np.float64]:
     """Unsigned area (mm^2) of each simple polygon, given as (N, 2+) x/y(/z) vertices: one shoelace pass over all."""
     if not polygons:
         return np.zeros(0)
@@ -356,7 +361,7 @@ def compute_polygon_areas_mm2(polygons: list[np.ndarray]) -> np.ndarray:
     return np.abs(np.add.reduceat(cross, starts)) / 2.0
 
 
-def _count_crossings(polygons: tuple[np.ndarray, ...], x: float, y: float) -> int:
+def _count_crossings(polygons: tuple[npt.NDArray[np.float64], ...], x: float, y: float) -> int:
     """Number of polygon edges crossed by the ray from the point (x, y) towards +x."""
     count = 0
     for poly in polygons:
@@ -369,7 +374,9 @@ def _count_crossings(polygons: tuple[np.ndarray, ...], x: float, y: float) -> in
     return count
 
 
-def compute_even_odd_area_mm2(polygons: tuple[np.ndarray, ...], areas_mm2: np.ndarray | None = None) -> float:
+def compute_even_odd_area_mm2(
+    polygons: tuple[npt.NDArray[np.float64], ...], areas_mm2: npt.NDArray[np.float64] | None = None
+) -> float:
     """Area (mm^2) of the even-odd union of non-crossing polygons on one plane.
 
     Each polygon adds its area (``areas_mm2`` if already known) if it lies inside an even
@@ -379,7 +386,7 @@ def compute_even_odd_area_mm2(polygons: tuple[np.ndarray, ...], areas_mm2: np.nd
     return float(_even_odd_signs(polygons) @ areas)
 
 
-def _even_odd_signs(polygons: tuple[np.ndarray, ...]) -> np.ndarray:
+def _even_odd_signs(polygons: tuple[npt.NDArray[np.float64], ...]) -> npt.NDArray[np.float64]:
     """+1 for each polygon inside an even number of the others, -1 (a hole) otherwise; tested at its first vertex."""
     signs = np.ones(len(polygons))
     if len(polygons) > 1:
@@ -390,7 +397,7 @@ def _even_odd_signs(polygons: tuple[np.ndarray, ...]) -> np.ndarray:
     return signs
 
 
-def _compute_polygon_centroids_mm(polygons: list[np.ndarray]) -> np.ndarray:
+def _compute_polygon_centroids_mm(polygons: list[npt.NDArray[np.float64]]) -> npt.NDArray[np.float64]:
     """Area centroid (x, y) of each simple polygon, mm, shape (len(polygons), 2) (shoelace moments)."""
     centroids = np.empty((len(polygons), 2))
     for k, p in enumerate(polygons):
@@ -406,7 +413,9 @@ def _compute_polygon_centroids_mm(polygons: list[np.ndarray]) -> np.ndarray:
     return centroids
 
 
-def _edges(polygons: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _edges(
+    polygons: tuple[npt.NDArray[np.float64], ...],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """(x0, y0, x1, y1) of every non-horizontal edge of the polygons, mm."""
     closed = [np.concatenate([p[:, :2], p[:1, :2]]) for p in polygons]
     start = np.concatenate([c[:-1] for c in closed]) if len(closed) > 1 else closed[0][:-1]
@@ -415,7 +424,9 @@ def _edges(polygons: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, np
     return start[keep, 0], start[keep, 1], end[keep, 0], end[keep, 1]
 
 
-def compute_row_intervals(polygons: tuple[np.ndarray, ...], ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def compute_row_intervals(
+    polygons: tuple[npt.NDArray[np.float64], ...], ys: npt.NDArray[np.floating[Any]]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Even-odd inside intervals of the polygons along the horizontal lines y = ys (mm), scanline-vectorised.
 
     Returns (start, end), two (len(ys), K) arrays of x (mm): row r is inside on
@@ -453,7 +464,9 @@ def compute_row_intervals(polygons: tuple[np.ndarray, ...], ys: np.ndarray) -> t
     return start, end
 
 
-def compute_covered_length_mm(start: np.ndarray, end: np.ndarray, x_mm: np.ndarray) -> np.ndarray:
+def compute_covered_length_mm(
+    start: npt.NDArray[np.float64], end: npt.NDArray[np.float64], x_mm: npt.NDArray[np.floating[Any]]
+) -> npt.NDArray[np.float64]:
     """Inside length (mm) left of each x of each row: sum over intervals of clip(x - start, 0, end - start).
 
     ``x_mm`` is (N,) shared by all rows, or (R, N) per row; the result is (R, N). Differences
@@ -461,10 +474,13 @@ def compute_covered_length_mm(start: np.ndarray, end: np.ndarray, x_mm: np.ndarr
     """
     x = np.asarray(x_mm, dtype=np.float64)
     x = x[None, None, :] if x.ndim == 1 else x[:, None, :]
-    return np.clip(x - start[:, :, None], 0.0, (end - start)[:, :, None]).sum(axis=1)
+    lengths: npt.NDArray[np.float64] = np.clip(x - start[:, :, None], 0.0, (end - start)[:, :, None]).sum(axis=1)
+    return lengths
 
 
-def compute_slab_bounds_mm(plane_z_mm: np.ndarray, half_thickness_mm: float) -> tuple[np.ndarray, np.ndarray]:
+def compute_slab_bounds_mm(
+    plane_z_mm: npt.NDArray[np.floating[Any]], half_thickness_mm: float
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """(below, above) z (mm) of each plane's slab: [z - t/2, z + t/2] cut at the midpoints to its neighbours."""
     z = np.asarray(plane_z_mm, dtype=np.float64)
     mids = (z[1:] + z[:-1]) / 2.0
@@ -480,7 +496,9 @@ _EVEN_GAP_TOLERANCE = 0.01
 _THICKNESS_BOUNDS = (0.5, 1.5)
 
 
-def compute_plane_thickness_mm(plane_z_mm: np.ndarray, area_mm2: np.ndarray, spacing_mm: float) -> np.ndarray:
+def compute_plane_thickness_mm(
+    plane_z_mm: npt.NDArray[np.floating[Any]], area_mm2: npt.NDArray[np.floating[Any]], spacing_mm: float
+) -> npt.NDArray[np.float64]:
     """Effective thickness (mm) of each contour plane: the volume it stands for divided by its area.
 
     Planes are split into runs of evenly spaced planes (gap = ``spacing_mm`` h within 1 %). In a
@@ -504,30 +522,33 @@ class _SectionAreaFit:
     """Per plane, the section area A(t) at t = z - z_plane (mm) over the z-range [lo - flat_lo, hi + flat_hi]
     it stands for: area + b t + c t^2 on [lo, hi], the plane's own area on the flat ends beyond."""
 
-    lo: np.ndarray
-    hi: np.ndarray
-    flat_lo: np.ndarray
-    flat_hi: np.ndarray
-    b: np.ndarray
-    c: np.ndarray
+    lo: npt.NDArray[np.float64]
+    hi: npt.NDArray[np.float64]
+    flat_lo: npt.NDArray[np.float64]
+    flat_hi: npt.NDArray[np.float64]
+    b: npt.NDArray[np.float64]
+    c: npt.NDArray[np.float64]
     spacing_mm: float
 
-    def integrate_mm3(self, area: np.ndarray, t0: np.ndarray, t1: np.ndarray) -> np.ndarray:
+    def integrate_mm3(
+        self, area: npt.NDArray[np.float64], t0: npt.NDArray[np.float64], t1: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
         """Integral of each plane's A(t) from t0 to t1 (within its range), mm^3; t0, t1 are (planes,) or (planes, k)."""
         extra = (1,) * (np.ndim(t0) - 1)
         area, lo, hi, b, c = (np.reshape(v, np.shape(v) + extra) for v in (area, self.lo, self.hi, self.b, self.c))
         flat_lo, flat_hi = (np.reshape(v, np.shape(v) + extra) for v in (self.flat_lo, self.flat_hi))
 
-        def antiderivative(t: np.ndarray) -> np.ndarray:
+        def antiderivative(t: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
             return area * t + b * t * t / 2.0 + c * t ** 3 / 3.0
 
         q0, q1 = np.maximum(t0, lo), np.minimum(t1, hi)
         quadratic = np.where(q1 > q0, antiderivative(q1) - antiderivative(q0), 0.0)
         below = np.clip(np.minimum(t1, lo) - np.maximum(t0, lo - flat_lo), 0.0, None)
         above = np.clip(np.minimum(t1, hi + flat_hi) - np.maximum(t0, hi), 0.0, None)
-        return quadratic + area * (below + above)
+        integral: npt.NDArray[np.float64] = quadratic + area * (below + above)
+        return integral
 
-    def thickness_mm(self, area: np.ndarray) -> np.ndarray:
+    def thickness_mm(self, area: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Each plane's volume over its area, mm (fitted planes kept within :data:`_THICKNESS_BOUNDS` x h)."""
         h = self.spacing_mm
         volume = np.maximum(self.integrate_mm3(area, self.lo - self.flat_lo, self.hi + self.flat_hi), 0.0)
@@ -537,7 +558,7 @@ class _SectionAreaFit:
         return np.where(fitted, np.clip(thickness, _THICKNESS_BOUNDS[0] * h, _THICKNESS_BOUNDS[1] * h), thickness)
 
 
-def _fit_section_areas(z: np.ndarray, area: np.ndarray, h: float) -> _SectionAreaFit:
+def _fit_section_areas(z: npt.NDArray[np.float64], area: npt.NDArray[np.float64], h: float) -> _SectionAreaFit:
     """The quadratic section-area model of :func:`compute_plane_thickness_mm`, plane by plane."""
     below, above = compute_slab_bounds_mm(z, h / 2.0)
     lo, hi = below - z, above - z
@@ -573,15 +594,21 @@ class SectionStack:
     """A ROI as sections: each with its polygons, its height, the z-range it samples dose for
     (``below_mm`` + ``thickness_mm``) and its effective thickness (volume it stands for / its area), mm."""
 
-    polygons: tuple[tuple[np.ndarray, ...], ...]
-    z_mm: np.ndarray
-    below_mm: np.ndarray
-    thickness_mm: np.ndarray
-    weight_mm: np.ndarray
+    polygons: tuple[tuple[npt.NDArray[np.float64], ...], ...]
+    z_mm: npt.NDArray[np.float64]
+    below_mm: npt.NDArray[np.float64]
+    thickness_mm: npt.NDArray[np.float64]
+    weight_mm: npt.NDArray[np.float64]
 
 
-def compute_sections(planes: list[tuple[np.ndarray, ...]], plane_z_mm: np.ndarray, area_mm2: np.ndarray,
-                     centroid_mm: np.ndarray, spacing_mm: float, per_plane: int) -> SectionStack:
+def compute_sections(
+    planes: list[tuple[npt.NDArray[np.float64], ...]],
+    plane_z_mm: npt.NDArray[np.floating[Any]],
+    area_mm2: npt.NDArray[np.floating[Any]],
+    centroid_mm: npt.NDArray[np.float64],
+    spacing_mm: float,
+    per_plane: int,
+) -> SectionStack:
     """Shape-interpolated sections between contour planes: ``per_plane`` per plane.
 
     Each plane's z-range (its slab, or the Cavalieri range of :func:`compute_plane_thickness_mm`
@@ -657,12 +684,12 @@ class StackIntervals:
     intervals are sorted by (plane, row, x) and never overlap within a row.
     """
 
-    plane: np.ndarray
-    row: np.ndarray
-    start: np.ndarray
-    end: np.ndarray
+    plane: npt.NDArray[np.int64]
+    row: npt.NDArray[np.int64]
+    start: npt.NDArray[np.float64]
+    end: npt.NDArray[np.float64]
 
-    def to_dense(self, plane_count: int, row_count: int) -> tuple[np.ndarray, np.ndarray]:
+    def to_dense(self, plane_count: int, row_count: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """(start, end) as (plane_count * row_count, K) arrays, row-major by (plane, row); unused slots empty (0, 0)."""
         key = self.plane * row_count + self.row
         if key.size == 0:
@@ -676,7 +703,9 @@ class StackIntervals:
         return start, end
 
 
-def compute_stack_intervals(planes: list[tuple[np.ndarray, ...]], ys: np.ndarray) -> StackIntervals:
+def compute_stack_intervals(
+    planes: list[tuple[npt.NDArray[np.float64], ...]], ys: npt.NDArray[np.floating[Any]]
+) -> StackIntervals:
     """Even-odd inside intervals of each plane's polygons on the scanlines y = ys (mm, increasing), all planes at once.
 
     Crossings use the half-open rule (an edge spans min(y0, y1) <= y < max(y0, y1)), so each
@@ -714,8 +743,12 @@ def compute_stack_intervals(planes: list[tuple[np.ndarray, ...]], ys: np.ndarray
     return StackIntervals(plane[0::2], row[0::2], x[0::2], x[1::2])
 
 
-def compute_slab_overlaps_mm(plane_z_mm: np.ndarray, half_thickness_mm: float, lo_mm: np.ndarray,
-                             hi_mm: np.ndarray) -> np.ndarray:
+def compute_slab_overlaps_mm(
+    plane_z_mm: npt.NDArray[np.floating[Any]],
+    half_thickness_mm: float,
+    lo_mm: npt.NDArray[np.floating[Any]],
+    hi_mm: npt.NDArray[np.floating[Any]],
+) -> npt.NDArray[np.float64]:
     """Length (mm) of each interval [lo, hi] inside each plane's slab, shape (len(lo), len(planes)).
 
     A plane's slab is the part of [z - t/2, z + t/2] nearer to it than to its neighbours
@@ -723,10 +756,11 @@ def compute_slab_overlaps_mm(plane_z_mm: np.ndarray, half_thickness_mm: float, l
     """
     below, above = compute_slab_bounds_mm(plane_z_mm, half_thickness_mm)
     lo, hi = np.asarray(lo_mm, dtype=np.float64)[:, None], np.asarray(hi_mm, dtype=np.float64)[:, None]
-    return np.clip(np.minimum(hi, above) - np.maximum(lo, below), 0.0, None)
+    overlaps: npt.NDArray[np.float64] = np.clip(np.minimum(hi, above) - np.maximum(lo, below), 0.0, None)
+    return overlaps
 
 
-def compute_mask(roi: ROI, grid: VoxelGrid, *, supersampling: int = 8) -> np.ndarray:
+def compute_mask(roi: ROI, grid: VoxelGrid, *, supersampling: int = 8) -> npt.NDArray[np.float64]:
     """Fractional occupancy (0..1, float64, shape grid.shape) of ``roi`` on ``grid``.
 
     Per contour plane the even-odd polygon union is integrated exactly along x on

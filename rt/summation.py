@@ -24,8 +24,10 @@ course is converted first: convert each course, then sum the EQD2 maps.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from rt.dose import DoseGrid, compute_dose_on_grid
 from rt.errors import GeometryError, RTError
@@ -41,14 +43,14 @@ def _common_frame_of_reference(doses: Sequence[DoseGrid]) -> str:
     return uids.pop() if uids else ""
 
 
-def _on_grid(dose: DoseGrid, grid: VoxelGrid) -> np.ndarray:
+def _on_grid(dose: DoseGrid, grid: VoxelGrid) -> npt.NDArray[np.float64]:
     """The dose (Gy) at the voxel centres of ``grid``: as stored when the grids match, else trilinear (NaN outside)."""
     if dose.grid == grid:
         return dose.dose_gy.astype(np.float64, copy=False)
     return compute_dose_on_grid(dose, grid)
 
 
-def compute_sum_coverage(doses: Sequence[DoseGrid], target_grid: VoxelGrid | None = None) -> np.ndarray:
+def compute_sum_coverage(doses: Sequence[DoseGrid], target_grid: VoxelGrid | None = None) -> npt.NDArray[np.bool_]:
     """Boolean (z, y, x) array on the target grid: True where every dose's grid covers the voxel centre."""
     if not doses:
         raise RTError("no doses given")
@@ -94,7 +96,7 @@ def compute_dose_sum(
     grid = target_grid or doses[0].grid
 
     total = np.zeros(grid.shape, dtype=np.float64)
-    for dose, weight in zip(doses, weights):
+    for dose, weight in zip(doses, weights, strict=True):
         sampled = _on_grid(dose, grid)
         if outside == "zero":
             sampled = np.nan_to_num(sampled, nan=0.0)
@@ -115,7 +117,7 @@ def compute_dose_sum(
 # -- BED and EQD2 -------------------------------------------------------------------------------------
 
 
-def _check_fractionation(fractions: float, alpha_beta_gy) -> np.ndarray:
+def _check_fractionation(fractions: float, alpha_beta_gy: npt.ArrayLike) -> npt.NDArray[np.float64]:
     if not np.isfinite(fractions) or fractions <= 0:
         raise ValueError(f"fractions must be positive, got {fractions!r}")
     alpha_beta = np.asarray(alpha_beta_gy, dtype=np.float64)
@@ -124,11 +126,13 @@ def _check_fractionation(fractions: float, alpha_beta_gy) -> np.ndarray:
     return alpha_beta
 
 
-def _as_result(value: np.ndarray):
+def _as_result(value: npt.NDArray[np.float64]) -> float | npt.NDArray[np.float64]:
     return float(value) if np.ndim(value) == 0 else value
 
 
-def compute_bed_gy(dose_gy, fractions: float, alpha_beta_gy):
+def compute_bed_gy(
+    dose_gy: npt.ArrayLike, fractions: float, alpha_beta_gy: npt.ArrayLike
+) -> float | npt.NDArray[np.float64]:
     """Biologically effective dose (Gy): BED = D (1 + d / (alpha/beta)), d = D / fractions.
 
     ``dose_gy`` is the total physical dose (Gy, scalar or array), ``fractions`` the number of
@@ -140,8 +144,13 @@ def compute_bed_gy(dose_gy, fractions: float, alpha_beta_gy):
     return _as_result(dose * (1.0 + dose / fractions / alpha_beta))
 
 
-def compute_eqd2_gy(dose_gy, fractions: float, alpha_beta_gy):
-    """Equivalent dose in 2 Gy fractions (Gy): EQD2 = BED / (1 + 2 / (alpha/beta)); arguments as :func:`compute_bed_gy`."""
+def compute_eqd2_gy(
+    dose_gy: npt.ArrayLike, fractions: float, alpha_beta_gy: npt.ArrayLike
+) -> float | npt.NDArray[np.float64]:
+    """Equivalent dose in 2 Gy fractions (Gy): EQD2 = BED / (1 + 2 / (alpha/beta)).
+
+    Arguments as :func:`compute_bed_gy`.
+    """
     alpha_beta = _check_fractionation(fractions, alpha_beta_gy)
     bed = np.asarray(compute_bed_gy(dose_gy, fractions, alpha_beta))
     return _as_result(bed / (1.0 + 2.0 / alpha_beta))
@@ -149,9 +158,9 @@ def compute_eqd2_gy(dose_gy, fractions: float, alpha_beta_gy):
 
 def compute_alpha_beta_map(
     shape: tuple[int, int, int],
-    alpha_beta_by_roi: Mapping[str, tuple[np.ndarray, float]],
+    alpha_beta_by_roi: Mapping[str, tuple[npt.NDArray[Any], float]],
     default_alpha_beta_gy: float,
-) -> tuple[list[tuple[np.ndarray, float]], np.ndarray]:
+) -> tuple[list[tuple[npt.NDArray[np.float64], float]], npt.NDArray[np.float64]]:
     """Per-voxel share of each alpha/beta: ([(share array, alpha/beta Gy)], default share array).
 
     Masks are weights 0..1 (fractional occupancy) of ``shape``. In overlaps the ROI listed first
@@ -175,7 +184,7 @@ def compute_alpha_beta_map(
 def compute_eqd2_map(
     dose: DoseGrid,
     fractions: float,
-    alpha_beta_by_roi: Mapping[str, tuple[np.ndarray, float]],
+    alpha_beta_by_roi: Mapping[str, tuple[npt.NDArray[Any], float]],
     default_alpha_beta_gy: float,
 ) -> DoseGrid:
     """EQD2 (Gy) per voxel of ``dose`` (total physical dose, Gy, in ``fractions`` fractions).

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 #: alias (lower case, no separators) -> (TG-263 name, lateral?). Lateral names get _L / _R.
 _OAR_ALIASES: dict[str, tuple[str, bool]] = {}
@@ -93,7 +94,7 @@ class TG263Name:
     standard: str | None
     kind: str
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"original": self.original, "standard": self.standard, "kind": self.kind}
 
 

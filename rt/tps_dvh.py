@@ -19,8 +19,10 @@ evaluates the same way on both.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
@@ -37,20 +39,20 @@ class TpsDVH:
     roi_number: int
     dvh_type: str  # CUMULATIVE | DIFFERENTIAL
     volume_units: str  # CM3 | PERCENT
-    bin_widths_gy: np.ndarray = field(repr=False)
-    volumes: np.ndarray = field(repr=False)
+    bin_widths_gy: npt.NDArray[np.float64] = field(repr=False)
+    volumes: npt.NDArray[np.float64] = field(repr=False)
     dose_type: str = ""
     min_gy: float | None = None
     mean_gy: float | None = None
     max_gy: float | None = None
 
     @property
-    def dose_edges_gy(self) -> np.ndarray:
+    def dose_edges_gy(self) -> npt.NDArray[np.float64]:
         """Bin edges E_0 = 0 .. E_n (n + 1 values), Gy."""
         return np.concatenate([[0.0], np.cumsum(self.bin_widths_gy)])
 
     @property
-    def cumulative_volumes(self) -> np.ndarray:
+    def cumulative_volumes(self) -> npt.NDArray[np.float64]:
         """Volume receiving >= each edge (n + 1 values, the last 0), in ``volume_units``."""
         if self.dvh_type == "CUMULATIVE":
             return np.concatenate([self.volumes, [0.0]])
@@ -75,9 +77,9 @@ class TpsDVH:
         widths = np.asarray(self.bin_widths_gy, dtype=np.float64)
         width = float(widths.min())
         if np.all(np.abs(widths - width) <= _WIDTH_TOLERANCE * max(width, 1.0)):
-            uniform_edges, uniform_cumulative = np.arange(edges.size) * width, cumulative
+            uniform_edges, uniform_cumulative = np.arange(edges.size, dtype=np.float64) * width, cumulative
         else:
-            uniform_edges = np.arange(int(np.ceil(edges[-1] / width - 1e-9)) + 1) * width
+            uniform_edges = np.arange(int(np.ceil(edges[-1] / width - 1e-9)) + 1, dtype=np.float64) * width
             uniform_cumulative = np.interp(uniform_edges, edges, cumulative, right=0.0)
         differential = np.append(uniform_cumulative[:-1] - uniform_cumulative[1:], uniform_cumulative[-1])
         bin_volumes = cumulative[:-1] - cumulative[1:]
@@ -99,7 +101,7 @@ class TpsDVH:
             max_gy=self.max_gy if self.max_gy is not None else float(edges[occupied[-1] + 1]),
         )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "roi_number": self.roi_number,
             "dvh_type": self.dvh_type,
@@ -207,7 +209,7 @@ class MetricAgreement:
     def difference(self) -> float:
         return self.ours - self.tps
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"metric": self.metric, "ours": self.ours, "tps": self.tps, "difference": self.difference}
 
 

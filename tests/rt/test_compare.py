@@ -32,7 +32,8 @@ def test_dose_against_itself_gives_zero_deltas(setup):
     ptv = data["rois"][0]
     assert ptv["roi_name"] == "PTV" and ptv["dvh"]["volume_a_cc"] == ptv["dvh"]["volume_b_cc"]
     assert len(ptv["dvh"]["dose_gy"]) == len(ptv["dvh"]["volume_a_percent"])
-    assert ptv["metrics"][0] == {"roi_name": "PTV", "metric": "Mean[Gy]", "unit": "Gy", "a": ptv["metrics"][0]["a"], "b": ptv["metrics"][0]["a"], "delta": 0.0, "error": ""}
+    assert ptv["metrics"][0] == {"roi_name": "PTV", "metric": "Mean[Gy]", "unit": "Gy", "a": ptv["metrics"][0]["a"],
+                                 "b": ptv["metrics"][0]["a"], "delta": 0.0, "error": ""}
 
 
 def test_scaled_dose_scales_mean(setup):

@@ -193,14 +193,17 @@ def test_trapezoid_quantiles_are_the_spread_of_a_linear_dose():
     q = _trapezoid_quantiles(a, b, 1000)
     np.testing.assert_allclose(q.mean(axis=1), 0.0, atol=1e-12)  # symmetric: the pixel keeps its mean dose
     rng = np.random.default_rng(1)
-    for row, (ai, bi) in zip(q, zip(a, b)):
+    for row, (ai, bi) in zip(q, zip(a, b, strict=True), strict=True):
         sampled = np.sort(rng.uniform(-ai, ai, 200_000) + rng.uniform(-bi, bi, 200_000))
         assert np.max(np.abs(np.quantile(sampled, (np.arange(1000) + 0.5) / 1000) - row)) < 0.02 * max(ai + bi, 1e-3)
     assert np.all(np.abs(q[3]) == 0.0)
 
 
 def test_boundary_refinement_converges(fine_phantom):
-    """Boundary pixels split 4 x 4 and 8 samples per whole pixel (defaults) agree with 12 x 12 and 32 (0.5 % or 0.1 Gy)."""
+    """Boundary pixels split 4 x 4 and 8 samples per whole pixel (defaults) agree with 12 x 12 and 32.
+
+    Within 0.5 % or 0.1 Gy.
+    """
     ss, dose = read_structure_set(fine_phantom.rtstruct), read_dose(fine_phantom.rt_dose)
     for name in ("Rectum", "PTV"):
         default = compute_roi_dvh(ss, name, dose)
@@ -240,7 +243,8 @@ def test_clinical_case_every_roi_within_tolerance(clinical_case):
         assert dvh.volume_cc == pytest.approx(truth.compute_volume_cc(roi.name), rel=0.03 if small else 0.02), roi.name
         floor = 0.3 if small else 0.1
         pairs = [(dvh.mean_gy, truth.compute_mean_dose_gy(roi.name), "mean")] + [
-            (compute_metric(dvh, f"D{x}%[Gy]"), truth.compute_dose_at_volume_gy(roi.name, x), f"D{x}") for x in (95, 50, 2)
+            (compute_metric(dvh, f"D{x}%[Gy]"), truth.compute_dose_at_volume_gy(roi.name, x), f"D{x}")
+            for x in (95, 50, 2)
         ]
         for value, expected, label in pairs:
             assert abs(value - expected) <= max(0.01 * abs(expected), floor), (roi.name, label, value, expected)

@@ -39,7 +39,8 @@ def test_identical_doses_pass_with_zero_gamma():
     assert result.pass_rate_percent == 100.0
     assert result.number_evaluated == int(np.count_nonzero(ref.dose_gy >= 1.0))
     assert result.mean_gamma == 0.0 and result.max_gamma == 0.0
-    assert result.histogram_counts[0] == result.number_evaluated and sum(result.histogram_counts) == result.number_evaluated
+    assert result.histogram_counts[0] == result.number_evaluated
+    assert sum(result.histogram_counts) == result.number_evaluated
     assert np.isnan(result.gamma[ref.dose_gy < 1.0]).all()
     as_dict = result.to_dict()
     assert as_dict["parameters"]["max_search_mm"] == 4.5 and as_dict["parameters"]["normalisation_gy"] == 10.0
@@ -251,7 +252,7 @@ def _pymedphys_gamma(grid: VoxelGrid, reference, evaluated, criteria, interp_fra
     import pymedphys
 
     dose_percent, dta_mm, local = criteria
-    axes = tuple(a for a, n in zip((grid.z_mm(), grid.y_mm(), grid.x_mm()), grid.shape) if n > 1)
+    axes = tuple(a for a, n in zip((grid.z_mm(), grid.y_mm(), grid.x_mm()), grid.shape, strict=True) if n > 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         gamma = pymedphys.gamma(

@@ -36,7 +36,8 @@ def isodose_radius_mm(dose_gy: float) -> float:
 @pytest.fixture(scope="module")
 def phantom():
     """2 mm CT planes (contours close to the sphere) and a 3 mm dose grid, as in test_dvh."""
-    return build_demo_patient(ct_grid=centred_grid((75, 100, 100), (2.0, 2.0, 2.0)), dose_grid=centred_grid((61, 61, 61), (3.0, 3.0, 3.0)))
+    return build_demo_patient(ct_grid=centred_grid((75, 100, 100), (2.0, 2.0, 2.0)),
+                              dose_grid=centred_grid((61, 61, 61), (3.0, 3.0, 3.0)))
 
 
 @pytest.fixture(scope="module")

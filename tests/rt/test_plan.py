@@ -61,7 +61,7 @@ def test_phantom_plan_beams(phantom, phantom_plan):
     assert [b.number for b in beams] == [1, 2]
     assert [b.name for b in beams] == ["L_LAT_G90", "R_LAT_G270"]
     assert [b.gantry_angle_deg for b in beams] == [90.0, 270.0]
-    for beam, item in zip(beams, phantom.rt_ion_plan.IonBeamSequence):
+    for beam, item in zip(beams, phantom.rt_ion_plan.IonBeamSequence, strict=True):
         cps = item.IonControlPointSequence
         assert beam.radiation_type == "PROTON" and beam.scan_mode == "MODULATED" and beam.beam_type == "STATIC"
         assert beam.treatment_machine == TREATMENT_MACHINE and beam.treatment_delivery_type == "TREATMENT"
@@ -169,7 +169,8 @@ def test_ion_energy_carry_forward_and_scalar_weights():
     beam.BeamNumber = 1
     beam.RadiationType = "PROTON"
     cps = []
-    for energy, weights in ((150.0, [1.0, 0.0, 2.0]), (None, [0.0, 0.0, 0.0]), (140.0, 0.5), (None, 0.0), (150.0, [1.0])):
+    for energy, weights in ((150.0, [1.0, 0.0, 2.0]), (None, [0.0, 0.0, 0.0]), (140.0, 0.5), (None, 0.0),
+                            (150.0, [1.0])):
         cp = Dataset()
         if energy is not None:
             cp.NominalBeamEnergy = energy
@@ -233,7 +234,8 @@ def test_every_dcpt_ion_plan_parses():
             assert 1 <= beam.energy_layer_count <= 54
             assert list(beam.energy_layers_mev) == _energies_in_order(cps)
             assert beam.control_point_count == 2 * beam.energy_layer_count  # PBS: two control points per layer
-            assert beam.min_energy_mev == min(beam.energy_layers_mev) and beam.max_energy_mev == max(beam.energy_layers_mev)
+            assert beam.min_energy_mev == min(beam.energy_layers_mev)
+            assert beam.max_energy_mev == max(beam.energy_layers_mev)
             assert beam.spot_count == sum(int(cp.NumberOfScanSpotPositions) for cp in cps[::2]) > 0
             assert beam.meterset is not None and beam.meterset > 0 and beam.meterset_unit == "MU"
             assert beam.snout_id == "S1" and beam.snout_position_mm is not None

@@ -20,7 +20,7 @@ IMPLICIT_LE, EXPLICIT_LE = "1.2.840.10008.1.2", "1.2.840.10008.1.2.1"
 def test_decimal_strings_give_the_very_floats_python_gives():
     rng = np.random.default_rng(7)
     tokens = ["0", "-0", ".5", "-.25", "+3.", "7.", "+0.000001", "123456789012345", "-99999.9999999999"]
-    tokens += [f"{v:.{d}f}" for v, d in zip(rng.uniform(-600, 600, 3000), rng.integers(0, 9, 3000))]
+    tokens += [f"{v:.{d}f}" for v, d in zip(rng.uniform(-600, 600, 3000), rng.integers(0, 9, 3000), strict=True)]
     tokens += [str(v) for v in rng.integers(-10**6, 10**6, 500)]
     values = parse_decimal_strings("\\".join(tokens).encode())
     expected = np.array([float(t) for t in tokens])
@@ -50,9 +50,9 @@ def _read_both_ways(ds_bytes: bytes, monkeypatch) -> tuple:
 def _assert_same(fast, slow) -> None:
     assert [(r.number, r.name, r.colour, r.interpreted_type) for r in fast.rois] == \
         [(r.number, r.name, r.colour, r.interpreted_type) for r in slow.rois]
-    for a, b in zip(fast.rois, slow.rois):
+    for a, b in zip(fast.rois, slow.rois, strict=True):
         assert len(a.contours) == len(b.contours), a.name
-        for ca, cb in zip(a.contours, b.contours):
+        for ca, cb in zip(a.contours, b.contours, strict=True):
             assert ca.geometric_type == cb.geometric_type
             assert np.array_equal(ca.points_mm, cb.points_mm)
 
@@ -78,7 +78,9 @@ def test_raw_walk_reads_what_pydicom_reads(transfer_syntax, monkeypatch):
     _assert_same(*_read_both_ways(encoded, monkeypatch))
 
 
-@pytest.mark.parametrize("folder, pattern", [("eclipse-prostate-phantom", "RS*.dcm"), ("dcpt-proton-phantom", "*/RS*.dcm")])
+@pytest.mark.parametrize(
+    "folder, pattern", [("eclipse-prostate-phantom", "RS*.dcm"), ("dcpt-proton-phantom", "*/RS*.dcm")]
+)
 def test_raw_walk_reads_planning_system_files_as_pydicom_does(folder, pattern, monkeypatch):
     paths = sorted(shared_data(folder).glob(pattern))
     assert paths, f"no {pattern} in {folder}"

@@ -36,11 +36,13 @@ def rt_dose_with(items):
 
 @pytest.mark.parametrize(
     ("dvh_type", "volume_units", "scaling"),
-    [("CUMULATIVE", "CM3", 1.0), ("CUMULATIVE", "PERCENT", 0.01), ("DIFFERENTIAL", "CM3", 0.001), ("DIFFERENTIAL", "PERCENT", 1.0)],
+    [("CUMULATIVE", "CM3", 1.0), ("CUMULATIVE", "PERCENT", 0.01), ("DIFFERENTIAL", "CM3", 0.001),
+     ("DIFFERENTIAL", "PERCENT", 1.0)],
 )
 def test_round_trip_of_phantom_dvhs(phantom_dvhs, tmp_path, dvh_type, volume_units, scaling):
     p, ss, dvhs = phantom_dvhs
-    items = [build_dvh_item(dvh, ss.roi(name).number, dvh_type=dvh_type, volume_units=volume_units, dose_scaling=scaling)
+    items = [build_dvh_item(dvh, ss.roi(name).number, dvh_type=dvh_type, volume_units=volume_units,
+                            dose_scaling=scaling)
              for name, dvh in dvhs.items()]
     path = tmp_path / "RD.dcm"
     ds = p.rt_dose.copy()
