@@ -17,8 +17,10 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -86,7 +88,7 @@ class MotionReport:
     def amplitude_mm(self) -> dict[str, float]:
         return {"LR": self.amplitude_lr_mm, "AP": self.amplitude_ap_mm, "SI": self.amplitude_si_mm}
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "phases": len(self.phase_percent),
             "phase_percent": list(self.phase_percent),
@@ -157,7 +159,8 @@ def load_phase_images(phases: Sequence[Phase]) -> tuple[sitk.Image, ...]:
     same = [image.GetSize() == reference.GetSize() and np.allclose(image.GetOrigin(), reference.GetOrigin())
             and np.allclose(image.GetSpacing(), reference.GetSpacing())
             and np.allclose(image.GetDirection(), reference.GetDirection()) for image in images]
-    return tuple(image if ok else resample_to(image, reference, default=-1000.0) for image, ok in zip(images, same))
+    return tuple(image if ok else resample_to(image, reference, default=-1000.0)
+                 for image, ok in zip(images, same, strict=True))
 
 
 def compute_projections(images: Sequence[sitk.Image]) -> Projections:
@@ -166,7 +169,7 @@ def compute_projections(images: Sequence[sitk.Image]) -> Projections:
         raise Ct4dError("no phase images")
     stack = np.stack([sitk.GetArrayViewFromImage(image) for image in images]).astype(np.float32, copy=False)
 
-    def as_image(values: np.ndarray) -> sitk.Image:
+    def as_image(values: npt.NDArray[np.floating[Any]]) -> sitk.Image:
         image = sitk.GetImageFromArray(values.astype(np.float32))
         image.CopyInformation(images[0])
         return image
@@ -224,7 +227,8 @@ def build_derived_series(image: sitk.Image, template: Dataset, kind: str, *, ser
     return slices
 
 
-def _crop_box(image: sitk.Image, lo_mm: np.ndarray, hi_mm: np.ndarray) -> tuple[list[int], list[int]]:
+def _crop_box(image: sitk.Image, lo_mm: npt.NDArray[np.float64],
+              hi_mm: npt.NDArray[np.float64]) -> tuple[list[int], list[int]]:
     """(index, size) of the region of ``image`` holding the box [lo, hi] (mm), clipped to the image."""
     corners = np.array([[x, y, z] for x in (lo_mm[0], hi_mm[0]) for y in (lo_mm[1], hi_mm[1])
                         for z in (lo_mm[2], hi_mm[2])])
@@ -262,6 +266,7 @@ def propagate_gtv(gtv: ROI, images: Sequence[sitk.Image], reference_index: int, 
         if p == reference_index:
             results.append(occupancy)
             continue
+        assert register is not None  # more than one phase: checked above
         transform = register(sitk.RegionOfInterest(image, size, index), moving)
         results.append(sitk.Resample(occupancy, image, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
         log.info("4D CT: GTV propagated to phase %d of %d", p + 1, len(images))
@@ -276,7 +281,8 @@ def compute_centroid_mm(occupancy: sitk.Image) -> tuple[float, float, float]:
         raise Ct4dError("empty GTV: no centroid")
     k, j, i = (np.tensordot(weights.sum(axis=tuple(a for a in range(3) if a != axis)), np.arange(n), axes=1) / total
                for axis, n in enumerate(weights.shape))
-    return tuple(float(v) for v in occupancy.TransformContinuousIndexToPhysicalPoint((i, j, k)))  # type: ignore[return-value]
+    x, y, z = occupancy.TransformContinuousIndexToPhysicalPoint((i, j, k))
+    return float(x), float(y), float(z)
 
 
 def compute_itv(occupancies: Sequence[sitk.Image]) -> sitk.Image:
@@ -348,7 +354,7 @@ class Ct4dAnalysis:
     projections: Projections = field(repr=False)
     motion: MotionReport
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {**self.motion.to_dict(), "gtv": self.gtv_name,
                 "reference_phase_percent": self.phases[self.reference_index].percent,
                 "phase_sources": sorted({p.source for p in self.phases})}
@@ -361,8 +367,8 @@ def select_gtv(structure_set: StructureSet, name: str | None) -> ROI:
     candidates = [r for r in structure_set.rois if not r.is_empty and r.interpreted_type.upper() == "GTV"]
     candidates = candidates or [r for r in structure_set.rois if not r.is_empty and r.name.upper().startswith("GTV")]
     if len(candidates) != 1:
-        raise Ct4dError(f"{len(candidates)} GTV candidates in the structure set ({', '.join(structure_set.roi_names)}); "
-                        "name the GTV")
+        raise Ct4dError(f"{len(candidates)} GTV candidates in the structure set "
+                        f"({', '.join(structure_set.roi_names)}); name the GTV")
     return candidates[0]
 
 

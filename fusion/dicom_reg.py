@@ -21,8 +21,10 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import SimpleITK as sitk
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
@@ -56,7 +58,8 @@ def build_registration_dataset(registration: Registration, fixed: sitk.Image, mo
     fixed_info, moving_info = read_series_info(fixed), read_series_info(moving)
     for role, info in (("fixed", fixed_info), ("moving", moving_info)):
         if not info.series_instance_uid or not info.frame_of_reference_uid:
-            raise RegistrationError(f"the {role} image has no series/frame of reference UIDs (load it with load_series)")
+            raise RegistrationError(f"the {role} image has no series/frame of reference UIDs "
+                                    "(load it with load_series)")
     deformable = registration.kind is RegistrationKind.DEFORMABLE
     sop_class = DEFORMABLE_SPATIAL_REGISTRATION if deformable else SPATIAL_REGISTRATION
     fingerprint = _fingerprint(registration)
@@ -97,7 +100,8 @@ def build_registration_dataset(registration: Registration, fixed: sitk.Image, mo
         ])
     else:
         moving_to_fixed = np.linalg.inv(compute_affine_matrix(registration.transform))
-        ds.RegistrationSequence = Sequence([_rigid_item(fixed_info, np.eye(4)), _rigid_item(moving_info, moving_to_fixed)])
+        ds.RegistrationSequence = Sequence([_rigid_item(fixed_info, np.eye(4)),
+                                            _rigid_item(moving_info, moving_to_fixed)])
     document = {"qa": qa.to_dict() if qa is not None else None, "registration_seconds": round(registration.seconds, 3),
                 "metric_value": registration.metric_value, "kind": registration.kind.value}
     block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR, create=True)
@@ -138,7 +142,8 @@ def read_registration(ds: Dataset) -> Registration:
         fixed = (_info(fixed_item, "SourceFrameOfReferenceUID", series_of) if fixed_item is not None
                  else SeriesInfo("", registered_frame, "", "", "", ()))
         return Registration(build_field_transform(field_image), RegistrationKind.DEFORMABLE, fixed,
-                            _info(moving_item, "SourceFrameOfReferenceUID", series_of), seconds, field_image, metric, qa)
+                            _info(moving_item, "SourceFrameOfReferenceUID", series_of),
+                            seconds, field_image, metric, qa)
     raise RegistrationError(f"SOP class {sop_class or '(none)'} is not a spatial registration")
 
 
@@ -161,7 +166,8 @@ def _summary(registration: Registration, qa: RegistrationQA | None) -> str:
 
 
 def _instance_references(fixed: SeriesInfo, moving: SeriesInfo, study_uid: str) -> tuple[Sequence, Sequence]:
-    same_study, other_studies = Sequence(), {}
+    same_study = Sequence()
+    other_studies: dict[str, Sequence] = {}
     for info in (fixed, moving):
         series = Dataset()
         series.SeriesInstanceUID = info.series_instance_uid
@@ -186,14 +192,14 @@ def _image_reference(info: SeriesInfo, sop_instance_uid: str) -> Dataset:
     return item
 
 
-def _matrix_item(matrix: np.ndarray) -> Dataset:
+def _matrix_item(matrix: npt.NDArray[np.floating[Any]]) -> Dataset:
     item = Dataset()
     item.FrameOfReferenceTransformationMatrixType = "RIGID"
     item.FrameOfReferenceTransformationMatrix = [_ds(v) for v in np.asarray(matrix, dtype=float).ravel()]
     return item
 
 
-def _rigid_item(info: SeriesInfo, matrix: np.ndarray) -> Dataset:
+def _rigid_item(info: SeriesInfo, matrix: npt.NDArray[np.floating[Any]]) -> Dataset:
     item = Dataset()
     item.FrameOfReferenceUID = info.frame_of_reference_uid
     item.ReferencedImageSequence = Sequence([_image_reference(info, uid) for uid in info.sop_instance_uids])
@@ -232,7 +238,7 @@ def _ds(value: float) -> str:
     return "0" if abs(value) < 1e-12 else format_number_as_ds(value)
 
 
-def _read_matrix(item: Dataset, direct: bool = False) -> np.ndarray:
+def _read_matrix(item: Dataset, direct: bool = False) -> npt.NDArray[np.float64]:
     try:
         matrix_item = item if direct else item.MatrixRegistrationSequence[0].MatrixSequence[0]
         values = [float(v) for v in matrix_item.FrameOfReferenceTransformationMatrix]
@@ -253,9 +259,11 @@ def _read_grid(grid: Dataset) -> sitk.Image:
     except (AttributeError, TypeError, ValueError):
         raise RegistrationError("an incomplete DeformableRegistrationGridSequence item") from None
     if vectors.size != 3 * int(np.prod(size)):
-        raise RegistrationError(f"VectorGridData holds {vectors.size} values, GridDimensions {size} need {3 * np.prod(size)}")
+        raise RegistrationError(f"VectorGridData holds {vectors.size} values, "
+                                f"GridDimensions {size} need {3 * np.prod(size)}")
     row, col = cosines[:3], cosines[3:]
-    field_image = sitk.GetImageFromArray(vectors.reshape(size[2], size[1], size[0], 3).astype(np.float64), isVector=True)
+    field_image = sitk.GetImageFromArray(vectors.reshape(size[2], size[1], size[0], 3).astype(np.float64),
+                                         isVector=True)
     field_image.SetOrigin(origin)
     field_image.SetSpacing(spacing)
     field_image.SetDirection(tuple(float(v) for v in np.column_stack([row, col, np.cross(row, col)]).ravel()))
@@ -282,7 +290,7 @@ def _info(item: Dataset, frame_keyword: str, series_of: dict[str, tuple[str, str
     return SeriesInfo(series_uid, str(item.get(frame_keyword, "")), study_uid, "", sop_class, instances)
 
 
-def _read_private(ds: Dataset) -> dict:
+def _read_private(ds: Dataset) -> dict[str, Any]:
     try:
         block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR)
         value = block[0x01].value

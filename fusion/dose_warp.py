@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import SimpleITK as sitk
 
 from fusion.errors import FusionError
@@ -66,7 +67,9 @@ def compute_voxel_grid(image: sitk.Image) -> VoxelGrid:
     patient_spacing, patient_size = np.zeros(3), np.zeros(3, dtype=int)
     for c, axis in enumerate(axis_of_column):
         patient_spacing[axis], patient_size[axis] = spacing[c], size[c]
-    return VoxelGrid(origin_mm=tuple(float(v) for v in lo), spacing_mm=tuple(float(v) for v in patient_spacing),
+    x0, y0, z0 = (float(v) for v in lo)
+    dx, dy, dz = (float(v) for v in patient_spacing)
+    return VoxelGrid(origin_mm=(x0, y0, z0), spacing_mm=(dx, dy, dz),
                      shape=(int(patient_size[2]), int(patient_size[1]), int(patient_size[0])))
 
 
@@ -81,11 +84,13 @@ def compute_covering_grid(image: sitk.Image, spacing_mm: tuple[float, float, flo
         raise ValueError(f"spacing must be positive: {spacing_mm}")
     counts = np.maximum(np.ceil((hi - lo) / spacing - 1e-6).astype(int), 1)
     origin = (lo + hi) / 2.0 - (counts - 1) * spacing / 2.0
-    return VoxelGrid(origin_mm=tuple(float(v) for v in origin), spacing_mm=tuple(float(v) for v in spacing),
+    x0, y0, z0 = (float(v) for v in origin)
+    dx, dy, dz = (float(v) for v in spacing)
+    return VoxelGrid(origin_mm=(x0, y0, z0), spacing_mm=(dx, dy, dz),
                      shape=(int(counts[2]), int(counts[1]), int(counts[0])))
 
 
-def _grid_image(grid: VoxelGrid, values: np.ndarray | None = None) -> sitk.Image:
+def _grid_image(grid: VoxelGrid, values: npt.NDArray[np.float64] | None = None) -> sitk.Image:
     image = sitk.GetImageFromArray(np.zeros(grid.shape, np.float32) if values is None else values.astype(np.float64))
     image.SetOrigin(grid.origin_mm)
     image.SetSpacing(grid.spacing_mm)
@@ -112,7 +117,8 @@ def warp_dose(dose: DoseGrid, transform: sitk.Transform | None, target: VoxelGri
 
 
 def accumulate_doses(courses: Sequence[DoseCourse], target: VoxelGrid, *, frame_of_reference_uid: str = "",
-                     mode: str = "physical", alpha_beta_by_roi: Mapping[str, tuple[np.ndarray, float]] | None = None,
+                     mode: str = "physical",
+                     alpha_beta_by_roi: Mapping[str, tuple[npt.NDArray[np.float64], float]] | None = None,
                      default_alpha_beta_gy: float = 3.0, outside: str = "nan",
                      override_qa: bool = False) -> DoseGrid:
     """The sum of ``courses`` on ``target`` (Gy), physical (``mode="physical"``) or EQD2 (``mode="eqd2"``).

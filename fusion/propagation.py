@@ -13,8 +13,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import SimpleITK as sitk
 
 from fusion.errors import FusionError
@@ -41,7 +43,7 @@ class OverlapStats:
     volume_cc: float
     reference_volume_cc: float
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"roi_name": self.roi_name, "dice": round(self.dice, 4), "hausdorff95_mm": round(self.hausdorff95_mm, 3),
                 "hausdorff_max_mm": round(self.hausdorff_max_mm, 3), "volume_cc": round(self.volume_cc, 3),
                 "reference_volume_cc": round(self.reference_volume_cc, 3)}
@@ -55,7 +57,7 @@ class PropagatedROI:
     interpreted_type: str
     colour: tuple[int, int, int] | None
     mask: sitk.Image = field(repr=False)
-    polygons_mm: tuple[np.ndarray, ...] = field(repr=False)
+    polygons_mm: tuple[npt.NDArray[np.float64], ...] = field(repr=False)
     volume_cc: float
 
     def to_contours(self) -> RoiContours:
@@ -76,11 +78,12 @@ def compute_roi_occupancy(roi: ROI, in_plane_spacing_mm: float) -> sitk.Image:
     dz = roi.compute_plane_spacing_mm(default_mm=in_plane_spacing_mm)
     lo, hi = roi.compute_bounds_mm()
     d = float(in_plane_spacing_mm)
-    origin = (lo[0] - _MARGIN_VOXELS * d, lo[1] - _MARGIN_VOXELS * d, planes[0] - _MARGIN_VOXELS * dz)
+    origin = (float(lo[0] - _MARGIN_VOXELS * d), float(lo[1] - _MARGIN_VOXELS * d),
+              float(planes[0] - _MARGIN_VOXELS * dz))
     nx = int(np.ceil((hi[0] - lo[0]) / d)) + 2 * _MARGIN_VOXELS + 1
     ny = int(np.ceil((hi[1] - lo[1]) / d)) + 2 * _MARGIN_VOXELS + 1
     nz = round((planes[-1] - planes[0]) / dz) + 2 * _MARGIN_VOXELS + 1
-    grid = VoxelGrid(origin_mm=tuple(float(v) for v in origin), spacing_mm=(d, d, float(dz)), shape=(nz, ny, nx))
+    grid = VoxelGrid(origin_mm=origin, spacing_mm=(d, d, float(dz)), shape=(nz, ny, nx))
     occupancy = sitk.GetImageFromArray(compute_mask(roi, grid).astype(np.float32))
     occupancy.SetOrigin(grid.origin_mm)
     occupancy.SetSpacing(grid.spacing_mm)
@@ -97,7 +100,8 @@ def compute_roi_mask(roi: ROI, reference: sitk.Image, transform: sitk.Transform 
     occupancy = compute_roi_occupancy(roi, min(spacing[0], spacing[1]))
     warped = sitk.Resample(occupancy, reference, transform or sitk.Transform(3, sitk.sitkIdentity), sitk.sitkLinear,
                            0.0, sitk.sitkFloat32)
-    return sitk.Cast(warped >= INSIDE_THRESHOLD, sitk.sitkUInt8)
+    mask: sitk.Image = sitk.Cast(warped >= INSIDE_THRESHOLD, sitk.sitkUInt8)
+    return mask
 
 
 def compute_mask_volume_cc(mask: sitk.Image) -> float:
@@ -130,12 +134,13 @@ def propagate_structure_set(structure_set: StructureSet, transform: sitk.Transfo
     return tuple(results)
 
 
-def _surface_distances_mm(from_mask: sitk.Image, to_mask: sitk.Image) -> np.ndarray:
+def _surface_distances_mm(from_mask: sitk.Image, to_mask: sitk.Image) -> npt.NDArray[np.float64]:
     """Distance (mm) from every surface voxel of ``from_mask`` to the surface of ``to_mask``."""
     distance = sitk.Abs(sitk.SignedMaurerDistanceMap(to_mask, insideIsPositive=False, squaredDistance=False,
                                                      useImageSpacing=True))
     surface = sitk.GetArrayFromImage(sitk.LabelContour(from_mask, fullyConnected=True)) != 0
-    return sitk.GetArrayFromImage(distance)[surface].astype(np.float64)
+    distances: npt.NDArray[np.float64] = sitk.GetArrayFromImage(distance)[surface].astype(np.float64)
+    return distances
 
 
 def compute_overlap(roi_name: str, mask: sitk.Image, reference: sitk.Image) -> OverlapStats:

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import SimpleITK as sitk
 
 from fusion.errors import UnusableRegistrationError
@@ -72,14 +74,14 @@ class RegistrationQA:
     def flagged(self) -> bool:
         return not self.passed
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (floats rounded to 1e-4)."""
         document = asdict(self)
         document["failures"] = list(self.failures)
         return {key: round(value, 4) if isinstance(value, float) else value for key, value in document.items()}
 
     @classmethod
-    def from_dict(cls, document: dict) -> RegistrationQA:
+    def from_dict(cls, document: dict[str, Any]) -> RegistrationQA:
         """The inverse of :meth:`to_dict`."""
         values = dict(document)
         values["failures"] = tuple(values.get("failures", ()))
@@ -89,7 +91,7 @@ class RegistrationQA:
 
 
 def compute_registration_qa(registration: Registration, fixed: sitk.Image, *, reverse: Registration | None = None,
-                            landmarks_mm: tuple[np.ndarray, np.ndarray] | None = None,
+                            landmarks_mm: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
                             thresholds: QAThresholds | None = None) -> RegistrationQA:
     """QA of ``registration`` on the grid of ``fixed``.
 
@@ -156,12 +158,16 @@ def compute_jacobian_stats(registration: Registration, fixed: sitk.Image) -> tup
     return _field_jacobian_stats(field_image)
 
 
-def compute_tre_mm(registration: Registration, fixed_points_mm: np.ndarray, moving_points_mm: np.ndarray) -> np.ndarray:
+def compute_tre_mm(registration: Registration, fixed_points_mm: npt.NDArray[np.float64],
+                   moving_points_mm: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Target registration error per landmark: ``|T(p_fixed) − p_moving|``, mm."""
-    return np.linalg.norm(registration.map_points_mm(fixed_points_mm) - moving_points_mm, axis=1)
+    mapped = registration.map_points_mm(fixed_points_mm)
+    errors: npt.NDArray[np.float64] = np.linalg.norm(mapped - moving_points_mm, axis=1)
+    return errors
 
 
-def compute_round_trip_errors_mm(forward: sitk.Transform, backward: sitk.Transform, points_mm: np.ndarray) -> np.ndarray:
+def compute_round_trip_errors_mm(forward: sitk.Transform, backward: sitk.Transform,
+                                 points_mm: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """``|backward(forward(x)) − x|`` for each point, mm."""
     errors = np.empty(len(points_mm))
     for i, point in enumerate(points_mm):
@@ -176,7 +182,7 @@ def _field_jacobian_stats(field_image: sitk.Image) -> tuple[float, float, float]
     return float(det.min()), float(det.max()), float(100.0 * np.count_nonzero(det <= 0) / det.size)
 
 
-def _qa_points(fixed: sitk.Image) -> np.ndarray:
+def _qa_points(fixed: sitk.Image) -> npt.NDArray[np.float64]:
     """Up to :data:`MAX_QA_POINTS` voxel centres on a regular sub-grid, inside the body when there is one."""
     size = np.array(fixed.GetSize())
     step = max(1, int(np.ceil((size.prod() / MAX_QA_POINTS) ** (1 / 3))))

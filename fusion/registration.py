@@ -23,9 +23,10 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 import SimpleITK as sitk
 
 from fusion.errors import RegistrationError
@@ -67,12 +68,13 @@ class Registration:
     metric_value: float | None = None
     qa: RegistrationQA | None = None
 
-    def map_points_mm(self, points_mm: np.ndarray) -> np.ndarray:
+    def map_points_mm(self, points_mm: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Fixed-space points (n, 3) mm mapped to moving space (n, 3) mm."""
-        return np.array([self.transform.TransformPoint(tuple(float(v) for v in p)) for p in np.atleast_2d(points_mm)])
+        return np.array([self.transform.TransformPoint(tuple(float(v) for v in p))
+                         for p in np.atleast_2d(points_mm)])
 
     @property
-    def rigid_matrix(self) -> np.ndarray:
+    def rigid_matrix(self) -> npt.NDArray[np.float64]:
         """The 4x4 homogeneous fixed → moving matrix of a rigid registration (RegistrationError otherwise)."""
         if self.kind is not RegistrationKind.RIGID:
             raise RegistrationError("a deformable registration has no single matrix")
@@ -142,6 +144,7 @@ def register_deformable(fixed: sitk.Image, moving: sitk.Image, *, settings: Defo
         raise ValueError("one iteration count per pyramid level")
     started = time.perf_counter()
     fixed_f, moving_f = _as_float(fixed), _as_float(moving)
+    rigid: sitk.Transform
     if initial is None:
         rigid, _ = _run_rigid(fixed_f, moving_f, settings.rigid, progress, 0.0, 0.25)
     else:
@@ -172,13 +175,14 @@ def build_field_transform(displacement_field: sitk.Image) -> sitk.DisplacementFi
     return sitk.DisplacementFieldTransform(field_copy)  # takes ownership of (and empties) its argument
 
 
-def compute_affine_matrix(transform: sitk.Transform) -> np.ndarray:
+def compute_affine_matrix(transform: sitk.Transform) -> npt.NDArray[np.float64]:
     """The 4x4 homogeneous matrix of a linear (rigid/affine) SimpleITK transform."""
     linear = sitk.AffineTransform(3)
+    source: Any = transform  # duck-typed: only the linear subclasses have GetMatrix/GetTranslation/GetCenter
     try:
-        linear.SetMatrix(transform.GetMatrix())
-        linear.SetTranslation(transform.GetTranslation())
-        linear.SetCenter(transform.GetCenter())
+        linear.SetMatrix(source.GetMatrix())
+        linear.SetTranslation(source.GetTranslation())
+        linear.SetCenter(source.GetCenter())
     except (AttributeError, RuntimeError):
         raise RegistrationError(f"{transform.GetName()} is not a linear transform") from None
     matrix = np.eye(4)
@@ -188,7 +192,7 @@ def compute_affine_matrix(transform: sitk.Transform) -> np.ndarray:
     return matrix
 
 
-def build_rigid_transform(matrix: np.ndarray) -> sitk.Euler3DTransform:
+def build_rigid_transform(matrix: npt.ArrayLike) -> sitk.Euler3DTransform:
     """A rigid Euler3DTransform from a 4x4 homogeneous matrix (RegistrationError if not a rotation)."""
     matrix = np.asarray(matrix, dtype=float)
     rotation = matrix[:3, :3]
@@ -259,19 +263,20 @@ def _resample_field(field_image: sitk.Image, reference: sitk.Image) -> sitk.Imag
     resampler.SetInterpolator(sitk.sitkLinear)
     resampler.SetOutputPixelType(sitk.sitkVectorFloat64)
     resampler.SetUseNearestNeighborExtrapolator(True)
-    return resampler.Execute(field_image)
+    resampled: sitk.Image = resampler.Execute(field_image)
+    return resampled
 
 
 def _level_shrink(image: sitk.Image, target_mm: float) -> list[int]:
     """Per-axis shrink factors giving about ``target_mm`` voxels, never fewer than 4 voxels along an axis."""
     factors = [max(1, round(target_mm / spacing)) for spacing in image.GetSpacing()]
-    return [f if n // f >= 4 else 1 for f, n in zip(factors, image.GetSize())]
+    return [f if n // f >= 4 else 1 for f, n in zip(factors, image.GetSize(), strict=True)]
 
 
 def _run_demons(fixed: sitk.Image, moving: sitk.Image, settings: DeformableSettings,
                 progress: Progress | None) -> tuple[sitk.Image, float]:
     plan: list[tuple[list[int], int]] = []
-    for target, iterations in zip(settings.level_spacings_mm, settings.iterations):
+    for target, iterations in zip(settings.level_spacings_mm, settings.iterations, strict=True):
         shrink = _level_shrink(fixed, target)
         if plan and plan[-1][0] == shrink:  # the image is coarser than this level: merge
             plan[-1] = (shrink, plan[-1][1] + iterations)
@@ -298,7 +303,8 @@ def _run_demons(fixed: sitk.Image, moving: sitk.Image, settings: DeformableSetti
         if progress:
             offset, n_levels = done_iterations, len(plan)
 
-            def on_iteration(filter_=demons, offset=offset, level=level, n_levels=n_levels) -> None:
+            def on_iteration(filter_: sitk.FastSymmetricForcesDemonsRegistrationFilter = demons, offset: int = offset,
+                             level: int = level, n_levels: int = n_levels) -> None:
                 done = (offset + filter_.GetElapsedIterations()) / total_iterations
                 progress(0.25 + 0.7 * done, f"demons level {level + 1}/{n_levels}, MSE {filter_.GetMetric():.1f}")
             demons.AddCommand(sitk.sitkIterationEvent, on_iteration)

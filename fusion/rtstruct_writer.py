@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
@@ -31,18 +32,18 @@ class RoiContours:
     """One ROI to write: name, CLOSED_PLANAR polygons ((N, 3) LPS mm arrays), RTROIInterpretedType, colour."""
 
     name: str
-    polygons_mm: tuple[np.ndarray, ...] = field(repr=False)
+    polygons_mm: tuple[npt.NDArray[np.float64], ...] = field(repr=False)
     interpreted_type: str = "ORGAN"
     colour: tuple[int, int, int] | None = None
 
 
-def _trace_loops(mask2d: np.ndarray) -> list[np.ndarray]:
+def _trace_loops(mask2d: npt.NDArray[np.bool_]) -> list[npt.NDArray[np.float64]]:
     """Closed outlines (corner coordinates (i, j), pixel (j, i) spanning [i, i+1] x [j, j+1]) of a 2D mask."""
     inside = np.pad(np.asarray(mask2d, dtype=bool), 1)
     edges: dict[tuple[int, int], list[tuple[int, int]]] = {}
 
-    def add(starts_i: np.ndarray, starts_j: np.ndarray, di: int, dj: int) -> None:
-        for i, j in zip(starts_i.tolist(), starts_j.tolist()):
+    def add(starts_i: npt.NDArray[np.intp], starts_j: npt.NDArray[np.intp], di: int, dj: int) -> None:
+        for i, j in zip(starts_i.tolist(), starts_j.tolist(), strict=True):
             edges.setdefault((i, j), []).append((i + di, j + dj))
 
     core = inside[1:-1, 1:-1]
@@ -73,15 +74,16 @@ def _trace_loops(mask2d: np.ndarray) -> list[np.ndarray]:
     return loops
 
 
-def _drop_collinear(loop: np.ndarray) -> np.ndarray:
+def _drop_collinear(loop: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """The loop without vertices that lie on a straight run (staircase outlines have many)."""
     before = loop - np.roll(loop, 1, axis=0)
     after = np.roll(loop, -1, axis=0) - loop
     cross = before[:, 0] * after[:, 1] - before[:, 1] * after[:, 0]
-    return loop[cross != 0]
+    kept: npt.NDArray[np.float64] = loop[cross != 0]
+    return kept
 
 
-def compute_mask_polygons(mask: sitk.Image) -> tuple[np.ndarray, ...]:
+def compute_mask_polygons(mask: sitk.Image) -> tuple[npt.NDArray[np.float64], ...]:
     """CLOSED_PLANAR polygons ((N, 3) LPS mm) outlining the non-zero voxels of ``mask``, slice by slice.
 
     Vertices lie on the voxel corners of each slice, in that slice's plane (the slice centre).
@@ -98,12 +100,12 @@ def compute_mask_polygons(mask: sitk.Image) -> tuple[np.ndarray, ...]:
     return tuple(polygons)
 
 
-def _normal_of(ds: Dataset) -> np.ndarray:
+def _normal_of(ds: Dataset) -> npt.NDArray[np.float64]:
     orientation = np.asarray([float(v) for v in ds.ImageOrientationPatient], dtype=np.float64)
     return np.cross(orientation[:3], orientation[3:])
 
 
-def _slice_lookup(slices: Sequence[Dataset]) -> tuple[np.ndarray, np.ndarray, float]:
+def _slice_lookup(slices: Sequence[Dataset]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], float]:
     """(normal, positions along it, tolerance) of the reference slices, mm."""
     normal = _normal_of(slices[0])
     positions = np.asarray([np.dot(normal, [float(v) for v in ds.ImagePositionPatient]) for ds in slices])
@@ -120,7 +122,7 @@ def _reference(sop_class_uid: str, sop_instance_uid: str) -> Dataset:
     return item
 
 
-def _format_points(points_mm: np.ndarray) -> list[str]:
+def _format_points(points_mm: npt.NDArray[np.float64]) -> list[str]:
     return [f"{round(float(v), 4) + 0.0:.10g}" for v in points_mm.ravel()]
 
 
@@ -175,7 +177,7 @@ def build_rtstruct(reference_slices: Sequence[Dataset], rois: Sequence[RoiContou
         item.ROIName = roi.name[:64]
         item.ROIGenerationAlgorithm = "AUTOMATIC"
         roi_items.append(item)
-        contours = []
+        contours: list[Dataset] = []
         for polygon in roi.polygons_mm:
             contour = Dataset()
             nearest = int(np.argmin(np.abs(positions - float(np.dot(normal, polygon[0])))))

@@ -10,11 +10,13 @@ and is read back with :func:`read_series_info`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, TypeVar, overload
 
 import numpy as np
+import numpy.typing as npt
 import SimpleITK as sitk
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
@@ -33,6 +35,8 @@ INSTANCES_KEY = "SOPInstanceUIDs"
 ORIENTATION_TOLERANCE = 1e-4  # direction cosine difference
 POSITION_TOLERANCE_MM = 0.01  # in-plane position difference between slices
 SPACING_TOLERANCE = 0.01  # relative slice-gap deviation from the median
+
+_Values = TypeVar("_Values", bound=tuple[float, ...])
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +127,14 @@ def _read_all(source: str | Path | Iterable[Dataset | str | Path]) -> list[Datas
     return [item if isinstance(item, Dataset) else _read_file(Path(item), strict=True) for item in items]
 
 
+@overload
+def _read_file(path: Path, *, strict: Literal[True]) -> Dataset: ...
+
+
+@overload
+def _read_file(path: Path, *, strict: bool) -> Dataset | None: ...
+
+
 def _read_file(path: Path, *, strict: bool) -> Dataset | None:
     try:
         return dcmread(path)
@@ -153,13 +165,16 @@ def _image_slices(datasets: Sequence[Dataset], series_instance_uid: str | None) 
     return images
 
 
-def _orientation(slices: Sequence[Dataset]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _orientation(
+    slices: Sequence[Dataset],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     cosines = np.array([[float(v) for v in ds.ImageOrientationPatient] for ds in slices])
     if cosines.shape[1] != 6:
         raise VolumeError("ImageOrientationPatient must have 6 values")
     spread = np.abs(cosines - cosines[0]).max()
     if spread > ORIENTATION_TOLERANCE:
-        odd = next(ds for ds, c in zip(slices, cosines) if np.abs(c - cosines[0]).max() > ORIENTATION_TOLERANCE)
+        odd = next(ds for ds, c in zip(slices, cosines, strict=True)
+                   if np.abs(c - cosines[0]).max() > ORIENTATION_TOLERANCE)
         raise VolumeError(f"slice {odd.SOPInstanceUID} has another orientation than the first slice")
     row, col = cosines[0, :3], cosines[0, 3:]
     if abs(np.linalg.norm(row) - 1) > 1e-3 or abs(np.linalg.norm(col) - 1) > 1e-3 or abs(row @ col) > 1e-3:
@@ -168,19 +183,19 @@ def _orientation(slices: Sequence[Dataset]) -> tuple[np.ndarray, np.ndarray, np.
     return row, col, np.cross(row, col)
 
 
-def _common(slices: Sequence[Dataset], what: str, read) -> tuple:
+def _common(slices: Sequence[Dataset], what: str, read: Callable[[Dataset], _Values]) -> _Values:
     try:
         values = [read(ds) for ds in slices]
     except (AttributeError, TypeError, ValueError):
         raise VolumeError(f"{what} missing or invalid in a slice") from None
-    for ds, value in zip(slices, values):
+    for ds, value in zip(slices, values, strict=True):
         if not np.allclose(value, values[0], rtol=1e-5, atol=1e-6):
             raise VolumeError(f"slice {ds.SOPInstanceUID} has {what} {value}, the first slice {values[0]}")
     return values[0]
 
 
-def _slice_spacing(slices: Sequence[Dataset], positions: np.ndarray, distances: np.ndarray,
-                   row: np.ndarray, col: np.ndarray) -> float:
+def _slice_spacing(slices: Sequence[Dataset], positions: npt.NDArray[np.float64], distances: npt.NDArray[np.float64],
+                   row: npt.NDArray[np.float64], col: npt.NDArray[np.float64]) -> float:
     in_plane = positions[:, None, :] @ np.column_stack([row, col])
     shift = np.abs(in_plane[:, 0, :] - in_plane[0, 0, :]).max(axis=1)
     if shift.max() > POSITION_TOLERANCE_MM:
@@ -214,11 +229,12 @@ def _slice_spacing(slices: Sequence[Dataset], positions: np.ndarray, distances: 
     return spacing
 
 
-def _rescaled(ds: Dataset) -> np.ndarray:
+def _rescaled(ds: Dataset) -> npt.NDArray[np.float32]:
     try:
         pixels = ds.pixel_array
     except (AttributeError, ValueError, NotImplementedError, RuntimeError) as exc:
-        raise VolumeError(f"pixel data of {ds.get('SOPInstanceUID')} cannot be decoded ({type(exc).__name__})") from None
+        raise VolumeError(f"pixel data of {ds.get('SOPInstanceUID')} cannot be decoded "
+                          f"({type(exc).__name__})") from None
     if pixels.ndim != 2:
         raise VolumeError(f"slice {ds.get('SOPInstanceUID')} is not a single-frame greyscale image")
     slope = float(ds.get("RescaleSlope", 1) or 1)

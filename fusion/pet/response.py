@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from enum import Enum
 from itertools import pairwise
+from typing import Any
 
 import numpy as np
 
@@ -89,7 +90,7 @@ class LesionMeasurement:
     volume_cc: float | None = None
     longest_diameter_mm: float | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "SULpeak": self.sul_peak, "SUVmax": self.suv_max, "SUVpeak": self.suv_peak,
                 "TLG": self.tlg, "MTV_cc": self.mtv_cc, "volume_cc": self.volume_cc,
                 "longest_diameter_mm": self.longest_diameter_mm}
@@ -128,8 +129,9 @@ class TimePoint:
         values = self._values("tlg")
         return sum(values) if values else None
 
-    def to_dict(self) -> dict:
-        return {"date": self.date.isoformat(), "label": self.label, "lesions": [l.to_dict() for l in self.lesions],
+    def to_dict(self) -> dict[str, Any]:
+        return {"date": self.date.isoformat(), "label": self.label,
+                "lesions": [lesion.to_dict() for lesion in self.lesions],
                 "liver_sul_mean": self.liver_sul_mean, "liver_sul_sd": self.liver_sul_sd,
                 "reference_suv_mean": self.reference_suv_mean, "uptake_s": self.uptake_s,
                 "new_lesions": self.new_lesions, "study_instance_uid": self.study_instance_uid}
@@ -166,7 +168,7 @@ class PercistResult:
     reasons: tuple[str, ...] = field(default=())
     notes: tuple[str, ...] = field(default=())
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"criteria": "PERCIST 1.0", "category": self.category.value,
                 "baseline_SULpeak": self.baseline_sul_peak, "followup_SULpeak": self.followup_sul_peak,
                 "SULpeak_change_percent": self.change_percent, "SULpeak_change": self.change_sul,
@@ -214,7 +216,8 @@ def assess_percist(baseline: TimePoint, followup: TimePoint) -> PercistResult:
     reasons = []
     if followup.new_lesions:
         reasons.append("new FDG-avid lesion")
-    if percent is not None and change is not None and _more_than(percent, PERCIST_PERCENT) and _more_than(change, PERCIST_SUL):
+    if (percent is not None and change is not None and _more_than(percent, PERCIST_PERCENT)
+            and _more_than(change, PERCIST_SUL)):
         reasons.append(f"SULpeak +{percent:.1f} % and +{change:.2f} SUL")
     if tlg_percent is not None and _more_than(tlg_percent, PERCIST_TLG_PERCENT):
         reasons.append(f"TLG +{tlg_percent:.1f} %")
@@ -224,7 +227,8 @@ def assess_percist(baseline: TimePoint, followup: TimePoint) -> PercistResult:
         category, reasons = PercistCategory.CMR, ["no lesion uptake left"]
     elif followup.liver_sul_mean is not None and f <= followup.liver_sul_mean + _EPS:
         category, reasons = PercistCategory.CMR, [f"SULpeak {f:.2f} <= liver SULmean {followup.liver_sul_mean:.2f}"]
-    elif percent is not None and change is not None and _at_least(-percent, PERCIST_PERCENT) and _at_least(-change, PERCIST_SUL):
+    elif (percent is not None and change is not None and _at_least(-percent, PERCIST_PERCENT)
+          and _at_least(-change, PERCIST_SUL)):
         category, reasons = PercistCategory.PMR, [f"SULpeak {percent:.1f} % and {change:.2f} SUL"]
     else:
         category = PercistCategory.SMD
@@ -244,7 +248,7 @@ class EortcResult:
     cycles: int
     reasons: tuple[str, ...] = field(default=())
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"criteria": "EORTC 1999", "category": self.category.value, "baseline_SUVmax": self.baseline_suv_max,
                 "followup_SUVmax": self.followup_suv_max, "SUVmax_change_percent": self.change_percent,
                 "extent_change_percent": self.extent_change_percent, "cycles": self.cycles,
@@ -315,7 +319,7 @@ class LesionChange:
     followup_diameter_mm: float | None
     diameter_change_percent: float | None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "baseline_volume_cc": self.baseline_volume_cc,
                 "followup_volume_cc": self.followup_volume_cc, "volume_change_percent": self.volume_change_percent,
                 "baseline_longest_diameter_mm": self.baseline_diameter_mm,
@@ -353,7 +357,7 @@ class RecistResult:
     change_from_nadir_mm: float
     reasons: tuple[str, ...] = field(default=())
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"criteria": "RECIST 1.1 (contoured lesions)", "category": self.category.value,
                 "baseline_SLD_mm": self.baseline_sld_mm, "nadir_SLD_mm": self.nadir_sld_mm,
                 "current_SLD_mm": self.current_sld_mm,

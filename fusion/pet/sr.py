@@ -18,7 +18,7 @@ back from any such SR.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import highdicom as hd
 from pydicom.dataset import Dataset
@@ -98,7 +98,7 @@ def build_pet_report(
     groups = []
     for roi in stats:
         groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(entropy_srcs=seed + ["roi", roi.name]),
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(entropy_srcs=[*seed, "roi", roi.name]),
                                                          identifier=roi.name),
             time_point_context=context,
             finding_type=codes.SCT.Lesion,
@@ -110,7 +110,7 @@ def build_pet_report(
                                                    Code(category, SCHEME, CATEGORY_MEANINGS[category]))
                        for criterion, category in categories.items()]
         groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(entropy_srcs=seed + ["response"]),
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(entropy_srcs=[*seed, "response"]),
                                                          identifier="Response"),
             time_point_context=context,
             qualitative_evaluations=evaluations,
@@ -131,17 +131,18 @@ def build_pet_report(
     sr = hd.sr.Comprehensive3DSR(
         evidence=list(pet_slices),
         content=report,
-        series_instance_uid=series_instance_uid or generate_uid(entropy_srcs=seed + ["sr-series"]),
+        series_instance_uid=series_instance_uid or generate_uid(entropy_srcs=[*seed, "sr-series"]),
         series_number=series_number,
-        sop_instance_uid=sop_instance_uid or generate_uid(entropy_srcs=seed + ["sr"]),
+        sop_instance_uid=sop_instance_uid or generate_uid(entropy_srcs=[*seed, "sr"]),
         instance_number=1,
         manufacturer=manufacturer,
         is_complete=True,
         series_description="PET measurements",
     )
     # dated by the PET series, not the clock, so the same inputs give byte-identical SRs (idempotent ingest)
-    sr.InstanceCreationDate = sr.ContentDate = content_date
-    sr.InstanceCreationTime = sr.ContentTime = content_time
+    # highdicom's attributes are inferred as DA/TM; pydicom takes the DICOM string as well
+    sr.InstanceCreationDate = sr.ContentDate = content_date  # type: ignore[assignment]
+    sr.InstanceCreationTime = sr.ContentTime = content_time  # type: ignore[assignment]
     for equipment in sr.get("ContributingEquipmentSequence", []):
         if "ContributionDateTime" in equipment:
             equipment.ContributionDateTime = content_date + content_time
@@ -157,7 +158,7 @@ def read_pet_report(ds: Dataset) -> dict[str, dict[str, object]]:
     """{tracking identifier: {"<concept> (<derivation>)" or "<concept>": value or category code}} of an SR."""
     groups: dict[str, dict[str, object]] = {}
 
-    def walk(items, group: dict[str, object] | None) -> None:
+    def walk(items: Iterable[Dataset], group: dict[str, object] | None) -> None:
         for item in items:
             name = _meaning(item, "ConceptNameCodeSequence")
             if item.ValueType == "CONTAINER" and name == "Measurement Group":

@@ -25,8 +25,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from fusion.pet.errors import PetGeometryError, SuvTagError
 from fusion.pet.suv import SuvImage, SuvType
@@ -63,7 +65,7 @@ class RoiStats:
     max_position_mm: tuple[float, float, float]
     peak_position_mm: tuple[float, float, float]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "suv_type": self.suv_type, "unit": self.unit, "volume_cc": self.volume_cc,
             "SUVmax": self.suv_max, "SUVmean": self.suv_mean, "SUVsd": self.suv_sd, "SUVpeak": self.suv_peak,
@@ -74,7 +76,7 @@ class RoiStats:
 
 
 def compute_sphere_kernel(spacing_mm: Sequence[float], radius_mm: float = PEAK_SPHERE_RADIUS_MM,
-                          subsamples: int = _SUBSAMPLES) -> tuple[np.ndarray, np.ndarray]:
+                          subsamples: int = _SUBSAMPLES) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
     """Voxel offsets (n, 3) as (dz, dy, dx) and weights (n,) summing to 1: each voxel's share of a sphere."""
     dx, dy, dz = spacing_mm
     reach = [math.ceil(radius_mm / d + 0.5) for d in (dz, dy, dx)]
@@ -94,7 +96,7 @@ def compute_sphere_kernel(spacing_mm: Sequence[float], radius_mm: float = PEAK_S
     return np.array(offsets, dtype=np.int64), w / w.sum()
 
 
-def compute_peak(values: np.ndarray, centres: np.ndarray, spacing_mm: Sequence[float],
+def compute_peak(values: npt.NDArray[np.float64], centres: npt.NDArray[np.bool_], spacing_mm: Sequence[float],
                  radius_mm: float = PEAK_SPHERE_RADIUS_MM) -> tuple[float, tuple[int, int, int]]:
     """Highest sphere mean over the voxel centres where ``centres`` is True, and that voxel's index (z, y, x)."""
     if not centres.any():
@@ -104,27 +106,28 @@ def compute_peak(values: np.ndarray, centres: np.ndarray, spacing_mm: Sequence[f
     idx = np.argwhere(centres)
     lo, hi = idx.min(axis=0), idx.max(axis=0) + 1
     padded = np.pad(values.astype(np.float64), [(r, r) for r in reach], constant_values=np.nan)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-    means = np.zeros(tuple(int(b - a) for a, b in zip(lo, hi)))
-    for (k, j, i), w in zip(offsets, weights):
-        sl = tuple(slice(int(a + r + o), int(b + r + o)) for a, b, r, o in zip(lo, hi, reach, (k, j, i)))
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    means = np.zeros(tuple(int(b - a) for a, b in zip(lo, hi, strict=True)))
+    for (k, j, i), w in zip(offsets, weights, strict=True):
+        sl = tuple(slice(int(a + r + o), int(b + r + o)) for a, b, r, o in zip(lo, hi, reach, (k, j, i), strict=True))
         means += w * padded[sl]
     means[~centres[box]] = np.nan
     if np.isnan(means).all():
         raise PetGeometryError("every SUVpeak sphere of the ROI leaves the image")
     flat = int(np.nanargmax(means))
     where = np.unravel_index(flat, means.shape)
-    return float(means[where]), tuple(int(w + a) for w, a in zip(where, lo))  # type: ignore[return-value]
+    k, j, i = (int(w + a) for w, a in zip(where, lo, strict=True))
+    return float(means[where]), (k, j, i)
 
 
-def _position_mm(grid: VoxelGrid, index: Sequence[int]) -> tuple[float, float, float]:
+def _position_mm(grid: VoxelGrid, index: Sequence[int | np.integer[Any]]) -> tuple[float, float, float]:
     k, j, i = index
     ox, oy, oz = grid.origin_mm
     dx, dy, dz = grid.spacing_mm
     return (ox + i * dx, oy + j * dy, oz + k * dz)
 
 
-def compute_roi_stats(image: SuvImage, occupancy: np.ndarray, name: str) -> RoiStats:
+def compute_roi_stats(image: SuvImage, occupancy: npt.NDArray[np.float64], name: str) -> RoiStats:
     """Statistics of the ROI with fractional ``occupancy`` (0..1, the image's shape) in ``image``."""
     if occupancy.shape != image.values.shape:
         raise PetGeometryError(f"ROI {name!r} mask {occupancy.shape} != PET grid {image.values.shape}")
@@ -156,7 +159,8 @@ def compute_roi_stats(image: SuvImage, occupancy: np.ndarray, name: str) -> RoiS
     )
 
 
-def _threshold_volume(values: np.ndarray, inside: np.ndarray, threshold: float, voxel_cc: float) -> tuple[float, float]:
+def _threshold_volume(values: npt.NDArray[np.float64], inside: npt.NDArray[np.bool_], threshold: float,
+                      voxel_cc: float) -> tuple[float, float]:
     """(volume cc, TLG g) of the ROI voxels at or above ``threshold``."""
     region = inside & (values >= threshold)
     volume = float(region.sum() * voxel_cc)
@@ -189,7 +193,7 @@ def _index_of(grid: VoxelGrid, point_mm: Sequence[float]) -> tuple[int, int, int
     return index[2], index[1], index[0]
 
 
-def _grow(candidates: np.ndarray, start: tuple[int, int, int]) -> np.ndarray:
+def _grow(candidates: npt.NDArray[np.bool_], start: tuple[int, int, int]) -> npt.NDArray[np.bool_]:
     """The 6-connected component of ``candidates`` containing ``start``."""
     region = np.zeros_like(candidates)
     region[start] = True
@@ -209,7 +213,7 @@ def _grow(candidates: np.ndarray, start: tuple[int, int, int]) -> np.ndarray:
 
 def segment_from_seed(image: SuvImage, seed_mm: Sequence[float], *, threshold: float | None = None,
                       fraction_of_max: float = MTV_FRACTION_OF_MAX,
-                      search_radius_mm: float = SEED_SEARCH_RADIUS_MM) -> np.ndarray:
+                      search_radius_mm: float = SEED_SEARCH_RADIUS_MM) -> npt.NDArray[np.float64]:
     """Occupancy (0/1) of the threshold region grown from a user's seed point (x, y, z mm; module docstring)."""
     values = image.values
     start = _index_of(image.grid, seed_mm)
@@ -218,8 +222,9 @@ def segment_from_seed(image: SuvImage, seed_mm: Sequence[float], *, threshold: f
         near = ((zs[:, None, None] - seed_mm[2]) ** 2 + (ys[None, :, None] - seed_mm[1]) ** 2
                 + (xs[None, None, :] - seed_mm[0]) ** 2) <= search_radius_mm ** 2
         near[start] = True
-        start = np.unravel_index(int(np.argmax(np.where(near, values, -np.inf))), values.shape)  # type: ignore[assignment]
+        k, j, i = np.unravel_index(int(np.argmax(np.where(near, values, -np.inf))), values.shape)
+        start = (int(k), int(j), int(i))
         threshold = fraction_of_max * float(values[start])
     if values[start] < threshold:
         raise PetGeometryError(f"the seed's SUV {values[start]:.3g} is below the threshold {threshold:.3g}")
-    return _grow(values >= threshold, tuple(int(i) for i in start)).astype(np.float64)  # type: ignore[arg-type]
+    return _grow(values >= threshold, start).astype(np.float64)

@@ -48,8 +48,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from enum import Enum
+from typing import Any, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 from pydicom.dataset import Dataset
 from pydicom.valuerep import DA, DT, TM
 
@@ -65,6 +67,8 @@ MIN_PLAUSIBLE_DOSE_BQ = 1.0e5
 _MAX_WEIGHT_KG = 500.0
 _MAX_HEIGHT_M = 3.0
 _TIME_TOLERANCE_S = 1.0
+
+_DicomTemporal = TypeVar("_DicomTemporal", DA, TM, DT)
 
 
 class SuvType(str, Enum):
@@ -93,7 +97,8 @@ class DecayCorrection(str, Enum):
 
 def compute_decay_factor(elapsed_s: float, half_life_s: float) -> float:
     """2^(-elapsed / half-life): the fraction of activity left after ``elapsed_s`` seconds."""
-    return 2.0 ** (-elapsed_s / half_life_s)
+    fraction: float = 2.0 ** (-elapsed_s / half_life_s)
+    return fraction
 
 
 def compute_bmi(weight_kg: float, height_m: float) -> float:
@@ -123,7 +128,8 @@ def compute_lbm_james_kg(weight_kg: float, height_m: float, sex: str) -> float:
 
 def compute_bsa_dubois_cm2(weight_kg: float, height_m: float) -> float:
     """Body surface area (cm^2), DuBois: 71.84 W^0.425 H_cm^0.725."""
-    return 71.84 * weight_kg**0.425 * (height_m * 100.0) ** 0.725
+    bsa: float = 71.84 * weight_kg**0.425 * (height_m * 100.0) ** 0.725
+    return bsa
 
 
 def compute_suv(concentration_bqml: float, body_size: float, injected_dose_bq: float, elapsed_s: float,
@@ -176,11 +182,12 @@ class SuvCalibration:
         elapsed = self.uptake_s + (frame_offset_s if self.decay_correction is DecayCorrection.NONE else 0.0)
         return self.injected_dose_bq * compute_decay_factor(elapsed, self.half_life_s)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "units": self.units.value, "decay_correction": self.decay_correction.value,
             "injected_dose_bq": self.injected_dose_bq, "half_life_s": self.half_life_s,
-            "injection_datetime": self.injection_datetime.isoformat(), "injection_time_source": self.injection_time_source,
+            "injection_datetime": self.injection_datetime.isoformat(),
+            "injection_time_source": self.injection_time_source,
             "scan_datetime": self.scan_datetime.isoformat(), "scan_time_source": self.scan_time_source,
             "uptake_s": self.uptake_s, "weight_kg": self.weight_kg, "height_m": self.height_m, "sex": self.sex,
             "lbm_formula": "Janmahasatian", "bsa_formula": "DuBois",
@@ -194,7 +201,7 @@ def _uid(ds: Dataset) -> str | None:
     return str(ds.get("SOPInstanceUID", "")) or None
 
 
-def _value(ds: Dataset, keyword: str):
+def _value(ds: Dataset, keyword: str) -> Any:
     value = ds.get(keyword)
     if value is None or (isinstance(value, (str, bytes)) and not value.strip()):
         return None
@@ -203,14 +210,14 @@ def _value(ds: Dataset, keyword: str):
     return value
 
 
-def _required(ds: Dataset, keyword: str, problem: str = "missing"):
+def _required(ds: Dataset, keyword: str, problem: str = "missing") -> Any:
     value = _value(ds, keyword)
     if value is None:
         raise SuvTagError(keyword, problem, _uid(ds))
     return value
 
 
-def _positive_float(ds: Dataset, keyword: str, value) -> float:
+def _positive_float(ds: Dataset, keyword: str, value: Any) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -220,7 +227,7 @@ def _positive_float(ds: Dataset, keyword: str, value) -> float:
     return number
 
 
-def _parse(ds: Dataset, keyword: str, value, kind):
+def _parse(ds: Dataset, keyword: str, value: object, kind: type[_DicomTemporal]) -> _DicomTemporal:
     try:
         return kind(str(value).strip())
     except (TypeError, ValueError):
@@ -276,7 +283,7 @@ def _acquisition_datetime(ds: Dataset, series_date: date | None) -> datetime | N
     return _combine(day, moment)
 
 
-def read_private(ds: Dataset, creator: str, group: int, element_offset: int):
+def read_private(ds: Dataset, creator: str, group: int, element_offset: int) -> Any:
     """Value of the private element (group, xx00 + offset) reserved by ``creator``; None if absent."""
     try:
         return ds.private_block(group, creator)[element_offset].value
@@ -292,7 +299,8 @@ def read_philips_scale_factors(ds: Dataset) -> tuple[float | None, float | None]
         try:
             number = float(value) if value not in (None, b"", "") else 0.0
         except (TypeError, ValueError):
-            raise SuvTagError(f"Philips private (7053,10{offset:02X})", f"is not a number ({value!r})", _uid(ds)) from None
+            raise SuvTagError(f"Philips private (7053,10{offset:02X})", f"is not a number ({value!r})",
+                              _uid(ds)) from None
         factors.append(number if number > 0 else None)
     return factors[0], factors[1]
 
@@ -312,7 +320,8 @@ def _radiopharmaceutical(ds: Dataset) -> Dataset:
     sequence = ds.get("RadiopharmaceuticalInformationSequence")
     if not sequence:
         raise SuvTagError("RadiopharmaceuticalInformationSequence", "missing or empty", _uid(ds))
-    return sequence[0]
+    item: Dataset = sequence[0]
+    return item
 
 
 def _read_injection(ds: Dataset, series_date: date | None, scan: datetime) -> tuple[datetime, str]:
@@ -374,7 +383,7 @@ def _check_consistent(datasets: Sequence[Dataset]) -> None:
                 raise SuvTagError(keyword, f"differs between slices ({a!r} in {_uid(first)} vs {b!r})", _uid(ds))
 
 
-def _radiopharmaceutical_key(sequence) -> tuple:
+def _radiopharmaceutical_key(sequence: Sequence[Dataset] | None) -> tuple[str, ...]:
     if not sequence:
         return ()
     item = sequence[0]
@@ -383,7 +392,10 @@ def _radiopharmaceutical_key(sequence) -> tuple:
 
 
 def read_suv_calibration(datasets: Sequence[Dataset], *, injected_dose_bq: float | None = None) -> SuvCalibration:
-    """The series-level SUV calibration of PET slices (one series); ``injected_dose_bq`` overrides the tag (net dose)."""
+    """The series-level SUV calibration of PET slices (one series).
+
+    ``injected_dose_bq`` overrides the tag (net dose).
+    """
     if not datasets:
         raise ValueError("no PET slices")
     _check_consistent(datasets)
@@ -406,7 +418,8 @@ def read_suv_calibration(datasets: Sequence[Dataset], *, injected_dose_bq: float
     if decay is DecayCorrection.NONE and "DECY" in corrected:
         raise SuvTagError("CorrectedImage", "has DECY but DecayCorrection is NONE (contradictory)", _uid(ds))
     if decay is not DecayCorrection.NONE and "DECY" not in corrected:
-        raise SuvTagError("CorrectedImage", f"lacks DECY but DecayCorrection is {decay.value} (contradictory)", _uid(ds))
+        raise SuvTagError("CorrectedImage", f"lacks DECY but DecayCorrection is {decay.value} (contradictory)",
+                          _uid(ds))
 
     item = _radiopharmaceutical(ds)
     half_life = _positive_float(ds, "RadionuclideHalfLife", _required(item, "RadionuclideHalfLife"))
@@ -466,7 +479,7 @@ class SuvImage:
 
     suv_type: SuvType
     grid: VoxelGrid
-    values: np.ndarray = field(repr=False)
+    values: npt.NDArray[np.float64] = field(repr=False)
     calibration: SuvCalibration
     frame_of_reference_uid: str
     series_instance_uid: str

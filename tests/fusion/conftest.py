@@ -1,4 +1,7 @@
-"""Small synthetic CT pairs with a known mapping, shared by the fusion tests (module/session scoped: registrations cost seconds)."""
+"""Small synthetic CT pairs with a known mapping, shared by the fusion tests.
+
+Fixtures are module/session scoped: registrations cost seconds.
+"""
 
 from __future__ import annotations
 

@@ -39,7 +39,8 @@ def ct_series(folder: Path, frame: str, series: str) -> list[Dataset]:
     image.SetOrigin((-32.0, -32.0, -25.0))
     image.SetSpacing((2.0, 2.0, 2.5))
     template = Dataset()
-    template.PatientID, template.PatientName, template.StudyInstanceUID = "CLI1", "Cli^Test", "1.2.826.0.1.3680043.8.498.7"
+    template.PatientID, template.PatientName = "CLI1", "Cli^Test"
+    template.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.7"
     template.FrameOfReferenceUID, template.SeriesInstanceUID = frame, series
     slices = build_derived_series(image, template, "AIP", series_number=2)
     write_files(slices, folder)
@@ -48,7 +49,8 @@ def ct_series(folder: Path, frame: str, series: str) -> list[Dataset]:
 
 def sphere_rtstruct(slices: list[Dataset], centre) -> Dataset:
     solid = Sphere(centre, 10.0)
-    polygons = tuple(p for ds in slices for p in compute_cross_section_polygons(solid, float(ds.ImagePositionPatient[2]), 64))
+    polygons = tuple(p for ds in slices
+                     for p in compute_cross_section_polygons(solid, float(ds.ImagePositionPatient[2]), 64))
     return build_rtstruct(slices, [RoiContours("GTV", polygons, "GTV")])
 
 
@@ -60,7 +62,8 @@ def pair(tmp_path_factory):
     fixed, moving = load_series(root / "fixed"), load_series(root / "moving")
     transform = sitk.Euler3DTransform()
     transform.SetTranslation(SHIFT_MM)
-    registration = Registration(transform, RegistrationKind.RIGID, read_series_info(fixed), read_series_info(moving), 0.1)
+    registration = Registration(transform, RegistrationKind.RIGID, read_series_info(fixed), read_series_info(moving),
+                                0.1)
     good = RegistrationQA(1.0, 1.0, 0.0, None, None, "not computed", None, None, 0, True)
     build_registration_dataset(registration, fixed, moving, qa=good).save_as(root / "reg.dcm", enforce_file_format=True)
     build_registration_dataset(registration, fixed, moving).save_as(root / "reg_noqa.dcm", enforce_file_format=True)
@@ -71,8 +74,10 @@ def pair(tmp_path_factory):
     zz, yy, xx = np.meshgrid(grid.z_mm(), grid.y_mm(), grid.x_mm(), indexing="ij")
     dose = 50.0 * np.exp(-((xx - SPHERE_MOVING[0]) ** 2 + (yy - SPHERE_MOVING[1]) ** 2 + (zz - SPHERE_MOVING[2]) ** 2)
                          / (2 * 6.0**2))
-    dose_grid = DoseGrid(dose, grid, (1.0, 0, 0, 0, 1.0, 0), "GY", "PHYSICAL", "PLAN", moving_slices[0].FrameOfReferenceUID)
-    build_rt_dose(dose_grid, moving_slices[0], summation_type="PLAN").save_as(root / "dose.dcm", enforce_file_format=True)
+    dose_grid = DoseGrid(dose, grid, (1.0, 0, 0, 0, 1.0, 0), "GY", "PHYSICAL", "PLAN",
+                         moving_slices[0].FrameOfReferenceUID)
+    build_rt_dose(dose_grid, moving_slices[0], summation_type="PLAN").save_as(root / "dose.dcm",
+                                                                              enforce_file_format=True)
     return root
 
 
@@ -131,7 +136,7 @@ def test_4d_command_reports_phases_motion_and_itv(tmp_path):
     assert result.exit_code == 0, result.output
     document = json.loads(result.output)
     assert document["phases"] == 4
-    for axis, truth in zip(("LR", "AP", "SI"), spec.compute_amplitude_mm()):
+    for axis, truth in zip(("LR", "AP", "SI"), spec.compute_amplitude_mm(), strict=True):
         assert document["amplitude_mm"][axis] == pytest.approx(truth, abs=1.0)
     assert document["itv_cc"] == pytest.approx(spec.compute_swept_volume_cc(), rel=0.1)  # 4 phases: gaps in the sweep
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["AIP", "MINIP", "MIP", "RTSTRUCT_ITV.dcm"]

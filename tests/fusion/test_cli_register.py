@@ -26,8 +26,10 @@ def folders(tmp_path_factory, rigid_pair, deformed_pair) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("register")
     return {
         "rigid_fixed": write_series(build_fusion_ct_series(rigid_pair.fixed_hu, rigid_pair.grid, "fixed"), root / "rf"),
-        "rigid_moving": write_series(build_fusion_ct_series(rigid_pair.moving_hu, rigid_pair.grid, "moving"), root / "rm"),
-        "def_fixed": write_series(build_fusion_ct_series(deformed_pair.fixed_hu, deformed_pair.grid, "fixed"), root / "df"),
+        "rigid_moving": write_series(build_fusion_ct_series(rigid_pair.moving_hu, rigid_pair.grid, "moving"),
+                                     root / "rm"),
+        "def_fixed": write_series(build_fusion_ct_series(deformed_pair.fixed_hu, deformed_pair.grid, "fixed"),
+                                  root / "df"),
         "def_moving": write_series(build_fusion_ct_series(deformed_pair.moving_hu, deformed_pair.grid, "moving"),
                                    root / "dm"),
         "root": root,

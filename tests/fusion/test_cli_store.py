@@ -8,8 +8,8 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from oncopacs.analysis.models import AnalysisResult, MetricValue
-from oncopacs.cli import main
 from oncopacs.analysis.registration import REGISTRATION_QA
+from oncopacs.cli import main
 from oncopacs.index.models import Instance, ObjectReference, Relation, Series
 from oncopacs.phantom import write_datasets
 from oncopacs.phantom.ct4d import Ct4dSpec, build_ct4d_phantom

@@ -75,7 +75,7 @@ def test_phases_from_temporal_position_index_and_from_descriptions():
 
 
 def test_motion_amplitude_and_itv_match_the_truth(phantom, analysis):
-    truth = dict(zip(("LR", "AP", "SI"), phantom.spec.compute_amplitude_mm()))
+    truth = dict(zip(("LR", "AP", "SI"), phantom.spec.compute_amplitude_mm(), strict=True))
     assert analysis.motion.to_dict()["phases"] == 10
     for axis, value in analysis.motion.amplitude_mm.items():
         assert value == pytest.approx(truth[axis], abs=1.0), axis

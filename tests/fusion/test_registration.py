@@ -47,7 +47,8 @@ def test_rigid_mutual_information_aligns_another_modality(rigid_pair):
     assert np.linalg.norm(result.map_points_mm(fixed_points) - moving_points, axis=1).mean() <= 1.0
 
 
-def test_known_smooth_deformation_mean_tre_at_most_1mm_without_folding(deformable_result, deformed_pair, deformed_images):
+def test_known_smooth_deformation_mean_tre_at_most_1mm_without_folding(deformable_result, deformed_pair,
+                                                                        deformed_images):
     result, _ = deformable_result
     fixed, _ = deformed_images
     assert result.kind is RegistrationKind.DEFORMABLE

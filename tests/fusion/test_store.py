@@ -20,9 +20,6 @@ from fusion.qa import RegistrationQA, check_usable
 from fusion.registration import Registration, RegistrationKind
 from fusion.volume import load_series, read_series_info
 from oncopacs.analysis.models import AnalysisResult, MetricValue
-from oncopacs.archive.ingest import Archive
-from oncopacs.auth.roles import Role
-from oncopacs.errors import DicomInputError, NotFoundError
 from oncopacs.analysis.registration import (
     QA_PASSED_METRIC,
     REGISTRATION_QA,
@@ -30,14 +27,17 @@ from oncopacs.analysis.registration import (
     load_registration_qa,
     store_registration,
 )
-from oncopacs.index.models import Instance, ObjectReference, Relation, Series
-from oncopacs.jobs.kinds import JobSystem, open_job_system
-from oncopacs.jobs.queue import JobStatus
 from oncopacs.analysis.registration_job import (
     REGISTRATION,
     build_registration_handler,
     install_registration,
 )
+from oncopacs.archive.ingest import Archive
+from oncopacs.auth.roles import Role
+from oncopacs.errors import DicomInputError, NotFoundError
+from oncopacs.index.models import Instance, ObjectReference, Relation, Series
+from oncopacs.jobs.kinds import JobSystem, open_job_system
+from oncopacs.jobs.queue import JobStatus
 from oncopacs.phantom.fusion import FusionPair, build_fusion_ct_series
 from tests.web.conftest import sqlite_headers_for, sqlite_web_app  # noqa: F401  (fixtures)
 
@@ -174,7 +174,8 @@ def small_registration(qa: RegistrationQA | None) -> Dataset:
     moving = load_series(build_fusion_ct_series(hu, grid, "small-moving"))
     transform = sitk.Euler3DTransform()
     transform.SetTranslation((2.0, 0.0, 0.0))
-    registration = Registration(transform, RegistrationKind.RIGID, read_series_info(fixed), read_series_info(moving), 0.1)
+    registration = Registration(transform, RegistrationKind.RIGID, read_series_info(fixed), read_series_info(moving),
+                                0.1)
     return build_registration_dataset(registration, fixed, moving, qa=qa)
 
 

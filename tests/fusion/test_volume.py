@@ -87,7 +87,7 @@ def test_mixed_series_orientation_and_tilt_are_refused(grid, hu):
     assert load_series([*first, *second], series_instance_uid=second[0].SeriesInstanceUID).GetSize() == (4, 5, 6)
     slices = build_fusion_ct_series(hu, grid, "tilt")
     slices[2].ImagePositionPatient = [-9.0, 20.0, -24.0]
-    with pytest.raises(VolumeError, match="shifted 1.000 mm in-plane"):
+    with pytest.raises(VolumeError, match=r"shifted 1\.000 mm in-plane"):
         load_series(slices)
     slices = build_fusion_ct_series(hu, grid, "orient")
     slices[1].ImageOrientationPatient = [0, 1, 0, 1, 0, 0]

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import select
 
 from oncopacs.analysis.models import AnalysisResult, MetricValue
-from oncopacs.index.models import Instance
 from oncopacs.analysis.pet import measure_time_point, record_patient
+from oncopacs.index.models import Instance
 
 
 def _measure(patient):
