@@ -51,7 +51,9 @@ def test_import_real_planning_system_files(tmp_path: Path):
 
 def test_import_refuses_a_patient_id_conflict_in_real_data(tmp_path: Path):
     folder = shared_data("dcpt-proton-phantom")
-    result = invoke(tmp_path / "data", "import", str(folder / "plan03_ramp_full"), str(folder / "plan04_ramp_middle"), "--json")
+    result = invoke(
+        tmp_path / "data", "import", str(folder / "plan03_ramp_full"), str(folder / "plan04_ramp_middle"), "--json"
+    )
     summary = json.loads(result.stdout)
     assert result.exit_code == 1 and summary["stored"] >= 4
     assert summary["rejected"] and all("another patient" in r["reason"] for r in summary["rejected"])
@@ -75,10 +77,26 @@ def test_demo_loads_patients_once(tmp_path: Path):
     assert second.exit_code == 0 and " 0 stored" in second.stderr
 
 
+def test_demo_is_analysed_when_it_says_ready(tmp_path: Path):
+    from oncopacs.analysis.pet import PET_TIMEPOINT
+    from oncopacs.analysis.results import count_results
+    from oncopacs.analysis.rt import MetricBounds, search_metrics
+    from oncopacs.platform import open_platform
+    from oncopacs.settings import Settings
+
+    result = invoke(tmp_path / "data", "demo", "--no-serve", "--patients", "1")
+    assert result.exit_code == 0
+    assert "demo analysed: 1 plan(s) with DVHs and clinical goals, 6 PET series with SUV statistics" in result.stderr
+    with open_platform(Settings(data_dir=tmp_path / "data")) as platform, platform.index.reading() as session:
+        total, (ptv,) = search_metrics(session, "PTV", "D95%[Gy]", MetricBounds(greater_than=0.0))
+        assert total == 1 and ptv.patient_id == "ONCO-DEMO-001" and ptv.value > 55.0
+        assert count_results(session, PET_TIMEPOINT) == 6
+
+
 def test_demo_creates_a_sign_in_account_kept_across_runs(tmp_path: Path):
+    from oncopacs.auth.users import UserStore
     from oncopacs.platform import open_archive
     from oncopacs.settings import Settings
-    from oncopacs.auth.users import UserStore
 
     first = invoke(tmp_path / "data", "demo", "--no-serve", "--patients", "1")
     credentials = tmp_path / "data" / "demo-credentials.txt"
@@ -96,9 +114,13 @@ def test_demo_creates_a_sign_in_account_kept_across_runs(tmp_path: Path):
 
 def test_bad_setting_is_one_line_and_non_zero(tmp_path: Path):
     env = {**os.environ, "ONCOPACS_HTTP_PORT": "eighty", "ONCOPACS_DATA_DIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "oncopacs.cli", "serve"], env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "oncopacs.cli", "serve"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == ["oncopacs: setting http_port (ONCOPACS_HTTP_PORT) has an invalid value 'eighty'"]
+    assert done.stderr.strip().splitlines() == [
+        "oncopacs: setting http_port (ONCOPACS_HTTP_PORT) has an invalid value 'eighty'"
+    ]
 
 
 def test_serve_health_and_clean_stop(server_process: ServerProcess):
@@ -123,11 +145,20 @@ def test_port_in_use_is_one_line_and_non_zero(tmp_path: Path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        env = {**os.environ, "ONCOPACS_DATA_DIR": str(tmp_path), "ONCOPACS_HTTP_PORT": str(port),
-               "ONCOPACS_DICOM_PORT": str(free_port()), "ONCOPACS_DICOM_HOST": "127.0.0.1"}
-        done = subprocess.run([sys.executable, "-m", "oncopacs.cli", "serve"], env=env, capture_output=True,
-                              text=True, timeout=60)
+        env = {
+            **os.environ,
+            "ONCOPACS_DATA_DIR": str(tmp_path),
+            "ONCOPACS_HTTP_PORT": str(port),
+            "ONCOPACS_DICOM_PORT": str(free_port()),
+            "ONCOPACS_DICOM_HOST": "127.0.0.1",
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "oncopacs.cli", "serve"], env=env, capture_output=True, text=True, timeout=60
+        )
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1] == f"oncopacs: cannot listen for HTTP on 127.0.0.1:{port}: Address already in use"
+    assert (
+        done.stderr.strip().splitlines()[-1]
+        == f"oncopacs: cannot listen for HTTP on 127.0.0.1:{port}: Address already in use"
+    )
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "serve.running").exists()

@@ -13,7 +13,6 @@ from pydicom.sequence import Sequence
 from sqlalchemy import func, select
 
 from oncopacs.analysis.models import AnalysisResult, MetricValue
-from rt.analysis import choose_template, standard_metrics
 from oncopacs.analysis.rt import (
     MetricBounds,
     PlanningSet,
@@ -27,6 +26,7 @@ from oncopacs.errors import IntegrityError
 from oncopacs.index.models import Instance
 from oncopacs.phantom import DemoPatient, build_demo_patient, centred_grid
 from oncopacs.uids import uid_for
+from rt.analysis import choose_template, standard_metrics
 from rt.dose import build_rt_dose
 from rt.errors import RTError
 from rt.structures import read_structure_set
@@ -93,10 +93,15 @@ def test_phantom_results_match_the_closed_form(archive: Archive, phantom: DemoPa
         metrics = roi["metrics"]
         assert close(metrics["Mean[Gy]"], truth.compute_mean_dose_gy(name)), name
         for x in (95, 50, 2):
-            assert close(metrics[f"D{x}%[Gy]"], truth.compute_dose_at_volume_gy(name, x)), (name, x, metrics[f"D{x}%[Gy]"])
+            assert close(metrics[f"D{x}%[Gy]"], truth.compute_dose_at_volume_gy(name, x)), (
+                name,
+                x,
+                metrics[f"D{x}%[Gy]"],
+            )
         for dose_gy in (10, 20, 30, 40, 50):
             assert metrics[f"V{dose_gy}Gy[%]"] / 100.0 == pytest.approx(
-                truth.compute_cumulative_dvh_fraction(name, dose_gy), abs=0.01), (name, dose_gy)
+                truth.compute_cumulative_dvh_fraction(name, dose_gy), abs=0.01
+            ), (name, dose_gy)
         curve = roi["curve"]
         assert curve["dose_gy"][0] == 0.0 and curve["volume_percent"][0] == pytest.approx(100.0)
         assert np.all(np.diff(curve["volume_cc"]) <= 1e-9)  # cumulative: never increasing
@@ -113,11 +118,14 @@ def test_phantom_results_match_the_closed_form(archive: Archive, phantom: DemoPa
 
     # Every metric is searchable under the TG-263 name.
     with archive.index.reading() as session:
-        stored = session.scalars(select(MetricValue).where(MetricValue.structure == "Rectum",
-                                                           MetricValue.metric == "Mean[Gy]")).all()
+        stored = session.scalars(
+            select(MetricValue).where(MetricValue.structure == "Rectum", MetricValue.metric == "Mean[Gy]")
+        ).all()
         assert [m.value for m in stored] == [rois["Rectum"]["metrics"]["Mean[Gy]"]]
         assert stored[0].patient_id == "ONCO-RTRES-001"
-        external = session.scalar(select(func.count()).select_from(MetricValue).where(MetricValue.structure == "External"))
+        external = session.scalar(
+            select(func.count()).select_from(MetricValue).where(MetricValue.structure == "External")
+        )
         assert external == len(rois["BODY"]["metrics"]) > 0
 
 
@@ -206,8 +214,12 @@ def eclipse_datasets() -> tuple[Dataset, Dataset, Dataset]:
     folder = shared_data("eclipse-prostate-phantom")
     structures = pydicom.dcmread(next(folder.glob("RS*.dcm")))
     plan = pydicom.dcmread(next(folder.glob("RP*.dcm")))
-    dose = build_rt_dose(read_nrrd_dose(folder / "aux" / "EclipseProstate_Dose.nrrd"), plan, summation_type="PLAN",
-                         series_description="Eclipse plan dose (from the NRRD export)")
+    dose = build_rt_dose(
+        read_nrrd_dose(folder / "aux" / "EclipseProstate_Dose.nrrd"),
+        plan,
+        summation_type="PLAN",
+        series_description="Eclipse plan dose (from the NRRD export)",
+    )
     dose.FrameOfReferenceUID = structures.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID
     reference = Dataset()
     reference.ReferencedSOPClassUID, reference.ReferencedSOPInstanceUID = plan.SOPClassUID, plan.SOPInstanceUID
@@ -216,7 +228,7 @@ def eclipse_datasets() -> tuple[Dataset, Dataset, Dataset]:
 
 
 def test_eclipse_prostate_through_the_archive_agrees_with_eclipse(archive: Archive, eclipse_datasets):
-    """The real Eclipse files ingested and analysed: volume within 3 %, mean / D95 / D50 within 2 % of Eclipse's table."""
+    """The real Eclipse files ingested and analysed: volume within 3 %, mean / D95 / D50 within 2 % of Eclipse's."""
     structures, plan, dose = eclipse_datasets
     _store(archive, structures, plan, dose)
     (planning_set,) = _sets(archive, plan.StudyInstanceUID)
@@ -242,6 +254,7 @@ def test_eclipse_prostate_through_the_archive_agrees_with_eclipse(archive: Archi
     assert goals["template"] == "prostate" and goals["counts"].get("fail", 0) == 0
     ptv = next(g for g in goals["goals"] if g["goal"]["metric"] == "D95%[%]")
     assert ptv["roi_name"] == "PTV" and ptv["measured_value"] == pytest.approx(
-        100.0 * rois["PTV"]["metrics"]["D95%[Gy]"] / 46.0, abs=0.01)
+        100.0 * rois["PTV"]["metrics"]["D95%[Gy]"] / 46.0, abs=0.01
+    )
     stored = json.loads(json.dumps(results.dvh))  # JSON-clean (no numpy scalars)
     assert stored == results.dvh

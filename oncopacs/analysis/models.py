@@ -19,7 +19,9 @@ class AnalysisResult(Base):
     __table_args__ = (UniqueConstraint("kind", "input_key", name="uq_analysis_result_inputs"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32), index=True)  # "dvh", "goals", "plan", "suv", "response", "registration_qa", ...
+    kind: Mapped[str] = mapped_column(
+        String(32), index=True
+    )  # "dvh", "goals", "plan", "suv", "response", "registration_qa", ...
     input_key: Mapped[str] = mapped_column(String(64))  # SHA-256 of the sorted input SOP Instance UIDs and parameters
     patient_id: Mapped[str] = mapped_column(String(64), index=True, default="")
     study_instance_uid: Mapped[str] = mapped_column(String(UID_LENGTH), index=True, default="")

@@ -45,15 +45,20 @@ def build_pet_statistics_handler(archive: Archive) -> Handler:
         with archive.index.reading() as session:
             pairs = find_contoured_pet(session, study_uid)
         if not pairs:
-            raise NotFoundError(f"study {study_uid} has no PET series with an RT Structure Set on its frame of reference")
+            raise NotFoundError(
+                f"study {study_uid} has no PET series with an RT Structure Set on its frame of reference"
+            )
         outcomes = []
         for i, contoured in enumerate(pairs):
             progress(i / len(pairs), f"SUV statistics of PET series {i + 1} of {len(pairs)}")
             outcomes.append(analyse_contoured_pet(archive, contoured, suv_type=suv_type))
         progress(1.0, ", ".join(f"{o.status}" for o in outcomes))
-        return {"study_instance_uid": study_uid, "suv_type": suv_type.value,
-                "measured": [o.to_dict() for o in outcomes if o.status in ("measured", "cached")],
-                "skipped": [o.to_dict() for o in outcomes if o.status not in ("measured", "cached")]}
+        return {
+            "study_instance_uid": study_uid,
+            "suv_type": suv_type.value,
+            "measured": [o.to_dict() for o in outcomes if o.status in ("measured", "cached")],
+            "skipped": [o.to_dict() for o in outcomes if o.status not in ("measured", "cached")],
+        }
 
     return run_pet_statistics
 
@@ -77,15 +82,21 @@ class PetStatisticsRule:
                     return
         elif record.modality == "RTSTRUCT":
             with self.index.reading() as session:
-                if not any(pair.structure_set_uid == record.sop_instance_uid
-                           for pair in find_contoured_pet(session, record.study_instance_uid)):
+                if not any(
+                    pair.structure_set_uid == record.sop_instance_uid
+                    for pair in find_contoured_pet(session, record.study_instance_uid)
+                ):
                     return
         else:
             return
         job, queued = enqueue_pet_statistics(self.queue, record.study_instance_uid, RULE_ACTOR)
         if queued:
-            log.info("queued pet_statistics job %d for study %s after %s", job.id, record.study_instance_uid,
-                     record.sop_instance_uid)
+            log.info(
+                "queued pet_statistics job %d for study %s after %s",
+                job.id,
+                record.study_instance_uid,
+                record.sop_instance_uid,
+            )
 
 
 def install_pet_statistics(archive: Archive, jobs: JobSystem) -> None:

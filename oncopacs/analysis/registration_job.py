@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from oncopacs.archive.ingest import Archive
 from oncopacs.analysis.registration import store_registration
+from oncopacs.archive.ingest import Archive
 from oncopacs.jobs.kinds import JobSystem
 from oncopacs.jobs.worker import Handler, ProgressCallback
 
@@ -38,7 +38,7 @@ def build_registration_handler(archive: Archive) -> Handler:
         fixed_uid, moving_uid = _uid(params, "fixed_series_uid"), _uid(params, "moving_series_uid")
         deformable = params.get("deformable", False)
         if not isinstance(deformable, bool):
-            raise ValueError("deformable must be true or false")  # noqa: TRY004 (a bad job parameter value)
+            raise ValueError("deformable must be true or false")
         landmarks = _landmarks(params.get("landmarks_mm"))
         progress(0.0, "reading the series from the archive")
         fixed = load_series(archive.read_series(fixed_uid), series_instance_uid=fixed_uid)

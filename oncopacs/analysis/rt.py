@@ -19,25 +19,24 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from pydicom import Dataset
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from oncopacs.analysis.models import AnalysisResult, MetricValue
 from oncopacs.analysis.results import Metric, NewResult, store_results
+from oncopacs.archive.ingest import Archive
+from oncopacs.errors import NotFoundError
+from oncopacs.index.models import Instance, Patient, Series, Study
+from oncopacs.index.oncology import summarize_study
 from rt.analysis import (
     BIN_WIDTH_GY,
     RESULT_VERSION,
     RTAnalysis,
     compute_rt_analysis,
 )
-from oncopacs.archive.ingest import Archive
-from oncopacs.errors import NotFoundError
-from oncopacs.index.models import Instance, Patient, Study
-from oncopacs.index.oncology import summarize_study
 
 DVH, GOALS, PLAN = "dvh", "goals", "plan"
 KINDS = (DVH, GOALS, PLAN)
@@ -75,7 +74,11 @@ class CachedResults:
 
     @property
     def complete(self) -> bool:
-        return self.dvh is not None and self.goals is not None and (self.plan is not None or not self.planning_set.plan_uid)
+        return (
+            self.dvh is not None
+            and self.goals is not None
+            and (self.plan is not None or not self.planning_set.plan_uid)
+        )
 
 
 # -- inputs ---------------------------------------------------------------------------------------
@@ -85,7 +88,8 @@ def find_planning_sets(session: Session, study_instance_uid: str) -> tuple[Plann
     """Every RT Dose of the study whose structure set the archive holds; NotFoundError for an unknown study."""
     summary = summarize_study(session, study_instance_uid)
     patient_id, study_date = session.execute(
-        select(Patient.patient_id, Study.study_date).join(Study.patient)
+        select(Patient.patient_id, Study.study_date)
+        .join(Study.patient)
         .where(Study.study_instance_uid == study_instance_uid)
     ).one()
     doses = {d.sop_instance_uid: d for d in summary.doses}
@@ -95,12 +99,18 @@ def find_planning_sets(session: Session, study_instance_uid: str) -> tuple[Plann
             continue
         for dose_uid in chain.dose_uids:
             own_plan = doses[dose_uid].plan_uid
-            plan_uid = own_plan if own_plan in chain.plan_uids else (chain.plan_uids[0] if len(chain.plan_uids) == 1 else None)
-            sets.append(PlanningSet(patient_id, study_instance_uid, study_date, dose_uid, chain.structure_set_uid, plan_uid))
+            plan_uid = (
+                own_plan if own_plan in chain.plan_uids else (chain.plan_uids[0] if len(chain.plan_uids) == 1 else None)
+            )
+            sets.append(
+                PlanningSet(patient_id, study_instance_uid, study_date, dose_uid, chain.structure_set_uid, plan_uid)
+            )
     return tuple(sets)
 
 
-def find_planning_sets_with(session: Session, study_instance_uid: str, sop_instance_uid: str) -> tuple[PlanningSet, ...]:
+def find_planning_sets_with(
+    session: Session, study_instance_uid: str, sop_instance_uid: str
+) -> tuple[PlanningSet, ...]:
     """The study's planning sets that include the instance (empty when the study is unknown)."""
     try:
         sets = find_planning_sets(session, study_instance_uid)
@@ -109,10 +119,22 @@ def find_planning_sets_with(session: Session, study_instance_uid: str, sop_insta
     return tuple(s for s in sets if sop_instance_uid in s.uids)
 
 
+def find_studies_with_doses(session: Session) -> list[str]:
+    """Study Instance UIDs of every study holding an RT Dose (candidates for an RT analysis)."""
+    return list(
+        session.scalars(
+            select(Study.study_instance_uid).join(Study.series).where(Series.modality == "RTDOSE").distinct()
+        )
+    )
+
+
 def _hashes(session: Session, uids: Sequence[str]) -> dict[str, tuple[str, str]]:
     """{SOP Instance UID: (file path, SHA-256)} of stored instances."""
-    rows = session.execute(select(Instance.sop_instance_uid, Instance.file_path, Instance.sha256)
-                           .where(Instance.sop_instance_uid.in_(list(uids)))).all()
+    rows = session.execute(
+        select(Instance.sop_instance_uid, Instance.file_path, Instance.sha256).where(
+            Instance.sop_instance_uid.in_(list(uids))
+        )
+    ).all()
     return {uid: (path, sha) for uid, path, sha in rows}
 
 
@@ -130,8 +152,9 @@ def _keys(planning_set: PlanningSet, hashes: dict[str, tuple[str, str]], templat
         GOALS: compute_input_key(GOALS, files, {**dvh_params, "template": template}),
     }
     if planning_set.plan_uid:
-        keys[PLAN] = compute_input_key(PLAN, {planning_set.plan_uid: files[planning_set.plan_uid]},
-                                       {"version": RESULT_VERSION})
+        keys[PLAN] = compute_input_key(
+            PLAN, {planning_set.plan_uid: files[planning_set.plan_uid]}, {"version": RESULT_VERSION}
+        )
     return keys
 
 
@@ -142,9 +165,11 @@ def load_results(session: Session, planning_set: PlanningSet, template: str | No
     """The cached results for the set's current inputs (``template`` None: the automatic choice)."""
     template = template or AUTO_TEMPLATE
     keys = _keys(planning_set, _hashes(session, planning_set.uids), template)
-    rows = session.execute(select(AnalysisResult.kind, AnalysisResult.result_json).where(
-        or_(*(and_(AnalysisResult.kind == kind, AnalysisResult.input_key == key) for kind, key in keys.items()))
-    )).all()
+    rows = session.execute(
+        select(AnalysisResult.kind, AnalysisResult.result_json).where(
+            or_(*(and_(AnalysisResult.kind == kind, AnalysisResult.input_key == key) for kind, key in keys.items()))
+        )
+    ).all()
     found = {kind: json.loads(text) for kind, text in rows}
     return CachedResults(planning_set, template, found.get(DVH), found.get(GOALS), found.get(PLAN))
 
@@ -175,7 +200,9 @@ def analyse_planning_set(
         if not force and load_results(session, planning_set, template_key).complete:
             return False
     keys = _keys(planning_set, hashes, template_key)
-    dose, structures = (read_dataset(archive, *hashes[uid]) for uid in (planning_set.dose_uid, planning_set.structure_set_uid))
+    dose, structures = (
+        read_dataset(archive, *hashes[uid]) for uid in (planning_set.dose_uid, planning_set.structure_set_uid)
+    )
     plan = read_dataset(archive, *hashes[planning_set.plan_uid]) if planning_set.plan_uid else None
     analysis = compute_rt_analysis(dose, structures, plan, template=template, progress=progress)
     _store(archive, planning_set, keys, analysis)
@@ -186,11 +213,20 @@ def _store(archive: Archive, planning_set: PlanningSet, keys: dict[str, str], an
     """Replace the set's rows (and older rows of the same dose) with the new results, in one transaction."""
     inputs = sorted(planning_set.uids)
     documents = {DVH: analysis.dvh, GOALS: analysis.goals, PLAN: analysis.plan}
-    dvh_metrics = [Metric(roi.structure, metric, value) for roi in analysis.rois for metric, value in roi.metrics.items()]
+    dvh_metrics = [
+        Metric(roi.structure, metric, value) for roi in analysis.rois for metric, value in roi.metrics.items()
+    ]
     results = [
-        NewResult(kind, key, planning_set.patient_id, planning_set.study_instance_uid, planning_set.study_date,
-                  [planning_set.plan_uid] if kind == PLAN and planning_set.plan_uid else inputs, documents[kind],
-                  dvh_metrics if kind == DVH else ())
+        NewResult(
+            kind,
+            key,
+            planning_set.patient_id,
+            planning_set.study_instance_uid,
+            planning_set.study_date,
+            [planning_set.plan_uid] if kind == PLAN and planning_set.plan_uid else inputs,
+            documents[kind],
+            dvh_metrics if kind == DVH else (),
+        )
         for kind, key in keys.items()
     ]
     with archive.index.writing() as session:
@@ -202,12 +238,19 @@ def _superseded(session: Session, planning_set: PlanningSet, keys: dict[str, str
 
     Goals for another template on the same inputs stay (each template is its own cached result).
     """
-    rows = session.execute(select(AnalysisResult.id, AnalysisResult.kind, AnalysisResult.input_key, AnalysisResult.inputs)
-                           .where(AnalysisResult.study_instance_uid == planning_set.study_instance_uid)).all()
+    rows = session.execute(
+        select(AnalysisResult.id, AnalysisResult.kind, AnalysisResult.input_key, AnalysisResult.inputs).where(
+            AnalysisResult.study_instance_uid == planning_set.study_instance_uid
+        )
+    ).all()
     inputs = "\\".join(sorted(planning_set.uids))
     stale = []
     for pk, kind, key, row_inputs in rows:
-        if keys.get(kind) == key or kind in (DVH, GOALS) and planning_set.dose_uid in row_inputs.split("\\") and (kind == DVH or row_inputs != inputs):
+        if keys.get(kind) == key or (
+            kind in (DVH, GOALS)
+            and planning_set.dose_uid in row_inputs.split("\\")
+            and (kind == DVH or row_inputs != inputs)
+        ):
             stale.append(pk)
     return stale
 
@@ -227,8 +270,14 @@ class MetricMatch:
     inputs: tuple[str, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"patient_id": self.patient_id, "study_instance_uid": self.study_instance_uid,
-                "structure": self.structure, "metric": self.metric, "value": self.value, "inputs": list(self.inputs)}
+        return {
+            "patient_id": self.patient_id,
+            "study_instance_uid": self.study_instance_uid,
+            "structure": self.structure,
+            "metric": self.metric,
+            "value": self.value,
+            "inputs": list(self.inputs),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,19 +290,33 @@ class MetricBounds:
     at_most: float | None = None
 
 
-def search_metrics(session: Session, structure: str, metric: str, bounds: MetricBounds, *,
-                   limit: int = 100, offset: int = 0) -> tuple[int, list[MetricMatch]]:
-    """(total, page, highest first) of stored values of ``metric`` for ``structure`` (case-insensitive) within ``bounds``."""
+def search_metrics(
+    session: Session, structure: str, metric: str, bounds: MetricBounds, *, limit: int = 100, offset: int = 0
+) -> tuple[int, list[MetricMatch]]:
+    """(total, page highest first) of stored ``metric`` values of ``structure`` (case-insensitive) within ``bounds``."""
     conditions = [MetricValue.metric == metric, func.lower(MetricValue.structure) == structure.lower()]
-    for bound, test in ((bounds.greater_than, MetricValue.value.__gt__), (bounds.less_than, MetricValue.value.__lt__),
-                        (bounds.at_least, MetricValue.value.__ge__), (bounds.at_most, MetricValue.value.__le__)):
+    for bound, test in (
+        (bounds.greater_than, MetricValue.value.__gt__),
+        (bounds.less_than, MetricValue.value.__lt__),
+        (bounds.at_least, MetricValue.value.__ge__),
+        (bounds.at_most, MetricValue.value.__le__),
+    ):
         if bound is not None:
             conditions.append(test(bound))
     total = session.scalar(select(func.count()).select_from(MetricValue).where(*conditions)) or 0
     rows = session.execute(
-        select(MetricValue.patient_id, MetricValue.study_instance_uid, MetricValue.structure, MetricValue.metric,
-               MetricValue.value, AnalysisResult.inputs)
+        select(
+            MetricValue.patient_id,
+            MetricValue.study_instance_uid,
+            MetricValue.structure,
+            MetricValue.metric,
+            MetricValue.value,
+            AnalysisResult.inputs,
+        )
         .join(AnalysisResult, AnalysisResult.id == MetricValue.result_pk)
-        .where(*conditions).order_by(MetricValue.value.desc(), MetricValue.id).limit(limit).offset(offset)
+        .where(*conditions)
+        .order_by(MetricValue.value.desc(), MetricValue.id)
+        .limit(limit)
+        .offset(offset)
     ).all()
     return total, [MetricMatch(p, s, st, m, v, tuple(i.split("\\")) if i else ()) for p, s, st, m, v, i in rows]

@@ -60,21 +60,34 @@ def build_rt_analysis_handler(archive: Archive) -> Handler:
 
 
 def _matches(job: JobRecord, study_uid: str, dose_uid: str | None) -> bool:
-    return job.params.get("study_instance_uid") == study_uid and (dose_uid is None or job.params.get("dose_uid") in (None, dose_uid))
+    return job.params.get("study_instance_uid") == study_uid and (
+        dose_uid is None or job.params.get("dose_uid") in (None, dose_uid)
+    )
 
 
-def find_study_job(queue: JobQueue, study_uid: str, *, pending_only: bool = False,
-                   dose_uid: str | None = None) -> JobRecord | None:
+def find_study_job(
+    queue: JobQueue, study_uid: str, *, pending_only: bool = False, dose_uid: str | None = None
+) -> JobRecord | None:
     """The newest rt_analysis job of the study (queued or running only, with ``pending_only``)."""
     statuses = (JobStatus.QUEUED, JobStatus.RUNNING) if pending_only else (None,)
-    found = [job for status in statuses
-             for job in queue.list(status=status, kind=RT_ANALYSIS, limit=JOB_LOOKBACK).jobs
-             if _matches(job, study_uid, dose_uid)]
+    found = [
+        job
+        for status in statuses
+        for job in queue.list(status=status, kind=RT_ANALYSIS, limit=JOB_LOOKBACK).jobs
+        if _matches(job, study_uid, dose_uid)
+    ]
     return max(found, key=lambda job: job.id, default=None)
 
 
-def enqueue_rt_analysis(queue: JobQueue, study_uid: str, created_by: str, *, dose_uid: str | None = None,
-                        template: str | None = None, force: bool = False) -> tuple[JobRecord, bool]:
+def enqueue_rt_analysis(
+    queue: JobQueue,
+    study_uid: str,
+    created_by: str,
+    *,
+    dose_uid: str | None = None,
+    template: str | None = None,
+    force: bool = False,
+) -> tuple[JobRecord, bool]:
     """(job, queued now): a queued, not yet started job for the same study, dose and options is reused."""
     params: dict[str, Any] = {"study_instance_uid": study_uid}
     if dose_uid:
@@ -107,8 +120,12 @@ class RTAnalysisRule:
             return
         job, queued = enqueue_rt_analysis(self.queue, record.study_instance_uid, RULE_ACTOR)
         if queued:
-            log.info("queued rt_analysis job %d for study %s after %s", job.id, record.study_instance_uid,
-                     record.sop_instance_uid)
+            log.info(
+                "queued rt_analysis job %d for study %s after %s",
+                job.id,
+                record.study_instance_uid,
+                record.sop_instance_uid,
+            )
 
 
 def install_rt_analysis(archive: Archive, jobs: JobSystem) -> None:

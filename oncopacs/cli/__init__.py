@@ -1,4 +1,4 @@
-"""The ``oncopacs`` command line: one module per command group, all taking the platform from :mod:`oncopacs.platform`."""
+"""The ``oncopacs`` command line: one module per command group, each taking the platform of :mod:`oncopacs.platform`."""
 
 from oncopacs.cli.main import main
 

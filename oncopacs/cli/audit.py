@@ -12,7 +12,6 @@ from typing import BinaryIO
 
 import click
 
-from oncopacs.cli.context import settings_of
 from oncopacs.audit.events import ActorKind, AuditAction, AuditEvent, Outcome
 from oncopacs.audit.trail import (
     AuditFilter,
@@ -20,6 +19,7 @@ from oncopacs.audit.trail import (
     iter_json_export,
     normalize_time,
 )
+from oncopacs.cli.context import settings_of
 
 
 def _trail(ctx: click.Context) -> AuditTrail:
@@ -41,16 +41,25 @@ def verify_command(ctx: click.Context, as_json: bool) -> None:
     result = _trail(ctx).verify()
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.summary())
     if not result.ok:
-        click.echo(f"oncopacs: the audit trail is broken at record {result.broken_id} ({result.reason.value})", err=True)
+        reason = result.reason.value if result.reason else "unknown"
+        click.echo(f"oncopacs: the audit trail is broken at record {result.broken_id} ({reason})", err=True)
         sys.exit(1)
 
 
 @audit_group.command("export")
 @click.option("--since", help="Only records at or after this ISO 8601 time (UTC unless an offset is given).")
 @click.option("--until", help="Only records before this ISO 8601 time.")
-@click.option("--format", "format_", type=click.Choice(["atna", "json"]), default="atna", show_default=True,
-              help="atna: DICOM Audit Messages (PS3.15 A.5) in an <AuditMessages> document; json: a JSON array.")
-@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), help="Write to this file instead of standard output.")
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(["atna", "json"]),
+    default="atna",
+    show_default=True,
+    help="atna: DICOM Audit Messages (PS3.15 A.5) in an <AuditMessages> document; json: a JSON array.",
+)
+@click.option(
+    "--output", type=click.Path(path_type=Path, dir_okay=False), help="Write to this file instead of standard output."
+)
 @click.pass_context
 def export_command(ctx: click.Context, since: str | None, until: str | None, format_: str, output: Path | None) -> None:
     """Export audit records, oldest first; the export itself is recorded as an EXPORT event."""
@@ -65,10 +74,16 @@ def export_command(ctx: click.Context, since: str | None, until: str | None, for
     trail = _trail(ctx)
     where = AuditFilter(since=since, until=until)
     range_text = f"since={since or '-'} until={until or '-'}"
-    trail.record(AuditEvent(
-        action=AuditAction.EXPORT, outcome=Outcome.SUCCESS, actor=_os_user(), actor_kind=ActorKind.USER,
-        source=socket.gethostname(), detail=f"oncopacs audit export --format {format_} {range_text}",
-    ))
+    trail.record(
+        AuditEvent(
+            action=AuditAction.EXPORT,
+            outcome=Outcome.SUCCESS,
+            actor=_os_user(),
+            actor_kind=ActorKind.USER,
+            source=socket.gethostname(),
+            detail=f"oncopacs audit export --format {format_} {range_text}",
+        )
+    )
     entries = trail.iter_entries(where)
     chunks = iter_audit_messages_xml(entries, ctx.obj.ae_title) if format_ == "atna" else iter_json_export(entries)
     if output is None:
@@ -79,8 +94,6 @@ def export_command(ctx: click.Context, since: str | None, until: str | None, for
         with open(output, "wb") as file:
             _write(chunks, file)
         click.echo(f"audit records written to {output}", err=True)
-
-
 
 
 def _write(chunks: Iterator[bytes], stream: BinaryIO) -> None:

@@ -13,12 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from oncopacs.analysis.pet import measure_time_point, record_patient
-from oncopacs.analysis.pet_job import PET_STATISTICS
+from oncopacs.analysis.pet import PET_TIMEPOINT, find_studies_with_contoured_pet, measure_time_point, record_patient
+from oncopacs.analysis.pet_job import enqueue_pet_statistics
 from oncopacs.analysis.registration import find_registration_of, store_registration
-from oncopacs.analysis.rt_job import RT_ANALYSIS
+from oncopacs.analysis.results import count_results
+from oncopacs.analysis.rt import DVH, find_studies_with_doses
+from oncopacs.analysis.rt_job import enqueue_rt_analysis
 from oncopacs.archive.importer import ImportSummary
-from oncopacs.archive.ingest import Archive
+from oncopacs.archive.ingest import Archive, IngestResult
 from oncopacs.auth.roles import Role
 from oncopacs.auth.users import UserStore
 from oncopacs.jobs.queue import JobRecord, JobStatus
@@ -27,7 +29,11 @@ from oncopacs.phantom.patient import build_demo_patients
 from oncopacs.phantom.pet_followup import build_longitudinal_patients
 from oncopacs.phantom.review_demo import (
     PATIENT_ID as REVIEW_PATIENT_ID,
+)
+from oncopacs.phantom.review_demo import (
     SPEC as REVIEW_SPEC,
+)
+from oncopacs.phantom.review_demo import (
     ReviewDemo,
     build_repeat_ct,
     build_review_registration,
@@ -35,11 +41,12 @@ from oncopacs.phantom.review_demo import (
 from oncopacs.platform import Platform
 
 DEMO_USER = "demo"
+DEMO_ACTOR = "system:demo"
 DEMO_CREDENTIALS_FILE = "demo-credentials.txt"
 #: EORTC counts treatment cycles before each follow-up of the longitudinal PET-CT patients.
 FOLLOWUP_CYCLES = (2, 4)
 
-Count = Callable[[str, object], None]
+Count = Callable[[str, IngestResult], None]
 
 
 def load_demo(archive: Archive, n_patients: int = 2, on_object: Callable[[], None] | None = None) -> ImportSummary:
@@ -47,7 +54,9 @@ def load_demo(archive: Archive, n_patients: int = 2, on_object: Callable[[], Non
     summary = ImportSummary()
     for patient in build_demo_patients(n_patients):
         for dataset in patient.all_datasets():
-            summary.count(f"{dataset.Modality} {dataset.SOPInstanceUID}", archive.ingest_dataset(dataset, source="demo"))
+            summary.count(
+                f"{dataset.Modality} {dataset.SOPInstanceUID}", archive.ingest_dataset(dataset, source="demo")
+            )
             if on_object:
                 on_object()
     load_followup_demo(archive, summary.count, on_object)  # baseline / mid-treatment / follow-up PET-CT patients
@@ -72,8 +81,9 @@ def load_followup_demo(archive: Archive, count: Count, on_object: Callable[[], N
     return len(patients)
 
 
-def load_review_demo(archive: Archive, count: Count | None = None,
-                     on_object: Callable[[], None] | None = None) -> ReviewDemo:
+def load_review_demo(
+    archive: Archive, count: Count | None = None, on_object: Callable[[], None] | None = None
+) -> ReviewDemo:
     """Ingest the 4D CT, its GTV, the repeat CT and the registration (with its QA result); idempotent.
 
     ``count(label, ingest_result)`` is called per ingested image or structure set (the demo's summary).
@@ -97,41 +107,48 @@ def load_review_demo(archive: Archive, count: Count | None = None,
 
 @dataclass(frozen=True, slots=True)
 class DemoAnalysis:
-    """What the demo's analysis jobs did: planning sets and PET series analysed, and the jobs that failed."""
+    """What the demo's user will find analysed: RT Doses with DVHs and goals, PET series with SUV statistics."""
 
     plans: int
     pet_series: int
-    failed: tuple[str, ...]
+    failed: tuple[str, ...]  # jobs of this run that failed, with their messages
 
     def describe(self) -> str:
-        """The readiness line: what the demo's user will find analysed."""
-        text = (f"demo analysed: {self.plans} plan(s) with DVHs and clinical goals, "
-                f"{self.pet_series} PET series with SUV statistics")
+        """The readiness line."""
+        text = (
+            f"demo analysed: {self.plans} plan(s) with DVHs and clinical goals, "
+            f"{self.pet_series} PET series with SUV statistics"
+        )
         return text + (f"; {len(self.failed)} job(s) failed: {'; '.join(self.failed)}" if self.failed else "")
 
 
 def analyse_demo(platform: Platform, on_job: Callable[[], None] | None = None) -> DemoAnalysis:
-    """Run every job the ingest rules queued (RT analyses, PET statistics) before the server opens."""
-    plans = pet_series = 0
+    """Run every job the ingest rules queued (RT analyses, PET statistics) before the server opens.
+
+    Studies whose RT or PET results are missing (an archive filled before the rules existed) are
+    queued too; a study already analysed costs one cached look-up.
+    """
+    with platform.index.reading() as session:
+        rt_studies, pet_studies = find_studies_with_doses(session), find_studies_with_contoured_pet(session)
+    for study_uid in rt_studies:
+        enqueue_rt_analysis(platform.jobs.queue, study_uid, DEMO_ACTOR)
+    for study_uid in pet_studies:
+        enqueue_pet_statistics(platform.jobs.queue, study_uid, DEMO_ACTOR)
     failed: list[str] = []
 
     def ran(job: JobRecord) -> None:
-        nonlocal plans, pet_series
         if job.status is JobStatus.FAILED:
             failed.append(f"{job.kind} job {job.id}: {job.message}")
-        elif job.kind == RT_ANALYSIS:
-            plans += len(job.result.get("planning_sets", ()))
-        elif job.kind == PET_STATISTICS:
-            pet_series += len(job.result.get("measured", ()))
         if on_job:
             on_job()
 
     platform.jobs.new_worker().run_pending(on_job=ran)
-    return DemoAnalysis(plans, pet_series, tuple(failed))
+    with platform.index.reading() as session:
+        return DemoAnalysis(count_results(session, DVH), count_results(session, PET_TIMEPOINT), tuple(failed))
 
 
 def ensure_demo_user(users: UserStore, data_dir: Path) -> tuple[str, str]:
-    """The demo's admin account (user ``demo``), created once with a random password kept in the data directory (0600)."""
+    """The demo's admin account (user ``demo``), made once; its random password is kept in the data directory (0600)."""
     credentials = data_dir / DEMO_CREDENTIALS_FILE
     if credentials.exists() and users.exists(DEMO_USER):
         username, _, password = credentials.read_text(encoding="utf-8").strip().partition(":")

@@ -111,7 +111,7 @@ def _read(path: Path, *, pixels: bool = True) -> Dataset:
 
 
 def _read_folder(folder: Path, *, pixels: bool = True) -> list[Dataset]:
-    datasets = []
+    datasets: list[Dataset] = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         try:
             datasets.append(dcmread(path, stop_before_pixels=not pixels))
@@ -142,10 +142,13 @@ def _store(datasets: Sequence[Dataset], command: str) -> list[dict]:
     from oncopacs.analysis.registration import ingest_derived
 
     with opened_platform() as platform:
-        return [stored.to_dict() for stored in ingest_derived(platform.archive, datasets, source=f"cli:fusion-{command}")]
+        stored = ingest_derived(platform.archive, datasets, source=f"cli:fusion-{command}")
+    return [one.to_dict() for one in stored]
 
 
-_store_option = click.option("--store", is_flag=True, help="Also ingest the objects written into the archive (--data-dir).")
+_store_option = click.option(
+    "--store", is_flag=True, help="Also ingest the objects written into the archive (--data-dir)."
+)
 
 
 def _emit(document: dict, as_json: bool, line: str) -> None:
@@ -163,30 +166,64 @@ def _check_frames(registration, fixed_uid: str, moving_uid: str) -> None:
     """The registration must go from the fixed image's frame of reference to the structure set's / dose's."""
     expected = registration.fixed.frame_of_reference_uid
     if expected and fixed_uid and expected != fixed_uid:
-        raise click.ClickException(f"the registration's fixed frame of reference {expected} is not the fixed "
-                                   f"image's {fixed_uid}")
+        raise click.ClickException(
+            f"the registration's fixed frame of reference {expected} is not the fixed image's {fixed_uid}"
+        )
     expected = registration.moving.frame_of_reference_uid
     if expected and moving_uid and expected != moving_uid:
-        raise click.ClickException(f"the registration's moving frame of reference {expected} is not the input's "
-                                   f"{moving_uid}")
+        raise click.ClickException(
+            f"the registration's moving frame of reference {expected} is not the input's {moving_uid}"
+        )
 
 
 @fusion_group.command("propagate")
-@click.option("--registration", "registration_path", required=True, type=click.Path(path_type=Path, dir_okay=False),
-              help="(Deformable) Spatial Registration object, fixed = the new image.")
-@click.option("--rtstruct", "rtstruct_path", required=True, type=click.Path(path_type=Path, dir_okay=False),
-              help="RT Structure Set drawn on the moving image.")
-@click.option("--fixed", "fixed_dir", required=True, type=click.Path(path_type=Path, file_okay=False, exists=True),
-              help="Folder holding the fixed image series.")
-@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path, dir_okay=False),
-              help="RT Structure Set file to write, referencing the fixed series.")
+@click.option(
+    "--registration",
+    "registration_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="(Deformable) Spatial Registration object, fixed = the new image.",
+)
+@click.option(
+    "--rtstruct",
+    "rtstruct_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="RT Structure Set drawn on the moving image.",
+)
+@click.option(
+    "--fixed",
+    "fixed_dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Folder holding the fixed image series.",
+)
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="RT Structure Set file to write, referencing the fixed series.",
+)
 @click.option("--roi", "roi_names", multiple=True, help="ROI to propagate (repeatable; default: every ROI).")
-@click.option("--reference", "reference_path", type=click.Path(path_type=Path, dir_okay=False),
-              help="Reference RT Structure Set on the fixed image: report Dice and 95% Hausdorff per ROI.")
+@click.option(
+    "--reference",
+    "reference_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Reference RT Structure Set on the fixed image: report Dice and 95% Hausdorff per ROI.",
+)
 @_store_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def propagate_command(registration_path: Path, rtstruct_path: Path, fixed_dir: Path, out_path: Path,
-                      roi_names: tuple[str, ...], reference_path: Path | None, store: bool, as_json: bool) -> None:
+def propagate_command(
+    registration_path: Path,
+    rtstruct_path: Path,
+    fixed_dir: Path,
+    out_path: Path,
+    roi_names: tuple[str, ...],
+    reference_path: Path | None,
+    store: bool,
+    as_json: bool,
+) -> None:
     """Warp the ROIs of RTSTRUCT onto the FIXED image through a registration; write a new RT Structure Set."""
     from fusion.propagation import compare_with_reference, propagate_structure_set
     from fusion.rtstruct_writer import build_rtstruct
@@ -202,12 +239,18 @@ def propagate_command(registration_path: Path, rtstruct_path: Path, fixed_dir: P
         structure_set = read_structure_set(rtstruct)
         _check_frames(registration, info.frame_of_reference_uid, structure_set.frame_of_reference_uid)
         propagated = propagate_structure_set(structure_set, registration.transform, fixed, roi_names or None)
-        overlap = (compare_with_reference(propagated, read_structure_set(_read(reference_path)), fixed)
-                   if reference_path else ())
-        dataset = build_rtstruct(_fixed_slices(fixed_dir, info.series_instance_uid),
-                                 [roi.to_contours() for roi in propagated], label="Propagated",
-                                 description=f"Propagated from {structure_set.sop_instance_uid}",
-                                 entropy=[structure_set.sop_instance_uid, str(registration_path.name)])
+        overlap = (
+            compare_with_reference(propagated, read_structure_set(_read(reference_path)), fixed)
+            if reference_path
+            else ()
+        )
+        dataset = build_rtstruct(
+            _fixed_slices(fixed_dir, info.series_instance_uid),
+            [roi.to_contours() for roi in propagated],
+            label="Propagated",
+            description=f"Propagated from {structure_set.sop_instance_uid}",
+            entropy=[structure_set.sop_instance_uid, str(registration_path.name)],
+        )
     except _fusion_errors() as exc:
         raise click.ClickException(str(exc)) from None
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -216,15 +259,20 @@ def propagate_command(registration_path: Path, rtstruct_path: Path, fixed_dir: P
         "rtstruct_file": str(out_path),
         "sop_instance_uid": str(dataset.SOPInstanceUID),
         "fixed_series_uid": info.series_instance_uid,
-        "rois": [{"name": roi.name, "volume_cc": round(roi.volume_cc, 3), "contours": len(roi.polygons_mm)}
-                 for roi in propagated],
+        "rois": [
+            {"name": roi.name, "volume_cc": round(roi.volume_cc, 3), "contours": len(roi.polygons_mm)}
+            for roi in propagated
+        ],
         "overlap": [stats.to_dict() for stats in overlap],
         "seconds": round(time.perf_counter() - started, 3),
     }
     if store:
         document["stored"] = _store([dataset], "propagate")
-    _emit(document, as_json, f"wrote {out_path}: {len(propagated)} ROI(s)"
-          + "".join(f", {s.roi_name} Dice {s.dice:.3f}" for s in overlap))
+    _emit(
+        document,
+        as_json,
+        f"wrote {out_path}: {len(propagated)} ROI(s)" + "".join(f", {s.roi_name} Dice {s.dice:.3f}" for s in overlap),
+    )
 
 
 def _parse_alpha_beta(values: Sequence[str]) -> dict[str, float]:
@@ -241,29 +289,66 @@ def _parse_alpha_beta(values: Sequence[str]) -> dict[str, float]:
 
 
 @fusion_group.command("warp-dose")
-@click.option("--dose", "dose_paths", required=True, multiple=True, type=click.Path(path_type=Path, dir_okay=False),
-              help="RT Dose of one course (repeatable).")
-@click.option("--registration", "registration_paths", multiple=True,
-              help=f"Registration object per --dose, in the same order ('{NO_REGISTRATION}': already in the fixed frame).")
+@click.option(
+    "--dose",
+    "dose_paths",
+    required=True,
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="RT Dose of one course (repeatable).",
+)
+@click.option(
+    "--registration",
+    "registration_paths",
+    multiple=True,
+    help=f"Registration object per --dose, in the same order ('{NO_REGISTRATION}': already in the fixed frame).",
+)
 @click.option("--fractions", "fractions", multiple=True, type=float, help="Fractions per --dose (needed for EQD2).")
-@click.option("--fixed", "fixed_dir", required=True, type=click.Path(path_type=Path, file_okay=False, exists=True),
-              help="Folder holding the fixed image series (the dose grid covers it).")
-@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path, dir_okay=False),
-              help="RT Dose file to write.")
+@click.option(
+    "--fixed",
+    "fixed_dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Folder holding the fixed image series (the dose grid covers it).",
+)
+@click.option(
+    "--out", "out_path", required=True, type=click.Path(path_type=Path, dir_okay=False), help="RT Dose file to write."
+)
 @click.option("--mode", type=click.Choice(["physical", "eqd2"]), default="physical", show_default=True)
-@click.option("--rtstruct", "rtstruct_path", type=click.Path(path_type=Path, dir_okay=False),
-              help="RT Structure Set on the fixed image, for per-ROI alpha/beta (EQD2).")
+@click.option(
+    "--rtstruct",
+    "rtstruct_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="RT Structure Set on the fixed image, for per-ROI alpha/beta (EQD2).",
+)
 @click.option("--alpha-beta", "alpha_beta", multiple=True, help="ROI=ALPHA_BETA_GY (repeatable, needs --rtstruct).")
-@click.option("--default-alpha-beta", "default_alpha_beta_gy", type=float, default=3.0, show_default=True,
-              help="alpha/beta outside the named ROIs, Gy.")
+@click.option(
+    "--default-alpha-beta",
+    "default_alpha_beta_gy",
+    type=float,
+    default=3.0,
+    show_default=True,
+    help="alpha/beta outside the named ROIs, Gy.",
+)
 @click.option("--spacing", "spacing_mm", type=float, help="Output grid pitch, mm (default: the first dose's).")
 @click.option("--override-qa", is_flag=True, help="Use registrations that failed (or lack) QA anyway.")
 @_store_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def warp_dose_command(dose_paths: tuple[Path, ...], registration_paths: tuple[str, ...], fractions: tuple[float, ...],
-                      fixed_dir: Path, out_path: Path, mode: str, rtstruct_path: Path | None,
-                      alpha_beta: tuple[str, ...], default_alpha_beta_gy: float, spacing_mm: float | None,
-                      override_qa: bool, store: bool, as_json: bool) -> None:
+def warp_dose_command(
+    dose_paths: tuple[Path, ...],
+    registration_paths: tuple[str, ...],
+    fractions: tuple[float, ...],
+    fixed_dir: Path,
+    out_path: Path,
+    mode: str,
+    rtstruct_path: Path | None,
+    alpha_beta: tuple[str, ...],
+    default_alpha_beta_gy: float,
+    spacing_mm: float | None,
+    override_qa: bool,
+    store: bool,
+    as_json: bool,
+) -> None:
     """Warp each RT Dose onto the FIXED image and sum them (physical or EQD2); write a new RT Dose."""
     from fusion.dose_warp import DoseCourse, accumulate_doses, compute_covering_grid
     from fusion.volume import load_series, read_series_info
@@ -296,16 +381,23 @@ def warp_dose_command(dose_paths: tuple[Path, ...], registration_paths: tuple[st
         first = courses[0].dose.grid
         grid = compute_covering_grid(fixed, (spacing_mm,) * 3 if spacing_mm else first.spacing_mm)
         masks = {}
-        if ratios:
+        if ratios and rtstruct_path is not None:  # --alpha-beta without --rtstruct was refused above
             structure_set = read_structure_set(_read(rtstruct_path))
             masks = {name: (compute_mask(structure_set.roi(name), grid), value) for name, value in ratios.items()}
-        total = accumulate_doses(courses, grid, frame_of_reference_uid=info.frame_of_reference_uid, mode=mode,
-                                 alpha_beta_by_roi=masks, default_alpha_beta_gy=default_alpha_beta_gy,
-                                 override_qa=override_qa)
+        total = accumulate_doses(
+            courses,
+            grid,
+            frame_of_reference_uid=info.frame_of_reference_uid,
+            mode=mode,
+            alpha_beta_by_roi=masks,
+            default_alpha_beta_gy=default_alpha_beta_gy,
+            override_qa=override_qa,
+        )
         template = _fixed_slices(fixed_dir, info.series_instance_uid)[0]
         description = "Accumulated EQD2" if mode == "eqd2" else "Accumulated dose"
-        dataset = build_rt_dose(total, template, summation_type=total.dose_summation_type,
-                                series_description=description)
+        dataset = build_rt_dose(
+            total, template, summation_type=total.dose_summation_type, series_description=description
+        )
     except _fusion_errors() as exc:
         raise click.ClickException(str(exc)) from None
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -330,10 +422,20 @@ def warp_dose_command(dose_paths: tuple[Path, ...], registration_paths: tuple[st
 @fusion_group.command("4d")
 @click.argument("folder", type=click.Path(path_type=Path, file_okay=False, exists=True))
 @click.option("--gtv", "gtv_name", help="Name of the GTV ROI (default: the structure set's only GTV).")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
-              help="Folder for the MIP/AIP/MinIP series and the ITV structure set.")
-@click.option("--method", type=click.Choice(["rigid", "deformable"]), default="rigid", show_default=True,
-              help="Registration of each phase to the GTV's phase, on the region around the GTV.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder for the MIP/AIP/MinIP series and the ITV structure set.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["rigid", "deformable"]),
+    default="rigid",
+    show_default=True,
+    help="Registration of each phase to the GTV's phase, on the region around the GTV.",
+)
 @_store_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def ct4d_command(folder: Path, gtv_name: str | None, out_dir: Path, method: str, store: bool, as_json: bool) -> None:
@@ -347,15 +449,33 @@ def ct4d_command(folder: Path, gtv_name: str | None, out_dir: Path, method: str,
         template = analysis.phases[analysis.reference_index].datasets[0]
         written: dict[str, str] = {}
         series: dict[str, list[Dataset]] = {}
-        for number, (kind, image) in enumerate((("MIP", analysis.projections.mip), ("AIP", analysis.projections.aip),
-                                                ("MINIP", analysis.projections.minip)), start=1):
+        for number, (kind, image) in enumerate(
+            (
+                ("MIP", analysis.projections.mip),
+                ("AIP", analysis.projections.aip),
+                ("MINIP", analysis.projections.minip),
+            ),
+            start=1,
+        ):
             series[kind] = build_derived_series(image, template, kind, series_number=800 + number)
         rois = [RoiContours("ITV", compute_mask_polygons(analysis.itv), "CTV", (255, 128, 0))]
-        for phase, occupancy in zip(analysis.phases, analysis.occupancies):
-            rois.append(RoiContours(f"{analysis.gtv_name}_{phase.percent:g}%", compute_mask_polygons(occupancy >= 0.5),
-                                    "GTV", (255, 0, 0)))
-        rtstruct = build_rtstruct(series["AIP"], rois, label="ITV", description="ITV and GTV per phase of a 4D CT",
-                                  series_description="ITV (4D CT)", entropy=[analysis.gtv_name, method])
+        for phase, occupancy in zip(analysis.phases, analysis.occupancies, strict=True):
+            rois.append(
+                RoiContours(
+                    f"{analysis.gtv_name}_{phase.percent:g}%",
+                    compute_mask_polygons(occupancy >= 0.5),
+                    "GTV",
+                    (255, 0, 0),
+                )
+            )
+        rtstruct = build_rtstruct(
+            series["AIP"],
+            rois,
+            label="ITV",
+            description="ITV and GTV per phase of a 4D CT",
+            series_description="ITV (4D CT)",
+            entropy=[analysis.gtv_name, method],
+        )
     except _fusion_errors() as exc:
         raise click.ClickException(str(exc)) from None
     for kind, slices in series.items():
@@ -368,9 +488,15 @@ def ct4d_command(folder: Path, gtv_name: str | None, out_dir: Path, method: str,
     rtstruct_path = out_dir / "RTSTRUCT_ITV.dcm"
     rtstruct.save_as(rtstruct_path, enforce_file_format=True)
     written["rtstruct"] = str(rtstruct_path)
-    document = {**analysis.to_dict(), "method": method,
-                "outputs": written, "seconds": round(time.perf_counter() - started, 3)}
+    document = {
+        **analysis.to_dict(),
+        "method": method,
+        "outputs": written,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
     if store:
         document["stored"] = _store([ds for slices in series.values() for ds in slices] + [rtstruct], "4d")
     amplitude = ", ".join(f"{k} {v:.1f}" for k, v in document["amplitude_mm"].items())
-    _emit(document, as_json, f"{document['phases']} phases; amplitude (mm) {amplitude}; ITV {document['itv_cc']:.2f} cc")
+    _emit(
+        document, as_json, f"{document['phases']} phases; amplitude (mm) {amplitude}; ITV {document['itv_cc']:.2f} cc"
+    )

@@ -118,7 +118,11 @@ def verify(ctx: click.Context, repair: bool, as_json: bool) -> None:
     else:
         click.echo(f"checked {report.checked} file(s): {len(report.missing)} missing, "
                    f"{len(report.altered)} altered, {len(report.unindexed)} not indexed")
-        for label, paths in (("missing", report.missing), ("altered", report.altered), ("not indexed", report.unindexed)):
+        for label, paths in (
+            ("missing", report.missing),
+            ("altered", report.altered),
+            ("not indexed", report.unindexed),
+        ):
             for path in paths:
                 click.echo(f"  {label}: {path}")
     if not report.ok:
@@ -143,23 +147,28 @@ def demo(ctx: click.Context, patients: int, http_port: int | None, dicom_port: i
     archive = platform.archive
     with tqdm(unit="object", desc="demo patients", file=sys.stderr, disable=None) as bar:
         summary = load_demo(archive, patients, on_object=lambda: bar.update(1))
-    click.echo(f"demo data in {settings.data_dir}: {summary.stored} stored, {summary.duplicate} already present", err=True)
+    click.echo(
+        f"demo data in {settings.data_dir}: {summary.stored} stored, {summary.duplicate} already present", err=True
+    )
     if summary.rejected:
         raise click.ClickException(f"demo data rejected: {summary.rejected[0][1]}")
     with tqdm(unit="job", desc="analysing the demo", file=sys.stderr, disable=None) as bar:
         analysed = analyse_demo(platform, on_job=lambda: bar.update(1))
-    click.echo(f"demo analysed: {analysed.plans} plan(s) with DVHs and clinical goals, "
-               f"{analysed.pet_series} PET series with SUV statistics"
-               + (f"; {len(analysed.failed)} job(s) failed: {', '.join(analysed.failed)}" if analysed.failed else ""),
-               err=True)
+    click.echo(analysed.describe(), err=True)
     username, password = ensure_demo_user(platform.users, settings.data_dir)
-    click.echo(f"sign in as {username!r} with password {password!r} (admin; kept in "
-               f"{settings.data_dir / 'demo-credentials.txt'})", err=True)
+    click.echo(
+        f"sign in as {username!r} with password {password!r} (admin; kept in "
+        f"{settings.data_dir / 'demo-credentials.txt'})",
+        err=True,
+    )
     if not no_serve:
         logging.getLogger("oncopacs").setLevel(logging.INFO)
-        click.echo(f"serving on http://{settings.http_host}:{settings.http_port}/login "
-                   f"(DICOMweb at /dicom-web, API at /api) and DICOM "
-                   f"{settings.ae_title}@127.0.0.1:{settings.dicom_port}; Ctrl-C stops", err=True)
+        click.echo(
+            f"serving on http://{settings.http_host}:{settings.http_port}/login "
+            f"(DICOMweb at /dicom-web, API at /api) and DICOM "
+            f"{settings.ae_title}@127.0.0.1:{settings.dicom_port}; Ctrl-C stops",
+            err=True,
+        )
         run(platform)
 
 

@@ -26,7 +26,7 @@ def read_folder(folder: Path) -> tuple[list[Dataset], list[Dataset]]:
     if not folder.exists():
         raise click.ClickException(f"{folder}: no such file or folder")
     pet: dict[str, list[Dataset]] = {}
-    structures = []
+    structures: list[Dataset] = []
     for path in _files(folder):
         try:
             ds = dcmread(path)

@@ -103,7 +103,10 @@ def send_command(ctx: click.Context, report_id: int, as_json: bool) -> None:
                        + (f" ({d.last_error})" if d.last_error else ""))
     unacknowledged = [d for d in deliveries if d.status.value != "acknowledged"]
     if unacknowledged:
-        click.echo(f"oncopacs: {len(unacknowledged)} of {len(deliveries)} deliveries not acknowledged "
-                   f"({unacknowledged[0].destination.value}: {unacknowledged[0].last_error or unacknowledged[0].status.value})",
-                   err=True)
+        first = unacknowledged[0]
+        click.echo(
+            f"oncopacs: {len(unacknowledged)} of {len(deliveries)} deliveries not acknowledged "
+            f"({first.destination.value}: {first.last_error or first.status.value})",
+            err=True,
+        )
         ctx.exit(1)

@@ -30,15 +30,26 @@ def rt_group() -> None:
 
 
 @rt_group.command("dvh")
-@click.option("--rtstruct", "rtstruct_path", required=True, type=click.Path(path_type=Path), help="RT Structure Set file.")
+@click.option(
+    "--rtstruct", "rtstruct_path", required=True, type=click.Path(path_type=Path), help="RT Structure Set file."
+)
 @click.option("--rtdose", "rtdose_path", required=True, type=click.Path(path_type=Path), help="RT Dose file.")
 @click.option("--roi", "roi_names", multiple=True, help="ROI name (repeatable; default: every ROI with contours).")
 @click.option("--metric", "metrics", multiple=True, help="TG-263 metric, e.g. 'D95%[Gy]', 'V20Gy[%]' (repeatable).")
 @click.option("--prescription", "prescription_gy", type=float, help="Prescription dose in Gy (for % metrics).")
-@click.option("--dvh-step", "dvh_step_gy", type=float, default=0.1, show_default=True, help="Dose step of the printed DVH, Gy.")
+@click.option(
+    "--dvh-step", "dvh_step_gy", type=float, default=0.1, show_default=True, help="Dose step of the printed DVH, Gy."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def dvh_command(rtstruct_path: Path, rtdose_path: Path, roi_names: tuple[str, ...], metrics: tuple[str, ...],
-                prescription_gy: float | None, dvh_step_gy: float, as_json: bool) -> None:
+def dvh_command(
+    rtstruct_path: Path,
+    rtdose_path: Path,
+    roi_names: tuple[str, ...],
+    metrics: tuple[str, ...],
+    prescription_gy: float | None,
+    dvh_step_gy: float,
+    as_json: bool,
+) -> None:
     """Cumulative DVHs and metrics of ROIs in a dose."""
     from rt.dose import read_dose
     from rt.dvh import compute_metrics, compute_roi_dvh
@@ -54,29 +65,47 @@ def dvh_command(rtstruct_path: Path, rtdose_path: Path, roi_names: tuple[str, ..
         try:
             dvh = compute_roi_dvh(structure_set, name, dose)
         except OutsideDoseGridError as exc:  # reported, never silently left out
-            rois.append({"name": exc.roi_name, "volume_cc": round(exc.volume_cc, 4),
-                         "uncovered_volume_cc": round(exc.volume_cc, 4), "metrics": {}, "dvh": None,
-                         "note": "entirely outside the dose grid"})
+            rois.append(
+                {
+                    "name": exc.roi_name,
+                    "volume_cc": round(exc.volume_cc, 4),
+                    "uncovered_volume_cc": round(exc.volume_cc, 4),
+                    "metrics": {},
+                    "dvh": None,
+                    "note": "entirely outside the dose grid",
+                }
+            )
             continue
         steps = np.arange(0.0, dvh.max_gy + dvh_step_gy, dvh_step_gy)
-        rois.append({
-            "name": dvh.roi_name,
-            "volume_cc": round(dvh.volume_cc + dvh.uncovered_volume_cc, 4),
-            "uncovered_volume_cc": round(dvh.uncovered_volume_cc, 4),
-            "metrics": {k: round(v, 4) for k, v in compute_metrics(dvh, list(wanted), prescription_gy).items()},
-            "dvh": {"dose_gy": [round(float(d), 4) for d in steps],
-                    "volume_cc": [round(dvh.compute_volume_at_dose_cc(float(d)), 4) for d in steps]},
-        })
-    emit({"rtstruct": str(rtstruct_path), "rtdose": str(rtdose_path), "prescription_gy": prescription_gy, "rois": rois},
-          as_json, _render_dvh)
+        rois.append(
+            {
+                "name": dvh.roi_name,
+                "volume_cc": round(dvh.volume_cc + dvh.uncovered_volume_cc, 4),
+                "uncovered_volume_cc": round(dvh.uncovered_volume_cc, 4),
+                "metrics": {k: round(v, 4) for k, v in compute_metrics(dvh, list(wanted), prescription_gy).items()},
+                "dvh": {
+                    "dose_gy": [round(float(d), 4) for d in steps],
+                    "volume_cc": [round(dvh.compute_volume_at_dose_cc(float(d)), 4) for d in steps],
+                },
+            }
+        )
+    emit(
+        {"rtstruct": str(rtstruct_path), "rtdose": str(rtdose_path), "prescription_gy": prescription_gy, "rois": rois},
+        as_json,
+        _render_dvh,
+    )
 
 
 def _render_dvh(document: dict) -> list[str]:
     lines = []
     metric_names = next((list(roi["metrics"]) for roi in document["rois"] if roi["metrics"]), [])
-    lines.append(f"{'ROI':<20} {'volume [cc]':>12} {'uncovered [cc]':>15} " + " ".join(f"{m:>12}" for m in metric_names))
+    lines.append(
+        f"{'ROI':<20} {'volume [cc]':>12} {'uncovered [cc]':>15} " + " ".join(f"{m:>12}" for m in metric_names)
+    )
     for roi in document["rois"]:
-        values = " ".join(f"{roi['metrics'][m]:>12.3f}" for m in metric_names) if roi["metrics"] else roi.get("note", "")
+        values = (
+            " ".join(f"{roi['metrics'][m]:>12.3f}" for m in metric_names) if roi["metrics"] else roi.get("note", "")
+        )
         lines.append(f"{roi['name']:<20} {roi['volume_cc']:>12.2f} {roi['uncovered_volume_cc']:>15.2f} {values}")
     return lines
 
@@ -93,16 +122,20 @@ def plan_command(path: Path, as_json: bool) -> None:
 
 def _render_plan(plan: dict) -> list[str]:
     prescription = f"{plan['prescription_gy']:g} Gy" if plan.get("prescription_gy") is not None else "no prescription"
-    lines = [f"{plan['sop_class']} {plan.get('label') or ''}: {plan.get('radiation_type')}, "
-             f"{plan.get('fractions')} fraction(s), {prescription}"]
+    lines = [
+        f"{plan['sop_class']} {plan.get('label') or ''}: {plan.get('radiation_type')}, "
+        f"{plan.get('fractions')} fraction(s), {prescription}"
+    ]
     for beam in plan["beams"]:
         energy = ""
         if beam.get("energy_layers_mev"):
             energy = f"{len(beam['energy_layers_mev'])} layers, {beam.get('spot_count')} spots"
         elif beam.get("nominal_energy_mv") is not None:
             energy = f"{beam['nominal_energy_mv']:g} MV"
-        lines.append(f"  beam {beam.get('number')} {beam.get('name') or ''}: gantry {beam.get('gantry_angle_deg')} deg, "
-                     f"{energy}, meterset {_number(beam.get('meterset'))} {beam.get('meterset_unit') or ''}")
+        lines.append(
+            f"  beam {beam.get('number')} {beam.get('name') or ''}: gantry {beam.get('gantry_angle_deg')} deg, "
+            f"{energy}, meterset {_number(beam.get('meterset'))} {beam.get('meterset_unit') or ''}"
+        )
     return lines
 
 
@@ -111,14 +144,21 @@ def _number(value: float | None) -> str:
 
 
 @rt_group.command("goals")
-@click.option("--rtstruct", "rtstruct_path", required=True, type=click.Path(path_type=Path), help="RT Structure Set file.")
+@click.option(
+    "--rtstruct", "rtstruct_path", required=True, type=click.Path(path_type=Path), help="RT Structure Set file."
+)
 @click.option("--rtdose", "rtdose_path", required=True, type=click.Path(path_type=Path), help="RT Dose file.")
-@click.option("--template", "template_name", required=True,
-              help="Shipped template name (see --list) or a path to a JSON template.")
+@click.option(
+    "--template",
+    "template_name",
+    required=True,
+    help="Shipped template name (see --list) or a path to a JSON template.",
+)
 @click.option("--prescription", "prescription_gy", type=float, help="Prescription dose in Gy (for % goals).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def goals_command(rtstruct_path: Path, rtdose_path: Path, template_name: str, prescription_gy: float | None,
-                  as_json: bool) -> None:
+def goals_command(
+    rtstruct_path: Path, rtdose_path: Path, template_name: str, prescription_gy: float | None, as_json: bool
+) -> None:
     """Evaluate a clinical goal template: pass, within tolerance, fail or not evaluated, per goal."""
     from rt.dose import read_dose
     from rt.dvh import compute_roi_dvh
@@ -151,8 +191,15 @@ def goals_command(rtstruct_path: Path, rtdose_path: Path, template_name: str, pr
             except OutsideDoseGridError:
                 continue  # the goal reports the ROI as not evaluated
     results = evaluate_goals(template, dvhs, prescription_gy)
-    emit({"template": template.to_dict().get("name", template_name), "prescription_gy": prescription_gy,
-           "goals": [result.to_dict() for result in results]}, as_json, _render_goals)
+    emit(
+        {
+            "template": template.to_dict().get("name", template_name),
+            "prescription_gy": prescription_gy,
+            "goals": [result.to_dict() for result in results],
+        },
+        as_json,
+        _render_goals,
+    )
 
 
 def _render_goals(document: dict) -> list[str]:
@@ -162,8 +209,10 @@ def _render_goals(document: dict) -> list[str]:
         text = f"{spec.get('metric', '')} {spec.get('comparator', '')} {spec.get('value', '')}"
         measured = goal.get("measured_value")
         value = "" if measured is None else f"{measured:.3f}"
-        lines.append(f"{goal['status']:<17} {goal.get('roi_name') or spec.get('roi', ''):<16} {text:<28} {value:>10}"
-                     + (f"  ({goal['reason']})" if goal.get("reason") else ""))
+        lines.append(
+            f"{goal['status']:<17} {goal.get('roi_name') or spec.get('roi', ''):<16} {text:<28} {value:>10}"
+            + (f"  ({goal['reason']})" if goal.get("reason") else "")
+        )
     return lines
 
 
@@ -180,31 +229,64 @@ def sum_command(doses: tuple[Path, ...], out_path: Path, as_json: bool) -> None:
     total = compute_dose_sum([read_dose(ds) for ds in datasets])
     summed = build_rt_dose(total, datasets[0])
     summed.save_as(out_path, enforce_file_format=True)
-    emit({"out": str(out_path), "inputs": [str(p) for p in doses], "sop_instance_uid": str(summed.SOPInstanceUID),
-           "max_dose_gy": round(float(np.nanmax(total.dose_gy)), 4),
-           "uncovered_voxels": int(np.isnan(total.dose_gy).sum())},
-          as_json, lambda d: [f"wrote {d['out']}: max {d['max_dose_gy']} Gy ({len(d['inputs'])} doses)"])
+    emit(
+        {
+            "out": str(out_path),
+            "inputs": [str(p) for p in doses],
+            "sop_instance_uid": str(summed.SOPInstanceUID),
+            "max_dose_gy": round(float(np.nanmax(total.dose_gy)), 4),
+            "uncovered_voxels": int(np.isnan(total.dose_gy).sum()),
+        },
+        as_json,
+        lambda d: [f"wrote {d['out']}: max {d['max_dose_gy']} Gy ({len(d['inputs'])} doses)"],
+    )
 
 
 @rt_group.command("gamma")
 @click.argument("reference_path", type=click.Path(path_type=Path))
 @click.argument("evaluated_path", type=click.Path(path_type=Path))
-@click.option("--dose-diff", "dose_diff_percent", type=float, default=3.0, show_default=True, help="Dose difference, %.")
+@click.option(
+    "--dose-diff", "dose_diff_percent", type=float, default=3.0, show_default=True, help="Dose difference, %."
+)
 @click.option("--dta", "dta_mm", type=float, default=3.0, show_default=True, help="Distance to agreement, mm.")
 @click.option("--local", is_flag=True, help="Local instead of global dose difference.")
-@click.option("--threshold", "threshold_percent", type=float, default=10.0, show_default=True,
-              help="Lower dose cut-off, % of the reference maximum.")
+@click.option(
+    "--threshold",
+    "threshold_percent",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Lower dose cut-off, % of the reference maximum.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def gamma_command(reference_path: Path, evaluated_path: Path, dose_diff_percent: float, dta_mm: float, local: bool,
-                  threshold_percent: float, as_json: bool) -> None:
+def gamma_command(
+    reference_path: Path,
+    evaluated_path: Path,
+    dose_diff_percent: float,
+    dta_mm: float,
+    local: bool,
+    threshold_percent: float,
+    as_json: bool,
+) -> None:
     """3D gamma index of an evaluated RT Dose against a reference RT Dose."""
     from rt.dose import read_dose
     from rt.gamma import compute_gamma
 
-    result = compute_gamma(read_dose(read_dicom(reference_path)), read_dose(read_dicom(evaluated_path)),
-                           dose_diff_percent=dose_diff_percent, dta_mm=dta_mm, local=local,
-                           threshold_percent=threshold_percent)
+    result = compute_gamma(
+        read_dose(read_dicom(reference_path)),
+        read_dose(read_dicom(evaluated_path)),
+        dose_diff_percent=dose_diff_percent,
+        dta_mm=dta_mm,
+        local=local,
+        threshold_percent=threshold_percent,
+    )
     document = {key: value for key, value in result.to_dict().items() if key not in ("gamma", "grid")}
-    emit(document, as_json, lambda d: [
-        f"gamma {dose_diff_percent:g}%/{dta_mm:g} mm {'local' if local else 'global'}, threshold {threshold_percent:g}%: "
-        f"{d['pass_rate_percent']:.2f}% of {d['number_evaluated']} voxels pass"])
+    emit(
+        document,
+        as_json,
+        lambda d: [
+            f"gamma {dose_diff_percent:g}%/{dta_mm:g} mm {'local' if local else 'global'}, "
+            f"threshold {threshold_percent:g}%: "
+            f"{d['pass_rate_percent']:.2f}% of {d['number_evaluated']} voxels pass"
+        ],
+    )

@@ -47,12 +47,16 @@ def serve(platform: Platform, *, ready: threading.Event | None = None) -> None:
     try:
         dimse = start_dimse(settings, archive, platform.audit)
     except OSError as exc:
-        raise ListenError(f"cannot listen for DICOM on {settings.dicom_host}:{settings.dicom_port}: {exc.strerror}") from None
+        raise ListenError(
+            f"cannot listen for DICOM on {settings.dicom_host}:{settings.dicom_port}: {exc.strerror}"
+        ) from None
     try:
         http = create_server(app, host=settings.http_host, port=settings.http_port, threads=8, ident="OncoPACS")
     except OSError as exc:
         dimse.shutdown()
-        raise ListenError(f"cannot listen for HTTP on {settings.http_host}:{settings.http_port}: {exc.strerror}") from None
+        raise ListenError(
+            f"cannot listen for HTTP on {settings.http_host}:{settings.http_port}: {exc.strerror}"
+        ) from None
     marker = settings.data_dir / RUNNING_MARKER
     _write_marker(marker)
     worker = platform.jobs.new_worker()
@@ -60,13 +64,19 @@ def serve(platform: Platform, *, ready: threading.Event | None = None) -> None:
     platform.reports.start()  # delivers final reports to the EHR, with retries
     stop = threading.Event()
 
-    def _stop(signum, _frame):  # noqa: ANN001
+    def _stop(signum, _frame):
         log.info("signal %s received, shutting down", signum)
         stop.set()
         http.close()
 
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    log.info("HTTP on http://%s:%s  DICOM %s on port %s", settings.http_host, http.effective_port, settings.ae_title, dimse.server_address[1])
+    log.info(
+        "HTTP on http://%s:%s  DICOM %s on port %s",
+        settings.http_host,
+        http.effective_port,
+        settings.ae_title,
+        dimse.server_address[1],
+    )
     if ready is not None:
         ready.set()
     try:
