@@ -15,28 +15,23 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import dash
 from dash import Input, Output, State, dcc, html, no_update
 from flask import Flask, current_app, g
-from sqlalchemy import func, select
 
-from oncopacs.analysis.models import AnalysisResult
+from oncopacs.analysis.cohort import CohortPatient, find_cohort
 from oncopacs.archive.ingest import Archive
 from oncopacs.audit.events import AuditAction
 from oncopacs.auth.roles import Permission
 from oncopacs.errors import OncopacsError
-from oncopacs.index.models import Patient, Series, Study
 from oncopacs.web.access import audit_access
 from reporting.pet_report import read_response_category
 
 BASE_PATH = "/dashboards/board/"
 RESPONSE_PATH = "/dashboards/response/"
 NO_CATEGORY = "none"
-UNKNOWN_SITE = "unknown"
 _CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -52,50 +47,17 @@ class BoardRow:
     last_time_point: str  # ISO date of the newest PET time point, "" when none
     study_uid: str
 
-
-def _iso(text: str) -> str:
-    return f"{text[:4]}-{text[4:6]}-{text[6:8]}" if len(text) == 8 and text.isdigit() else text
+    @classmethod
+    def of(cls, patient: CohortPatient) -> BoardRow:
+        """The row of a cohort patient, with the PERCIST category of their newest response (or "none")."""
+        category = read_response_category(patient.response).get("category", "") if patient.response else ""
+        return cls(patient.patient_id, patient.patient_name, patient.site, patient.status, category or NO_CATEGORY,
+                   patient.last_time_point, patient.study_uid)
 
 
 def read_board(archive: Archive) -> list[BoardRow]:
-    """Every patient's row, by patient ID (a few aggregate queries, whatever the cohort size)."""
-    with archive.index.reading() as session:
-        patients = session.execute(select(Patient.patient_id, Patient.patient_name).order_by(Patient.patient_id)).all()
-        sites: dict[str, Counter] = defaultdict(Counter)
-        modalities: dict[str, set[str]] = defaultdict(set)
-        latest_study: dict[str, tuple[str, str]] = {}
-        for pid, body_part, modality, study_uid, study_date in session.execute(
-                select(Patient.patient_id, Series.body_part_examined, Series.modality, Study.study_instance_uid,
-                       Study.study_date)
-                .join(Study, Study.patient_pk == Patient.id).join(Series, Series.study_pk == Study.id)):
-            if body_part:
-                sites[pid][body_part.upper()] += 1
-            modalities[pid].add(modality)
-            if pid not in latest_study or study_date > latest_study[pid][0]:
-                latest_study[pid] = (study_date, study_uid)
-        last_points = dict(session.execute(
-            select(AnalysisResult.patient_id, func.max(AnalysisResult.time_point))
-            .where(AnalysisResult.kind == "pet_timepoint").group_by(AnalysisResult.patient_id)).all())
-        responses: dict[str, tuple[str, str]] = {}
-        for pid, study_uid, data in session.execute(
-                select(AnalysisResult.patient_id, AnalysisResult.study_instance_uid, AnalysisResult.result_json)
-                .where(AnalysisResult.kind == "pet_response").order_by(AnalysisResult.time_point, AnalysisResult.id)):
-            responses[pid] = (study_uid, data)  # the newest wins
-    rows = []
-    for pid, name in patients:
-        category = ""
-        if pid in responses:
-            try:
-                category = read_response_category(json.loads(responses[pid][1])).get("category", "")
-            except ValueError:
-                category = ""
-        status = ("assessed" if pid in responses else "baseline only" if pid in last_points
-                  else "planned" if "RTPLAN" in modalities[pid] else "imaging only")
-        site = sites[pid].most_common(1)[0][0] if sites[pid] else UNKNOWN_SITE
-        study_uid = responses[pid][0] if pid in responses else latest_study.get(pid, ("", ""))[1]
-        rows.append(BoardRow(pid, name, site, status, category or NO_CATEGORY, _iso(last_points.get(pid, "") or ""),
-                             study_uid))
-    return rows
+    """Every patient's row, by patient ID (:func:`oncopacs.analysis.cohort.find_cohort`)."""
+    return [BoardRow.of(patient) for patient in find_cohort(archive.index)]
 
 
 def filter_rows(rows: list[BoardRow], sites: list[str] | None, statuses: list[str] | None,
@@ -127,7 +89,8 @@ def _table(rows: list[BoardRow]) -> html.Table:
     header = ["Patient", "PatientID", "Site", "Status", "Latest PERCIST", "Last time point"]
     body = [html.Tr([html.Td(r.patient_name), html.Td(dcc.Link(r.patient_id, href=RESPONSE_PATH + r.patient_id)),
                      html.Td(r.site), html.Td(r.status),
-                     html.Td(r.category, className=f"percist {r.category}", id={"type": "category", "index": r.patient_id}),
+                     html.Td(r.category, className=f"percist {r.category}",
+                             id={"type": "category", "index": r.patient_id}),
                      html.Td(r.last_time_point)]) for r in rows]
     return html.Table([html.Thead(html.Tr([html.Th(h) for h in header])), html.Tbody(body)], className="cohort")
 
@@ -198,8 +161,8 @@ def _filter(id_: str, label: str) -> html.Label:
 
 def create_board_app(server: Flask) -> dash.Dash:
     """The tumour-board dashboard, mounted on ``server`` at :data:`BASE_PATH`."""
-    app = dash.Dash(__name__, server=server, url_base_pathname=BASE_PATH, title="Tumour board · OncoPACS",
-                    suppress_callback_exceptions=True)
+    app = dash.Dash(__name__, server=server,  # type: ignore[arg-type]  # Dash types it bool | Callable
+                    url_base_pathname=BASE_PATH, title="Tumour board · OncoPACS", suppress_callback_exceptions=True)
     app.layout = html.Div([
         dcc.Location(id="url"), html.H2("Tumour board"),
         html.Div([_filter("site", "Site"), _filter("status", "Status"), _filter("category", "Latest PERCIST")],

@@ -1,169 +1,37 @@
 """PET-CT fusion dashboard at ``/dashboards/pet/<StudyInstanceUID>``.
 
-The study's first PET series (by series number) is read through the archive (every file checked
-against its recorded SHA-256) and converted to SUVbw (g/mL) with :mod:`fusion.pet.suv`. When a CT
-shares the PET's frame of reference, the SUV volume is resampled onto the CT grid (linear,
-:func:`fusion.volume.resample_to`) and drawn over the CT (mediastinum window, W 400 / L 40 HU) with an
-opacity slider and an SUV colour bar; SUV below 5 % of the maximum is left transparent. ROI statistics
-(:mod:`fusion.pet.stats`) come from an RTSTRUCT on the PET's frame of reference (EXTERNAL ROIs skipped);
+The study's first PET series as SUVbw (g/mL), loaded by :mod:`oncopacs.viewer.pet`: when a CT shares
+the PET's frame of reference, the SUV resampled onto the CT grid is drawn over the CT (mediastinum window,
+W 400 / L 40 HU) with an opacity slider and an SUV colour bar; SUV below 5 % of the maximum is left
+transparent. ROI statistics come from an RTSTRUCT on the PET's frame of reference (EXTERNAL ROIs skipped);
 the MIP is the coronal maximum-intensity projection of the SUV volume on the PET grid. Each panel
-appears when its data exists; otherwise the page says what is missing. Fused volumes are cached
-(a few studies, keyed by the instances' SHA-256) so scrolling does not re-read the files.
+appears when its data exists; otherwise the page says what is missing. Fused volumes are cached by the
+app's :class:`~oncopacs.viewer.pet.PetViewer` (a few studies, keyed by the instances' SHA-256) so
+scrolling does not re-read the files.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from dataclasses import dataclass
 from urllib.parse import unquote
 
 import dash
 import numpy as np
 import plotly.graph_objects as go
-import SimpleITK as sitk
 from dash import Input, Output, State, dcc, html
 from flask import Flask, current_app, g
-from sqlalchemy import select
 
-from fusion.errors import VolumeError
-from fusion.pet.errors import PetGeometryError, SuvTagError
-from fusion.pet.stats import RoiStats, compute_structure_stats
-from fusion.pet.suv import SuvImage, SuvType, read_suv_image
-from fusion.volume import load_series, resample_to
-from oncopacs.archive.ingest import Archive
+from fusion.pet.stats import RoiStats
 from oncopacs.audit.events import AuditAction
 from oncopacs.auth.roles import Permission
-from oncopacs.errors import NotFoundError
-from oncopacs.index.models import Patient, Study
-from oncopacs.index.oncology import summarize_study
-from oncopacs.index.query import find_instances
+from oncopacs.viewer.pet import PetFusion, PetViewer
 from oncopacs.web.access import audit_access
-from rt.errors import RTError
-from rt.structures import read_structure_set
 
 BASE_PATH = "/dashboards/pet/"
+VIEWER_EXTENSION = "oncopacs.pet_viewer"  # the app's PetViewer in Flask's app.extensions
 CT_WINDOW_HU = (-160.0, 240.0)  # mediastinum: W 400 / L 40
 TRANSPARENT_BELOW = 0.05  # fraction of the SUV display maximum left transparent over the CT
 MAX_DISPLAY_PIXELS = 256  # larger slices are shown with a stride
 SUV_COLOURS = "Hot"
-_CACHE_SIZE = 4
-
-
-@dataclass(frozen=True)
-class PetFusion:
-    """A study's PET (SUVbw, g/mL) with, when present, the CT (HU) and the SUV resampled onto it.
-
-    Arrays are (z, y, x); *_mm are the voxel-centre coordinates of the displayed grid (LPS, mm).
-    """
-
-    study_uid: str
-    patient_id: str
-    patient_name: str
-    suv: SuvImage
-    ct_hu: np.ndarray | None
-    suv_display: np.ndarray  # on the CT grid when there is a CT, else the PET grid
-    x_mm: np.ndarray
-    y_mm: np.ndarray
-    z_mm: np.ndarray
-    roi_stats: tuple[RoiStats, ...]
-    notes: tuple[str, ...]
-
-    @property
-    def suv_max(self) -> float:
-        return float(np.max(self.suv.values)) if self.suv.values.size else 0.0
-
-
-_cache: OrderedDict[tuple, PetFusion] = OrderedDict()
-_cache_lock = threading.Lock()
-
-
-def _read(archive: Archive, stored) -> list:
-    return [archive.read_dataset(s.file_path, s.sha256) for s in stored]
-
-
-def _axes(image: sitk.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    (ox, oy, oz), (dx, dy, dz), (nx, ny, nz) = image.GetOrigin(), image.GetSpacing(), image.GetSize()
-    return ox + dx * np.arange(nx), oy + dy * np.arange(ny), oz + dz * np.arange(nz)
-
-
-def _suv_volume(suv: SuvImage) -> sitk.Image:
-    image = sitk.GetImageFromArray(suv.values.astype(np.float32))
-    image.SetOrigin(tuple(float(v) for v in suv.grid.origin_mm))
-    image.SetSpacing(tuple(float(v) for v in suv.grid.spacing_mm))
-    return image  # axial PET (fusion.pet.suv.read_pet_grid checks it): identity direction
-
-
-def _roi_stats(archive: Archive, suv: SuvImage, rtstruct_uids: list[str], session) -> tuple[list[RoiStats], list[str]]:
-    stats, notes = [], []
-    for sop_uid in rtstruct_uids:
-        stored = find_instances(session, {"SOPInstanceUID": sop_uid})
-        try:
-            structure_set = read_structure_set(_read(archive, stored)[0])
-        except (RTError, ValueError, KeyError, AttributeError) as exc:
-            notes.append(f"RTSTRUCT {sop_uid} could not be read: {exc}")
-            continue
-        for roi in structure_set.rois:
-            if roi.is_empty or roi.interpreted_type.upper() == "EXTERNAL":
-                continue
-            try:
-                stats += compute_structure_stats(suv, structure_set, [roi.name])
-            except (PetGeometryError, SuvTagError) as exc:
-                notes.append(f"ROI {roi.name}: {exc}")
-    return stats, notes
-
-
-def load_fusion(archive: Archive, study_uid: str) -> PetFusion | str:
-    """The study's fused PET-CT (cached), or a sentence saying why there is none."""
-    with archive.index.reading() as session:
-        try:
-            summary = summarize_study(session, study_uid)
-        except NotFoundError:
-            return f"No study {study_uid} in the archive."
-        patient = session.execute(select(Patient.patient_id, Patient.patient_name).join(Study)
-                                  .where(Study.study_instance_uid == study_uid)).one()
-        pets = sorted((s for s in summary.image_series if s.modality == "PT"),
-                      key=lambda s: (int(s.series_number) if s.series_number.isdigit() else 0, s.series_instance_uid))
-        if not pets:
-            return "This study holds no PET series."
-        pet = pets[0]
-        pet_stored = find_instances(session, {"SeriesInstanceUID": pet.series_instance_uid})
-        ct_uid = next((p.ct_series_uid for p in summary.pet_ct_pairs if p.pet_series_uid == pet.series_instance_uid), None)
-        ct_stored = find_instances(session, {"SeriesInstanceUID": ct_uid}) if ct_uid else []
-        rtstructs = [s.sop_instance_uid for s in summary.structure_sets
-                     if s.frame_of_reference_uid == pet.frame_of_reference_uid]
-        key = (study_uid, tuple(sorted(s.sha256 for s in [*pet_stored, *ct_stored])), tuple(rtstructs))
-        with _cache_lock:
-            if key in _cache:
-                _cache.move_to_end(key)
-                return _cache[key]
-        notes = [f"{len(pets) - 1} more PET series in this study; showing series {pet.series_number}."] if len(pets) > 1 else []
-        try:
-            suv = read_suv_image(_read(archive, pet_stored), SuvType.BW)
-        except (SuvTagError, PetGeometryError) as exc:
-            return f"SUV cannot be computed from this PET: {exc}"
-        stats, roi_notes = _roi_stats(archive, suv, rtstructs, session)
-        notes += roi_notes
-        pet_volume = _suv_volume(suv)
-        ct_hu = None
-        display, reference = suv.values, pet_volume
-        if ct_stored:
-            try:
-                ct = load_series(_read(archive, ct_stored))
-                display = sitk.GetArrayFromImage(resample_to(pet_volume, ct, default=0.0))
-                ct_hu, reference = sitk.GetArrayFromImage(ct), ct
-            except VolumeError as exc:
-                notes.append(f"The CT could not be used ({exc}); PET shown alone.")
-        else:
-            notes.append("No CT shares the PET's frame of reference: PET shown alone.")
-    x_mm, y_mm, z_mm = _axes(reference)
-    fusion = PetFusion(study_uid, patient.patient_id, patient.patient_name, suv, ct_hu, display, x_mm, y_mm, z_mm,
-                       tuple(stats), tuple(notes))
-    with _cache_lock:
-        _cache[key] = fusion
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-    return fusion
 
 
 # -- figures -------------------------------------------------------------------------------------
@@ -190,8 +58,8 @@ def build_fusion_figure(fusion: PetFusion, slice_index: int, opacity: float) -> 
                                 hovertemplate="x %{x:.1f} mm, y %{y:.1f} mm<br>SUVbw %{z:.2f} g/mL<extra></extra>"))
     figure.update_yaxes(autorange="reversed", scaleanchor="x", title="y (mm)")
     figure.update_xaxes(title="x (mm)")
-    figure.update_layout(title=f"Axial z = {fusion.z_mm[k]:.1f} mm", height=560, margin={"l": 50, "r": 20, "t": 40, "b": 40},
-                         plot_bgcolor="black")
+    figure.update_layout(title=f"Axial z = {fusion.z_mm[k]:.1f} mm", height=560,
+                         margin={"l": 50, "r": 20, "t": 40, "b": 40}, plot_bgcolor="black")
     return figure
 
 
@@ -231,8 +99,8 @@ def _may_view() -> bool:
     return principal is not None and principal.can(Permission.DASHBOARDS_VIEW)
 
 
-def _archive() -> Archive:
-    return current_app.extensions["oncopacs.archive"]
+def _viewer() -> PetViewer:
+    return current_app.extensions[VIEWER_EXTENSION]
 
 
 def render_pet_page(pathname: str | None):
@@ -242,7 +110,7 @@ def render_pet_page(pathname: str | None):
     study_uid = study_uid_from_path(pathname)
     if not study_uid:
         return "PET-CT fusion", html.P("Give a study: /dashboards/pet/<StudyInstanceUID>.", className="error")
-    fusion = load_fusion(_archive(), study_uid)
+    fusion = _viewer().fusion(study_uid)
     if isinstance(fusion, str):
         return "PET-CT fusion", html.P(fusion, className="error")
     audit_access(AuditAction.READ, patient_ids=[fusion.patient_id], study_uids=[study_uid])
@@ -268,7 +136,7 @@ def update_fusion(slice_index, opacity, pathname):
     """Callback: the fused slice for the slider positions (audited: it shows patient images)."""
     if not _may_view():
         return dash.no_update
-    fusion = load_fusion(_archive(), study_uid_from_path(pathname))
+    fusion = _viewer().fusion(study_uid_from_path(pathname))
     if isinstance(fusion, str):
         return dash.no_update
     audit_access(AuditAction.RETRIEVE, patient_ids=[fusion.patient_id], study_uids=[fusion.study_uid])
@@ -277,8 +145,9 @@ def update_fusion(slice_index, opacity, pathname):
 
 def create_pet_app(server: Flask) -> dash.Dash:
     """The PET-CT fusion dashboard, mounted on ``server`` at :data:`BASE_PATH`."""
-    app = dash.Dash(__name__, server=server, url_base_pathname=BASE_PATH, title="PET-CT fusion · OncoPACS",
-                    suppress_callback_exceptions=True)
+    app = dash.Dash(__name__, server=server,  # type: ignore[arg-type]  # Dash types it bool | Callable
+                    url_base_pathname=BASE_PATH, title="PET-CT fusion · OncoPACS", suppress_callback_exceptions=True)
+    server.extensions.setdefault(VIEWER_EXTENSION, PetViewer(server.extensions["oncopacs.archive"]))
     app.layout = html.Div([dcc.Location(id="url"), html.H2(id="title"), dcc.Loading(html.Div(id="content"))])
     app.callback(Output("title", "children"), Output("content", "children"), Input("url", "pathname"))(
         render_pet_page)

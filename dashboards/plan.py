@@ -34,7 +34,8 @@ from oncopacs.web.viewer import viewer
 
 URL_BASE = "/dashboards/plan/"
 DEFAULT_ISODOSE_PERCENT = "50, 80, 95, 100"
-_HIDDEN, _SHOWN = {"display": "none"}, {}
+_HIDDEN: dict[str, str] = {"display": "none"}
+_SHOWN: dict[str, str] = {}
 
 
 # -- the callbacks' work ----------------------------------------------------------------------
@@ -89,7 +90,8 @@ def plane_figure(study_uid: str, plane: str, index: int, *, window: str = "media
         raise ValueError(str(exc)) from None
     try:
         values = tuple(float(v) for v in (isodose or "").replace(";", ",").split(",") if v.strip())
-        levels = isodose_levels_gy(values, unit, loaded.scene.prescription_gy) if loaded.scene.dose_gy is not None else ()
+        levels = (isodose_levels_gy(values, unit, loaded.scene.prescription_gy)
+                  if loaded.scene.dose_gy is not None else ())
         options = RenderOptions(window=window, rois=tuple(rois) if rois is not None else None, isodose_gy=levels,
                                 colourwash=colourwash)
         index = min(max(int(index), 0), loaded.scene.plane_size(plane) - 1)
@@ -100,9 +102,9 @@ def plane_figure(study_uid: str, plane: str, index: int, *, window: str = "media
     source = "data:image/png;base64," + base64.b64encode(rendered.png).decode("ascii")
     width, height = rendered.size
     figure = go.Figure(go.Image(source=source, dx=rendered.pixel_mm, dy=rendered.pixel_mm, hoverinfo="skip"))
-    figure.update_layout(margin=dict(l=0, r=0, t=24, b=0), dragmode="pan", height=360,
-                         title=dict(text=f"{plane} {index + 1}/{loaded.scene.plane_size(plane)}", font=dict(size=12)),
-                         paper_bgcolor="#111", font=dict(color="#ddd"), uirevision=f"{study_uid}-{plane}")
+    figure.update_layout(margin={"l": 0, "r": 0, "t": 24, "b": 0}, dragmode="pan", height=360,
+                         title={"text": f"{plane} {index + 1}/{loaded.scene.plane_size(plane)}", "font": {"size": 12}},
+                         paper_bgcolor="#111", font={"color": "#ddd"}, uirevision=f"{study_uid}-{plane}")
     figure.update_xaxes(visible=False, range=[0, width * rendered.pixel_mm])
     figure.update_yaxes(visible=False, scaleanchor="x", range=[height * rendered.pixel_mm, 0])
     return figure
@@ -116,8 +118,8 @@ def dvh_figure(dvh: dict[str, Any] | None, rois: list[str] | None = None) -> go.
         if not curve or (rois is not None and roi["name"] not in rois):
             continue
         figure.add_trace(go.Scatter(x=curve["dose_gy"], y=curve["volume_percent"], mode="lines", name=roi["name"]))
-    figure.update_layout(margin=dict(l=40, r=10, t=10, b=40), height=340, xaxis_title="Dose (Gy)",
-                         yaxis_title="Volume (%)", legend=dict(font=dict(size=10)))
+    figure.update_layout(margin={"l": 40, "r": 10, "t": 10, "b": 40}, height=340, xaxis_title="Dose (Gy)",
+                         yaxis_title="Volume (%)", legend={"font": {"size": 10}})
     return figure
 
 
@@ -148,7 +150,8 @@ def plan_summary(plan: dict[str, Any] | None) -> html.Div:
     for beam in plan.get("beams", []):
         energies = (f"{beam['min_energy_mev']:.1f}–{beam['max_energy_mev']:.1f}"
                     if beam.get("min_energy_mev") is not None else (beam.get("nominal_energy_mv") or "—"))
-        shifters = ", ".join(f"{r.get('id') or r.get('number')} ({r.get('water_equivalent_thickness_mm') or '?'} mm WET)"
+        shifters = ", ".join(f"{r.get('id') or r.get('number')} "
+                             f"({r.get('water_equivalent_thickness_mm') or '?'} mm WET)"
                              for r in beam.get("range_shifters", [])) or "—"
         rows.append(html.Tr([html.Td(beam.get("name") or beam.get("number")), html.Td(beam.get("gantry_angle_deg")),
                              html.Td(beam.get("couch_angle_deg")), html.Td(beam.get("energy_layer_count") or "—"),
@@ -172,11 +175,14 @@ def layout() -> html.Div:
         html.H1("Plan review"),
         html.Div(id="message", className="message"),
         html.Div([
-            html.Label(["Window ", dcc.RadioItems(id="window", options=list(WINDOWS), value="mediastinum", inline=True)]),
+            html.Label(["Window ", dcc.RadioItems(id="window", options=list(WINDOWS), value="mediastinum",
+                                                  inline=True)]),
             html.Label(["Isodose ", dcc.Input(id="isodose", value=DEFAULT_ISODOSE_PERCENT, debounce=True, size="18"),
                         dcc.RadioItems(id="unit", options=[{"label": "% of Rx", "value": "percent"},
-                                                           {"label": "Gy", "value": "gy"}], value="percent", inline=True)]),
-            dcc.Checklist(id="colourwash", options=[{"label": "dose colourwash", "value": "on"}], value=["on"], inline=True),
+                                                           {"label": "Gy", "value": "gy"}],
+                                       value="percent", inline=True)]),
+            dcc.Checklist(id="colourwash", options=[{"label": "dose colourwash", "value": "on"}], value=["on"],
+                          inline=True),
             dcc.Checklist(id="rois", options=[], value=[], inline=True),
         ], className="controls"),
         html.Div([_plane_panel(p) for p in PLANES], className="planes", style={"display": "flex", "gap": "6px"}),
@@ -191,14 +197,15 @@ def layout() -> html.Div:
 
 
 def create_dash(server: Flask) -> dash.Dash:
-    app = dash.Dash(__name__, server=server, url_base_pathname=URL_BASE, title="Plan review · OncoPACS",
-                    suppress_callback_exceptions=True)
+    app = dash.Dash(__name__, server=server,  # type: ignore[arg-type]  # Dash types it bool | Callable
+                    url_base_pathname=URL_BASE, title="Plan review · OncoPACS", suppress_callback_exceptions=True)
     app.layout = layout
 
     slider_outputs = [o for p in PLANES for o in (Output(f"{p}-slider", "max"), Output(f"{p}-slider", "value"))]
 
     @app.callback(Output("study", "data"), Output("message", "children"), Output("rois", "options"),
-                  Output("rois", "value"), Output("dvh", "figure"), Output("goals", "children"), Output("plan", "children"),
+                  Output("rois", "value"), Output("dvh", "figure"), Output("goals", "children"),
+                  Output("plan", "children"),
                   Output("dvh-panel", "style"), Output("plan-panel", "style"), Output("compare-panel", "style"),
                   Output("compare-dose", "options"), *slider_outputs, Input("url", "pathname"))
     def _load(pathname):
@@ -246,5 +253,5 @@ def create_dash(server: Flask) -> dash.Dash:
     return app
 
 
-__all__ = ["URL_BASE", "create_dash", "study_view", "plane_figure", "dvh_figure", "goals_table", "plan_summary"]
+__all__ = ["URL_BASE", "create_dash", "dvh_figure", "goals_table", "plan_summary", "plane_figure", "study_view"]
 

@@ -18,13 +18,12 @@ import plotly.graph_objects as go
 from dash import Input, Output, dcc, html
 from flask import Flask, current_app, g
 from plotly.subplots import make_subplots
-from sqlalchemy import select
 
 from oncopacs.archive.ingest import Archive
 from oncopacs.audit.events import AuditAction
 from oncopacs.auth.roles import Permission
-from oncopacs.index.models import Patient
 from oncopacs.index.oncology import find_patient_plans
+from oncopacs.index.query import find_patient
 from oncopacs.web.access import audit_access
 from reporting.pet_report import read_response_category
 from reporting.sources import CachedResult, read_instance, read_results
@@ -105,8 +104,8 @@ def summarize_time_point(result: CachedResult, category: str) -> TimelinePoint |
     if not isinstance(data, dict) or not isinstance(data.get("time_point"), dict):
         return None
     time_point = data["time_point"]
-    lesions = [l for l in time_point.get("lesions", []) if isinstance(l, dict)]
-    names = {l.get("name") for l in lesions}
+    lesions = [lesion for lesion in time_point.get("lesions", []) if isinstance(lesion, dict)]
+    names = {lesion.get("name") for lesion in lesions}
     rois = [r for r in data.get("rois", []) if isinstance(r, dict) and r.get("name") in names]
     return TimelinePoint(
         date=str(time_point.get("date") or iso_date(result.time_point)), label=str(time_point.get("label") or ""),
@@ -115,7 +114,7 @@ def summarize_time_point(result: CachedResult, category: str) -> TimelinePoint |
         sul_peak=_hottest([_number(r.get("SULpeak")) for r in rois]),
         mtv_cc=_total([_number(r.get("MTV_cc")) for r in rois]),
         tlg_g=_total([_number(r.get("TLG")) for r in rois]),
-        gtv_cc=_total([_number(l.get("volume_cc")) for l in lesions]),
+        gtv_cc=_total([_number(lesion.get("volume_cc")) for lesion in lesions]),
         category=category,
     )
 
@@ -132,7 +131,8 @@ def build_timeline(timepoints: list[CachedResult], responses: list[CachedResult]
     for i, date in enumerate(sorted(by_date)):
         result = by_date[date]
         stored = result.data.get("categories", {}) if isinstance(result.data, dict) else {}
-        category = BASELINE if i == 0 else (categories.get(date) or str(stored.get("PERCIST 1.0", "")) or "not assessed")
+        category = (BASELINE if i == 0
+                    else categories.get(date) or str(stored.get("PERCIST 1.0", "")) or "not assessed")
         point = summarize_time_point(result, category)
         if point is not None:
             points.append(point)
@@ -162,13 +162,13 @@ def read_course(archive: Archive, session, patient_id: str) -> tuple[CoursePlan,
 def read_patient_response(archive: Archive, patient_id: str) -> PatientResponse | None:
     """The timeline and course of ``patient_id``; None when the archive has no such patient."""
     with archive.index.reading() as session:
-        name = session.scalars(select(Patient.patient_name).where(Patient.patient_id == patient_id)).first()
-        if name is None:
+        patient = find_patient(session, patient_id)
+        if patient is None:
             return None
         points = build_timeline(read_results(session, "pet_timepoint", patient_id=patient_id),
                                 read_results(session, "pet_response", patient_id=patient_id))
         plans = read_course(archive, session, patient_id)
-    return PatientResponse(patient_id, name, points, plans)
+    return PatientResponse(patient_id, patient.patient_name, points, plans)
 
 
 # -- presentation --------------------------------------------------------------------------------
@@ -240,6 +240,7 @@ def render_response_page(pathname: str | None):
         return "Treatment response", html.P(f"No patient {patient_id} in the archive.", className="error")
     audit_access(AuditAction.READ, patient_ids=[patient_id], study_uids=response.study_uids)
     title = f"Treatment response: {response.patient_name} ({patient_id})"
+    timeline: html.P | html.Div
     if not response.points:
         timeline = html.P("No PET time points are recorded for this patient yet (oncopacs pet record).",
                           className="empty")
@@ -251,7 +252,8 @@ def render_response_page(pathname: str | None):
 
 def create_response_app(server: Flask) -> dash.Dash:
     """The response dashboard, mounted on ``server`` at :data:`BASE_PATH`."""
-    app = dash.Dash(__name__, server=server, url_base_pathname=BASE_PATH, title="Treatment response · OncoPACS",
+    app = dash.Dash(__name__, server=server,  # type: ignore[arg-type]  # Dash types it bool | Callable
+                    url_base_pathname=BASE_PATH, title="Treatment response · OncoPACS",
                     suppress_callback_exceptions=True)
     app.layout = html.Div([dcc.Location(id="url"), html.H2(id="title"), dcc.Loading(html.Div(id="content"))])
     app.callback(Output("title", "children"), Output("content", "children"), Input("url", "pathname"))(

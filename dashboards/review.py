@@ -10,8 +10,9 @@
   chosen plane and slice, beside the QA figures of its stored ``registration_qa`` result
   (:func:`oncopacs.analysis.registration.load_registration_qa`).
 
-Every file is read through the archive with its SHA-256 checked; loaded volumes are cached (a few studies,
-keyed by the files' SHA-256) and slices are rendered on the server (:mod:`oncopacs.viewer.slices`, cached).
+The volumes are loaded by :mod:`oncopacs.viewer.review` (every file read through the archive with its SHA-256
+checked) and cached by the app's :class:`~oncopacs.viewer.review.ReviewViewer` (a few studies, keyed by the files'
+SHA-256); slices are rendered on the server (:mod:`oncopacs.viewer.slices`, cached).
 Page loads are audited as READ, every image shown as RETRIEVE. Callback bodies are module functions
 (:func:`review_view`, :func:`phase_figure`, :func:`registration_figure`, :func:`qa_panel`, ...) for tests.
 """
@@ -19,10 +20,6 @@ Page loads are audited as READ, every image shown as RETRIEVE. Callback bodies a
 from __future__ import annotations
 
 import base64
-import hashlib
-import threading
-from collections import OrderedDict
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 import dash
@@ -30,202 +27,31 @@ import numpy as np
 import plotly.graph_objects as go
 from dash import Input, Output, State, dcc, html
 from flask import Flask, current_app
-from sqlalchemy import select
 
-from fusion.ct4d import group_phases, load_phase_images, read_phase_label
-from fusion.dicom_reg import read_registration
-from fusion.errors import FusionError
-from fusion.volume import load_series, resample_to
-from oncopacs.analysis.rt import read_dataset
-from oncopacs.archive.ingest import Archive
 from oncopacs.audit.events import AuditAction, Outcome
 from oncopacs.errors import NotFoundError
-from oncopacs.analysis.registration import load_registration_qa
-from oncopacs.index.models import Patient, Study
-from oncopacs.index.oncology import OncologySummary, summarize_study
-from oncopacs.index.query import StoredInstance, find_instances
 from oncopacs.uids import is_valid_uid
-from oncopacs.viewer.scene import read_axis_aligned_volume as axis_aligned
-from oncopacs.viewer.slices import (
-    WINDOWS,
-    RenderedSlice,
-    RenderOptions,
-    Scene,
-    SliceCache,
-    SliceError,
-    build_scene,
-    encode_png,
-)
+from oncopacs.viewer.review import ReviewRegistration, ReviewViewer
+from oncopacs.viewer.slices import WINDOWS, RenderedSlice, RenderOptions, SliceError, encode_png
 from oncopacs.web.access import audit_access
-from rt.errors import RTError
-from rt.structures import read_structure_set
 
 URL_BASE = "/dashboards/review/"
+VIEWER_EXTENSION = "oncopacs.review_viewer"  # the app's ReviewViewer in Flask's app.extensions
 CINE_PLANES = ("axial", "coronal")
 REGISTRATION_PLANES = ("axial", "coronal", "sagittal")
 MODES = ("blend", "checkerboard")
 CINE_INTERVAL_MS = 400
 DEFAULT_TILE_MM = 20.0
 NO_DATA = "This study holds neither a 4D CT nor a registration."
-_CACHE_SIZE = 4
-_HIDDEN, _SHOWN = {"display": "none"}, {}
-
-
-# -- loading (cached by the files' SHA-256) -----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FourDCT:
-    """A 4D CT: phase percent (ascending), one scene per phase on one grid, ROIs shared by every scene."""
-
-    phase_percent: tuple[float, ...]
-    series_uids: tuple[str, ...]
-    scenes: tuple[Scene, ...] = field(repr=False)
-    structure_set_uid: str | None
-
-    @property
-    def roi_names(self) -> tuple[str, ...]:
-        return tuple(r.name for r in self.scenes[0].rois)
-
-
-@dataclass(frozen=True)
-class RegistrationPair:
-    """A registration with its fixed image and its moving image resampled onto the fixed grid (HU)."""
-
-    sop_instance_uid: str
-    kind: str
-    fixed_series_uid: str
-    moving_series_uid: str
-    patient_ids: tuple[str, ...]
-    study_uids: tuple[str, ...]
-    fixed: Scene = field(repr=False)
-    moving: Scene = field(repr=False)
-    qa: dict[str, Any] | None  # the stored registration_qa document (None: no QA stored)
-
-
-_volumes: OrderedDict[str, FourDCT | RegistrationPair] = OrderedDict()
-_volumes_lock = threading.Lock()
-_slices = SliceCache(max_entries=1024)
-
-
-def _cached(key: str, build):
-    with _volumes_lock:
-        if key in _volumes:
-            _volumes.move_to_end(key)
-            return _volumes[key]
-    value = build()
-    with _volumes_lock:
-        _volumes[key] = value
-        while len(_volumes) > _CACHE_SIZE:
-            _volumes.popitem(last=False)
-    return value
-
-
-def _key(*parts: str) -> str:
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(part.encode() + b"\0")
-    return digest.hexdigest()
-
-
-def _read_all(archive: Archive, stored: list[StoredInstance]) -> list:
-    return [read_dataset(archive, s.file_path, s.sha256) for s in stored]
-
-
-def _phase_series(archive: Archive, session, summary: OncologySummary) -> list[str]:
-    """CT series whose first slice carries a respiratory-phase label (header only)."""
-    found = []
-    for series in summary.image_series:
-        if series.modality != "CT":
-            continue
-        stored = find_instances(session, {"SeriesInstanceUID": series.series_instance_uid})
-        if not stored:
-            continue
-        head = archive.read_dataset(stored[0].file_path, stored[0].sha256, stop_before_pixels=True)
-        if read_phase_label(head) is not None:
-            found.append(series.series_instance_uid)
-    return found
-
-
-def load_four_d(archive: Archive, study_uid: str) -> FourDCT | str | None:
-    """The study's 4D CT (cached), a sentence saying why it cannot be shown, or None when it has none."""
-    with archive.index.reading() as session:
-        summary = summarize_study(session, study_uid)
-        candidates = _phase_series(archive, session, summary)
-        if not candidates:
-            return None
-        stored = [s for uid in candidates for s in find_instances(session, {"SeriesInstanceUID": uid})]
-        rtstruct = next((s for s in summary.structure_sets if set(s.image_series_uids) & set(candidates)), None)
-        rt_stored = find_instances(session, {"SOPInstanceUID": rtstruct.sop_instance_uid}) if rtstruct else []
-    key = _key("4d", study_uid, *sorted(s.sha256 for s in stored), *(s.sha256 for s in rt_stored))
-
-    def build() -> FourDCT | str:
-        try:
-            phases = group_phases(_read_all(archive, stored))
-            images = load_phase_images(phases)
-            volumes = [axis_aligned(image) for image in images]
-        except (FusionError, NotFoundError) as exc:
-            return f"The 4D CT cannot be shown: {exc}"
-        structures = None
-        if rt_stored:
-            try:
-                structures = read_structure_set(_read_all(archive, rt_stored)[0])
-            except (RTError, ValueError, KeyError, AttributeError):
-                structures = None
-        first_hu, grid = volumes[0]
-        first = build_scene(f"{key}-0", first_hu, grid, structures=structures)
-        scenes = [first] + [replace(first, key=f"{key}-{p}", ct_hu=np.ascontiguousarray(hu, dtype=np.float32))
-                            for p, (hu, _grid) in enumerate(volumes[1:], start=1)]
-        return FourDCT(tuple(p.percent for p in phases), tuple(p.series_instance_uid for p in phases), tuple(scenes),
-                       rtstruct.sop_instance_uid if rtstruct and structures is not None else None)
-
-    return _cached(key, build)
-
-
-def load_pair(archive: Archive, study_uid: str, registration_uid: str) -> RegistrationPair:
-    """A registration of the study with fixed and resampled moving images (cached); NotFoundError/ValueError."""
-    with archive.index.reading() as session:
-        summary = summarize_study(session, study_uid)
-        if registration_uid not in {r.sop_instance_uid for r in summary.registrations}:
-            raise NotFoundError(f"registration {registration_uid} is not in study {study_uid}")
-        reg_stored = find_instances(session, {"SOPInstanceUID": registration_uid})
-        qa = load_registration_qa(session, registration_uid)
-    try:
-        registration = read_registration(_read_all(archive, reg_stored)[0])
-    except FusionError as exc:
-        raise ValueError(f"the registration cannot be read: {exc}") from None
-    fixed_uid, moving_uid = registration.fixed.series_instance_uid, registration.moving.series_instance_uid
-    with archive.index.reading() as session:
-        fixed_stored = find_instances(session, {"SeriesInstanceUID": fixed_uid}) if fixed_uid else []
-        moving_stored = find_instances(session, {"SeriesInstanceUID": moving_uid}) if moving_uid else []
-    if not fixed_stored or not moving_stored:
-        raise NotFoundError("the fixed or the moving series of this registration is not in the archive")
-    key = _key("reg", reg_stored[0].sha256, *sorted(s.sha256 for s in fixed_stored), "|",
-               *sorted(s.sha256 for s in moving_stored))
-
-    def build() -> RegistrationPair:
-        try:
-            fixed = load_series(_read_all(archive, fixed_stored))
-            moved = resample_to(load_series(_read_all(archive, moving_stored)), fixed, registration.transform,
-                                default=-1000.0)
-        except FusionError as exc:
-            raise ValueError(f"the registered images cannot be loaded: {exc}") from None
-        fixed_hu, grid = axis_aligned(fixed)
-        moved_hu, _ = axis_aligned(moved)
-        patients = tuple(dict.fromkeys(s.patient_id for s in (fixed_stored[0], moving_stored[0])))
-        studies = tuple(dict.fromkeys((study_uid, fixed_stored[0].study_instance_uid, moving_stored[0].study_instance_uid)))
-        return RegistrationPair(registration_uid, registration.kind.value, fixed_uid, moving_uid, patients, studies,
-                                build_scene(f"{key}-fixed", fixed_hu, grid), build_scene(f"{key}-moving", moved_hu, grid),
-                                qa)
-
-    return _cached(key, build)
+_HIDDEN: dict[str, str] = {"display": "none"}
+_SHOWN: dict[str, str] = {}
 
 
 # -- what the callbacks do ----------------------------------------------------------------------
 
 
-def _archive() -> Archive:
-    return current_app.extensions["oncopacs.archive"]
+def _viewer() -> ReviewViewer:
+    return current_app.extensions[VIEWER_EXTENSION]
 
 
 def study_uid_from(pathname: str | None) -> str:
@@ -237,32 +63,28 @@ def study_uid_from(pathname: str | None) -> str:
     return uid
 
 
-def _registration_label(archive: Archive, registration) -> str:
-    with archive.index.reading() as session:
-        document = load_registration_qa(session, registration.sop_instance_uid)
-    if document is None:
+def _registration_label(registration: ReviewRegistration) -> str:
+    verdict = registration.verdict
+    if verdict is None:
         return f"{registration.series_instance_uid[-12:]} · no QA stored"
-    verdict = "FLAGGED" if document.get("flagged") else "QA passed"
-    return f"{document.get('kind', 'registration')} · {verdict} · moving …{document.get('moving_series_uid', '')[-12:]}"
+    outcome = "FLAGGED" if verdict.flagged else "QA passed"
+    return f"{verdict.kind} · {outcome} · moving …{verdict.moving_series_uid[-12:]}"
 
 
 def review_view(study_uid: str) -> dict[str, Any]:
     """What the page needs of a study (JSON-ready; audited READ): patient, 4D phases, registrations."""
-    archive = _archive()
+    viewer = _viewer()
     try:
-        with archive.index.reading() as session:
-            summary = summarize_study(session, study_uid)
-            patient = session.execute(select(Patient.patient_id, Patient.patient_name).join(Study)
-                                      .where(Study.study_instance_uid == study_uid)).one()
-        four_d = load_four_d(archive, study_uid)
+        study = viewer.study(study_uid)
+        four_d = viewer.four_d(study_uid)
     except NotFoundError as exc:
         audit_access(AuditAction.READ, study_uids=[study_uid], outcome=Outcome.MINOR_FAILURE)
         raise ValueError(str(exc)) from None
-    audit_access(AuditAction.READ, patient_ids=[patient.patient_id], study_uids=[study_uid])
-    view: dict[str, Any] = {"study_uid": study_uid, "patient_id": patient.patient_id,
-                            "patient_name": str(patient.patient_name or ""), "four_d": None, "four_d_message": None,
-                            "registrations": [{"uid": r.sop_instance_uid, "label": _registration_label(archive, r)}
-                                              for r in summary.registrations]}
+    audit_access(AuditAction.READ, patient_ids=[study.patient_id], study_uids=[study_uid])
+    view: dict[str, Any] = {"study_uid": study_uid, "patient_id": study.patient_id,
+                            "patient_name": study.patient_name, "four_d": None, "four_d_message": None,
+                            "registrations": [{"uid": r.sop_instance_uid, "label": _registration_label(r)}
+                                              for r in study.registrations]}
     if isinstance(four_d, str):
         view["four_d_message"] = four_d
     elif four_d is not None:
@@ -279,20 +101,19 @@ def _clamp(index, size: int) -> int:
 
 def phase_frame(study_uid: str, phase: int, plane: str, index: int, window: str = "lung") -> RenderedSlice:
     """Phase ``phase`` (0-based, in phase order) on ``plane`` at ``index``, with the contours (audited RETRIEVE)."""
-    archive = _archive()
-    four_d = load_four_d(archive, study_uid)
+    viewer = _viewer()
+    four_d = viewer.four_d(study_uid)
     if four_d is None or isinstance(four_d, str):
         raise ValueError(four_d or "this study holds no 4D CT")
     if plane not in CINE_PLANES:
         raise ValueError(f"the cine shows {' or '.join(CINE_PLANES)} slices, not {plane!r}")
     scene = four_d.scenes[_clamp(phase, len(four_d.scenes))]
     try:
-        rendered = _slices.render(scene, plane, _clamp(index, scene.plane_size(plane)), RenderOptions(window=window))
+        rendered = viewer.slices.render(scene, plane, _clamp(index, scene.plane_size(plane)),
+                                        RenderOptions(window=window))
     except SliceError as exc:
         raise ValueError(str(exc)) from None
-    with archive.index.reading() as session:
-        patient_ids = {s.patient_id for s in find_instances(session, {"SeriesInstanceUID": four_d.series_uids[0]})[:1]}
-    audit_access(AuditAction.RETRIEVE, patient_ids=patient_ids, study_uids=[study_uid])
+    audit_access(AuditAction.RETRIEVE, patient_ids=four_d.patient_ids, study_uids=[study_uid])
     return rendered
 
 
@@ -322,13 +143,14 @@ def registration_frame(study_uid: str, registration_uid: str, plane: str, index:
                        alpha: float = 0.5, tile_mm: float = DEFAULT_TILE_MM,
                        window: str = "mediastinum") -> tuple[np.ndarray, float]:
     """The composed slice (RGB uint8) and its pixel size (mm) of a registration (audited RETRIEVE)."""
-    pair = load_pair(_archive(), study_uid, registration_uid)
+    viewer = _viewer()
+    pair = viewer.pair(study_uid, registration_uid)
     if plane not in REGISTRATION_PLANES:
         raise ValueError(f"unknown plane {plane!r}")
     index = _clamp(index, pair.fixed.plane_size(plane))
     try:
         options = RenderOptions(window=window)
-        fixed, moving = (_slices.render(scene, plane, index, options) for scene in (pair.fixed, pair.moving))
+        fixed, moving = (viewer.slices.render(scene, plane, index, options) for scene in (pair.fixed, pair.moving))
     except SliceError as exc:
         raise ValueError(str(exc)) from None
     tile_px = max(1, round(float(tile_mm) / fixed.pixel_mm))
@@ -353,7 +175,8 @@ def phase_figure(study_uid: str, phase: int, plane: str, index: int, window: str
                  phase_percent: list[float] | None = None) -> go.Figure:
     rendered = phase_frame(study_uid, phase, plane, index, window)
     label = f" · phase {phase_percent[phase]:g} %" if phase_percent and 0 <= phase < len(phase_percent) else ""
-    return image_figure(rendered.rgb, rendered.pixel_mm, f"{plane} {rendered.index + 1}{label}", f"4d-{study_uid}-{plane}")
+    return image_figure(rendered.rgb, rendered.pixel_mm, f"{plane} {rendered.index + 1}{label}",
+                        f"4d-{study_uid}-{plane}")
 
 
 def registration_figure(study_uid: str, registration_uid: str, plane: str, index: int, **options) -> go.Figure:
@@ -394,7 +217,7 @@ def qa_panel(document: dict[str, Any] | None) -> html.Div:
 
 def registration_view(study_uid: str, registration_uid: str) -> tuple[dict[str, int], html.Div]:
     """Plane sizes of the fixed grid and the QA panel of a registration (audited READ)."""
-    pair = load_pair(_archive(), study_uid, registration_uid)
+    pair = _viewer().pair(study_uid, registration_uid)
     audit_access(AuditAction.READ, patient_ids=pair.patient_ids, study_uids=pair.study_uids)
     return {p: pair.fixed.plane_size(p) for p in REGISTRATION_PLANES}, qa_panel(pair.qa)
 
@@ -449,7 +272,7 @@ def layout() -> html.Div:
 def load_page(pathname: str | None) -> tuple:
     """Callback: (store, title, message, 4D panel style, phase max, phase marks, cine info, registration panel
     style, registration options, chosen registration) for the study in the URL."""
-    empty = (None, "4D and registration review", "", _HIDDEN, 1, {}, "", _HIDDEN, [], None)
+    empty: tuple[Any, ...] = (None, "4D and registration review", "", _HIDDEN, 1, {}, "", _HIDDEN, [], None)
     try:
         view = review_view(study_uid_from(pathname))
     except ValueError as exc:
@@ -473,13 +296,16 @@ def load_page(pathname: str | None) -> tuple:
 
 def create_review_app(server: Flask) -> dash.Dash:
     """The 4D and registration review dashboard, mounted on ``server`` at :data:`URL_BASE`."""
-    app = dash.Dash(__name__, server=server, url_base_pathname=URL_BASE, title="4D and registration review · OncoPACS",
+    app = dash.Dash(__name__, server=server,  # type: ignore[arg-type]  # Dash types it bool | Callable
+                    url_base_pathname=URL_BASE, title="4D and registration review · OncoPACS",
                     suppress_callback_exceptions=True)
+    server.extensions.setdefault(VIEWER_EXTENSION, ReviewViewer(server.extensions["oncopacs.archive"]))
     app.layout = layout
     app.callback(Output("review", "data"), Output("title", "children"), Output("message", "children"),
                  Output("four-d-panel", "style"), Output("phase", "max"), Output("phase", "marks"),
                  Output("cine-info", "children"), Output("registration-panel", "style"),
-                 Output("registration", "options"), Output("registration", "value"), Input("url", "pathname"))(load_page)
+                 Output("registration", "options"), Output("registration", "value"),
+                 Input("url", "pathname"))(load_page)
 
     @app.callback(Output("cine-slice", "max"), Output("cine-slice", "value"), Input("cine-plane", "value"),
                   Input("review", "data"))
@@ -545,9 +371,7 @@ __all__ = [
     "URL_BASE",
     "compose",
     "create_review_app",
-    "load_four_d",
     "load_page",
-    "load_pair",
     "next_phase",
     "phase_figure",
     "phase_frame",

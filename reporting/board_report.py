@@ -11,10 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
-
 from oncopacs.index.oncology import find_patient_plans
-from oncopacs.reports.models import Report
+from oncopacs.reports.store import find_final_reports
 from reporting.pet_report import read_response_category
 from reporting.sources import read_instance, read_results
 from reporting.subject import read_subject
@@ -47,9 +45,7 @@ def gather_tumour_board(request: ReportRequest) -> ReportContent:
         evaluations = [
             {"report_id": r.id, "version": r.version, "approved_by": r.approved_by,
              "approved_at": r.approved_at.isoformat() if r.approved_at else "", "conclusion": r.conclusion}
-            for r in session.scalars(select(Report).where(Report.patient_id == subject.patient_id,
-                                                          Report.type == "plan", Report.status == "final")
-                                     .order_by(Report.id))
+            for r in find_final_reports(session, subject.patient_id, "plan")
         ]
         responses = read_results(session, "pet_response", patient_id=subject.patient_id)
         timepoints = read_results(session, "pet_timepoint", patient_id=subject.patient_id)

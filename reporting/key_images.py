@@ -24,8 +24,10 @@ def build_mip_png(archive: Archive, series_uid: str) -> str | None:
         ds = archive.read_dataset(instance.file_path, instance.sha256)
         if "PixelData" not in ds or "ImagePositionPatient" not in ds:
             continue
-        values = ds.pixel_array.astype(np.float64) * float(ds.get("RescaleSlope", 1) or 1) + float(ds.get("RescaleIntercept", 0) or 0)
-        slices.append((float(ds.ImagePositionPatient[2]), values, ds.get("PixelSpacing", [1, 1]), ds.get("SliceThickness")))
+        values = (ds.pixel_array.astype(np.float64) * float(ds.get("RescaleSlope", 1) or 1)
+                  + float(ds.get("RescaleIntercept", 0) or 0))
+        slices.append((float(ds.ImagePositionPatient[2]), values, ds.get("PixelSpacing", [1, 1]),
+                       ds.get("SliceThickness")))
     if not slices or any(s[1].ndim != 2 for s in slices):
         return None
     slices.sort(key=lambda item: -item[0])  # superior (largest z in LPS) first: head at the top

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 
 import hl7
@@ -27,10 +28,8 @@ async def _exchange(destination: Hl7Destination, message: str) -> hl7.Message:
         return await asyncio.wait_for(reader.readmessage(), destination.timeout_s)
     finally:
         writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError):
             await writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
 
 
 def send_message(destination: Hl7Destination, message: str) -> Ack:

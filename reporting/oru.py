@@ -100,8 +100,8 @@ def build_oru(report: OruReport, destination: Hl7Destination) -> str:
         "|".join(["PID", "1", "", f"{_escape(subject.patient_id)}^^^{issuer}^MR", "", _name(subject.patient_name), "",
                   subject.patient_birth_date, _escape(subject.patient_sex)]),
         f"ORC|RE||{filler}",
-        "|".join(["OBR", "1", "", filler, f"{_escape(report.code)}^{_escape(report.title)}^L", "", "", report.observed_at,
-                  *[""] * 14, stamp, "", _escape(report.service_section), status]),
+        "|".join(["OBR", "1", "", filler, f"{_escape(report.code)}^{_escape(report.title)}^L", "", "",
+                  report.observed_at, *[""] * 14, stamp, "", _escape(report.service_section), status]),
         "|".join(["OBX", "1", "ED", f"PDFRPT^{_escape(report.title)}^L", "",
                   (f"{_escape(destination.sending_application)}^{_escape(destination.ed_type)}^"
                   f"{_escape(destination.ed_subtype)}^Base64^{data}"), "", "", "", "", "", status, "", "", stamp]),

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
-
-from oncopacs.index.models import Patient, Series, Study
+from oncopacs.index.oncology import find_patient_series
 from reporting.key_images import build_mip_png
 from reporting.sources import CachedResult, read_results
 from reporting.subject import read_subject
@@ -69,13 +67,8 @@ def _time_points(results: list[CachedResult]) -> tuple[list[dict[str, Any]], lis
 
 
 def _pet_studies(session, patient_id: str) -> list[dict[str, str]]:
-    rows = session.execute(
-        select(Study.study_instance_uid, Study.study_date, Study.study_description, Series.series_instance_uid)
-        .join(Patient, Study.patient_pk == Patient.id).join(Series, Series.study_pk == Study.id)
-        .where(Patient.patient_id == patient_id, Series.modality == "PT")
-        .order_by(Study.study_date, Series.id)
-    ).all()
-    return [{"study_uid": s, "date": d, "description": desc, "series_uid": se} for s, d, desc, se in rows]
+    return [{"study_uid": s.study_instance_uid, "date": s.study_date, "description": s.study_description,
+             "series_uid": s.series_instance_uid} for s in find_patient_series(session, patient_id, "PT")]
 
 
 def gather_pet_response(request: ReportRequest) -> ReportContent:

@@ -53,10 +53,12 @@ def _plan_section(plan_ds: Dataset, cached: dict | None) -> dict[str, Any]:
     beams = []
     for beam in summary.get("beams", []):
         shifters = [f"{r.get('id') or r.get('type') or 'range shifter'}"
-                    + (f" ({r['water_equivalent_thickness_mm']:g} mm WET)" if r.get("water_equivalent_thickness_mm") else "")
+                    + (f" ({r['water_equivalent_thickness_mm']:g} mm WET)"
+                       if r.get("water_equivalent_thickness_mm") else "")
                     for r in beam.get("range_shifters", [])]
         beams.append({
-            "number": beam.get("number"), "name": beam.get("name") or "", "radiation_type": beam.get("radiation_type") or "",
+            "number": beam.get("number"), "name": beam.get("name") or "",
+            "radiation_type": beam.get("radiation_type") or "",
             "machine": beam.get("treatment_machine") or "", "gantry_deg": beam.get("gantry_angle_deg"),
             "couch_deg": beam.get("couch_angle_deg"), "scan_mode": beam.get("scan_mode") or "",
             "energy_layers": beam.get("energy_layer_count") or len(beam.get("energy_layers_mev") or []),
@@ -85,14 +87,15 @@ def _curve(dvh: DVH) -> dict[str, list[float]]:
 
 def _roi_row(dvh: DVH, prescription_gy: float | None) -> dict[str, Any]:
     wanted = list(ROI_METRICS) + (["V95%[%]"] if prescription_gy else [])
-    metrics = {}
+    metrics: dict[str, float | None] = {}
     for metric in wanted:
         try:
             metrics[metric] = round(compute_metrics(dvh, [metric], prescription_gy)[metric], 3)
         except MetricError:
             metrics[metric] = None
     return {"name": dvh.roi_name, "volume_cc": round(dvh.total_volume_cc, 2),
-            "uncovered_volume_cc": round(dvh.uncovered_volume_cc, 2), "metrics": metrics, "curve": _curve(dvh), "note": ""}
+            "uncovered_volume_cc": round(dvh.uncovered_volume_cc, 2), "metrics": metrics, "curve": _curve(dvh),
+            "note": ""}
 
 
 def _compute_dvhs(structure_ds: Dataset, dose_ds: Dataset) -> tuple[dict[str, DVH], list[dict[str, Any]]]:
@@ -148,7 +151,7 @@ def gather_plan_evaluation(request: ReportRequest) -> ReportContent:
     prescription = plan["prescription_gy"]
     dvhs: dict[str, DVH] = {}
     outside: list[dict[str, Any]] = []
-    if needs_files:
+    if structure_ds is not None and dose_ds is not None:  # read exactly when needs_files
         dvhs, outside = _compute_dvhs(structure_ds, dose_ds)
     if cached_dvh is not None:
         rois = [{"name": r.get("name", ""), "volume_cc": r.get("volume_cc"),
@@ -169,7 +172,7 @@ def gather_plan_evaluation(request: ReportRequest) -> ReportContent:
             raise RTError(f"no goal template {template_name!r}; shipped: {', '.join(list_templates())}")
         results = [r.to_dict() for r in evaluate_goals(load_template(template_name), dvhs, prescription)]
         outside_names = tuple(r["name"] for r in outside)
-        for result, goal in zip(results, load_template(template_name).goals):
+        for result, goal in zip(results, load_template(template_name).goals, strict=False):
             found = find_roi_name(goal, outside_names) if result["roi_name"] is None else None
             if found:  # the ROI exists but has no dose: say so instead of "not found"
                 result.update(roi_name=found, reason=f"ROI {found!r} lies entirely outside the dose grid")
@@ -177,7 +180,8 @@ def gather_plan_evaluation(request: ReportRequest) -> ReportContent:
     counts = {status: sum(1 for r in goals["rows"] if r["status"] == status)
               for status in (PASS, WITHIN_TOLERANCE, FAIL, NOT_EVALUATED)}
     goals["counts"] = counts
-    rx = f"{prescription:g} Gy in {plan['fractions']} fractions" if prescription and plan["fractions"] else "no prescription recorded"
+    rx = (f"{prescription:g} Gy in {plan['fractions']} fractions" if prescription and plan["fractions"]
+          else "no prescription recorded")
     if goals["rows"]:
         conclusion = (f"Plan {plan['label'] or plan['name']} ({rx}): {counts[PASS]} clinical goal(s) passed, "
                       f"{counts[WITHIN_TOLERANCE]} within tolerance, {counts[FAIL]} failed, "

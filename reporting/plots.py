@@ -67,26 +67,31 @@ def build_line_plot(curves: Sequence[Curve], *, x_label: str, y_label: str, x_ra
 
     parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH:g} {HEIGHT:g}" '
              f'width="{WIDTH:g}" height="{HEIGHT:g}" font-family="DejaVu Sans, sans-serif" font-size="10">')]
-    parts.append(f'<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#333" stroke-width="0.8"/>')
+    parts.append(f'<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#333" '
+                 f'stroke-width="0.8"/>')
     for y in _ticks(y0, y1):
-        parts.append(f'<line x1="{LEFT}" y1="{py(y):.2f}" x2="{LEFT + plot_w}" y2="{py(y):.2f}" stroke="#ddd" stroke-width="0.5"/>')
+        parts.append(f'<line x1="{LEFT}" y1="{py(y):.2f}" x2="{LEFT + plot_w}" y2="{py(y):.2f}" stroke="#ddd" '
+                     f'stroke-width="0.5"/>')
         parts.append(f'<text x="{LEFT - 4}" y="{py(y) + 3:.2f}" text-anchor="end">{_label(y)}</text>')
     x_ticks = x_tick_labels if x_tick_labels is not None else [(x, _label(x)) for x in _ticks(x0, x1)]
     for x, text in x_ticks:
-        parts.append(f'<line x1="{px(x):.2f}" y1="{TOP}" x2="{px(x):.2f}" y2="{TOP + plot_h}" stroke="#ddd" stroke-width="0.5"/>')
+        parts.append(f'<line x1="{px(x):.2f}" y1="{TOP}" x2="{px(x):.2f}" y2="{TOP + plot_h}" stroke="#ddd" '
+                     f'stroke-width="0.5"/>')
         parts.append(f'<text x="{px(x):.2f}" y="{TOP + plot_h + 13}" text-anchor="middle">{escape(text)}</text>')
     parts.append(f'<text x="{LEFT + plot_w / 2:.1f}" y="{HEIGHT - 6}" text-anchor="middle">{escape(x_label)}</text>')
-    parts.append(f'<text transform="translate(13 {TOP + plot_h / 2:.1f}) rotate(-90)" text-anchor="middle">{escape(y_label)}</text>')
+    parts.append(f'<text transform="translate(13 {TOP + plot_h / 2:.1f}) rotate(-90)" text-anchor="middle">'
+                 f'{escape(y_label)}</text>')
     for i, curve in enumerate(curves):
         colour = PALETTE[i % len(PALETTE)]
-        points = " ".join(f"{px(x):.2f},{py(y):.2f}" for x, y in zip(curve.x, curve.y))
+        points = " ".join(f"{px(x):.2f},{py(y):.2f}" for x, y in zip(curve.x, curve.y, strict=False))
         if points:
             parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="1.4"/>')
         if markers:
-            parts.extend(f'<circle cx="{px(x):.2f}" cy="{py(y):.2f}" r="2.6" fill="{colour}"/>' for x, y in zip(curve.x, curve.y))
+            parts.extend(f'<circle cx="{px(x):.2f}" cy="{py(y):.2f}" r="2.6" fill="{colour}"/>'
+                         for x, y in zip(curve.x, curve.y, strict=False))
         legend_y = TOP + 10 + i * 15
-        parts.append(f'<line x1="{LEFT + plot_w + 10}" y1="{legend_y - 3}" x2="{LEFT + plot_w + 28}" y2="{legend_y - 3}" '
-                     f'stroke="{colour}" stroke-width="2"/>')
+        parts.append(f'<line x1="{LEFT + plot_w + 10}" y1="{legend_y - 3}" x2="{LEFT + plot_w + 28}" '
+                     f'y2="{legend_y - 3}" stroke="{colour}" stroke-width="2"/>')
         parts.append(f'<text x="{LEFT + plot_w + 32}" y="{legend_y}">{escape(curve.label[:22])}</text>')
     parts.append("</svg>")
     return "".join(parts)

@@ -5,11 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from oncopacs.errors import NotFoundError
-from oncopacs.index.models import Patient, Study
+from oncopacs.index.query import find_patient_study
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,16 +41,13 @@ class ReportSubject:
         return cls(**{name: str(data.get(name, "")) for name in cls.__dataclass_fields__})
 
 
-def read_subject(session: Session, study_uid: str) -> ReportSubject:
+def read_subject(session, study_uid: str) -> ReportSubject:
     """The patient and study of ``study_uid``; NotFoundError when the archive does not hold it."""
-    row = session.execute(
-        select(Patient, Study).join(Study, Study.patient_pk == Patient.id).where(Study.study_instance_uid == study_uid)
-    ).first()
-    if row is None:
+    found = find_patient_study(session, study_uid)
+    if found is None:
         raise NotFoundError(f"study {study_uid} is not in the archive")
-    patient, study = row
     return ReportSubject(
-        patient.patient_id, patient.issuer_of_patient_id, patient.patient_name, patient.patient_birth_date,
-        patient.patient_sex, study.study_instance_uid, study.study_date, study.study_time, study.study_id,
-        study.study_description, study.accession_number, study.referring_physician_name,
+        found.patient_id, found.issuer_of_patient_id, found.patient_name, found.patient_birth_date,
+        found.patient_sex, found.study_instance_uid, found.study_date, found.study_time, found.study_id,
+        found.study_description, found.accession_number, found.referring_physician_name,
     )

@@ -21,13 +21,13 @@ from typing import Any
 
 from oncopacs.archive.ingest import Archive
 from oncopacs.auth.roles import Permission, Principal
-from oncopacs.jobs.background import BackgroundLoop
 from oncopacs.errors import (
     OncopacsError,
     PermissionDeniedError,
     RemoteNodeError,
     StorageError,
 )
+from oncopacs.jobs.background import BackgroundLoop
 from oncopacs.reports.deliveries import (
     FINISHED,
     DeliveryLog,
@@ -67,7 +67,8 @@ class Destinations:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Destinations:
-        hl7 = Hl7Destination.parse(settings.hl7_endpoint, sending_facility=settings.ae_title) if settings.hl7_endpoint else None
+        hl7 = (Hl7Destination.parse(settings.hl7_endpoint, sending_facility=settings.ae_title)
+               if settings.hl7_endpoint else None)
         return cls(hl7, settings.fhir_base_url.strip())
 
     def pairs(self) -> list[tuple[str, str]]:
@@ -130,7 +131,8 @@ class ReportService:
         if not stored.acknowledged:
             raise StorageError(f"the archive refused the PDF of report {report_id}: {stored.reason}")
         final = self.store.finalize(report_id, approved_by=principal.name, approved_at=approved_at, pdf=pdf,
-                                    sop_instance_uid=str(dataset.SOPInstanceUID), destinations=self.destinations.pairs())
+                                    sop_instance_uid=str(dataset.SOPInstanceUID),
+                                    destinations=self.destinations.pairs())
         log.info("report %d v%d approved and archived as %s", final.id, final.version, final.sop_instance_uid)
         return final
 
@@ -174,7 +176,7 @@ class ReportService:
 
     def deliver_due(self, *, report_id: int | None = None) -> list[DeliveryRecord]:
         """Send every delivery whose time has come; the records after their attempt."""
-        done = []
+        done: list[DeliveryRecord] = []
         while True:
             claimed = self.deliveries.claim_due(self.clock(), report_id=report_id)
             if not claimed:
@@ -200,7 +202,8 @@ class ReportService:
 
     def _send_hl7(self, report: ReportRecord, delivery: DeliveryRecord, pdf: bytes) -> DeliveryOutcome:
         configured = self.destinations.hl7
-        destination = (configured if configured is not None and f"{configured.host}:{configured.port}" == delivery.endpoint
+        destination = (configured
+                       if configured is not None and f"{configured.host}:{configured.port}" == delivery.endpoint
                        else Hl7Destination.parse(delivery.endpoint))
         kind = report_type(report.type)
         subject = ReportSubject.from_dict(report.data["subject"])

@@ -18,22 +18,17 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
+from typing import Any
 
 from pydicom.dataset import Dataset
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from fusion.errors import FusionError
 from fusion.pet.errors import ResponseInputError, SuvTagError
-from fusion.pet.sr import build_pet_report
-from fusion.pet.stats import (
-    RoiStats,
-    compute_roi_stats,
-    compute_structure_stats,
-    segment_from_seed,
-)
 from fusion.pet.response import (
     EortcResult,
     LesionChange,
@@ -48,14 +43,20 @@ from fusion.pet.response import (
     compute_longest_axial_diameter_mm,
     order_time_points,
 )
+from fusion.pet.sr import build_pet_report
+from fusion.pet.stats import (
+    RoiStats,
+    compute_roi_stats,
+    compute_structure_stats,
+    segment_from_seed,
+)
 from fusion.pet.suv import SuvImage, SuvType, read_suv_image
-from fusion.errors import FusionError
 from oncopacs.analysis.models import AnalysisResult
 from oncopacs.analysis.results import Metric, NewResult, find_result, upsert_result
-from oncopacs.index.models import Instance, ObjectReference, Relation, Series, Study
-from oncopacs.index.oncology import summarize_study
 from oncopacs.archive.ingest import Archive
 from oncopacs.errors import OncopacsError
+from oncopacs.index.models import Instance, ObjectReference, Relation, Series, Study
+from oncopacs.index.oncology import summarize_study
 from oncopacs.uids import uid_for
 from rt.errors import RTError
 from rt.structures import StructureSet, read_structure_set
@@ -194,7 +195,8 @@ def assess_response(time_points: Sequence[TimePoint], *, cycles: int = 1) -> Res
     if any(lesion.name not in baseline_names for lesion in followup.lesions) and not followup.new_lesions:
         followup = TimePoint(**{**{f: getattr(followup, f) for f in followup.__slots__}, "new_lesions": True})
         ordered = (*ordered[:-1], followup)
-    notes, results = [], {}
+    notes: list[str] = []
+    results: dict[str, Any] = {}
     for name, assess in (("percist", lambda: assess_percist(baseline, followup)),
                          ("eortc", lambda: assess_eortc(baseline, followup, cycles=cycles)),
                          ("recist", lambda: assess_recist(ordered))):
@@ -224,13 +226,14 @@ def _upsert(archive: Archive, kind: str, input_key: str, *, patient_id: str, stu
 def build_time_point_sr(measured: MeasuredTimePoint, order: int, categories: dict[str, str] | None = None) -> Dataset:
     """The TID 1500 SR of one time point (UIDs derived from its PET series and SUV type)."""
     image = measured.image
-    geometry = {l.name: l for l in measured.time_point.lesions}
+    geometry = {lesion.name: lesion for lesion in measured.time_point.lesions}
     stats = [*measured.lesions, *([measured.liver] if measured.liver else [])]
     return build_pet_report(
         measured.pet_slices, stats, time_point=measured.time_point.label or measured.time_point.date.isoformat(),
         time_point_order=order, categories=categories,
-        ct_volumes_cc={n: l.volume_cc for n, l in geometry.items() if l.volume_cc is not None},
-        longest_diameters_mm={n: l.longest_diameter_mm for n, l in geometry.items() if l.longest_diameter_mm is not None},
+        ct_volumes_cc={n: g.volume_cc for n, g in geometry.items() if g.volume_cc is not None},
+        longest_diameters_mm={n: g.longest_diameter_mm for n, g in geometry.items()
+                              if g.longest_diameter_mm is not None},
         series_instance_uid=uid_for(image.series_instance_uid, "pet-sr-series", image.suv_type.value),
         sop_instance_uid=uid_for(image.series_instance_uid, "pet-sr", image.suv_type.value, str(order),
                                  json.dumps(categories or {}, sort_keys=True)),
@@ -338,6 +341,14 @@ def find_contoured_pet(session: Session, study_instance_uid: str) -> tuple[Conto
                  if structures.frame_of_reference_uid == pet.frame_of_reference_uid)
 
 
+def find_studies_with_contoured_pet(session: Session) -> list[str]:
+    """Study Instance UIDs of every study holding both a PET series and an RT Structure Set (candidates)."""
+    with_pet = select(Series.study_pk).where(Series.modality == "PT")
+    with_contours = select(Series.study_pk).where(Series.modality == "RTSTRUCT")
+    return list(session.scalars(select(Study.study_instance_uid).where(
+        Study.id.in_(with_pet), Study.id.in_(with_contours))))
+
+
 def has_contours_on_frame(session: Session, study_instance_uid: str, frame_of_reference_uid: str) -> bool:
     """Whether the study holds an RTSTRUCT on ``frame_of_reference_uid`` (the PET rule's cheap test per slice)."""
     if not frame_of_reference_uid:
@@ -404,3 +415,42 @@ def _earlier_time_points(session: Session, patient_id: str, day: date) -> int:
     return session.scalar(select(func.count(func.distinct(AnalysisResult.time_point))).where(
         AnalysisResult.kind == PET_TIMEPOINT, AnalysisResult.patient_id == patient_id,
         AnalysisResult.time_point < day.strftime("%Y%m%d"))) or 0
+
+
+# -- reading stored PET results across patients (the tumour-board cohort) --------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """A patient's newest stored ``pet_response`` result: its follow-up study and date, and its document.
+
+    ``document`` is the stored :meth:`ResponseAssessment.to_dict` (None when the stored JSON is not an object).
+    """
+
+    patient_id: str
+    study_instance_uid: str
+    time_point: str  # YYYYMMDD of the follow-up
+    document: dict[str, object] | None
+
+
+def find_last_time_points(session: Session) -> dict[str, str]:
+    """Each patient's newest stored PET time point: {PatientID: date (YYYYMMDD)} over ``pet_timepoint`` results."""
+    rows = session.execute(select(AnalysisResult.patient_id, func.max(AnalysisResult.time_point))
+                           .where(AnalysisResult.kind == PET_TIMEPOINT).group_by(AnalysisResult.patient_id))
+    return {str(patient_id): str(time_point or "") for patient_id, time_point in rows}
+
+
+def find_latest_responses(session: Session) -> dict[str, StoredResponse]:
+    """Each patient's newest ``pet_response`` result (latest follow-up date, then latest stored), by PatientID."""
+    latest: dict[str, StoredResponse] = {}
+    for patient_id, study_uid, time_point, text in session.execute(
+            select(AnalysisResult.patient_id, AnalysisResult.study_instance_uid, AnalysisResult.time_point,
+                   AnalysisResult.result_json)
+            .where(AnalysisResult.kind == PET_RESPONSE).order_by(AnalysisResult.time_point, AnalysisResult.id)):
+        try:
+            document = json.loads(text)
+        except ValueError:
+            document = None
+        latest[str(patient_id)] = StoredResponse(str(patient_id), str(study_uid or ""), str(time_point or ""),
+                                                 document if isinstance(document, dict) else None)
+    return latest

@@ -16,19 +16,17 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from pydicom import Dataset
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from oncopacs.analysis.models import AnalysisResult
 from oncopacs.analysis.results import Metric, NewResult, store_results
-from oncopacs.analysis.rt import read_dataset
 from oncopacs.archive.ingest import Archive, IngestOutcome, IngestResult
-from oncopacs.errors import DicomInputError, NotFoundError, StorageError
-from oncopacs.index.models import Instance, Patient, Series, Study
+from oncopacs.errors import DicomInputError, StorageError
+from oncopacs.index.models import Patient, Series, Study
 
 REGISTRATION_QA = "registration_qa"
 RESULT_VERSION = 1
@@ -105,10 +103,12 @@ def store_registration(archive: Archive, dataset: Dataset, *, source: str) -> St
     except FusionError as exc:
         raise DicomInputError("RegistrationSequence", f"unreadable ({exc})", sop_instance_uid=uid) from None
     if registration.qa is None:
-        raise DicomInputError("registration QA", "missing (every stored registration carries its QA)", sop_instance_uid=uid)
+        raise DicomInputError("registration QA", "missing (every stored registration carries its QA)",
+                              sop_instance_uid=uid)
     fixed_uid, moving_uid = registration.fixed.series_instance_uid, registration.moving.series_instance_uid
     if not fixed_uid or not moving_uid:
-        raise DicomInputError("ReferencedSeriesSequence", "does not name both the fixed and the moving series", sop_instance_uid=uid)
+        raise DicomInputError("ReferencedSeriesSequence", "does not name both the fixed and the moving series",
+                              sop_instance_uid=uid)
     stored = _ingest(archive, dataset, source)
     qa = registration.qa.to_dict()
     key = compute_registration_key(fixed_uid, moving_uid, stored.sop_instance_uid)
@@ -155,7 +155,8 @@ def find_registration_of(session: Session, fixed_series_uid: str, moving_series_
                            .where(AnalysisResult.kind == REGISTRATION_QA)).all()
     for sop_uid, text in rows:
         document = json.loads(text)
-        if (document.get("fixed_series_uid"), document.get("moving_series_uid")) == (fixed_series_uid, moving_series_uid):
+        pair = (document.get("fixed_series_uid"), document.get("moving_series_uid"))
+        if pair == (fixed_series_uid, moving_series_uid):
             return str(sop_uid)
     return None
 
@@ -166,7 +167,8 @@ def _ingest(archive: Archive, dataset: Dataset, source: str) -> StoredObject:
     if not result.acknowledged:
         if result.outcome is IngestOutcome.FAILED:
             raise StorageError(f"the archive could not store {uid or 'the object'}: {result.reason}")
-        raise DicomInputError("SOPInstanceUID", f"refused by the archive ({result.outcome.value}: {result.reason})", sop_instance_uid=uid)
+        raise DicomInputError("SOPInstanceUID", f"refused by the archive ({result.outcome.value}: {result.reason})",
+                              sop_instance_uid=uid)
     return StoredObject(uid, str(dataset.get("SeriesInstanceUID", "")), str(dataset.get("Modality", "")),
                         result.outcome.value)
 
@@ -180,3 +182,28 @@ def _fixed_study(session: Session, fixed_series_uid: str, dataset: Dataset) -> t
         return str(row[0] or ""), str(row[1]), str(row[2] or "")
     return (str(dataset.get("PatientID", "")), str(dataset.get("StudyInstanceUID", "")),
             str(dataset.get("StudyDate", "")))
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationVerdict:
+    """The stored QA verdict of one registration: its kind ("rigid", "deformable"), flag and moving series."""
+
+    sop_instance_uid: str
+    kind: str
+    flagged: bool  # the registration failed QA
+    moving_series_uid: str
+
+
+def find_registration_verdicts(session: Session, sop_instance_uids: Iterable[str]) -> dict[str, RegistrationVerdict]:
+    """The QA verdict of each registration instance that has a stored QA (the newest row), by SOP Instance UID."""
+    uids = sorted(set(sop_instance_uids))
+    if not uids:
+        return {}
+    verdicts: dict[str, RegistrationVerdict] = {}
+    for sop_uid, text in session.execute(select(AnalysisResult.inputs, AnalysisResult.result_json).where(
+            AnalysisResult.kind == REGISTRATION_QA, AnalysisResult.inputs.in_(uids)).order_by(AnalysisResult.id)):
+        document = json.loads(text)
+        verdicts[str(sop_uid)] = RegistrationVerdict(str(sop_uid), str(document.get("kind", "registration")),
+                                                     bool(document.get("flagged")),
+                                                     str(document.get("moving_series_uid", "")))
+    return verdicts

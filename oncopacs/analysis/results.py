@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from oncopacs.analysis.models import AnalysisResult, MetricValue
@@ -43,7 +43,7 @@ class NewResult:
     study_instance_uid: str
     time_point: str  # YYYYMMDD ('' when not longitudinal)
     inputs: Sequence[str]  # SOP Instance UIDs
-    document: dict[str, Any]
+    document: dict[str, Any] | None  # None is kept as JSON null (a part that could not be computed)
     metrics: Sequence[Metric] = field(default=())
 
 
@@ -86,3 +86,50 @@ def find_result(session: Session, kind: str, input_key: str) -> dict[str, Any] |
     text = session.scalars(select(AnalysisResult.result_json).where(
         AnalysisResult.kind == kind, AnalysisResult.input_key == input_key)).first()
     return json.loads(text) if text is not None else None
+
+
+def count_results(session: Session, kind: str) -> int:
+    """How many results of ``kind`` the index holds (e.g. analysed RT Doses for ``dvh``)."""
+    return session.scalar(select(func.count()).select_from(AnalysisResult).where(AnalysisResult.kind == kind)) or 0
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResult:
+    """One stored result: its row id, kind, subject, time point (YYYYMMDD or ''), document and metrics.
+
+    ``document`` is the parsed JSON (None when the stored text is not JSON); ``metrics`` are in
+    stored order, each value in the unit its TG-263-style name carries (e.g. ``D95%[Gy]``).
+    """
+
+    id: int
+    kind: str
+    patient_id: str
+    study_instance_uid: str
+    time_point: str
+    document: Any
+    metrics: tuple[Metric, ...]
+
+
+def find_results(session: Session, kind: str, *, study_instance_uid: str = "",
+                 patient_id: str = "") -> list[StoredResult]:
+    """Stored results of ``kind`` for a study and/or a patient ('' = any), oldest time point (then oldest row) first."""
+    statement = select(AnalysisResult).where(AnalysisResult.kind == kind)
+    if study_instance_uid:
+        statement = statement.where(AnalysisResult.study_instance_uid == study_instance_uid)
+    if patient_id:
+        statement = statement.where(AnalysisResult.patient_id == patient_id)
+    rows = list(session.scalars(statement.order_by(AnalysisResult.time_point, AnalysisResult.id)))
+    metrics: dict[int, list[Metric]] = {row.id: [] for row in rows}
+    if rows:
+        for value in session.scalars(select(MetricValue).where(MetricValue.result_pk.in_(list(metrics)))
+                                     .order_by(MetricValue.id)):
+            metrics[value.result_pk].append(Metric(value.structure, value.metric, value.value))
+    results = []
+    for row in rows:
+        try:
+            document = json.loads(row.result_json)
+        except ValueError:
+            document = None
+        results.append(StoredResult(row.id, row.kind, row.patient_id, row.study_instance_uid, row.time_point,
+                                    document, tuple(metrics[row.id])))
+    return results

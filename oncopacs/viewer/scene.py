@@ -64,7 +64,7 @@ def find_scene_inputs(archive: Archive, study_uid: str, dose_uid: str | None = N
         elif sets:
             chosen = sets[0]
         ct_uid = _ct_series(summary, chosen.structure_set_uid if chosen else None)
-        uids = [u for u in ((chosen.uids if chosen else ())) if u]
+        uids = [u for u in (chosen.uids if chosen else ()) if u]
         hashes = dict(session.execute(select(Instance.sop_instance_uid, Instance.sha256)
                                       .where(Instance.sop_instance_uid.in_(uids))).all()) if uids else {}
         ct_files = find_instances(session, {"SeriesInstanceUID": ct_uid})
@@ -79,7 +79,8 @@ def find_scene_inputs(archive: Archive, study_uid: str, dose_uid: str | None = N
 def _ct_series(summary, structure_set_uid: str | None) -> str:
     cts = [s for s in summary.image_series if s.modality == "CT"]
     if structure_set_uid:
-        drawn_on = next((s.image_series_uids for s in summary.structure_sets if s.sop_instance_uid == structure_set_uid), ())
+        drawn_on = next((s.image_series_uids for s in summary.structure_sets
+                         if s.sop_instance_uid == structure_set_uid), ())
         for series in cts:
             if series.series_instance_uid in drawn_on:
                 return series.series_instance_uid
@@ -92,8 +93,9 @@ def load_scene(archive: Archive, inputs: SceneInputs) -> LoadedScene:
     """Read the inputs' files (SHA-256 checked) and build the scene."""
     with archive.index.reading() as session:
         ct_files = find_instances(session, {"SeriesInstanceUID": inputs.ct_series_uid})
-        others = {f.sop_instance_uid: f for f in find_instances(session, {"StudyInstanceUID": inputs.study_instance_uid})
-                  if f.sop_instance_uid in (inputs.structure_set_uid, inputs.dose_uid, inputs.plan_uid)}
+        wanted = (inputs.structure_set_uid, inputs.dose_uid, inputs.plan_uid)
+        in_study = find_instances(session, {"StudyInstanceUID": inputs.study_instance_uid})
+        others = {f.sop_instance_uid: f for f in in_study if f.sop_instance_uid in wanted}
     image = load_series([read_dataset(archive, f.file_path, f.sha256) for f in ct_files])
     ct_hu, grid = read_axis_aligned_volume(image)
 
@@ -122,8 +124,8 @@ def read_axis_aligned_volume(image: sitk.Image) -> tuple[np.ndarray, VoxelGrid]:
         if direction[axis, axis] < 0:
             origin[axis] -= spacing[axis] * (size[axis] - 1)
             array = np.flip(array, axis=2 - axis)
-    return np.ascontiguousarray(array), VoxelGrid(tuple(float(v) for v in origin), tuple(float(v) for v in spacing),
-                                                  tuple(int(n) for n in array.shape))
+    (ox, oy, oz), (dx, dy, dz), (nz, ny, nx) = (float(v) for v in origin), (float(v) for v in spacing), array.shape
+    return np.ascontiguousarray(array), VoxelGrid((ox, oy, oz), (dx, dy, dz), (int(nz), int(ny), int(nx)))
 
 
 class Viewer:

@@ -14,6 +14,7 @@ import io
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 from PIL import Image
@@ -151,7 +152,8 @@ def build_scene(key: str, ct_hu: np.ndarray, grid: VoxelGrid, *, structures: Str
             continue
         (k0, k1), (j0, j1), (i0, i1) = ((int(h[0]), int(h[-1]) + 1) for h in hit)
         colour = roi.colour or _ROI_FALLBACK_COLOURS[n % len(_ROI_FALLBACK_COLOURS)]
-        rois.append(RoiMask(roi.name, tuple(int(c) for c in colour), (k0, j0, i0),
+        rgb = cast("tuple[int, int, int]", tuple(int(c) for c in colour))  # as read: ROIDisplayColor has 3 values
+        rois.append(RoiMask(roi.name, rgb, (k0, j0, i0),
                             occupancy[k0:k1, j0:j1, i0:i1].copy()))
     return Scene(key, grid, np.ascontiguousarray(ct_hu, dtype=np.float32), dose_on_ct, prescription_gy, tuple(rois))
 
@@ -210,7 +212,7 @@ def encode_png(rgb: np.ndarray) -> bytes:
 
 def pixel_of(scene: Scene, plane: str, point_mm: tuple[float, float, float]) -> tuple[int, int]:
     """The output (row, column) of a patient point (x, y, z) mm on ``plane`` (for overlays and tests)."""
-    rows_idx, cols_idx, pixel_mm = _output_sampling(scene.grid, plane)
+    _rows, _cols, pixel_mm = _output_sampling(scene.grid, plane)
     grid = scene.grid
     x, y, z = ((point_mm[a] - grid.origin_mm[a]) / grid.spacing_mm[a] for a in range(3))
     row_mm, col_mm = {"axial": (y * grid.spacing_mm[1], x * grid.spacing_mm[0]),

@@ -85,7 +85,8 @@ def test_csv_cells_cannot_become_formulas():
 def test_board_over_http(demo_app, bearer):
     client = demo_app.test_client()
     outputs = [("cohort", "children"), ("count", "children"), ("site", "options"), ("status", "options"),
-               ("category", "options"), ("pdf-patient", "options"), ("export-csv", "disabled"), ("make-pdf", "disabled")]
+               ("category", "options"), ("pdf-patient", "options"), ("export-csv", "disabled"),
+               ("make-pdf", "disabled")]
     inputs = [("url", "pathname", "/dashboards/board/"), ("site", "value", None), ("status", "value", None),
               ("category", "value", None)]
     answer = dash_update(client, "/dashboards/board/", outputs, inputs, bearer(Role.PHYSICIST))

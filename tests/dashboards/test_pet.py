@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from dashboards.pet import build_mip_figure, load_fusion, render_pet_page, update_fusion
+from dashboards.pet import VIEWER_EXTENSION, build_mip_figure, render_pet_page, update_fusion
 from oncopacs.analysis.models import MetricValue
 from oncopacs.auth.roles import Role
+from oncopacs.viewer.pet import PetViewer, load_fusion
 from tests.dashboards.conftest import dash_update, study_uids, texts
 
 
@@ -67,3 +68,15 @@ def test_pet_callback_over_http(demo_app, bearer, baseline_uid):
                          [("url", "pathname", f"/dashboards/pet/{baseline_uid}")], bearer(Role.ONCOLOGIST))
     assert answer.status_code == 200 and "SUVbw (g" in answer.text, answer.text[:300]
     assert client.get(f"/dashboards/pet/{baseline_uid}", headers=bearer(Role.REFERRER)).status_code == 403
+
+
+def test_fusions_are_cached_per_app_and_bounded(demo_app, baseline_uid):
+    staging = study_uids(demo_app, "ONCO-DEMO-001")["FDG PET-CT staging"]
+    app_viewer = demo_app.extensions[VIEWER_EXTENSION]
+    assert isinstance(app_viewer, PetViewer)
+    assert app_viewer.fusion(baseline_uid) is app_viewer.fusion(baseline_uid)
+    small = PetViewer(demo_app.extensions["oncopacs.archive"], max_fusions=1)
+    first = small.fusion(baseline_uid)
+    assert first is not app_viewer.fusion(baseline_uid) and small.fusion(baseline_uid) is first
+    small.fusion(staging)
+    assert small.fusion(baseline_uid) is not first  # the baseline was evicted by the staging study

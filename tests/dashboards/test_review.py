@@ -12,10 +12,9 @@ from sqlalchemy import select
 
 from dashboards.review import (
     NO_DATA,
+    VIEWER_EXTENSION,
     compose,
-    load_four_d,
     load_page,
-    load_pair,
     next_phase,
     phase_frame,
     registration_frame,
@@ -31,6 +30,7 @@ from oncopacs.phantom.review_demo import (
 )
 from oncopacs.platform import open_platform
 from oncopacs.settings import Settings
+from oncopacs.viewer.review import ReviewViewer, load_four_d, load_pair
 from oncopacs.viewer.slices import RenderOptions, pixel_of, render_slice
 from oncopacs.web.app import create_app
 from tests.dashboards.conftest import dash_update, texts
@@ -106,7 +106,8 @@ def test_phase_frames_differ_and_follow_the_phase_order(app, demo, four_d_uid, a
     four_d = load_four_d(archive, four_d_uid)
     spec = demo.ct4d.spec
     scene = four_d.scenes[0]
-    y_index = int(np.argmin(np.abs(scene.grid.origin_mm[1] + scene.grid.spacing_mm[1] * np.arange(scene.grid.shape[1]))))
+    y_mm = scene.grid.origin_mm[1] + scene.grid.spacing_mm[1] * np.arange(scene.grid.shape[1])
+    y_index = int(np.argmin(np.abs(y_mm)))
     frames, rows = [], []
     with as_oncologist():
         for phase in range(spec.phases):
@@ -248,3 +249,12 @@ def test_cine_and_blend_callbacks_over_http(app, four_d_uid, demo, as_oncologist
                         state=[("review", "data", store)])
     assert blend.status_code == 200
     assert "checkerboard (tiles 20 mm)" in blend.json["response"]["reg-graph"]["figure"]["layout"]["title"]["text"]
+
+
+def test_volumes_are_cached_per_app(app, four_d_uid, demo):
+    viewer = app.extensions[VIEWER_EXTENSION]
+    assert isinstance(viewer, ReviewViewer)
+    assert viewer.four_d(four_d_uid) is viewer.four_d(four_d_uid)
+    assert viewer.pair(four_d_uid, demo.registration_uid) is viewer.pair(four_d_uid, demo.registration_uid)
+    fresh = ReviewViewer(app.extensions["oncopacs.archive"])
+    assert fresh.pair(four_d_uid, demo.registration_uid) is not viewer.pair(four_d_uid, demo.registration_uid)

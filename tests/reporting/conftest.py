@@ -68,7 +68,8 @@ def make_service(archive: Archive, folder: Path, clock: Clock, *, hl7_port: int 
                  max_attempts: int = 3) -> ReportService:
     destination = Hl7Destination("127.0.0.1", hl7_port, timeout_s=5.0) if hl7_port else None
     return ReportService(archive, folder / "reports", Destinations(destination, fhir_url, timeout_s=5.0),
-                         policy=RetryPolicy(max_attempts=max_attempts, base_delay_s=10.0, max_delay_s=60.0, lease_s=30.0),
+                         policy=RetryPolicy(max_attempts=max_attempts, base_delay_s=10.0, max_delay_s=60.0,
+                                            lease_s=30.0),
                          clock=clock)
 
 

@@ -70,7 +70,8 @@ def test_cli_make_approve_send(tmp_path, mllp) -> None:
     assert approved.exit_code == 0 and json.loads(approved.stdout)["status"] == "final"
     nowhere = _run(data_dir, "report", "send", report_id, "--json")
     assert nowhere.exit_code == 2 and "no destination" in nowhere.output
-    sent = _run(data_dir, "report", "send", report_id, "--json", env={"ONCOPACS_HL7_ENDPOINT": f"127.0.0.1:{mllp.port}"})
+    sent = _run(data_dir, "report", "send", report_id, "--json",
+                env={"ONCOPACS_HL7_ENDPOINT": f"127.0.0.1:{mllp.port}"})
     assert sent.exit_code == 0, sent.output
     deliveries = json.loads(sent.stdout)["deliveries"]
     assert [(d["destination"], d["status"], d["ack_code"]) for d in deliveries] == [("hl7", "acknowledged", "AA")]
@@ -119,5 +120,6 @@ def test_api_reports(api) -> None:
     assert one["deliveries"] == [] and one["sop_instance_uid"]
     assert client.get("/api/reports/999", headers=headers[Role.REFERRER]).status_code == 404
     with app.extensions["oncopacs.archive"].index.reading() as session:
-        actions = [a for a, in session.execute(select(AuditRecord.action).where(AuditRecord.detail.like("%/api/reports%")))]
+        actions = [a for a, in session.execute(select(AuditRecord.action)
+                                                .where(AuditRecord.detail.like("%/api/reports%")))]
     assert {"report_view", "export", "store"} <= set(actions)

@@ -8,8 +8,8 @@ import hashlib
 import pytest
 
 from oncopacs.errors import OncopacsError
-from oncopacs.reports.deliveries import DeliveryStatus
 from oncopacs.platform import open_archive
+from oncopacs.reports.deliveries import DeliveryStatus
 from reporting.diagnostic_report import validate_bundle
 from tests.reporting.conftest import PHYSICIST, ingest_demo, make_service
 
@@ -117,7 +117,8 @@ def test_a_restart_resumes_an_in_flight_delivery_once(final_report, mllp, clock,
     service, _report = final_report
     claimed = service.deliveries.claim_due(clock.now)  # the process "dies" with these messages in flight
     assert {d.status for d in claimed} == {DeliveryStatus.SENT}
-    restarted = make_service(service.archive, tmp_path, clock, hl7_port=mllp.port, fhir_url=service.destinations.fhir_base_url)
+    restarted = make_service(service.archive, tmp_path, clock, hl7_port=mllp.port,
+                             fhir_url=service.destinations.fhir_base_url)
     assert restarted.deliver_due() == []  # the lease has not expired: nobody sends it twice
     clock.advance(31)
     resumed = restarted.deliver_due()
@@ -134,7 +135,8 @@ def test_fhir_transient_error_retries_and_client_error_rejects(final_report, fhi
     assert _fhir(service, report.id).status is DeliveryStatus.PENDING
     clock.advance(11)
     service.deliver_due()
-    assert _fhir(service, report.id).status is DeliveryStatus.ACKNOWLEDGED and _fhir(service, report.id).ack_code == "201"
+    assert (_fhir(service, report.id).status is DeliveryStatus.ACKNOWLEDGED
+            and _fhir(service, report.id).ack_code == "201")
     fhir_endpoint.statuses = [422]
     service.send(report.id, "dr-physicist")
     last = [d for d in service.deliveries.for_report(report.id) if d.destination.value == "fhir"][-1]

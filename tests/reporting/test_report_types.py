@@ -32,12 +32,13 @@ def _add_results(archive, demo) -> None:
                                     result_json=json.dumps({"suv_type": "lbm"}), created_at=now)
             session.add(result)
             session.flush()
-            for metric, value in zip(("SUVmax[g/mL]", "SULpeak[g/mL]", "MTV[cc]"), values):
+            for metric, value in zip(("SUVmax[g/mL]", "SULpeak[g/mL]", "MTV[cc]"), values, strict=False):
                 session.add(MetricValue(result_pk=result.id, patient_id="ONCO-DEMO-001", study_instance_uid=pet_study,
                                         structure="Lesion1", metric=metric, value=value))
         session.add(AnalysisResult(kind="pet_response", input_key="c" * 64, patient_id="ONCO-DEMO-001",
                                    study_instance_uid=pet_study, time_point="20240301", inputs="",
-                                   result_json=json.dumps({"percist": {"category": "PMR"}, "sulpeak_change_percent": -57.9}),
+                                   result_json=json.dumps({"percist": {"category": "PMR"},
+                                                           "sulpeak_change_percent": -57.9}),
                                    created_at=now))
 
 

@@ -44,8 +44,10 @@ def test_plan_report_draft_approve_amend_and_archive(platform, archive, demo, se
                                 headers={"Authorization": f"Bearer {store.create_token('reader')}"})
         found = client.search_for_instances(study_uid, search_filters={"Modality": "DOC"})
         assert [item["00080018"]["Value"][0] for item in found] == [final.sop_instance_uid]
-        archived = client.retrieve_instance(study_uid, str(report_series_uid(study_uid, "plan")), final.sop_instance_uid)
-    assert archived.SOPClassUID == EncapsulatedPDFStorage and archived.MIMETypeOfEncapsulatedDocument == "application/pdf"
+        archived = client.retrieve_instance(study_uid, str(report_series_uid(study_uid, "plan")),
+                                            final.sop_instance_uid)
+    assert (archived.SOPClassUID == EncapsulatedPDFStorage
+            and archived.MIMETypeOfEncapsulatedDocument == "application/pdf")
     assert archived.PatientID == demo.patient.patient_id and archived.StudyInstanceUID == study_uid
     assert read_encapsulated_pdf(archived) == pdf
     assert read_encapsulated_pdf(_c_get_instance(settings, archive, study_uid, final.sop_instance_uid)) == pdf
@@ -70,7 +72,7 @@ def _c_get_instance(settings, archive, study_uid: str, sop_instance_uid: str):
 
     received = []
 
-    def on_store(event):  # noqa: ANN001
+    def on_store(event):
         received.append(event.dataset)
         return 0x0000
 
@@ -124,7 +126,8 @@ def test_plan_pdf_text_fonts_and_pages(sqlite_settings, tmp_path, clock) -> None
     statuses = {row["status"] for row in data["goals"]["rows"]}
     assert "pass" in statuses
     if shutil.which("pdffonts"):
-        fonts = subprocess.run(["pdffonts", str(tmp_path / "report.pdf")], capture_output=True, text=True, check=True).stdout
+        fonts = subprocess.run(["pdffonts", str(tmp_path / "report.pdf")], capture_output=True, text=True,
+                               check=True).stdout
         rows = fonts.splitlines()[2:]
         assert rows and all(" yes " in row for row in rows)  # every font embedded
     require(shutil.which("pdftoppm") is not None, "pdftoppm is not installed (apt-get install poppler-utils)")
