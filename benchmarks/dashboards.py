@@ -66,7 +66,8 @@ def _first_load(client, headers: dict[str, str]) -> float:
     inputs = [{"id": "url", "property": "pathname", "value": "/dashboards/board/"},
               *({"id": i, "property": "value", "value": None} for i in ("site", "status", "category"))]
     outputs = [("cohort", "children"), ("count", "children"), ("site", "options"), ("status", "options"),
-               ("category", "options"), ("pdf-patient", "options"), ("export-csv", "disabled"), ("make-pdf", "disabled")]
+               ("category", "options"), ("pdf-patient", "options"), ("export-csv", "disabled"),
+               ("make-pdf", "disabled")]
     body = {"output": ".." + "...".join(f"{i}.{p}" for i, p in outputs) + "..",
             "outputs": [{"id": i, "property": p} for i, p in outputs], "inputs": inputs,
             "changedPropIds": ["url.pathname"], "state": []}
@@ -106,7 +107,8 @@ def run(patients: int, repeat: int) -> dict:
         archive.close()
     ordered = sorted(times)
     return {"machine": machine_info(), "patients": patients, "repeat": repeat,
-            "p50_s": statistics.median(ordered), "p95_s": ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))],
+            "p50_s": statistics.median(ordered),
+            "p95_s": ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))],
             "max_s": ordered[-1], "target_s": TARGET_S, "meets_target": ordered[-1] <= TARGET_S}
 
 

@@ -19,6 +19,7 @@ clients for the exact-PatientID search. Nothing here asserts; a missed target is
 from __future__ import annotations
 
 import argparse
+import functools
 import random
 import shutil
 import statistics
@@ -34,8 +35,18 @@ from pathlib import Path
 
 import pydicom
 import requests
-
-from peers import ORTHANC, REPO, BenchError, Server, ensure_dataset, first_line, settle, start_oncopacs, start_orthanc, store
+from peers import (
+    ORTHANC,
+    REPO,
+    BenchError,
+    Server,
+    ensure_dataset,
+    first_line,
+    settle,
+    start_oncopacs,
+    start_orthanc,
+    store,
+)
 from report import emit, fmt_ratio, log, machine_info, machine_line, notes_lines
 
 USER = ("bench", "bench-password-1")
@@ -81,21 +92,30 @@ def request_kinds(n_studies: int, uids: list[InstanceUIDs], seed: int) -> list[R
     offsets = [rng.randrange(max(1, n_studies - 100)) for _ in range(len(uids))]
     n = len(uids)
     return [
-        RequestKind("QIDO PatientID exact", lambda i: Request("/studies", {"PatientID": f"{PREFIX}-{patients[i % n]:05d}"})),
+        RequestKind(
+            "QIDO PatientID exact", lambda i: Request("/studies", {"PatientID": f"{PREFIX}-{patients[i % n]:05d}"})
+        ),
         RequestKind(
             "QIDO PatientName wildcard",
             lambda i: Request("/studies", {"PatientName": f"*patient{patients[i % n] // 10:04d}*"}),
         ),
         RequestKind(
             "QIDO StudyDate range, limit 100",
-            lambda i: Request("/studies", {"StudyDate": f"2023{1 + i % 12:02d}01-2023{1 + i % 12:02d}07", "limit": "100"}),
+            lambda i: Request(
+                "/studies", {"StudyDate": f"2023{1 + i % 12:02d}01-2023{1 + i % 12:02d}07", "limit": "100"}
+            ),
         ),
-        RequestKind("QIDO all, limit 100, offset", lambda i: Request("/studies", {"limit": "100", "offset": str(offsets[i % n])})),
+        RequestKind(
+            "QIDO all, limit 100, offset",
+            lambda i: Request("/studies", {"limit": "100", "offset": str(offsets[i % n])}),
+        ),
         RequestKind("QIDO series of a study", lambda i: Request(f"/studies/{uids[i % n].study}/series", {})),
         RequestKind(
             "WADO-RS instance",
             lambda i: Request(
-                f"/studies/{uids[i % n].study}/series/{uids[i % n].series}/instances/{uids[i % n].instance}", {}, WADO_ACCEPT
+                f"/studies/{uids[i % n].study}/series/{uids[i % n].series}/instances/{uids[i % n].instance}",
+                {},
+                WADO_ACCEPT,
             ),
         ),
     ]
@@ -118,7 +138,9 @@ class Client:
         _ = response.content
         elapsed = time.perf_counter() - start
         if response.status_code not in (200, 204):
-            raise BenchError(f"{self.system} {request.path} {request.params}: HTTP {response.status_code} {response.text[:200]}")
+            raise BenchError(
+                f"{self.system} {request.path} {request.params}: HTTP {response.status_code} {response.text[:200]}"
+            )
         return elapsed, response
 
 
@@ -191,11 +213,15 @@ def render(report: dict) -> str:
     v = report["versions"]
     lines.append(f"versions: OncoPACS {v['oncopacs']} | {v['orthanc']} with its DICOMweb plugin")
     lines.append(
-        f"{report['studies']} studies (1 CT instance 32x32 each); {report['repeats']} timed requests per kind and system "
+        f"{report['studies']} studies (1 CT instance 32x32 each); "
+        f"{report['repeats']} timed requests per kind and system "
         "after 3 warm-ups, one keep-alive client, HTTP Basic on both"
     )
     lines.append("")
-    lines.append(f"  {'request':<34} {'system':<9} {'p50 ms':>8} {'p95 ms':>8} {'req/s':>8} {'results':>8}   {'p95 vs Orthanc':>14}")
+    lines.append(
+        f"  {'request':<34} {'system':<9} {'p50 ms':>8} {'p95 ms':>8} {'req/s':>8} {'results':>8}   "
+        f"{'p95 vs Orthanc':>14}"
+    )
     for name, row in report["kinds"].items():
         for system, r in row["systems"].items():
             ratio = fmt_ratio(row["p95_ratio"]) if system == "OncoPACS" else ""
@@ -225,7 +251,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--studies", type=int, default=10_000, help="studies in each archive (default 10000)")
     parser.add_argument("--repeats", type=int, default=200, help="timed requests per kind and system (default 200)")
-    parser.add_argument("--concurrent-seconds", type=float, default=10.0, help="length of the concurrent run (default 10 s)")
+    parser.add_argument(
+        "--concurrent-seconds", type=float, default=10.0, help="length of the concurrent run (default 10 s)"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke test: 500 studies, 30 requests, 3 s concurrent")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     parser.add_argument("--seed", type=int, default=20261122)
@@ -279,7 +307,9 @@ def main() -> int:
             concurrent = {}
             for system, root in roots.items():
                 log(f"{CONCURRENT_CLIENTS} concurrent clients on {system} for {args.concurrent_seconds:.0f} s ...")
-                concurrent[system] = measure_concurrent(lambda r=root, s=system: Client(s, r), kinds[0], args.concurrent_seconds)
+                concurrent[system] = measure_concurrent(
+                    functools.partial(Client, system, root), kinds[0], args.concurrent_seconds
+                )
             report["concurrent"] = {
                 "kind": kinds[0].name, "seconds": args.concurrent_seconds, "systems": concurrent,
                 "ratio": concurrent["OncoPACS"] / concurrent["Orthanc"],
@@ -291,8 +321,8 @@ def main() -> int:
         shutil.rmtree(base, ignore_errors=True)
     report["versions"] = {"oncopacs": oncopacs_version, "orthanc": first_line([ORTHANC, "--version"])}
     report["notes"] = [
-        "ratios, not absolute times, are the result: both servers ran on this machine in this run, requests interleaved "
-        "in blocks of 10 per system.",
+        "ratios, not absolute times, are the result: both servers ran on this machine in this run, "
+        "requests interleaved in blocks of 10 per system.",
         "OncoPACS: `oncopacs serve`, embedded default (SQLite index, waitress); every request is authenticated "
         "(HTTP Basic) and writes a hash-chained audit record before it answers.",
         "Orthanc: Debian package with orthanc-dicomweb, loopback, orthanc-peer's configuration, HTTP Basic "

@@ -38,7 +38,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from shared import shared_tool  # benchmarks/shared.py
 from report import (  # benchmarks/report.py (the script's own folder)
     emit,
     fmt_ratio,
@@ -47,6 +46,7 @@ from report import (  # benchmarks/report.py (the script's own folder)
     machine_line,
     notes_lines,
 )
+from shared import shared_tool  # benchmarks/shared.py
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -347,9 +347,9 @@ def main() -> int:
             "dvh.volume with calculate_full_volume=True. Both use their defaults otherwise (OncoPACS: all planes of a "
             "ROI at once, dose on the contour planes, each plane weighted by its Cavalieri volume (quadratic section "
             "areas, extrapolated end caps; ROIs whose box is under 10 cc on 4 shape-interpolated sections per plane, "
-            "boundary pixels 12x12, 32 samples per whole pixel), boundary pixels split 4x4 with exact inside areas sampled at "
-            "the centroid of their inside part, whole pixels as 8 quantiles of a slope-limited linear dose (the "
-            "inner slope beside undosed pixels), pixels "
+            "boundary pixels 12x12, 32 samples per whole pixel), boundary pixels split 4x4 with exact inside areas "
+            "sampled at the centroid of their inside part, whole pixels as 8 quantiles of a slope-limited linear "
+            "dose (the inner slope beside undosed pixels), pixels "
             "with no dose nearby counted at 0 Gy unsampled; dicompyler-core: dose-grid pixel centres on the "
             "contour planes, no interpolation).",
             "'better' compares |error| per (ROI, metric); |errors| differing by at most 0.1% of the truth, or for "

@@ -33,10 +33,17 @@ import sys
 import time
 import warnings
 from pathlib import Path
-
-from report import emit, fmt_ratio, log, machine_info, machine_line, notes_lines  # benchmarks/report.py (the script's own folder)
+from typing import cast
 
 import numpy as np
+from report import (  # benchmarks/report.py (the script's own folder)
+    emit,
+    fmt_ratio,
+    log,
+    machine_info,
+    machine_line,
+    notes_lines,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -61,10 +68,12 @@ class Dose:
 def centred_grid(shape: tuple[int, int, int], spacing_mm: float) -> VoxelGrid:
     nz, ny, nx = shape
     origin = tuple(-(n - 1) * spacing_mm / 2.0 for n in (nx, ny, nz))
-    return VoxelGrid(origin, (spacing_mm,) * 3, shape)  # type: ignore[arg-type]
+    return VoxelGrid(cast(tuple[float, float, float], origin), (spacing_mm,) * 3, shape)
 
 
-def analytic_dose(grid: VoxelGrid, shift_mm: tuple[float, float, float] = (0.0, 0.0, 0.0), scale: float = 1.0) -> np.ndarray:
+def analytic_dose(
+    grid: VoxelGrid, shift_mm: tuple[float, float, float] = (0.0, 0.0, 0.0), scale: float = 1.0
+) -> np.ndarray:
     """A flat-topped target dose (super-Gaussian) on a low Gaussian bath, shifted (x, y, z) mm and scaled."""
     x = grid.x_mm() - shift_mm[0]
     y = grid.y_mm() - shift_mm[1]
@@ -97,7 +106,7 @@ def run_pymedphys(
     import pymedphys
 
     def axes(grid: VoxelGrid) -> tuple[np.ndarray, ...]:
-        return tuple(a for a, n in zip((grid.z_mm(), grid.y_mm(), grid.x_mm()), grid.shape) if n > 1)
+        return tuple(a for a, n in zip((grid.z_mm(), grid.y_mm(), grid.x_mm()), grid.shape, strict=True) if n > 1)
 
     start = time.perf_counter()
     with warnings.catch_warnings():  # pymedphys 0.41 flags ``quiet`` as deprecated but still prints without it
@@ -175,8 +184,8 @@ def render(report: dict) -> str:
     lines = []
     m, v = report["machine"], report["versions"]
     lines.append(machine_line("OncoPACS gamma benchmark", m))
-    lines.append(f"versions: OncoPACS {v['oncopacs']} | pymedphys {v['pymedphys']} (interp_algo={report['interp_algo']}) "
-                 f"| numpy {v['numpy']}")
+    lines.append(f"versions: OncoPACS {v['oncopacs']} | pymedphys {v['pymedphys']} "
+                 f"(interp_algo={report['interp_algo']}) | numpy {v['numpy']}")
     lines.append(f"search: step dta/{report['interp_fraction']}, radius 1.5 x dta (pymedphys max_gamma="
                  f"{report['pymedphys_max_gamma']}), low-dose cutoff {report['cutoff_percent']:g}% of max")
     lines.append("")
@@ -195,7 +204,8 @@ def render(report: dict) -> str:
                  f"{'- pmp pp':>8}")
     for row in report["results"]:
         lines.append(
-            f"  {row['case']:<34} {row['criteria']:<14} {row['lattice_s']:>9.2f} {fmt_ratio(row['lattice_speedup']):>8} "
+            f"  {row['case']:<34} {row['criteria']:<14} {row['lattice_s']:>9.2f} "
+            f"{fmt_ratio(row['lattice_speedup']):>8} "
             f"{row['pass_lattice']:>13.2f} {row['pass_lattice'] - row['pass_pymedphys']:>+8.2f}"
         )
     lines.append("")
@@ -204,11 +214,13 @@ def render(report: dict) -> str:
     lines.append(f"  total at the same pass rate: OncoPACS (shells) {total['shells_s']:.2f} s, pymedphys "
                  f"{total['pymedphys_s']:.2f} s; speed-up {fmt_ratio(total['speedup'])} (higher is better; "
                  f"target >= {TARGET_SPEEDUP:.2f}x: {target})")
-    lines.append(f"  total OncoPACS default (lattice) {total['lattice_s']:.2f} s: {fmt_ratio(total['lattice_speedup'])} "
-                 f"pymedphys' speed")
+    lines.append(f"  total OncoPACS default (lattice) {total['lattice_s']:.2f} s: "
+                 f"{fmt_ratio(total['lattice_speedup'])} pymedphys' speed")
     worst = max(abs(r["pass_diff_pp"]) for r in report["results"])
     agree = "met" if worst <= 0.5 else "NOT met"
-    lines.append(f"  largest pass-rate difference, same pattern: {worst:.2f} percentage points (target <= 0.5: {agree})")
+    lines.append(
+        f"  largest pass-rate difference, same pattern: {worst:.2f} percentage points (target <= 0.5: {agree})"
+    )
     if report["convergence"]:
         lines.append("")
         lines.append("  convergence, 2D slice 61x61 1 mm, shift (1.5, 1) mm x1.025: pass % vs search step")

@@ -32,10 +32,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-
-from report import emit, fmt_ratio, log, machine_info, machine_line, notes_lines  # benchmarks/report.py (the script's own folder)
 
 from peers import (  # benchmarks/peers.py
     CALLING_AET,
@@ -57,6 +56,14 @@ from peers import (  # benchmarks/peers.py
     start_storescp,
     store,
 )
+from report import (  # benchmarks/report.py (the script's own folder)
+    emit,
+    fmt_ratio,
+    log,
+    machine_info,
+    machine_line,
+    notes_lines,
+)
 
 FIND_KEYS = [
     "QueryRetrieveLevel=STUDY",
@@ -70,7 +77,9 @@ FIND_KEYS = [
     "NumberOfStudyRelatedInstances=",
 ]
 
-STARTERS = {"OncoPACS": start_oncopacs, "Orthanc": start_orthanc, "storescp": start_storescp}
+STARTERS: dict[str, Callable[[Path], Server]] = {
+    "OncoPACS": start_oncopacs, "Orthanc": start_orthanc, "storescp": start_storescp
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,7 +102,7 @@ def find(server: Server, cwd: Path) -> tuple[float, int]:
     return elapsed, len(re.findall(r"Find Response: \d+ \(Pending\)", output))
 
 
-def run_ingest(args, files: Path, base: Path, systems: list[str]) -> dict[str, list[float]]:  # noqa: ANN001
+def run_ingest(args, files: Path, base: Path, systems: list[str]) -> dict[str, list[float]]:
     rates: dict[str, list[float]] = {s: [] for s in systems}
     for rnd in range(1, args.rounds + 1):
         for system in systems:
@@ -102,6 +111,7 @@ def run_ingest(args, files: Path, base: Path, systems: list[str]) -> dict[str, l
             try:
                 settle()
                 seconds = store(server, files, args.instances)
+                assert server.count_stored is not None  # every starter passes one
                 held = server.count_stored()
                 if held != args.instances:
                     raise BenchError(f"{system} acknowledged {args.instances} instances but holds {held}")
@@ -114,7 +124,7 @@ def run_ingest(args, files: Path, base: Path, systems: list[str]) -> dict[str, l
     return rates
 
 
-def run_find(args, files: Path, base: Path) -> dict[str, dict]:  # noqa: ANN001
+def run_find(args, files: Path, base: Path) -> dict[str, dict]:
     systems = ["OncoPACS", "Orthanc"]
     results: dict[str, dict] = {}
     with ExitStack() as stack:
@@ -176,7 +186,9 @@ def render(report: dict) -> str:
             )
         ratio = ingest["ratio_oncopacs_orthanc"]
         target = "met" if ratio is not None and ratio >= 1.0 else "NOT met"
-        lines.append(f"  OncoPACS/Orthanc ingest rate: {fmt_ratio(ratio)} (higher is better; target >= 1.00x: {target})")
+        lines.append(
+            f"  OncoPACS/Orthanc ingest rate: {fmt_ratio(ratio)} (higher is better; target >= 1.00x: {target})"
+        )
         if ingest.get("ceiling_fraction") is not None:
             lines.append(f"  OncoPACS reaches {ingest['ceiling_fraction'] * 100:.0f}% of the storescp ceiling")
         lines.append("")
@@ -208,8 +220,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5,
                         help="ingest rounds per system (default 5: single rounds swing ±20 %%)")
     parser.add_argument("--find-repeats", type=int, default=15,
-                        help="timed C-FIND queries per system (default 15: a query is ~80 ms and single ones swing ±20 %%)")
-    parser.add_argument("--quick", action="store_true", help="smoke test: 100 instances, 50 studies, 1 round, 3 queries")
+                        help="timed C-FIND queries per system "
+                             "(default 15: a query is ~80 ms and single ones swing ±20 %%)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: 100 instances, 50 studies, 1 round, 3 queries")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     parser.add_argument("--skip-ingest", action="store_true", help="only the C-FIND benchmark")
     parser.add_argument("--skip-find", action="store_true", help="only the ingest benchmark")
@@ -255,7 +269,9 @@ def main() -> int:
             report["ingest"] = {
                 "instances": args.instances, "rows": 512, "cols": 512, "rounds": args.rounds,
                 "systems": {
-                    s: {"rates": rates[s], "median": medians[s], "vs_orthanc": medians[s] / orthanc if orthanc else None}
+                    s: {
+                        "rates": rates[s], "median": medians[s], "vs_orthanc": medians[s] / orthanc if orthanc else None
+                    }
                     for s in systems
                 },
                 "ratio_oncopacs_orthanc": medians["OncoPACS"] / orthanc if orthanc else None,

@@ -7,6 +7,7 @@ on dcmtk) get ``TCP_NODELAY=1``, without which delayed ACKs cost ~45 ms per inst
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,7 +105,7 @@ def dicom_echo(aet: str, port: int) -> bool:
     return result.returncode == 0
 
 
-def wait_until(check, what: str, timeout: float, alive=lambda: True) -> None:  # noqa: ANN001
+def wait_until(check, what: str, timeout: float, alive=lambda: True) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not alive():
@@ -156,10 +158,8 @@ def stop_pid(pid: int, what: str, timeout: float = 20.0) -> None:
             return
         time.sleep(0.1)
     log(f"{what} (pid {pid}) ignored SIGTERM for {timeout:.0f} s; killing it")
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def pids_with_argument(argument: str) -> list[int]:
@@ -192,8 +192,8 @@ class Server:
     aet: str
     port: int
     workdir: Path
-    stop: callable = field(repr=False)
-    count_stored: callable = field(repr=False, default=None)  # files/instances the server holds
+    stop: Callable[[], None] = field(repr=False)
+    count_stored: Callable[[], int] | None = field(repr=False, default=None)  # files/instances the server holds
     http_port: int = 0
 
 
@@ -239,7 +239,9 @@ def start_oncopacs(workdir: Path, user: tuple[str, str] | None = None) -> Server
 
     def count() -> int:
         storage = data / "storage"
-        return sum(1 for p in storage.rglob("*.dcm") if ".incoming" not in p.parts) if storage.exists() else 0  # staged files are not stored
+        if not storage.exists():
+            return 0
+        return sum(1 for p in storage.rglob("*.dcm") if ".incoming" not in p.parts)  # staged files are not stored
 
     return Server("OncoPACS", ONCOPACS_AET, dicom_port, workdir, stop, count, http_port)
 

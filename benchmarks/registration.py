@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from shared import shared_tool  # benchmarks/shared.py
 from report import (  # benchmarks/report.py
     emit,
     log,
@@ -43,22 +42,23 @@ from report import (  # benchmarks/report.py
     machine_line,
     notes_lines,
 )
+from shared import shared_tool  # benchmarks/shared.py
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import SimpleITK as sitk
+import SimpleITK as sitk  # noqa: E402
 
-from fusion.qa import compute_jacobian_stats, compute_tre_mm
-from fusion.registration import (
+from fusion.qa import compute_jacobian_stats, compute_tre_mm  # noqa: E402
+from fusion.registration import (  # noqa: E402
     Registration,
     RegistrationKind,
     build_field_transform,
     register_deformable,
 )
-from fusion.volume import SeriesInfo
-from oncopacs.phantom.fusion import SmoothDeformation, build_fusion_pair
+from fusion.volume import SeriesInfo  # noqa: E402
+from oncopacs.phantom.fusion import SmoothDeformation, build_fusion_pair  # noqa: E402
 
 THREADS = 2
 TARGET_SECONDS = 60.0
@@ -113,9 +113,11 @@ def measure(name: str, registration: Registration, seconds: float, fixed: sitk.I
 def render(report: dict) -> str:
     lines = [machine_line("Deformable registration, CT-CT with a known deformation", report["machine"]),
              f"case: {report['case']}", "",
-             f"{'noise [HU]':>10} {'initial [mm]':>12} {'tool':<12} {'time [s]':>9} {'TRE mean [mm]':>14} {'TRE max [mm]':>13} {'jac min':>8} {'fold %':>7}"]
+             f"{'noise [HU]':>10} {'initial [mm]':>12} {'tool':<12} {'time [s]':>9} {'TRE mean [mm]':>14} "
+             f"{'TRE max [mm]':>13} {'jac min':>8} {'fold %':>7}"]
     for row in report["results"]:
-        lines.append(f"{row['noise_hu']:>10g} {row['initial_tre_mm']:>12.2f} {row['tool']:<12} {row['seconds']:>9.2f} {row['tre_mean_mm']:>14.3f} {row['tre_max_mm']:>13.3f} "
+        lines.append(f"{row['noise_hu']:>10g} {row['initial_tre_mm']:>12.2f} {row['tool']:<12} {row['seconds']:>9.2f} "
+                     f"{row['tre_mean_mm']:>14.3f} {row['tre_max_mm']:>13.3f} "
                      f"{row['jacobian_min']:>8.3f} {row['folding_percent']:>7.4f}")
     lines += ["", *notes_lines(report["notes"])]
     return "\n".join(lines)
@@ -156,7 +158,8 @@ def main() -> int:
                      f"{'met' if ours['tre_mean_mm'] <= theirs['tre_mean_mm'] else 'MISSED'} "
                      f"({ours['tre_mean_mm']:.3f} vs {theirs['tre_mean_mm']:.3f} mm); time at most plastimatch's "
                      f"{'met' if ours['seconds'] <= theirs['seconds'] else 'MISSED'} "
-                     f"({ours['seconds']:.1f} vs {theirs['seconds']:.1f} s, {theirs['seconds'] / ours['seconds']:.2f}x)")
+                     f"({ours['seconds']:.1f} vs {theirs['seconds']:.1f} s, "
+                     f"{theirs['seconds'] / ours['seconds']:.2f}x)")
     slowest = max(row["seconds"] for row in results if row["tool"] == "OncoPACS")
     notes.append(f"target under {TARGET_SECONDS:g} s on {THREADS} threads: "
                  f"{'met' if slowest < TARGET_SECONDS else 'MISSED'} (slowest OncoPACS run {slowest:.1f} s)")

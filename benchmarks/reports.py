@@ -47,7 +47,7 @@ def _add_pet_results(archive, demo) -> None:
                                     created_at=now)
             session.add(result)
             session.flush()
-            for metric, value in zip(("SUVmax[g/mL]", "SULpeak[g/mL]", "MTV[cc]"), values):
+            for metric, value in zip(("SUVmax[g/mL]", "SULpeak[g/mL]", "MTV[cc]"), values, strict=True):
                 session.add(MetricValue(result_pk=result.id, patient_id=demo.patient.patient_id,
                                         study_instance_uid=study, structure="Lesion1", metric=metric, value=value))
         session.add(AnalysisResult(kind="pet_response", input_key="c" * 64, patient_id=demo.patient.patient_id,
@@ -89,8 +89,9 @@ def run(renders: int, deliveries: int) -> dict:
                 report = service.make(name, study, "bench")
                 times.append(time.perf_counter() - start)
                 sizes.append(report.pdf_size)
-            rows.append({"type": name, "n": renders, "p50_s": statistics.median(times), "p90_s": _percentile(times, 0.9),
-                         "min_s": min(times), "pdf_kib": statistics.median(sizes) / 1024})
+            rows.append({"type": name, "n": renders, "p50_s": statistics.median(times),
+                         "p90_s": _percentile(times, 0.9), "min_s": min(times),
+                         "pdf_kib": statistics.median(sizes) / 1024})
             log(f"{name}: p50 {rows[-1]['p50_s']:.3f} s")
         approver = Principal("bench", Role.PHYSICIST, "bench")
         final = service.approve(service.make("plan", studies["plan"], "bench").id, approver)
@@ -102,7 +103,8 @@ def run(renders: int, deliveries: int) -> dict:
             done = service.deliver_due()
             times.append(time.perf_counter() - start)
             assert [d.status.value for d in done] == ["acknowledged"], done
-        delivery = {"n": deliveries, "p50_ms": 1000 * statistics.median(times), "p90_ms": 1000 * _percentile(times, 0.9),
+        delivery = {"n": deliveries, "p50_ms": 1000 * statistics.median(times),
+                    "p90_ms": 1000 * _percentile(times, 0.9),
                     "pdf_kib": final.pdf_size / 1024, "received": len(listener.received)}
         log(f"MLLP delivery: p50 {delivery['p50_ms']:.1f} ms")
     finally:
@@ -116,7 +118,8 @@ def run(renders: int, deliveries: int) -> dict:
 
 def render(report: dict) -> str:
     lines = [machine_line("PDF reports", report["machine"]), "",
-             f"{'report type':<14} {'n':>3} {'p50 [s]':>8} {'p90 [s]':>8} {'min [s]':>8} {'PDF [KiB]':>10}  target p50 < 2 s"]
+             f"{'report type':<14} {'n':>3} {'p50 [s]':>8} {'p90 [s]':>8} {'min [s]':>8} {'PDF [KiB]':>10}  "
+             "target p50 < 2 s"]
     for row in report["renders"]:
         ok = "met" if row["p50_s"] < report["target_p50_s"] else "MISSED"
         lines.append(f"{row['type']:<14} {row['n']:>3} {row['p50_s']:>8.3f} {row['p90_s']:>8.3f} {row['min_s']:>8.3f} "

@@ -20,6 +20,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from report import (  # benchmarks/report.py
@@ -32,14 +33,14 @@ from report import (  # benchmarks/report.py
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fusion.volume import load_series  # noqa: E402
-from oncopacs.phantom import build_demo_patient  # noqa: E402
-from oncopacs.phantom.geometry import centred_grid  # noqa: E402
-from oncopacs.viewer.scene import read_axis_aligned_volume  # noqa: E402
-from oncopacs.viewer.slices import PLANES, RenderOptions, SliceCache, build_scene  # noqa: E402
-from rt.dose import read_dose  # noqa: E402
-from rt.plan import read_plan_summary  # noqa: E402
-from rt.structures import read_structure_set  # noqa: E402
+from fusion.volume import load_series
+from oncopacs.phantom import build_demo_patient
+from oncopacs.phantom.geometry import centred_grid
+from oncopacs.viewer.scene import read_axis_aligned_volume
+from oncopacs.viewer.slices import PLANES, RenderOptions, SliceCache, build_scene
+from rt.dose import read_dose
+from rt.plan import read_plan_summary
+from rt.structures import read_structure_set
 
 TARGET_P95_MS = 100.0
 
@@ -62,7 +63,7 @@ def run(quick: bool, repeats: int) -> dict:
     scene_s = time.perf_counter() - started
     log(f"scene built in {scene_s:.2f} s ({len(scene.rois)} ROIs)")
     options = RenderOptions(isodose_gy=(30.0, 48.0, 57.0, 60.0))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for plane in PLANES:
         cache = SliceCache(max_entries=10_000)
         size = scene.plane_size(plane)

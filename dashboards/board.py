@@ -22,12 +22,12 @@ from dash import Input, Output, State, dcc, html, no_update
 from flask import Flask, current_app, g
 
 from oncopacs.analysis.cohort import CohortPatient, find_cohort
+from oncopacs.analysis.pet import read_response_category
 from oncopacs.archive.ingest import Archive
 from oncopacs.audit.events import AuditAction
 from oncopacs.auth.roles import Permission
 from oncopacs.errors import OncopacsError
 from oncopacs.web.access import audit_access
-from reporting.pet_report import read_response_category
 
 BASE_PATH = "/dashboards/board/"
 RESPONSE_PATH = "/dashboards/response/"

@@ -19,13 +19,14 @@ from dash import Input, Output, dcc, html
 from flask import Flask, current_app, g
 from plotly.subplots import make_subplots
 
+from oncopacs.analysis.pet import read_response_category
 from oncopacs.archive.ingest import Archive
 from oncopacs.audit.events import AuditAction
 from oncopacs.auth.roles import Permission
+from oncopacs.index.dates import format_iso_date
 from oncopacs.index.oncology import find_patient_plans
 from oncopacs.index.query import find_patient
 from oncopacs.web.access import audit_access
-from reporting.pet_report import read_response_category
 from reporting.sources import CachedResult, read_instance, read_results
 from rt.errors import RTError
 from rt.plan import read_plan_summary
@@ -79,11 +80,6 @@ class PatientResponse:
         return tuple(dict.fromkeys([p.study_uid for p in self.points] + [p.study_uid for p in self.plans]))
 
 
-def iso_date(text: str) -> str:
-    """YYYYMMDD as YYYY-MM-DD (other text unchanged)."""
-    return f"{text[:4]}-{text[4:6]}-{text[6:8]}" if len(text) == 8 and text.isdigit() else text
-
-
 def _number(value) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
@@ -108,7 +104,8 @@ def summarize_time_point(result: CachedResult, category: str) -> TimelinePoint |
     names = {lesion.get("name") for lesion in lesions}
     rois = [r for r in data.get("rois", []) if isinstance(r, dict) and r.get("name") in names]
     return TimelinePoint(
-        date=str(time_point.get("date") or iso_date(result.time_point)), label=str(time_point.get("label") or ""),
+        date=str(time_point.get("date") or format_iso_date(result.time_point)),
+        label=str(time_point.get("label") or ""),
         study_uid=result.study_uid,
         suv_max=_hottest([_number(r.get("SUVmax")) for r in rois]),
         sul_peak=_hottest([_number(r.get("SULpeak")) for r in rois]),
@@ -153,7 +150,8 @@ def read_course(archive: Archive, session, patient_id: str) -> tuple[CoursePlan,
             except (RTError, ValueError, KeyError, AttributeError):
                 summary = {"label": "(plan could not be read)"}
         fractions = summary.get("fractions")
-        plans.append(CoursePlan(iso_date(date), study_uid, str(summary.get("label") or summary.get("name") or ""),
+        label = str(summary.get("label") or summary.get("name") or "")
+        plans.append(CoursePlan(format_iso_date(date), study_uid, label,
                                 str(summary.get("radiation_type") or ""), _number(summary.get("prescription_gy")),
                                 int(fractions) if isinstance(fractions, int) else None))
     return tuple(plans)

@@ -21,7 +21,7 @@ class RemoteAE:
     port: int
 
     @classmethod
-    def parse(cls, text: str) -> "RemoteAE":
+    def parse(cls, text: str) -> RemoteAE:
         """Parse ``AET@host:port``."""
         try:
             ae_title, address = text.strip().split("@", 1)
@@ -90,12 +90,12 @@ class Settings:
         """The configured peer with this AE title, if any."""
         return next((r for r in self.remote_aes if r.ae_title == ae_title.strip()), None)
 
-    def with_overrides(self, **changes: Any) -> "Settings":
+    def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some values changed (CLI flags, tests)."""
         return replace(self, **changes)
 
     @classmethod
-    def load(cls, env: Mapping[str, str] | None = None, config_file: Path | None = None) -> "Settings":
+    def load(cls, env: Mapping[str, str] | None = None, config_file: Path | None = None) -> Settings:
         """Build settings from defaults, then the TOML file, then ``ONCOPACS_*`` variables.
 
         The TOML file is ``config_file``, else ``$ONCOPACS_CONFIG`` when set. Its keys are the
@@ -156,7 +156,11 @@ def _coerce(name: str, value: Any) -> Any:
             entries = tuple(str(item).strip() for item in items if str(item).strip())
             for entry in entries:
                 title, _, host = entry.partition("@")
-                if len(title.strip()) > 16 or not (title.strip() or host.strip()) or ("@" in entry and not host.strip()):
+                if (
+                    len(title.strip()) > 16
+                    or not (title.strip() or host.strip())
+                    or ("@" in entry and not host.strip())
+                ):
                     raise ValueError
             return entries
         if name == "ae_title":

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from oncopacs.analysis.pet import read_response_category
 from oncopacs.index.oncology import find_patient_plans
 from oncopacs.reports.store import find_final_reports
-from reporting.pet_report import read_response_category
 from reporting.sources import read_instance, read_results
 from reporting.subject import read_subject
 from reporting.types import ReportContent, ReportRequest

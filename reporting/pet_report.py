@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from oncopacs.analysis.pet import read_response_category
 from oncopacs.index.oncology import find_patient_series
 from reporting.key_images import build_mip_png
 from reporting.sources import CachedResult, read_results
@@ -25,22 +26,6 @@ TREND_PREFERENCE = ("SULpeak", "SUVpeak", "SUVmax")
 def _metric_key(metric: str) -> tuple[int, str]:
     base = metric.split("[", 1)[0]
     return (METRIC_ORDER.index(base) if base in METRIC_ORDER else len(METRIC_ORDER), metric)
-
-
-def read_response_category(data: Any) -> dict[str, str]:
-    """The response category and criteria of a ``pet_response`` result ({} when none is recorded)."""
-    if not isinstance(data, dict):
-        return {}
-    percist = data.get("percist")
-    if isinstance(percist, dict) and percist.get("category"):
-        return {"criteria": "PERCIST 1.0", "category": str(percist["category"])}
-    if isinstance(percist, str) and percist:
-        return {"criteria": "PERCIST 1.0", "category": percist}
-    if data.get("percist_category"):
-        return {"criteria": "PERCIST 1.0", "category": str(data["percist_category"])}
-    if data.get("category"):
-        return {"criteria": str(data.get("criteria") or "PERCIST 1.0"), "category": str(data["category"])}
-    return {}
 
 
 def _details(data: Any) -> list[tuple[str, str]]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from oncopacs.index.dates import format_iso_date
 from reporting.plots import build_dvh_plot, build_trend_plot
 from reporting.subject import ReportSubject
 from reporting.types import ReportType
@@ -48,11 +49,6 @@ def _number(value: Any, digits: int = 2) -> str:
         return str(value)
 
 
-def _dicom_date(value: Any) -> str:
-    text = str(value or "")
-    return f"{text[:4]}-{text[4:6]}-{text[6:8]}" if len(text) == 8 and text.isdigit() else text
-
-
 def _person(value: Any) -> str:
     parts = [p for p in str(value or "").split("=")[0].split("^") if p]
     return f"{parts[0]}, {' '.join(parts[1:])}" if len(parts) > 1 else (parts[0] if parts else "")
@@ -62,7 +58,7 @@ def _person(value: Any) -> str:
 def _environment() -> Environment:
     environment = Environment(loader=PackageLoader("reporting", "templates"), autoescape=select_autoescape(["html"]),
                               undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    environment.filters.update(num=_number, dicom_date=_dicom_date, person=_person,
+    environment.filters.update(num=_number, dicom_date=format_iso_date, person=_person,
                                status_text=lambda s: STATUS_TEXT.get(s, str(s)))
     return environment
 

@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy
 
 from oncopacs.archive.ingest import Archive
-from oncopacs.platform import Platform, open_archive, open_platform
+from oncopacs.platform import Platform, open_platform
 from oncopacs.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -104,10 +104,12 @@ def module_platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
                     postgres_ok: bool) -> Iterator[Platform]:
     """One platform per module and back-end, for read-only tests over a shared data set."""
     folder = tmp_path_factory.mktemp("module-archive")
-    with empty_database(request.param, folder, postgres_ok) as url:
-        with open_platform(Settings(data_dir=folder / "data", database_url=url, dicom_host="127.0.0.1", dicom_port=0,
-                                    secret_key=TEST_SECRET_KEY)) as platform:
-            yield platform
+    with (
+        empty_database(request.param, folder, postgres_ok) as url,
+        open_platform(Settings(data_dir=folder / "data", database_url=url, dicom_host="127.0.0.1", dicom_port=0,
+                               secret_key=TEST_SECRET_KEY)) as platform,
+    ):
+        yield platform
 
 
 @pytest.fixture(scope="module")
@@ -169,15 +171,25 @@ class ServerProcess:
         self._log = None
         self.log_path = data_dir.parent / f"serve-{self.dicom_port}.log"
 
-    def start(self, timeout_s: float = 30.0) -> "ServerProcess":
-        import urllib.request
+    def start(self, timeout_s: float = 30.0) -> ServerProcess:
+        """Launch ``oncopacs serve`` and wait until ``/health`` answers."""
+        return self.launch().wait_healthy(timeout_s)
 
+    def launch(self) -> ServerProcess:
+        """Launch ``oncopacs serve`` without waiting for anything."""
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         if self._log is None or self._log.closed:
             self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
             [sys.executable, "-m", "oncopacs.cli", "serve"], env=self.env, stdout=self._log, stderr=self._log
         )
+        return self
+
+    def wait_healthy(self, timeout_s: float = 30.0) -> ServerProcess:
+        """Wait until ``/health`` answers 200; RuntimeError with the log's tail when the server exits or is late."""
+        import urllib.request
+
+        assert self.process is not None, "launch() first"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -116,7 +116,9 @@ def test_roles_disable_enable_unlock_and_totp(data_dir: Path):
     finally:
         index.dispose()
     details = [row.detail for row in user_changes(data_dir)]
-    for expected in ("role oncologist", "disabled", "enabled", "unlocked", "new second factor", "second factor removed"):
+    for expected in (
+        "role oncologist", "disabled", "enabled", "unlocked", "new second factor", "second factor removed"
+    ):
         assert any(expected in detail for detail in details), expected
 
 
@@ -138,4 +140,6 @@ def test_token_create_list_revoke(data_dir: Path):
     finally:
         index.dispose()
     details = [row.detail for row in user_changes(data_dir)]
-    assert any("token 1 created for 'bridge'" in d for d in details) and any("token 1 of 'bridge' revoked" in d for d in details)
+    assert any("token 1 created for 'bridge'" in d for d in details) and any(
+        "token 1 of 'bridge' revoked" in d for d in details
+    )

@@ -86,7 +86,10 @@ def check_acknowledged_are_stored(data_dir: Path, acknowledged: set[Path]) -> in
     archive = open_archive(Settings(data_dir=data_dir))
     try:
         with archive.index.reading() as session:
-            rows = {uid: (path, sha) for uid, path, sha in session.query(Instance.sop_instance_uid, Instance.file_path, Instance.sha256)}
+            rows = {
+                uid: (path, sha)
+                for uid, path, sha in session.query(Instance.sop_instance_uid, Instance.file_path, Instance.sha256)
+            }
         missing, altered = [], []
         for sent in acknowledged:
             uid = str(pydicom.dcmread(sent, stop_before_pixels=True).SOPInstanceUID)

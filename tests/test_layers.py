@@ -17,5 +17,8 @@ def test_import_contracts_hold():
 
 def test_pure_packages_import_bare():
     for package in ("rt", "fusion"):
-        code = f"import sys, {package}; bad = [m for m in ('flask', 'sqlalchemy', 'dash', 'oncopacs') if m in sys.modules]; sys.exit(bool(bad))"
+        code = (
+            f"import sys, {package}; "
+            "bad = [m for m in ('flask', 'sqlalchemy', 'dash', 'oncopacs') if m in sys.modules]; sys.exit(bool(bad))"
+        )
         assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60).returncode == 0

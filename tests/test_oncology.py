@@ -161,7 +161,9 @@ def test_registration_lists_what_it_registers(archive: Archive, patient: DemoPat
     (reg,) = summary.registrations
     assert reg.sop_instance_uid == registration.SOPInstanceUID
     assert reg.referenced_series_uids == (patient.planning_ct[0].SeriesInstanceUID, patient.pet_ct[0].SeriesInstanceUID)
-    assert reg.frame_of_reference_uids == (patient.planning_ct[0].FrameOfReferenceUID, patient.pet_ct[0].FrameOfReferenceUID)
+    assert reg.frame_of_reference_uids == (
+        patient.planning_ct[0].FrameOfReferenceUID, patient.pet_ct[0].FrameOfReferenceUID
+    )
     assert summary.unresolved_references == ()
     assert "REG" not in summary.image_series_by_modality()
     assert summary.to_dict()["registrations"][0]["modality"] == "REG"

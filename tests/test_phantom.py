@@ -85,7 +85,7 @@ def _lattice_points(solid, step_mm: float) -> np.ndarray:
         r = solid.radius_mm
         lo = np.array([cx - r, cy - r, solid.z_min_mm])
         hi = np.array([cx + r, cy + r, solid.z_max_mm])
-    axes = [np.arange(a + step_mm / 2, b, step_mm) for a, b in zip(lo, hi)]
+    axes = [np.arange(a + step_mm / 2, b, step_mm) for a, b in zip(lo, hi, strict=True)]
     xx, yy, zz = np.meshgrid(*axes, indexing="ij")
     inside = solid.contains(xx, yy, zz)
     return np.stack([xx[inside], yy[inside], zz[inside]], axis=1)
@@ -99,7 +99,7 @@ def test_two_builds_are_identical(demo: DemoPatient, written: list[Path], tmp_pa
     assert [d.SOPInstanceUID for d in again.all_datasets()] == [d.SOPInstanceUID for d in demo.all_datasets()]
     paths = write_datasets(again.all_datasets(), tmp_path)
     assert [p.relative_to(tmp_path) for p in paths] == [p.relative_to(written[0].parents[3]) for p in written]
-    for a, b in zip(paths, written):
+    for a, b in zip(paths, written, strict=True):
         assert a.read_bytes() == b.read_bytes(), a
 
 
@@ -111,7 +111,7 @@ def test_demo_is_small_and_complete(demo: DemoPatient, written: list[Path]) -> N
 
 
 def test_every_file_round_trips(demo: DemoPatient, written: list[Path]) -> None:
-    for original, path in zip(demo.all_datasets(), written):
+    for original, path in zip(demo.all_datasets(), written, strict=False):
         ds = pydicom.dcmread(path)
         assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
         assert ds.file_meta.MediaStorageSOPClassUID == ds.SOPClassUID == original.SOPClassUID

@@ -13,6 +13,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from oncopacs.analysis.pet import find_last_time_points, find_latest_responses
+from oncopacs.index.dates import format_iso_date
 from oncopacs.index.db import IndexDatabase
 from oncopacs.index.query import QueryLevel, find
 
@@ -36,11 +37,6 @@ class CohortPatient:
     last_time_point: str  # ISO date (YYYY-MM-DD) of the newest PET time point, "" when none
     study_uid: str
     response: dict[str, object] | None
-
-
-def iso_date(text: str) -> str:
-    """YYYYMMDD as YYYY-MM-DD (other text unchanged)."""
-    return f"{text[:4]}-{text[4:6]}-{text[6:8]}" if len(text) == 8 and text.isdigit() else text
 
 
 def find_cohort(index: IndexDatabase) -> tuple[CohortPatient, ...]:
@@ -68,6 +64,6 @@ def find_cohort(index: IndexDatabase) -> tuple[CohortPatient, ...]:
                   else PLANNED if "RTPLAN" in modalities[patient_id] else IMAGING_ONLY)
         site = sites[patient_id].most_common(1)[0][0] if sites[patient_id] else UNKNOWN_SITE
         study_uid = response.study_instance_uid if response is not None else latest_study.get(patient_id, ("", ""))[1]
-        cohort.append(CohortPatient(patient_id, name, site, status, iso_date(last_points.get(patient_id, "")),
+        cohort.append(CohortPatient(patient_id, name, site, status, format_iso_date(last_points.get(patient_id, "")),
                                     study_uid, response.document if response is not None else None))
     return tuple(cohort)

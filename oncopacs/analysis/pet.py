@@ -209,6 +209,23 @@ def assess_response(time_points: Sequence[TimePoint], *, cycles: int = 1) -> Res
                               tuple(compute_lesion_changes(baseline, followup)), tuple(notes))
 
 
+def read_response_category(data: Any) -> dict[str, str]:
+    """The category and its criteria of a stored ``pet_response`` document ({} when none is recorded)."""
+    if not isinstance(data, dict):
+        return {}
+    percist = data.get("percist")
+    if isinstance(percist, dict) and percist.get("category"):
+        return {"criteria": "PERCIST 1.0", "category": str(percist["category"])}
+    if isinstance(percist, str) and percist:
+        return {"criteria": "PERCIST 1.0", "category": percist}
+    if data.get("percist_category"):
+        return {"criteria": "PERCIST 1.0", "category": str(data["percist_category"])}
+    if data.get("category"):
+        return {"criteria": str(data.get("criteria") or "PERCIST 1.0"), "category": str(data["category"])}
+    return {}
+
+
+
 # -- storage -------------------------------------------------------------------------------------
 
 

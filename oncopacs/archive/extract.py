@@ -81,7 +81,7 @@ def parse_dataset(data: bytes) -> Dataset:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pydicom warns on many harmless real-world deviations
-            dataset = dcmread(io.BytesIO(data), force=not data[128:132] == b"DICM")
+            dataset = dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OverflowError) as exc:
         raise DicomInputError("Dataset", f"cannot be parsed ({type(exc).__name__})") from None
     except Exception as exc:  # noqa: BLE001 - pydicom raises a variety on corrupt input
@@ -104,11 +104,17 @@ def _check_not_truncated(dataset: Dataset, data: bytes) -> None:
         return
     if last.length == UNDEFINED_LENGTH:
         if data[-8:] not in _SEQUENCE_DELIMITERS:
-            raise DicomInputError(str(last.tag), "is truncated (no sequence delimiter)", sop_instance_uid=dataset.get("SOPInstanceUID"))
+            raise DicomInputError(
+                str(last.tag), "is truncated (no sequence delimiter)", sop_instance_uid=dataset.get("SOPInstanceUID")
+            )
         return
     received = 0 if last.value is None else len(last.value)
     if received < last.length:
-        raise DicomInputError(str(last.tag), f"is truncated ({received} of {last.length} bytes)", sop_instance_uid=dataset.get("SOPInstanceUID"))
+        raise DicomInputError(
+            str(last.tag),
+            f"is truncated ({received} of {last.length} bytes)",
+            sop_instance_uid=dataset.get("SOPInstanceUID"),
+        )
 
 
 def validate(dataset: Dataset) -> None:

@@ -57,7 +57,9 @@ def iter_files(paths: Iterable[Path]) -> Iterator[Path]:
             raise FileNotFoundError(f"{path} does not exist")
 
 
-def import_files(archive: Archive, files: Iterable[Path], on_file: Callable[[Path], None] | None = None) -> ImportSummary:
+def import_files(
+    archive: Archive, files: Iterable[Path], on_file: Callable[[Path], None] | None = None
+) -> ImportSummary:
     """Ingest each file; a file that cannot be read or is refused is listed with its reason."""
     summary = ImportSummary()
     for path in files:

@@ -63,7 +63,7 @@ class FileFacts:
 
 
 @functools.cache
-def _length(model, column: str) -> int | None:  # noqa: ANN001 - a SQLAlchemy model
+def _length(model, column: str) -> int | None:  # a SQLAlchemy model
     return getattr(model.__table__.c[column].type, "length", None)
 
 
@@ -81,7 +81,7 @@ class IndexWriter:
         self._studies: dict[str, tuple[int, int]] = {}  # study UID -> (study pk, patient pk)
         self._series: dict[str, tuple[int, int]] = {}  # series UID -> (series pk, study pk)
 
-    def write(self, connection: Connection, record: InstanceRecord, facts: FileFacts, *, replace: bool) -> "PendingKeys":
+    def write(self, connection: Connection, record: InstanceRecord, facts: FileFacts, *, replace: bool) -> PendingKeys:
         """Insert (or with ``replace`` update) the rows of one instance; return keys to cache after commit."""
         pending = PendingKeys()
         uid = record.sop_instance_uid
@@ -116,6 +116,7 @@ class IndexWriter:
             "received_at": now,
             "source": facts.source[:80],
         }
+        instance_pk: int | None
         if existing is None:
             row = {"series_pk": series_pk, "sop_instance_uid": uid, **values}
             if insert_new is None:
@@ -128,7 +129,9 @@ class IndexWriter:
         else:
             instance_pk = existing.id
             if existing.series_pk != series_pk:
-                raise IndexConflict("moved", f"already stored in another series: SOP Instance {record.sop_instance_uid}")
+                raise IndexConflict(
+                    "moved", f"already stored in another series: SOP Instance {record.sop_instance_uid}"
+                )
             connection.execute(_UPDATE_INSTANCE, {"pk": instance_pk, **values})
             connection.execute(_DELETE_REFERENCES, {"pk": instance_pk})
         if record.references:
@@ -141,17 +144,22 @@ class IndexWriter:
             )
         return pending
 
-    def remember(self, pending: "PendingKeys") -> None:
+    def remember(self, pending: PendingKeys) -> None:
         """Cache the keys of rows a committed transaction created or read."""
         with self._lock:
             if len(self._series) > CACHE_LIMIT:
-                self._patients.clear(), self._studies.clear(), self._series.clear()
+                self._patients.clear()
+                self._studies.clear()
+                self._series.clear()
             self._patients.update(pending.patients)
             self._studies.update(pending.studies)
             self._series.update(pending.series)
 
-    def _patient_pk(self, connection: Connection, record: InstanceRecord, pending: "PendingKeys") -> int:
-        key = (_clip(Patient, "patient_id", record.patient_id), _clip(Patient, "issuer_of_patient_id", record.issuer_of_patient_id))
+    def _patient_pk(self, connection: Connection, record: InstanceRecord, pending: PendingKeys) -> int:
+        key = (
+            _clip(Patient, "patient_id", record.patient_id),
+            _clip(Patient, "issuer_of_patient_id", record.issuer_of_patient_id),
+        )
         if (pk := self._patients.get(key)) is not None:
             return pk
         pk = connection.execute(
@@ -172,7 +180,7 @@ class IndexWriter:
         pending.patients[key] = pk
         return pk
 
-    def _study_pk(self, connection: Connection, record: InstanceRecord, patient_pk: int, pending: "PendingKeys") -> int:
+    def _study_pk(self, connection: Connection, record: InstanceRecord, patient_pk: int, pending: PendingKeys) -> int:
         uid = record.study_instance_uid
 
         def values() -> dict:
@@ -190,7 +198,7 @@ class IndexWriter:
         pending.studies[uid] = keys
         return keys[0]
 
-    def _series_pk(self, connection: Connection, record: InstanceRecord, study_pk: int, pending: "PendingKeys") -> int:
+    def _series_pk(self, connection: Connection, record: InstanceRecord, study_pk: int, pending: PendingKeys) -> int:
         uid = record.series_instance_uid
 
         def values() -> dict:
@@ -213,7 +221,7 @@ def _clipped(model, values: dict[str, str]) -> dict[str, str]:
 
 
 def _child_keys(connection: Connection, cached, model, uid_column, uid: str, parent_column, parent_pk: int,
-                values: Callable[[], dict]) -> tuple[int, int]:  # noqa: ANN001 - SQLAlchemy model and columns
+                values: Callable[[], dict]) -> tuple[int, int]:  # SQLAlchemy model and columns
     """``(pk, parent pk)`` of the study or series with this UID; if new, inserted under ``parent_pk``
     with ``values()`` (built only then)."""
     if cached is not None:

@@ -217,7 +217,7 @@ class Archive:
         record = build_record(dataset, syntax)
         return self._store(data, record, source, staging)
 
-    def _start_staging(self, data: bytes, staged: StagingStream | None = None) -> "_Staging":
+    def _start_staging(self, data: bytes, staged: StagingStream | None = None) -> _Staging:
         if staged is None:
             return _Staging(self._io.submit(compute_sha256, data), self._io.submit(self.storage.stage, data))
         digest: Future = Future()  # hashed while it was written
@@ -226,7 +226,7 @@ class Archive:
 
     # -- the steps ----------------------------------------------------------------------------
 
-    def _store(self, data: bytes, record: InstanceRecord, source: str, staging: "_Staging") -> IngestResult:
+    def _store(self, data: bytes, record: InstanceRecord, source: str, staging: _Staging) -> IngestResult:
         """Place the file once it is durable while the index rows are written, then commit.
 
         The commit comes after the file is durably in place, so an index row never points at
@@ -274,7 +274,7 @@ class Archive:
                 return IngestResult(IngestOutcome.FAILED, Status.PROCESSING_FAILURE, uid, "the index is unavailable")
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _place_when_staged(self, staging: "_Staging", relative_path: str) -> Future:
+    def _place_when_staged(self, staging: _Staging, relative_path: str) -> Future:
         """A future of :meth:`Storage.place` of the staged file, run as soon as the file is durable.
 
         It runs in the I/O thread that finishes the staged file (a callback, never a task that
@@ -313,7 +313,10 @@ class Archive:
             return self._replace(data, record, facts)
         instance, series_uid, study_uid = existing
         if (series_uid, study_uid) != (record.series_instance_uid, record.study_instance_uid):
-            reason = f"already stored in another study or series: SOP Instance {uid} is in study {study_uid} series {series_uid}"
+            reason = (
+                f"already stored in another study or series: SOP Instance {uid} "
+                f"is in study {study_uid} series {series_uid}"
+            )
             self._record_conflict(instance, facts, reason)
             return IngestResult(IngestOutcome.CONFLICT, Status.MOVED_INSTANCE, uid, reason, record.study_instance_uid)
         try:
@@ -322,13 +325,17 @@ class Archive:
             log.error("stored file of %s is missing; replacing it with the received copy", uid)
             return self._replace(data, record, facts)
         if stored[dataset_offset(stored) :] == data[dataset_offset(data) :]:
-            return IngestResult(IngestOutcome.DUPLICATE, Status.SUCCESS, uid, "already stored", record.study_instance_uid)
+            return IngestResult(
+                IngestOutcome.DUPLICATE, Status.SUCCESS, uid, "already stored", record.study_instance_uid
+            )
         if self.allow_overwrite:
             log.warning("replacing %s with new content from %s (overwrite allowed)", uid, facts.source)
             return self._replace(data, record, facts)
         reason = f"already stored with different content (first copy kept): SOP Instance {uid}"
         self._record_conflict(instance, facts, reason)
-        return IngestResult(IngestOutcome.CONFLICT, Status.DUPLICATE_SOP_INSTANCE, uid, reason, record.study_instance_uid)
+        return IngestResult(
+            IngestOutcome.CONFLICT, Status.DUPLICATE_SOP_INSTANCE, uid, reason, record.study_instance_uid
+        )
 
     def _replace(self, data: bytes, record: InstanceRecord, facts: FileFacts) -> IngestResult:
         try:
@@ -393,7 +400,7 @@ class Archive:
         for listener in list(self._listeners):
             try:
                 listener(record)
-            except Exception:  # noqa: BLE001 - a failing rule must never undo an acknowledged store
+            except Exception:  # a failing rule must never undo an acknowledged store
                 log.exception("ingest listener %r failed for %s", listener, record.sop_instance_uid)
 
 
@@ -429,6 +436,14 @@ class _Staging:
 def _check_expected(dataset: Dataset, expected: ExpectedIdentity) -> None:
     sop_class_uid, sop_instance_uid = read_identity(dataset)
     if sop_class_uid != expected.sop_class_uid:
-        raise DicomInputError("AffectedSOPClassUID", "does not match the dataset's SOPClassUID", sop_instance_uid=expected.sop_instance_uid)
+        raise DicomInputError(
+            "AffectedSOPClassUID",
+            "does not match the dataset's SOPClassUID",
+            sop_instance_uid=expected.sop_instance_uid,
+        )
     if sop_instance_uid != expected.sop_instance_uid:
-        raise DicomInputError("AffectedSOPInstanceUID", "does not match the dataset's SOPInstanceUID", sop_instance_uid=expected.sop_instance_uid)
+        raise DicomInputError(
+            "AffectedSOPInstanceUID",
+            "does not match the dataset's SOPInstanceUID",
+            sop_instance_uid=expected.sop_instance_uid,
+        )

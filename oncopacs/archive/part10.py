@@ -47,7 +47,8 @@ def build_file_meta(*, sop_class_uid: str, sop_instance_uid: str, transfer_synta
         _meta_element(0x0013, b"SH", _padded(IMPLEMENTATION_VERSION_NAME.encode("ascii"), b" ")),
     ]
     if source_ae_title.strip():
-        elements.append(_meta_element(0x0016, b"AE", _padded(source_ae_title.strip()[:16].encode("ascii", "replace"), b" ")))
+        ae_title = source_ae_title.strip()[:16].encode("ascii", "replace")
+        elements.append(_meta_element(0x0016, b"AE", _padded(ae_title, b" ")))
     group = b"".join(elements)
     return b"".join((PREAMBLE, struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(group)), group))
 

@@ -147,7 +147,9 @@ def iter_audit_messages_xml(entries: Iterable[AuditEntry], audit_source_id: str)
 
 
 def _coded(parent: ET.Element, tag: str, code: Code) -> ET.Element:
-    return ET.SubElement(parent, tag, {"csd-code": code.value, "codeSystemName": code.scheme, "originalText": code.meaning})
+    return ET.SubElement(
+        parent, tag, {"csd-code": code.value, "codeSystemName": code.scheme, "originalText": code.meaning}
+    )
 
 
 def _access_point_type(source: str) -> str:

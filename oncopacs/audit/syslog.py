@@ -171,7 +171,9 @@ class SyslogSender:
                 delay = min(delay * 2, RETRY_MAX_S)
                 continue
             except Exception as exc:  # noqa: BLE001 - a record that can never be sent must not hold up the others
-                log.error("audit record %d cannot be sent to %s (%s); skipped", entry.id, self.target, type(exc).__name__)
+                log.error(
+                    "audit record %d cannot be sent to %s (%s); skipped", entry.id, self.target, type(exc).__name__
+                )
                 self.skipped += 1
             else:
                 self.sent += 1

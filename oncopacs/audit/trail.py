@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Connection, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
@@ -108,7 +108,8 @@ class VerifyResult:
     def summary(self) -> str:
         if self.ok:
             return f"audit trail intact: {self.checked} record(s) checked, last id {self.last_id}"
-        return f"audit trail broken at record {self.broken_id} ({self.reason.value}): {self.explanation}"
+        reason = cast(ChainBreak, self.reason)  # set with broken_id
+        return f"audit trail broken at record {self.broken_id} ({reason.value}): {self.explanation}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -190,14 +191,18 @@ class AuditTrail:
                 break
             except SqlIntegrityError as exc:
                 if attempt == _APPEND_ATTEMPTS:
-                    raise AuditError(f"the audit trail could not record a {events[0].action.value} event: {exc.__class__.__name__}") from exc
+                    raise AuditError(
+                        f"the audit trail could not record a {events[0].action.value} event: {exc.__class__.__name__}"
+                    ) from exc
             except SQLAlchemyError as exc:
-                raise AuditError(f"the audit trail could not record a {events[0].action.value} event: {exc.__class__.__name__}") from exc
+                raise AuditError(
+                    f"the audit trail could not record a {events[0].action.value} event: {exc.__class__.__name__}"
+                ) from exc
         if self.sink is not None:
             for entry in entries:
                 try:
                     self.sink.submit(entry)
-                except Exception:  # noqa: BLE001 - forwarding never fails the recorded operation
+                except Exception:  # forwarding never fails the recorded operation
                     log.exception("could not hand audit record %d to the audit sink", entry.id)
         return [entry.id for entry in entries]
 
@@ -216,7 +221,9 @@ class AuditTrail:
             raise AuditError(f"the audit trail could not be read: {exc.__class__.__name__}") from exc
         return AuditPage(tuple(_entry(row) for row in rows), total, limit, offset)
 
-    def iter_entries(self, where: AuditFilter = AuditFilter(), *, batch_size: int = VERIFY_BATCH) -> Iterator[AuditEntry]:
+    def iter_entries(
+        self, where: AuditFilter = AuditFilter(), *, batch_size: int = VERIFY_BATCH
+    ) -> Iterator[AuditEntry]:
         """Every record matching ``where``, oldest first, read in batches (exports)."""
         for batch in self._batches(_conditions(where), batch_size):
             yield from (_entry(row) for row in batch)
@@ -272,7 +279,7 @@ class AuditTrail:
         except SQLAlchemyError as exc:
             raise AuditError(f"the audit trail could not be read: {exc.__class__.__name__}") from exc
 
-    def _batches(self, conditions: list, batch_size: int) -> Iterator[list]:
+    def _batches(self, conditions: list, batch_size: int) -> Iterator[Sequence[Any]]:
         after_id = 0
         while True:
             try:
@@ -308,7 +315,9 @@ _COLUMNS = (
 def _append(session: Connection, events: Iterable[AuditEvent]) -> list[AuditEntry]:
     """Insert ``events`` after the chain head (locked) and move the head; Core statements, one round trip each."""
     head = session.execute(
-        select(AuditChainHead.last_record_id, AuditChainHead.last_sha256).where(AuditChainHead.id == 1).with_for_update()
+        select(AuditChainHead.last_record_id, AuditChainHead.last_sha256)
+        .where(AuditChainHead.id == 1)
+        .with_for_update()
     ).first()
     if head is None:  # a racing first writer fails on the primary key, and the append is retried
         session.execute(insert(AuditChainHead).values(id=1, last_record_id=0, last_sha256=GENESIS_SHA256))

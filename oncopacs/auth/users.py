@@ -11,12 +11,14 @@ password guesser must not be able to stop machine clients), only by revocation a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
+from typing import cast, overload
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -147,6 +149,12 @@ def token_sha256(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+@overload
+def _aware(value: datetime) -> datetime: ...
+@overload
+def _aware(value: None) -> None: ...
+@overload
+def _aware(value: datetime | None) -> datetime | None: ...
 def _aware(value: datetime | None) -> datetime | None:
     """SQLite hands back naive datetimes; everything stored is UTC."""
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
@@ -281,17 +289,17 @@ class UserStore:
         return self.hasher.hash(secrets.token_hex(8))
 
     def _dummy_verify(self, password: str) -> None:
-        try:
+        with contextlib.suppress(VerificationError):
             self.hasher.verify(self._dummy_hash, password)
-        except VerificationError:
-            pass
 
     @staticmethod
     def _keep_an_admin(session: Session, user: User) -> None:
         if user.role != Role.ADMIN.value or user.disabled:
             return
         others = session.scalar(
-            select(func.count(User.id)).where(User.role == Role.ADMIN.value, User.disabled.is_(False), User.id != user.id)
+            select(func.count(User.id)).where(
+                User.role == Role.ADMIN.value, User.disabled.is_(False), User.id != user.id
+            )
         )
         if not others:
             raise ValueError(f"{user.username!r} is the last enabled administrator")
@@ -381,7 +389,9 @@ class UserStore:
     def revoke_token(self, token_id: int, username: str | None = None) -> TokenInfo:
         """Revoke token ``token_id`` (of ``username`` when given); NotFoundError if there is no such token."""
         with self.index.writing() as session:
-            query = select(ApiToken, User.username).join(User, ApiToken.user_pk == User.id).where(ApiToken.id == token_id)
+            query = (
+                select(ApiToken, User.username).join(User, ApiToken.user_pk == User.id).where(ApiToken.id == token_id)
+            )
             if username is not None:
                 query = query.where(User.username == username)
             row = session.execute(query).first()
@@ -406,6 +416,7 @@ class UserStore:
         last_used = _aware(row.last_used_at)
         if last_used is None or now - last_used >= TOKEN_USE_RESOLUTION:
             with self.index.writing() as session:
-                session.get(ApiToken, row.id).last_used_at = now
+                # a token deleted meanwhile raises AttributeError here, as it always did
+                cast(ApiToken, session.get(ApiToken, row.id)).last_used_at = now
         return Principal(row.username, Role(row.role), "token")
 

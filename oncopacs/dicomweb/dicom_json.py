@@ -147,7 +147,9 @@ def read_bulk_element(dataset: Dataset, tag_path: str) -> BulkElement:
                 extended_offsets=_extended_offsets(dataset),
             ))
         except ValueError:
-            raise DicomInputError("PixelData", "has unreadable frame boundaries", sop_instance_uid=dataset.get("SOPInstanceUID")) from None
+            raise DicomInputError(
+                "PixelData", "has unreadable frame boundaries", sop_instance_uid=dataset.get("SOPInstanceUID")
+            ) from None
         return BulkElement(tag_path, element.VR, frames, str(syntax))
     return BulkElement(tag_path, element.VR, (value,))
 

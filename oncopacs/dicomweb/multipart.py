@@ -129,7 +129,9 @@ def parse_accept(header: str | None) -> list[MediaType]:
 
 
 def _split_outside_quotes(text: str, separator: str) -> list[str]:
-    pieces, current, quoted, escaped = [], [], False, False
+    pieces: list[str] = []
+    current: list[str] = []
+    quoted, escaped = False, False
     for char in text:
         if escaped:
             escaped = False
@@ -187,7 +189,9 @@ def read_multipart(stream: Readable, content_type: str | None, *, root_type: str
     """
     media_type = parse_media_type(content_type or "")
     if media_type.essence != "multipart/related":
-        raise MediaTypeError(f'expected multipart/related; type="{root_type}", got {media_type.essence or "no Content-Type"}')
+        raise MediaTypeError(
+            f'expected multipart/related; type="{root_type}", got {media_type.essence or "no Content-Type"}'
+        )
     declared = media_type.parameters.get("type", root_type).lower()
     if declared != root_type:
         raise MediaTypeError(f'expected parts of type "{root_type}", the body declares "{declared}"')

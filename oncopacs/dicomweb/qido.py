@@ -160,7 +160,9 @@ def parse_qido(
     return QidoQuery(level, {**match_keys, **path_keys}, tuple(returned), limit, offset, fuzzy, tuple(ignored))
 
 
-def search(session: Session | Connection, query: QidoQuery, base_url: str, max_results: int = DEFAULT_MAX_RESULTS) -> QidoResults:
+def search(
+    session: Session | Connection, query: QidoQuery, base_url: str, max_results: int = DEFAULT_MAX_RESULTS
+) -> QidoResults:
     """Run ``query`` against the index; ``base_url`` is the DICOMweb root used for RetrieveURL."""
     page = max_results if query.limit is None else min(query.limit, max_results)
     matches = find(session, query.level, query.keys, return_keys=query.return_keys, limit=page + 1,

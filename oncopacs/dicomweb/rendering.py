@@ -124,7 +124,9 @@ def parse_viewport(text: str) -> tuple[int, int]:
     return width, height
 
 
-def parse_render_spec(parameters: Mapping[str, str], media_type: str, *, viewport_px: tuple[int, int] | None = None) -> RenderSpec:
+def parse_render_spec(
+    parameters: Mapping[str, str], media_type: str, *, viewport_px: tuple[int, int] | None = None
+) -> RenderSpec:
     """The RenderSpec of the query parameters ``window``, ``viewport`` and ``quality``."""
     window = parse_window(parameters["window"]) if parameters.get("window") else None
     if parameters.get("viewport"):
@@ -217,7 +219,8 @@ def render_thumbnail(
     viewport_px: tuple[int, int] | None = None,
     frame_number: int | None = None,
 ) -> RenderedImage:
-    """A small image (fitting THUMBNAIL_SIZE_PX square) of a frame, by default the middle one, in the dataset's own window."""
+    """A small image (fitting THUMBNAIL_SIZE_PX square) of a frame, by default the middle one, in the dataset's own
+    window."""
     count = read_number_of_frames(dataset)
     spec = RenderSpec(media_type, None, viewport_px or (THUMBNAIL_SIZE_PX, THUMBNAIL_SIZE_PX), DEFAULT_QUALITY)
     return render_frame(dataset, frame_number or max(1, (count + 1) // 2), spec)

@@ -14,6 +14,7 @@ import socket
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 from pynetdicom.dimse_messages import C_STORE_RSP
 from sqlalchemy import select
@@ -62,16 +63,22 @@ class CallingAllowList:
 
 
 def _parse_entry(entry: str) -> AllowedPeer:
+    title: str | None
+    host: str | None
     title, at, host = entry.strip().partition("@")
     title, host = title.strip() or None, host.strip().strip("[]") or None
     if not at:
         return AllowedPeer(title, None)
-    return AllowedPeer(title, host, frozenset(_resolve(host)))
+    # None only for "AE@[]" (Settings refuses "AE@"); _resolve(None) then finds no address, as it always did
+    return AllowedPeer(title, host, frozenset(_resolve(cast(str, host))))
 
 
 def _resolve(host: str) -> set[str]:
     try:
-        return {_normal_ip(host)} if _is_ip(host) else {_normal_ip(info[4][0]) for info in socket.getaddrinfo(host, None)}
+        if _is_ip(host):
+            return {_normal_ip(host)}
+        # an IPv4/IPv6 address: a str
+        return {_normal_ip(cast(str, info[4][0])) for info in socket.getaddrinfo(host, None)}
     except OSError as exc:
         log.warning("allowed AE host %s cannot be resolved (%s): it matches no peer", host, exc.strerror or exc)
         return set()
@@ -117,7 +124,7 @@ class SubOperationTally:
     warning: int = 0
     failed: int = 0
 
-    def on_response(self, event) -> None:  # noqa: ANN001 - pynetdicom EVT_DIMSE_RECV
+    def on_response(self, event) -> None:  # pynetdicom EVT_DIMSE_RECV
         message = event.message
         if not isinstance(message, C_STORE_RSP):
             return
@@ -140,7 +147,7 @@ class DimseAudit:
 
     # C-STORE: counted per association, one record at its end
 
-    def count_store(self, assoc, study_uid: str | None, acknowledged: bool) -> None:  # noqa: ANN001
+    def count_store(self, assoc, study_uid: str | None, acknowledged: bool) -> None:
         key = id(assoc)
         tally = self._stores.get(key)
         if tally is None:
@@ -153,8 +160,10 @@ class DimseAudit:
         if study_uid:
             tally.study_uids[study_uid] = None
 
-    def association_ended(self, assoc, ending: str, patient_ids_for) -> None:  # noqa: ANN001
-        """Write the STORE record of ``assoc`` (once; later calls for it do nothing); ``ending``: released, aborted, closed.
+    def association_ended(self, assoc, ending: str, patient_ids_for) -> None:
+        """Write the STORE record of ``assoc`` (once; later calls for it do nothing).
+
+        ``ending``: released, aborted, closed.
 
         ``patient_ids_for(study_uids)`` looks up the patients of the stored studies.
         """
@@ -165,7 +174,7 @@ class DimseAudit:
         studies = list(tally.study_uids)
         try:
             patients = patient_ids_for(studies[:MAX_AUDITED_IDS])
-        except Exception:  # noqa: BLE001 - the record is still written, without the patients
+        except Exception:  # the record is still written, without the patients
             log.exception("could not look up the patients of an association from %s", tally.calling_ae)
             patients = []
         total = tally.stored + tally.failed
@@ -175,10 +184,12 @@ class DimseAudit:
 
     # C-FIND, C-GET, C-MOVE: one record per request
 
-    def query(self, assoc, service: str, level: str, keys: Mapping[str, str], matches: Iterable[Mapping],  # noqa: ANN001
+    def query(self, assoc, service: str, level: str, keys: Mapping[str, str], matches: Iterable[Mapping],
               outcome: Outcome = Outcome.SUCCESS, problem: str = "") -> None:
         """Record one C-FIND (raises AuditError: the caller answers with a failure)."""
-        patients, studies, count = {}, {}, 0
+        patients: dict[str, None] = {}
+        studies: dict[str, None] = {}
+        count = 0
         for values in matches:
             count += 1
             if values.get("PatientID"):
@@ -189,7 +200,7 @@ class DimseAudit:
         detail = f"C-FIND {service} {level} {asked}".rstrip() + (f": {problem}" if problem else f": {count} match(es)")
         self._record(AuditAction.QUERY, outcome, assoc.requestor.ae_title, _peer(assoc), patients, studies, detail)
 
-    def retrieve(self, assoc, service: str, instances, tally: SubOperationTally | None, *,  # noqa: ANN001
+    def retrieve(self, assoc, service: str, instances, tally: SubOperationTally | None, *,
                  unsendable: int = 0, cancelled: bool = False, problem: str = "") -> None:
         """Record one C-GET or C-MOVE with the patients and studies it sent (or was to send)."""
         patients = {i.patient_id: None for i in instances}
@@ -226,7 +237,7 @@ class DimseAudit:
         ))
 
 
-def patient_ids_of_studies(session, study_uids: list[str]) -> list[str]:  # noqa: ANN001 - a SQLAlchemy Session
+def patient_ids_of_studies(session, study_uids: list[str]) -> list[str]:  # a SQLAlchemy Session
     """The patient IDs of these studies, in the order first seen."""
     if not study_uids:
         return []
@@ -234,7 +245,7 @@ def patient_ids_of_studies(session, study_uids: list[str]) -> list[str]:  # noqa
         select(Study.study_instance_uid, Patient.patient_id).join(Patient, Study.patient_pk == Patient.id)
         .where(Study.study_instance_uid.in_(study_uids))
     ).all()
-    by_study = {uid: pid for uid, pid in rows}
+    by_study = dict(rows)
     return list(dict.fromkeys(by_study[uid] for uid in study_uids if by_study.get(uid)))
 
 
@@ -244,5 +255,5 @@ def _outcome(succeeded: int, failed: int, total: int) -> Outcome:
     return Outcome.SERIOUS_FAILURE if succeeded == 0 and total > 0 else Outcome.MINOR_FAILURE
 
 
-def _peer(assoc) -> str:  # noqa: ANN001
+def _peer(assoc) -> str:
     return _normal_ip(str(assoc.requestor.address or ""))

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from pydicom.uid import (
+    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
-from pynetdicom.sop_class import (
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # names pynetdicom makes at import
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
@@ -20,12 +23,14 @@ from pynetdicom.sop_class import (
 )
 
 #: Uncompressed syntaxes first: what we propose when sending if the stored one is refused.
-UNCOMPRESSED_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian]
+UNCOMPRESSED_SYNTAXES: list[str] = [
+    ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian
+]
 
 #: Everything pynetdicom knows (implicit/explicit LE, deflated, JPEG family, JPEG-LS, JPEG 2000, RLE, HTJ2K, MPEG...).
 ACCEPTED_SYNTAXES = list(dict.fromkeys([*UNCOMPRESSED_SYNTAXES, *ALL_TRANSFER_SYNTAXES]))
 
-STORAGE_SOP_CLASSES = [cx.abstract_syntax for cx in AllStoragePresentationContexts]
+STORAGE_SOP_CLASSES = [cast(UID, cx.abstract_syntax) for cx in AllStoragePresentationContexts]  # all are set
 
 FIND_SOP_CLASSES = {
     PatientRootQueryRetrieveInformationModelFind: "PATIENT_ROOT",

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # made by pynetdicom at import
 
 from oncopacs.dimse.transport import tune_association
 from oncopacs.errors import RemoteNodeError
@@ -66,4 +66,6 @@ def _check_reachable(remote: RemoteAE, timeout_s: float) -> None:
             pass
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise RemoteNodeError(f"{remote.ae_title} at {remote.host}:{remote.port} could not be reached ({reason})") from None
+        raise RemoteNodeError(
+            f"{remote.ae_title} at {remote.host}:{remote.port} could not be reached ({reason})"
+        ) from None

@@ -70,7 +70,7 @@ class DimseHandlers:
 
     # -- association events ---------------------------------------------------------------
 
-    def on_requested(self, event) -> None:  # noqa: ANN001
+    def on_requested(self, event) -> None:
         """Refuse a calling AE that is not on the allow-list: A-ASSOCIATE-RJ, a log line, a Security Alert."""
         assoc = event.assoc
         request = assoc.requestor.primitive
@@ -82,14 +82,14 @@ class DimseHandlers:
         _quietly(self.audit.refused, calling_ae, address, str(request.called_ae_title).strip())
         assoc.kill()
 
-    def on_connection_open(self, event) -> None:  # noqa: ANN001
+    def on_connection_open(self, event) -> None:
         """As acceptor, stage each C-STORE dataset while it arrives, its middle fragments read straight
         from the socket (:mod:`oncopacs.dimse.streaming`)."""
         if event.assoc.is_acceptor:
             install_streamed_staging(event.assoc, self.archive.storage)
             install_fast_dataset_fragments(event.assoc)
 
-    def on_association_end(self, event) -> None:  # noqa: ANN001
+    def on_association_end(self, event) -> None:
         """Write the association's one STORE record (released, aborted or closed, whichever comes first)."""
         ending = {"EVT_ABORTED": "aborted", "EVT_RELEASED": "released"}.get(event.event.name, "closed")
         abandon_streams(event.assoc)
@@ -101,12 +101,12 @@ class DimseHandlers:
 
     # -- C-ECHO ---------------------------------------------------------------------------
 
-    def on_echo(self, event) -> int:  # noqa: ANN001
+    def on_echo(self, event) -> int:
         return 0x0000
 
     # -- C-STORE --------------------------------------------------------------------------
 
-    def on_store(self, event) -> Dataset:  # noqa: ANN001
+    def on_store(self, event) -> Dataset:
         request = event.request
         calling_ae = event.assoc.requestor.ae_title
         received = take_received(request.DataSet)  # staged while it arrived (oncopacs.dimse.streaming)
@@ -118,7 +118,7 @@ class DimseHandlers:
                 calling_ae=calling_ae,
                 received=received,
             )
-        except Exception:  # noqa: BLE001 - the association must get an answer, never a drop
+        except Exception:  # the association must get an answer, never a drop
             if received is not None:
                 received.stream.abandon()
             log.exception("C-STORE of %s from %s failed", request.AffectedSOPInstanceUID, calling_ae)
@@ -129,7 +129,7 @@ class DimseHandlers:
 
     # -- C-FIND ---------------------------------------------------------------------------
 
-    def on_find(self, event) -> Iterator[tuple[int, Dataset | None]]:  # noqa: ANN001
+    def on_find(self, event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
         model = FIND_SOP_CLASSES.get(str(event.request.AffectedSOPClassUID), "STUDY_ROOT")
         level, keys = None, {}
         try:
@@ -170,7 +170,7 @@ class DimseHandlers:
 
     # -- C-GET and C-MOVE -----------------------------------------------------------------
 
-    def on_get(self, event) -> Iterator:  # noqa: ANN001
+    def on_get(self, event) -> Iterator:
         instances, failure = self._resolve_retrieve(event)
         if failure is not None:
             _quietly(self.audit.retrieve, event.assoc, "C-GET", [], None, problem=_comment(failure))
@@ -186,10 +186,16 @@ class DimseHandlers:
             _quietly(self.audit.retrieve, event.assoc, "C-GET", instances, tally,
                      unsendable=progress.unsendable, cancelled=progress.cancelled)
 
-    def on_move(self, event) -> Iterator:  # noqa: ANN001
-        destination = self.settings.remote_ae(event.move_destination.decode() if isinstance(event.move_destination, bytes) else str(event.move_destination))
+    def on_move(self, event) -> Iterator:
+        destination = self.settings.remote_ae(
+            event.move_destination.decode()
+            if isinstance(event.move_destination, bytes)
+            else str(event.move_destination)
+        )
         if destination is None:
-            log.warning("C-MOVE from %s to unknown destination %r", event.assoc.requestor.ae_title, event.move_destination)
+            log.warning(
+                "C-MOVE from %s to unknown destination %r", event.assoc.requestor.ae_title, event.move_destination
+            )
             _quietly(self.audit.retrieve, event.assoc, "C-MOVE", [], None,
                      problem=f"unknown move destination {event.move_destination!r}")
             yield None, None  # pynetdicom answers 0xA801 (Move Destination Unknown)
@@ -199,7 +205,7 @@ class DimseHandlers:
         sub_association: dict[str, dict[str, set[str]]] = {}
         tally, progress = SubOperationTally(), SendProgress()
 
-        def prepare(sub_event) -> None:  # noqa: ANN001
+        def prepare(sub_event) -> None:
             sub_association["accepted"] = accepted_syntaxes_as_sender(sub_event.assoc)
             leave_responses_to_the_sender(sub_event.assoc)
 
@@ -223,7 +229,7 @@ class DimseHandlers:
             _quietly(self.audit.retrieve, event.assoc, service, instances, tally,
                      unsendable=progress.unsendable, cancelled=progress.cancelled)
 
-    def _resolve_retrieve(self, event):  # noqa: ANN001
+    def _resolve_retrieve(self, event):
         try:
             identifier = event.identifier
             _read_level(identifier, "PATIENT_ROOT")
@@ -239,7 +245,7 @@ class DimseHandlers:
             return [], (status_dataset(OUT_OF_RESOURCES_MATCHES, "too many matches; narrow the query"), None)
         return instances, None
 
-    def _send_instances(self, event, instances, accepted: dict[str, set[str]] | None = None,  # noqa: ANN001
+    def _send_instances(self, event, instances, accepted: dict[str, set[str]] | None = None,
                         progress: SendProgress | None = None) -> Iterator:
         """Yield each instance to send; one that cannot be sent counts as a failed sub-operation
         (pynetdicom counts a pending yield that is not a dataset as such) and the rest go on."""
@@ -285,7 +291,7 @@ def _comment(failure: tuple) -> str:
     return str(getattr(status, "ErrorComment", "")) or f"status 0x{int(getattr(status, 'Status', 0)):04X}"
 
 
-def leave_responses_to_the_sender(assoc) -> None:  # noqa: ANN001 - a pynetdicom Association
+def leave_responses_to_the_sender(assoc) -> None:  # a pynetdicom Association
     """Keep a C-MOVE sub-association's reactor thread from taking C-STORE responses.
 
     pynetdicom runs a reactor on every association and pauses it while ``send_c_store`` waits
@@ -297,13 +303,13 @@ def leave_responses_to_the_sender(assoc) -> None:  # noqa: ANN001 - a pynetdicom
     dimse = assoc.dimse
     wait_for_message = dimse.get_msg
 
-    def get_msg(block: bool = False):  # noqa: ANN202 - pynetdicom's signature
+    def get_msg(block: bool = False):  # pynetdicom's signature
         return wait_for_message(block=True) if block else (None, None)
 
     dimse.get_msg = get_msg
 
 
-def accepted_syntaxes_as_sender(assoc) -> dict[str, set[str]]:  # noqa: ANN001 - a pynetdicom Association
+def accepted_syntaxes_as_sender(assoc) -> dict[str, set[str]]:  # a pynetdicom Association
     """SOP class -> transfer syntaxes in which this association lets us send C-STORE requests."""
     accepted: dict[str, set[str]] = {}
     for context in assoc.accepted_contexts:
@@ -312,7 +318,7 @@ def accepted_syntaxes_as_sender(assoc) -> dict[str, set[str]]:  # noqa: ANN001 -
     return accepted
 
 
-def storage_contexts_for(instances) -> list[PresentationContext]:  # noqa: ANN001
+def storage_contexts_for(instances) -> list[PresentationContext]:
     """Contexts to propose for sending these instances (C-MOVE sub-operations).
 
     Each SOP class is proposed twice: in the syntaxes it is stored in (so it can travel

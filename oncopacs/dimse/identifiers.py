@@ -76,7 +76,10 @@ class ResponseBuilder:
         self.implicit_vr, self.little_endian = implicit_vr, little_endian
         self._order = "<" if little_endian else ">"
         requested = [
-            _ReturnKey(int(element.tag), element.VR, element.keyword, element.keyword in ATTRIBUTES or element.keyword in COMPUTED)
+            _ReturnKey(
+                int(element.tag), element.VR, element.keyword,
+                element.keyword in ATTRIBUTES or element.keyword in COMPUTED,
+            )
             for element in identifier
             if element.keyword not in _SKIPPED
         ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from io import BytesIO
+from typing import cast
 
 from pydicom import Dataset
 from pynetdicom import service_class
@@ -39,7 +40,7 @@ def _us(value: int) -> bytes:
     return struct.pack("<H", value)
 
 
-def encode_response_command(primitive) -> bytes | None:  # noqa: ANN001 - a pynetdicom DIMSE primitive
+def encode_response_command(primitive) -> bytes | None:  # a pynetdicom DIMSE primitive
     """The encoded command set of a C-STORE or C-FIND response, or None for anything else."""
     if not isinstance(primitive, (C_STORE, C_FIND)):
         return None
@@ -55,7 +56,7 @@ def encode_response_command(primitive) -> bytes | None:  # noqa: ANN001 - a pyne
     elements.append(_element(0x0100, _us(field)))
     elements.append(_element(0x0120, _us(primitive.MessageIDBeingRespondedTo)))
     elements.append(_element(0x0800, _us(_DATASET_PRESENT if has_dataset else _NO_DATASET)))
-    elements.append(_element(0x0900, _us(primitive.Status)))
+    elements.append(_element(0x0900, _us(cast(int, primitive.Status))))  # a response primitive has its Status
     if primitive.ErrorComment:
         comment = str(primitive.ErrorComment)
         if not comment.isascii():
@@ -100,29 +101,30 @@ def install_encoder() -> None:
         return
     encode_with_pydicom = service_class.encode
 
-    def encode(dataset, is_implicit_vr: bool, is_little_endian: bool, deflated: bool = False):  # noqa: ANN001
+    def encode(dataset, is_implicit_vr: bool, is_little_endian: bool, deflated: bool = False):
         if isinstance(dataset, EncodedIdentifier) and not deflated:
             return dataset.encoded
         if isinstance(dataset, EncodedIdentifier):
-            return encode_with_pydicom(_decoded(dataset, is_implicit_vr, is_little_endian), is_implicit_vr, is_little_endian, deflated)
+            decoded = _decoded(dataset, is_implicit_vr, is_little_endian)
+            return encode_with_pydicom(decoded, is_implicit_vr, is_little_endian, deflated)
         return encode_with_pydicom(dataset, is_implicit_vr, is_little_endian, deflated)
 
-    encode.oncopacs = True
-    service_class.encode = encode
+    encode.oncopacs = True  # type: ignore[attr-defined]  # a marker on the function object
+    service_class.encode = encode  # type: ignore[assignment]  # a monkeypatch: also takes an EncodedIdentifier
 
 
-def _decoded(identifier: "EncodedIdentifier", is_implicit_vr: bool, is_little_endian: bool) -> Dataset:
+def _decoded(identifier: EncodedIdentifier, is_implicit_vr: bool, is_little_endian: bool) -> Dataset:
     from pydicom.filereader import read_dataset
 
     return read_dataset(BytesIO(identifier.encoded), is_implicit_vr, is_little_endian)
 
 
-def install_fast_responses(assoc) -> None:  # noqa: ANN001 - a pynetdicom Association
+def install_fast_responses(assoc) -> None:  # a pynetdicom Association
     """Send this association's C-STORE and C-FIND responses through the hand encoder."""
     dimse = assoc.dimse
     send_through_pynetdicom = dimse.send_msg
 
-    def send_msg(primitive, context_id: int) -> None:  # noqa: ANN001
+    def send_msg(primitive, context_id: int) -> None:
         command = encode_response_command(primitive)
         if command is None:
             send_through_pynetdicom(primitive, context_id)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import logging
+from typing import cast
 
 from pynetdicom import AE, _config, evt
+from pynetdicom.events import EventHandlerType
 from pynetdicom.transport import ThreadedAssociationServer
 
 from oncopacs.archive.ingest import Archive
@@ -60,7 +62,7 @@ def start_dimse(settings: Settings, archive: Archive, audit: AuditTrail | None =
     install_encoder()
     handlers = DimseHandlers(archive, settings, audit)
     ae = build_ae(settings)
-    bound = [
+    bound: list[EventHandlerType] = [
         (evt.EVT_CONN_OPEN, tune_association),
         (evt.EVT_CONN_OPEN, handlers.on_connection_open),
         (evt.EVT_REQUESTED, handlers.on_requested),
@@ -74,7 +76,10 @@ def start_dimse(settings: Settings, archive: Archive, audit: AuditTrail | None =
         (evt.EVT_C_MOVE, handlers.on_move),
         (evt.EVT_REJECTED, _log_rejected),
     ]
-    server = ae.start_server((settings.dicom_host, settings.dicom_port), block=False, evt_handlers=bound)
+    server = cast(  # with block=False, start_server returns the running server
+        ThreadedAssociationServer,
+        ae.start_server((settings.dicom_host, settings.dicom_port), block=False, evt_handlers=bound),
+    )
     server.contexts = _ContextTemplates(server.contexts)
     log.info("DICOM %s listening on %s:%s", settings.ae_title, settings.dicom_host, server.server_address[1])
     return server
@@ -97,6 +102,6 @@ class _ContextTemplates(list):
         return clones
 
 
-def _log_rejected(event) -> None:  # noqa: ANN001
+def _log_rejected(event) -> None:
     requestor = event.assoc.requestor
     log.warning("association from %s (%s) rejected", requestor.ae_title, requestor.address)

@@ -22,6 +22,7 @@ import logging
 import socket
 import ssl
 import struct
+from typing import cast
 
 from pynetdicom.dimse_messages import C_STORE_RQ, DIMSEMessage
 
@@ -38,7 +39,7 @@ _STREAMS = "_oncopacs_streams"
 class StreamedDataset(io.BytesIO):
     """A DIMSE message's dataset buffer that also stages a C-STORE-RQ's dataset as it arrives."""
 
-    def __init__(self, message: DIMSEMessage, assoc, streams: _AssociationStreams) -> None:  # noqa: ANN001
+    def __init__(self, message: DIMSEMessage, assoc, streams: _AssociationStreams) -> None:
         super().__init__()
         self._message = message
         self._assoc = assoc
@@ -46,7 +47,7 @@ class StreamedDataset(io.BytesIO):
         self._received: ReceivedFile | None = None
         self._decided = False
 
-    def write(self, fragment) -> int:  # noqa: ANN001 - bytes-like, as BytesIO.write
+    def write(self, fragment) -> int:  # bytes-like, as BytesIO.write
         count = super().write(fragment)
         if not self._decided:
             self._decided = True
@@ -141,14 +142,14 @@ class _AssociationStreams:
             stream.abandon()
 
 
-def install_streamed_staging(assoc, storage: Storage) -> None:  # noqa: ANN001 - pynetdicom Association
+def install_streamed_staging(assoc, storage: Storage) -> None:  # pynetdicom Association
     """Make every incoming DIMSE message of ``assoc`` gather its dataset in a :class:`StreamedDataset`."""
     dimse = assoc.dimse
     receive_primitive = dimse.receive_primitive
     streams = _AssociationStreams(storage)
     setattr(assoc, _STREAMS, streams)
 
-    def receive(primitive) -> None:  # noqa: ANN001 - P_DATA
+    def receive(primitive) -> None:  # P_DATA
         if dimse.message is None:
             dimse.message = DIMSEMessage()
             dimse.message.data_set = StreamedDataset(dimse.message, assoc, streams)
@@ -160,7 +161,7 @@ def install_streamed_staging(assoc, storage: Storage) -> None:  # noqa: ANN001 -
     dimse.receive_primitive = receive
 
 
-def install_fast_dataset_fragments(assoc) -> None:  # noqa: ANN001 - pynetdicom Association
+def install_fast_dataset_fragments(assoc) -> None:  # pynetdicom Association
     """Take a C-STORE dataset's middle fragments straight from the socket into the request's dataset buffer.
 
     pynetdicom turns every P-DATA-TF PDU into a PDU object, two event notifications, a state
@@ -187,7 +188,7 @@ def install_fast_dataset_fragments(assoc) -> None:  # noqa: ANN001 - pynetdicom 
 _MIDDLE_FRAGMENT = struct.Struct(">BBLLBB")  # PDU type, reserved, length; PDV item length, context ID, control
 
 
-def _read_middle_fragment(dul) -> bool:  # noqa: ANN001 - pynetdicom DULServiceProvider
+def _read_middle_fragment(dul) -> bool:  # pynetdicom DULServiceProvider
     """Append the next PDU's dataset fragment to the current C-STORE-RQ if it is a middle one; False if not taken."""
     message = dul.assoc.dimse.message
     if not isinstance(message, C_STORE_RQ) or dul.state_machine.current_state != "Sta6":
@@ -217,17 +218,18 @@ def _read_middle_fragment(dul) -> bool:  # noqa: ANN001 - pynetdicom DULServiceP
         log.error("The received PDU is shorter than expected (%d of %d bytes received)", len(data), 6 + pdu_length)
         dul.event_queue.put("Evt17")
         return True
-    message.data_set.write(memoryview(data)[_MIDDLE_FRAGMENT.size:])
+    # a C-STORE-RQ past its first dataset fragment has its data set
+    cast(io.BytesIO, message.data_set).write(memoryview(data)[_MIDDLE_FRAGMENT.size:])
     return True
 
 
-def abandon_streams(assoc) -> None:  # noqa: ANN001 - pynetdicom Association
+def abandon_streams(assoc) -> None:  # pynetdicom Association
     """Delete the staged files of messages that never reached the C-STORE handler (association ended)."""
     streams = getattr(assoc, _STREAMS, None)
     if streams is not None:
         streams.close()
 
 
-def take_received(dataset) -> ReceivedFile | None:  # noqa: ANN001 - the request's DataSet
+def take_received(dataset) -> ReceivedFile | None:  # the request's DataSet
     """The file staged while ``dataset`` arrived, if it was (see :class:`StreamedDataset`)."""
     return dataset.take_received() if isinstance(dataset, StreamedDataset) else None

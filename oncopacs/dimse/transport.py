@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import select
@@ -30,7 +31,7 @@ SEND_BATCH_BYTES = 1024 * 1024
 ASSOCIATION_POLL_S = 0.001
 
 
-def tune_association(event) -> None:  # noqa: ANN001 - pynetdicom Event
+def tune_association(event) -> None:  # pynetdicom Event
     """Tune a new association's transport for latency.
 
     Nagle's algorithm is turned off (with delayed ACKs it costs ~45 ms a message), and the
@@ -52,13 +53,11 @@ def tune_association(event) -> None:  # noqa: ANN001 - pynetdicom Event
         install_fast_responses(event.assoc)
     sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
 
 
-def install_fast_recv(association_socket) -> None:  # noqa: ANN001 - pynetdicom AssociationSocket
+def install_fast_recv(association_socket) -> None:  # pynetdicom AssociationSocket
     """Read PDUs with ``recv_into`` a buffer of the PDU's size.
 
     pynetdicom's ``AssociationSocket.recv`` reads 4 KiB per system call and grows a bytearray
@@ -130,15 +129,15 @@ class _AssociationClock:
 _CLOCK = _AssociationClock()
 
 
-def install_reactor_wake(assoc) -> None:  # noqa: ANN001 - pynetdicom Association
+def install_reactor_wake(assoc) -> None:  # pynetdicom Association
     """Wake ``assoc``'s reactor as soon as its DIMSE provider has a complete message, or its DUL
     passes up a release or abort from the peer (:class:`_AssociationClock`)."""
-    if pynetdicom.association.time is not _CLOCK:
+    if pynetdicom.association.time is not _CLOCK:  # type: ignore[comparison-overlap]  # a module, or our clock
         pynetdicom.association.time = _CLOCK  # type: ignore[assignment]
     to_user = assoc.dul.to_user_queue
     put = to_user.put
 
-    def put_and_wake(item, *args, **kwargs) -> None:  # noqa: ANN001 - queue.Queue.put's signature
+    def put_and_wake(item, *args, **kwargs) -> None:  # queue.Queue.put's signature
         put(item, *args, **kwargs)
         _CLOCK.wake(assoc)
 
@@ -146,7 +145,7 @@ def install_reactor_wake(assoc) -> None:  # noqa: ANN001 - pynetdicom Associatio
     dimse = assoc.dimse
     receive_primitive = dimse.receive_primitive
 
-    def receive(primitive) -> None:  # noqa: ANN001 - P_DATA
+    def receive(primitive) -> None:  # P_DATA
         receive_primitive(primitive)
         if dimse.message is None:  # the message is complete and queued
             _CLOCK.wake(assoc)
@@ -166,7 +165,7 @@ class _DulWait:
     def wake(self) -> None:
         """Signal the wake-up descriptor if the reactor is (about to be) in its ``select``."""
         if self.sleeping:
-            try:
+            try:  # noqa: SIM105 - once per queued PDU: cheaper than contextlib.suppress
                 os.eventfd_write(self.wake_fd, 1)
             except OSError:  # closed with the DUL: nothing left to wake
                 pass
@@ -204,13 +203,14 @@ class _DulClock:
         try:
             if not wait.queue.empty():  # queued before the flag was seen: no signal came
                 return
-            readable, _, _ = select.select([wait.sock, wait.wake_fd], [], [], seconds)
+            watched: list[socket.socket | int] = [wait.sock, wait.wake_fd]
+            readable, _, _ = select.select(watched, [], [], seconds)
         except (OSError, ValueError):  # the socket is closed: the reactor finds out on its own
             return
         finally:
             wait.sleeping = False
         if wait.wake_fd in readable:
-            try:
+            try:  # noqa: SIM105 - once per reactor wake-up: cheaper than contextlib.suppress
                 os.read(wait.wake_fd, 8)
             except BlockingIOError:
                 pass
@@ -219,7 +219,7 @@ class _DulClock:
 _DUL_CLOCK = _DulClock()
 
 
-def install_dul_wake(dul) -> None:  # noqa: ANN001 - pynetdicom DULServiceProvider
+def install_dul_wake(dul) -> None:  # pynetdicom DULServiceProvider
     """Wake ``dul``'s reactor when its socket has data or a PDU is queued to be sent (:class:`_DulClock`).
 
     Not for TLS sockets, whose buffered records ``select`` cannot see: those keep polling.
@@ -227,7 +227,7 @@ def install_dul_wake(dul) -> None:  # noqa: ANN001 - pynetdicom DULServiceProvid
     sock = getattr(getattr(dul, "socket", None), "socket", None)
     if sock is None or isinstance(sock, ssl.SSLSocket) or not hasattr(os, "eventfd"):
         return
-    if pynetdicom.dul.time is not _DUL_CLOCK:
+    if pynetdicom.dul.time is not _DUL_CLOCK:  # type: ignore[comparison-overlap]  # a module, or our clock
         pynetdicom.dul.time = _DUL_CLOCK  # type: ignore[assignment]
     wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
     weakref.finalize(dul, os.close, wake_fd)
@@ -235,7 +235,7 @@ def install_dul_wake(dul) -> None:  # noqa: ANN001 - pynetdicom DULServiceProvid
     _DUL_CLOCK.register(dul, wait)
     send_pdu = dul.send_pdu
 
-    def send(primitive) -> None:  # noqa: ANN001 - a PDU primitive
+    def send(primitive) -> None:  # a PDU primitive
         send_pdu(primitive)
         wait.wake()
 
@@ -247,7 +247,7 @@ _PDU_HEADER = struct.Struct(">BBL")  # P-DATA-TF: type 0x04, reserved, length (P
 _PDV_HEADER = struct.Struct(">LB")  # PDV item: length, presentation context ID
 
 
-def install_batched_sends(dul) -> None:  # noqa: ANN001 - pynetdicom DULServiceProvider
+def install_batched_sends(dul) -> None:  # pynetdicom DULServiceProvider
     """Send all the P-DATA PDUs queued to ``dul`` in one system call instead of one each.
 
     pynetdicom's reactor takes one primitive from its queue per turn and sends it with its own
@@ -271,7 +271,7 @@ def install_batched_sends(dul) -> None:  # noqa: ANN001 - pynetdicom DULServiceP
     dul._process_recv_primitive = process
 
 
-def _send_queued_data(dul, sock: socket.socket) -> bool:  # noqa: ANN001 - pynetdicom DULServiceProvider
+def _send_queued_data(dul, sock: socket.socket) -> bool:  # pynetdicom DULServiceProvider
     """Send the P-DATA primitives at the head of ``dul``'s queue as one write; False if there were none to take."""
     pending = dul.to_provider_queue
     if dul.state_machine.current_state != "Sta6" or not dul.event_queue.empty():

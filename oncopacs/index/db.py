@@ -4,8 +4,9 @@ SQLite (the embedded default) runs in WAL mode with ``synchronous=NORMAL``: a co
 process crash at once and reaches the disk at the next WAL sync. Instance files are made durable
 before their rows are committed, so after an OS crash or power loss the rows a commit may have
 lost are rebuilt from the files (:func:`oncopacs.archive.maintenance.recover_orphans`, run by
-``oncopacs serve`` after any unclean stop). Measured: ~9 % more C-STOREs per second than FULL. Write transactions on SQLite begin
-``IMMEDIATE`` so concurrent associations queue on the write lock instead of failing.
+``oncopacs serve`` after any unclean stop). Measured: ~9 % more C-STOREs per second than FULL.
+Write transactions on SQLite begin ``IMMEDIATE`` so concurrent associations queue on the write
+lock instead of failing.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
-    def _configure(dbapi_connection, _record):  # noqa: ANN001 - DB-API objects
+    def _configure(dbapi_connection, _record):  # DB-API objects
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -102,7 +103,7 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _begin(connection):  # noqa: ANN001
+    def _begin(connection):
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine

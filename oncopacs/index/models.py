@@ -40,7 +40,7 @@ class Patient(Base):
     patient_birth_date: Mapped[str] = mapped_column(String(8), default="")
     patient_sex: Mapped[str] = mapped_column(String(16), default="")
 
-    studies: Mapped[list["Study"]] = relationship(back_populates="patient")
+    studies: Mapped[list[Study]] = relationship(back_populates="patient")
 
 
 class Study(Base):
@@ -58,7 +58,7 @@ class Study(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     patient: Mapped[Patient] = relationship(back_populates="studies")
-    series: Mapped[list["Series"]] = relationship(back_populates="study")
+    series: Mapped[list[Series]] = relationship(back_populates="study")
 
 
 class Series(Base):
@@ -77,7 +77,7 @@ class Series(Base):
     number_of_instances: Mapped[int] = mapped_column(Integer, default=0)
 
     study: Mapped[Study] = relationship(back_populates="series")
-    instances: Mapped[list["Instance"]] = relationship(back_populates="series")
+    instances: Mapped[list[Instance]] = relationship(back_populates="series")
 
 
 class Instance(Base):
@@ -103,7 +103,7 @@ class Instance(Base):
     source: Mapped[str] = mapped_column(String(80), default="")
 
     series: Mapped[Series] = relationship(back_populates="instances")
-    references: Mapped[list["ObjectReference"]] = relationship(
+    references: Mapped[list[ObjectReference]] = relationship(
         back_populates="instance", cascade="all, delete-orphan"
     )
 

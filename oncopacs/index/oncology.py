@@ -299,7 +299,9 @@ def build_treatment_planning_sets(
         if dose.sop_instance_uid not in used_doses:
             used_doses.add(dose.sop_instance_uid)
             frame = dose.frame_of_reference_uid
-            sets.append(TreatmentPlanningSet(frame, _series_on_frame(images, frame), None, (), (dose.sop_instance_uid,)))
+            sets.append(
+                TreatmentPlanningSet(frame, _series_on_frame(images, frame), None, (), (dose.sop_instance_uid,))
+            )
     return tuple(sets)
 
 
@@ -360,7 +362,7 @@ def _find_unresolved(
     session: Session, objects: list[_StoredObject], references: dict[int, list[tuple[Relation, Level, str]]]
 ) -> tuple[UnresolvedReference, ...]:
     """Series- and instance-level references whose target the archive (any study) does not hold."""
-    wanted = {Level.SERIES: set(), Level.INSTANCE: set()}
+    wanted: dict[Level, set[str]] = {Level.SERIES: set(), Level.INSTANCE: set()}
     for links in references.values():
         for _relation, level, uid in links:
             if level in wanted:
@@ -406,3 +408,25 @@ def find_patient_plans(session: Session, patient_id: str) -> list[StoredPlan]:
         .order_by(Study.study_date, Instance.id)
     ).all()
     return [StoredPlan(*row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class PatientSeries:
+    """One series of a patient with its study, as the index knows it."""
+
+    study_instance_uid: str
+    study_date: str  # YYYYMMDD
+    study_description: str
+    series_instance_uid: str
+
+
+def find_patient_series(session: Session, patient_id: str, modality: str) -> list[PatientSeries]:
+    """Every series of ``modality`` (e.g. ``PT``) of ``patient_id``, oldest study first, then in stored order."""
+    rows = session.execute(
+        select(Study.study_instance_uid, Study.study_date, Study.study_description, Series.series_instance_uid)
+        .join(Patient, Study.patient_pk == Patient.id)
+        .join(Series, Series.study_pk == Study.id)
+        .where(Patient.patient_id == patient_id, Series.modality == modality)
+        .order_by(Study.study_date, Series.id)
+    ).all()
+    return [PatientSeries(*row) for row in rows]

@@ -40,7 +40,9 @@ class QueryError(ValueError):
 
 
 _DEPTH = {QueryLevel.PATIENT: 0, QueryLevel.STUDY: 1, QueryLevel.SERIES: 2, QueryLevel.IMAGE: 3}
-_LEVEL_MODEL = {QueryLevel.PATIENT: Patient, QueryLevel.STUDY: Study, QueryLevel.SERIES: Series, QueryLevel.IMAGE: Instance}
+_LEVEL_MODEL: dict[QueryLevel, type[Patient] | type[Study] | type[Series] | type[Instance]] = {
+    QueryLevel.PATIENT: Patient, QueryLevel.STUDY: Study, QueryLevel.SERIES: Series, QueryLevel.IMAGE: Instance
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +148,7 @@ def find(
     # Core rows: the ORM's row loading is not needed for plain columns
     connection = session if isinstance(session, Connection) else session.connection()
     rows = connection.execute(statement.add_columns(*[a.column for a in returned])).all()
-    matches = [Match(row[0], dict(zip(keywords, row[1:]))) for row in rows]
+    matches = [Match(row[0], dict(zip(keywords, row[1:], strict=False))) for row in rows]
     wanted = {k for k in (*return_keys, *keys) if COMPUTED.get(k) == level}
     if wanted and matches:
         _add_computed(connection, level, matches, wanted, statement)
@@ -179,7 +181,7 @@ def _base_select(level: QueryLevel) -> Select:
 
 def build_conditions(level: QueryLevel, keys: Mapping[str, str]) -> list[ColumnElement[bool]]:
     """SQL conditions for the non-empty keys usable at ``level`` (others are ignored)."""
-    conditions = []
+    conditions: list[ColumnElement[bool]] = []
     for keyword, raw in keys.items():
         value = "" if raw is None else str(raw).strip()
         if not value or value == "*":
@@ -212,7 +214,7 @@ def match_condition(attribute: Attribute, value: str) -> ColumnElement[bool]:
             return column == int(value)
         except ValueError:
             raise QueryError(f"{attribute.keyword} value {value!r} is not a number") from None
-    alternatives = [v for v in value.split("\\")] if "\\" in value else [value]
+    alternatives = value.split("\\") if "\\" in value else [value]
     return or_(*[_single_condition(attribute, alternative) for alternative in alternatives])
 
 
@@ -283,12 +285,18 @@ def _add_computed(connection: Connection, level: QueryLevel, matches: list[Match
 def _add_study_counts(connection: Connection, by_pk: dict[int, dict[str, Any]], matched_pks: Select, *,
                       with_modalities: bool) -> None:
     """Series and instance counts (and modalities) of studies, in one grouped query."""
+    values: dict[str, Any] | None
     for values in by_pk.values():
         values.update(NumberOfStudyRelatedSeries=0, NumberOfStudyRelatedInstances=0)
         if with_modalities:
             values["ModalitiesInStudy"] = []
     statement = (
-        select(Series.study_pk, Series.modality, func.count(Series.id), func.coalesce(func.sum(Series.number_of_instances), 0))
+        select(
+            Series.study_pk,
+            Series.modality,
+            func.count(Series.id),
+            func.coalesce(func.sum(Series.number_of_instances), 0),
+        )
         .where(Series.study_pk.in_(matched_pks))
         .group_by(Series.study_pk, Series.modality)
         .order_by(Series.study_pk, Series.modality)
@@ -318,7 +326,9 @@ def _add_patient_counts(connection: Connection, by_pk: dict[int, dict[str, Any]]
         .group_by(Study.patient_pk)
     )
     for values in by_pk.values():
-        values.update(NumberOfPatientRelatedStudies=0, NumberOfPatientRelatedSeries=0, NumberOfPatientRelatedInstances=0)
+        values.update(
+            NumberOfPatientRelatedStudies=0, NumberOfPatientRelatedSeries=0, NumberOfPatientRelatedInstances=0
+        )
     for pk, n_studies, n_series, n_instances in connection.execute(statement).all():
         if pk in by_pk:
             by_pk[pk].update(
@@ -359,3 +369,55 @@ def find_instances(session: Session, keys: Mapping[str, str]) -> list[StoredInst
         statement = statement.where(condition)
     statement = statement.order_by(Series.id, Instance.id)
     return [StoredInstance(*row[1:]) for row in session.execute(statement)]
+
+
+@dataclass(frozen=True, slots=True)
+class PatientStudy:
+    """A study and its patient as the index holds them (DICOM formats: PN ``Family^Given``, DA YYYYMMDD, TM)."""
+
+    patient_id: str
+    issuer_of_patient_id: str
+    patient_name: str
+    patient_birth_date: str
+    patient_sex: str
+    study_instance_uid: str
+    study_date: str
+    study_time: str
+    study_id: str
+    study_description: str
+    accession_number: str
+    referring_physician_name: str
+
+
+def find_patient_study(session: Session, study_instance_uid: str) -> PatientStudy | None:
+    """The study ``study_instance_uid`` (exact match) with its patient; None when the index does not hold it."""
+    row = session.execute(
+        select(Patient.patient_id, Patient.issuer_of_patient_id, Patient.patient_name, Patient.patient_birth_date,
+               Patient.patient_sex, Study.study_instance_uid, Study.study_date, Study.study_time, Study.study_id,
+               Study.study_description, Study.accession_number, Study.referring_physician_name)
+        .join(Study, Study.patient_pk == Patient.id)
+        .where(Study.study_instance_uid == study_instance_uid)
+    ).first()
+    return PatientStudy(*tuple(row)) if row is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPatient:
+    """A patient as the index knows it: PatientID and PatientName (DICOM PN text, ``^``-separated)."""
+
+    patient_id: str
+    patient_name: str
+
+
+def find_patient(session: Session, patient_id: str) -> StoredPatient | None:
+    """The patient whose PatientID is exactly ``patient_id`` (no wildcards); None when the index has none."""
+    row = session.execute(select(Patient.patient_id, Patient.patient_name)
+                          .where(Patient.patient_id == patient_id).order_by(Patient.id)).first()
+    return StoredPatient(str(row[0]), str(row[1] or "")) if row is not None else None
+
+
+def find_study_patient(session: Session, study_instance_uid: str) -> StoredPatient | None:
+    """The patient of the study ``study_instance_uid``; None when the index does not hold the study."""
+    row = session.execute(select(Patient.patient_id, Patient.patient_name).join(Study, Study.patient_pk == Patient.id)
+                          .where(Study.study_instance_uid == study_instance_uid)).first()
+    return StoredPatient(str(row[0]), str(row[1] or "")) if row is not None else None

@@ -35,6 +35,7 @@ QUEUED_LOOKBACK = 500
 
 def enqueue_once(queue: JobQueue, kind: str, params: Mapping[str, Any], created_by: str) -> tuple[JobRecord, bool]:
     """(job, queued now): a queued, not yet started job of the same kind and parameters is reused."""
+    job: JobRecord | None
     for job in queue.list(status=JobStatus.QUEUED, kind=kind, limit=QUEUED_LOOKBACK).jobs:
         if job.params == dict(params):
             return job, False

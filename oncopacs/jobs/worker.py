@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from oncopacs.jobs.background import BackgroundLoop
 from oncopacs.errors import OncopacsError
+from oncopacs.jobs.background import BackgroundLoop
 from oncopacs.jobs.queue import JobQueue, JobRecord
 
 log = logging.getLogger(__name__)

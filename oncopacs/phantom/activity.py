@@ -47,7 +47,7 @@ class PetPhantom:
         t1 = datetime.strptime(self.scan_date + self.series_time, fmt)
         return (t1 - t0).total_seconds()
 
-    def compute_activity_bqml(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    def compute_activity_bqml(self, x: np.ndarray, y: np.ndarray, z: np.ndarray | float) -> np.ndarray:
         """Activity concentration at the points (mm), Bq/mL."""
         c = np.zeros(np.broadcast(x, y, z).shape, dtype=np.float64)
         c[self.body.contains(x, y, z)] = self.background_bqml

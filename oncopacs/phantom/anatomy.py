@@ -55,7 +55,7 @@ class PhantomAnatomy:
     def ptv(self) -> Structure:
         return self.structure("PTV")
 
-    def compute_hu(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    def compute_hu(self, x: np.ndarray, y: np.ndarray, z: np.ndarray | float) -> np.ndarray:
         """CT number (HU) at the points (mm): air, water body, bone rod, then organs, PTV on top."""
         hu = np.full(np.broadcast(x, y, z).shape, HU_AIR, dtype=np.float64)
         hu[self.body.contains(x, y, z)] = HU_WATER

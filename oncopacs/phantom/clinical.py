@@ -34,7 +34,7 @@ from oncopacs.phantom.dose_model import RadialDoseModel
 from oncopacs.phantom.geometry import ImageGrid, centred_grid
 from oncopacs.phantom.plan import build_rt_ion_plan
 from oncopacs.phantom.rtstruct import build_rtstruct
-from oncopacs.phantom.shapes import Cylinder, Ellipsoid, Shell, Sphere
+from oncopacs.phantom.shapes import Cylinder, Ellipsoid, Shell, Solid, Sphere
 from oncopacs.phantom.specs import PatientSpec, make_series_spec, make_study_spec
 from oncopacs.phantom.truth import PhantomTruth
 from oncopacs.uids import uid_for
@@ -67,7 +67,7 @@ def build_clinical_anatomy(ct_grid: ImageGrid = CLINICAL_CT_GRID) -> PhantomAnat
     dz = ct_grid.spacing_mm[2]
     z_lo, z_hi = float(ct_grid.z_mm()[0] - dz / 2.0), float(ct_grid.z_mm()[-1] + dz / 2.0)
     body = Cylinder((0.0, 0.0), 160.0, z_lo, z_hi)
-    shapes = [
+    shapes: list[tuple[str, Solid, str]] = [
         ("BODY", body, "EXTERNAL"),
         ("PTV", Sphere((0.0, 0.0, 0.0), 40.0), "PTV"),
         ("CTV", Sphere((0.0, 0.0, 0.0), 34.0), "CTV"),

@@ -71,8 +71,8 @@ def build_base_dataset(
 ) -> Dataset:
     """A dataset with file meta and the patient/study/series/FoR/equipment/SOP common modules."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class_uid
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    meta.MediaStorageSOPClassUID = sop_class_uid  # type: ignore[assignment]  # pydicom takes a str for UI
+    meta.MediaStorageSOPInstanceUID = sop_instance_uid  # type: ignore[assignment]  # pydicom takes a str for UI
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME

@@ -58,7 +58,7 @@ class Ct4dSpec:
     def compute_tumour_centre_mm(self, phase: int) -> Vec3:
         """Tumour centre at ``phase`` (0-based), mm."""
         c = math.cos(2.0 * math.pi * phase / self.phases)
-        return tuple(float(p + a / 2.0 * c) for p, a in zip(self.tumour_centre_mm, self.amplitude_mm))  # type: ignore[return-value]
+        return tuple(float(p + a / 2.0 * c) for p, a in zip(self.tumour_centre_mm, self.amplitude_mm, strict=False))  # type: ignore[return-value]
 
     def compute_amplitude_mm(self) -> Vec3:
         """True peak-to-peak motion over the phases along x (LR), y (AP), z (SI), mm."""

@@ -132,8 +132,10 @@ class FusionPair:
     def landmarks_mm(self, n: int = 30, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
         """``n`` fixed-image points inside the body and away from the grid edge, and their true moving points."""
         rng = np.random.default_rng(seed)
-        lo = np.asarray(self.grid.origin_mm) + 0.2 * np.asarray(self.grid.spacing_mm) * np.asarray(self.grid.shape[::-1])
-        hi = np.asarray(self.grid.origin_mm) + 0.8 * np.asarray(self.grid.spacing_mm) * np.asarray(self.grid.shape[::-1])
+        origin, spacing = np.asarray(self.grid.origin_mm), np.asarray(self.grid.spacing_mm)
+        shape = np.asarray(self.grid.shape[::-1])
+        lo = origin + 0.2 * spacing * shape
+        hi = origin + 0.8 * spacing * shape
         anatomy = FusionAnatomy()
         points: list[np.ndarray] = []
         while len(points) < n:

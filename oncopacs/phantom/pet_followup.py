@@ -84,7 +84,7 @@ class MultiLesionPetPhantom(PetPhantom):
 
     extra_lesions: tuple[tuple[Sphere, float], ...] = ()
 
-    def compute_activity_bqml(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    def compute_activity_bqml(self, x: np.ndarray, y: np.ndarray, z: np.ndarray | float) -> np.ndarray:
         c = PetPhantom.compute_activity_bqml(self, x, y, z)
         for sphere, activity in self.extra_lesions:
             c[sphere.contains(x, y, z)] = activity
@@ -138,7 +138,7 @@ def build_followup_scan(patient: PatientSpec, spec: ScanSpec, number: int, grid:
         body=anatomy.body, lesion=Sphere(first.centre_mm, first.radius_mm), liver=LIVER,
         lesion_bqml=first.activity_bqml, scan_date=spec.date, injection_time=spec.injection_time,
         series_time=spec.series_time,
-        extra_lesions=tuple((Sphere(l.centre_mm, l.radius_mm), l.activity_bqml) for l in others),
+        extra_lesions=tuple((Sphere(lesion.centre_mm, lesion.radius_mm), lesion.activity_bqml) for lesion in others),
     )
     study = make_study_spec(patient, f"pet-{spec.label}", study_id=f"PET{number}",
                             description=f"FDG PET-CT {spec.label}", study_date=spec.date,

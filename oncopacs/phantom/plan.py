@@ -103,7 +103,8 @@ def build_ion_beam(
         setattr(beam, keyword, 0)
     beam.PatientSupportType = "TABLE"
     beam.ReferencedPatientSetupNumber = 1
-    cps, cumulative = [], 0.0
+    cps: list[Dataset] = []
+    cumulative = 0.0
     for layer in layers:
         start = _control_point(len(cps), layer, cumulative, list(layer.spot_weights_mu))
         cumulative += layer.meterset_mu

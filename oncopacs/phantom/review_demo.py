@@ -5,12 +5,14 @@ Patient :data:`PATIENT_ID` gets a 4D CT study (:mod:`oncopacs.phantom.ct4d`, :da
 in its own frame of reference, translated by :data:`REPEAT_SHIFT_MM` (a repositioned patient). The repeat
 CT (moving) is registered rigidly to the 0 % phase (fixed) with :func:`fusion.registration.register_rigid`;
 its QA (:func:`fusion.qa.compute_registration_qa`) uses the reverse registration for inverse consistency
-and landmarks whose true positions are known (TRE, mm). :func:`oncopacs.cli.demo.load_review_demo` stores both through the one ingest path.
+and landmarks whose true positions are known (TRE, mm). :func:`oncopacs.cli.demo.load_review_demo` stores both
+through the one ingest path.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import cast
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -20,8 +22,8 @@ from fusion.qa import compute_registration_qa
 from fusion.registration import RigidSettings, register_rigid
 from fusion.volume import load_series
 from oncopacs.phantom.ct import build_ct_slice
-from oncopacs.phantom.ct4d import Ct4dPhantom, Ct4dSpec, build_ct4d_phantom
-from oncopacs.phantom.geometry import ImageGrid
+from oncopacs.phantom.ct4d import Ct4dPhantom, Ct4dSpec
+from oncopacs.phantom.geometry import ImageGrid, Vec3
 from oncopacs.phantom.specs import PatientSpec, make_series_spec, make_study_spec
 from oncopacs.uids import uid_for
 
@@ -41,7 +43,9 @@ class ReviewDemo:
     registration_uid: str  # SOPInstanceUID of the stored REG
 
 
-def build_repeat_ct(phantom: Ct4dPhantom, shift_mm: tuple[float, float, float] = REPEAT_SHIFT_MM) -> tuple[Dataset, ...]:
+def build_repeat_ct(
+    phantom: Ct4dPhantom, shift_mm: tuple[float, float, float] = REPEAT_SHIFT_MM
+) -> tuple[Dataset, ...]:
     """The 0 % phase's pixels as a CT of a new study and frame of reference, every voxel moved by ``shift_mm``."""
     first = phantom.phases[0][0]
     patient = PatientSpec(patient_id=str(first.PatientID), name=str(first.PatientName))
@@ -50,7 +54,8 @@ def build_repeat_ct(phantom: Ct4dPhantom, shift_mm: tuple[float, float, float] =
     series = make_series_spec(study, "repeat-ct", series_number=1, description="Repeat CT", modality="CT",
                               frame_of_reference_uid=frame_uid)
     grid = phantom.spec.grid
-    moved = ImageGrid(tuple(float(o + s) for o, s in zip(grid.origin_mm, shift_mm)), grid.spacing_mm, grid.shape)
+    origin = cast(Vec3, tuple(float(o + s) for o, s in zip(grid.origin_mm, shift_mm, strict=False)))
+    moved = ImageGrid(origin, grid.spacing_mm, grid.shape)
     return tuple(build_ct_slice(patient, study, series, moved, k, phantom.phases[0][k].PixelData)
                  for k in range(grid.nz))
 

@@ -46,7 +46,7 @@ def build_referenced_frame_of_reference(ct_slices: Sequence[Dataset]) -> Dataset
 
 def build_roi_contour(structure: Structure, ct_slices: Sequence[Dataset]) -> Dataset:
     """ROIContourSequence item: one CLOSED_PLANAR polygon per CT plane the structure crosses."""
-    contours = []
+    contours: list[Dataset] = []
     for ct in ct_slices:
         z = _slice_z(ct)
         for points in compute_cross_section_polygons(structure.solid, z, CONTOUR_POINTS):  # a shell's hole too

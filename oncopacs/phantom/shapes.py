@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Union
 
 import numpy as np
 
@@ -35,7 +34,7 @@ class Sphere:
         """Exact volume 4/3 * pi * R^3, cc."""
         return 4.0 / 3.0 * math.pi * self.radius_mm**3 / MM3_PER_CC
 
-    def contains(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    def contains(self, x: np.ndarray, y: np.ndarray, z: np.ndarray | float) -> np.ndarray:
         """Boolean mask of the points (mm) inside or on the sphere."""
         cx, cy, cz = self.centre_mm
         return (x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2 <= self.radius_mm**2
@@ -63,7 +62,7 @@ class Cylinder:
         """Exact volume pi * R^2 * (z_max - z_min), cc."""
         return math.pi * self.radius_mm**2 * (self.z_max_mm - self.z_min_mm) / MM3_PER_CC
 
-    def contains(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    def contains(self, x: np.ndarray, y: np.ndarray, z: np.ndarray | float) -> np.ndarray:
         """Boolean mask of the points (mm) inside or on the cylinder."""
         cx, cy = self.centre_xy_mm
         radial = (x - cx) ** 2 + (y - cy) ** 2 <= self.radius_mm**2
@@ -102,7 +101,7 @@ class Shell:
         """Exact volume 4/3 * pi * (R_out^3 - R_in^3), cc."""
         return self.outer.volume_cc - self.inner.volume_cc
 
-    def contains(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    def contains(self, x: np.ndarray, y: np.ndarray, z: np.ndarray | float) -> np.ndarray:
         """Boolean mask of the points (mm) in the shell (outer sphere minus the open inner ball)."""
         cx, cy, cz = self.centre_mm
         r2 = (x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2
@@ -122,13 +121,13 @@ class Ellipsoid:
         a, b, c = self.semi_axes_mm
         return 4.0 / 3.0 * math.pi * a * b * c / MM3_PER_CC
 
-    def contains(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    def contains(self, x: np.ndarray, y: np.ndarray, z: np.ndarray | float) -> np.ndarray:
         """Boolean mask of the points (mm) inside or on the ellipsoid."""
         (cx, cy, cz), (a, b, c) = self.centre_mm, self.semi_axes_mm
         return ((x - cx) / a) ** 2 + ((y - cy) / b) ** 2 + ((z - cz) / c) ** 2 <= 1.0
 
 
-Solid = Union[Sphere, Cylinder, Shell, Ellipsoid]
+Solid = Sphere | Cylinder | Shell | Ellipsoid
 
 
 def compute_cross_section_area_mm2(solid: Solid, z_mm: float) -> float:

@@ -36,6 +36,7 @@ dt = series time - injection time (s) and T1/2 the half-life (s).
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -138,9 +139,10 @@ def compute_mean_dose_gy(solid: Solid, model: RadialDoseModel) -> float:
             breaks += [b for b in (abs(s - sphere.radius_mm), s + sphere.radius_mm) if r0 < b < r1]
     breaks = sorted(breaks)
     integral = 0.0
-    for a, b in zip(breaks[:-1], breaks[1:]):
+    for a, b in itertools.pairwise(breaks):
         half, mid = (b - a) / 2.0, (a + b) / 2.0
-        integral += half * sum(w * _f(solid, model, mid + half * t) for t, w in zip(_GL_NODES, _GL_WEIGHTS))
+        nodes = zip(_GL_NODES, _GL_WEIGHTS, strict=True)
+        integral += half * sum(w * _f(solid, model, mid + half * t) for t, w in nodes)
     return model.dmax_gy * integral / (r1 - r0)
 
 

@@ -48,7 +48,8 @@ class ReportDelivery(Base):
     destination: Mapped[str] = mapped_column(String(8))  # "hl7" or "fhir"
     endpoint: Mapped[str] = mapped_column(Text, default="")  # host:port or base URL it goes to
     status: Mapped[str] = mapped_column(String(16), index=True)  # pending, sent, acknowledged, rejected, failed
-    message_control_id: Mapped[str] = mapped_column(String(32), unique=True)  # MSH-10 / FHIR identifier, reused on retry
+    # MSH-10 / FHIR identifier, reused on retry
+    message_control_id: Mapped[str] = mapped_column(String(32), unique=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, index=True)
     last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -16,9 +16,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from oncopacs.archive.storage import compute_sha256
 from oncopacs.errors import IntegrityError, NotFoundError, OncopacsError, StorageError
@@ -41,6 +42,12 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+@overload
+def _aware(moment: datetime) -> datetime: ...
+@overload
+def _aware(moment: None) -> None: ...
+@overload
+def _aware(moment: datetime | None) -> datetime | None: ...
 def _aware(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
@@ -240,3 +247,25 @@ class ReportStore:
         except OSError as exc:
             raise StorageError(f"cannot write a report PDF in {self.pdf_dir}: {exc.strerror}") from None
         return sha256
+
+
+@dataclass(frozen=True, slots=True)
+class FinalReport:
+    """One final report version: id, version, approver and approval time, conclusion.
+
+    ``approved_at`` is the index's value unchanged (naive UTC on SQLite, aware on PostgreSQL), unlike
+    :class:`ReportRecord`, whose times are always made aware.
+    """
+
+    id: int
+    version: int
+    approved_by: str
+    approved_at: datetime | None
+    conclusion: str
+
+
+def find_final_reports(session: Session, patient_id: str, report_type: str) -> list[FinalReport]:
+    """The final versions of ``patient_id``'s reports of ``report_type`` (e.g. ``plan``), oldest first."""
+    rows = session.scalars(select(Report).where(Report.patient_id == patient_id, Report.type == report_type,
+                                                Report.status == ReportStatus.FINAL.value).order_by(Report.id))
+    return [FinalReport(row.id, row.version, row.approved_by, row.approved_at, row.conclusion) for row in rows]

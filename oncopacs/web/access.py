@@ -50,7 +50,8 @@ def requires(permission: Permission) -> Callable[[View], View]:
                 abort(403, description=f"your role may not {permission.value}")
             return view(*args, **kwargs)
 
-        guarded.required_permission = permission  # read by the route-matrix tests and the OpenAPI document
+        # read by the route-matrix tests and the OpenAPI document; typeshed's wraps() type has no attributes
+        guarded.required_permission = permission  # type: ignore[attr-defined]
         return guarded  # type: ignore[return-value]
 
     return decorate

@@ -51,12 +51,14 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(AuditError)
     def _audit_unavailable(exc: AuditError):
         app.logger.error("audit trail unavailable: %s", exc)
-        return jsonify(error="Service Unavailable", detail="the audit trail is unavailable, so the request was refused", status=503), 503
+        detail = "the audit trail is unavailable, so the request was refused"
+        return jsonify(error="Service Unavailable", detail=detail, status=503), 503
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         app.logger.exception("unhandled error")
-        return jsonify(error="Internal Server Error", detail="the server could not complete the request", status=500), 500
+        detail = "the server could not complete the request"
+        return jsonify(error="Internal Server Error", detail=detail, status=500), 500
 
 
-__all__ = ["create_app", "__version__"]
+__all__ = ["__version__", "create_app"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import os
 import secrets
@@ -138,10 +139,8 @@ def load_or_create_secret_key(path: Path) -> str:
             file.write(secrets.token_hex(32) + "\n")
             file.flush()
             os.fsync(file.fileno())
-        try:
+        with contextlib.suppress(FileExistsError):
             os.link(temporary, path)  # atomic; the first of concurrent starters wins
-        except FileExistsError:
-            pass
     finally:
         temporary.unlink()
     return path.read_text(encoding="ascii").strip()
@@ -163,7 +162,9 @@ def install_authentication(app: Flask) -> None:
     app.before_request(_authenticate)
 
 
-def record_security_event(action: AuditAction, *, actor: str, outcome: Outcome = Outcome.SUCCESS, note: str = "") -> None:
+def record_security_event(
+    action: AuditAction, *, actor: str, outcome: Outcome = Outcome.SUCCESS, note: str = ""
+) -> None:
     """Audit a sign-in, sign-out or user change by ``actor`` (raises AuditError: fail closed)."""
     detail = f"{request.method} {request.path}" + (f": {note}" if note else "")
     audit_trail().record(AuditEvent(action=action, outcome=outcome, actor=actor[:128], actor_kind=ActorKind.USER,
@@ -190,7 +191,9 @@ def _authenticate():
     if principal is not None:
         g.principal = principal
         return None
-    reason = g.pop("session_ended", None) or "authentication required: HTTP Basic, a bearer token, or a signed-in session"
+    reason = (
+        g.pop("session_ended", None) or "authentication required: HTTP Basic, a bearer token, or a signed-in session"
+    )
     if request.path.startswith(MACHINE_PREFIXES):
         raise _Challenge(description=reason)
     if request.accept_mimetypes.best == "text/html":
@@ -258,7 +261,9 @@ def _from_session() -> Principal | None:
     if (idle_limit and idle > idle_limit) or now - float(session.get("signed_in", 0)) > MAX_SESSION_SECONDS:
         session.clear()
         g.session_ended = "the session expired; sign in again"
-        record_security_event(AuditAction.LOGOUT, actor=username, note=f"session expired after {idle / 60:.0f} min idle")
+        record_security_event(
+            AuditAction.LOGOUT, actor=username, note=f"session expired after {idle / 60:.0f} min idle"
+        )
         return None
     standing = users().standing(username)
     if standing is None or standing.credential_stamp != session.get("stamp"):
@@ -273,7 +278,9 @@ def _start_session(principal: Principal) -> None:
     standing = users().standing(principal.name)
     now = users().clock().timestamp()
     session.clear()
-    session.update(user=principal.name, stamp=standing.credential_stamp if standing else "", signed_in=now, last_seen=now)
+    session.update(
+        user=principal.name, stamp=standing.credential_stamp if standing else "", signed_in=now, last_seen=now
+    )
 
 
 # -- views ------------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ def home():
 
 @bp.get("/studies")
 @requires(Permission.ARCHIVE_READ)
-def studies():
+def studies() -> tuple[str, int]:
     """Studies matching ?q= (patient name or ID), ?modality=, ?date_from=, ?date_to=, grouped by patient."""
     search = Search(
         text=request.args.get("q", "").strip()[:64],

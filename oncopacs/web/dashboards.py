@@ -56,9 +56,9 @@ def _guard_new_rules(app: Flask) -> None:
 
 def _require_dashboards_view():
     """The one check covering every path under /dashboards/, routed or not."""
-    if request.path == DASHBOARDS_ROOT.rstrip("/") or request.path.startswith(DASHBOARDS_ROOT):
-        if not current_principal().can(PERMISSION):
-            abort(403, description=f"your role may not {PERMISSION.value}")
+    in_dashboards = request.path == DASHBOARDS_ROOT.rstrip("/") or request.path.startswith(DASHBOARDS_ROOT)
+    if in_dashboards and not current_principal().can(PERMISSION):
+        abort(403, description=f"your role may not {PERMISSION.value}")
     return None
 
 

@@ -97,7 +97,7 @@ def test_same_uid_in_another_series_is_refused(archive: Archive):
     assert result.outcome is IngestOutcome.CONFLICT and result.status == Status.MOVED_INSTANCE
     assert count(archive, Instance) == 1
     assert count(archive, Series) == 1  # the new series' row went with the refused instance
-    assert sorted(archive.storage.iter_files()) == [r for r in archive.storage.iter_files()]  # no stray file
+    assert sorted(archive.storage.iter_files()) == list(archive.storage.iter_files())  # no stray file
     assert len(list(archive.storage.iter_files())) == 1
 
 

@@ -8,8 +8,8 @@ from sqlalchemy import delete, select
 
 from oncopacs.archive.ingest import Archive
 from oncopacs.archive.maintenance import recover_orphans, verify
-from oncopacs.index.models import Instance, ObjectReference
 from oncopacs.cli.serve import RUNNING_MARKER, recover_if_needed
+from oncopacs.index.models import Instance, ObjectReference
 from oncopacs.settings import Settings
 from tests.factories import small_ct_series
 

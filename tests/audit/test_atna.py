@@ -56,7 +56,7 @@ def check_schema(message: ET.Element) -> None:
     assert all(t == "ParticipantObjectIdentification" for t in tags[source_at + 1:])
 
     event = message[0]
-    assert [c.tag for c in event][0] == "EventID"
+    assert next(c.tag for c in event) == "EventID"
     assert all(c.tag in ("EventID", "EventTypeCode", "EventOutcomeDescription") for c in event)
     for coded in event:
         if coded.tag != "EventOutcomeDescription":

@@ -144,7 +144,8 @@ def test_an_unreachable_collector_never_blocks_and_is_retried(tmp_path):
         collector = TcpCollector(port)
         messages = collector.wait_for(3, timeout_s=15)
         assert len(messages) == 3
-        assert [int(check_message(m).find("EventIdentification").get("EventOutcomeIndicator")) for m in messages] == [0] * 3
+        outcomes = [int(check_message(m).find("EventIdentification").get("EventOutcomeIndicator")) for m in messages]
+        assert outcomes == [0] * 3
     finally:
         sender.close()
         if collector is not None:

@@ -206,7 +206,7 @@ def test_tokens_are_hashed_listed_and_revocable(store: UserStore, archive: Archi
     from oncopacs.auth.models import ApiToken
 
     with archive.index.reading() as session:
-        assert issued.token not in {row for row in session.scalars(select(ApiToken.token_sha256))}
+        assert issued.token not in set(session.scalars(select(ApiToken.token_sha256)))
 
 
 def test_tokens_survive_a_lock_out(store: UserStore):

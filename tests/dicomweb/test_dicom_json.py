@@ -141,4 +141,6 @@ def test_qido_result_types_and_empty_values() -> None:
     assert result["00081190"] == {"vr": "UR", "Value": ["http://pacs/dicom-web/studies/1.2.3"]}
     assert list(result) == sorted(result)
     parsed = Dataset.from_json(result)
-    assert parsed.SeriesNumber == 3 and parsed.PatientName == "Doe^Jane" and parsed.ModalitiesInStudy == ["CT", "RTDOSE"]
+    assert (
+        parsed.SeriesNumber == 3 and parsed.PatientName == "Doe^Jane" and parsed.ModalitiesInStudy == ["CT", "RTDOSE"]
+    )

@@ -31,8 +31,8 @@ from oncopacs.phantom import build_demo_patient
 HU = np.array([[-1000, -200, -160, 0], [39, 40, 41, 100], [200, 239, 240, 1000], [-1024, 3000, 60, 20]], dtype=np.int16)
 
 
-def make_ct(hu: np.ndarray = HU, *, intercept: float = -1024.0, slope: float = 1.0, window: tuple[float, float] | None = None,
-            photometric: str = "MONOCHROME2") -> Dataset:
+def make_ct(hu: np.ndarray = HU, *, intercept: float = -1024.0, slope: float = 1.0,
+            window: tuple[float, float] | None = None, photometric: str = "MONOCHROME2") -> Dataset:
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -93,7 +93,8 @@ def test_min_max_window_without_any_window():
 
 
 def test_monochrome1_is_inverted():
-    pixels = decode_png(render_frame(make_ct(photometric="MONOCHROME1"), 1, RenderSpec("image/png", Window(40, 400))).data)
+    rendered = render_frame(make_ct(photometric="MONOCHROME1"), 1, RenderSpec("image/png", Window(40, 400)))
+    pixels = decode_png(rendered.data)
     assert pixels[0, 0] == 255 and pixels[2, 3] == 0
 
 
@@ -112,7 +113,8 @@ def test_rt_dose_frame_rendered_in_gy():
     np.testing.assert_allclose(read_modality_values(dose, frame), dose_gy)
     max_gy = float(dose_gy.max())
     assert 1.0 < max_gy < 100.0  # a plausible prescription dose, so DoseGridScaling was applied
-    pixels = decode_png(render_frame(dose, frame, RenderSpec("image/png", Window(max_gy / 2, max_gy, WindowFunction.LINEAR_EXACT))).data)
+    spec = RenderSpec("image/png", Window(max_gy / 2, max_gy, WindowFunction.LINEAR_EXACT))
+    pixels = decode_png(render_frame(dose, frame, spec).data)
     expected = np.clip(np.rint(((dose_gy - max_gy / 2) / max_gy + 0.5) * 255), 0, 255)
     np.testing.assert_array_equal(pixels, expected.astype(np.uint8))
     assert np.unravel_index(np.argmax(pixels), pixels.shape) == np.unravel_index(np.argmax(dose_gy), dose_gy.shape)

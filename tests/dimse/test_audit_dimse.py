@@ -99,8 +99,10 @@ def test_get_gives_one_retrieve_record(dimse_server, archive: Archive):
         archive.ingest_dataset(dataset, source="t")
     received: list[str] = []
     ae = client("VIEWER", StudyRootQueryRetrieveInformationModelGet, CTImageStorage)
-    assoc = ae.associate(*dimse_server, ext_neg=[build_role(CTImageStorage, scp_role=True)],
-                         evt_handlers=[(evt.EVT_C_STORE, lambda e: received.append(e.request.AffectedSOPInstanceUID) or 0)])
+    assoc = ae.associate(
+        *dimse_server, ext_neg=[build_role(CTImageStorage, scp_role=True)],
+        evt_handlers=[(evt.EVT_C_STORE, lambda e: received.append(e.request.AffectedSOPInstanceUID) or 0)],
+    )
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
     query.StudyInstanceUID = series[0].StudyInstanceUID
@@ -141,7 +143,9 @@ def test_move_record_names_the_destination(settings: Settings, archive: Archive)
     receiver = destination.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, lambda e: 0)])
     server = start_dimse(settings.with_overrides(remote_aes=(RemoteAE("DEST", "127.0.0.1", port),)), archive)
     try:
-        assoc = client("MOVER", StudyRootQueryRetrieveInformationModelMove).associate("127.0.0.1", server.server_address[1])
+        assoc = client("MOVER", StudyRootQueryRetrieveInformationModelMove).associate(
+            "127.0.0.1", server.server_address[1]
+        )
         query = Dataset()
         query.QueryRetrieveLevel = "STUDY"
         query.StudyInstanceUID = series[0].StudyInstanceUID

@@ -67,7 +67,7 @@ def read_header(path: Path) -> Dataset:
     return pydicom.dcmread(path, stop_before_pixels=True)
 
 
-def by_sop_uid(paths) -> dict[str, bytes]:  # noqa: ANN001
+def by_sop_uid(paths) -> dict[str, bytes]:
     """SOP Instance UID -> dataset bytes of each file."""
     return {str(read_header(p).SOPInstanceUID): dataset_bytes(p.read_bytes()) for p in paths}
 
@@ -79,7 +79,9 @@ def store_response_statuses(output: str) -> list[str]:
 
 def storescu(host: str, port: int, *inputs: Path | str, options: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """storescu proposing only the SOP classes (and syntaxes) of the files given."""
-    return run_dcmtk("storescu", "-v", "-R", "+sd", "+r", "-aec", AE_TITLE, *options, host, str(port), *map(str, inputs))
+    return run_dcmtk(
+        "storescu", "-v", "-R", "+sd", "+r", "-aec", AE_TITLE, *options, host, str(port), *map(str, inputs)
+    )
 
 
 def assert_stored(result: subprocess.CompletedProcess, expected: int) -> None:
@@ -92,15 +94,19 @@ def echo_ok(host: str, port: int, called: str = AE_TITLE) -> bool:
     return run_dcmtk("echoscu", "-aec", called, host, str(port), timeout=30).returncode == 0
 
 
-def key_args(keys) -> list[str]:  # noqa: ANN001
+def key_args(keys) -> list[str]:
     """``-k`` options for dcmtk's query/retrieve clients."""
     return [arg for key in keys for arg in ("-k", key)]
 
 
-def getscu(host: str, port: int, out_dir: Path, *keys: str, options: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def getscu(
+    host: str, port: int, out_dir: Path, *keys: str, options: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
     """A Study Root C-GET; ``+B`` writes what arrives bit for bit (no re-encoding by dcmtk)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    return run_dcmtk("getscu", "-v", "+B", "-S", "-aec", AE_TITLE, *options, *key_args(keys), "-od", str(out_dir), host, str(port))
+    return run_dcmtk(
+        "getscu", "-v", "+B", "-S", "-aec", AE_TITLE, *options, *key_args(keys), "-od", str(out_dir), host, str(port)
+    )
 
 
 def findscu(host: str, port: int, work_dir: Path, model: str, *keys: str) -> list[Dataset]:
@@ -122,7 +128,9 @@ def uid_keys(header: Dataset, level: str) -> list[str]:
     return keys
 
 
-def pynetdicom_store(host: str, port: int, path: Path, sop_class: str = CTImageStorage, syntax: str = ExplicitVRLittleEndian) -> int:
+def pynetdicom_store(
+    host: str, port: int, path: Path, sop_class: str = CTImageStorage, syntax: str = ExplicitVRLittleEndian
+) -> int:
     """C-STORE the file's dataset bytes exactly as they are (no parsing on the client side).
 
     The Affected SOP Class/Instance UIDs come from the file's File Meta group, so the request can
@@ -190,7 +198,10 @@ def demo_files(tmp_path_factory: pytest.TempPathFactory) -> DemoFiles:
 def loaded_server(dimse_server: tuple[str, int], demo_files: DemoFiles) -> tuple[str, int]:
     """The DIMSE server with the demo patient and the other patient stored through storescu."""
     host, port = dimse_server
-    assert_stored(storescu(host, port, demo_files.root, demo_files.other_root), len(demo_files.paths) + len(demo_files.other_paths))
+    assert_stored(
+        storescu(host, port, demo_files.root, demo_files.other_root),
+        len(demo_files.paths) + len(demo_files.other_paths),
+    )
     return host, port
 
 
@@ -304,7 +315,10 @@ def test_compressed_transfer_syntaxes_are_stored_and_moved_unchanged(
     for syntax, path in compressed_files.items():
         header = read_header(path)
         assert stored[str(header.SOPInstanceUID)] == syntax
-        result = run_dcmtk("movescu", "-v", "-S", "-aec", AE_TITLE, "-aem", "DEST", *key_args(uid_keys(header, "IMAGE")), host, str(port))
+        result = run_dcmtk(
+            "movescu", "-v", "-S", "-aec", AE_TITLE, "-aem", "DEST", *key_args(uid_keys(header, "IMAGE")),
+            host, str(port),
+        )
         assert result.returncode == 0, result.stdout[-3000:]
     received = {str(read_header(p).SOPInstanceUID): p for p in storescp.out_dir.iterdir()}
     for syntax, path in compressed_files.items():
@@ -372,9 +386,13 @@ def test_findscu_at_every_level_and_matching_kind(
     }
 
     # Study Root, STUDY level: wildcard + date range; computed attributes.
-    study_keys = ("StudyInstanceUID", "StudyDate", "NumberOfStudyRelatedInstances", "NumberOfStudyRelatedSeries", "ModalitiesInStudy")
+    study_keys = (
+        "StudyInstanceUID", "StudyDate", "NumberOfStudyRelatedInstances", "NumberOfStudyRelatedSeries",
+        "ModalitiesInStudy",
+    )
     found = findscu(
-        host, port, work, "-S", "QueryRetrieveLevel=STUDY", "PatientName=Phantom*", "StudyDate=20000101-20991231", *study_keys
+        host, port, work, "-S", "QueryRetrieveLevel=STUDY", "PatientName=Phantom*", "StudyDate=20000101-20991231",
+        *study_keys,
     )
     assert len(found) == 2
     for response in found:
@@ -388,9 +406,14 @@ def test_findscu_at_every_level_and_matching_kind(
         assert response.RetrieveAETitle == AE_TITLE
     # A date range that holds only one of the demo studies, and one that holds none.
     plan_date = str(next(h for h in headers if h.Modality == "RTPLAN").StudyDate)
-    found = findscu(host, port, work, "-S", "QueryRetrieveLevel=STUDY", f"StudyDate={plan_date}-{plan_date}", "PatientID", "StudyInstanceUID")
+    found = findscu(
+        host, port, work, "-S", "QueryRetrieveLevel=STUDY", f"StudyDate={plan_date}-{plan_date}",
+        "PatientID", "StudyInstanceUID",
+    )
     assert [str(r.PatientID) for r in found] == [patient_id]
-    assert not findscu(host, port, work, "-S", "QueryRetrieveLevel=STUDY", "StudyDate=19000101-19001231", "StudyInstanceUID")
+    assert not findscu(
+        host, port, work, "-S", "QueryRetrieveLevel=STUDY", "StudyDate=19000101-19001231", "StudyInstanceUID"
+    )
     # UID list matching.
     uid1, uid2 = sorted(studies)
     other_study = str(read_header(demo_files.other_paths[0]).StudyInstanceUID)
@@ -408,7 +431,9 @@ def test_findscu_at_every_level_and_matching_kind(
             for uid, members in series.items()
             if str(members[0].StudyInstanceUID) == uid2
         }
-        assert {str(r.SeriesInstanceUID): (str(r.Modality), int(r.NumberOfSeriesRelatedInstances)) for r in found} == expected
+        assert {
+            str(r.SeriesInstanceUID): (str(r.Modality), int(r.NumberOfSeriesRelatedInstances)) for r in found
+        } == expected
 
     # IMAGE level in both models: every instance of a series, then a UID list of two instances.
     ct_series = next(uid for uid, members in series.items() if members[0].Modality == "CT")
@@ -416,11 +441,17 @@ def test_findscu_at_every_level_and_matching_kind(
     study_uid = str(members[0].StudyInstanceUID)
     for model, extra in (("-P", [f"PatientID={patient_id}"]), ("-S", [])):
         base = [*extra, f"StudyInstanceUID={study_uid}", f"SeriesInstanceUID={ct_series}"]
-        found = findscu(host, port, work, model, "QueryRetrieveLevel=IMAGE", *base, "SOPInstanceUID", "SOPClassUID", "InstanceNumber")
+        found = findscu(
+            host, port, work, model, "QueryRetrieveLevel=IMAGE", *base,
+            "SOPInstanceUID", "SOPClassUID", "InstanceNumber",
+        )
         assert sorted(str(r.SOPInstanceUID) for r in found) == sorted(str(h.SOPInstanceUID) for h in members)
         assert {str(r.SOPClassUID) for r in found} == {str(members[0].SOPClassUID)}
         wanted = sorted(str(h.SOPInstanceUID) for h in members[:2])
-        found = findscu(host, port, work, model, "QueryRetrieveLevel=IMAGE", *base, "SOPInstanceUID=" + "\\".join(wanted), "InstanceNumber")
+        found = findscu(
+            host, port, work, model, "QueryRetrieveLevel=IMAGE", *base,
+            "SOPInstanceUID=" + "\\".join(wanted), "InstanceNumber",
+        )
         assert sorted(str(r.SOPInstanceUID) for r in found) == wanted
         numbers = {str(h.SOPInstanceUID): int(h.InstanceNumber) for h in members}
         assert all(int(r.InstanceNumber) == numbers[str(r.SOPInstanceUID)] for r in found)
@@ -438,7 +469,9 @@ def test_movescu_to_storescp_delivers_identical_instances(
         keys = key_args(["QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study_uid}"])
         result = run_dcmtk("movescu", "-v", "-S", "-aec", AE_TITLE, "-aem", "DEST", *keys, host, str(port))
         assert result.returncode == 0, result.stdout[-3000:]
-        assert "Received Final Move Response (Success)" in result.stdout or "Move Response (Success)" in result.stdout, result.stdout[-3000:]
+        assert (
+            "Received Final Move Response (Success)" in result.stdout or "Move Response (Success)" in result.stdout
+        ), result.stdout[-3000:]
     received = by_sop_uid(storescp.out_dir.iterdir())
     sent = demo_files.dataset_bytes
     assert received.keys() == sent.keys()
@@ -475,7 +508,9 @@ def test_bad_c_store_input_gets_a_status_not_a_dropped_association(
 
     missing_study = good()
     del missing_study.StudyInstanceUID
-    missing_study.SOPInstanceUID = missing_study.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.8.498.77.2.1"
+    missing_study.SOPInstanceUID = missing_study.file_meta.MediaStorageSOPInstanceUID = (
+        "1.2.826.0.1.3680043.8.498.77.2.1"
+    )
     assert pynetdicom_store(host, port, write_file(tmp_path / "no-study.dcm", missing_study)) == 0xC000
 
     missing_sop = good()
@@ -538,7 +573,10 @@ def test_unknown_sop_class_is_refused_at_association(
     assert echo_ok(host, port)
 
     # dcmsend sends a private SOP class too (-nuc: no UID checks of its own).
-    result = run_dcmtk("dcmsend", "-v", "-nuc", "-aec", AE_TITLE, host, str(port), str(with_sop_class(PRIVATE_SOP_CLASS, "private.dcm")))
+    result = run_dcmtk(
+        "dcmsend", "-v", "-nuc", "-aec", AE_TITLE, host, str(port),
+        str(with_sop_class(PRIVATE_SOP_CLASS, "private.dcm")),
+    )
     assert "No Acceptable Presentation Contexts" in result.stdout, result.stdout
     assert re.search(r"NOT sent to the peer\s*:\s*1", result.stdout), result.stdout
     assert echo_ok(host, port)
@@ -584,7 +622,9 @@ def test_resend_is_success_and_changed_content_gets_0111(
     assert count_indexed(archive) == total
 
     with archive.index.reading() as session:
-        file_path = session.query(Instance.file_path).filter(Instance.sop_instance_uid == str(changed.SOPInstanceUID)).scalar()
+        file_path = (
+            session.query(Instance.file_path).filter(Instance.sop_instance_uid == str(changed.SOPInstanceUID)).scalar()
+        )
     stored = archive.storage.read(file_path)
     assert dataset_bytes(stored) == dataset_bytes(original_path.read_bytes())
 

@@ -239,8 +239,10 @@ def test_a_damaged_file_is_not_sent_and_the_rest_still_are(dimse_server, archive
     damaged.write_bytes(bytes(data))
     received = []
     ae = client(StudyRootQueryRetrieveInformationModelGet, CTImageStorage)
-    assoc = ae.associate(*dimse_server, ext_neg=[build_role(CTImageStorage, scp_role=True)],
-                         evt_handlers=[(evt.EVT_C_STORE, lambda e: received.append(str(e.dataset.SOPInstanceUID)) or 0)])
+    assoc = ae.associate(
+        *dimse_server, ext_neg=[build_role(CTImageStorage, scp_role=True)],
+        evt_handlers=[(evt.EVT_C_STORE, lambda e: received.append(str(e.dataset.SOPInstanceUID)) or 0)],
+    )
     query = Dataset()
     query.QueryRetrieveLevel = "SERIES"
     query.StudyInstanceUID = series[0].StudyInstanceUID

@@ -50,7 +50,7 @@ def _wait_for_empty_incoming(storage: Storage, seconds: float = 10.0) -> list:
     return list(storage.incoming.glob("*.part"))
 
 
-def _associate(dimse_server):  # noqa: ANN001
+def _associate(dimse_server):
     ae = AE(ae_title="TESTSCU")
     ae.add_requested_context(CTImageStorage)
     assoc = ae.associate(*dimse_server, ae_title="ONCOPACS")
@@ -58,7 +58,7 @@ def _associate(dimse_server):  # noqa: ANN001
     return assoc
 
 
-def _c_store_fragments(assoc, dataset, *, message_id: int, max_pdu_length: int) -> list:  # noqa: ANN001
+def _c_store_fragments(assoc, dataset, *, message_id: int, max_pdu_length: int) -> list:
     """The P-DATA primitives of a C-STORE-RQ of ``dataset``, cut for ``max_pdu_length``, to send by hand."""
     context = assoc._get_valid_context(CTImageStorage, "", "scu")
     request = C_STORE()
@@ -151,7 +151,7 @@ def test_middle_dataset_fragments_are_read_straight_into_the_request(dimse_serve
     taken: list[bool] = []
     read_middle_fragment = streaming._read_middle_fragment
 
-    def spy(dul) -> bool:  # noqa: ANN001
+    def spy(dul) -> bool:
         taken.append(read_middle_fragment(dul))
         return taken[-1]
 

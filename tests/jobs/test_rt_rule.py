@@ -8,11 +8,10 @@ import pytest
 from sqlalchemy import func, select
 
 from oncopacs.analysis.models import AnalysisResult
+from oncopacs.analysis.rt_job import RT_ANALYSIS, RULE_ACTOR, install_rt_analysis
 from oncopacs.archive.ingest import Archive
-from oncopacs.analysis.rt_job import RULE_ACTOR, install_rt_analysis
 from oncopacs.jobs.kinds import JobSystem, open_job_system
 from oncopacs.jobs.queue import JobStatus
-from oncopacs.analysis.rt_job import RT_ANALYSIS
 from oncopacs.phantom import DemoPatient, build_demo_patient
 from oncopacs.uids import uid_for
 from tests.factories import small_ct_series

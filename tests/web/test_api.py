@@ -120,7 +120,7 @@ def test_one_patient_with_its_studies_is_audited(browse, module_web_app: Flask, 
 def test_patient_search_is_audited_as_a_query(browse, module_web_app: Flask):
     client, headers = browse
     client.get("/api/patients?id=T-00002", headers=headers)
-    records = [r for r in _audit_records(module_web_app, "/api/patients?id=T-00002")]
+    records = list(_audit_records(module_web_app, "/api/patients?id=T-00002"))
     assert records and records[-1].action == "query" and records[-1].patient_ids == "T-00002"
 
 
@@ -281,7 +281,11 @@ def test_job_requests_are_checked(client: FlaskClient, headers_for: Headers):
     unknown = client.post("/api/jobs", json={"kind": "dvh-of-everything"}, headers=physicist)
     assert unknown.status_code == 400
     body = unknown.get_json()
-    assert body["valid_kinds"] == sorted(client.application.extensions["oncopacs.jobs"].registry) and "verify" in body["detail"] and "dvh-of-everything" in body["detail"]
+    assert (
+        body["valid_kinds"] == sorted(client.application.extensions["oncopacs.jobs"].registry)
+        and "verify" in body["detail"]
+        and "dvh-of-everything" in body["detail"]
+    )
     assert client.post("/api/jobs", data="kind=verify", headers=physicist).status_code == 400
     assert client.post("/api/jobs", json={"kind": "verify", "params": [1]}, headers=physicist).status_code == 400
     assert client.post("/api/jobs", json={"kind": "verify"}, headers=headers_for(Role.TUMOUR_BOARD)).status_code == 403
@@ -316,13 +320,15 @@ def test_serve_runs_jobs_and_fails_those_a_crash_interrupted(tmp_path):
             job_id = json.load(reply)["id"]
         deadline = time.monotonic() + 30
         while True:
-            with urllib.request.urlopen(urllib.request.Request(f"{base}/{job_id}", headers=headers), timeout=10) as reply:
+            request = urllib.request.Request(f"{base}/{job_id}", headers=headers)
+            with urllib.request.urlopen(request, timeout=10) as reply:
                 job = json.load(reply)
             if job["status"] in ("succeeded", "failed") or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
         assert job["status"] == "succeeded" and job["result"]["checked"] == 4 and job["result"]["ok"] is True
-        with urllib.request.urlopen(urllib.request.Request(f"{base}/{interrupted}", headers=headers), timeout=10) as reply:
+        request = urllib.request.Request(f"{base}/{interrupted}", headers=headers)
+        with urllib.request.urlopen(request, timeout=10) as reply:
             old = json.load(reply)
         assert old["status"] == JobStatus.FAILED.value and old["message"] == INTERRUPTED_MESSAGE
     finally:

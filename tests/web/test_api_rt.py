@@ -101,19 +101,23 @@ def test_recompute_and_permissions(web_app: Flask, client: FlaskClient, headers_
     assert client.post(f"/api/studies/{study}/rt", json={"dose_uid": 7}, headers=physicist).status_code == 400
     other_dose = {"dose_uid": uid_for("no", "such", "dose")}
     assert client.post(f"/api/studies/{study}/rt", json=other_dose, headers=physicist).status_code == 409
-    assert client.get(f"/api/studies/{study}/rt/dvh?dose_uid={other_dose['dose_uid']}", headers=physicist).status_code == 404
+    dvh_url = f"/api/studies/{study}/rt/dvh?dose_uid={other_dose['dose_uid']}"
+    assert client.get(dvh_url, headers=physicist).status_code == 404
     assert client.post(f"/api/studies/{study}/rt", headers=headers_for(Role.TUMOUR_BOARD)).status_code == 403
     lone_ct = patients[0].pet_ct[0]
     web_app.extensions["oncopacs.archive"].ingest_dataset(lone_ct, source="test")
     assert client.post(f"/api/studies/{lone_ct.StudyInstanceUID}/rt", headers=physicist).status_code == 409
-    assert client.get(f"/api/studies/{lone_ct.StudyInstanceUID}/rt", headers=physicist).get_json()["planning_sets"] == []
+    assert client.get(
+        f"/api/studies/{lone_ct.StudyInstanceUID}/rt", headers=physicist
+    ).get_json()["planning_sets"] == []
     unknown = uid_for("no", "such", "study")
     assert client.get(f"/api/studies/{unknown}/rt", headers=physicist).status_code == 404
     assert client.get("/api/studies/not-a-uid/rt", headers=physicist).status_code == 400
 
     referrer = headers_for(Role.REFERRER)
     for method, url in (("GET", f"/api/studies/{study}/rt"), ("GET", f"/api/studies/{study}/rt/dvh"),
-                        ("POST", f"/api/studies/{study}/rt"), ("GET", "/api/metrics/search?structure=Rectum&metric=Mean[Gy]")):
+                        ("POST", f"/api/studies/{study}/rt"),
+                        ("GET", "/api/metrics/search?structure=Rectum&metric=Mean[Gy]")):
         assert client.open(url, method=method, headers=referrer).status_code == 403, url
 
 
@@ -158,7 +162,9 @@ def test_a_failed_job_is_reported_not_retried(web_app: Flask, client: FlaskClien
     study = _ingest(web_app, patients[0])
     archive: Archive = web_app.extensions["oncopacs.archive"]
     with archive.index.reading() as session:
-        path = session.scalar(select(Instance.file_path).where(Instance.sop_instance_uid == patients[0].rt_dose.SOPInstanceUID))
+        path = session.scalar(
+            select(Instance.file_path).where(Instance.sop_instance_uid == patients[0].rt_dose.SOPInstanceUID)
+        )
     archive.storage.path_of(path).write_bytes(b"not the stored dose")
     assert _run_jobs(web_app) == 1
     reply = client.get(f"/api/studies/{study}/rt", headers=headers_for(Role.PHYSICIST))

@@ -13,9 +13,16 @@ from oncopacs.audit.events import ActorKind, AuditAction, AuditEvent, Outcome
 
 def seed(app: Flask) -> None:
     app.extensions["oncopacs.audit"].record_many([
-        AuditEvent(AuditAction.RETRIEVE, Outcome.SUCCESS, "VIEWER", ActorKind.AE, "10.0.0.9", ("PAT-A",), ("1.2.3.1",), "C-GET"),
-        AuditEvent(AuditAction.QUERY, Outcome.SUCCESS, "carol", ActorKind.USER, "10.0.0.8", ("PAT-B", "PAT-A"), (), "QIDO"),
-        AuditEvent(AuditAction.LOGIN_FAILED, Outcome.MINOR_FAILURE, "mallory", ActorKind.USER, "10.6.6.6", (), (), "POST /login"),
+        AuditEvent(
+            AuditAction.RETRIEVE, Outcome.SUCCESS, "VIEWER", ActorKind.AE, "10.0.0.9", ("PAT-A",), ("1.2.3.1",), "C-GET"
+        ),
+        AuditEvent(
+            AuditAction.QUERY, Outcome.SUCCESS, "carol", ActorKind.USER, "10.0.0.8", ("PAT-B", "PAT-A"), (), "QIDO"
+        ),
+        AuditEvent(
+            AuditAction.LOGIN_FAILED, Outcome.MINOR_FAILURE, "mallory", ActorKind.USER, "10.6.6.6", (), (),
+            "POST /login",
+        ),
     ])
 
 

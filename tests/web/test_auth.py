@@ -14,11 +14,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from oncopacs.platform import open_platform
 from oncopacs.audit.events import AuditAction, Outcome
 from oncopacs.audit.models import AuditRecord
 from oncopacs.auth.roles import Role
 from oncopacs.auth.users import UserStore
+from oncopacs.platform import open_platform
 from oncopacs.settings import Settings
 from oncopacs.web.app import create_app
 from tests.web.conftest import basic_auth
@@ -84,7 +84,9 @@ def sign_in(browser: FlaskClient, username: str, password: str = PASSWORD, totp:
 
 def audit_rows(app: Flask, action: AuditAction) -> list[AuditRecord]:
     with app.extensions["oncopacs.archive"].index.reading() as session:
-        return list(session.scalars(select(AuditRecord).where(AuditRecord.action == action.value).order_by(AuditRecord.id)))
+        return list(
+            session.scalars(select(AuditRecord).where(AuditRecord.action == action.value).order_by(AuditRecord.id))
+        )
 
 
 def test_login_page_is_public_and_carries_the_form(browser: FlaskClient):
@@ -122,7 +124,8 @@ def test_sign_in_starts_a_session_with_safe_cookie_flags_and_is_audited(app: Fla
 @pytest.mark.parametrize("target", ["//evil.example/", "https://evil.example/", "/\\evil.example"])
 def test_sign_in_never_redirects_off_site(browser: FlaskClient, target: str):
     reply = sign_in(browser, "alice", next_url=target)
-    assert reply.status_code == 303 and reply.headers["Location"] == "/dashboards/"  # the home once dashboards are mounted
+    # the home once dashboards are mounted
+    assert reply.status_code == 303 and reply.headers["Location"] == "/dashboards/"
 
 
 @pytest.mark.parametrize("role, home", [("tumour_board", "/dashboards/"), ("referrer", "/api/reports")])

@@ -23,7 +23,7 @@ def dashboard_rules(app: Flask):
 def dashboard_urls(app: Flask) -> list[tuple[str, str]]:
     urls = [(dummy_url(rule), method) for rule in dashboard_rules(app)
             for method in sorted(rule.methods - {"HEAD", "OPTIONS"})]
-    return urls + [("/dashboards/no-such-page", "GET"), (f"/dashboards/plan/{STUDY_UID}", "GET")]
+    return [*urls, ("/dashboards/no-such-page", "GET"), (f"/dashboards/plan/{STUDY_UID}", "GET")]
 
 
 def test_the_plan_dashboard_and_dash_internals_are_mounted(sqlite_web_app: Flask):
@@ -65,7 +65,9 @@ def test_a_browser_is_sent_to_login_and_back(sqlite_web_app: Flask):
     assert "Plan review" in page.get_data(as_text=True)
 
 
-def test_a_referrer_is_forbidden_everywhere(sqlite_web_app: Flask, sqlite_headers_for: Callable[[Role], dict[str, str]]):
+def test_a_referrer_is_forbidden_everywhere(
+    sqlite_web_app: Flask, sqlite_headers_for: Callable[[Role], dict[str, str]]
+):
     client = sqlite_web_app.test_client()
     headers = sqlite_headers_for(Role.REFERRER)
     for url, method in dashboard_urls(sqlite_web_app):

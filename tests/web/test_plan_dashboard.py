@@ -91,7 +91,9 @@ def test_the_slice_route_serves_a_png_and_refuses_referrers(app: Flask, sqlite_h
     assert reply.status_code == 200 and reply.mimetype == "image/png"
     assert Image.open(io.BytesIO(reply.data)).size[0] >= 384
     assert client.get(url, headers=sqlite_headers_for(Role.REFERRER)).status_code == 403
-    bad = client.get(f"/viewer/{demo.rt_dose.StudyInstanceUID}/axial/999.png", headers=sqlite_headers_for(Role.PHYSICIST))
+    bad = client.get(
+        f"/viewer/{demo.rt_dose.StudyInstanceUID}/axial/999.png", headers=sqlite_headers_for(Role.PHYSICIST)
+    )
     assert bad.status_code == 400 and "outside" in bad.get_json()["detail"]
 
 
@@ -105,7 +107,8 @@ def test_the_dash_layout_and_a_callback_over_http(app: Flask, sqlite_headers_for
         ("study", "data"), ("message", "children"), ("rois", "options"), ("rois", "value"), ("dvh", "figure"),
         ("goals", "children"), ("plan", "children"), ("dvh-panel", "style"), ("plan-panel", "style"),
         ("compare-panel", "style"), ("compare-dose", "options"), ("axial-slider", "max"), ("axial-slider", "value"),
-        ("coronal-slider", "max"), ("coronal-slider", "value"), ("sagittal-slider", "max"), ("sagittal-slider", "value"))]
+        ("coronal-slider", "max"), ("coronal-slider", "value"), ("sagittal-slider", "max"),
+        ("sagittal-slider", "value"))]
     body["output"] = "..." .join(f"{o['id']}.{o['property']}" for o in body["outputs"]).join(("..", ".."))
     reply = client.post("/dashboards/plan/_dash-update-component", json=body, headers=headers)
     assert reply.status_code == 200, reply.get_data(as_text=True)[:500]

@@ -15,8 +15,8 @@ from flask import Flask
 from werkzeug.routing import Rule
 from werkzeug.routing.converters import AnyConverter, FloatConverter, IntegerConverter, UUIDConverter
 
-from oncopacs.platform import open_platform
 from oncopacs.auth.roles import PERMISSIONS, Permission, Role
+from oncopacs.platform import open_platform
 from oncopacs.web.access import is_public
 from oncopacs.web.auth import MACHINE_PREFIXES
 
@@ -131,7 +131,7 @@ def test_unknown_or_revoked_credentials_are_refused_on_every_protected_route(
 
 def test_every_protected_route_declares_its_permission(sqlite_web_app: Flask):
     assert unguarded_endpoints(sqlite_web_app) == set()
-    assert AUTHENTICATED_ONLY <= set(sqlite_web_app.view_functions)
+    assert set(sqlite_web_app.view_functions) >= AUTHENTICATED_ONLY
 
 
 def test_a_new_route_without_a_permission_is_flagged(sqlite_settings):

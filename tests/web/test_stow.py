@@ -37,7 +37,9 @@ def client(base_url: str, headers: dict[str, str]) -> DICOMwebClient:
     return DICOMwebClient(base_url, headers=headers)
 
 
-def encode(parts: list[bytes], *, quoted: bool = True, boundary: str = "a1b2c3d4-boundary") -> tuple[bytes, dict[str, str]]:
+def encode(
+    parts: list[bytes], *, quoted: bool = True, boundary: str = "a1b2c3d4-boundary"
+) -> tuple[bytes, dict[str, str]]:
     """A STOW body made by dicomweb-client's own encoder (optionally with unquoted parameters)."""
     content_type = f'multipart/related; type="application/dicom"; boundary="{boundary}"'
     body = DICOMwebClient._encode_multipart_message(parts, content_type)
@@ -65,7 +67,9 @@ def referenced(document: dict) -> list[str]:
 def test_client_stores_several_instances(client: DICOMwebClient, headers, base_url) -> None:
     datasets = small_ct_series(3)
     response: Dataset = client.store_instances(datasets)
-    assert [item.ReferencedSOPInstanceUID for item in response.ReferencedSOPSequence] == [d.SOPInstanceUID for d in datasets]
+    assert [item.ReferencedSOPInstanceUID for item in response.ReferencedSOPSequence] == [
+        d.SOPInstanceUID for d in datasets
+    ]
     assert "FailedSOPSequence" not in response
     assert response.RetrieveURL.endswith(f"/studies/{datasets[0].StudyInstanceUID}")
     for item in response.ReferencedSOPSequence:
@@ -86,8 +90,12 @@ def test_stored_bytes_come_back_identical(base_url, headers, quoted: bool) -> No
     assert reply.status_code == 200 and reply.headers["Content-Type"] == "application/dicom+json"
     assert referenced(reply.json()) == [d.SOPInstanceUID for d in datasets]
     for dataset, sent in zip(datasets, parts, strict=True):
-        url = f"{base_url}/studies/{dataset.StudyInstanceUID}/series/{dataset.SeriesInstanceUID}/instances/{dataset.SOPInstanceUID}"
-        got = requests.get(url, headers={**headers, "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}, timeout=10)
+        url = (
+            f"{base_url}/studies/{dataset.StudyInstanceUID}/series/{dataset.SeriesInstanceUID}"
+            f"/instances/{dataset.SOPInstanceUID}"
+        )
+        accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+        got = requests.get(url, headers={**headers, "Accept": accept}, timeout=10)
         (returned,) = DICOMwebClient(base_url)._decode_multipart_message(got, stream=False)
         assert hashlib.sha256(bytes(returned)).hexdigest() == hashlib.sha256(sent).hexdigest()
 
@@ -110,7 +118,9 @@ def test_mix_with_a_truncated_file_is_202(base_url, headers, archive: Archive) -
     with archive.index.reading() as session:
         from oncopacs.index.query import find_instances
 
-        assert [i.sop_instance_uid for i in find_instances(session, {"StudyInstanceUID": good.StudyInstanceUID})] == [good.SOPInstanceUID]
+        assert [
+            i.sop_instance_uid for i in find_instances(session, {"StudyInstanceUID": good.StudyInstanceUID})
+        ] == [good.SOPInstanceUID]
 
 
 def test_only_bad_parts_is_409(base_url, headers) -> None:
@@ -146,7 +156,9 @@ def test_study_target_refuses_instances_of_another_study(base_url, headers, clie
 )
 def test_wrong_media_type_is_415(base_url, headers, content_type: str) -> None:
     body = part10_bytes(small_ct_series(1)[0])
-    reply = requests.post(f"{base_url}/studies", data=body, headers={**headers, "Content-Type": content_type}, timeout=10)
+    reply = requests.post(
+        f"{base_url}/studies", data=body, headers={**headers, "Content-Type": content_type}, timeout=10
+    )
     assert reply.status_code == 415 and reply.json()["status"] == 415
 
 

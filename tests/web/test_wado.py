@@ -95,7 +95,9 @@ def instance_path(name_or_dataset: str | Dataset) -> str:
     return f"/studies/{study}/series/{series}/instances/{sop}"
 
 
-def get_parts(base_url: str, path: str, headers: dict, accept: str | None = None) -> tuple[requests.Response, list[bytes]]:
+def get_parts(
+    base_url: str, path: str, headers: dict, accept: str | None = None
+) -> tuple[requests.Response, list[bytes]]:
     """GET ``path`` and split the multipart body with dicomweb-client's own decoder."""
     reply = requests.get(base_url + path, headers={**headers, **({"Accept": accept} if accept else {})}, timeout=30)
     if reply.status_code != 200:
@@ -112,10 +114,16 @@ def sha256(data: bytes) -> str:
 
 def test_study_retrieved_byte_identical_as_stored(base_url, headers, stored, patient) -> None:
     study = patient.planning_ct[0].StudyInstanceUID
-    reply, parts = get_parts(base_url, f"/studies/{study}", headers, 'multipart/related; type="application/dicom"; transfer-syntax=*')
+    reply, parts = get_parts(
+        base_url, f"/studies/{study}", headers, 'multipart/related; type="application/dicom"; transfer-syntax=*'
+    )
     assert reply.status_code == 200
     assert reply.headers["Content-Type"].startswith('multipart/related; type="application/dicom"; boundary=')
-    expected = {uid: data for uid, data in stored.items() if dcmread(io.BytesIO(data), stop_before_pixels=True).StudyInstanceUID == study}
+    expected = {
+        uid: data
+        for uid, data in stored.items()
+        if dcmread(io.BytesIO(data), stop_before_pixels=True).StudyInstanceUID == study
+    }
     assert sorted(sha256(p) for p in parts) == sorted(sha256(d) for d in expected.values())
     boundary = reply.headers["Content-Type"].split("boundary=")[1]
     assert reply.content.rstrip(b"\r\n").endswith(f"--{boundary}--".encode())
@@ -137,7 +145,9 @@ def test_dicomweb_client_retrieves_instances_series_and_study(client, stored, pa
 @pytest.mark.parametrize("name", [JPEG_FILE, RLE_FILE])
 def test_compressed_instance_as_stored_and_as_explicit_little_endian(base_url, headers, client, stored, name) -> None:
     original = dcmread(get_testdata_file(name))
-    reply, parts = get_parts(base_url, instance_path(name), headers, 'multipart/related; type="application/dicom"; transfer-syntax=*')
+    reply, parts = get_parts(
+        base_url, instance_path(name), headers, 'multipart/related; type="application/dicom"; transfer-syntax=*'
+    )
     assert parts == [stored[original.SOPInstanceUID]]
     assert f"transfer-syntax={original.file_meta.TransferSyntaxUID}".encode() in reply.content[:400]
     syntax = str(original.file_meta.TransferSyntaxUID)
@@ -177,7 +187,10 @@ def test_unsatisfiable_accept_is_406_json(base_url, headers, patient) -> None:
 def test_unknown_and_malformed_uids(base_url, headers, patient) -> None:
     ct = patient.planning_ct[0]
     assert requests.get(f"{base_url}/studies/1.2.3.999", headers=headers, timeout=10).status_code == 404
-    missing = requests.get(f"{base_url}/studies/{ct.StudyInstanceUID}/series/{ct.SeriesInstanceUID}/instances/1.2.3", headers=headers, timeout=10)
+    missing = requests.get(
+        f"{base_url}/studies/{ct.StudyInstanceUID}/series/{ct.SeriesInstanceUID}/instances/1.2.3",
+        headers=headers, timeout=10,
+    )
     assert missing.status_code == 404 and missing.json()["status"] == 404
     assert requests.get(f"{base_url}/studies/1.2,1.3", headers=headers, timeout=10).status_code == 400
 
@@ -197,7 +210,9 @@ def test_encapsulated_frames_as_stored_and_decoded(base_url, headers, client) ->
     name = RLE_MULTIFRAME_FILE
     original = dcmread(get_testdata_file(name))
     compressed = list(generate_frames(original.PixelData, number_of_frames=2))
-    as_stored = client.retrieve_instance_frames(*uids_of(name), frame_numbers=[2, 1], media_types=(("image/dicom-rle", "1.2.840.10008.1.2.5"),))
+    as_stored = client.retrieve_instance_frames(
+        *uids_of(name), frame_numbers=[2, 1], media_types=(("image/dicom-rle", "1.2.840.10008.1.2.5"),)
+    )
     assert [bytes(f) for f in as_stored] == [compressed[1], compressed[0]]
 
     reply, parts = get_parts(base_url, instance_path(name) + "/frames/1,2", headers,
@@ -212,7 +227,9 @@ def test_encapsulated_frames_as_stored_and_decoded(base_url, headers, client) ->
 
 def test_jpeg_frame_as_stored(client) -> None:
     original = dcmread(get_testdata_file(JPEG_FILE))
-    (frame,) = client.retrieve_instance_frames(*uids_of(JPEG_FILE), frame_numbers=[1], media_types=(("image/jpeg", "1.2.840.10008.1.2.4.50"),))
+    (frame,) = client.retrieve_instance_frames(
+        *uids_of(JPEG_FILE), frame_numbers=[1], media_types=(("image/jpeg", "1.2.840.10008.1.2.4.50"),)
+    )
     assert bytes(frame) == next(generate_frames(original.PixelData, number_of_frames=1))
     assert Image.open(io.BytesIO(bytes(frame))).size == (original.Columns, original.Rows)
 
@@ -221,7 +238,9 @@ def test_bad_frame_numbers(base_url, headers, patient) -> None:
     path = instance_path(patient.rt_dose) + "/frames/"
     assert requests.get(base_url + path + "0", headers=headers, timeout=10).status_code == 400
     assert requests.get(base_url + path + "1,x", headers=headers, timeout=10).status_code == 400
-    too_far = requests.get(base_url + path + f"1,{int(patient.rt_dose.NumberOfFrames) + 1}", headers=headers, timeout=10)
+    too_far = requests.get(
+        base_url + path + f"1,{int(patient.rt_dose.NumberOfFrames) + 1}", headers=headers, timeout=10
+    )
     assert too_far.status_code == 404 and "frame" in too_far.json()["detail"]
     no_pixels = requests.get(base_url + instance_path(patient.rtstruct) + "/frames/1", headers=headers, timeout=10)
     assert no_pixels.status_code == 400
@@ -247,13 +266,13 @@ def test_rendered_ct_png_has_the_window_values(client, patient) -> None:
 
 
 def test_rendered_defaults_to_jpeg_and_honours_viewport(base_url, headers, patient) -> None:
-    reply = requests.get(base_url + instance_path(patient.planning_ct[0]) + "/rendered", params={"viewport": "32,32", "quality": "80"},
-                         headers=headers, timeout=10)
+    rendered_url = base_url + instance_path(patient.planning_ct[0]) + "/rendered"
+    reply = requests.get(rendered_url, params={"viewport": "32,32", "quality": "80"}, headers=headers, timeout=10)
     assert reply.status_code == 200 and reply.headers["Content-Type"] == "image/jpeg"
     assert Image.open(io.BytesIO(reply.content)).size == (32, 32)
-    bad = requests.get(base_url + instance_path(patient.planning_ct[0]) + "/rendered", params={"window": "40"}, headers=headers, timeout=10)
+    bad = requests.get(rendered_url, params={"window": "40"}, headers=headers, timeout=10)
     assert bad.status_code == 400
-    refused = requests.get(base_url + instance_path(patient.planning_ct[0]) + "/rendered", headers={**headers, "Accept": "application/pdf"}, timeout=10)
+    refused = requests.get(rendered_url, headers={**headers, "Accept": "application/pdf"}, timeout=10)
     assert refused.status_code == 406
 
 
@@ -263,7 +282,9 @@ def test_rendered_rt_dose_frame_in_gy(client, patient) -> None:
     png = client.retrieve_instance_frames_rendered(*uids_of(dose), frame_numbers=[frame], media_types=("image/png",),
                                                    params={"window": "30,60,LINEAR_EXACT"})
     pixels = np.asarray(Image.open(io.BytesIO(png)))
-    stored = np.frombuffer(dose.PixelData, dtype="<u4").reshape(int(dose.NumberOfFrames), dose.Rows, dose.Columns)[frame - 1]
+    stored = np.frombuffer(dose.PixelData, dtype="<u4").reshape(
+        int(dose.NumberOfFrames), dose.Rows, dose.Columns
+    )[frame - 1]
     dose_gy = stored * float(dose.DoseGridScaling)
     expected = np.clip(np.rint(((dose_gy - 30) / 60 + 0.5) * 255), 0, 255).astype(np.uint8)
     np.testing.assert_array_equal(pixels, expected)
@@ -292,9 +313,11 @@ def test_thumbnails(base_url, headers, patient, level) -> None:
 def test_study_thumbnail_is_the_middle_ct_slice(base_url, headers, patient) -> None:
     """The planning study's first series is the CT (3 slices stored): its middle slice, as PNG."""
     study = patient.planning_ct[0].StudyInstanceUID
-    reply = requests.get(f"{base_url}/studies/{study}/thumbnail", headers={**headers, "Accept": "image/png"}, timeout=10)
-    middle = requests.get(base_url + instance_path(patient.planning_ct[1]) + "/thumbnail", params={"accept": "image/png"},
-                          headers=headers, timeout=10)
+    reply = requests.get(
+        f"{base_url}/studies/{study}/thumbnail", headers={**headers, "Accept": "image/png"}, timeout=10
+    )
+    middle = requests.get(base_url + instance_path(patient.planning_ct[1]) + "/thumbnail",
+                          params={"accept": "image/png"}, headers=headers, timeout=10)
     assert reply.headers["Content-Type"] == "image/png" and reply.content == middle.content
 
 
@@ -329,7 +352,9 @@ def _corrupt(archive: Archive, sop_uid: str) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_a_corrupted_file_is_an_error_never_bad_bytes(web_app: Flask, archive: Archive, live_server: str, headers_for) -> None:
+def test_a_corrupted_file_is_an_error_never_bad_bytes(
+    web_app: Flask, archive: Archive, live_server: str, headers_for
+) -> None:
     patient = build_demo_patient("WADO-002")
     for ct in patient.planning_ct[:3]:
         assert archive.ingest_dataset(ct, source="test").acknowledged

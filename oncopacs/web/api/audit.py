@@ -21,7 +21,7 @@ _FORMATS = {"atna": "application/xml", "json": "application/json"}
 @bp.get("/audit")
 @requires(Permission.AUDIT_READ)
 def list_audit_records():
-    """Audit records, oldest first; filters ?since= ?until= (ISO 8601) ?actor= ?patient_id= ?action=; ?limit= ?offset=."""
+    """Audit records, oldest first; filters ?since= ?until= (ISO 8601) ?actor= ?patient_id= ?action=; ?limit= ?offset=."""  # noqa: E501 - the first docstring line is the OpenAPI summary
     page = read_page()
     return jsonify(audit_trail().query(_read_filter(), limit=page.limit, offset=page.offset).to_dict())
 

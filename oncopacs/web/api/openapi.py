@@ -27,7 +27,7 @@ _CONVERTER_SCHEMAS: dict[str, dict[str, str]] = {
     "float": {"type": "number"},
     "uuid": {"type": "string", "format": "uuid"},
 }
-_SECURITY = [{"basicAuth": []}, {"bearerAuth": []}]
+_SECURITY: list[dict[str, list[str]]] = [{"basicAuth": []}, {"bearerAuth": []}]
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 

@@ -24,7 +24,7 @@ _WILDCARDS = ("*", "?", "\\")
 @bp.get("/patients")
 @requires(Permission.ARCHIVE_READ)
 def list_patients():
-    """Search patients by name (?name=, wildcards * and ?, case-insensitive) or ID (?id=); paged by ?limit= and ?offset=."""
+    """Search patients by name (?name=, wildcards * and ?, case-insensitive) or ID (?id=); paged by ?limit= and ?offset=."""  # noqa: E501 - the first docstring line is the OpenAPI summary
     page = read_page()
     keys = {"PatientName": request.args.get("name", ""), "PatientID": request.args.get("id", "")}
     try:

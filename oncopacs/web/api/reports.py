@@ -68,7 +68,9 @@ def list_reports():
     found = _reports().service.store.list(patient_id=request.args.get("patient_id", "").strip(),
                                           study_uid=request.args.get("study_uid", "").strip(), status=status,
                                           limit=page.limit, offset=page.offset)
-    audit_access(AuditAction.REPORT_VIEW, patient_ids=[r.patient_id for r in found], study_uids=[r.study_uid for r in found])
+    audit_access(
+        AuditAction.REPORT_VIEW, patient_ids=[r.patient_id for r in found], study_uids=[r.study_uid for r in found]
+    )
     return jsonify(limit=page.limit, offset=page.offset, reports=[r.to_dict() for r in found])
 
 
@@ -98,9 +100,13 @@ def report_pdf(report_id: int):
 @bp.post("/reports")
 @requires(Permission.REPORTS_WRITE)
 def make_report():
-    """Make a draft: JSON body {"type": "plan" | "pet-response" | "tumour-board", "study_uid": ..., "options": {...}}."""
+    """Make a draft: JSON body {"type": "plan" | "pet-response" | "tumour-board", "study_uid": ..., "options": {...}}."""  # noqa: E501 - the first docstring line is the OpenAPI summary
     body = request.get_json(silent=True)
-    if not isinstance(body, dict) or body.get("type") not in REPORT_TYPE_NAMES or not isinstance(body.get("study_uid"), str):
+    if (
+        not isinstance(body, dict)
+        or body.get("type") not in REPORT_TYPE_NAMES
+        or not isinstance(body.get("study_uid"), str)
+    ):
         abort(400, description=f'the body must be {{"type": one of {", ".join(REPORT_TYPE_NAMES)}, "study_uid": ...}}')
     options = body.get("options", {})
     if not isinstance(options, dict):

@@ -21,13 +21,13 @@ from oncopacs.analysis.rt import (
     load_results,
     search_metrics,
 )
+from oncopacs.analysis.rt_job import enqueue_rt_analysis, find_study_job
 from oncopacs.audit.events import AuditAction, Outcome
 from oncopacs.auth.roles import Permission
 from oncopacs.errors import NotFoundError
 from oncopacs.index.query import QueryLevel, find
 from oncopacs.jobs.kinds import JobSystem
 from oncopacs.jobs.queue import JobRecord, JobStatus
-from oncopacs.analysis.rt_job import enqueue_rt_analysis, find_study_job
 from oncopacs.uids import is_valid_uid
 from oncopacs.web.access import audit_access, current_principal, requires
 from oncopacs.web.api import bp
@@ -43,7 +43,7 @@ def _jobs() -> JobSystem:
 @bp.get("/studies/<study_uid>/rt")
 @requires(Permission.ARCHIVE_READ)
 def get_study_rt(study_uid: str):
-    """RT results per RT Dose: plan summary, DVH metrics per ROI (TG-263), clinical goals; 202 with the job while computing. ?template= picks the goal template."""
+    """RT results per RT Dose: plan summary, DVH metrics per ROI (TG-263), clinical goals; 202 with the job while computing. ?template= picks the goal template."""  # noqa: E501 - the first docstring line is the OpenAPI summary
     template = _template_argument(request.args.get("template"))
     results = _load(study_uid, template)
     if not all(r.complete for r in results):
@@ -60,7 +60,7 @@ def get_study_rt(study_uid: str):
 @bp.get("/studies/<study_uid>/rt/dvh")
 @requires(Permission.ARCHIVE_READ)
 def get_study_dvh(study_uid: str):
-    """DVH curves (dose_gy, volume_cc, volume_percent) of the study's ROIs; ?roi= (repeatable, name or TG-263 name), ?dose_uid=."""
+    """DVH curves (dose_gy, volume_cc, volume_percent) of the study's ROIs; ?roi= (repeatable, name or TG-263 name), ?dose_uid=."""  # noqa: E501 - the first docstring line is the OpenAPI summary
     dose_uid = request.args.get("dose_uid")
     results = [r for r in _load(study_uid, None) if dose_uid in (None, r.planning_set.dose_uid)]
     if not results:
@@ -73,7 +73,9 @@ def get_study_dvh(study_uid: str):
             _audit(study_uid, results)
             return _accepted(pending, study_uid)
         _audit(study_uid, results, Outcome.MINOR_FAILURE)
-        abort(404, description=f"no DVH of study {study_uid} is computed for its current inputs; POST /api/studies/{study_uid}/rt")
+        abort(404, description=(
+            f"no DVH of study {study_uid} is computed for its current inputs; POST /api/studies/{study_uid}/rt"
+        ))
     wanted = [name.strip().casefold() for name in request.args.getlist("roi") if name.strip()]
     sets = [_curves(r, wanted) for r in results]
     if wanted and not any(s["rois"] for s in sets):
@@ -86,7 +88,7 @@ def get_study_dvh(study_uid: str):
 @bp.post("/studies/<study_uid>/rt")
 @requires(Permission.ANALYSIS_RUN)
 def recompute_study_rt(study_uid: str):
-    """Queue a recompute of the study's RT results; JSON body (optional) {"template": ..., "dose_uid": ...}; 202 with the job."""
+    """Queue a recompute of the study's RT results; JSON body (optional) {"template": ..., "dose_uid": ...}; 202 with the job."""  # noqa: E501 - the first docstring line is the OpenAPI summary
     body = request.get_json(silent=True) if request.data else {}
     if not isinstance(body, dict):
         abort(400, description='the body must be a JSON object such as {"template": "prostate"}')
@@ -108,7 +110,7 @@ def recompute_study_rt(study_uid: str):
 @bp.get("/metrics/search")
 @requires(Permission.ARCHIVE_READ)
 def search_dvh_metrics():
-    """Patients and studies whose DVH metric matches: ?structure=Rectum&metric=V70Gy[%] with ?gt=, ?lt= and/or ?between=a,b; paged."""
+    """Patients and studies whose DVH metric matches: ?structure=Rectum&metric=V70Gy[%] with ?gt=, ?lt= and/or ?between=a,b; paged."""  # noqa: E501 - the first docstring line is the OpenAPI summary
     structure, metric = request.args.get("structure", "").strip(), request.args.get("metric", "").strip()
     if not structure or not metric:
         abort(400, description="structure and metric are required, e.g. ?structure=Rectum&metric=V70Gy[%]&gt=15")

@@ -38,7 +38,9 @@ def list_studies():
     try:
         with archive().index.reading() as session:
             total = count(session, QueryLevel.STUDY, keys)
-            matches = find(session, QueryLevel.STUDY, keys, return_keys=STUDY_COUNTS, limit=page.limit, offset=page.offset)
+            matches = find(
+                session, QueryLevel.STUDY, keys, return_keys=STUDY_COUNTS, limit=page.limit, offset=page.offset
+            )
     except QueryError as exc:
         abort(400, description=str(exc))
     studies = [study_json(m.values) for m in matches]

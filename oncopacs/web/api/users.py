@@ -6,6 +6,8 @@ response that creates it and nowhere else.
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
 from flask import abort, jsonify, request
 
 from oncopacs.audit.events import AuditAction
@@ -24,6 +26,10 @@ def _body() -> dict:
     return body
 
 
+@overload
+def _text(body: dict, name: str, *, required: Literal[True] = ...) -> str: ...
+@overload
+def _text(body: dict, name: str, *, required: bool) -> str | None: ...
 def _text(body: dict, name: str, *, required: bool = True) -> str | None:
     value = body.get(name)
     if value is None and not required:

@@ -85,7 +85,9 @@ def _search(level: QueryLevel, **path_uids: str) -> Response:
         query = parse_qido(level, request.args.items(multi=True), path_uids)
         archive = current_app.extensions["oncopacs.archive"]
         with archive.index.read_connection() as connection:
-            page = search(connection, query, dicomweb_base_url(), current_app.config.get("QIDO_MAX_RESULTS", DEFAULT_MAX_RESULTS))
+            page = search(
+                connection, query, dicomweb_base_url(), current_app.config.get("QIDO_MAX_RESULTS", DEFAULT_MAX_RESULTS)
+            )
     except QidoParameterError as exc:
         return _bad_parameter(exc.parameter, str(exc))
     except QueryError as exc:

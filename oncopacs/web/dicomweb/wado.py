@@ -16,6 +16,7 @@ import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import cast
 
 from flask import Response, abort, current_app, request
 from pydicom import Dataset, dcmread
@@ -91,11 +92,22 @@ def _retrieve_instances(**uids: str) -> Response:
     plan = [(instance, choose_instance_syntax(accept, instance.transfer_syntax_uid)) for instance in stored]
     refused = sorted({instance.transfer_syntax_uid for instance, syntax in plan if syntax is None})
     if refused:
-        abort(406, description=f"the Accept header allows none of the syntaxes these instances can be sent in (stored: {', '.join(refused)})")
+        abort(406, description=(
+            "the Accept header allows none of the syntaxes these instances can be sent in "
+            f"(stored: {', '.join(refused)})"
+        ))
     base = dicomweb_base_url()
     archive = _archive()
     series_of = _series_by_sop(uids)
-    parts = (_instance_part(archive, instance, syntax, f"{base}/studies/{instance.study_instance_uid}/series/{series_of.get(instance.sop_instance_uid, '')}") for instance, syntax in plan)
+    parts = (
+        _instance_part(
+            archive,
+            instance,
+            cast(str, syntax),  # a None was refused above
+            f"{base}/studies/{instance.study_instance_uid}/series/{series_of.get(instance.sop_instance_uid, '')}",
+        )
+        for instance, syntax in plan
+    )
     body = write_multipart(parts, boundary := new_boundary())
     try:
         first = next(body)  # reads the first file now: a damaged one is an error status, not a broken stream
@@ -108,7 +120,9 @@ def _retrieve_instances(**uids: str) -> Response:
         patient_ids=[instance.patient_id for instance in stored],
         study_uids=[instance.study_instance_uid for instance in stored],
     )
-    return Response(itertools.chain([first], body), status=200, content_type=build_multipart_content_type(DICOM, boundary))
+    return Response(
+        itertools.chain([first], body), status=200, content_type=build_multipart_content_type(DICOM, boundary)
+    )
 
 
 def choose_instance_syntax(accept: list[MediaType], stored_syntax: str) -> str | None:
@@ -126,7 +140,9 @@ def choose_instance_syntax(accept: list[MediaType], stored_syntax: str) -> str |
         syntax = entry.parameters.get("transfer-syntax")
         if syntax in ("*", stored_syntax) or (syntax is None and part_type != DICOM):
             return stored_syntax
-        if syntax in (None, ExplicitVRLittleEndian) and (stored_syntax == ExplicitVRLittleEndian or _can_transcode(UID(stored_syntax))):
+        if syntax in (None, ExplicitVRLittleEndian) and (
+            stored_syntax == ExplicitVRLittleEndian or _can_transcode(UID(stored_syntax))
+        ):
             return ExplicitVRLittleEndian
     return None
 
@@ -176,7 +192,9 @@ def tolerant_pydicom() -> Iterator[None]:
 def _series_by_sop(uids: dict[str, str]) -> dict[str, str]:
     """SOP Instance UID -> Series Instance UID of the instances these UIDs select (for Content-Location)."""
     with _archive().index.reading() as session:
-        return {m.values["SOPInstanceUID"]: m.values["SeriesInstanceUID"] for m in find(session, QueryLevel.IMAGE, uids)}
+        return {
+            m.values["SOPInstanceUID"]: m.values["SeriesInstanceUID"] for m in find(session, QueryLevel.IMAGE, uids)
+        }
 
 
 # -- frames -------------------------------------------------------------------------------------
@@ -192,7 +210,9 @@ def retrieve_frames(study: str, series: str, instance: str, frame_list: str):
     stored = _one_instance(study, series, instance)
     encoding = choose_frame_encoding(_accept_header(), stored.transfer_syntax_uid)
     if encoding is None:
-        abort(406, description=f"the Accept header allows no media type for frames stored in {stored.transfer_syntax_uid}")
+        abort(
+            406, description=f"the Accept header allows no media type for frames stored in {stored.transfer_syntax_uid}"
+        )
     try:
         with tolerant_pydicom():
             frames = read_frames(_read_dataset(stored), numbers, encoding)
@@ -204,7 +224,11 @@ def retrieve_frames(study: str, series: str, instance: str, frame_list: str):
     location = f"{dicomweb_base_url()}/studies/{study}/series/{series}/instances/{instance}/frames/"
     parts = [BodyPart(frame.encoding.content_type, frame.data, f"{location}{frame.number}") for frame in frames]
     boundary = new_boundary()
-    return Response(write_multipart(parts, boundary), status=200, content_type=build_multipart_content_type(encoding.media_type, boundary))
+    return Response(
+        write_multipart(parts, boundary),
+        status=200,
+        content_type=build_multipart_content_type(encoding.media_type, boundary),
+    )
 
 
 # -- rendered and thumbnails --------------------------------------------------------------------
@@ -229,7 +253,9 @@ def retrieve_rendered_frame(study: str, series: str, instance: str, frame: str):
 def retrieve_study_thumbnail(study: str):
     check_path_uids(study=study)
     with _archive().index.reading() as session:
-        series_uids = [m.values["SeriesInstanceUID"] for m in find(session, QueryLevel.SERIES, {"StudyInstanceUID": study})]
+        series_uids = [
+            m.values["SeriesInstanceUID"] for m in find(session, QueryLevel.SERIES, {"StudyInstanceUID": study})
+        ]
     if not series_uids:
         abort(404, description=f"no stored instances with StudyInstanceUID {study}")
     for series in series_uids[:MAX_THUMBNAIL_SERIES_TRIED]:

@@ -1,12 +1,11 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-22
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0001'
 down_revision = None
@@ -113,8 +112,13 @@ def upgrade() -> None:
     op.create_table('object_references',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('instance_pk', sa.Integer(), nullable=False),
-    sa.Column('relation', sa.Enum('IMAGE_SERIES', 'STRUCTURE_SET', 'PLAN', 'DOSE', 'REGISTERED_SERIES', 'FRAME_OF_REFERENCE', name='relation', native_enum=False, length=32), nullable=False),
-    sa.Column('level', sa.Enum('SERIES', 'INSTANCE', 'FRAME_OF_REFERENCE', name='level', native_enum=False, length=32), nullable=False),
+    sa.Column('relation', sa.Enum(
+        'IMAGE_SERIES', 'STRUCTURE_SET', 'PLAN', 'DOSE', 'REGISTERED_SERIES', 'FRAME_OF_REFERENCE',
+        name='relation', native_enum=False, length=32,
+    ), nullable=False),
+    sa.Column('level', sa.Enum(
+        'SERIES', 'INSTANCE', 'FRAME_OF_REFERENCE', name='level', native_enum=False, length=32,
+    ), nullable=False),
     sa.Column('referenced_uid', sa.String(length=64), nullable=False),
     sa.ForeignKeyConstraint(['instance_pk'], ['instances.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id')

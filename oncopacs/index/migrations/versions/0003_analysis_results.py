@@ -4,9 +4,8 @@ Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-22 13:50:37.482106
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0003'
 down_revision = '0002'
@@ -32,7 +31,9 @@ def upgrade() -> None:
     with op.batch_alter_table('analysis_results', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_analysis_results_kind'), ['kind'], unique=False)
         batch_op.create_index(batch_op.f('ix_analysis_results_patient_id'), ['patient_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_analysis_results_study_instance_uid'), ['study_instance_uid'], unique=False)
+        batch_op.create_index(
+            batch_op.f('ix_analysis_results_study_instance_uid'), ['study_instance_uid'], unique=False
+        )
 
     op.create_table('metric_values',
     sa.Column('id', sa.Integer(), nullable=False),
