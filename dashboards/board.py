@@ -26,7 +26,7 @@ from oncopacs.analysis.pet import read_response_category
 from oncopacs.archive.ingest import Archive
 from oncopacs.audit.events import AuditAction
 from oncopacs.auth.roles import Permission
-from oncopacs.errors import OncopacsError
+from oncopacs.errors import EXPECTED_ERRORS
 from oncopacs.web.access import audit_access
 
 BASE_PATH = "/dashboards/board/"
@@ -148,7 +148,7 @@ def make_board_pdf(n_clicks, patient_id):
     try:
         report = service.make("tumour-board", row.study_uid, g.principal.name)
         pdf = service.read_pdf(report)
-    except OncopacsError as exc:
+    except EXPECTED_ERRORS as exc:
         return no_update, f"The report could not be made: {exc}"
     audit_access(AuditAction.EXPORT, patient_ids=[patient_id], study_uids=[row.study_uid])
     return (dcc.send_bytes(pdf, f"tumour-board-{report.id}-v{report.version}.pdf", type="application/pdf"),

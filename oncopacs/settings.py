@@ -156,11 +156,8 @@ def _coerce(name: str, value: Any) -> Any:
             entries = tuple(str(item).strip() for item in items if str(item).strip())
             for entry in entries:
                 title, _, host = entry.partition("@")
-                if (
-                    len(title.strip()) > 16
-                    or not (title.strip() or host.strip())
-                    or ("@" in entry and not host.strip())
-                ):
+                host = host.strip().strip("[]").strip()  # "AE@[]" names no host: it must not mean "any host"
+                if len(title.strip()) > 16 or not (title.strip() or host) or ("@" in entry and not host):
                     raise ValueError
             return entries
         if name == "ae_title":

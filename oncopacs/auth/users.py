@@ -18,11 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import cast, overload
+from typing import overload
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from oncopacs.auth import totp
@@ -415,8 +415,7 @@ class UserStore:
         now = self.clock()
         last_used = _aware(row.last_used_at)
         if last_used is None or now - last_used >= TOKEN_USE_RESOLUTION:
-            with self.index.writing() as session:
-                # a token deleted meanwhile raises AttributeError here, as it always did
-                cast(ApiToken, session.get(ApiToken, row.id)).last_used_at = now
+            with self.index.writing() as session:  # an UPDATE: a token deleted meanwhile changes no row
+                session.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
         return Principal(row.username, Role(row.role), "token")
 

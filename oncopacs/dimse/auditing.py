@@ -66,11 +66,12 @@ def _parse_entry(entry: str) -> AllowedPeer:
     title: str | None
     host: str | None
     title, at, host = entry.strip().partition("@")
-    title, host = title.strip() or None, host.strip().strip("[]") or None
+    title, host = title.strip() or None, host.strip().strip("[]").strip() or None
     if not at:
         return AllowedPeer(title, None)
-    # None only for "AE@[]" (Settings refuses "AE@"); _resolve(None) then finds no address, as it always did
-    return AllowedPeer(title, host, frozenset(_resolve(cast(str, host))))
+    if host is None:  # "AE@" or "AE@[]" (Settings refuses both): never widen it to "from any host"
+        raise ValueError(f"allowed AE entry {entry.strip()!r} names no host")
+    return AllowedPeer(title, host, frozenset(_resolve(host)))
 
 
 def _resolve(host: str) -> set[str]:

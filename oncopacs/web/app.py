@@ -4,9 +4,22 @@ from __future__ import annotations
 
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
+from werkzeug.http import HTTP_STATUS_CODES
 
 from oncopacs import __version__
-from oncopacs.errors import AuditError
+from oncopacs.errors import (
+    EXPECTED_ERRORS,
+    AuditError,
+    AuthenticationError,
+    ConfigError,
+    FusionError,
+    IntegrityError,
+    NotFoundError,
+    PermissionDeniedError,
+    RemoteNodeError,
+    RTError,
+    StorageError,
+)
 from oncopacs.platform import Platform, open_platform
 from oncopacs.web import api, auth, browser, dicomweb, health
 from oncopacs.web import viewer as viewer_routes
@@ -48,6 +61,15 @@ def _register_error_handlers(app: Flask) -> None:
                 response.headers[name] = value
         return response, exc.code
 
+    def _expected(exc: Exception):
+        """An error OncoPACS raises on purpose: its message, with the status its class stands for."""
+        code = expected_error_status(exc)
+        app.logger.info("request refused (%d): %s", code, type(exc).__name__)
+        return jsonify(error=HTTP_STATUS_CODES[code], detail=str(exc), status=code), code
+
+    for error_class in EXPECTED_ERRORS:
+        app.register_error_handler(error_class, _expected)
+
     @app.errorhandler(AuditError)
     def _audit_unavailable(exc: AuditError):
         app.logger.error("audit trail unavailable: %s", exc)
@@ -61,4 +83,25 @@ def _register_error_handlers(app: Flask) -> None:
         return jsonify(error="Internal Server Error", detail=detail, status=500), 500
 
 
-__all__ = ["__version__", "create_app"]
+def expected_error_status(exc: Exception) -> int:
+    """The HTTP status of an error in :data:`~oncopacs.errors.EXPECTED_ERRORS` (most specific class first)."""
+    for error_class, code in _STATUS_OF:
+        if isinstance(exc, error_class):
+            return code
+    return 409  # the request is valid but conflicts with what the archive holds (e.g. approving a final report)
+
+
+_STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
+    (NotFoundError, 404),
+    (AuthenticationError, 401),
+    (PermissionDeniedError, 403),
+    (AuditError, 503),
+    (StorageError, 503),
+    (RemoteNodeError, 502),
+    (IntegrityError, 503),  # a stored file no longer matches its SHA-256: never served, reported
+    (RTError, 422),  # DICOM input (DicomInputError is an RTError), geometry, metrics: well-formed but unusable
+    (FusionError, 422),
+    (ConfigError, 422),
+)
+
+__all__ = ["__version__", "create_app", "expected_error_status"]

@@ -215,3 +215,12 @@ def test_allow_list_entries():
     for bad in ("TOOLONGAETITLE_XYZ", "CT1@", "@"):
         with pytest.raises(ConfigError):
             Settings.load(env={"ONCOPACS_ALLOWED_AES": bad})
+
+
+def test_an_entry_naming_no_host_is_refused_never_read_as_any_host():
+    for bad in ("CT1@[]", "CT1@[ ]", "@[]"):
+        with pytest.raises(ConfigError):
+            Settings.load(env={"ONCOPACS_ALLOWED_AES": bad})
+        with pytest.raises(ValueError, match="names no host"):
+            CallingAllowList([bad])
+    assert CallingAllowList(["CT1@[::1]"]).permits("CT1", "::1")  # a bracketed IPv6 address still works

@@ -12,8 +12,8 @@ from flask import Response, abort, current_app, jsonify, request, url_for
 from oncopacs.audit.events import AuditAction
 from oncopacs.auth.roles import Permission
 from oncopacs.errors import (
+    EXPECTED_ERRORS,
     NotFoundError,
-    OncopacsError,
     PermissionDeniedError,
     RemoteNodeError,
 )
@@ -35,6 +35,10 @@ def _report(report_id: int) -> ReportRecord:
         return _reports().service.store.get(report_id)
     except NotFoundError:
         abort(404, description=f"report {report_id} does not exist")
+
+
+#: What making or amending a report may raise on purpose: the platform's errors, and a bad option value.
+EXPECTED_OR_BAD_OPTIONS: tuple[type[Exception], ...] = (*EXPECTED_ERRORS, ValueError)
 
 
 def _fail(exc: Exception):
@@ -90,7 +94,7 @@ def report_pdf(report_id: int):
     report = _report(report_id)
     try:
         pdf = _reports().service.read_pdf(report)
-    except OncopacsError as exc:
+    except EXPECTED_ERRORS as exc:
         _fail(exc)
     audit_access(AuditAction.EXPORT, patient_ids=[report.patient_id], study_uids=[report.study_uid])
     name = f"report-{report.id}-v{report.version}-{report.status.value}.pdf"
@@ -113,7 +117,7 @@ def make_report():
         abort(400, description="options must be a JSON object")
     try:
         report = _reports().service.make(body["type"], body["study_uid"], current_principal().name, options)
-    except (OncopacsError, ValueError, RTError) as exc:
+    except EXPECTED_OR_BAD_OPTIONS as exc:
         _fail(exc)
     audit_access(AuditAction.READ, patient_ids=[report.patient_id], study_uids=[report.study_uid])
     return jsonify(_document(report)), 201, {"Location": url_for("api.get_report", report_id=report.id)}
@@ -126,7 +130,7 @@ def approve_report(report_id: int):
     report = _report(report_id)
     try:
         final = _reports().service.approve(report.id, current_principal())
-    except OncopacsError as exc:
+    except EXPECTED_ERRORS as exc:
         _fail(exc)
     audit_access(AuditAction.STORE, patient_ids=[final.patient_id], study_uids=[final.study_uid])
     _reports().loop.wake()
@@ -140,7 +144,7 @@ def amend_report(report_id: int):
     report = _report(report_id)
     try:
         draft = _reports().service.amend(report.id, current_principal().name)
-    except (OncopacsError, ValueError, RTError) as exc:
+    except EXPECTED_OR_BAD_OPTIONS as exc:
         _fail(exc)
     audit_access(AuditAction.READ, patient_ids=[draft.patient_id], study_uids=[draft.study_uid])
     return jsonify(_document(draft)), 201, {"Location": url_for("api.get_report", report_id=draft.id)}
@@ -153,7 +157,7 @@ def send_report(report_id: int):
     report = _report(report_id)
     try:
         _reports().service.queue_send(report.id, current_principal().name)
-    except OncopacsError as exc:
+    except EXPECTED_ERRORS as exc:
         _fail(exc)
     audit_access(AuditAction.EXPORT, patient_ids=[report.patient_id], study_uids=[report.study_uid])
     _reports().loop.wake()
