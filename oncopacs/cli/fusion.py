@@ -19,6 +19,7 @@ from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 
 from oncopacs.cli.context import opened_platform
+from oncopacs.errors import EXPECTED_ERRORS
 
 
 @click.group("fusion")
@@ -133,7 +134,7 @@ def _read_registration(path: Path):  # -> fusion.registration.Registration
 
     try:
         return read_registration(_read(path))
-    except _fusion_errors() as exc:
+    except EXPECTED_ERRORS as exc:
         raise click.ClickException(f"{path}: {exc}") from None
 
 
@@ -153,13 +154,6 @@ _store_option = click.option(
 
 def _emit(document: dict, as_json: bool, line: str) -> None:
     click.echo(json.dumps(document, indent=2) if as_json else line)
-
-
-def _fusion_errors() -> tuple[type[Exception], ...]:
-    from fusion.errors import FusionError
-    from rt.errors import RTError
-
-    return FusionError, RTError
 
 
 def _check_frames(registration, fixed_uid: str, moving_uid: str) -> None:
@@ -251,7 +245,7 @@ def propagate_command(
             description=f"Propagated from {structure_set.sop_instance_uid}",
             entropy=[structure_set.sop_instance_uid, str(registration_path.name)],
         )
-    except _fusion_errors() as exc:
+    except EXPECTED_ERRORS as exc:
         raise click.ClickException(str(exc)) from None
     out_path.parent.mkdir(parents=True, exist_ok=True)
     dataset.save_as(out_path, enforce_file_format=True)
@@ -398,7 +392,7 @@ def warp_dose_command(
         dataset = build_rt_dose(
             total, template, summation_type=total.dose_summation_type, series_description=description
         )
-    except _fusion_errors() as exc:
+    except EXPECTED_ERRORS as exc:
         raise click.ClickException(str(exc)) from None
     out_path.parent.mkdir(parents=True, exist_ok=True)
     dataset.save_as(out_path, enforce_file_format=True)
@@ -476,7 +470,7 @@ def ct4d_command(folder: Path, gtv_name: str | None, out_dir: Path, method: str,
             series_description="ITV (4D CT)",
             entropy=[analysis.gtv_name, method],
         )
-    except _fusion_errors() as exc:
+    except EXPECTED_ERRORS as exc:
         raise click.ClickException(str(exc)) from None
     for kind, slices in series.items():
         target = out_dir / kind

@@ -9,9 +9,8 @@ import click
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 
-from fusion.errors import FusionError
 from oncopacs.cli.output import emit
-from rt.errors import RTError
+from oncopacs.errors import EXPECTED_ERRORS
 
 
 def _files(folder: Path) -> Iterator[Path]:
@@ -109,7 +108,7 @@ def suv_command(pet_dir: Path, rtstruct_path: Path | None, roi_names: tuple[str,
             raise click.ClickException("--roi needs an RTSTRUCT (--rtstruct, or one in the PET folder)")
         for i, seed in enumerate(seeds):
             stats.append(compute_roi_stats(image, segment_from_seed(image, _seed(seed)), f"seed{i + 1}"))
-    except (FusionError, RTError) as exc:
+    except EXPECTED_ERRORS as exc:
         raise click.ClickException(str(exc)) from None
     if not stats:
         raise click.ClickException("nothing to measure: give --rtstruct (or an RTSTRUCT in the folder) or --seed")
@@ -163,7 +162,7 @@ def response_command(baseline_dir: Path, followup_dir: Path, rtstruct_paths: tup
                                                suv_type=suv_type, label=label,
                                                new_lesions=new_lesion and label == "follow-up"))
         assessment = assess_response([m.time_point for m in measured], cycles=cycles)
-    except (FusionError, RTError) as exc:
+    except EXPECTED_ERRORS as exc:
         raise click.ClickException(str(exc)) from None
     document = {"suv_type": suv_type, **assessment.to_dict(),
                 "time_points": [m.time_point.to_dict() for m in measured]}
