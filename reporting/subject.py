@@ -6,25 +6,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from oncopacs.errors import NotFoundError
-from oncopacs.index.query import find_patient_study
+from oncopacs.index.query import PatientStudy, find_patient_study
 
 
 @dataclass(frozen=True, slots=True)
-class ReportSubject:
+class ReportSubject(PatientStudy):
     """Patient and study identification (DICOM formats: names ``Family^Given``, dates YYYYMMDD)."""
-
-    patient_id: str
-    issuer_of_patient_id: str
-    patient_name: str
-    patient_birth_date: str
-    patient_sex: str
-    study_instance_uid: str
-    study_date: str
-    study_time: str
-    study_id: str
-    study_description: str
-    accession_number: str
-    referring_physician_name: str
 
     @property
     def display_name(self) -> str:
@@ -46,8 +33,4 @@ def read_subject(session, study_uid: str) -> ReportSubject:
     found = find_patient_study(session, study_uid)
     if found is None:
         raise NotFoundError(f"study {study_uid} is not in the archive")
-    return ReportSubject(
-        found.patient_id, found.issuer_of_patient_id, found.patient_name, found.patient_birth_date,
-        found.patient_sex, found.study_instance_uid, found.study_date, found.study_time, found.study_id,
-        found.study_description, found.accession_number, found.referring_physician_name,
-    )
+    return ReportSubject(**asdict(found))
