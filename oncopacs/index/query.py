@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from oncopacs.errors import OncopacsError
 from oncopacs.index.models import Instance, Patient, Series, Study
 
 
@@ -35,7 +36,7 @@ class QueryLevel(str, enum.Enum):
     IMAGE = "IMAGE"
 
 
-class QueryError(ValueError):
+class QueryError(OncopacsError, ValueError):
     """The query cannot be answered as asked (bad level, malformed range)."""
 
 

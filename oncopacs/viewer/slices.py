@@ -19,6 +19,7 @@ from typing import cast
 import numpy as np
 from PIL import Image
 
+from oncopacs.errors import OncopacsError
 from rt.dose import DoseGrid, compute_dose_on_grid
 from rt.grid import VoxelGrid
 from rt.structures import StructureSet, compute_mask
@@ -40,7 +41,7 @@ _WASH_STOPS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
 _WASH_RGB = np.array([[0, 0, 255], [0, 255, 255], [0, 255, 0], [255, 255, 0], [255, 0, 0]], dtype=np.float32)
 
 
-class SliceError(ValueError):
+class SliceError(OncopacsError, ValueError):
     """A plane, index or option the scene cannot render."""
 
 

@@ -102,6 +102,7 @@ _STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (RTError, 422),  # DICOM input (DicomInputError is an RTError), geometry, metrics: well-formed but unusable
     (FusionError, 422),
     (ConfigError, 422),
+    (ValueError, 400),  # a query or slice option the caller got wrong (QueryError, SliceError)
 )
 
 __all__ = ["__version__", "create_app", "expected_error_status"]

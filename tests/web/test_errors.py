@@ -20,6 +20,7 @@ from oncopacs.errors import (
     RemoteNodeError,
     StorageError,
 )
+from oncopacs.index.query import QueryError
 from oncopacs.web.access import requires
 from rt.errors import MetricError
 
@@ -34,6 +35,7 @@ RAISED = [
     (IntegrityError("stored file altered"), 503),
     (RemoteNodeError("the EHR did not answer"), 502),
     (OncopacsError("the report is final already"), 409),
+    (QueryError("range '2024-' must have the form A-B, -B or A-"), 400),
 ]
 
 
