@@ -27,7 +27,7 @@ from oncopacs.index.dates import format_iso_date
 from oncopacs.index.oncology import find_patient_plans
 from oncopacs.index.query import find_patient
 from oncopacs.web.access import audit_access
-from reporting.sources import CachedResult, read_instance, read_results
+from reporting.sources import CachedResult, read_results
 from rt.errors import RTError
 from rt.plan import read_plan_summary
 
@@ -146,7 +146,7 @@ def read_course(archive: Archive, session, patient_id: str) -> tuple[CoursePlan,
         summary = cached.get(sop_uid)
         if summary is None:
             try:
-                summary = read_plan_summary(read_instance(archive, session, sop_uid)).to_dict()
+                summary = read_plan_summary(archive.read_instance(sop_uid)).to_dict()
             except (RTError, ValueError, KeyError, AttributeError):
                 summary = {"label": "(plan could not be read)"}
         fractions = summary.get("fractions")

@@ -14,7 +14,7 @@ from typing import Any
 from oncopacs.analysis.pet import read_response_category
 from oncopacs.index.oncology import find_patient_plans
 from oncopacs.reports.store import find_final_reports
-from reporting.sources import read_instance, read_results
+from reporting.sources import read_results
 from reporting.subject import read_subject
 from reporting.types import ReportContent, ReportRequest
 from rt.plan import read_plan_summary
@@ -27,7 +27,7 @@ def _plans(request: ReportRequest, session, patient_id: str) -> list[dict[str, A
     for stored in find_patient_plans(session, patient_id):
         sop_uid, study_uid = stored.sop_instance_uid, stored.study_instance_uid
         date, description = stored.study_date, stored.study_description
-        summary = cached.get(sop_uid) or read_plan_summary(read_instance(request.archive, session, sop_uid)).to_dict()
+        summary = cached.get(sop_uid) or read_plan_summary(request.archive.read_instance(sop_uid)).to_dict()
         plans.append({"sop_instance_uid": sop_uid, "study_uid": study_uid, "date": date, "study": description,
                       "label": summary.get("label") or summary.get("name") or "",
                       "radiation_type": summary.get("radiation_type") or "",

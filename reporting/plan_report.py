@@ -15,7 +15,7 @@ from pydicom import Dataset
 
 from oncopacs.errors import NotFoundError
 from oncopacs.index.oncology import OncologySummary, summarize_study
-from reporting.sources import read_instance, read_results
+from reporting.sources import read_results
 from reporting.subject import read_subject
 from reporting.types import ReportContent, ReportRequest
 from rt.dose import read_dose
@@ -140,13 +140,13 @@ def gather_plan_evaluation(request: ReportRequest) -> ReportContent:
     with archive.index.reading() as session:
         subject = read_subject(session, request.study_uid)
         plan_uid, structure_uid, dose_uid = _choose_chain(summarize_study(session, request.study_uid))
-        plan_ds = read_instance(archive, session, plan_uid)
+        plan_ds = archive.read_instance(plan_uid)
         cached_plan = _cached_json(request, session, "plan", "beams")
         cached_dvh = _cached_json(request, session, "dvh", "rois")
         cached_goals = _cached_json(request, session, "goals", "goals")
         needs_files = cached_dvh is None or cached_goals is None
-        structure_ds = read_instance(archive, session, structure_uid) if needs_files else None
-        dose_ds = read_instance(archive, session, dose_uid) if needs_files else None
+        structure_ds = archive.read_instance(structure_uid) if needs_files else None
+        dose_ds = archive.read_instance(dose_uid) if needs_files else None
     plan = _plan_section(plan_ds, cached_plan)
     prescription = plan["prescription_gy"]
     dvhs: dict[str, DVH] = {}

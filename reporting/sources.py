@@ -5,20 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydicom import Dataset
-
 from oncopacs.analysis.results import find_results
-from oncopacs.archive.ingest import Archive
-from oncopacs.errors import NotFoundError
-from oncopacs.index.query import find_instances
-
-
-def read_instance(archive: Archive, session, sop_instance_uid: str) -> Dataset:
-    """The stored dataset of one instance (its bytes checked against the recorded SHA-256)."""
-    found = find_instances(session, {"SOPInstanceUID": sop_instance_uid})
-    if not found:
-        raise NotFoundError(f"instance {sop_instance_uid} is not in the archive")
-    return archive.read_dataset(found[0].file_path, found[0].sha256)
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,6 +79,7 @@ def test_demo_loads_patients_once(tmp_path: Path):
 
 def test_demo_is_analysed_when_it_says_ready(tmp_path: Path):
     from oncopacs.analysis.pet import PET_TIMEPOINT
+    from oncopacs.analysis.pet_job import PET_STATISTICS, RULE_ACTOR
     from oncopacs.analysis.results import count_results
     from oncopacs.analysis.rt import MetricBounds, search_metrics
     from oncopacs.platform import open_platform
@@ -91,6 +92,10 @@ def test_demo_is_analysed_when_it_says_ready(tmp_path: Path):
         total, (ptv,) = search_metrics(session, "PTV", "D95%[Gy]", MetricBounds(greater_than=0.0))
         assert total == 1 and ptv.patient_id == "ONCO-DEMO-001" and ptv.value > 55.0
         assert count_results(session, PET_TIMEPOINT) == 6
+        # the PET rule saw each contoured PET series complete (the demo's catch-up would reuse a queued job)
+        jobs = platform.jobs.queue.list(kind=PET_STATISTICS, limit=100).jobs
+        ruled = {m["pet_series_uid"] for job in jobs if job.created_by == RULE_ACTOR for m in job.result["measured"]}
+        assert len(ruled) == 6
 
 
 def test_demo_creates_a_sign_in_account_kept_across_runs(tmp_path: Path):

@@ -27,7 +27,6 @@ from pydicom.dataset import Dataset
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from fusion.errors import FusionError
 from fusion.pet.errors import ResponseInputError, SuvTagError
 from fusion.pet.response import (
     EortcResult,
@@ -52,13 +51,12 @@ from fusion.pet.stats import (
 )
 from fusion.pet.suv import SuvImage, SuvType, read_suv_image
 from oncopacs.analysis.models import AnalysisResult
-from oncopacs.analysis.results import Metric, NewResult, find_result, upsert_result
+from oncopacs.analysis.results import Metric, NewResult, find_result, store_results, upsert_result
 from oncopacs.archive.ingest import Archive
-from oncopacs.errors import OncopacsError
-from oncopacs.index.models import Instance, ObjectReference, Relation, Series, Study
-from oncopacs.index.oncology import summarize_study
+from oncopacs.errors import EXPECTED_ERRORS, OncopacsError
+from oncopacs.index.models import Instance, ObjectReference, Patient, Relation, Series, Study
+from oncopacs.index.query import find_instances
 from oncopacs.uids import uid_for
-from rt.errors import RTError
 from rt.structures import StructureSet, read_structure_set
 
 PET_TIMEPOINT, PET_RESPONSE = "pet_timepoint", "pet_response"
@@ -76,6 +74,7 @@ class MeasuredTimePoint:
     liver: RoiStats | None
     image: SuvImage
     pet_slices: tuple[Dataset, ...] = field(repr=False)
+    structure_set_uid: str = ""  # the RTSTRUCT the ROIs came from ("" for seeded regions only)
 
     @property
     def suv_type(self) -> SuvType:
@@ -143,7 +142,8 @@ def measure_time_point(
         uptake_s=image.calibration.uptake_s, new_lesions=new_lesions,
         study_instance_uid=image.study_instance_uid,
     )
-    return MeasuredTimePoint(time_point, tuple(lesions), liver, image, tuple(pet_slices))
+    structure_set_uid = str(rtstruct.get("SOPInstanceUID", "")) if rtstruct is not None else ""
+    return MeasuredTimePoint(time_point, tuple(lesions), liver, image, tuple(pet_slices), structure_set_uid)
 
 
 def _ratio(image: SuvImage, suv_type: SuvType) -> float | None:
@@ -233,13 +233,6 @@ def _key(*parts: str) -> str:
     return hashlib.sha256("\\".join(parts).encode()).hexdigest()
 
 
-def _upsert(archive: Archive, kind: str, input_key: str, *, patient_id: str, study_uid: str, time_point: str,
-            inputs: Sequence[str], result: dict, metrics: Sequence[tuple[str, str, float | None]]) -> int:
-    """Insert or replace one result with its metric rows (structure, metric, value); its id."""
-    return upsert_result(archive.index, NewResult(kind, input_key, patient_id, study_uid, time_point, inputs, result,
-                                                  [Metric(*metric) for metric in metrics]))
-
-
 def build_time_point_sr(measured: MeasuredTimePoint, order: int, categories: dict[str, str] | None = None) -> Dataset:
     """The TID 1500 SR of one time point (UIDs derived from its PET series and SUV type)."""
     image = measured.image
@@ -253,7 +246,7 @@ def build_time_point_sr(measured: MeasuredTimePoint, order: int, categories: dic
                               if g.longest_diameter_mm is not None},
         series_instance_uid=uid_for(image.series_instance_uid, "pet-sr-series", image.suv_type.value),
         sop_instance_uid=uid_for(image.series_instance_uid, "pet-sr", image.suv_type.value, str(order),
-                                 json.dumps(categories or {}, sort_keys=True)),
+                                 json.dumps(categories or {}, sort_keys=True), measured.structure_set_uid),
         series_number=SR_SERIES_NUMBER,
     )
 
@@ -280,18 +273,27 @@ def store_time_point(archive: Archive, measured: MeasuredTimePoint, *, order: in
               "time_point": tp.to_dict(), "rois": [s.to_dict() for s in stats],
               "series_instance_uid": image.series_instance_uid, "sr_sop_instance_uid": str(sr.SOPInstanceUID),
               "categories": categories or {}}
-    result_id = _upsert(archive, PET_TIMEPOINT, compute_time_point_key(measured),
-                        patient_id=image.patient_id, study_uid=image.study_instance_uid,
-                        time_point=tp.date.strftime("%Y%m%d"), inputs=list(image.sop_instance_uids), result=result,
-                        metrics=metrics)
+    result["structure_set_uid"] = measured.structure_set_uid
+    new = NewResult(PET_TIMEPOINT, compute_time_point_key(measured), image.patient_id, image.study_instance_uid,
+                    tp.date.strftime("%Y%m%d"), list(image.sop_instance_uids), result,
+                    [Metric(*metric) for metric in metrics])
+    with archive.index.writing() as session:  # one time point per PET series and SUV type: the newest contours
+        (result_id,) = store_results(session, [new], superseded=_time_points_of(session, image))
     return result_id, str(sr.SOPInstanceUID)
 
 
+def _time_points_of(session: Session, image: SuvImage) -> list[int]:
+    """Ids of the stored time points measured on exactly these PET instances with this SUV type."""
+    rows = session.execute(select(AnalysisResult.id, AnalysisResult.result_json).where(
+        AnalysisResult.kind == PET_TIMEPOINT, AnalysisResult.inputs == "\\".join(image.sop_instance_uids))).all()
+    return [pk for pk, text in rows if json.loads(text).get("suv_type") == image.suv_type.value]
+
+
 def compute_time_point_key(measured: MeasuredTimePoint) -> str:
-    """The input key of a time point's result: SUV type, PET instances and the ROIs measured."""
+    """The input key of a time point's result: SUV type, PET instances, the structure set and the ROIs measured."""
     stats = [*measured.lesions, *([measured.liver] if measured.liver else [])]
     return _key(PET_TIMEPOINT, measured.suv_type.value, *sorted(measured.image.sop_instance_uids),
-                *sorted(s.name for s in stats))
+                measured.structure_set_uid, *sorted(s.name for s in stats))
 
 
 def _change(value: float | None) -> float | None:
@@ -308,11 +310,12 @@ def store_response(archive: Archive, baseline: MeasuredTimePoint, followup: Meas
                 if assessment.recist else None)]
     metrics += [(c.name, "VolumeChange[%]", _change(c.volume_change_percent)) for c in assessment.lesion_changes]
     inputs = [*baseline.image.sop_instance_uids, *followup.image.sop_instance_uids]
-    return _upsert(archive, PET_RESPONSE, _key(PET_RESPONSE, baseline.image.series_instance_uid,
-                                                 followup.image.series_instance_uid, baseline.suv_type.value),
-                   patient_id=followup.image.patient_id, study_uid=followup.image.study_instance_uid,
-                   time_point=followup.time_point.date.strftime("%Y%m%d"), inputs=inputs,
-                   result=assessment.to_dict(), metrics=metrics)
+    key = _key(PET_RESPONSE, baseline.image.series_instance_uid, followup.image.series_instance_uid,
+               baseline.suv_type.value)
+    return upsert_result(archive.index, NewResult(
+        PET_RESPONSE, key, followup.image.patient_id, followup.image.study_instance_uid,
+        followup.time_point.date.strftime("%Y%m%d"), inputs, assessment.to_dict(),
+        [Metric(*metric) for metric in metrics]))
 
 
 def record_patient(archive: Archive, measured: Sequence[MeasuredTimePoint], *,
@@ -336,12 +339,14 @@ def record_patient(archive: Archive, measured: Sequence[MeasuredTimePoint], *,
 
 # -- PET series with contours in the archive (the pet_statistics job) ----------------------------
 
+#: PET series kinds measured as one volume (SeriesType value 1); DYNAMIC and GATED series are not.
+MEASURED_SERIES_TYPES = frozenset({"STATIC", "WHOLE BODY", ""})
+
 
 @dataclass(frozen=True, slots=True)
 class ContouredPet:
-    """A PET series of a study and a structure set drawn on its frame of reference (its PET-CT's CT, or itself)."""
+    """A PET series and an RT Structure Set of the same patient on its frame of reference (any study)."""
 
-    study_instance_uid: str
     pet_series_uid: str
     structure_set_uid: str
 
@@ -349,32 +354,70 @@ class ContouredPet:
         return {"pet_series_uid": self.pet_series_uid, "structure_set_uid": self.structure_set_uid}
 
 
-def find_contoured_pet(session: Session, study_instance_uid: str) -> tuple[ContouredPet, ...]:
-    """Every (PET series, structure set) pair of the study sharing a non-empty Frame of Reference UID."""
-    summary = summarize_study(session, study_instance_uid)
-    return tuple(ContouredPet(study_instance_uid, pet.series_instance_uid, structures.sop_instance_uid)
-                 for pet in summary.image_series if pet.modality == "PT" and pet.frame_of_reference_uid
-                 for structures in summary.structure_sets
-                 if structures.frame_of_reference_uid == pet.frame_of_reference_uid)
-
-
-def find_studies_with_contoured_pet(session: Session) -> list[str]:
-    """Study Instance UIDs of every study holding both a PET series and an RT Structure Set (candidates)."""
-    with_pet = select(Series.study_pk).where(Series.modality == "PT")
-    with_contours = select(Series.study_pk).where(Series.modality == "RTSTRUCT")
-    return list(session.scalars(select(Study.study_instance_uid).where(
-        Study.id.in_(with_pet), Study.id.in_(with_contours))))
-
-
-def has_contours_on_frame(session: Session, study_instance_uid: str, frame_of_reference_uid: str) -> bool:
-    """Whether the study holds an RTSTRUCT on ``frame_of_reference_uid`` (the PET rule's cheap test per slice)."""
-    if not frame_of_reference_uid:
-        return False
-    on_frame = or_(Instance.frame_of_reference_uid == frame_of_reference_uid, Instance.id.in_(
+def _on_frame(frame_of_reference_uid: str) -> Any:
+    """An instance on the frame: its own FrameOfReferenceUID, or any ReferencedFrameOfReference item (RTSTRUCT)."""
+    return or_(Instance.frame_of_reference_uid == frame_of_reference_uid, Instance.id.in_(
         select(ObjectReference.instance_pk).where(ObjectReference.referenced_uid == frame_of_reference_uid,
                                                   ObjectReference.relation == Relation.FRAME_OF_REFERENCE)))
-    return session.scalar(select(Instance.id).join(Instance.series).join(Series.study).where(
-        Study.study_instance_uid == study_instance_uid, Series.modality == "RTSTRUCT", on_frame).limit(1)) is not None
+
+
+def find_structure_sets_on_frame(session: Session, patient_id: str, frame_of_reference_uid: str) -> list[str]:
+    """SOP Instance UIDs of the patient's RT Structure Sets on ``frame_of_reference_uid``, oldest first."""
+    if not frame_of_reference_uid:
+        return []
+    return list(session.scalars(
+        select(Instance.sop_instance_uid).join(Instance.series).join(Series.study).join(Study.patient)
+        .where(Patient.patient_id == patient_id, Series.modality == "RTSTRUCT", _on_frame(frame_of_reference_uid))
+        .order_by(Instance.id)))
+
+
+def find_pet_series_on_frames(session: Session, patient_id: str, frame_of_reference_uids: Sequence[str]) -> list[str]:
+    """Series Instance UIDs of the patient's PET series on any of ``frame_of_reference_uids``."""
+    frames = [uid for uid in frame_of_reference_uids if uid]
+    if not frames:
+        return []
+    return list(session.scalars(
+        select(Series.series_instance_uid).join(Series.study).join(Study.patient)
+        .where(Patient.patient_id == patient_id, Series.modality == "PT", Series.frame_of_reference_uid.in_(frames))
+        .order_by(Series.id)))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPetSeries:
+    """A PET series as the index holds it: its patient, frame of reference and how many instances are stored."""
+
+    series_instance_uid: str
+    patient_id: str
+    frame_of_reference_uid: str
+    stored_instances: int
+
+
+def find_pet_series(session: Session, series_instance_uid: str) -> StoredPetSeries | None:
+    """The stored PET series (None: no PT series of that UID in the archive)."""
+    row = session.execute(
+        select(Series.series_instance_uid, Patient.patient_id, Series.frame_of_reference_uid,
+               Series.number_of_instances).join(Series.study).join(Study.patient)
+        .where(Series.series_instance_uid == series_instance_uid, Series.modality == "PT")).first()
+    return StoredPetSeries(str(row[0]), str(row[1]), str(row[2] or ""), int(row[3] or 0)) if row else None
+
+
+def find_contoured_pet(session: Session, pet_series_uid: str) -> ContouredPet | None:
+    """The PET series with the newest of its patient's structure sets on its frame (None: no contours there).
+
+    A PET series has one time point: revised contours replace what the older ones measured.
+    """
+    series = find_pet_series(session, pet_series_uid)
+    if series is None:
+        return None
+    structure_sets = find_structure_sets_on_frame(session, series.patient_id, series.frame_of_reference_uid)
+    return ContouredPet(pet_series_uid, structure_sets[-1]) if structure_sets else None
+
+
+def find_contoured_pet_series(session: Session) -> list[str]:
+    """Every PET series of the archive with a structure set of its patient on its frame (the demo's catch-up)."""
+    rows = session.execute(select(Series.series_instance_uid, Patient.patient_id, Series.frame_of_reference_uid)
+                           .join(Series.study).join(Study.patient).where(Series.modality == "PT")).all()
+    return [uid for uid, patient_id, frame in rows if find_structure_sets_on_frame(session, patient_id, frame or "")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,34 +432,42 @@ class PetStatistics:
         return {**self.contoured.to_dict(), "status": self.status, "detail": self.detail}
 
 
-def expected_slice_count(pet_slices: Sequence[Dataset]) -> int | None:
-    """Instances a complete PET series has: NumberOfSlices × NumberOfTimeSlots (None when not stated)."""
-    first = pet_slices[0]
+def read_expected_instances(header: Dataset) -> int | str:
+    """How many instances a complete PET series has (NumberOfSlices), or why that cannot be told."""
+    series_type = str((header.get("SeriesType") or [""])[0] or "").strip().upper()
+    if series_type not in MEASURED_SERIES_TYPES:
+        return f"a {series_type} PET series: SUV statistics are measured on static series"
     try:
-        slices = int(first.get("NumberOfSlices") or 0)
-        time_slots = int(first.get("NumberOfTimeSlots") or 1)
+        slices = int(header.get("NumberOfSlices") or 0)
     except (TypeError, ValueError):
-        return None
-    return slices * max(time_slots, 1) if slices > 0 else None
+        slices = 0
+    return slices if slices > 0 else "NumberOfSlices is missing: cannot tell when the series is complete"
 
 
 def analyse_contoured_pet(archive: Archive, contoured: ContouredPet, *,
                           suv_type: SuvType = SuvType.BW) -> PetStatistics:
     """SUV statistics of a PET series in its contours, stored as the patient's time point unless cached.
 
-    A series whose slices are still arriving (fewer than NumberOfSlices) is left for the job queued
-    by its last slice. ROIs of type GTV are the lesions and "Liver" the reference, as in
-    :func:`measure_time_point`; a structure set without lesions, or a series SUV cannot be computed
-    for, is reported as not measured, with the reason.
+    Only a complete static series is measured: fewer stored instances than its NumberOfSlices is
+    "incomplete" (its last slice queues the job again), and a dynamic or gated series, or one that
+    does not say how many slices it has, is "not measured" with the reason. ROIs of type GTV are the
+    lesions and "Liver" the reference, as in :func:`measure_time_point`.
     """
-    pet_slices = archive.read_series(contoured.pet_series_uid)
-    expected = expected_slice_count(pet_slices)
-    if expected is not None and len(pet_slices) < expected:
-        return PetStatistics(contoured, "incomplete", f"{len(pet_slices)} of {expected} slices stored")
-    rtstruct = archive.read_instance(contoured.structure_set_uid)
+    with archive.index.reading() as session:
+        series = find_pet_series(session, contoured.pet_series_uid)
+        first = find_instances(session, {"SeriesInstanceUID": contoured.pet_series_uid})[:1]
+    if series is None or not first:
+        return PetStatistics(contoured, "not measured", "the PET series is no longer in the archive")
+    expected = read_expected_instances(archive.read_dataset(first[0].file_path, first[0].sha256,
+                                                            stop_before_pixels=True))
+    if isinstance(expected, str):
+        return PetStatistics(contoured, "not measured", expected)
+    if series.stored_instances < expected:
+        return PetStatistics(contoured, "incomplete", f"{series.stored_instances} of {expected} slices stored")
     try:
-        measured = measure_time_point(pet_slices, rtstruct, suv_type=suv_type)
-    except (OncopacsError, RTError, FusionError) as exc:
+        measured = measure_time_point(archive.read_series(contoured.pet_series_uid),
+                                      archive.read_instance(contoured.structure_set_uid), suv_type=suv_type)
+    except EXPECTED_ERRORS as exc:
         return PetStatistics(contoured, "not measured", str(exc))
     with archive.index.reading() as session:
         if find_result(session, PET_TIMEPOINT, compute_time_point_key(measured)) is not None:

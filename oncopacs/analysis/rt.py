@@ -21,7 +21,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydicom import Dataset
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
@@ -177,11 +176,6 @@ def load_results(session: Session, planning_set: PlanningSet, template: str | No
 # -- computing and storing ------------------------------------------------------------------------
 
 
-def read_dataset(archive: Archive, file_path: str, sha256: str) -> Dataset:
-    """A stored instance, read through the archive with its SHA-256 checked (IntegrityError when altered)."""
-    return archive.read_dataset(file_path, sha256)
-
-
 def analyse_planning_set(
     archive: Archive,
     planning_set: PlanningSet,
@@ -201,9 +195,9 @@ def analyse_planning_set(
             return False
     keys = _keys(planning_set, hashes, template_key)
     dose, structures = (
-        read_dataset(archive, *hashes[uid]) for uid in (planning_set.dose_uid, planning_set.structure_set_uid)
+        archive.read_dataset(*hashes[uid]) for uid in (planning_set.dose_uid, planning_set.structure_set_uid)
     )
-    plan = read_dataset(archive, *hashes[planning_set.plan_uid]) if planning_set.plan_uid else None
+    plan = archive.read_dataset(*hashes[planning_set.plan_uid]) if planning_set.plan_uid else None
     analysis = compute_rt_analysis(dose, structures, plan, template=template, progress=progress)
     _store(archive, planning_set, keys, analysis)
     return True

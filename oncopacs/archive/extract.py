@@ -69,6 +69,9 @@ class InstanceRecord:
     number_of_frames: int | None
     frame_of_reference_uid: str
     references: tuple[Reference, ...] = field(default=())
+    # PET only (read for Modality PT, else left empty): how many instances the series will have, and its kind
+    number_of_slices: int | None = None
+    series_type: str = ""  # SeriesType value 1: STATIC, DYNAMIC, GATED or WHOLE BODY
 
 
 def parse_dataset(data: bytes) -> Dataset:
@@ -153,6 +156,7 @@ def read_identity(dataset: Dataset) -> tuple[str, str]:
 def build_record(dataset: Dataset, transfer_syntax_uid: str) -> InstanceRecord:
     """The index record of a validated dataset."""
     text = _text_getter(dataset)
+    pet = text("Modality") == "PT"
     return InstanceRecord(
         patient_id=text("PatientID"),
         issuer_of_patient_id=text("IssuerOfPatientID"),
@@ -184,6 +188,8 @@ def build_record(dataset: Dataset, transfer_syntax_uid: str) -> InstanceRecord:
         number_of_frames=_int_or_none(dataset, "NumberOfFrames"),
         frame_of_reference_uid=text("FrameOfReferenceUID"),
         references=_read_references_quietly(dataset),
+        number_of_slices=_int_or_none(dataset, "NumberOfSlices") if pet else None,
+        series_type=text("SeriesType").split("\\")[0].strip().upper() if pet else "",
     )
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from oncopacs.analysis.pet import PET_TIMEPOINT, find_studies_with_contoured_pet, measure_time_point, record_patient
+from oncopacs.analysis.pet import PET_TIMEPOINT, find_contoured_pet_series, measure_time_point, record_patient
 from oncopacs.analysis.pet_job import enqueue_pet_statistics
 from oncopacs.analysis.registration import find_registration_of, store_registration
 from oncopacs.analysis.results import count_results
@@ -129,11 +129,11 @@ def analyse_demo(platform: Platform, on_job: Callable[[], None] | None = None) -
     queued too; a study already analysed costs one cached look-up.
     """
     with platform.index.reading() as session:
-        rt_studies, pet_studies = find_studies_with_doses(session), find_studies_with_contoured_pet(session)
+        rt_studies, pet_series = find_studies_with_doses(session), find_contoured_pet_series(session)
     for study_uid in rt_studies:
         enqueue_rt_analysis(platform.jobs.queue, study_uid, DEMO_ACTOR)
-    for study_uid in pet_studies:
-        enqueue_pet_statistics(platform.jobs.queue, study_uid, DEMO_ACTOR)
+    for series_uid in pet_series:
+        enqueue_pet_statistics(platform.jobs.queue, series_uid, DEMO_ACTOR)
     failed: list[str] = []
 
     def ran(job: JobRecord) -> None:

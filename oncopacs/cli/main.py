@@ -143,33 +143,25 @@ def demo(ctx: click.Context, patients: int, http_port: int | None, dicom_port: i
     from oncopacs.platform import open_platform
 
     settings = settings_of(ctx, http_port=http_port, dicom_port=dicom_port)
-    platform = open_platform(settings)
-    archive = platform.archive
-    with tqdm(unit="object", desc="demo patients", file=sys.stderr, disable=None) as bar:
-        summary = load_demo(archive, patients, on_object=lambda: bar.update(1))
-    click.echo(
-        f"demo data in {settings.data_dir}: {summary.stored} stored, {summary.duplicate} already present", err=True
-    )
-    if summary.rejected:
-        raise click.ClickException(f"demo data rejected: {summary.rejected[0][1]}")
-    with tqdm(unit="job", desc="analysing the demo", file=sys.stderr, disable=None) as bar:
-        analysed = analyse_demo(platform, on_job=lambda: bar.update(1))
-    click.echo(analysed.describe(), err=True)
-    username, password = ensure_demo_user(platform.users, settings.data_dir)
-    click.echo(
-        f"sign in as {username!r} with password {password!r} (admin; kept in "
-        f"{settings.data_dir / 'demo-credentials.txt'})",
-        err=True,
-    )
-    if not no_serve:
-        logging.getLogger("oncopacs").setLevel(logging.INFO)
-        click.echo(
-            f"serving on http://{settings.http_host}:{settings.http_port}/login "
-            f"(DICOMweb at /dicom-web, API at /api) and DICOM "
-            f"{settings.ae_title}@127.0.0.1:{settings.dicom_port}; Ctrl-C stops",
-            err=True,
-        )
-        run(platform)
+    with open_platform(settings) as platform:
+        with tqdm(unit="object", desc="demo patients", file=sys.stderr, disable=None) as bar:
+            summary = load_demo(platform.archive, patients, on_object=lambda: bar.update(1))
+        click.echo(f"demo data in {settings.data_dir}: {summary.stored} stored, "
+                   f"{summary.duplicate} already present", err=True)
+        if summary.rejected:
+            raise click.ClickException(f"demo data rejected: {summary.rejected[0][1]}")
+        with tqdm(unit="job", desc="analysing the demo", file=sys.stderr, disable=None) as bar:
+            analysed = analyse_demo(platform, on_job=lambda: bar.update(1))
+        click.echo(analysed.describe(), err=True)
+        username, password = ensure_demo_user(platform.users, settings.data_dir)
+        click.echo(f"sign in as {username!r} with password {password!r} (admin; kept in "
+                   f"{settings.data_dir / 'demo-credentials.txt'})", err=True)
+        if not no_serve:
+            logging.getLogger("oncopacs").setLevel(logging.INFO)
+            click.echo(f"serving on http://{settings.http_host}:{settings.http_port}/login "
+                       f"(DICOMweb at /dicom-web, API at /api) and DICOM "
+                       f"{settings.ae_title}@127.0.0.1:{settings.dicom_port}; Ctrl-C stops", err=True)
+            run(platform)
 
 
 main.add_command(rt_group)

@@ -32,7 +32,6 @@ from fusion.errors import FusionError
 from fusion.registration import Registration
 from fusion.volume import load_series, resample_to
 from oncopacs.analysis.registration import RegistrationVerdict, find_registration_verdicts, load_registration_qa
-from oncopacs.analysis.rt import read_dataset
 from oncopacs.archive.ingest import Archive
 from oncopacs.errors import NotFoundError
 from oncopacs.index.oncology import OncologySummary, summarize_study
@@ -115,7 +114,7 @@ def _key(*parts: str) -> str:
 
 
 def _read_all(archive: Archive, stored: tuple[StoredInstance, ...] | list[StoredInstance]) -> list[Dataset]:
-    return [read_dataset(archive, s.file_path, s.sha256) for s in stored]
+    return [archive.read_dataset(s.file_path, s.sha256) for s in stored]
 
 
 # -- 4D CT ------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import SimpleITK as sitk
 from sqlalchemy import select
 
 from fusion.volume import load_series
-from oncopacs.analysis.rt import PlanningSet, find_planning_sets, read_dataset
+from oncopacs.analysis.rt import PlanningSet, find_planning_sets
 from oncopacs.archive.ingest import Archive
 from oncopacs.errors import NotFoundError
 from oncopacs.index.models import Instance
@@ -96,11 +96,11 @@ def load_scene(archive: Archive, inputs: SceneInputs) -> LoadedScene:
         wanted = (inputs.structure_set_uid, inputs.dose_uid, inputs.plan_uid)
         in_study = find_instances(session, {"StudyInstanceUID": inputs.study_instance_uid})
         others = {f.sop_instance_uid: f for f in in_study if f.sop_instance_uid in wanted}
-    image = load_series([read_dataset(archive, f.file_path, f.sha256) for f in ct_files])
+    image = load_series([archive.read_dataset(f.file_path, f.sha256) for f in ct_files])
     ct_hu, grid = read_axis_aligned_volume(image)
 
     def read(uid: str | None):
-        return read_dataset(archive, others[uid].file_path, others[uid].sha256) if uid and uid in others else None
+        return archive.read_dataset(others[uid].file_path, others[uid].sha256) if uid and uid in others else None
 
     structures_ds, dose_ds, plan_ds = read(inputs.structure_set_uid), read(inputs.dose_uid), read(inputs.plan_uid)
     plan = read_plan_summary(plan_ds) if plan_ds is not None else None

@@ -62,10 +62,14 @@ def _register_error_handlers(app: Flask) -> None:
         return response, exc.code
 
     def _expected(exc: Exception):
-        """An error OncoPACS raises on purpose: its message, with the status its class stands for."""
+        """An error OncoPACS raises on purpose: the caller's gets its message, the server's a plain sentence."""
         code = expected_error_status(exc)
-        app.logger.info("request refused (%d): %s", code, type(exc).__name__)
-        return jsonify(error=HTTP_STATUS_CODES[code], detail=str(exc), status=code), code
+        if code < 500:
+            app.logger.info("request refused (%d): %s", code, type(exc).__name__)
+            return jsonify(error=HTTP_STATUS_CODES[code], detail=str(exc), status=code), code
+        app.logger.error("request failed (%d): %s: %s", code, type(exc).__name__, exc)  # paths, never values
+        detail = f"the server could not complete the request: {SERVER_SIDE.get(type(exc), 'see the server log')}"
+        return jsonify(error=HTTP_STATUS_CODES[code], detail=detail, status=code), code
 
     for error_class in EXPECTED_ERRORS:
         app.register_error_handler(error_class, _expected)
@@ -91,6 +95,14 @@ def expected_error_status(exc: Exception) -> int:
     return 409  # the request is valid but conflicts with what the archive holds (e.g. approving a final report)
 
 
+#: What a client is told of a server-side failure (the message, which may name paths, stays in the log).
+SERVER_SIDE: dict[type[Exception], str] = {
+    StorageError: "the storage area is unavailable",
+    IntegrityError: "a stored file failed its integrity check",
+    RemoteNodeError: "a remote node did not answer",
+    ConfigError: "a setting is wrong",
+}
+
 _STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (NotFoundError, 404),
     (AuthenticationError, 401),
@@ -101,7 +113,7 @@ _STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (IntegrityError, 503),  # a stored file no longer matches its SHA-256: never served, reported
     (RTError, 422),  # DICOM input (DicomInputError is an RTError), geometry, metrics: well-formed but unusable
     (FusionError, 422),
-    (ConfigError, 422),
+    (ConfigError, 500),  # the server's configuration, not the request
     (ValueError, 400),  # a query or slice option the caller got wrong (QueryError, SliceError)
 )
 

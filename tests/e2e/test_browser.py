@@ -92,13 +92,12 @@ def test_board_shows_the_demo_patients_category(browser, site):
 
 def _roi_colours(app, study_uid: str) -> list[tuple[int, int, int]]:
     from oncopacs.index.oncology import summarize_study
-    from reporting.sources import read_instance
     from rt.structures import read_structure_set
 
     archive = app.extensions["oncopacs.archive"]
     with archive.index.reading() as session:
         summary = summarize_study(session, study_uid)
-        structure = read_structure_set(read_instance(archive, session, summary.structure_sets[0].sop_instance_uid))
+        structure = read_structure_set(archive.read_instance(summary.structure_sets[0].sop_instance_uid))
     return [tuple(r.colour) for r in structure.rois if r.colour and not r.is_empty]
 
 
