@@ -25,6 +25,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from sqlalchemy import func, or_, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from fusion.pet.errors import ResponseInputError, SuvTagError
@@ -399,6 +400,12 @@ def find_pet_series(session: Session, series_instance_uid: str) -> StoredPetSeri
                Series.number_of_instances).join(Series.study).join(Study.patient)
         .where(Series.series_instance_uid == series_instance_uid, Series.modality == "PT")).first()
     return StoredPetSeries(str(row[0]), str(row[1]), str(row[2] or ""), int(row[3] or 0)) if row else None
+
+
+def count_series_instances(connection: Connection, series_instance_uid: str) -> int:
+    """How many instances of the series the index holds (0: none): one look-up on its unique UID."""
+    return int(connection.scalar(select(Series.number_of_instances)
+                                 .where(Series.series_instance_uid == series_instance_uid)) or 0)
 
 
 def find_contoured_pet(session: Session, pet_series_uid: str) -> ContouredPet | None:

@@ -23,8 +23,8 @@ from fusion.pet.suv import SuvType
 from oncopacs.analysis.pet import (
     MEASURED_SERIES_TYPES,
     analyse_contoured_pet,
+    count_series_instances,
     find_contoured_pet,
-    find_pet_series,
     find_pet_series_on_frames,
     find_structure_sets_on_frame,
 )
@@ -100,11 +100,12 @@ class PetStatisticsRule:
         """The PET series of ``record`` when this instance completed it and it has contours; else nothing."""
         if record.series_type not in MEASURED_SERIES_TYPES or not record.number_of_slices:
             return []
+        with self.index.read_connection() as connection:  # the one query most slices cost: a bare count
+            stored = count_series_instances(connection, record.series_instance_uid)
+        if stored != record.number_of_slices:
+            return []
         with self.index.reading() as session:
-            series = find_pet_series(session, record.series_instance_uid)
-            if series is None or series.stored_instances != record.number_of_slices:
-                return []
-            if not find_structure_sets_on_frame(session, series.patient_id, series.frame_of_reference_uid):
+            if not find_structure_sets_on_frame(session, record.patient_id, record.frame_of_reference_uid):
                 return []
         return [record.series_instance_uid]
 
