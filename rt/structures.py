@@ -329,17 +329,12 @@ def read_structure_set(ds: Dataset) -> StructureSet:
             raise DicomInputError("ROINumber", "missing in a StructureSetROISequence item")
         number = int(roi_item.ROINumber)
         colour, contours = roi_contours.get(number, (None, ()))
-        rois.append(
-            ROI(
-                number=number,
-                name=str(roi_item.get("ROIName", "")),
-                interpreted_type=types.get(number, ""),
-                # (R, G, B); a malformed ROIDisplayColor with fewer values is kept as read.
-                colour=cast("tuple[int, int, int] | None", colour),
-                frame_of_reference_uid=str(roi_item.get("ReferencedFrameOfReferenceUID", default_for) or default_for),
-                contours=contours,
-            )
-        )
+        rois.append(ROI(  # colour (R, G, B): a malformed ROIDisplayColor with fewer values is kept as read
+            number=number, name=str(roi_item.get("ROIName", "")), interpreted_type=types.get(number, ""),
+            colour=cast("tuple[int, int, int] | None", colour),
+            frame_of_reference_uid=str(roi_item.get("ReferencedFrameOfReferenceUID", default_for) or default_for),
+            contours=contours,
+        ))
     return StructureSet(
         sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
         label=str(ds.get("StructureSetLabel", "")),
