@@ -196,10 +196,16 @@ def gather_plan_evaluation(request: ReportRequest) -> ReportContent:
 
 
 def _cached_curve(roi: dict[str, Any]) -> dict[str, list[float]] | None:
-    """A cached ``{"dose_gy", "volume_cc"}`` DVH as a percentage curve (None when absent)."""
-    dvh = roi.get("dvh") or {}
-    doses, volumes = dvh.get("dose_gy"), dvh.get("volume_cc")
-    total = roi.get("volume_cc") or (volumes[0] if volumes else 0)
+    """The stored analysis' display curve (:func:`rt.analysis.compute_curve`) as volume % against Gy.
+
+    The RT analysis stores it under ``curve`` (``dose_gy``, ``volume_cc``, ``volume_percent``); None when
+    the ROI has none (e.g. outside the dose grid).
+    """
+    curve = roi.get("curve") or {}
+    doses, percent, volumes = curve.get("dose_gy"), curve.get("volume_percent"), curve.get("volume_cc")
+    if doses and percent:
+        return {"dose_gy": list(doses), "volume_pct": list(percent)}
+    total = volumes[0] if volumes else 0
     if not doses or not volumes or not total:
         return None
     return {"dose_gy": list(doses), "volume_pct": [100.0 * v / total for v in volumes]}
