@@ -196,10 +196,21 @@ def _authenticate():
     )
     if request.path.startswith(MACHINE_PREFIXES):
         raise _Challenge(description=reason)
-    if request.accept_mimetypes.best == "text/html":
+    if _is_browser_navigation():
         query = request.query_string.decode("latin-1")
         return redirect(url_for("auth.login", next=request.path + (f"?{query}" if query else "")))
     raise Unauthorized(description=reason)
+
+
+def _is_browser_navigation() -> bool:
+    """A person opening a page (a bookmark, a typed address, a link), not a script or a page's own fetch.
+
+    Browsers say so (``Sec-Fetch-Mode: navigate``); otherwise an Accept header that prefers HTML to JSON
+    counts (Chromium's navigation Accept lists several types at q=1, so "the best type" is not enough).
+    """
+    if request.headers.get("Sec-Fetch-Mode") == "navigate":
+        return True
+    return request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html"
 
 
 def _from_authorization_header() -> Principal | None:

@@ -124,3 +124,17 @@ def test_plan_review_draws_contours_and_dose(browser, site):
     for colour in contour_pixels:
         near_roi |= np.abs(shot.astype(int) - np.array(colour)).max(axis=2) <= 40
     assert int(((spread > 120) & ~near_roi).sum()) > 2000, "no saturated dose colourwash on the screenshot"
+
+
+def test_a_bookmark_opened_without_a_session_signs_in_and_comes_back(browser, site):
+    """Chromium's own navigation headers, no session: the login page, never a JSON 401; then the bookmark."""
+    url = site[0]
+    browser.delete_all_cookies()
+    browser.get(f"{url}/dashboards/board")
+    assert "/login?next=" in browser.current_url, browser.current_url
+    assert '"status": 401' not in browser.page_source and '"status":401' not in browser.page_source
+    browser.find_element("name", "username").send_keys("oncologist")
+    browser.find_element("name", "password").send_keys(PASSWORD)
+    browser.find_element("css selector", "button[type=submit]").click()
+    _wait_for_text(browser, "table.cohort", "ONCO-RESP-001")
+    assert browser.current_url.rstrip("/").endswith("/dashboards/board")
