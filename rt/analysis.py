@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from pydicom import Dataset
 
 from rt.dose import DoseGrid, read_dose
-from rt.dvh import DVH, compute_metric, compute_roi_dvh
-from rt.errors import DicomInputError, MetricError, OutsideDoseGridError, RTError
+from rt.dvh import DVH, compute_available_metrics, compute_roi_dvh
+from rt.errors import DicomInputError, OutsideDoseGridError, RTError
 from rt.goals import (
     ClinicalGoal,
     GoalTemplate,
@@ -72,6 +72,7 @@ class RoiResult:
     metrics: dict[str, float]
     curve: dict[str, list[float]] | None
     note: str = ""
+    not_evaluable: dict[str, str] = field(default_factory=dict)  # metric -> why this ROI cannot answer it
 
     @property
     def structure(self) -> str:
@@ -82,7 +83,7 @@ class RoiResult:
         return {
             "name": self.name, "number": self.number, "tg263_name": self.tg263_name, "kind": self.kind,
             "volume_cc": self.volume_cc, "uncovered_volume_cc": self.uncovered_volume_cc,
-            "metrics": self.metrics, "curve": self.curve, "note": self.note,
+            "metrics": self.metrics, "curve": self.curve, "note": self.note, "not_evaluable": self.not_evaluable,
         }
 
 
@@ -211,15 +212,11 @@ def _analyse_roi(structures: StructureSet, name: str, number: int, dose: DoseGri
                          "entirely outside the dose grid"), None
     except RTError as exc:
         return RoiResult(name, number, mapped.standard, mapped.kind, 0.0, 0.0, {}, None, str(exc)), None
-    values = {}
-    for metric in metrics:
-        try:
-            values[metric] = round(compute_metric(dvh, metric, prescription_gy), 4)
-        except MetricError:
-            continue  # e.g. D2cc of a ROI below 2 cc, or a % metric without a prescription
+    available = compute_available_metrics(dvh, tuple(metrics), prescription_gy)  # e.g. no D2cc below 2 cc
+    values = {metric: round(value, 4) for metric, value in available.values.items()}
     note = f"{dvh.uncovered_volume_cc:.3g} cc lies outside the dose grid" if dvh.uncovered_volume_cc > 0 else ""
     return RoiResult(name, number, mapped.standard, mapped.kind, round(dvh.total_volume_cc, 4),
-                     round(dvh.uncovered_volume_cc, 4), values, compute_curve(dvh), note), dvh
+                     round(dvh.uncovered_volume_cc, 4), values, compute_curve(dvh), note, available.not_evaluable), dvh
 
 
 def compute_curve(dvh: DVH) -> dict[str, list[float]]:

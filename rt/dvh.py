@@ -235,6 +235,36 @@ def compute_metrics(
     return {m: compute_metric(dvh, m, prescription_gy) for m in metrics}
 
 
+def validate_metric(metric: str) -> str:
+    """``metric`` stripped when it is a well-formed TG-263 DVH metric; MetricError naming the forms otherwise."""
+    if not isinstance(metric, str) or METRIC_PATTERN.match(metric.strip()) is None:
+        raise MetricError(f"malformed DVH metric {metric!r}; expected forms like {_METRIC_FORMS}")
+    return metric.strip()
+
+
+@dataclass(frozen=True, slots=True)
+class MetricValues:
+    """Metrics of one DVH: the values (unit in each name), and why the others could not be evaluated on it."""
+
+    values: dict[str, float]
+    not_evaluable: dict[str, str]  # e.g. {"D2cc[Gy]": "2 cc exceeds the volume of ROI 'node' (0.9 cc)"}
+
+
+def compute_available_metrics(
+    dvh: DVH, metrics: list[str] | tuple[str, ...], prescription_gy: float | None = None
+) -> MetricValues:
+    """Every well-formed metric that this DVH can answer, and a reason for each it cannot (a 0.9 cc ROI has
+    no D2cc; a % dose needs a prescription). A malformed name is still a MetricError: that is the caller's."""
+    values: dict[str, float] = {}
+    reasons: dict[str, str] = {}
+    for metric in (validate_metric(m) for m in metrics):
+        try:
+            values[metric] = compute_metric(dvh, metric, prescription_gy)
+        except MetricError as exc:
+            reasons[metric] = str(exc)
+    return MetricValues(values, reasons)
+
+
 #: Sub-cells per dose pixel and axis in partial (boundary) pixels, by default.
 DEFAULT_SUPERSAMPLING = 4
 #: Dose samples (equal-volume quantiles) per whole pixel where the dose varies over it, by default.

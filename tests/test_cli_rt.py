@@ -113,3 +113,49 @@ def test_gamma_of_a_dose_with_itself_passes_everywhere(plan_files):
     assert result.exit_code == 0, result.stderr
     document = json.loads(result.stdout)
     assert document["pass_rate_percent"] == 100.0 and document["number_evaluated"] > 0
+
+
+def test_a_structure_below_2_cc_is_reported_with_its_d2cc_not_evaluable(plan_files, tmp_path: Path):
+    """A 0.9 cc node among the organs: every ROI is reported and the command succeeds; D2cc says why it is absent."""
+    import copy
+
+    import numpy as np
+    from pydicom import dcmread
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from tests.rt.helpers import sphere_contours
+
+    rtstruct = dcmread(plan_files["rtstruct"])
+    ptv_number = next(r.ROINumber for r in rtstruct.StructureSetROISequence if r.ROIName == "PTV")
+    ptv = next(c for c in rtstruct.ROIContourSequence if c.ReferencedROINumber == ptv_number)
+    centre = np.concatenate([np.reshape(c.ContourData, (-1, 3)) for c in ptv.ContourSequence]).mean(axis=0)
+    number = max(r.ROINumber for r in rtstruct.StructureSetROISequence) + 1
+    roi = copy.deepcopy(rtstruct.StructureSetROISequence[0])
+    roi.ROINumber, roi.ROIName = number, "Node"
+    contours = Dataset()
+    contours.ReferencedROINumber, contours.ROIDisplayColor = number, [255, 255, 0]
+    contours.ContourSequence = Sequence(sphere_contours(tuple(float(v) for v in centre), 6.0, 2.0))
+    observation = copy.deepcopy(rtstruct.RTROIObservationsSequence[0])
+    observation.ObservationNumber = observation.ReferencedROINumber = number
+    observation.RTROIInterpretedType = "GTV"
+    rtstruct.StructureSetROISequence.append(roi)
+    rtstruct.ROIContourSequence.append(contours)
+    rtstruct.RTROIObservationsSequence.append(observation)
+    path = tmp_path / "rtstruct-with-node.dcm"
+    rtstruct.save_as(path, enforce_file_format=True)
+
+    result = run("rt", "dvh", "--rtstruct", str(path), "--rtdose", str(plan_files["rtdose"]), "--json")
+    assert result.exit_code == 0, result.stderr
+    rois = {roi["name"]: roi for roi in json.loads(result.stdout)["rois"]}
+    assert {"BODY", "PTV", "Node"} <= set(rois)
+    node = rois["Node"]
+    assert 0.8 < node["volume_cc"] < 1.0 and node["metrics"]["D2cc[Gy]"] is None
+    assert node["not_evaluable"]["D2cc[Gy]"].startswith("2 cc exceeds the volume of ROI 'Node'")
+    assert node["metrics"]["D95%[Gy]"] > 55.0  # the other metrics of the node are there
+    assert rois["PTV"]["metrics"]["D2cc[Gy]"] > 60.0 and rois["PTV"]["not_evaluable"] == {}
+
+    text = run("rt", "dvh", "--rtstruct", str(path), "--rtdose", str(plan_files["rtdose"]))
+    assert text.exit_code == 0 and "n/e Node D2cc[Gy]: 2 cc exceeds the volume" in text.stdout
+    assert run("rt", "dvh", "--rtstruct", str(path), "--rtdose", str(plan_files["rtdose"]),
+               "--metric", "D95").exit_code == 2  # a malformed metric is still the caller's error

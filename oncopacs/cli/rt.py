@@ -52,14 +52,15 @@ def dvh_command(
 ) -> None:
     """Cumulative DVHs and metrics of ROIs in a dose."""
     from rt.dose import read_dose
-    from rt.dvh import compute_metrics, compute_roi_dvh
+    from rt.dvh import compute_available_metrics, compute_roi_dvh, validate_metric
     from rt.errors import OutsideDoseGridError
     from rt.structures import read_structure_set
 
     structure_set = read_structure_set(read_dicom(rtstruct_path))
     dose = read_dose(read_dicom(rtdose_path))
     names = roi_names or tuple(roi.name for roi in structure_set.rois if not roi.is_empty)
-    wanted = metrics or DEFAULT_METRICS + ((f"V{prescription_gy:g}Gy[%]",) if prescription_gy else ())
+    wanted = [validate_metric(m) for m in metrics or DEFAULT_METRICS + (
+        (f"V{prescription_gy:g}Gy[%]",) if prescription_gy else ())]  # a typo stops the command, named
     rois = []
     for name in names:
         try:
@@ -77,12 +78,14 @@ def dvh_command(
             )
             continue
         steps = np.arange(0.0, dvh.max_gy + dvh_step_gy, dvh_step_gy)
+        available = compute_available_metrics(dvh, wanted, prescription_gy)  # a 0.9 cc ROI has no D2cc: said, not fatal
         rois.append(
             {
                 "name": dvh.roi_name,
                 "volume_cc": round(dvh.volume_cc + dvh.uncovered_volume_cc, 4),
                 "uncovered_volume_cc": round(dvh.uncovered_volume_cc, 4),
-                "metrics": {k: round(v, 4) for k, v in compute_metrics(dvh, list(wanted), prescription_gy).items()},
+                "metrics": {m: round(available.values[m], 4) if m in available.values else None for m in wanted},
+                "not_evaluable": available.not_evaluable,
                 "dvh": {
                     "dose_gy": [round(float(d), 4) for d in steps],
                     "volume_cc": [round(dvh.compute_volume_at_dose_cc(float(d)), 4) for d in steps],
@@ -103,10 +106,12 @@ def _render_dvh(document: dict) -> list[str]:
         f"{'ROI':<20} {'volume [cc]':>12} {'uncovered [cc]':>15} " + " ".join(f"{m:>12}" for m in metric_names)
     )
     for roi in document["rois"]:
-        values = (
-            " ".join(f"{roi['metrics'][m]:>12.3f}" for m in metric_names) if roi["metrics"] else roi.get("note", "")
-        )
+        cells = [f"{'n/e':>12}" if roi["metrics"].get(m) is None else f"{roi['metrics'][m]:>12.3f}"
+                 for m in metric_names]
+        values = " ".join(cells) if roi["metrics"] else roi.get("note", "")
         lines.append(f"{roi['name']:<20} {roi['volume_cc']:>12.2f} {roi['uncovered_volume_cc']:>15.2f} {values}")
+    lines += [f"n/e {roi['name']} {metric}: {reason}" for roi in document["rois"]
+              for metric, reason in roi.get("not_evaluable", {}).items()]
     return lines
 
 
