@@ -80,6 +80,7 @@ def serve(ctx: click.Context, http_port: int | None, dicom_port: int | None, htt
 def import_command(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> None:
     """Import DICOM files and folders (recursively) through the ingest path."""
     from oncopacs.archive.importer import import_files, iter_files
+
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise click.ClickException(f"no such file or folder: {', '.join(missing)}")
