@@ -20,6 +20,7 @@ from oncopacs.dicomweb.dicom_json import build_qido_result
 from oncopacs.index.query import (
     ATTRIBUTES,
     COMPUTED,
+    MAX_OFFSET,
     QueryError,
     QueryLevel,
     build_conditions,
@@ -223,6 +224,8 @@ def _count_of(parameter: str, value: str, *, minimum: int) -> int:
         raise QidoParameterError(parameter, f"must be a whole number, not {value!r}") from None
     if number < minimum:
         raise QidoParameterError(parameter, f"must be at least {minimum}")
+    if number > MAX_OFFSET:  # no page starts or ends past what a SQL OFFSET/LIMIT can hold
+        raise QidoParameterError(parameter, f"must be at most {MAX_OFFSET}")
     return number
 
 

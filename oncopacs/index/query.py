@@ -36,6 +36,10 @@ class QueryLevel(str, enum.Enum):
     IMAGE = "IMAGE"
 
 
+#: The largest row offset a page may ask for: SQL OFFSET is a signed 64-bit integer in SQLite and PostgreSQL.
+MAX_OFFSET = 2**63 - 1
+
+
 class QueryError(OncopacsError, ValueError):
     """The query cannot be answered as asked (bad level, malformed range)."""
 

@@ -13,7 +13,7 @@ from typing import Any
 from flask import abort, current_app, request
 
 from oncopacs.archive.ingest import Archive
-from oncopacs.index.query import ATTRIBUTES, QueryLevel
+from oncopacs.index.query import ATTRIBUTES, MAX_OFFSET, QueryLevel
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -31,8 +31,8 @@ def read_page(default_limit: int = DEFAULT_LIMIT) -> Page:
     offset = _read_int("offset", 0)
     if not 1 <= limit <= MAX_LIMIT:
         abort(400, description=f"limit must be between 1 and {MAX_LIMIT}")
-    if offset < 0:
-        abort(400, description="offset must not be negative")
+    if not 0 <= offset <= MAX_OFFSET:
+        abort(400, description=f"offset must be between 0 and {MAX_OFFSET}")
     return Page(limit, offset)
 
 
