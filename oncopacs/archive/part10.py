@@ -68,15 +68,21 @@ def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
 
 
 def dataset_offset(part10: bytes | memoryview) -> int:
-    """Where the dataset starts in a Part 10 file (after the File Meta group), or 0 for a bare dataset."""
+    """Where the dataset starts in a Part 10 file (after the File Meta group), or 0 for a bare dataset.
+
+    Never past the end: a file cut inside its File Meta yields its length (an empty dataset, which the
+    parser then refuses with a reason).
+    """
     if bytes(part10[128:132]) != b"DICM":
         return 0
+    if len(part10) < 144:  # cut inside its File Meta: nothing of a dataset follows (the parser says why)
+        return len(part10)
     # (0002,0000) File Meta Information Group Length, UL, explicit VR little endian.
     tag_group, tag_element, vr = struct.unpack("<HH2s", part10[132:138])
     if (tag_group, tag_element, vr) != (0x0002, 0x0000, b"UL"):
         return _scan_meta_end(part10)
     (group_length,) = struct.unpack("<I", part10[140:144])
-    return 144 + group_length
+    return min(144 + group_length, len(part10))
 
 
 def _scan_meta_end(part10: bytes | memoryview) -> int:
@@ -87,12 +93,14 @@ def _scan_meta_end(part10: bytes | memoryview) -> int:
         if group != 0x0002:
             return offset
         if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV"):
+            if offset + 12 > len(part10):
+                return len(part10)
             (length,) = struct.unpack("<I", part10[offset + 8 : offset + 12])
             offset += 12 + length
         else:
             (length,) = struct.unpack("<H", part10[offset + 6 : offset + 8])
             offset += 8 + length
-    return offset
+    return min(offset, len(part10))
 
 
 def encode_dataset(dataset: Dataset) -> bytes:

@@ -194,3 +194,10 @@ def test_stores_are_audited(base_url, headers, web_app: Flask) -> None:
     assert entry.actor == "test-physicist" and entry.outcome == 4  # minor failure: one of two stored
     assert entry.patient_ids == (good.PatientID,) and entry.study_uids == (good.StudyInstanceUID,)
     assert entry.detail == "POST /dicom-web/studies"
+
+
+@pytest.mark.parametrize("cut", [129, 133, 140, 143, 150, 180])
+def test_a_file_cut_inside_its_file_meta_is_refused_not_a_500(base_url, headers, cut: int) -> None:
+    reply = post(base_url, headers, [part10_bytes(small_ct_series(1)[0])[:cut]])
+    assert reply.status_code == 409, reply.text
+    assert [reason for _, reason in failed_items(reply.json())] == [0xC000]
