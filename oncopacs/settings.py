@@ -19,16 +19,21 @@ class RemoteAE:
     ae_title: str
     host: str
     port: int
+    tls: bool = False  # associations to this peer use TLS (DICOM PS3.15 B.1, TLS port usually 2762)
 
     @classmethod
     def parse(cls, text: str) -> RemoteAE:
-        """Parse ``AET@host:port``."""
+        """Parse ``AET@host:port``, or ``AET@host:port+tls`` for a peer reached over TLS."""
+        body = text.strip()
+        tls = body.lower().endswith("+tls")
+        if tls:
+            body = body[: -len("+tls")]
         try:
-            ae_title, address = text.strip().split("@", 1)
+            ae_title, address = body.split("@", 1)
             host, port = address.rsplit(":", 1)
-            remote = cls(ae_title.strip(), host.strip().strip("[]"), int(port))
+            remote = cls(ae_title.strip(), host.strip().strip("[]"), int(port), tls)
         except ValueError:
-            raise ConfigError(f"remote AE {text!r} is not of the form AET@host:port") from None
+            raise ConfigError(f"remote AE {text!r} is not of the form AET@host:port or AET@host:port+tls") from None
         if not remote.ae_title or len(remote.ae_title) > 16 or not 0 < remote.port < 65536:
             raise ConfigError(f"remote AE {text!r}: AE title must be 1-16 characters, port 1-65535")
         return remote
@@ -66,13 +71,35 @@ class Settings:
     allow_overwrite: bool = False  # same SOP Instance UID, new bytes: replace instead of refuse
     max_associations: int = 16
     max_pdu_bytes: int = 4 * 1024 * 1024  # advertised to SCUs; large PDUs save per-PDU CPU
+    # A connection that has not completed association negotiation (or a release) within this many
+    # seconds is closed (the DICOM ARTIM timer); a slot is freed at once when the peer closes.
+    dicom_artim_seconds: int = 10
+    dicom_idle_seconds: int = 60  # an established association with no PDU for this long is aborted
+    dicom_max_per_host: int = 8  # concurrent associations from one address; the rest get A-ASSOCIATE-RJ
+    dicom_tls_port: int = 2762  # the DICOM-TLS listener (PS3.15 B.1), started when tls_cert and tls_key are set
+    # TLS for every listener and outgoing link: PEM files. With tls_cert and tls_key, HTTP is HTTPS only
+    # and DIMSE-TLS listens beside plain DIMSE; with tls_ca as well, clients must present a certificate
+    # signed by that CA, and outgoing TLS links verify their peer against it.
+    tls_cert: str = ""
+    tls_key: str = field(default="", repr=False)
+    tls_ca: str = ""
+    log_phi: bool = False  # debugging only: log element values (patient data) in refusal messages
+    storage_low_bytes: int = 1024**3  # /health reports storage "low" below this many free bytes
     hl7_endpoint: str = ""
     fhir_base_url: str = ""
     secret_key: str = field(default="", repr=False)  # empty: a random key kept in the data directory
     session_timeout_minutes: int = 15  # idle browser sessions end after this (HIPAA automatic logoff)
-    login_max_failures: int = 5  # consecutive failed sign-ins before the account locks
+    # Failed sign-ins from one source address within login_lockout_minutes before that address is
+    # throttled for login_lockout_minutes (``oncopacs users unlock`` lifts it); accounts never lock.
+    login_max_failures: int = 5
     login_lockout_minutes: int = 15
-    audit_syslog: str = ""  # "udp://host:port" or "tcp://host:port": also send audit messages (RFC 5424)
+    # "udp://host:port", "tcp://host:port" or "tls://host:port" (RFC 5425): also send audit messages (RFC 5424)
+    audit_syslog: str = ""
+
+    @property
+    def tls_enabled(self) -> bool:
+        """Whether a server certificate and key are configured (HTTPS, DIMSE-TLS)."""
+        return bool(self.tls_cert and self.tls_key)
 
     @property
     def storage_dir(self) -> Path:
@@ -141,12 +168,17 @@ def _coerce(name: str, value: Any) -> Any:
             "session_timeout_minutes",
             "login_max_failures",
             "login_lockout_minutes",
+            "dicom_artim_seconds",
+            "dicom_idle_seconds",
+            "dicom_max_per_host",
+            "dicom_tls_port",
+            "storage_low_bytes",
         }:
             number = int(value)
             if number < 0:
                 raise ValueError
             return number
-        if name == "allow_overwrite":
+        if name in {"allow_overwrite", "log_phi"}:
             return value if isinstance(value, bool) else _parse_bool(str(value))
         if name == "remote_aes":
             text = ",".join(value) if isinstance(value, list) else str(value)
