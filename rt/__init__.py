@@ -12,6 +12,7 @@ __all__ = [
     "grid",
     "indices",
     "plan",
+    "roi_names",
     "structures",
     "summation",
     "tg263",

@@ -11,9 +11,18 @@ to the dose grid's maximum, and with a prescription ``D95%[%]``, ``D2%[%]``, ``V
 that does not apply (``D2cc`` of a 1 cc ROI) is left out rather than guessed.
 
 Goal template (:func:`choose_template`): the one requested; else ``proton_generic`` for a proton or
-ion plan; else the shipped template with the most goals whose ROI the structure set has (TG-263
-names and the templates' aliases; ties by name); else none (goals are then not evaluated).
-The prescription is the plan's (first TARGET dose reference), None without a plan.
+ion plan; else the shipped template with the most goals whose ROI the structure set has (matched
+by :mod:`rt.roi_names`: names, TG-263 names, the templates' aliases and spellings; ties by name);
+else none (goals are then not evaluated).
+
+The prescription is the plan's, with its source (:attr:`rt.plan.PlanSummary.prescription`: a
+TARGET TargetPrescriptionDose, else fraction-group doses x fractions, else BeamDose x fractions);
+none without a plan, or when the RT Dose references another plan (ReferencedRTPlanSequence).
+Dose values are labelled as the RT Dose is (``Gy``; ``Gy(RBE)`` for DoseType EFFECTIVE); a dose
+that is not a whole plan's (DoseSummationType BEAM, FRACTION, ...) gets its DVHs, but its goals are
+not evaluated and say why (a BEAM dose of every treatment beam of its own plan is that plan's dose:
+:func:`assess_dose`). A ROI outside the dose grid or without contours makes its goals
+not_evaluated with that reason.
 """
 
 from __future__ import annotations
@@ -26,9 +35,9 @@ from typing import Any
 import numpy as np
 from pydicom import Dataset
 
-from rt.dose import DoseGrid, read_dose
+from rt.dose import DoseGrid, check_absolute_dose, read_dose
 from rt.dvh import DVH, compute_available_metrics, compute_roi_dvh
-from rt.errors import DicomInputError, OutsideDoseGridError, RTError
+from rt.errors import OutsideDoseGridError, RTError
 from rt.goals import (
     ClinicalGoal,
     GoalTemplate,
@@ -37,12 +46,13 @@ from rt.goals import (
     list_templates,
     load_template,
 )
-from rt.plan import PlanSummary, read_plan_summary
+from rt.plan import RX_NONE, PlanSummary, Prescription, read_plan_summary
 from rt.structures import StructureSet, read_structure_set
 from rt.tg263 import map_to_tg263
 
 #: Bumped whenever the metric set or the stored shape changes, so cached results are recomputed.
-RESULT_VERSION = 1
+#: 2: ROI matching rules, prescription source, dose unit label and summation type in the documents.
+RESULT_VERSION = 2
 #: DVH bin width, Gy.
 BIN_WIDTH_GY = 0.01
 #: Step between absolute V-metrics, Gy.
@@ -54,6 +64,8 @@ _DOSE_METRICS = ("Mean[Gy]", "Min[Gy]", "Max[Gy]", "D98%[Gy]", "D95%[Gy]", "D50%
                  "D0.03cc[Gy]")
 _PRESCRIPTION_METRICS = ("D95%[%]", "D2%[%]", "V95%[%]", "V100%[%]", "V107%[%]")
 _ION_TYPES = frozenset({"PROTON", "ION"})
+_OUTSIDE_NOTE = "entirely outside the dose grid"
+_EMPTY_NOTE = "no closed planar contour"
 PROTON_TEMPLATE = "proton_generic"
 
 Progress = Callable[[float, str], None]
@@ -133,15 +145,47 @@ def _safe_find(goal: ClinicalGoal, names: tuple[str, ...]) -> str | None:
 
 
 def _goal_names(structures: StructureSet) -> tuple[str, ...]:
-    """ROI names plus their TG-263 names (when they add a new name), for matching goals."""
-    names = list(dict.fromkeys(roi.name for roi in structures.rois if not roi.is_empty))
-    keys = {n.casefold() for n in names}
-    for roi in structures.rois:
-        standard = map_to_tg263(roi.name).standard
-        if not roi.is_empty and standard and standard.casefold() not in keys:
-            names.append(standard)
-            keys.add(standard.casefold())
-    return tuple(names)
+    """Names of the ROIs with contours, for matching goals (TG-263 names are a rule of the matching)."""
+    return tuple(dict.fromkeys(roi.name for roi in structures.rois if not roi.is_empty))
+
+
+def resolve_prescription(plan: PlanSummary | None, dose: DoseGrid) -> Prescription:
+    """The plan's prescription (with its source); none without a plan or when the dose references another plan."""
+    if plan is None:
+        return Prescription(None, RX_NONE, "no prescription: no RT Plan with this RT Dose")
+    if dose.referenced_plan_uid and plan.sop_instance_uid and dose.referenced_plan_uid != plan.sop_instance_uid:
+        return Prescription(None, RX_NONE, f"no prescription: the RT Dose references RT Plan "
+                                           f"{dose.referenced_plan_uid}, not {plan.sop_instance_uid}")
+    return plan.prescription
+
+
+@dataclass(frozen=True, slots=True)
+class DoseRole:
+    """What an RT Dose stands for when goals are judged: ``note`` (shown with the dose, "" for a plain PLAN
+    dose) and ``problem`` (why goals for the whole plan do not apply; "" when they do)."""
+
+    note: str
+    problem: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"note": self.note, "problem": self.problem}
+
+
+def _treatment_beams(plan: PlanSummary) -> set[int]:
+    beams = [b for b in plan.beams if b.treatment_delivery_type != "SETUP" and b.number is not None]
+    with_meterset = {b.number for b in beams if b.meterset and b.number is not None}
+    return with_meterset or {b.number for b in beams if b.number is not None}
+
+
+def assess_dose(dose: DoseGrid, plan: PlanSummary | None) -> DoseRole:
+    """The dose's role (DoseSummationType): a BEAM dose of every treatment beam of its own plan is that plan's dose."""
+    if dose.dose_summation_type == "BEAM" and plan is not None and plan.sop_instance_uid \
+            and dose.referenced_plan_uid == plan.sop_instance_uid:
+        beams = _treatment_beams(plan)
+        if beams and beams <= set(dose.referenced_beam_numbers):
+            shown = ", ".join(str(b) for b in sorted(beams))
+            return DoseRole(f"BEAM dose of every treatment beam of its plan ({shown}): the plan dose", "")
+    return DoseRole(dose.summation_note, dose.plan_dose_problem)
 
 
 def standard_metrics(max_dose_gy: float, prescription_gy: float | None) -> tuple[str, ...]:
@@ -163,11 +207,11 @@ def compute_rt_analysis(
     """DVHs, metrics, plan summary and goals of one planning set (see the module docstring)."""
     report = progress or (lambda fraction, message: None)
     plan = read_plan_summary(plan_ds) if plan_ds is not None else None
-    prescription_gy = plan.prescription_gy if plan is not None else None
     structures = read_structure_set(structure_ds)
     dose = read_dose(dose_ds)
-    if dose.dose_units.upper() != "GY":
-        raise DicomInputError("DoseUnits", f"is {dose.dose_units}, not GY: DVH metrics in Gy need an absolute dose")
+    check_absolute_dose(dose)
+    prescription = resolve_prescription(plan, dose)
+    prescription_gy = prescription.dose_gy
     choice = choose_template(template, plan, structures)
     goal_metrics = _goal_metrics(choice.template, structures)
     metrics = standard_metrics(dose.max_dose_gy, prescription_gy)
@@ -177,23 +221,30 @@ def compute_rt_analysis(
         if roi.is_empty:  # listed, never dropped silently
             mapped = map_to_tg263(roi.name)
             rois.append(RoiResult(roi.name, roi.number, mapped.standard, mapped.kind, 0.0, 0.0, {}, None,
-                                  "no closed planar contour"))
+                                  _EMPTY_NOTE))
             continue
         wanted = tuple(dict.fromkeys((*metrics, *goal_metrics.get(roi.name, ()))))
         result, dvh = _analyse_roi(structures, roi.name, roi.number, dose, wanted, prescription_gy)
         rois.append(result)
         if dvh is not None:
             dvhs[roi.name] = dvh
-    goals = _evaluate_goals(choice, dvhs, structures, prescription_gy)
+    unavailable = {roi.name: _unavailable_reason(roi) for roi in rois if roi.name not in dvhs}
+    role = assess_dose(dose, plan)
+    goals = _evaluate_goals(choice, dvhs, unavailable, prescription, dose, role)
     dvh_document = {
         "dose_uid": dose.sop_instance_uid,
         "structure_set_uid": structures.sop_instance_uid,
         "structure_set_label": structures.label,
         "plan_uid": plan.sop_instance_uid if plan is not None else None,
         "prescription_gy": prescription_gy,
-        "dose": {"dose_units": dose.dose_units, "dose_type": dose.dose_type,
-                 "dose_summation_type": dose.dose_summation_type, "max_dose_gy": round(dose.max_dose_gy, 4),
-                 "spacing_mm": list(dose.spacing_mm)},
+        "prescription": prescription.to_dict(),
+        "dose_unit": dose.dose_unit,
+        "dose": {"dose_units": dose.dose_units, "dose_type": dose.dose_type, "dose_unit": dose.dose_unit,
+                 "dose_summation_type": dose.dose_summation_type, "summation_note": role.note,
+                 "dose_problem": role.problem,
+                 "referenced_plan_uid": dose.referenced_plan_uid,
+                 "referenced_beam_numbers": list(dose.referenced_beam_numbers),
+                 "max_dose_gy": round(dose.max_dose_gy, 4), "spacing_mm": list(dose.spacing_mm)},
         "bin_width_gy": BIN_WIDTH_GY,
         "rois": [r.to_dict() for r in rois],
     }
@@ -208,8 +259,7 @@ def _analyse_roi(structures: StructureSet, name: str, number: int, dose: DoseGri
         dvh = compute_roi_dvh(structures, name, dose, bin_width_gy=BIN_WIDTH_GY)
     except OutsideDoseGridError as exc:  # reported, never silently dropped
         volume = round(exc.volume_cc, 4)
-        return RoiResult(name, number, mapped.standard, mapped.kind, volume, volume, {}, None,
-                         "entirely outside the dose grid"), None
+        return RoiResult(name, number, mapped.standard, mapped.kind, volume, volume, {}, None, _OUTSIDE_NOTE), None
     except RTError as exc:
         return RoiResult(name, number, mapped.standard, mapped.kind, 0.0, 0.0, {}, None, str(exc)), None
     available = compute_available_metrics(dvh, tuple(metrics), prescription_gy)  # e.g. no D2cc below 2 cc
@@ -230,43 +280,38 @@ def compute_curve(dvh: DVH) -> dict[str, list[float]]:
 
 
 def _goal_metrics(template: GoalTemplate | None, structures: StructureSet) -> dict[str, tuple[str, ...]]:
-    """{ROI name: metrics the template asks of it}."""
+    """{ROI name: metrics the template asks of it} (goals matched over every ROI name, as when evaluated)."""
     if template is None:
         return {}
     wanted: dict[str, list[str]] = {}
-    lookup = _goal_lookup(structures)
     for goal in template.goals:
-        found = _safe_find(goal, tuple(lookup))
+        found = _safe_find(goal, structures.roi_names)
         if found:
-            wanted.setdefault(lookup[found], []).append(goal.metric)
+            wanted.setdefault(found, []).append(goal.metric)
     return {name: tuple(items) for name, items in wanted.items()}
 
 
-def _goal_lookup(structures: StructureSet) -> dict[str, str]:
-    """{name a goal may match (ROI name or its TG-263 name): ROI name}."""
-    names = _goal_names(structures)
-    lookup = {roi.name: roi.name for roi in structures.rois if not roi.is_empty}
-    for roi in structures.rois:
-        standard = map_to_tg263(roi.name).standard
-        if standard in names and standard not in lookup:
-            lookup[standard] = roi.name
-    return lookup
+def _unavailable_reason(roi: RoiResult) -> str:
+    """Why a ROI of the structure set has no DVH, as the end of "ROI 'X' ..."."""
+    if roi.note == _OUTSIDE_NOTE:
+        return f"lies entirely outside the dose grid ({roi.volume_cc:.4g} cc): not evaluable"
+    if roi.note == _EMPTY_NOTE:
+        return "has no closed planar contour: not evaluable"
+    return f"has no DVH: {roi.note}"
 
 
-def _evaluate_goals(choice: TemplateChoice, dvhs: dict[str, DVH], structures: StructureSet,
-                    prescription_gy: float | None) -> dict[str, Any]:
+def _evaluate_goals(choice: TemplateChoice, dvhs: dict[str, DVH], unavailable: dict[str, str],
+                    prescription: Prescription, dose: DoseGrid, role: DoseRole) -> dict[str, Any]:
+    head = {"template": choice.template.name if choice.template else None, "choice": choice.reason,
+            "prescription_gy": prescription.dose_gy, "prescription": prescription.to_dict(),
+            "dose_unit": dose.dose_unit, "dose_summation_type": dose.dose_summation_type,
+            "summation_note": role.note, "dose_problem": role.problem}
     if choice.template is None:
-        return {"template": None, "choice": choice.reason, "prescription_gy": prescription_gy, "goals": [],
-                "counts": {}}
-    lookup = {alias: roi for alias, roi in _goal_lookup(structures).items() if roi in dvhs}
-    by_alias = {alias: dvhs[roi] for alias, roi in lookup.items()}
-    goals = []
-    for result in evaluate_goals(choice.template, by_alias, prescription_gy):
-        item = result.to_dict()
-        item["roi_name"] = lookup.get(result.roi_name) if result.roi_name else None
-        goals.append(item)
+        return {**head, "goals": [], "counts": {}}
+    results = evaluate_goals(choice.template, dvhs, prescription.dose_gy, unavailable=unavailable,
+                             dose_unit=dose.dose_unit, dose_problem=role.problem)
+    goals = [result.to_dict() for result in results]
     counts: dict[str, int] = {}
     for item in goals:
         counts[item["status"]] = counts.get(item["status"], 0) + 1
-    return {"template": choice.template.name, "choice": choice.reason, "prescription_gy": prescription_gy,
-            "goals": goals, "counts": counts}
+    return {**head, "goals": goals, "counts": counts}

@@ -10,12 +10,21 @@ whose indices increase along +x, +y and +z (LPS, mm), whatever the stored orient
 - GridFrameOffsetVector: if its first value is 0 the offsets are relative to the first frame,
   along the slice normal (row direction x column direction); otherwise they are absolute
   patient-z coordinates (only for a normal along ±z).
-- Gy = stored value x DoseGridScaling. DoseUnits RELATIVE is kept as is (not Gy).
+- Gy = stored value x DoseGridScaling. DoseUnits is GY or RELATIVE (DICOM allows no other, so a
+  cGy dose is GY with a DoseGridScaling 100 times smaller, nothing to convert). A RELATIVE, missing
+  or unknown DoseUnits is kept as read (upper case) and refused where Gy are needed
+  (:func:`check_absolute_dose`).
+- DoseType EFFECTIVE is a biologically weighted dose: :attr:`DoseGrid.dose_unit` labels it
+  ``Gy(RBE)`` (``Gy(EQD2)`` for an EQD2 map of :func:`rt.summation.compute_eqd2_map`), PHYSICAL ``Gy``.
+- DoseSummationType says what the grid holds: PLAN (the whole plan), MULTI_PLAN (several plans);
+  BEAM, FRACTION, BRACHY, the *_SESSION types and CONTROL_POINT are parts of a plan
+  (:attr:`DoseGrid.plan_dose_problem` says why it is not the plan dose); a FRACTION dose becomes a
+  course dose only when asked (:func:`scale_fraction_dose`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import numpy as np
@@ -30,6 +39,21 @@ from rt.grid import VoxelGrid
 _COSINE_TOLERANCE = 1e-4
 #: Tolerance on uniform frame spacing, mm.
 _FRAME_TOLERANCE_MM = 1e-3
+#: The DoseUnits DICOM allows.
+DOSE_UNITS = ("GY", "RELATIVE")
+#: DoseSummationType values holding a whole plan's (or several plans') dose, with what to say about them.
+_WHOLE_PLAN = {"PLAN": "", "PLAN_OVERVIEW": "", "MULTI_PLAN": "the summed dose of several plans",
+               "RECORD": "the dose of a treatment record"}
+#: DoseSummationType values holding a part of a plan: what the part is.
+_PART_OF_PLAN = {
+    "BEAM": "the dose of one or more beams",
+    "FRACTION": "the dose of one fraction",
+    "BRACHY": "the dose of one or more brachytherapy application setups",
+    "FRACTION_SESSION": "the dose of one session of a fraction group",
+    "BEAM_SESSION": "the dose of one session of one or more beams",
+    "BRACHY_SESSION": "the dose of one session of brachytherapy application setups",
+    "CONTROL_POINT": "the dose of control points of one beam in one fraction",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +73,47 @@ class DoseGrid:
     dose_summation_type: str = ""
     frame_of_reference_uid: str = ""
     sop_instance_uid: str = ""
+    referenced_plan_uid: str = ""  # ReferencedRTPlanSequence (first item)
+    referenced_beam_numbers: tuple[int, ...] = ()  # ... > ReferencedFractionGroupSequence > ReferencedBeamSequence
+    effective_quantity: str = "RBE"  # what an EFFECTIVE dose is weighted for ("RBE", "EQD2")
+    fractions_applied: int | None = None  # a FRACTION dose multiplied by this many fractions
     _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    @property
+    def dose_unit(self) -> str:
+        """The label of dose values: ``Gy``, ``Gy(RBE)`` (EFFECTIVE), or the DoseUnits when not GY (``RELATIVE``)."""
+        if self.dose_units.upper() != "GY":
+            return self.dose_units.upper() or "unknown unit"
+        return f"Gy({self.effective_quantity})" if self.dose_type.upper() == "EFFECTIVE" else "Gy"
+
+    @property
+    def summation_note(self) -> str:
+        """What DoseSummationType says the grid holds, when that is worth saying ("" for a PLAN dose)."""
+        kind = self.dose_summation_type.upper()
+        if self.fractions_applied is not None:
+            return f"{kind} dose x {self.fractions_applied} fractions, as asked"
+        if kind in _WHOLE_PLAN:
+            return f"{kind}: {_WHOLE_PLAN[kind]}" if _WHOLE_PLAN[kind] else ""
+        if kind in _PART_OF_PLAN:
+            return f"{kind} dose: {_PART_OF_PLAN[kind]}{self._beams_text()}, not the plan dose"
+        return f"DoseSummationType {kind!r} is not a DICOM value" if kind else "DoseSummationType missing"
+
+    def _beams_text(self) -> str:
+        numbers = self.referenced_beam_numbers
+        if not numbers or not self.dose_summation_type.upper().startswith("BEAM"):
+            return ""
+        return f" (beam{'s' if len(numbers) > 1 else ''} {', '.join(str(b) for b in numbers)})"
+
+    @property
+    def plan_dose_problem(self) -> str:
+        """Why goals for a whole plan cannot be judged on this grid ("" when they can: PLAN, MULTI_PLAN, ...)."""
+        kind = self.dose_summation_type.upper()
+        if self.fractions_applied is not None or kind in _WHOLE_PLAN or not kind:
+            return ""
+        if kind not in _PART_OF_PLAN:
+            return f"{self.summation_note}: clinical goals are not judged on it"
+        hint = "; give the number of fractions to scale it to the course" if kind == "FRACTION" else ""
+        return (f"a {kind} dose{self._beams_text()} is not the plan dose: clinical goals are not judged on it{hint}")
 
     @property
     def origin_mm(self) -> tuple[float, float, float]:
@@ -103,7 +167,39 @@ class DoseGrid:
             "frame_of_reference_uid": self.frame_of_reference_uid,
             "sop_instance_uid": self.sop_instance_uid,
             "max_dose_gy": self.max_dose_gy,
+            "dose_unit": self.dose_unit,
+            "summation_note": self.summation_note,
+            "referenced_plan_uid": self.referenced_plan_uid,
+            "referenced_beam_numbers": list(self.referenced_beam_numbers),
+            "fractions_applied": self.fractions_applied,
         }
+
+
+def check_absolute_dose(dose: DoseGrid) -> None:
+    """DicomInputError naming DoseUnits unless the grid holds Gy (needed by DVH metrics and goals in Gy)."""
+    units = dose.dose_units.upper()
+    if units == "GY":
+        return
+    if units == "RELATIVE":
+        problem = "is RELATIVE (relative to an unstated normalisation): DVH metrics and goals in Gy need GY"
+    elif not units:
+        problem = "missing: DVH metrics and goals in Gy need DoseUnits GY"
+    else:
+        problem = f"is {units!r}, not a DICOM value (GY or RELATIVE): not read as Gy"
+    raise DicomInputError("DoseUnits", problem, dose.sop_instance_uid or None)
+
+
+def scale_fraction_dose(dose: DoseGrid, fractions: int) -> DoseGrid:
+    """A FRACTION dose (one fraction, Gy) times ``fractions``: the fraction group's course dose.
+
+    RTError for any other DoseSummationType or a count below 1.
+    """
+    if isinstance(fractions, bool) or not isinstance(fractions, int) or fractions < 1:
+        raise ValueError(f"the number of fractions must be an integer >= 1, got {fractions!r}")
+    if dose.dose_summation_type.upper() != "FRACTION":
+        raise GeometryError(f"only a FRACTION dose is scaled by a number of fractions; this RT Dose is "
+                            f"{dose.dose_summation_type or 'without DoseSummationType'}")
+    return replace(dose, dose_gy=dose.dose_gy * float(fractions), fractions_applied=fractions)
 
 
 def _axis_of(direction: npt.NDArray[np.float64], orientation: tuple[float, ...]) -> tuple[int, int]:
@@ -155,7 +251,9 @@ def read_dose(ds: Dataset) -> DoseGrid:
     if offsets.size > 1:
         steps = np.diff(offsets)
         if np.max(np.abs(steps - steps[0])) > _FRAME_TOLERANCE_MM or steps[0] == 0.0:
-            raise GeometryError(f"GridFrameOffsetVector is not uniformly spaced: steps {np.unique(steps.round(4))}")
+            shown = ", ".join(f"{v:g}" for v in np.unique(steps.round(4))[:6])
+            raise GeometryError(f"GridFrameOffsetVector is not uniformly spaced (frame steps {shown} mm): dose "
+                                "grids with uneven frame spacing are not supported")
         frame_step = float(steps[0])
     else:
         frame_step = float(ds.get("SliceThickness") or 1.0)
@@ -191,16 +289,33 @@ def read_dose(ds: Dataset) -> DoseGrid:
         spacing_mm=(float(spacing[0]), float(spacing[1]), float(spacing[2])),
         shape=(int(dose.shape[0]), int(dose.shape[1]), int(dose.shape[2])),  # dose is 3-D after the transpose
     )
+    plan_uid, beam_numbers = _read_plan_reference(ds)
     return DoseGrid(
         dose_gy=dose,
         grid=grid,
         orientation=orientation,
-        dose_units=str(ds.get("DoseUnits", "GY")),
-        dose_type=str(ds.get("DoseType", "")),
-        dose_summation_type=str(ds.get("DoseSummationType", "")),
+        dose_units=str(ds.get("DoseUnits", "") or "").strip().upper(),
+        dose_type=str(ds.get("DoseType", "") or "").strip().upper(),
+        dose_summation_type=str(ds.get("DoseSummationType", "") or "").strip().upper(),
         frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "")),
         sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
+        referenced_plan_uid=plan_uid,
+        referenced_beam_numbers=beam_numbers,
     )
+
+
+def _read_plan_reference(ds: Dataset) -> tuple[str, tuple[int, ...]]:
+    """(ReferencedSOPInstanceUID of the first ReferencedRTPlanSequence item, its referenced beam numbers)."""
+    plans = ds.get("ReferencedRTPlanSequence") or []
+    if not plans:
+        return "", ()
+    beams: list[int] = []
+    for group in plans[0].get("ReferencedFractionGroupSequence") or []:
+        for beam in group.get("ReferencedBeamSequence") or []:
+            number = beam.get("ReferencedBeamNumber")
+            if number is not None and str(number).strip().lstrip("-").isdigit():
+                beams.append(int(number))
+    return str(plans[0].get("ReferencedSOPInstanceUID", "") or ""), tuple(beams)
 
 
 def _axis_weights(

@@ -8,8 +8,10 @@ A template (``rt/goal_templates/<name>.json``) is an object::
                 "comparator": "<=", "value": 20, "tolerance": 25, "priority": 1,
                 "description": "...", "source": "QUANTEC"}, ...]}
 
-- ``roi`` is the TG-263 structure name; ``aliases`` are other names it is matched under
-  (case-insensitively, surrounding blanks ignored).
+- ``roi`` is the TG-263 structure name; ``aliases`` are other names it is matched under. A
+  structure set's names are matched by :func:`rt.roi_names.match_roi_name` (exact, then case,
+  TG-263, alias, spelling and trailing-number rules; helper structures such as ``zPTV_opt`` only
+  by name), and every result says which name matched by which rule.
 - ``metric`` is a TG-263 DVH metric understood by :func:`rt.dvh.compute_metric`
   (``Mean[Gy]``, ``D95%[%]``, ``V20Gy[%]``, ...); its bracketed unit is the unit of ``value``
   and ``tolerance``. Metrics in ``[%]`` of dose, or ``V<d>%``, are relative to the
@@ -29,7 +31,7 @@ import json
 import math
 import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -38,6 +40,7 @@ from typing import Any
 
 from rt.dvh import DVH, METRIC_PATTERN, compute_metric
 from rt.errors import MetricError, RTError
+from rt.roi_names import ROIMatch, match_roi_name
 
 #: Comparators a goal may use.
 COMPARATORS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
@@ -50,10 +53,6 @@ NOT_EVALUATED = "not_evaluated"
 
 _TEMPLATE_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 _TEMPLATE_DIR = "goal_templates"
-
-
-def _key(name: str) -> str:
-    return name.strip().casefold()
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +80,11 @@ class ClinicalGoal:
         return (self.roi, *self.aliases)
 
     def matches(self, roi_name: str) -> bool:
-        """Whether ``roi_name`` is this goal's ROI or an alias (case-insensitive)."""
-        return _key(roi_name) in {_key(n) for n in self.roi_names}
+        """Whether ``roi_name`` is this goal's ROI by any rule of :func:`rt.roi_names.match_roi_name`."""
+        try:
+            return match_roi_name(self.roi, self.aliases, (roi_name,)) is not None
+        except RTError:
+            return False
 
     def compute_status(self, measured: float) -> str:
         """pass, within_tolerance or fail for a measured value in the metric's unit."""
@@ -139,8 +141,11 @@ class GoalTemplate:
 class GoalResult:
     """The outcome of one goal: status, measured value (in ``unit``) and, when needed, a reason.
 
-    ``roi_name`` is the ROI the goal was matched to (None when not found); ``reason`` explains a
-    not_evaluated status; ``note`` carries caveats (e.g. ROI volume outside the dose grid).
+    ``unit`` is the goal's unit, a dose unit labelled as the RT Dose is (``Gy``, or ``Gy(RBE)`` for
+    an EFFECTIVE dose). ``roi_name`` is the structure-set ROI the goal's template ROI
+    (``goal.roi``) was matched to (None when not found), ``match_rule`` and ``matched_spelling``
+    how (:mod:`rt.roi_names`); ``reason`` explains a not_evaluated status; ``note`` carries caveats
+    (e.g. ROI volume outside the dose grid).
     """
 
     goal: ClinicalGoal
@@ -150,10 +155,17 @@ class GoalResult:
     roi_name: str | None = None
     reason: str = ""
     note: str = ""
+    match_rule: str = ""
+    matched_spelling: str = ""
 
     @property
     def passed(self) -> bool:
         return self.status == PASS
+
+    @property
+    def template_roi(self) -> str:
+        """The ROI name the template asks for (TG-263)."""
+        return self.goal.roi
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -161,7 +173,10 @@ class GoalResult:
             "status": self.status,
             "measured_value": self.measured_value,
             "unit": self.unit,
+            "template_roi": self.template_roi,
             "roi_name": self.roi_name,
+            "match_rule": self.match_rule,
+            "matched_spelling": self.matched_spelling,
             "reason": self.reason,
             "note": self.note,
         }
@@ -304,49 +319,88 @@ def load_template(name: str) -> GoalTemplate:
 # -- evaluation -------------------------------------------------------------------------------------
 
 
-def find_roi_name(goal: ClinicalGoal, roi_names: list[str] | tuple[str, ...]) -> str | None:
-    """The name in ``roi_names`` matching the goal (TG-263 name first, then aliases in order).
+def find_roi_match(goal: ClinicalGoal, roi_names: Sequence[str]) -> ROIMatch | None:
+    """How the goal's ROI is found among ``roi_names`` (None: not found); RTError when ambiguous."""
+    return match_roi_name(goal.roi, goal.aliases, roi_names)
 
-    An exact match wins over a case-insensitive one; RTError when a candidate matches two names
-    case-insensitively and neither exactly.
+
+def find_roi_name(goal: ClinicalGoal, roi_names: Sequence[str]) -> str | None:
+    """The name in ``roi_names`` matching the goal (rules of :func:`rt.roi_names.match_roi_name`).
+
+    RTError when two names match equally well.
     """
-    for candidate in goal.roi_names:
-        if candidate in roi_names:
-            return candidate
-        found = [n for n in roi_names if _key(n) == _key(candidate)]
-        if len(found) > 1:
-            raise RTError(f"ROI {candidate!r} is ambiguous: {found}")
-        if found:
-            return found[0]
-    return None
+    match = find_roi_match(goal, roi_names)
+    return match.roi_name if match is not None else None
 
 
-def evaluate_goal(goal: ClinicalGoal, dvhs: Mapping[str, DVH], prescription_gy: float | None = None) -> GoalResult:
-    """Evaluate one goal against DVHs keyed by ROI name (doses Gy, volumes cc)."""
+def _goal_unit(goal: ClinicalGoal, dose_unit: str) -> str:
+    return dose_unit if goal.unit == "Gy" else goal.unit
+
+
+def evaluate_goal(
+    goal: ClinicalGoal,
+    dvhs: Mapping[str, DVH],
+    prescription_gy: float | None = None,
+    *,
+    unavailable: Mapping[str, str] | None = None,
+    dose_unit: str = "Gy",
+    dose_problem: str = "",
+    roi_names: Sequence[str] | None = None,
+) -> GoalResult:
+    """Evaluate one goal against DVHs keyed by structure-set ROI name (doses Gy, volumes cc).
+
+    ``unavailable`` names ROIs of the structure set that have no DVH, with why (``lies entirely
+    outside the dose grid``): a goal matched to one is not_evaluated with that reason, not "not
+    found". ``dose_unit`` labels dose values (``Gy(RBE)`` for an EFFECTIVE dose); a non-empty
+    ``dose_problem`` (``the RT Dose is one beam's dose``) leaves the goal not_evaluated, matched.
+    ``roi_names`` (default: the DVHs' and unavailable names) are all the structure set's names, the
+    goal is matched among them.
+    """
+    unit = _goal_unit(goal, dose_unit)
+    missing = dict(unavailable or {})
+    names = tuple(roi_names) if roi_names is not None else (*dvhs, *(n for n in missing if n not in dvhs))
     try:
-        roi_name = find_roi_name(goal, tuple(dvhs))
+        match = find_roi_match(goal, names)
     except RTError as exc:
-        return GoalResult(goal, NOT_EVALUATED, None, goal.unit, reason=str(exc))
-    if roi_name is None:
+        return GoalResult(goal, NOT_EVALUATED, None, unit, reason=str(exc))
+    if match is None:
         reason = f"ROI {goal.roi!r} (or aliases {list(goal.aliases)}) not found"
-        return GoalResult(goal, NOT_EVALUATED, None, goal.unit, reason=reason)
-    dvh = dvhs[roi_name]
+        return GoalResult(goal, NOT_EVALUATED, None, unit, reason=reason)
+    matched = {"roi_name": match.roi_name, "match_rule": match.rule, "matched_spelling": match.spelling}
+    if match.roi_name not in dvhs:
+        reason = f"ROI {match.roi_name!r} {missing.get(match.roi_name, 'has no DVH')}"
+        return GoalResult(goal, NOT_EVALUATED, None, unit, reason=reason, **matched)
+    if dose_problem:
+        return GoalResult(goal, NOT_EVALUATED, None, unit, reason=dose_problem, **matched)
+    dvh = dvhs[match.roi_name]
     try:
         measured = compute_metric(dvh, goal.metric, prescription_gy)
     except MetricError as exc:
-        return GoalResult(goal, NOT_EVALUATED, None, goal.unit, roi_name=roi_name, reason=str(exc))
+        return GoalResult(goal, NOT_EVALUATED, None, unit, reason=str(exc), **matched)
     note = ""
     if dvh.uncovered_volume_cc > 0.0:
-        note = f"{dvh.uncovered_volume_cc:.3g} cc of {roi_name} lies outside the dose grid"
-    return GoalResult(goal, goal.compute_status(measured), measured, goal.unit, roi_name=roi_name, note=note)
+        note = f"{dvh.uncovered_volume_cc:.3g} cc of {match.roi_name} lies outside the dose grid"
+    return GoalResult(goal, goal.compute_status(measured), measured, unit, note=note, **matched)
 
 
 def evaluate_goals(
-    template: GoalTemplate, dvhs: Mapping[str, DVH], prescription_gy: float | None = None
+    template: GoalTemplate,
+    dvhs: Mapping[str, DVH],
+    prescription_gy: float | None = None,
+    *,
+    unavailable: Mapping[str, str] | None = None,
+    dose_unit: str = "Gy",
+    dose_problem: str = "",
+    roi_names: Sequence[str] | None = None,
 ) -> list[GoalResult]:
     """Evaluate every goal of ``template`` (in template order) against DVHs keyed by ROI name.
 
     ``prescription_gy`` (Gy) is needed by goals relative to the prescription; without it those
-    goals are not_evaluated, as are goals whose ROI is missing (the reason says which).
+    goals are not_evaluated, as are goals whose ROI is missing or unavailable (the reason says
+    which). Keywords as :func:`evaluate_goal`.
     """
-    return [evaluate_goal(goal, dvhs, prescription_gy) for goal in template.goals]
+    return [
+        evaluate_goal(goal, dvhs, prescription_gy, unavailable=unavailable, dose_unit=dose_unit,
+                      dose_problem=dose_problem, roi_names=roi_names)
+        for goal in template.goals
+    ]

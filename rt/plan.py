@@ -11,6 +11,14 @@ Conventions:
   when there is none. ``dose_per_fraction_gy`` is ``prescription_gy / fractions`` when both are
   known, else the sum of the BeamDose values of the first fraction group (when every referenced
   beam has one), else None.
+- **Resolved prescription** (``prescription``, a :class:`Prescription` saying where it came
+  from), the total dose goals relative to the prescription use: that TargetPrescriptionDose; else,
+  summed over the fraction groups, a fraction group's ReferencedDoseReferenceSequence
+  TargetPrescriptionDose x NumberOfFractionsPlanned (taken as per fraction, unless it equals the
+  group's BeamDose sum x fractions, then as the group's total); else the BeamDose sum x
+  NumberOfFractionsPlanned, with a note that it is the dose at the beams' specification points,
+  not a stated prescription (beams without BeamDose and without meterset are set-up fields and
+  ignored); else none. :func:`choose_prescription` lets a given value override it.
 - **Fractions and metersets** come from the first fraction group (FractionGroupSequence[0]);
   a beam's meterset and dose are those of its ReferencedBeamSequence item there. The meterset
   unit is the beam's PrimaryDosimeterUnit, defaulting to MU (RT Plan) or NP (RT Ion Plan).
@@ -30,7 +38,8 @@ Conventions:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -117,6 +126,43 @@ class DoseReference:
             "target_prescription_dose_gy": self.target_prescription_dose_gy,
             "delivery_maximum_dose_gy": self.delivery_maximum_dose_gy,
         }
+
+
+#: Where a :class:`Prescription` came from.
+RX_DOSE_REFERENCE = "dose_reference"
+RX_FRACTION_GROUP = "fraction_group"
+RX_BEAM_DOSE = "beam_dose"
+RX_GIVEN = "given"
+RX_NONE = "none"
+#: Relative agreement taken as "the same dose" when telling a per-fraction from a total dose.
+_SAME_DOSE = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class Prescription:
+    """A total prescribed dose (Gy; None: unknown) and where it came from.
+
+    source: RX_DOSE_REFERENCE, RX_FRACTION_GROUP, RX_BEAM_DOSE, RX_GIVEN or RX_NONE; description:
+    what was read (``plan DoseReference 1 'PTV' TargetPrescriptionDose``); note: caveats.
+    """
+
+    dose_gy: float | None
+    source: str
+    description: str
+    fractions: int | None = None
+    note: str = ""
+
+    def describe(self) -> str:
+        """``60 Gy from plan DoseReference 1 'PTV' TargetPrescriptionDose``-style text (with the note)."""
+        text = self.description if self.dose_gy is None else f"{self.dose_gy:g} Gy from {self.description}"
+        return f"{text} ({self.note})" if self.note else text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dose_gy": self.dose_gy, "source": self.source, "description": self.description,
+                "fractions": self.fractions, "note": self.note, "text": self.describe()}
+
+
+NO_PRESCRIPTION = Prescription(None, RX_NONE, "no prescription")
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +316,7 @@ class PlanSummary:
     dose_per_fraction_gy: float | None
     dose_references: tuple[DoseReference, ...]
     beams: tuple[BeamSummary, ...]
+    prescription: Prescription = field(default=NO_PRESCRIPTION)
 
     @property
     def beam_count(self) -> int:
@@ -292,6 +339,7 @@ class PlanSummary:
             "dose_references": [d.to_dict() for d in self.dose_references],
             "beam_count": self.beam_count,
             "beams": [b.to_dict() for b in self.beams],
+            "prescription": self.prescription.to_dict(),
         }
 
 
@@ -449,6 +497,110 @@ def _plan_radiation_type(beams: tuple[BeamSummary, ...]) -> str | None:
     return kinds.pop() if len(kinds) == 1 else "MIXED"
 
 
+def _group_beam_dose_gy(group: Dataset) -> float | None:
+    """Sum of the group's BeamDose (Gy per fraction); None when a beam with a meterset has none."""
+    total, seen = 0.0, False
+    for item in _seq(group, "ReferencedBeamSequence"):
+        dose = _float(_get(item, "BeamDose"))
+        if dose is None:
+            if _float(_get(item, "BeamMeterset")):  # a treatment beam without its dose: no sum
+                return None
+            continue  # a set-up field
+        total, seen = total + dose, True
+    return total if seen else None
+
+
+def _is_dose(value: float | None) -> bool:
+    """A usable prescribed dose: finite and above 0 Gy (a 0, negative or NaN value counts as absent)."""
+    return value is not None and math.isfinite(value) and value > 0.0
+
+
+def _from_dose_reference(references: tuple[DoseReference, ...], fractions: int | None) -> Prescription | None:
+    targets = [d for d in references if d.reference_type == "TARGET" and _is_dose(d.target_prescription_dose_gy)]
+    if not targets:
+        return None
+    first = targets[0]
+    label = f" {first.description!r}" if first.description else ""
+    others = sorted({d.target_prescription_dose_gy for d in targets[1:] if d.target_prescription_dose_gy is not None}
+                    - {first.target_prescription_dose_gy})
+    note = f"other TARGET dose references ({', '.join(f'{v:g}' for v in others)} Gy) not used" if others else ""
+    return Prescription(first.target_prescription_dose_gy, RX_DOSE_REFERENCE,
+                        f"plan DoseReference {first.number}{label} TargetPrescriptionDose", fractions, note)
+
+
+def _from_fraction_groups(groups: list[Dataset]) -> Prescription | None:
+    total, fractions, parts, notes = 0.0, 0, [], []
+    for group in groups:
+        items = [i for i in _seq(group, "ReferencedDoseReferenceSequence")
+                 if _is_dose(_float(_get(i, "TargetPrescriptionDose")))]
+        count = _int(_get(group, "NumberOfFractionsPlanned"))
+        if not items or not count or count < 1:
+            continue
+        dose = _float(_get(items[0], "TargetPrescriptionDose")) or 0.0
+        number = _int(_get(group, "FractionGroupNumber"))
+        beams = _group_beam_dose_gy(group)
+        if count > 1 and beams and abs(dose - beams * count) <= _SAME_DOSE * dose \
+                and abs(dose - beams) > _SAME_DOSE * dose:
+            total += dose
+            notes.append(f"group {number}'s {dose:g} Gy equals its BeamDose sum x {count} fractions: read as its total")
+        else:
+            total += dose * count
+        fractions += count
+        parts.append(f"fraction group {number} ReferencedDoseReference "
+                     f"{_int(_get(items[0], 'ReferencedDoseReferenceNumber'))} TargetPrescriptionDose x {count}")
+    if not parts:
+        return None
+    return Prescription(total, RX_FRACTION_GROUP, "plan " + " + ".join(parts), fractions, "; ".join(notes))
+
+
+def _from_beam_doses(groups: list[Dataset]) -> Prescription | None:
+    total, fractions, parts = 0.0, 0, []
+    for group in groups:
+        beams, count = _group_beam_dose_gy(group), _int(_get(group, "NumberOfFractionsPlanned"))
+        if beams is None or not _is_dose(beams) or not count or count < 1:
+            return None
+        total, fractions = total + beams * count, fractions + count
+        parts.append(f"fraction group {_int(_get(group, 'FractionGroupNumber'))} BeamDose sum x {count}")
+    if not parts:
+        return None
+    return Prescription(total, RX_BEAM_DOSE, "plan " + " + ".join(parts), fractions,
+                        "the dose at the beams' dose specification points, not a stated prescription")
+
+
+def read_prescription(ds: Dataset, dose_references: tuple[DoseReference, ...] | None = None) -> Prescription:
+    """The plan's total prescription and its source (rules under "Resolved prescription" above)."""
+    references = dose_references if dose_references is not None else tuple(
+        _read_dose_reference(item) for item in _seq(ds, "DoseReferenceSequence"))
+    groups = _seq(ds, "FractionGroupSequence")
+    fractions = _int(_get(groups[0], "NumberOfFractionsPlanned")) if groups else None
+    found = (_from_dose_reference(references, fractions) or _from_fraction_groups(groups)
+             or _from_beam_doses(groups))
+    found = found or Prescription(None, RX_NONE, "no prescription in the plan (no TARGET TargetPrescriptionDose, "
+                                                 "fraction group dose or BeamDose)", fractions)
+    unusable = [d for d in references if d.reference_type == "TARGET" and d.target_prescription_dose_gy is not None
+                and not _is_dose(d.target_prescription_dose_gy)]
+    if unusable and found.source != RX_DOSE_REFERENCE:
+        ignored = ", ".join(f"DoseReference {d.number} TargetPrescriptionDose {d.target_prescription_dose_gy:g}"
+                            for d in unusable)
+        found = replace(found, note="; ".join(n for n in (found.note, f"{ignored} ignored: not a dose") if n))
+    return found
+
+
+def choose_prescription(plan: Prescription | None, given_gy: float | None, given_as: str = "given") -> Prescription:
+    """``given_gy`` (Gy, described as ``given_as``, e.g. ``--prescription``) when set, else the plan's; else none.
+
+    A given value that differs from the plan's says so in its note.
+    """
+    if given_gy is not None:
+        if not math.isfinite(given_gy) or given_gy <= 0.0:
+            raise ValueError(f"a prescription must be a positive dose in Gy, got {given_gy!r}")
+        note = ""
+        if plan is not None and plan.dose_gy is not None and abs(plan.dose_gy - given_gy) > 1e-6 * given_gy:
+            note = f"overrides the plan's {plan.dose_gy:g} Gy ({plan.description})"
+        return Prescription(given_gy, RX_GIVEN, given_as, plan.fractions if plan else None, note)
+    return plan if plan is not None else Prescription(None, RX_NONE, "no prescription (no RT Plan)")
+
+
 def read_plan_summary(ds: Dataset) -> PlanSummary:
     """Summarise an RT Plan or RT Ion Plan dataset (Gy, degrees, mm, MeV); see module docstring.
 
@@ -502,4 +654,5 @@ def read_plan_summary(ds: Dataset) -> PlanSummary:
         dose_per_fraction_gy=per_fraction,
         dose_references=dose_references,
         beams=beams,
+        prescription=read_prescription(ds, dose_references),
     )

@@ -92,6 +92,9 @@ def compute_dose_sum(
     units = {d.dose_units.upper() for d in doses}
     if len(units) > 1:
         raise RTError(f"cannot add doses in different units: {sorted(units)}")
+    labels = {d.dose_unit for d in doses if d.dose_type}
+    if len(labels) > 1:  # a physical dose plus an RBE-weighted one is neither
+        raise RTError(f"cannot add doses of different DoseType: {sorted(labels)}")
     frame_of_reference_uid = _common_frame_of_reference(doses)
     grid = target_grid or doses[0].grid
 
@@ -102,6 +105,7 @@ def compute_dose_sum(
             sampled = np.nan_to_num(sampled, nan=0.0)
         total += weight * sampled
     dose_types = {d.dose_type for d in doses}
+    quantities = {d.effective_quantity for d in doses}
     return DoseGrid(
         dose_gy=total,
         grid=grid,
@@ -111,6 +115,7 @@ def compute_dose_sum(
         dose_summation_type="MULTI_PLAN" if len(doses) > 1 else doses[0].dose_summation_type,
         frame_of_reference_uid=frame_of_reference_uid,
         sop_instance_uid="",
+        effective_quantity=quantities.pop() if len(quantities) == 1 else "RBE",
     )
 
 
@@ -193,7 +198,7 @@ def compute_eqd2_map(
     e.g. masks from :func:`rt.structures.compute_mask` on ``dose.grid``; voxels outside every
     ROI use ``default_alpha_beta_gy``. A voxel partly in an ROI gets the occupancy-weighted mean
     of the EQD2 values; overlaps resolve in mapping order (:func:`compute_alpha_beta_map`).
-    The result is a :class:`DoseGrid` with dose_type EFFECTIVE.
+    The result is a :class:`DoseGrid` with dose_type EFFECTIVE, labelled ``Gy(EQD2)``.
     """
     if dose.dose_units.upper() != "GY":
         raise RTError(f"EQD2 needs an absolute dose in Gy, not {dose.dose_units}")
@@ -211,4 +216,5 @@ def compute_eqd2_map(
         dose_summation_type=dose.dose_summation_type,
         frame_of_reference_uid=dose.frame_of_reference_uid,
         sop_instance_uid="",
+        effective_quantity="EQD2",
     )

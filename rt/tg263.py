@@ -68,6 +68,8 @@ _add("Glnd_Submand", True, "submandibular", "submandibular gland", "submand")
 _add("Glnd_Thyroid", False, "thyroid", "thyroid gland")
 _add("Larynx", False)
 _add("Bone_Mandible", False, "mandible")
+_add("Cavity_Oral", False, "oral cavity", "oralcavity", "cavity oral")
+_add("BrachialPlex", True, "brachial plexus", "brachialplexus", "brachial plex")
 _add("Breast", True)
 
 _EXTERNAL_ALIASES = {"external", "body", "bodyoutline", "outline", "externalcontour", "patient", "patientoutline"}

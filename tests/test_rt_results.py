@@ -258,3 +258,72 @@ def test_eclipse_prostate_through_the_archive_agrees_with_eclipse(archive: Archi
     )
     stored = json.loads(json.dumps(results.dvh))  # JSON-clean (no numpy scalars)
     assert stored == results.dvh
+
+
+def test_eclipse_goals_name_the_matched_rois_and_the_prescription_source(archive: Archive, eclipse_datasets):
+    """Eclipse's 'Femoral Head Lt'/'Femoral Head RT' meet the prostate template's Femur_Head_L/_R; 46 Gy from RP."""
+    structures, plan, dose = eclipse_datasets
+    _store(archive, structures, plan, dose)
+    (planning_set,) = _sets(archive, plan.StudyInstanceUID)
+    analyse_planning_set(archive, planning_set)
+    with archive.index.reading() as session:
+        results = load_results(session, planning_set)
+    text = "46 Gy from plan DoseReference 1 'PROS' TargetPrescriptionDose"
+    assert results.dvh["prescription"]["text"] == results.goals["prescription"]["text"] == text
+    assert results.plan["prescription"]["source"] == "dose_reference"
+    goals = {g["template_roi"]: g for g in results.goals["goals"]}
+    for template_roi, name in (("Femur_Head_L", "Femoral Head Lt"), ("Femur_Head_R", "Femoral Head RT")):
+        goal = goals[template_roi]
+        assert (goal["roi_name"], goal["match_rule"], goal["matched_spelling"]) == (name, "TG-263", template_roi)
+        assert goal["status"] == "pass" and goal["measured_value"] is not None
+    assert results.goals["dose_unit"] == results.dvh["dose_unit"] == "Gy" and results.goals["dose_problem"] == ""
+
+
+@pytest.fixture(scope="module")
+def raystation_rbe() -> dict[str, Dataset]:
+    """RayStation plan03_ramp_full: structure set, plan (its PatientID aligned with the others: the shared data's known
+    quirk), the EFFECTIVE plan dose and the EFFECTIVE dose of beam 1."""
+    folder = shared_data("dcpt-proton-phantom", "plan03_ramp_full")
+    plan = pydicom.dcmread(next(folder.glob("ramped*.dcm")))
+    structures = pydicom.dcmread(next(folder.glob("RS*.dcm")))
+    plan.PatientID, plan.PatientName = structures.PatientID, structures.PatientName
+    out = {"rtstruct": structures, "rtplan": plan}
+    for path in folder.glob("RD*.dcm"):
+        ds = pydicom.dcmread(path)
+        groups = ds.ReferencedRTPlanSequence[0].get("ReferencedFractionGroupSequence") or []
+        beams = [int(b.ReferencedBeamNumber) for g in groups for b in g.ReferencedBeamSequence]
+        out[ds.DoseSummationType + "".join(f" {b}" for b in beams)] = ds
+    return out
+
+
+def test_raystation_effective_doses_are_stored_in_gy_rbe_and_a_beam_dose_is_not_judged(archive: Archive,
+                                                                                          raystation_rbe):
+    _store(archive, raystation_rbe["rtstruct"], raystation_rbe["rtplan"], raystation_rbe["PLAN"],
+           raystation_rbe["BEAM 1"])
+    sets = {s.dose_uid: s for s in _sets(archive, raystation_rbe["rtstruct"].StudyInstanceUID)}
+    plan_set, beam_set = sets[raystation_rbe["PLAN"].SOPInstanceUID], sets[raystation_rbe["BEAM 1"].SOPInstanceUID]
+    assert plan_set.plan_uid == beam_set.plan_uid == raystation_rbe["rtplan"].SOPInstanceUID
+    for planning_set in (plan_set, beam_set):
+        analyse_planning_set(archive, planning_set)  # an ion plan: proton_generic
+    with archive.index.reading() as session:
+        plan_results = load_results(session, plan_set)
+        beam_results = load_results(session, beam_set)
+    assert plan_results.dvh["dose_unit"] == plan_results.dvh["dose"]["dose_unit"] == "Gy(RBE)"
+    assert plan_results.dvh["dose"]["dose_type"] == "EFFECTIVE" and plan_results.goals["dose_unit"] == "Gy(RBE)"
+    rx = plan_results.goals["prescription"]
+    assert rx["source"] == "beam_dose" and rx["dose_gy"] == pytest.approx(0.943323 + 0.9349596)
+    assert "not a stated prescription" in rx["note"]
+    assert plan_results.goals["template"] == "proton_generic"
+    absolute = [g for g in plan_results.goals["goals"] if g["goal"]["unit"] == "Gy"]
+    assert absolute and all(g["unit"] == "Gy(RBE)" for g in absolute)
+    body = [g for g in plan_results.goals["goals"] if g["roi_name"] == "External"]  # template BODY: RayStation's
+    assert body and body[0]["match_rule"] == "TG-263" and body[0]["measured_value"] is not None
+    cube = {r["name"]: r for r in plan_results.dvh["rois"]}["Cube101010"]
+    assert 1.9 < cube["metrics"]["Mean[Gy]"] < 2.2  # RBE-weighted, labelled by the document's dose_unit
+
+    assert beam_results.dvh["dose"]["summation_note"].startswith("BEAM dose: the dose of one or more beams (beam 1)")
+    problem = beam_results.goals["dose_problem"]
+    assert problem == "a BEAM dose (beam 1) is not the plan dose: clinical goals are not judged on it"
+    assert {r["name"] for r in beam_results.dvh["rois"] if r["metrics"]} >= {"Cube101010"}  # its DVHs are there
+    found = [g for g in beam_results.goals["goals"] if g["roi_name"]]
+    assert found and all(g["status"] == "not_evaluated" and g["reason"] == problem for g in found)

@@ -11,6 +11,13 @@ files, the kind and the parameters (:data:`~rt.analysis.RESULT_VERSION`, bin wid
 template). The same inputs find the cached rows again; a new or replaced input gives a new key and
 the older rows of that dose are dropped. Every DVH metric is also a ``MetricValue`` row (structure
 = TG-263 name where known), so metrics are searchable across patients.
+
+The prescription is the planning set's plan's (the RT Dose's ReferencedRTPlanSequence, as the
+oncology summary links them), with its source; the ``dvh`` and ``goals`` documents carry it
+(``prescription``: dose_gy, source, description, note, text), the dose's unit label
+(``dose_unit``: ``Gy`` or ``Gy(RBE)``) and what its DoseSummationType means for goals
+(``summation_note``, ``dose_problem``); each goal names its template ROI, the matched ROI and the
+matching rule (:func:`rt.analysis.compute_rt_analysis`).
 """
 
 from __future__ import annotations

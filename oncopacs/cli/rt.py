@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
@@ -10,6 +12,13 @@ from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 
 from oncopacs.cli.output import emit
+
+if TYPE_CHECKING:
+    from rt.dose import DoseGrid
+    from rt.dvh import DVH
+    from rt.goals import GoalTemplate
+    from rt.plan import Prescription
+    from rt.structures import StructureSet
 
 DEFAULT_METRICS = ("Mean[Gy]", "Min[Gy]", "Max[Gy]", "D95%[Gy]", "D2cc[Gy]")
 
@@ -24,6 +33,63 @@ def read_dicom(path: Path) -> Dataset:
         raise click.ClickException(f"{path}: not a readable DICOM file ({type(exc).__name__})") from None
 
 
+def read_dose_file(path: Path, fractions: int | None = None) -> DoseGrid:
+    """An RT Dose in Gy for DVHs and goals (RELATIVE or unknown DoseUnits refused, naming the element);
+    a FRACTION dose times ``fractions`` when given."""
+    from rt.dose import check_absolute_dose, read_dose, scale_fraction_dose
+
+    dose = read_dose(read_dicom(path))
+    check_absolute_dose(dose)
+    return scale_fraction_dose(dose, fractions) if fractions is not None else dose
+
+
+def read_plan_options(rtplan_path: Path | None, given_gy: float | None,
+                      dose: DoseGrid) -> tuple[Prescription, dict[str, Any]]:
+    """(prescription, what the output says about the dose) from ``--rtplan`` and ``--prescription``.
+
+    The prescription is ``--prescription`` when given, else the plan's, with its source; the dose
+    document names its unit label, type, summation and why goals may not apply to it.
+    """
+    from rt.analysis import assess_dose, resolve_prescription
+    from rt.plan import choose_prescription, read_plan_summary
+
+    plan = read_plan_summary(read_dicom(rtplan_path)) if rtplan_path else None
+    prescription = choose_prescription(resolve_prescription(plan, dose) if plan else None, given_gy, "--prescription")
+    role = assess_dose(dose, plan)
+    document = {"sop_instance_uid": dose.sop_instance_uid, "dose_unit": dose.dose_unit, "dose_type": dose.dose_type,
+                "dose_summation_type": dose.dose_summation_type, "summation_note": role.note,
+                "dose_problem": role.problem, "referenced_plan_uid": dose.referenced_plan_uid,
+                "fractions_applied": dose.fractions_applied}
+    return prescription, document
+
+
+def _header_lines(document: dict[str, Any]) -> list[str]:
+    dose = document["dose"]
+    lines = [f"dose: {dose['dose_unit']} ({dose['dose_type'] or 'DoseType missing'}, "
+             f"{dose['dose_summation_type'] or 'DoseSummationType missing'})"
+             + (f"; {dose['summation_note']}" if dose["summation_note"] else ""),
+             f"prescription: {document['prescription']['text']}"]
+    if dose["dose_problem"]:
+        lines.append(f"note: {dose['dose_problem']}")
+    return lines
+
+
+_PLAN_OPTION = click.option("--rtplan", "rtplan_path", type=click.Path(path_type=Path),
+                            help="RT (Ion) Plan file: its prescription is used unless --prescription is given.")
+def _finite_dose(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a dose in Gy")
+    return value
+
+
+_PRESCRIPTION_OPTION = click.option(
+    "--prescription", "prescription_gy", type=click.FloatRange(min=0.0, min_open=True), callback=_finite_dose,
+    help="Prescription dose in Gy (for % metrics and goals); overrides the plan's.")
+_FRACTIONS_OPTION = click.option(
+    "--fractions", "fractions", type=click.IntRange(min=1),
+    help="Multiply a FRACTION RT Dose (one fraction) by this many fractions before the DVHs.")
+
+
 @click.group("rt")
 def rt_group() -> None:
     """RT analysis: DVHs and metrics, plan summaries."""
@@ -36,7 +102,9 @@ def rt_group() -> None:
 @click.option("--rtdose", "rtdose_path", required=True, type=click.Path(path_type=Path), help="RT Dose file.")
 @click.option("--roi", "roi_names", multiple=True, help="ROI name (repeatable; default: every ROI with contours).")
 @click.option("--metric", "metrics", multiple=True, help="TG-263 metric, e.g. 'D95%[Gy]', 'V20Gy[%]' (repeatable).")
-@click.option("--prescription", "prescription_gy", type=float, help="Prescription dose in Gy (for % metrics).")
+@_PRESCRIPTION_OPTION
+@_PLAN_OPTION
+@_FRACTIONS_OPTION
 @click.option(
     "--dvh-step", "dvh_step_gy", type=float, default=0.1, show_default=True, help="Dose step of the printed DVH, Gy."
 )
@@ -47,17 +115,20 @@ def dvh_command(
     roi_names: tuple[str, ...],
     metrics: tuple[str, ...],
     prescription_gy: float | None,
+    rtplan_path: Path | None,
+    fractions: int | None,
     dvh_step_gy: float,
     as_json: bool,
 ) -> None:
-    """Cumulative DVHs and metrics of ROIs in a dose."""
-    from rt.dose import read_dose
+    """Cumulative DVHs and metrics of ROIs in a dose (values in the dose's unit: Gy, or Gy(RBE) for EFFECTIVE)."""
     from rt.dvh import compute_available_metrics, compute_roi_dvh, validate_metric
     from rt.errors import OutsideDoseGridError
     from rt.structures import read_structure_set
 
     structure_set = read_structure_set(read_dicom(rtstruct_path))
-    dose = read_dose(read_dicom(rtdose_path))
+    dose = read_dose_file(rtdose_path, fractions)
+    prescription, about_dose = read_plan_options(rtplan_path, prescription_gy, dose)
+    prescription_gy = prescription.dose_gy
     names = roi_names or tuple(roi.name for roi in structure_set.rois if not roi.is_empty)
     wanted = [validate_metric(m) for m in metrics or DEFAULT_METRICS + (
         (f"V{prescription_gy:g}Gy[%]",) if prescription_gy else ())]  # a typo stops the command, named
@@ -93,14 +164,15 @@ def dvh_command(
             }
         )
     emit(
-        {"rtstruct": str(rtstruct_path), "rtdose": str(rtdose_path), "prescription_gy": prescription_gy, "rois": rois},
+        {"rtstruct": str(rtstruct_path), "rtdose": str(rtdose_path), "prescription_gy": prescription_gy,
+         "prescription": prescription.to_dict(), "dose_unit": dose.dose_unit, "dose": about_dose, "rois": rois},
         as_json,
         _render_dvh,
     )
 
 
 def _render_dvh(document: dict) -> list[str]:
-    lines = []
+    lines = _header_lines(document)
     metric_names = next((list(roi["metrics"]) for roi in document["rois"] if roi["metrics"]), [])
     lines.append(
         f"{'ROI':<20} {'volume [cc]':>12} {'uncovered [cc]':>15} " + " ".join(f"{m:>12}" for m in metric_names)
@@ -131,6 +203,8 @@ def _render_plan(plan: dict) -> list[str]:
         f"{plan['sop_class']} {plan.get('label') or ''}: {plan.get('radiation_type')}, "
         f"{plan.get('fractions')} fraction(s), {prescription}"
     ]
+    if plan.get("prescription"):
+        lines.append(f"  prescription used for goals: {plan['prescription']['text']}")
     for beam in plan["beams"]:
         energy = ""
         if beam.get("energy_layers_mev"):
@@ -159,22 +233,22 @@ def _number(value: float | None) -> str:
     required=True,
     help="Shipped template name (see --list) or a path to a JSON template.",
 )
-@click.option("--prescription", "prescription_gy", type=float, help="Prescription dose in Gy (for % goals).")
+@_PRESCRIPTION_OPTION
+@_PLAN_OPTION
+@_FRACTIONS_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def goals_command(
-    rtstruct_path: Path, rtdose_path: Path, template_name: str, prescription_gy: float | None, as_json: bool
+    rtstruct_path: Path,
+    rtdose_path: Path,
+    template_name: str,
+    prescription_gy: float | None,
+    rtplan_path: Path | None,
+    fractions: int | None,
+    as_json: bool,
 ) -> None:
     """Evaluate a clinical goal template: pass, within tolerance, fail or not evaluated, per goal."""
-    from rt.dose import read_dose
-    from rt.dvh import compute_roi_dvh
-    from rt.errors import OutsideDoseGridError
-    from rt.goals import (
-        evaluate_goals,
-        find_roi_name,
-        list_templates,
-        load_template,
-        read_template,
-    )
+    from rt.goals import evaluate_goals, list_templates, load_template, read_template
+    from rt.structures import read_structure_set
 
     path = Path(template_name)
     if path.suffix == ".json" or path.exists():
@@ -183,23 +257,20 @@ def goals_command(
         template = load_template(template_name)
     else:
         raise click.ClickException(f"no goal template {template_name!r}; shipped: {', '.join(list_templates())}")
-    from rt.structures import read_structure_set
-
     structure_set = read_structure_set(read_dicom(rtstruct_path))
-    dose = read_dose(read_dicom(rtdose_path))
-    dvhs = {}
-    for goal in template.goals:
-        name = find_roi_name(goal, structure_set.roi_names)
-        if name and name not in dvhs:
-            try:
-                dvhs[name] = compute_roi_dvh(structure_set, name, dose)
-            except OutsideDoseGridError:
-                continue  # the goal reports the ROI as not evaluated
-    results = evaluate_goals(template, dvhs, prescription_gy)
+    dose = read_dose_file(rtdose_path, fractions)
+    prescription, about_dose = read_plan_options(rtplan_path, prescription_gy, dose)
+    dvhs, unavailable = _goal_dvhs(template, structure_set, dose)
+    results = evaluate_goals(template, dvhs, prescription.dose_gy, unavailable=unavailable,
+                             dose_unit=dose.dose_unit, dose_problem=about_dose["dose_problem"],
+                             roi_names=structure_set.roi_names)
     emit(
         {
-            "template": template.to_dict().get("name", template_name),
-            "prescription_gy": prescription_gy,
+            "template": template.name,
+            "prescription_gy": prescription.dose_gy,
+            "prescription": prescription.to_dict(),
+            "dose_unit": dose.dose_unit,
+            "dose": about_dose,
             "goals": [result.to_dict() for result in results],
         },
         as_json,
@@ -207,15 +278,46 @@ def goals_command(
     )
 
 
+def _goal_dvhs(template: GoalTemplate, structure_set: StructureSet,
+               dose: DoseGrid) -> tuple[dict[str, DVH], dict[str, str]]:
+    """(DVHs of the ROIs the goals match, {matched ROI without a DVH: why}); ambiguous matches are left to the goals."""
+    from rt.dvh import compute_roi_dvh
+    from rt.errors import OutsideDoseGridError, RTError
+    from rt.goals import find_roi_name
+
+    dvhs: dict[str, DVH] = {}
+    unavailable: dict[str, str] = {}
+    for goal in template.goals:
+        try:
+            name = find_roi_name(goal, structure_set.roi_names)
+        except RTError:
+            continue  # the goal reports the ambiguity
+        if name is None or name in dvhs or name in unavailable:
+            continue
+        if structure_set.roi(name).is_empty:
+            unavailable[name] = "has no closed planar contour: not evaluable"
+            continue
+        try:
+            dvhs[name] = compute_roi_dvh(structure_set, name, dose)
+        except OutsideDoseGridError as exc:
+            unavailable[name] = f"lies entirely outside the dose grid ({exc.volume_cc:.4g} cc): not evaluable"
+        except RTError as exc:
+            unavailable[name] = f"has no DVH: {exc}"
+    return dvhs, unavailable
+
+
 def _render_goals(document: dict) -> list[str]:
-    lines = [f"{'status':<17} {'ROI':<16} {'goal':<28} {'measured':>10}"]
+    lines = [f"template: {document['template']}", *_header_lines(document),
+             f"{'status':<17} {'ROI':<20} {'goal':<30} {'measured':>18}  matched"]
     for goal in document["goals"]:
         spec = goal.get("goal") or {}
         text = f"{spec.get('metric', '')} {spec.get('comparator', '')} {spec.get('value', '')}"
         measured = goal.get("measured_value")
-        value = "" if measured is None else f"{measured:.3f}"
+        value = "" if measured is None else f"{measured:.3f} {goal.get('unit', '')}"
+        matched = (f"{goal['template_roi']} by {goal['match_rule']} {goal['matched_spelling']!r}"
+                   if goal.get("match_rule") else f"{goal.get('template_roi', spec.get('roi', ''))}: not found")
         lines.append(
-            f"{goal['status']:<17} {goal.get('roi_name') or spec.get('roi', ''):<16} {text:<28} {value:>10}"
+            f"{goal['status']:<17} {goal.get('roi_name') or spec.get('roi', ''):<20} {text:<30} {value:>18}  {matched}"
             + (f"  ({goal['reason']})" if goal.get("reason") else "")
         )
     return lines

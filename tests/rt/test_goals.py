@@ -122,3 +122,16 @@ def test_unknown_or_invalid_template_name():
         load_template("pancreas")
     with pytest.raises(RTError, match="invalid"):
         load_template("../errors")
+
+
+def test_unavailable_roi_dose_unit_and_dose_problem(dvhs):
+    t = parse_template(template(goal(roi="SpinalCord", aliases=["Cord"], metric="Max[Gy]", comparator="<=", value=45),
+                                goal(roi="PTV", metric="Mean[Gy]", comparator=">=", value=50)))
+    cord, ptv = evaluate_goals(t, dvhs, RX_GY, unavailable={"Spinal Cord": "lies entirely outside the dose grid"},
+                               dose_unit="Gy(RBE)")
+    assert cord.status == NOT_EVALUATED and (cord.roi_name, cord.match_rule) == ("Spinal Cord", "TG-263")
+    assert cord.reason == "ROI 'Spinal Cord' lies entirely outside the dose grid" and cord.unit == "Gy(RBE)"
+    assert ptv.status == PASS and ptv.unit == "Gy(RBE)" and ptv.to_dict()["template_roi"] == "PTV"
+    (beam,) = evaluate_goals(parse_template(template(goal())), dvhs, RX_GY, dose_problem="a BEAM dose")
+    assert beam.status == NOT_EVALUATED and beam.reason == "a BEAM dose" and beam.roi_name == "PTV"
+    assert beam.unit == "%"
