@@ -16,5 +16,6 @@ __all__ = [
     "qa",
     "registration",
     "rtstruct_writer",
+    "target_tracking",
     "volume",
 ]

@@ -9,6 +9,12 @@ Phase recognition, per image slice, first attribute found wins:
 
 Slices without any are ignored (e.g. an average CT stored beside the phases). Coordinates are
 LPS, mm: LR is x, AP is y, SI is z; amplitudes are peak-to-peak over the phases; volumes cc.
+
+The GTV, drawn on one phase, is found on the others by one of :data:`METHODS`: "track" (the default)
+follows the GTV's own neighbourhood (:mod:`fusion.target_tracking`), so static anatomy beside the
+tumour (chest wall, ribs, spine) and a diaphragm moving otherwise do not hold it back; "rigid" and
+"deformable" register a box around the GTV (:data:`REGISTRATIONS`), which that anatomy can dominate.
+The GTV is rasterised at a quarter of the in-plane voxel pitch and resampled straight onto each phase.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from fusion.propagation import (
     compute_roi_occupancy,
 )
 from fusion.registration import register_deformable, register_rigid
+from fusion.target_tracking import TargetMatch, TrackingSettings, track_target
 from fusion.volume import load_series, resample_to
 from rt.derived import FRAME_OF_REFERENCE_KEYWORDS, copy_patient_study
 from rt.structures import ROI, StructureSet, read_structure_set
@@ -45,8 +52,14 @@ _PERCENT_IN_TEXT = re.compile(r"(\d{1,3}(?:\.\d+)?)\s*%")
 #: Sources of the phase, in order of precedence.
 PHASE_SOURCES = ("NominalPercentageOfRespiratoryPhase", "TemporalPositionIndex", "TemporalPositionIdentifier",
                  "SeriesDescription")
-#: Margin (mm) around the GTV of the region each phase is registered on.
+#: Margin (mm) around the GTV of the region each phase is registered on; for "track", the search window
+#: (mm, per axis) around the neighbouring phase's GTV position.
 DEFAULT_MARGIN_MM = 25.0
+#: The GTV is rasterised at the in-plane voxel pitch divided by this before it is resampled onto a phase,
+#: so that "inside" (occupancy >= 0.5 at a voxel centre) is the voxel's true fraction, not a blur of it.
+GTV_SUPERSAMPLING = 4
+#: Below this NCC the tracked GTV is reported as a weak match on that phase (logged, and in to_dict()).
+WEAK_MATCH_NCC = 0.5
 
 
 class Ct4dError(FusionError):
@@ -239,23 +252,36 @@ def _crop_box(image: sitk.Image, lo_mm: npt.NDArray[np.float64],
     return start.tolist(), (stop - start + 1).tolist()
 
 
+def compute_gtv_occupancy(gtv: ROI, reference: sitk.Image) -> sitk.Image:
+    """The GTV's fractional occupancy (float32, 0..1) on a fine grid around it (in-plane pitch of ``reference``
+    divided by :data:`GTV_SUPERSAMPLING`, at most 1024 voxels across); :class:`Ct4dError` when it misses
+    ``reference``."""
+    if gtv.is_empty:
+        raise Ct4dError(f"GTV {gtv.name!r} has no closed planar contour")
+    spacing = reference.GetSpacing()
+    lo, hi = gtv.compute_bounds_mm()
+    pitch = max(min(spacing[0], spacing[1]) / GTV_SUPERSAMPLING, float(max(hi[:2] - lo[:2])) / 1024.0)
+    occupancy = compute_roi_occupancy(gtv, pitch)
+    on_reference = sitk.Resample(occupancy, reference, sitk.Transform(3, sitk.sitkIdentity), sitk.sitkLinear, 0.0,
+                                 sitk.sitkFloat32)
+    if not np.any(sitk.GetArrayViewFromImage(on_reference) >= INSIDE_THRESHOLD):
+        raise Ct4dError(f"GTV {gtv.name!r} lies outside the reference phase")
+    return occupancy
+
+
 def propagate_gtv(gtv: ROI, images: Sequence[sitk.Image], reference_index: int, register: Register | None, *,
                   margin_mm: float = DEFAULT_MARGIN_MM) -> tuple[sitk.Image, ...]:
     """The GTV's occupancy (float32, 0..1) on every phase, drawn on phase ``reference_index``.
 
     Each other phase is registered (fixed = that phase, moving = the reference phase) on the
     region around the GTV widened by ``margin_mm`` (which must exceed the tumour's motion), and
-    the reference occupancy is resampled through the result. ``register`` is the registration to
+    the GTV's occupancy is resampled through the result. ``register`` is the registration to
     use; None raises :class:`Ct4dError` (no deformable registration available).
     """
     if not 0 <= reference_index < len(images):
         raise ValueError(f"reference_index {reference_index} outside 0..{len(images) - 1}")
     reference = images[reference_index]
-    spacing = reference.GetSpacing()
-    occupancy = sitk.Resample(compute_roi_occupancy(gtv, min(spacing[0], spacing[1])), reference,
-                              sitk.Transform(3, sitk.sitkIdentity), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    if not np.any(sitk.GetArrayViewFromImage(occupancy) >= INSIDE_THRESHOLD):
-        raise Ct4dError(f"GTV {gtv.name!r} lies outside the reference phase")
+    occupancy = compute_gtv_occupancy(gtv, reference)
     if len(images) > 1 and register is None:
         raise Ct4dError("propagating the GTV to the phases needs a deformable registration, and none is available")
     lo, hi = gtv.compute_bounds_mm()
@@ -263,14 +289,48 @@ def propagate_gtv(gtv: ROI, images: Sequence[sitk.Image], reference_index: int, 
     moving = sitk.RegionOfInterest(reference, size, index)
     results = []
     for p, image in enumerate(images):
-        if p == reference_index:
-            results.append(occupancy)
-            continue
-        assert register is not None  # more than one phase: checked above
-        transform = register(sitk.RegionOfInterest(image, size, index), moving)
+        transform = sitk.Transform(3, sitk.sitkIdentity)
+        if p != reference_index:
+            assert register is not None  # more than one phase: checked above
+            transform = register(sitk.RegionOfInterest(image, size, index), moving)
+            log.info("4D CT: GTV propagated to phase %d of %d", p + 1, len(images))
         results.append(sitk.Resample(occupancy, image, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
-        log.info("4D CT: GTV propagated to phase %d of %d", p + 1, len(images))
     return tuple(results)
+
+
+@dataclass(frozen=True, slots=True)
+class GtvTrack:
+    """The GTV followed through the phases: its occupancy on each (float32, 0..1), the match found there
+    (:class:`fusion.target_tracking.TargetMatch`) and its centroid (x, y, z mm, the reference one moved by
+    the match's shift)."""
+
+    occupancies: tuple[sitk.Image, ...] = field(repr=False)
+    matches: tuple[TargetMatch, ...]
+    centroids_mm: tuple[tuple[float, float, float], ...]
+
+
+def track_gtv(gtv: ROI, images: Sequence[sitk.Image], reference_index: int, *,
+              settings: TrackingSettings | None = None) -> GtvTrack:
+    """The GTV, drawn on phase ``reference_index``, found on every phase by tracking its neighbourhood
+    (:func:`fusion.target_tracking.track_target`) and moved there (a translation per phase)."""
+    if not 0 <= reference_index < len(images):
+        raise ValueError(f"reference_index {reference_index} outside 0..{len(images) - 1}")
+    reference = images[reference_index]
+    occupancy = compute_gtv_occupancy(gtv, reference)
+    target = sitk.Resample(occupancy, reference, sitk.Transform(3, sitk.sitkIdentity), sitk.sitkLinear, 0.0,
+                           sitk.sitkFloat32) >= INSIDE_THRESHOLD
+    matches = track_target(images, reference_index, target, settings)
+    centroid = np.array(compute_centroid_mm(occupancy))
+    occupancies, centroids = [], []
+    for p, (image, match) in enumerate(zip(images, matches, strict=True)):
+        back = sitk.TranslationTransform(3, tuple(-v for v in match.shift_mm))  # phase point -> reference point
+        occupancies.append(sitk.Resample(occupancy, image, back, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+        x, y, z = (float(v) for v in centroid + np.array(match.shift_mm))
+        centroids.append((x, y, z))
+        if match.ncc < WEAK_MATCH_NCC:
+            log.warning("4D CT: weak match of the GTV's neighbourhood on phase %d of %d (NCC %.2f)", p + 1,
+                        len(images), match.ncc)
+    return GtvTrack(tuple(occupancies), matches, tuple(centroids))
 
 
 def compute_centroid_mm(occupancy: sitk.Image) -> tuple[float, float, float]:
@@ -295,11 +355,17 @@ def compute_itv(occupancies: Sequence[sitk.Image]) -> sitk.Image:
     return mask
 
 
-def compute_motion(phase_percent: Sequence[float], occupancies: Sequence[sitk.Image]) -> MotionReport:
-    """Centroid trajectory, peak-to-peak amplitude along x (LR), y (AP), z (SI) and the ITV volume."""
+def compute_motion(phase_percent: Sequence[float], occupancies: Sequence[sitk.Image],
+                   centroids_mm: Sequence[tuple[float, float, float]] | None = None) -> MotionReport:
+    """Centroid trajectory, peak-to-peak amplitude along x (LR), y (AP), z (SI) and the ITV volume.
+
+    The centroids are those of the occupancies unless ``centroids_mm`` (one per phase) gives them.
+    """
     if len(phase_percent) != len(occupancies) or not occupancies:
         raise ValueError("one occupancy image per phase is needed")
-    centroids = tuple(compute_centroid_mm(o) for o in occupancies)
+    if centroids_mm is not None and len(centroids_mm) != len(occupancies):
+        raise ValueError("one centroid per phase is needed")
+    centroids = tuple(centroids_mm) if centroids_mm is not None else tuple(compute_centroid_mm(o) for o in occupancies)
     span = np.ptp(np.array(centroids), axis=0)
     gtv_cc = tuple(compute_mask_volume_cc(o >= INSIDE_THRESHOLD) for o in occupancies)
     return MotionReport(tuple(float(p) for p in phase_percent), centroids, float(span[0]), float(span[1]),
@@ -339,6 +405,8 @@ def _register_deformable(fixed: sitk.Image, moving: sitk.Image) -> sitk.Transfor
 #: How each phase is matched to the reference phase around the GTV: a rigid registration of that
 #: region (the tumour moves as a body) or a deformable one (:mod:`fusion.registration`).
 REGISTRATIONS: dict[str, Register] = {"rigid": _register_rigid, "deformable": _register_deformable}
+#: The ways of finding the GTV on each phase: tracking its neighbourhood (the default), or a registration.
+METHODS = ("track", *REGISTRATIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,11 +421,23 @@ class Ct4dAnalysis:
     itv: sitk.Image = field(repr=False)
     projections: Projections = field(repr=False)
     motion: MotionReport
+    method: str = "track"
+    matches: tuple[TargetMatch, ...] = ()  # "track" only: the GTV's shift and match quality per phase
+
+    @property
+    def weak_match_percents(self) -> tuple[float, ...]:
+        """Phases (percent) where the tracked GTV's neighbourhood matched with NCC below :data:`WEAK_MATCH_NCC`."""
+        return tuple(phase.percent for phase, match in zip(self.phases, self.matches, strict=False)
+                     if match.ncc < WEAK_MATCH_NCC)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.motion.to_dict(), "gtv": self.gtv_name,
-                "reference_phase_percent": self.phases[self.reference_index].percent,
-                "phase_sources": sorted({p.source for p in self.phases})}
+        document = {**self.motion.to_dict(), "gtv": self.gtv_name, "method": self.method,
+                    "reference_phase_percent": self.phases[self.reference_index].percent,
+                    "phase_sources": sorted({p.source for p in self.phases})}
+        if self.matches:
+            document["match_ncc"] = [round(m.ncc, 3) for m in self.matches]
+            document["weak_match_phase_percent"] = list(self.weak_match_percents)
+        return document
 
 
 def select_gtv(structure_set: StructureSet, name: str | None) -> ROI:
@@ -372,15 +452,15 @@ def select_gtv(structure_set: StructureSet, name: str | None) -> ROI:
     return candidates[0]
 
 
-def analyse_4dct(datasets: Sequence[Dataset], *, gtv_name: str | None = None, method: str = "rigid",
+def analyse_4dct(datasets: Sequence[Dataset], *, gtv_name: str | None = None, method: str = "track",
                  margin_mm: float = DEFAULT_MARGIN_MM) -> Ct4dAnalysis:
     """Phases, MIP/AIP/MinIP, the GTV on every phase, ITV and motion of a 4D CT and its GTV structure set.
 
     ``datasets``: the phase slices and one RT Structure Set holding the GTV, drawn on one phase.
-    ``method``: "rigid" or "deformable" (:data:`REGISTRATIONS`).
+    ``method``: one of :data:`METHODS`. ``margin_mm``: see :data:`DEFAULT_MARGIN_MM`.
     """
-    if method not in REGISTRATIONS:
-        raise ValueError(f"method must be one of {sorted(REGISTRATIONS)}, not {method!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, not {method!r}")
     structure_sets = [ds for ds in datasets if str(ds.get("Modality", "")) == "RTSTRUCT"]
     if len(structure_sets) != 1:
         raise Ct4dError(f"expected one RT Structure Set with the GTV beside the phases, found {len(structure_sets)}")
@@ -388,7 +468,14 @@ def analyse_4dct(datasets: Sequence[Dataset], *, gtv_name: str | None = None, me
     reference_index = find_reference_phase(phases, structure_sets[0])
     gtv = select_gtv(read_structure_set(structure_sets[0]), gtv_name)
     images = load_phase_images(phases)
-    occupancies = propagate_gtv(gtv, images, reference_index, REGISTRATIONS[method], margin_mm=margin_mm)
-    motion = compute_motion([p.percent for p in phases], occupancies)
+    percents = [p.percent for p in phases]
+    matches: tuple[TargetMatch, ...] = ()
+    if method == "track":
+        track = track_gtv(gtv, images, reference_index, settings=TrackingSettings(search_mm=margin_mm))
+        occupancies, matches = track.occupancies, track.matches
+        motion = compute_motion(percents, occupancies, track.centroids_mm)
+    else:
+        occupancies = propagate_gtv(gtv, images, reference_index, REGISTRATIONS[method], margin_mm=margin_mm)
+        motion = compute_motion(percents, occupancies)
     return Ct4dAnalysis(phases, images, reference_index, gtv.name, occupancies, compute_itv(occupancies),
-                        compute_projections(images), motion)
+                        compute_projections(images), motion, method, matches)

@@ -15,5 +15,9 @@ class RegistrationError(FusionError):
     """A registration that cannot run, did not converge, or a registration object that cannot be read."""
 
 
+class TrackingError(FusionError):
+    """A target that cannot be followed through the phases of a 4D CT (empty, or nowhere to look for it)."""
+
+
 class UnusableRegistrationError(RegistrationError):
     """A registration flagged by QA was to be used (e.g. for dose accumulation) without an explicit override."""

@@ -425,10 +425,11 @@ def warp_dose_command(
 )
 @click.option(
     "--method",
-    type=click.Choice(["rigid", "deformable"]),
-    default="rigid",
+    type=click.Choice(["track", "rigid", "deformable"]),
+    default="track",
     show_default=True,
-    help="Registration of each phase to the GTV's phase, on the region around the GTV.",
+    help="How the GTV is found on each phase: track its own neighbourhood (template search), or register "
+    "the region around it to the GTV's phase (rigid, deformable; static anatomy nearby can hold these back).",
 )
 @_store_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
@@ -491,6 +492,10 @@ def ct4d_command(folder: Path, gtv_name: str | None, out_dir: Path, method: str,
     if store:
         document["stored"] = _store([ds for slices in series.values() for ds in slices] + [rtstruct], "4d")
     amplitude = ", ".join(f"{k} {v:.1f}" for k, v in document["amplitude_mm"].items())
+    weak = document.get("weak_match_phase_percent") or []
+    caution = f"; weak GTV match on phase(s) {', '.join(f'{p:g}%' for p in weak)}: check them" if weak else ""
     _emit(
-        document, as_json, f"{document['phases']} phases; amplitude (mm) {amplitude}; ITV {document['itv_cc']:.2f} cc"
+        document,
+        as_json,
+        f"{document['phases']} phases; amplitude (mm) {amplitude}; ITV {document['itv_cc']:.2f} cc{caution}",
     )
