@@ -14,15 +14,19 @@ from types import TracebackType
 from oncopacs.analysis.pet_job import install_pet_statistics
 from oncopacs.analysis.registration_job import install_registration
 from oncopacs.analysis.rt_job import install_rt_analysis
+from oncopacs.archive.decoding import guard_pydicom_logs
 from oncopacs.archive.ingest import Archive
 from oncopacs.archive.storage import Storage
+from oncopacs.audit.spool import SPOOL_FILE
 from oncopacs.audit.syslog import open_syslog_sender
-from oncopacs.audit.trail import AuditTrail
-from oncopacs.auth.users import LockoutPolicy, UserStore
+from oncopacs.audit.trail import AuditTrail, open_audit_trail
+from oncopacs.auth.throttle import LockoutPolicy
+from oncopacs.auth.users import UserStore
 from oncopacs.errors import StorageError
 from oncopacs.index.db import IndexDatabase, open_index
 from oncopacs.jobs.kinds import JobSystem, open_job_system
 from oncopacs.settings import Settings
+from oncopacs.tls import TlsFiles
 from reporting.jobs import Reports, open_reports
 
 
@@ -43,6 +47,7 @@ class Platform:
 
     def close(self) -> None:
         """Finish pending I/O and release the database connections."""
+        self.audit.close()
         self.archive.close()
 
     def __enter__(self) -> Platform:
@@ -64,7 +69,9 @@ def open_archive(settings: Settings) -> Archive:
     except OSError as exc:
         raise StorageError(f"cannot open the archive in {settings.data_dir}: {exc.strerror or exc}") from None
     index = open_index(settings.effective_database_url)
-    return Archive(Storage(settings.storage_dir), index, allow_overwrite=settings.allow_overwrite)
+    guard_pydicom_logs(log_phi=settings.log_phi)  # pydicom's records quote values: kept value-free
+    return Archive(Storage(settings.storage_dir), index, allow_overwrite=settings.allow_overwrite,
+                   log_phi=settings.log_phi)
 
 
 def open_platform(settings: Settings | None = None) -> Platform:
@@ -78,7 +85,9 @@ def open_platform(settings: Settings | None = None) -> Platform:
     return Platform(
         settings=settings,
         archive=archive,
-        audit=AuditTrail(archive.index, open_syslog_sender(settings.audit_syslog, settings.ae_title)),
+        audit=open_audit_trail(archive.index, open_syslog_sender(settings.audit_syslog, settings.ae_title,
+                                                                 TlsFiles.from_settings(settings)),
+                               spool_path=settings.data_dir / SPOOL_FILE, spool_bytes=settings.audit_spool_bytes),
         jobs=jobs,
         users=UserStore(archive.index, LockoutPolicy(settings.login_max_failures, settings.login_lockout_minutes)),
         reports=open_reports(settings, archive, jobs),

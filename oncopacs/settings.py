@@ -85,6 +85,8 @@ class Settings:
     tls_ca: str = ""
     log_phi: bool = False  # debugging only: log element values (patient data) in refusal messages
     storage_low_bytes: int = 1024**3  # /health reports storage "low" below this many free bytes
+    # Disk reserved (data_dir/audit-spool) for audit records while the disk is full, so reads keep working; 0: none
+    audit_spool_bytes: int = 16 * 1024**2
     hl7_endpoint: str = ""
     fhir_base_url: str = ""
     secret_key: str = field(default="", repr=False)  # empty: a random key kept in the data directory
@@ -173,6 +175,7 @@ def _coerce(name: str, value: Any) -> Any:
             "dicom_max_per_host",
             "dicom_tls_port",
             "storage_low_bytes",
+            "audit_spool_bytes",
         }:
             number = int(value)
             if number < 0:

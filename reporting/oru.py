@@ -9,7 +9,8 @@ Text fields are escaped with python-hl7; the ACK is parsed with python-hl7.
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+import ssl
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import hl7
@@ -34,18 +35,28 @@ class Hl7Destination:
     ed_type: str = "AP"  # or "application"
     ed_subtype: str = "PDF"  # or "pdf"
     timeout_s: float = 30.0
+    tls: bool = False  # MLLP over TLS: the receiver's certificate and host name are verified
+    ssl_context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)  # None: the system's CAs
 
     @classmethod
     def parse(cls, endpoint: str, **options) -> Hl7Destination:
-        """``host:port`` (IPv6 hosts in brackets)."""
-        host, _, port = endpoint.strip().rpartition(":")
+        """``host:port`` or ``mllp://host:port``, or ``tls://host:port`` for MLLP over TLS (IPv6 hosts in brackets)."""
+        scheme, _, address = endpoint.strip().rpartition("://")
+        if scheme.lower() not in {"", "mllp", "tls"}:
+            raise ConfigError(f"HL7 endpoint {endpoint!r} is not host:port, mllp://host:port or tls://host:port")
+        host, _, port = address.rpartition(":")
         try:
             number = int(port)
         except ValueError:
             number = 0
         if not host or not 0 < number < 65536:
-            raise ConfigError(f"HL7 endpoint {endpoint!r} is not host:port")
-        return cls(host.strip("[]"), number, **options)
+            raise ConfigError(f"HL7 endpoint {endpoint!r} is not host:port, mllp://host:port or tls://host:port")
+        return cls(host.strip("[]"), number, **{"tls": scheme.lower() == "tls", **options})
+
+    @property
+    def endpoint(self) -> str:
+        """How deliveries name this receiver: ``host:port``, or ``tls://host:port``."""
+        return f"tls://{self.host}:{self.port}" if self.tls else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)

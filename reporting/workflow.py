@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from oncopacs.reports.store import (
     utc_now,
 )
 from oncopacs.settings import Settings
+from oncopacs.tls import TlsFiles
 from reporting.diagnostic_report import FhirReport, build_bundle
 from reporting.encapsulated import build_encapsulated_pdf
 from reporting.fhir_client import post_bundle
@@ -69,13 +70,15 @@ class Destinations:
     def from_settings(cls, settings: Settings) -> Destinations:
         hl7 = (Hl7Destination.parse(settings.hl7_endpoint, sending_facility=settings.ae_title)
                if settings.hl7_endpoint else None)
+        if hl7 is not None and hl7.tls:  # verified against tls_ca (else the system's CAs), our certificate shown
+            hl7 = replace(hl7, ssl_context=TlsFiles.from_settings(settings).client_context())
         return cls(hl7, settings.fhir_base_url.strip())
 
     def pairs(self) -> list[tuple[str, str]]:
         """``(kind, endpoint)`` of each configured destination."""
         found = []
         if self.hl7 is not None:
-            found.append((Destination.HL7.value, f"{self.hl7.host}:{self.hl7.port}"))
+            found.append((Destination.HL7.value, self.hl7.endpoint))
         if self.fhir_base_url:
             found.append((Destination.FHIR.value, self.fhir_base_url))
         return found
@@ -201,10 +204,10 @@ class ReportService:
         return record
 
     def _send_hl7(self, report: ReportRecord, delivery: DeliveryRecord, pdf: bytes) -> DeliveryOutcome:
-        configured = self.destinations.hl7
-        destination = (configured
-                       if configured is not None and f"{configured.host}:{configured.port}" == delivery.endpoint
-                       else Hl7Destination.parse(delivery.endpoint))
+        configured, recorded = self.destinations.hl7, Hl7Destination.parse(delivery.endpoint)
+        # the receiver as configured now (TLS or not, its context), also for a delivery queued before a change
+        destination = (configured if configured is not None
+                       and (configured.host, configured.port) == (recorded.host, recorded.port) else recorded)
         kind = report_type(report.type)
         subject = ReportSubject.from_dict(report.data["subject"])
         observed = subject.study_date + (subject.study_time or "").split(".")[0][:6]

@@ -97,6 +97,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_ok: bo
 
 
 TEST_SECRET_KEY = "test-secret"
+TEST_AUDIT_SPOOL_BYTES = 64 * 1024  # the production reserve (16 MiB) in each of ~1,000 test data dirs is too much disk
+
+
+@pytest.fixture(autouse=True)
+def _small_audit_spool(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings read from the environment (the CLI, ``oncopacs serve`` subprocesses) reserve a small spool too."""
+    monkeypatch.setenv("ONCOPACS_AUDIT_SPOOL_BYTES", str(TEST_AUDIT_SPOOL_BYTES))
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -107,7 +114,7 @@ def module_platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
     with (
         empty_database(request.param, folder, postgres_ok) as url,
         open_platform(Settings(data_dir=folder / "data", database_url=url, dicom_host="127.0.0.1", dicom_port=0,
-                               secret_key=TEST_SECRET_KEY)) as platform,
+                               secret_key=TEST_SECRET_KEY, audit_spool_bytes=TEST_AUDIT_SPOOL_BYTES)) as platform,
     ):
         yield platform
 
@@ -120,13 +127,14 @@ def module_archive(module_platform: Platform) -> Archive:
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
     return Settings(data_dir=tmp_path / "data", database_url=database_url, dicom_host="127.0.0.1", dicom_port=0,
-                    secret_key=TEST_SECRET_KEY)
+                    secret_key=TEST_SECRET_KEY, audit_spool_bytes=TEST_AUDIT_SPOOL_BYTES)
 
 
 @pytest.fixture
 def sqlite_settings(tmp_path: Path) -> Settings:
     """Settings for tests that need only the embedded default."""
-    return Settings(data_dir=tmp_path / "data", dicom_host="127.0.0.1", dicom_port=0, secret_key=TEST_SECRET_KEY)
+    return Settings(data_dir=tmp_path / "data", dicom_host="127.0.0.1", dicom_port=0, secret_key=TEST_SECRET_KEY,
+                    audit_spool_bytes=TEST_AUDIT_SPOOL_BYTES)
 
 
 @pytest.fixture
@@ -165,6 +173,7 @@ class ServerProcess:
             "ONCOPACS_HTTP_PORT": str(self.http_port),
             "ONCOPACS_DICOM_PORT": str(self.dicom_port),
             "ONCOPACS_DICOM_HOST": "127.0.0.1",
+            "ONCOPACS_AUDIT_SPOOL_BYTES": str(TEST_AUDIT_SPOOL_BYTES),
             **(env or {}),
         }
         self.process: subprocess.Popen | None = None

@@ -101,8 +101,9 @@ def test_roles_disable_enable_unlock_and_totp(data_dir: Path):
         assert run(data_dir, "user", "enable", "alice").exit_code == 0
         for _ in range(5):
             store.attempt_sign_in("alice", "not the password")
-        assert "locked until" in run(data_dir, "user", "list").stdout
+        assert "5 failed sign-in(s)" in run(data_dir, "user", "list").stdout
         assert run(data_dir, "user", "unlock", "alice").exit_code == 0
+        assert store.get("alice").failed_logins == 0
         assert store.authenticate("alice", PASSWORD).name == "alice"
 
         uri = run(data_dir, "user", "totp", "alice").stdout.strip()

@@ -6,16 +6,18 @@ Nothing here writes; :mod:`oncopacs.archive.ingest` decides what to do with the 
 from __future__ import annotations
 
 import io
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from pydicom import Dataset, dcmread
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import RawDataElement
-from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.tag import Tag
 from pydicom.uid import UID
 
+from oncopacs.archive.decoding import current_collector, decoding, describe_tag
 from oncopacs.errors import DicomInputError
 from oncopacs.index.models import Level, Relation
 from oncopacs.uids import is_valid_uid
@@ -24,6 +26,9 @@ UNDEFINED_LENGTH = 0xFFFFFFFF
 
 #: Attributes that must be present and non-empty in everything the archive accepts.
 _REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+#: The VRs a required text element may arrive with: its own, UN (PS3.5 6.2.2), or for Patient ID any string VR.
+_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR",
+                       "UT", "UN"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,19 +82,18 @@ class InstanceRecord:
 def parse_dataset(data: bytes) -> Dataset:
     """Parse a DICOM file (Part 10, or a bare dataset) and check that no element is cut short.
 
-    Raises :class:`DicomInputError` naming the problem when the bytes are not DICOM or are truncated.
+    Raises :class:`DicomInputError` naming the problem when the bytes are not DICOM or are truncated;
+    its message names elements, never their values. pydicom's reports are counted in the active
+    :func:`~oncopacs.archive.decoding.decoding` block (one is opened when none is).
     """
     if data[128:132] != b"DICM" and data[:2] not in (b"\x02\x00", b"\x08\x00"):
         raise DicomInputError("Dataset", "is not DICOM (no DICM prefix and no dataset header)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pydicom warns on many harmless real-world deviations
+    with decoding(current_collector()):
+        try:
             dataset = dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OverflowError) as exc:
-        raise DicomInputError("Dataset", f"cannot be parsed ({type(exc).__name__})") from None
-    except Exception as exc:  # noqa: BLE001 - pydicom raises a variety on corrupt input
-        raise DicomInputError("Dataset", f"cannot be parsed ({type(exc).__name__})") from None
-    _check_not_truncated(dataset, data)
+        except Exception as exc:  # noqa: BLE001 - pydicom raises a variety on corrupt input; its text may quote values
+            raise DicomInputError("Dataset", f"cannot be parsed ({type(exc).__name__})") from None
+        _check_not_truncated(dataset, data)
     return dataset
 
 
@@ -102,36 +106,50 @@ def _check_not_truncated(dataset: Dataset, data: bytes) -> None:
     tags = list(dataset.keys())
     if not tags:
         raise DicomInputError("Dataset", "is empty or not DICOM")
-    last = dataset.get_item(tags[-1])
+    last = dataset.get_item(tags[-1], keep_deferred=True)
     if not isinstance(last, RawDataElement):
         return
+    sop_uid = uid_or_none(_text_getter(dataset)("SOPInstanceUID"))
+    # A tag the dictionary does not know may be bytes of a value read out of step (a name, an ID): it is not
+    # named, nor is the length read after it.
+    known = keyword_for_tag(last.tag) != ""
+    label = describe_tag(last.tag) if known else "Dataset"
     if last.length == UNDEFINED_LENGTH:
         if data[-8:] not in _SEQUENCE_DELIMITERS:
-            raise DicomInputError(
-                str(last.tag), "is truncated (no sequence delimiter)", sop_instance_uid=dataset.get("SOPInstanceUID")
-            )
+            problem = "is truncated (no sequence delimiter)" if known else "is truncated (an undelimited last element)"
+            raise DicomInputError(label, problem, sop_uid)
         return
     received = 0 if last.value is None else len(last.value)
     if received < last.length:
-        raise DicomInputError(
-            str(last.tag),
-            f"is truncated ({received} of {last.length} bytes)",
-            sop_instance_uid=dataset.get("SOPInstanceUID"),
-        )
+        problem = (f"is truncated ({received} of {last.length} bytes)" if known else
+                   f"is truncated or out of step (its last element, of a tag the dictionary does not know, "
+                   f"runs past the end; {received} bytes follow its header)")
+        raise DicomInputError(label, problem, sop_uid)
+
+
+_TRANSFER_SYNTAX = Tag("TransferSyntaxUID")
+
+#: Image geometry the index records and the frame and rendering routes rely on, with its largest value.
+_COUNTS = {"Rows": 0xFFFF, "Columns": 0xFFFF, "NumberOfFrames": 2**31 - 1}
 
 
 def validate(dataset: Dataset) -> None:
-    """Check the UIDs, Patient ID and file meta the archive relies on."""
+    """Check the UIDs, Patient ID, image geometry and file meta the archive relies on.
+
+    Problems are reported by element keyword and tag; values never appear in the message (it is logged).
+    """
     text = _text_getter(dataset)
-    sop_uid = text("SOPInstanceUID")
+    sop_uid = uid_or_none(text("SOPInstanceUID"))
     for keyword in _REQUIRED_UIDS:
-        value = text(keyword)
-        if not value:
-            raise DicomInputError(keyword, "missing", sop_instance_uid=sop_uid)
+        value = _required_text(dataset, keyword, sop_uid)
         if not is_valid_uid(value):
-            raise DicomInputError(keyword, f"malformed ({value[:70]!r})", sop_instance_uid=sop_uid)
-    if not text("PatientID"):
-        raise DicomInputError("PatientID", "missing", sop_instance_uid=sop_uid)
+            raise DicomInputError(keyword, f"malformed {_tag_of(keyword)}: not a valid UID", sop_uid)
+    _required_text(dataset, "PatientID", sop_uid)
+    for keyword, largest in _COUNTS.items():
+        try:
+            _read_count(dataset, keyword, largest)
+        except _BadValue as exc:
+            raise DicomInputError(keyword, f"malformed {_tag_of(keyword)}: {exc}", sop_uid) from None
     meta = getattr(dataset, "file_meta", None)
     if meta is not None:
         meta_text = _text_getter(meta)
@@ -141,10 +159,92 @@ def validate(dataset: Dataset) -> None:
         ):
             meta_value = meta_text(meta_keyword)
             if meta_value and meta_value != text(keyword):
-                raise DicomInputError(meta_keyword, f"does not match {keyword}", sop_instance_uid=sop_uid)
+                raise DicomInputError(meta_keyword, f"does not match {keyword}", sop_uid)
+        if meta.get_item(_TRANSFER_SYNTAX, keep_deferred=True) is not None:
+            _required_text(meta, "TransferSyntaxUID", sop_uid)
         syntax = meta_text("TransferSyntaxUID")
         if syntax and not is_valid_uid(syntax):
-            raise DicomInputError("TransferSyntaxUID", "malformed", sop_instance_uid=sop_uid)
+            raise DicomInputError("TransferSyntaxUID", f"malformed {_tag_of('TransferSyntaxUID')}", sop_uid)
+
+
+def _tag_of(keyword: str) -> str:
+    tag = tag_for_keyword(keyword)
+    return str(Tag(tag)) if tag is not None else ""
+
+
+def uid_or_none(text: str) -> str | None:
+    """``text`` when it is a valid UID (safe to log and to echo: never patient data), else None."""
+    return text if text and is_valid_uid(text) else None
+
+
+def _required_text(dataset: Dataset, keyword: str, sop_uid: str | None) -> str:
+    """The text of an element the archive cannot do without; DicomInputError when absent, empty,
+    encoded with a VR other than its own (or UN), or undecodable."""
+    tag = tag_for_keyword(keyword)
+    assert tag is not None, keyword
+    element = dataset.get_item(tag, keep_deferred=True)
+    if element is None:
+        raise DicomInputError(keyword, "missing", sop_uid)
+    expected = dictionary_VR(tag)
+    allowed = _TEXT_VRS if keyword == "PatientID" else {expected, "UN"}
+    if element.VR is not None and element.VR not in allowed:
+        raise DicomInputError(keyword, f"malformed {Tag(tag)}: VR {_printable(element.VR)}, expected {expected}",
+                              sop_uid)
+    try:
+        value = _decoded_text(dataset, tag)
+    except _BadValue as exc:
+        raise DicomInputError(keyword, f"malformed {Tag(tag)}: {exc}", sop_uid) from None
+    if not value:
+        raise DicomInputError(keyword, "missing", sop_uid)
+    return value
+
+
+def _printable(vr: object) -> str:
+    text = str(vr)
+    return text if text.isascii() and text.isprintable() else repr(text)
+
+
+class _BadValue(Exception):
+    """An element's bytes do not give a usable value (the message says why, without the value)."""
+
+
+def _decoded(dataset: Dataset, tag: int) -> object:
+    """The value of an element, decoded by pydicom with its reports attributed to the element."""
+    collector = current_collector()
+    raw = dataset.get_item(tag, keep_deferred=True)
+    try:
+        if collector is None:
+            return dataset[tag].value
+        with collector.element(describe_tag(tag)):
+            return dataset[tag].value
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on damaged values; their text quotes them
+        encoding = f"VR {_printable(raw.VR)}, " if raw is not None and raw.VR else ""
+        length = getattr(raw, "length", None)
+        size = f"{length} bytes, " if isinstance(length, int) else ""
+        raise _BadValue(f"cannot be decoded ({encoding}{size}{type(exc).__name__})") from None
+
+
+def _decoded_text(dataset: Dataset, tag: int) -> str:
+    """A header string: plain ASCII straight from the raw bytes, anything else through pydicom.
+
+    pydicom's conversion validates every value (~15 us each); ingest reads ~30 per instance.
+    Values with other characters go through pydicom so the Specific Character Set applies.
+    """
+    element = dataset.get_item(tag, keep_deferred=True)
+    if element is None:
+        return ""
+    if isinstance(element, RawDataElement):
+        raw = element.value
+        if raw is None:
+            return ""
+        if raw.isascii():
+            return raw.decode("ascii").strip(" \x00")
+    value = _decoded(dataset, tag) if isinstance(element, RawDataElement) else element.value
+    if value is None:
+        return ""
+    if isinstance(value, bytes | bytearray):
+        raise _BadValue("is binary where text is expected")
+    return str(value).strip().replace("\x00", "")
 
 
 def read_identity(dataset: Dataset) -> tuple[str, str]:
@@ -194,47 +294,55 @@ def build_record(dataset: Dataset, transfer_syntax_uid: str) -> InstanceRecord:
 
 
 def _read_references_quietly(dataset: Dataset) -> tuple[Reference, ...]:
-    """The references, without pydicom's warnings about invalid values (an invalid UID is simply skipped)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return tuple(dict.fromkeys(read_references(dataset)))
+    """The references; pydicom's reports on invalid values are counted, and a damaged reference is skipped."""
+    collector = current_collector()
+    with decoding(collector) as active, active.element("references"):
+        try:
+            return tuple(dict.fromkeys(read_references(dataset)))
+        except Exception:  # noqa: BLE001 - a damaged optional sequence must not block storage
+            return ()
 
 
 def _text_getter(dataset: Dataset):
-    """A reader of header strings that decodes plain ASCII values straight from the raw bytes.
-
-    pydicom's conversion validates every value (~15 us each); ingest reads ~30 per instance.
-    Values with other characters go through pydicom so the Specific Character Set applies.
-    """
+    """A reader of optional header strings (:func:`_decoded_text`): empty when absent or undecodable."""
 
     def text(keyword: str) -> str:
         tag = tag_for_keyword(keyword)
+        if tag is None:
+            return ""
         try:
-            element = dataset.get_item(tag) if tag is not None else None
-            if element is None:
-                return ""
-            if isinstance(element, RawDataElement):
-                raw = element.value
-                if raw is None:
-                    return ""
-                if raw.isascii():
-                    return raw.decode("ascii").strip(" \x00")
-                element = dataset[tag]
-            value = element.value
-        except Exception:  # noqa: BLE001 - a malformed optional value must not block storage
+            return _decoded_text(dataset, tag)
+        except _BadValue:  # a malformed optional value must not block storage
             return ""
-        if value is None:
-            return ""
-        return str(value).strip().replace("\x00", "")
 
     return text
 
 
+def _read_count(dataset: Dataset, keyword: str, largest: int) -> int | None:
+    """An unsigned integer element (Rows, NumberOfFrames): None when absent or empty; _BadValue when it
+    holds several values, a negative, fractional or too large number, or no number at all."""
+    tag = tag_for_keyword(keyword)
+    assert tag is not None, keyword
+    if dataset.get_item(tag, keep_deferred=True) is None:
+        return None
+    value = _decoded(dataset, tag)
+    if value is None or value == "":
+        return None
+    if isinstance(value, MultiValue | list):
+        raise _BadValue(f"{len(value)} values where one is expected")
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        raise _BadValue("not a number") from None
+    if not 0 <= number <= largest or number != int(number):
+        raise _BadValue(f"not an integer from 0 to {largest}")
+    return int(number)
+
+
 def _int_or_none(dataset: Dataset, keyword: str) -> int | None:
     try:
-        value = dataset.get(keyword)
-        return None if value in (None, "") else int(value)
-    except (TypeError, ValueError, OverflowError):
+        return _read_count(dataset, keyword, 2**31 - 1)
+    except _BadValue:
         return None
 
 
@@ -287,20 +395,25 @@ def _is_registration(dataset: Dataset) -> bool:
 
 def _items(dataset: Dataset, keyword: str) -> list[Dataset]:
     try:
-        return list(dataset.get(keyword) or [])
+        value = dataset.get(keyword)
     except Exception:  # noqa: BLE001 - a malformed optional sequence must not block storage
         return []
+    return [item for item in value if isinstance(item, Dataset)] if isinstance(value, Sequence) else []
 
 
 def _uid(item: Dataset, keyword: str) -> str:
-    value = str(item.get(keyword, "") or "").strip()
+    try:
+        value = str(item.get(keyword, "") or "").strip()
+    except Exception:  # noqa: BLE001 - a malformed optional reference is skipped
+        return ""
     return value if is_valid_uid(value) else ""
 
 
 def transfer_syntax_of(dataset: Dataset) -> str:
     """The transfer syntax the dataset was encoded in."""
     meta = getattr(dataset, "file_meta", None)
-    if meta is not None and meta.get("TransferSyntaxUID"):
-        return str(meta.TransferSyntaxUID)
+    syntax = _text_getter(meta)("TransferSyntaxUID") if meta is not None else ""
+    if syntax:
+        return syntax
     implicit = dataset.original_encoding[0] if dataset.original_encoding else True
     return str(UID("1.2.840.10008.1.2") if implicit else UID("1.2.840.10008.1.2.1"))

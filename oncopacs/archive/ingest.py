@@ -24,12 +24,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 from sqlalchemy.exc import SQLAlchemyError
 
+from oncopacs.archive.decoding import ValueWarnings, decoding, value_free_traceback
 from oncopacs.archive.extract import (
     InstanceRecord,
     build_record,
     parse_dataset,
     read_identity,
     transfer_syntax_of,
+    uid_or_none,
     validate,
 )
 from oncopacs.archive.index_writer import (
@@ -103,10 +105,12 @@ IngestListener = Callable[[InstanceRecord], None]
 class Archive:
     """Storage plus index, and the one way in."""
 
-    def __init__(self, storage: Storage, index: IndexDatabase, *, allow_overwrite: bool = False):
+    def __init__(self, storage: Storage, index: IndexDatabase, *, allow_overwrite: bool = False,
+                 log_phi: bool = False):
         self.storage = storage
         self.index = index
         self.allow_overwrite = allow_overwrite
+        self.log_phi = log_phi  # debugging only: refusal logs may quote element values (patient data)
         self._writer = IndexWriter()
         self._io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="oncopacs-io")
         self._listeners: list[IngestListener] = []
@@ -192,30 +196,49 @@ class Archive:
             staged = None
         # Hashing, writing and fsyncing release the GIL: do them while the header is parsed.
         staging = self._start_staging(data, staged) if is_part10 else None
+        reports = ValueWarnings(keep_messages=self.log_phi)
         try:
-            dataset = parse_dataset(data)
-            validate(dataset)
-            if expected is not None:
-                _check_expected(dataset, expected)
-        except DicomInputError as exc:
+            with decoding(reports):
+                dataset = parse_dataset(data)
+                validate(dataset)
+                if expected is not None:
+                    _check_expected(dataset, expected)
+                syntax = transfer_syntax_of(dataset)
+                record = build_record(dataset, syntax)
+        except Exception as exc:  # noqa: BLE001 - DicomInputError, or a reader bug: either way a refusal, not a crash
             if staging is not None:
                 staging.discard(self.storage)
-            status = (
-                Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
-                if exc.keyword.startswith(("Media", "Affected"))
-                else Status.CANNOT_UNDERSTAND
-            )
-            log.warning("rejected object from %s: %s", source, exc)
-            return IngestResult(IngestOutcome.REJECTED, status, exc.sop_instance_uid, str(exc))
-        syntax = transfer_syntax_of(dataset)
+            return self._refuse(exc, source, reports)
+        if reports.total:
+            log.info("%s from %s: %s", record.sop_instance_uid, source, reports.summary())
         if staging is None:  # a bare dataset: give it the File Meta a Part 10 file needs
-            sop_class_uid, sop_instance_uid = read_identity(dataset)
             data = build_part10(
-                data, sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid, transfer_syntax_uid=syntax
+                data, sop_class_uid=record.sop_class_uid, sop_instance_uid=record.sop_instance_uid,
+                transfer_syntax_uid=syntax,
             )
             staging = self._start_staging(data)
-        record = build_record(dataset, syntax)
         return self._store(data, record, source, staging)
+
+    def _refuse(self, exc: Exception, source: str, reports: ValueWarnings) -> IngestResult:
+        """The REJECTED result of an object that could not be read, logged by element and problem, without values.
+
+        An error other than :class:`DicomInputError` is a bug in reading: still a refusal (the sender gets
+        an answer), logged at ERROR with where it happened but not its message, which may quote values.
+        """
+        summary = f"; {reports.summary()}" if reports.total else ""
+        if not isinstance(exc, DicomInputError):
+            trace = "" if self.log_phi else "\n" + value_free_traceback(exc)
+            log.error("rejected object from %s: unexpected %s reading it%s%s", source, type(exc).__name__, summary,
+                      trace, exc_info=exc if self.log_phi else None)
+            reason = f"Dataset cannot be read (unexpected {type(exc).__name__})"
+            return IngestResult(IngestOutcome.REJECTED, Status.CANNOT_UNDERSTAND, None, reason)
+        status = (
+            Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
+            if exc.keyword.startswith(("Media", "Affected"))
+            else Status.CANNOT_UNDERSTAND
+        )
+        log.warning("rejected object from %s: %s%s", source, exc, summary)
+        return IngestResult(IngestOutcome.REJECTED, status, exc.sop_instance_uid, str(exc))
 
     def _start_staging(self, data: bytes, staged: StagingStream | None = None) -> _Staging:
         if staged is None:
@@ -400,8 +423,10 @@ class Archive:
         for listener in list(self._listeners):
             try:
                 listener(record)
-            except Exception:  # a failing rule must never undo an acknowledged store
-                log.exception("ingest listener %r failed for %s", listener, record.sop_instance_uid)
+            except Exception as exc:  # a failing rule must never undo an acknowledged store
+                trace = "" if self.log_phi else "\n" + value_free_traceback(exc)  # SQL errors quote parameters
+                log.error("ingest listener %r failed for %s%s", listener, record.sop_instance_uid, trace,
+                          exc_info=exc if self.log_phi else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,11 +464,11 @@ def _check_expected(dataset: Dataset, expected: ExpectedIdentity) -> None:
         raise DicomInputError(
             "AffectedSOPClassUID",
             "does not match the dataset's SOPClassUID",
-            sop_instance_uid=expected.sop_instance_uid,
+            sop_instance_uid=uid_or_none(expected.sop_instance_uid),
         )
     if sop_instance_uid != expected.sop_instance_uid:
         raise DicomInputError(
             "AffectedSOPInstanceUID",
             "does not match the dataset's SOPInstanceUID",
-            sop_instance_uid=expected.sop_instance_uid,
+            sop_instance_uid=uid_or_none(expected.sop_instance_uid),
         )

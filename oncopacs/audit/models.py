@@ -1,4 +1,4 @@
-"""Index tables of the audit trail: the records, and the head of their hash chain."""
+"""Index tables of the audit trail: the records, the head of their hash chain, and what reserved spools replayed."""
 
 from __future__ import annotations
 
@@ -35,3 +35,12 @@ class AuditChainHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     last_record_id: Mapped[int] = mapped_column(BigInteger, default=0)
     last_sha256: Mapped[str] = mapped_column(String(64))
+
+
+class AuditSpoolMark(Base):
+    """The last entry of one reserved audit spool generation appended to the trail (replays happen once)."""
+
+    __tablename__ = "audit_spool_marks"
+
+    generation: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last_sequence: Mapped[int] = mapped_column(BigInteger, default=0)

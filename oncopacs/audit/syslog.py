@@ -1,9 +1,11 @@
-"""Sending audit messages to a syslog collector (RFC 5424 messages; UDP per RFC 5426, TCP per RFC 6587/5425).
+"""Sending audit messages to a syslog collector (RFC 5424 messages; UDP per RFC 5426, TCP per RFC 6587,
+TLS per RFC 5425).
 
 Each message is ``<PRI>1 TIMESTAMP HOSTNAME oncopacs PROCID IHE+RFC-3881 - BOM<AuditMessage…>``
-with PRI = facility authpriv (10) × 8 + severity. Over TCP it is framed by octet counting
-(``LEN SP MSG``). The :class:`SyslogSender` queues records in memory and sends them from its own
-thread, so recording never waits on the network; failures are logged (never with PHI) and retried.
+with PRI = facility authpriv (10) × 8 + severity. Over TCP and TLS it is framed by octet counting
+(``LEN SP MSG``); over TLS the collector's certificate and host name are verified. The
+:class:`SyslogSender` queues records in memory and sends them from its own thread, so recording
+never waits on the network; failures are logged (never with PHI) and retried.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import collections
 import logging
 import os
 import socket
+import ssl
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +24,7 @@ from oncopacs.audit.atna import audit_message_xml
 from oncopacs.audit.events import Outcome
 from oncopacs.audit.trail import AuditEntry
 from oncopacs.errors import ConfigError
+from oncopacs.tls import TlsFiles, describe_tls_error
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +43,9 @@ CONNECT_TIMEOUT_S = 5.0
 
 @dataclass(frozen=True, slots=True)
 class SyslogTarget:
-    """Where audit messages go: ``udp://host:port`` or ``tcp://host:port``."""
+    """Where audit messages go: ``udp://host:port``, ``tcp://host:port`` or ``tls://host:port``."""
 
-    protocol: str  # "udp" or "tcp"
+    protocol: str  # "udp", "tcp" or "tls"
     host: str
     port: int
 
@@ -52,8 +56,9 @@ class SyslogTarget:
             port = parts.port
         except ValueError:
             port, parts = None, None
-        if parts is None or parts.scheme not in {"udp", "tcp"} or not parts.hostname or port is None:
-            raise ConfigError(f"audit syslog target {url!r} is not of the form udp://host:port or tcp://host:port")
+        if parts is None or parts.scheme not in {"udp", "tcp", "tls"} or not parts.hostname or port is None:
+            raise ConfigError(f"audit syslog target {url!r} is not of the form udp://host:port, tcp://host:port "
+                              "or tls://host:port")
         return cls(parts.scheme, parts.hostname, port)
 
     def __str__(self) -> str:
@@ -74,7 +79,7 @@ def build_syslog_message(
 
 
 def frame_octet_counted(message: bytes) -> bytes:
-    """TCP framing of RFC 6587 3.4.1 / RFC 5425 4.3: ``MSG-LEN SP SYSLOG-MSG``."""
+    """TCP and TLS framing of RFC 6587 3.4.1 / RFC 5425 4.3: ``MSG-LEN SP SYSLOG-MSG``."""
     return str(len(message)).encode("ascii") + b" " + message
 
 
@@ -96,8 +101,10 @@ class SyslogSender:
     """
 
     def __init__(self, target: SyslogTarget, audit_source_id: str, *, hostname: str | None = None,
-                 queue_limit: int = QUEUE_LIMIT):
+                 queue_limit: int = QUEUE_LIMIT, ssl_context: ssl.SSLContext | None = None):
         self.target = target
+        # for tls://: verifies the collector (TlsFiles.client_context; None: the system's CAs)
+        self.ssl_context = ssl_context
         self.audit_source_id = audit_source_id
         self.hostname = hostname or socket.gethostname()
         self.dropped = 0  # records dropped because the queue was full
@@ -162,7 +169,7 @@ class SyslogSender:
                 self._send(self._message(entry))
             except OSError as exc:
                 log.warning("audit record %d not sent to %s (%s); retrying in %.1f s",
-                            entry.id, self.target, exc.strerror or type(exc).__name__, delay)
+                            entry.id, self.target, describe_tls_error(exc), delay)
                 self._disconnect()
                 with self._condition:
                     self._busy = False
@@ -200,9 +207,20 @@ class SyslogSender:
             self._socket.sendto(message, (self.target.host, self.target.port))
             return
         if self._socket is None:
-            self._socket = socket.create_connection((self.target.host, self.target.port), timeout=CONNECT_TIMEOUT_S)
-            self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._socket = self._connect()
         self._socket.sendall(frame_octet_counted(message))
+
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection((self.target.host, self.target.port), timeout=CONNECT_TIMEOUT_S)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.target.protocol != "tls":
+            return sock
+        context = self.ssl_context or ssl.create_default_context()
+        try:
+            return context.wrap_socket(sock, server_hostname=self.target.host)
+        except OSError:
+            sock.close()
+            raise
 
     def _disconnect(self) -> None:
         if self._socket is not None:
@@ -216,6 +234,13 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def open_syslog_sender(url: str, audit_source_id: str) -> SyslogSender | None:
-    """The sender for ``settings.audit_syslog`` (None when empty); ConfigError when malformed."""
-    return SyslogSender(SyslogTarget.parse(url), audit_source_id) if url.strip() else None
+def open_syslog_sender(url: str, audit_source_id: str, tls: TlsFiles | None = None) -> SyslogSender | None:
+    """The sender for ``settings.audit_syslog`` (None when empty); ConfigError when malformed.
+
+    A ``tls://`` collector is verified with ``tls``'s client context (``tls_ca``, else the system's CAs).
+    """
+    if not url.strip():
+        return None
+    target = SyslogTarget.parse(url)
+    context = (tls or TlsFiles()).client_context() if target.protocol == "tls" else None
+    return SyslogSender(target, audit_source_id, ssl_context=context)

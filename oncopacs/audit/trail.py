@@ -5,6 +5,10 @@ deleting any record breaks the chain from that point on (``oncopacs audit verify
 Appends lock the one-row chain head, so concurrent writers on SQLite or PostgreSQL stay in order.
 Recording fails loudly (:class:`~oncopacs.errors.AuditError`): callers fail closed. A stored
 record is then handed to an optional :class:`AuditSink` (syslog), which must never block or fail.
+
+When the index cannot grow because the disk is full, events go to the reserved spool
+(:mod:`oncopacs.audit.spool`) instead, so audited reads keep working; the next append that succeeds
+first appends everything spooled, with the times it happened, in order, through the same chain.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol, cast
 
 from sqlalchemy import Connection, func, insert, literal, select, update
@@ -23,8 +28,9 @@ from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 from sqlalchemy.exc import SQLAlchemyError
 
 from oncopacs.audit.events import AuditAction, AuditEvent
-from oncopacs.audit.models import AuditChainHead, AuditRecord
-from oncopacs.errors import AuditError
+from oncopacs.audit.models import AuditChainHead, AuditRecord, AuditSpoolMark
+from oncopacs.audit.spool import HEADER_BYTES, AuditSpool, SpooledEvent, is_disk_full
+from oncopacs.errors import AuditError, ConfigError
 from oncopacs.index.db import IndexDatabase
 
 log = logging.getLogger(__name__)
@@ -168,43 +174,87 @@ def normalize_time(text: str) -> str:
 
 
 class AuditTrail:
-    """The append-only audit trail kept in the index database."""
+    """The append-only audit trail kept in the index database (and, while the disk is full, in ``spool``)."""
 
-    def __init__(self, index: IndexDatabase, sink: AuditSink | None = None):
+    def __init__(self, index: IndexDatabase, sink: AuditSink | None = None, spool: AuditSpool | None = None):
         self.index = index
         self.sink = sink
+        self.spool = spool
+
+    def close(self) -> None:
+        """Release the spool's file and stop the sink (a syslog sender's thread and socket), if any."""
+        if self.spool is not None:
+            self.spool.close()
+        close_sink = getattr(self.sink, "close", None)
+        if callable(close_sink):
+            close_sink()
 
     # -- appending ------------------------------------------------------------------------
 
     def record(self, event: AuditEvent) -> int:
-        """Append ``event``; its record id. Raises AuditError when it cannot be stored."""
+        """Append ``event``; its record id (0 while it waits in the spool). Raises AuditError when it cannot be kept."""
         return self.record_many([event])[0]
 
     def record_many(self, events: Sequence[AuditEvent]) -> list[int]:
-        """Append ``events`` in one transaction, in order; their record ids."""
+        """Append ``events`` in one transaction, in order; their record ids (0 for events held in the spool)."""
         if not events:
             return []
+        recorded_at = _now()
         for attempt in range(1, _APPEND_ATTEMPTS + 1):
             try:
-                with self.index.write_connection() as connection:
-                    entries = _append(connection, events)
+                entries = self._append_with_spooled(events, recorded_at)
                 break
             except SqlIntegrityError as exc:
                 if attempt == _APPEND_ATTEMPTS:
                     raise AuditError(
                         f"the audit trail could not record a {events[0].action.value} event: {exc.__class__.__name__}"
                     ) from exc
-            except SQLAlchemyError as exc:
+            except (SQLAlchemyError, OSError) as exc:
+                if self.spool is not None and is_disk_full(exc):
+                    first = not self.spool.has_entries()
+                    self.spool.append(events, recorded_at)  # AuditError when the spool is used up too
+                    log.log(logging.WARNING if first else logging.DEBUG,  # once per episode, not once per request
+                            "disk full: audit records are held in the reserved spool until the index has room")
+                    return [0] * len(events)
+                if not isinstance(exc, SQLAlchemyError):
+                    raise
                 raise AuditError(
                     f"the audit trail could not record a {events[0].action.value} event: {exc.__class__.__name__}"
                 ) from exc
+        self._hand_to_sink(entries)
+        return [entry.id for entry in entries[len(entries) - len(events):]]
+
+    def replay_spool(self) -> int:
+        """Append what waits in the spool now (at start-up); how many records. Errors as :meth:`record_many`."""
+        if self.spool is None or not self.spool.has_entries():
+            return 0
+        try:
+            entries = self._append_with_spooled((), _now())
+        except (SQLAlchemyError, OSError) as exc:
+            raise AuditError(f"the audit trail could not take the spooled records: {exc.__class__.__name__}") from exc
+        self._hand_to_sink(entries)
+        return len(entries)
+
+    def _append_with_spooled(self, events: Sequence[AuditEvent], recorded_at: str) -> list[AuditEntry]:
+        """One transaction: the spooled events not yet replayed (when there are any), then ``events``."""
+        if self.spool is None or not self.spool.has_entries():
+            with self.index.write_connection() as connection:
+                return _append(connection, events, [recorded_at] * len(events))
+        with self.spool.replaying() as waiting, self.index.write_connection() as connection:
+            fresh = _not_yet_replayed(connection, waiting)
+            entries = _append(connection, [*(item.event for item in fresh), *events],
+                              [*(item.recorded_at for item in fresh), *([recorded_at] * len(events))])
+            if entries:
+                log.info("appended %d audit record(s) from the reserved spool", len(fresh))
+            return entries
+
+    def _hand_to_sink(self, entries: Sequence[AuditEntry]) -> None:
         if self.sink is not None:
             for entry in entries:
                 try:
                     self.sink.submit(entry)
                 except Exception:  # forwarding never fails the recorded operation
                     log.exception("could not hand audit record %d to the audit sink", entry.id)
-        return [entry.id for entry in entries]
 
     # -- reading --------------------------------------------------------------------------
 
@@ -312,8 +362,51 @@ _COLUMNS = (
 )
 
 
-def _append(session: Connection, events: Iterable[AuditEvent]) -> list[AuditEntry]:
-    """Insert ``events`` after the chain head (locked) and move the head; Core statements, one round trip each."""
+def open_audit_trail(index: IndexDatabase, sink: AuditSink | None = None, *, spool_path: Path | None = None,
+                     spool_bytes: int = 0) -> AuditTrail:
+    """The trail of ``index`` with a reserved spool of ``spool_bytes`` at ``spool_path`` (0: none).
+
+    Records spooled before a restart are appended now if the disk has room again (else at the next record).
+    """
+    if 0 < spool_bytes < 2 * HEADER_BYTES:
+        raise ConfigError(f"audit_spool_bytes must be 0 or at least {2 * HEADER_BYTES} (got {spool_bytes})")
+    spool = AuditSpool.reserve(spool_path, spool_bytes) if spool_path is not None and spool_bytes else None
+    trail = AuditTrail(index, sink, spool)
+    try:
+        trail.replay_spool()
+    except AuditError as exc:
+        log.warning("the reserved audit spool could not be appended to the trail yet: %s", exc)
+    return trail
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _not_yet_replayed(connection: Connection, waiting: Sequence[SpooledEvent]) -> list[SpooledEvent]:
+    """The spooled events past their generation's mark, with the mark moved past them (same transaction)."""
+    fresh: list[SpooledEvent] = []
+    for generation in dict.fromkeys(item.generation for item in waiting):
+        mark = connection.execute(
+            select(AuditSpoolMark.last_sequence).where(AuditSpoolMark.generation == generation)
+        ).scalar()
+        mine = [item for item in waiting if item.generation == generation and item.sequence > (mark or 0)]
+        if not mine:
+            continue
+        last = max(item.sequence for item in mine)
+        if mark is None:
+            connection.execute(insert(AuditSpoolMark).values(generation=generation, last_sequence=last))
+        else:
+            connection.execute(update(AuditSpoolMark).where(AuditSpoolMark.generation == generation)
+                               .values(last_sequence=last))
+        fresh.extend(mine)
+    return fresh
+
+
+def _append(session: Connection, events: Sequence[AuditEvent], times: Sequence[str]) -> list[AuditEntry]:
+    """Insert ``events`` (that happened at ``times``) after the chain head (locked) and move the head."""
+    if not events:
+        return []
     head = session.execute(
         select(AuditChainHead.last_record_id, AuditChainHead.last_sha256)
         .where(AuditChainHead.id == 1)
@@ -325,10 +418,10 @@ def _append(session: Connection, events: Iterable[AuditEvent]) -> list[AuditEntr
     else:
         last_id, last_sha256 = head
     rows, entries = [], []
-    for event in events:
+    for event, recorded_at in zip(events, times, strict=True):
         record = AuditRecord(
             id=last_id + 1,
-            recorded_at=datetime.now(UTC).isoformat(timespec="microseconds"),
+            recorded_at=recorded_at,
             action=event.action.value,
             outcome=int(event.outcome),
             actor=event.actor,

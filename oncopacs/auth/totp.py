@@ -1,4 +1,8 @@
-"""Time-based one-time passwords (RFC 6238, 30-second steps, 6 digits) as the optional second factor."""
+"""Time-based one-time passwords (RFC 6238, 30-second steps, 6 digits) as the optional second factor.
+
+A code is accepted at most once: :func:`matching_step` names the time step a code belongs to, and the
+user store refuses a step at or before the last one accepted for that user (RFC 6238 §5.2).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import pyotp
+from pyotp.utils import strings_equal
 
 ISSUER = "OncoPACS"
 ACCEPTED_STEPS = 1  # also accept the code of the step before and after (clock drift up to 30 s)
@@ -25,9 +30,15 @@ def new_enrollment(username: str) -> TotpEnrollment:
     return TotpEnrollment(secret, pyotp.TOTP(secret).provisioning_uri(name=username, issuer_name=ISSUER))
 
 
-def verify_code(secret: str, code: str, at: datetime) -> bool:
-    """Whether ``code`` is the one-time code of ``secret`` at time ``at`` (± one step)."""
+def matching_step(secret: str, code: str, at: datetime) -> int | None:
+    """The RFC 6238 time step (30-second counter) whose code ``code`` is, within ± one step of ``at``; else None."""
     code = "".join(code.split())
     if not code.isdigit():
-        return False
-    return pyotp.TOTP(secret).verify(code, for_time=at, valid_window=ACCEPTED_STEPS)
+        return None
+    generator = pyotp.TOTP(secret)
+    now_step = generator.timecode(at)
+    for step in range(now_step - ACCEPTED_STEPS, now_step + ACCEPTED_STEPS + 1):
+        if strings_equal(code, generator.generate_otp(step)):
+            return step
+    return None
+

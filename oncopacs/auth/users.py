@@ -3,16 +3,18 @@
 Passwords are hashed with Argon2id (memory-hard; argon2-cffi's defaults). Tokens are 256-bit random
 strings shown once; only their SHA-256 is stored, so a stolen index reveals none.
 
-Sign-ins count consecutive failures in the user's row; after ``LockoutPolicy.max_failures`` of them
-the account refuses every password, the right one included, for ``lockout_minutes``. A user with a
-TOTP secret must also give the current one-time code. Tokens are not affected by a lock-out (a
-password guesser must not be able to stop machine clients), only by revocation and disabling.
+Accounts never lock: failed sign-ins are throttled per source address (:mod:`oncopacs.auth.throttle`), so a
+password guesser is slowed down without being able to shut a user, the administrator included, out from
+everywhere. The user's row only counts failures since the last good sign-in, for the administrator to see. A
+user with a TOTP secret must also give a one-time code, each accepted once. Tokens are not throttled (256
+random bits are not guessed), only revoked or disabled.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,14 +24,18 @@ from typing import overload
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from oncopacs.auth import totp
 from oncopacs.auth.models import ApiToken, User
 from oncopacs.auth.roles import Principal, Role, parse_role
-from oncopacs.errors import AccountLockedError, AuthenticationError, NotFoundError
+from oncopacs.auth.throttle import LockoutPolicy, SignInThrottleStore, ThrottleState, source_key
+from oncopacs.errors import AuthenticationError, NotFoundError, StorageError
 from oncopacs.index.db import IndexDatabase
+
+log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "opx_"
 MIN_PASSWORD_LENGTH = 8
@@ -42,14 +48,6 @@ _hasher = PasswordHasher()  # Argon2id, RFC 9106 "low memory" profile: 64 MiB, 3
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class LockoutPolicy:
-    """How many consecutive failed sign-ins lock an account (0: never), and for how long."""
-
-    max_failures: int = 5
-    lockout_minutes: int = 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,25 +112,38 @@ class SignIn:
     """The outcome of one password sign-in attempt.
 
     ``failure`` is empty on success, else the reason for the audit trail ("unknown user",
-    "wrong password", "wrong one-time code", "disabled", "locked"); ``message`` is what the person
-    signing in is told (it names a lock-out, never which of name, password or code was wrong).
+    "wrong password", "wrong one-time code", "one-time code already used", "disabled", "throttled…");
+    ``message`` is what the person signing in is told (it names a throttled address, never which of name,
+    password or code was wrong). ``throttle`` is the source's state when it is refused or was just throttled.
     """
 
     username: str
     principal: Principal | None
     failure: str = ""
-    locked_until: datetime | None = None
-    newly_locked: bool = False
+    throttle: ThrottleState | None = None
+    at: datetime | None = None  # when the attempt was judged (for Retry-After)
 
     @property
     def ok(self) -> bool:
         return self.principal is not None
 
     @property
+    def throttled_until(self) -> datetime | None:
+        """Until when the attempt's source is refused, when it is (this attempt may have been its last guess)."""
+        return self.throttle.throttled_until if self.throttle is not None else None
+
+    @property
+    def retry_after_seconds(self) -> int:
+        if self.throttle is None or self.at is None:
+            return 0
+        return self.throttle.retry_after_seconds(self.at)
+
+    @property
     def message(self) -> str:
-        if self.locked_until is not None:
-            return (f"account {self.username!r} is locked after repeated failed sign-ins; "
-                    f"try again after {self.locked_until:%Y-%m-%d %H:%M} UTC")
+        until = self.throttled_until
+        if until is not None:
+            return (f"too many failed sign-ins from this address; try again after {until:%H:%M} UTC "
+                    f"(in {max(1, -(-self.retry_after_seconds // 60))} min)")
         return GENERIC_FAILURE
 
 
@@ -142,7 +153,6 @@ class Standing:
 
     principal: Principal
     credential_stamp: str  # changes when the password changes: sessions and cached credentials end
-    locked: bool
 
 
 def token_sha256(token: str) -> str:
@@ -187,7 +197,7 @@ def _find(session: Session, username: str, *, for_update: bool = False) -> User:
     return user
 
 
-_STANDING = select(User.username, User.role, User.password_hash, User.disabled, User.locked_until).where(
+_STANDING = select(User.username, User.role, User.password_hash, User.disabled).where(
     User.username == bindparam("username")
 )
 
@@ -203,6 +213,7 @@ class UserStore:
                  hasher: PasswordHasher = _hasher):
         self.index = index
         self.policy = policy or LockoutPolicy()
+        self.throttle = SignInThrottleStore(index, self.policy)
         self.clock = clock
         self.hasher = hasher
 
@@ -256,7 +267,7 @@ class UserStore:
             return _info(user)
 
     def set_password(self, username: str, password: str) -> UserInfo:
-        """Replace the password (ends the user's sessions) and clear any lock-out."""
+        """Replace the password (ends the user's sessions) and forget the failed sign-ins."""
         _check_password_rules(password)
         password_hash = self.hasher.hash(password)
         with self.index.writing() as session:
@@ -265,7 +276,7 @@ class UserStore:
             return _info(user)
 
     def unlock(self, username: str) -> UserInfo:
-        """End a lock-out now and forget the failed sign-ins."""
+        """Forget the user's failed sign-ins, and end a lock-out left from a version that locked accounts."""
         with self.index.writing() as session:
             user = _find(session, username, for_update=True)
             user.failed_logins, user.locked_until = 0, None
@@ -275,13 +286,14 @@ class UserStore:
         """Give ``username`` a new TOTP secret (replacing any old one); sign-ins then need its codes."""
         enrollment = totp.new_enrollment(username)
         with self.index.writing() as session:
-            _find(session, username, for_update=True).totp_secret = enrollment.secret
+            user = _find(session, username, for_update=True)
+            user.totp_secret, user.totp_last_step = enrollment.secret, None
         return enrollment
 
     def disable_totp(self, username: str) -> UserInfo:
         with self.index.writing() as session:
             user = _find(session, username, for_update=True)
-            user.totp_secret = None
+            user.totp_secret, user.totp_last_step = None, None
             return _info(user)
 
     @cached_property
@@ -306,61 +318,94 @@ class UserStore:
 
     # -- sign-in -------------------------------------------------------------------------------
 
-    def attempt_sign_in(self, username: str, password: str, one_time_code: str | None = None) -> SignIn:
-        """Check a password (and the TOTP code when the user has one), keeping the lock-out count."""
+    def attempt_sign_in(self, username: str, password: str, one_time_code: str | None = None, *,
+                        source: str | None = None) -> SignIn:
+        """Check a password (and the TOTP code when the user has one) tried from address ``source``.
+
+        With ``source``, a throttled source is refused before any check, and each failure counts against
+        it (:class:`~oncopacs.auth.throttle.SignInThrottleStore`); without it (the console) nothing is throttled.
+        """
         now = self.clock()
+        if source:
+            until = self.throttle.throttled_until(source, now)
+            if until is not None:  # no password check: a flood of refusals costs no Argon2 time
+                state = ThrottleState(source_key(source), 0, until)
+                return SignIn(username, None, f"throttled: source refused until {until:%H:%M:%S} UTC", state, now)
         with self.index.reading() as session:
             user = session.scalars(select(User).where(User.username == username)).first()
         if user is None or user.disabled:
             self._dummy_verify(password)  # same cost whether or not the user exists
-            return SignIn(username, None, "unknown user" if user is None else "disabled")
-        locked_until = _aware(user.locked_until)
-        if locked_until is not None and locked_until > now:
-            return SignIn(username, None, "locked", locked_until)
-        failure = ""
+            return self._count_failure(username, "unknown user" if user is None else "disabled", source, now)
         try:
             self.hasher.verify(user.password_hash, password)
         except (VerificationError, InvalidHashError):
-            failure = "wrong password"
-        if failure:
-            return self._count_failure(username, failure, now)
+            return self._count_failure(username, "wrong password", source, now, user.id)
         if user.totp_secret is not None:
             if not one_time_code:  # not counted: nothing was guessed (Basic clients of such users must use tokens)
-                return SignIn(username, None, "one-time code missing")
-            if not totp.verify_code(user.totp_secret, one_time_code, now):
-                return self._count_failure(username, "wrong one-time code", now)
-        if user.failed_logins or user.locked_until is not None:
-            self.unlock(username)
-        return SignIn(username, Principal(user.username, Role(user.role), "password"))
+                return SignIn(username, None, "one-time code missing", at=now)
+            step = totp.matching_step(user.totp_secret, one_time_code, now)
+            if step is None:
+                return self._count_failure(username, "wrong one-time code", source, now, user.id)
+            if not self._claim_step(user.id, step):
+                return self._count_failure(username, "one-time code already used", source, now, user.id)
+        elif user.failed_logins or user.locked_until is not None:
+            self._forget_failures(user.id)
+        return SignIn(username, Principal(user.username, Role(user.role), "password"), at=now)
 
-    def _count_failure(self, username: str, failure: str, now: datetime) -> SignIn:
-        with self.index.writing() as session:
-            user = _find(session, username, for_update=True)
-            user.failed_logins = (user.failed_logins or 0) + 1
-            if not self.policy.max_failures or user.failed_logins < self.policy.max_failures:
-                return SignIn(username, None, failure)
-            user.failed_logins, user.locked_until = 0, now + timedelta(minutes=self.policy.lockout_minutes)
-            return SignIn(username, None, f"{failure}; locked for {self.policy.lockout_minutes} min",
-                          user.locked_until, newly_locked=True)
+    def _claim_step(self, user_pk: int, step: int) -> bool:
+        """Record ``step`` as the user's last accepted TOTP step unless it (or a later one) already was."""
+        try:
+            with self.index.writing() as session:
+                claimed = session.execute(
+                    update(User)
+                    .where(User.id == user_pk, or_(User.totp_last_step.is_(None), User.totp_last_step < step))
+                    .values(totp_last_step=step, failed_logins=0, locked_until=None)
+                )
+        except (SQLAlchemyError, OSError) as exc:  # a code that cannot be marked used must not be accepted (replays)
+            raise StorageError(f"the index cannot record a one-time code's use: {exc.__class__.__name__}") from exc
+        return bool(claimed.rowcount)  # type: ignore[attr-defined]  # an UPDATE's CursorResult
 
-    def authenticate(self, username: str, password: str, one_time_code: str | None = None) -> Principal:
-        """The principal for a good sign-in; AccountLockedError or AuthenticationError otherwise."""
-        attempt = self.attempt_sign_in(username, password, one_time_code)
+    def _forget_failures(self, user_pk: int) -> None:
+        try:
+            with self.index.writing() as session:
+                session.execute(update(User).where(User.id == user_pk).values(failed_logins=0, locked_until=None))
+        except (SQLAlchemyError, OSError) as exc:  # bookkeeping only (e.g. the disk is full): the sign-in stands
+            log.warning("could not reset the failed sign-in count of user %d: %s", user_pk, exc.__class__.__name__)
+
+    def _count_failure(self, username: str, failure: str, source: str | None, now: datetime,
+                       user_pk: int | None = None) -> SignIn:
+        """Count a failure against the user's row (for display) and the source (throttling)."""
+        state = None
+        try:
+            if user_pk is not None:
+                with self.index.writing() as session:
+                    session.execute(update(User).where(User.id == user_pk)
+                                    .values(failed_logins=User.failed_logins + 1))
+            if source:
+                state = self.throttle.record_failure(source, now)
+        except (SQLAlchemyError, OSError) as exc:  # e.g. the disk is full: the attempt is refused all the same
+            log.warning("could not count a failed sign-in: %s", exc.__class__.__name__)
+        if state is not None and state.newly_throttled:
+            note = (f"{failure}; source {state.source} throttled for {self.policy.lockout_minutes} min "
+                    f"after {self.policy.max_failures} failed sign-ins")
+            return SignIn(username, None, note, state, now)
+        return SignIn(username, None, failure, at=now)
+
+    def authenticate(self, username: str, password: str, one_time_code: str | None = None, *,
+                     source: str | None = None) -> Principal:
+        """The principal for a good sign-in; AuthenticationError otherwise."""
+        attempt = self.attempt_sign_in(username, password, one_time_code, source=source)
         if attempt.principal is not None:
             return attempt.principal
-        if attempt.locked_until is not None:
-            raise AccountLockedError(attempt.message)
         raise AuthenticationError(attempt.message)
 
     def standing(self, username: str) -> Standing | None:
-        """The current role, password stamp and lock state of an enabled user; None if unknown or disabled."""
+        """The current role and password stamp of an enabled user; None if unknown or disabled."""
         with self.index.read_connection() as connection:
             user = connection.execute(_STANDING.params(username=username)).first()
         if user is None or user.disabled:
             return None
-        locked_until = _aware(user.locked_until)
-        return Standing(Principal(user.username, Role(user.role), "session"), _stamp(user.password_hash),
-                        locked_until is not None and locked_until > self.clock())
+        return Standing(Principal(user.username, Role(user.role), "session"), _stamp(user.password_hash))
 
     # -- tokens --------------------------------------------------------------------------------
 
@@ -415,7 +460,10 @@ class UserStore:
         now = self.clock()
         last_used = _aware(row.last_used_at)
         if last_used is None or now - last_used >= TOKEN_USE_RESOLUTION:
-            with self.index.writing() as session:  # an UPDATE: a token deleted meanwhile changes no row
-                session.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
+            try:
+                with self.index.writing() as session:  # an UPDATE: a token deleted meanwhile changes no row
+                    session.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
+            except (SQLAlchemyError, OSError) as exc:  # bookkeeping only: a full disk must not stop machine clients
+                log.warning("could not note the use of token %d: %s", row.id, exc.__class__.__name__)
         return Principal(row.username, Role(row.role), "token")
 

@@ -14,12 +14,14 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from oncopacs.archive.decoding import guard_pydicom_logs
 from oncopacs.cli.audit import audit_group
 from oncopacs.cli.context import opened_platform, settings_of
 from oncopacs.cli.fusion import fusion_group
 from oncopacs.cli.pet import pet_group
 from oncopacs.cli.report import report_group
 from oncopacs.cli.rt import rt_group
+from oncopacs.cli.tls import tls_group
 from oncopacs.cli.users import token_group, user_group
 from oncopacs.errors import EXPECTED_ERRORS
 from oncopacs.settings import Settings
@@ -54,6 +56,7 @@ def main(ctx: click.Context, config: Path | None, data_dir: Path | None, verbose
     """OncoPACS: an open PACS for radiation oncology and proton therapy."""
     _configure_logging(verbose)
     settings = Settings.load(config_file=config)
+    guard_pydicom_logs(log_phi=settings.log_phi)  # pydicom's messages quote values: kept out of logs
     ctx.obj = settings.with_overrides(data_dir=data_dir) if data_dir else settings
 
 
@@ -159,7 +162,8 @@ def demo(ctx: click.Context, patients: int, http_port: int | None, dicom_port: i
                    f"{settings.data_dir / 'demo-credentials.txt'})", err=True)
         if not no_serve:
             logging.getLogger("oncopacs").setLevel(logging.INFO)
-            click.echo(f"serving on http://{settings.http_host}:{settings.http_port}/login "
+            scheme = "https" if settings.tls_enabled else "http"
+            click.echo(f"serving on {scheme}://{settings.http_host}:{settings.http_port}/login "
                        f"(DICOMweb at /dicom-web, API at /api) and DICOM "
                        f"{settings.ae_title}@127.0.0.1:{settings.dicom_port}; Ctrl-C stops", err=True)
             run(platform)
@@ -172,6 +176,7 @@ main.add_command(audit_group)
 main.add_command(report_group)
 main.add_command(fusion_group)
 main.add_command(pet_group)
+main.add_command(tls_group)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,21 +1,25 @@
-"""``oncopacs serve``: HTTP and DIMSE of one platform in one process, with crash recovery at start-up."""
+"""``oncopacs serve``: HTTP(S), DIMSE and DICOM-TLS of one platform in one process, with crash recovery at start-up."""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+import ssl
 import threading
 from pathlib import Path
 
-from waitress.server import create_server
+from pynetdicom.transport import ThreadedAssociationServer
 
 from oncopacs.archive.ingest import Archive
 from oncopacs.archive.maintenance import recover_orphans
+from oncopacs.cli.http_listener import open_http
 from oncopacs.dimse.server import start_dimse
+from oncopacs.dimse.tls import listener_context
 from oncopacs.errors import ListenError
 from oncopacs.platform import Platform
 from oncopacs.settings import Settings
+from oncopacs.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -37,25 +41,25 @@ def serve(platform: Platform, *, ready: threading.Event | None = None) -> None:
     """Serve ``platform`` until SIGINT or SIGTERM; returns after a clean shutdown.
 
     The platform arrives whole (its rules installed by :func:`oncopacs.platform.open_platform`), so
-    the first instance a listener accepts already meets them.
+    the first instance a listener accepts already meets them. With ``tls_cert`` and ``tls_key``,
+    HTTP is HTTPS only and DICOM-TLS listens on ``dicom_tls_port`` beside plain DIMSE on
+    ``dicom_port`` (0: no plain DIMSE). Unusable TLS files raise ConfigError before anything listens.
     """
     from oncopacs.web.app import create_app  # the web layer is only needed when serving
 
     settings, archive = platform.settings, platform.archive
+    tls = TlsFiles.from_settings(settings)
+    tls.check()
     recover_if_needed(settings, archive)
     app = create_app(platform)
+    dimse = _start_dimse_listeners(platform, tls)
     try:
-        dimse = start_dimse(settings, archive, platform.audit)
+        http = open_http(app, settings.http_host, settings.http_port, tls.server_context() if tls.serving else None)
     except OSError as exc:
+        for server in dimse.values():
+            server.shutdown()
         raise ListenError(
-            f"cannot listen for DICOM on {settings.dicom_host}:{settings.dicom_port}: {exc.strerror}"
-        ) from None
-    try:
-        http = create_server(app, host=settings.http_host, port=settings.http_port, threads=8, ident="OncoPACS")
-    except OSError as exc:
-        dimse.shutdown()
-        raise ListenError(
-            f"cannot listen for HTTP on {settings.http_host}:{settings.http_port}: {exc.strerror}"
+            f"cannot listen for HTTP on {settings.http_host}:{settings.http_port}: {exc.strerror or exc}"
         ) from None
     marker = settings.data_dir / RUNNING_MARKER
     _write_marker(marker)
@@ -67,16 +71,12 @@ def serve(platform: Platform, *, ready: threading.Event | None = None) -> None:
     def _stop(signum, _frame):
         log.info("signal %s received, shutting down", signum)
         stop.set()
-        http.close()
+        http.stop()
 
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    log.info(
-        "HTTP on http://%s:%s  DICOM %s on port %s",
-        settings.http_host,
-        http.effective_port,
-        settings.ae_title,
-        dimse.server_address[1],
-    )
+    dicom = "  ".join(f"{label} {settings.ae_title} on port {server.server_address[1]}"
+                      for label, server in dimse.items()) or "no DICOM listener (ONCOPACS_DICOM_PORT=0, TLS off)"
+    log.info("HTTP on %s://%s:%s  %s", http.scheme, settings.http_host, http.port, dicom)
     if ready is not None:
         ready.set()
     try:
@@ -87,12 +87,34 @@ def serve(platform: Platform, *, ready: threading.Event | None = None) -> None:
     finally:
         worker.stop()
         platform.reports.stop()
-        dimse.shutdown()
+        for server in dimse.values():
+            server.shutdown()
         platform.index.dispose()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         marker.unlink(missing_ok=True)
         log.info("stopped cleanly")
+
+
+def _start_dimse_listeners(platform: Platform, tls: TlsFiles) -> dict[str, ThreadedAssociationServer]:
+    """Plain DIMSE on ``dicom_port`` unless it is 0, DICOM-TLS on ``dicom_tls_port`` when TLS is on; by label."""
+    settings = platform.settings
+    wanted: dict[str, tuple[int, ssl.SSLContext | None]] = {}
+    if settings.dicom_port:
+        wanted["DICOM"] = (settings.dicom_port, None)
+    if tls.serving:
+        wanted["DICOM-TLS"] = (settings.dicom_tls_port, listener_context(tls))
+    started: dict[str, ThreadedAssociationServer] = {}
+    for label, (port, context) in wanted.items():
+        try:
+            started[label] = start_dimse(settings, platform.archive, platform.audit, ssl_context=context)
+        except OSError as exc:
+            for server in started.values():
+                server.shutdown()
+            raise ListenError(
+                f"cannot listen for {label} on {settings.dicom_host}:{port}: {exc.strerror or exc}"
+            ) from None
+    return started
 
 
 def _write_marker(marker: Path) -> None:

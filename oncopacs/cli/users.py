@@ -1,4 +1,4 @@
-"""``oncopacs user …`` and ``oncopacs token …``: accounts, roles, second factors and API tokens.
+"""``oncopacs user …`` and ``oncopacs token …``: accounts, roles, second factors, sign-in throttles and API tokens.
 
 Every change is written to the audit trail as USER_CHANGE, by the operating-system user who ran
 the command (actor kind ``system``). Errors: one line on standard error, exit status 2.
@@ -97,10 +97,9 @@ def list_users(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps({"users": [user.to_dict() for user in found]}, indent=2))
         return
     for user in found:
-        locked = user.locked_until is not None and user.locked_until > utc_now()
-        state = "disabled" if user.disabled else (f"locked until {user.locked_until:%Y-%m-%d %H:%M} UTC"
-                                                  if locked else "active")
-        click.echo(f"{user.username}\t{user.role.value}\t{state}{chr(9) + 'totp' if user.has_totp else ''}")
+        state = "disabled" if user.disabled else "active"
+        failures = f"\t{user.failed_logins} failed sign-in(s)" if user.failed_logins else ""
+        click.echo(f"{user.username}\t{user.role.value}\t{state}{chr(9) + 'totp' if user.has_totp else ''}{failures}")
 
 
 @user_group.command("set-role")
@@ -147,13 +146,47 @@ def enable(ctx: click.Context, name: str) -> None:
 
 
 @user_group.command("unlock")
-@click.argument("name")
+@click.argument("name", required=False)
+@click.option("--address", "addresses", multiple=True, metavar="ADDR",
+              help="Lift the sign-in throttle of this source address (repeatable).")
+@click.option("--all", "every_address", is_flag=True, help="Lift the sign-in throttle of every address.")
 @click.pass_context
-def unlock(ctx: click.Context, name: str) -> None:
-    """End a lock-out of user NAME now."""
+def unlock(ctx: click.Context, name: str | None, addresses: tuple[str, ...], every_address: bool) -> None:
+    """Lift sign-in throttles (--address ADDR, --all) and forget the failed sign-ins of user NAME.
+
+    Accounts never lock: failed sign-ins throttle the address they come from. This lifts that
+    throttle at once, from the console, so an administrator is always reachable.
+    """
+    if not (name or addresses or every_address):
+        click.echo("oncopacs: name a user, --address ADDR or --all", err=True)
+        sys.exit(2)
     with _accounts(ctx) as accounts:
-        accounts.store.unlock(name)
-        accounts.audit(f"user {name!r}: unlocked")
+        if name:
+            accounts.store.unlock(name)
+            accounts.audit(f"user {name!r}: unlocked")
+        if every_address:
+            cleared = accounts.store.throttle.clear()
+            accounts.audit(f"sign-in throttle lifted for every address ({cleared} cleared)")
+            click.echo(f"sign-in throttle lifted for every address ({cleared} cleared)", err=True)
+        for address in () if every_address else addresses:
+            cleared = accounts.store.throttle.clear(address)
+            accounts.audit(f"sign-in throttle lifted for {address}")
+            click.echo(f"sign-in throttle lifted for {address}" + ("" if cleared else " (it had none)"), err=True)
+
+
+@user_group.command("throttled")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+def throttled(ctx: click.Context, as_json: bool) -> None:
+    """List source addresses with recent failed sign-ins, and until when each is refused."""
+    with _accounts(ctx) as accounts:
+        found = accounts.store.throttle.active(utc_now())
+    if as_json:
+        click.echo(json.dumps({"sources": [state.to_dict() for state in found]}, indent=2))
+        return
+    for state in found:
+        until = f"refused until {state.throttled_until:%Y-%m-%d %H:%M} UTC" if state.throttled_until else "open"
+        click.echo(f"{state.source}\t{state.failures} failure(s)\t{until}")
 
 
 @user_group.command("totp")

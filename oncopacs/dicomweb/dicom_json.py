@@ -81,7 +81,7 @@ def _dataset_json(dataset: Dataset, prefix: str, bulk_data_uri: BulkDataUri) -> 
                 result[path[-8:]] = {"vr": element.VR, "BulkDataURI": bulk_data_uri(path)}
             else:
                 result[path[-8:]] = element.to_json_dict(None, 0)
-        except (ValueError, TypeError, KeyError, NotImplementedError) as exc:
+        except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on a damaged value (BytesLengthException...)
             log.warning("attribute %s of %s cannot be encoded as DICOM JSON: %s",
                         path, dataset.get("SOPInstanceUID", "?"), type(exc).__name__)
     return result
@@ -222,5 +222,5 @@ def _as_number(value: Any) -> int | float | None:
         try:
             return float(text)
         except ValueError:
-            log.warning("index value %r is not a number", text)
+            log.warning("an index value of a numeric attribute is not a number (value not logged)")
             return None

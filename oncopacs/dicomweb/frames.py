@@ -50,6 +50,7 @@ FRAME_MEDIA_TYPES: dict[str, str] = {
 _NATIVE = {ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian}
 _ANY = {"*/*", "*", "application/*", "image/*"}
 MAX_FRAMES_PER_REQUEST = 10_000
+MAX_FRAME_NUMBER = 2**31 - 1  # Number of Frames is an IS: at most 2^31 - 1
 
 
 class FrameRequestError(OncopacsError):
@@ -80,15 +81,20 @@ class Frame:
 
 def parse_frame_list(text: str) -> tuple[int, ...]:
     """``"1,3,5"`` -> ``(1, 3, 5)``; :class:`FrameRequestError` for anything but positive integers."""
-    numbers = []
-    for item in text.split(","):
-        item = item.strip()
-        if not item.isdigit() or int(item) < 1:
-            raise FrameRequestError(f"frame numbers are positive integers separated by commas, got {item!r}")
-        numbers.append(int(item))
-    if len(numbers) > MAX_FRAMES_PER_REQUEST:
+    items = text.split(",")
+    if len(items) > MAX_FRAMES_PER_REQUEST:
         raise FrameRequestError(f"at most {MAX_FRAMES_PER_REQUEST} frames per request")
-    return tuple(numbers)
+    return tuple(parse_frame_number(item) for item in items)
+
+
+def parse_frame_number(text: str) -> int:
+    """One 1-based frame number in ASCII digits (not "²" or "١", which ``str.isdigit`` accepts), at most
+    :data:`MAX_FRAME_NUMBER`; :class:`FrameRequestError` otherwise."""
+    item = text.strip()
+    if not (item.isascii() and item.isdigit() and len(item) <= 10 and 1 <= int(item) <= MAX_FRAME_NUMBER):
+        raise FrameRequestError(f"frame numbers are whole numbers from 1 to {MAX_FRAME_NUMBER} separated by "
+                                f"commas, got {item[:20]!r}")
+    return int(item)
 
 
 def read_number_of_frames(dataset: Dataset) -> int:
@@ -97,7 +103,7 @@ def read_number_of_frames(dataset: Dataset) -> int:
         return 0
     try:
         return max(int(dataset.get("NumberOfFrames") or 1), 1)
-    except (TypeError, ValueError):
+    except Exception:  # noqa: BLE001 - a damaged value (wrong VR or length) reads as one frame
         return 1
 
 
@@ -153,7 +159,18 @@ def read_frames(dataset: Dataset, numbers: tuple[int, ...], encoding: FrameEncod
     missing = [n for n in numbers if n > count]
     if missing:
         raise NotFoundError(f"frame {missing[0]} does not exist: the instance has {count} frame(s)")
-    return [Frame(n, _frame_bytes(dataset, n, count, encoding), encoding) for n in numbers]
+    return [Frame(n, _readable_frame(dataset, n, count, encoding), encoding) for n in numbers]
+
+
+def _readable_frame(dataset: Dataset, number: int, count: int, encoding: FrameEncoding) -> bytes:
+    """:func:`_frame_bytes`, with a damaged pixel module or pixel data (stored as received) a FrameRequestError."""
+    try:
+        return _frame_bytes(dataset, number, count, encoding)
+    except OncopacsError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on damaged pixel data; its text may quote values
+        raise FrameRequestError(f"frame {number} cannot be read from the stored pixel data ({type(exc).__name__})"
+                                ) from None
 
 
 def _frame_bytes(dataset: Dataset, number: int, count: int, encoding: FrameEncoding) -> bytes:

@@ -100,6 +100,8 @@ def parse_window(text: str) -> Window:
         centre, width = float(pieces[0]), float(pieces[1])
     except ValueError:
         raise RenderError(f"window centre and width must be numbers, got {text!r}") from None
+    if not np.isfinite(centre):
+        raise RenderError(f"window centre must be a finite number, got {pieces[0]!r}")
     try:
         function = WindowFunction(pieces[2].upper()) if len(pieces) == 3 else WindowFunction.LINEAR
     except ValueError:
@@ -116,12 +118,17 @@ def _check_width(width: float, function: WindowFunction) -> None:
 def parse_viewport(text: str) -> tuple[int, int]:
     """``"512,512"`` -> (width, height) in pixels."""
     pieces = [piece.strip() for piece in text.split(",")]
-    if len(pieces) != 2 or not all(piece.isdigit() for piece in pieces):
+    if len(pieces) != 2 or not all(_is_small_whole_number(piece) for piece in pieces):
         raise RenderError("viewport is width,height in pixels")
     width, height = int(pieces[0]), int(pieces[1])
     if not (0 < width <= MAX_VIEWPORT_PX and 0 < height <= MAX_VIEWPORT_PX):
         raise RenderError(f"viewport sides must be 1..{MAX_VIEWPORT_PX} pixels")
     return width, height
+
+
+def _is_small_whole_number(text: str) -> bool:
+    """ASCII digits (``str.isdigit`` also takes "²", which ``int`` refuses), few enough for ``int`` to take."""
+    return text.isascii() and text.isdigit() and len(text) <= 9
 
 
 def parse_render_spec(
@@ -134,7 +141,7 @@ def parse_render_spec(
     quality = DEFAULT_QUALITY
     if parameters.get("quality"):
         text = parameters["quality"].strip()
-        if not text.isdigit() or not 1 <= int(text) <= 100:
+        if not _is_small_whole_number(text) or not 1 <= int(text) <= 100:
             raise RenderError("quality is an integer from 1 to 100")
         quality = int(text)
     return RenderSpec(media_type, window, viewport_px, quality)
@@ -193,9 +200,23 @@ def compute_windowed(values: np.ndarray, window: Window) -> np.ndarray:
 
 
 def render_frame(dataset: Dataset, frame_number: int, spec: RenderSpec) -> RenderedImage:
-    """Frame ``frame_number`` (1-based) of ``dataset`` rendered as ``spec`` asks."""
+    """Frame ``frame_number`` (1-based) of ``dataset`` rendered as ``spec`` asks.
+
+    RenderError when it cannot be, also when the stored header is damaged (an instance is stored as received).
+    """
     if spec.media_type not in RENDERED_FORMATS:
         raise RenderError(f"cannot render as {spec.media_type}")
+    try:
+        with np.errstate(all="ignore"):  # out-of-range values are clipped onto 0..255
+            return _render_frame(dataset, frame_number, spec)
+    except RenderError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged pixel module; pydicom's text may quote values
+        raise RenderError(f"frame {frame_number} cannot be rendered from the stored header and pixel data "
+                          f"({type(exc).__name__})") from None
+
+
+def _render_frame(dataset: Dataset, frame_number: int, spec: RenderSpec) -> RenderedImage:
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     window: Window | None = None
     if photometric.startswith("MONOCHROME"):

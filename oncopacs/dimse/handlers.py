@@ -27,17 +27,20 @@ from oncopacs.dimse.auditing import (
 )
 from oncopacs.dimse.contexts import FIND_SOP_CLASSES, UNCOMPRESSED_SYNTAXES
 from oncopacs.dimse.identifiers import ResponseBuilder, read_query_keys
+from oncopacs.dimse.malformed import store_command_problem
 from oncopacs.dimse.streaming import (
     abandon_streams,
     install_fast_dataset_fragments,
     install_streamed_staging,
     take_received,
 )
+from oncopacs.dimse.tls import tls_args_for
 from oncopacs.dimse.transport import tune_association
 from oncopacs.errors import AuditError, IntegrityError
 from oncopacs.index import query
 from oncopacs.index.query import QueryError, QueryLevel
 from oncopacs.settings import Settings
+from oncopacs.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ def status_dataset(status: int, comment: str = "") -> Dataset:
     reply = Dataset()
     reply.Status = status
     if comment and status != 0:
-        reply.ErrorComment = comment[:64]
+        reply.ErrorComment = comment.encode("ascii", "replace").decode("ascii")[:64]  # LO: the default repertoire
     return reply
 
 
@@ -67,6 +70,9 @@ class DimseHandlers:
         self.settings = settings
         self.audit = DimseAudit(audit or AuditTrail(archive.index))
         self.allowed = CallingAllowList(settings.allowed_aes)
+        # C-MOVE destinations marked +tls are verified with this (tls_ca, else the system's CAs)
+        self.peer_tls = TlsFiles.from_settings(settings).client_context() \
+            if any(remote.tls for remote in settings.remote_aes) else None
 
     # -- association events ---------------------------------------------------------------
 
@@ -110,6 +116,13 @@ class DimseHandlers:
         request = event.request
         calling_ae = event.assoc.requestor.ae_title
         received = take_received(request.DataSet)  # staged while it arrived (oncopacs.dimse.streaming)
+        problem = store_command_problem(request)
+        if problem is not None:  # never echoed: the value may be anything
+            if received is not None:
+                received.stream.abandon()
+            log.warning("C-STORE from %s refused: %s", calling_ae, problem)
+            self.audit.count_store(event.assoc, None, acknowledged=False)
+            return status_dataset(UNABLE_TO_PROCESS, problem)
         try:
             result = self.archive.ingest_dimse(
                 request.DataSet.getbuffer(),
@@ -211,6 +224,7 @@ class DimseHandlers:
 
         yield destination.host, destination.port, {
             "ae_title": destination.ae_title,
+            **tls_args_for(destination, self.peer_tls),
             "contexts": storage_contexts_for(instances),
             "evt_handlers": [
                 (evt.EVT_CONN_OPEN, tune_association),

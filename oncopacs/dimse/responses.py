@@ -20,6 +20,7 @@ from pynetdicom.dimse_primitives import C_FIND, C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
 from oncopacs.dimse.identifiers import EncodedIdentifier
+from oncopacs.uids import is_valid_uid
 
 _C_STORE_RSP = 0x8001
 _C_FIND_RSP = 0x8020
@@ -51,7 +52,7 @@ def encode_response_command(primitive) -> bytes | None:  # a pynetdicom DIMSE pr
     else:
         field, has_dataset, instance_uid = _C_FIND_RSP, primitive.Identifier is not None, None
     elements = []
-    if primitive.AffectedSOPClassUID:
+    if primitive.AffectedSOPClassUID and is_valid_uid(str(primitive.AffectedSOPClassUID)):
         elements.append(_element(0x0002, _text(str(primitive.AffectedSOPClassUID), b"\x00")))
     elements.append(_element(0x0100, _us(field)))
     elements.append(_element(0x0120, _us(primitive.MessageIDBeingRespondedTo)))
@@ -62,7 +63,7 @@ def encode_response_command(primitive) -> bytes | None:  # a pynetdicom DIMSE pr
         if not comment.isascii():
             return None
         elements.append(_element(0x0902, _text(comment, b" ")))
-    if instance_uid:
+    if instance_uid and is_valid_uid(str(instance_uid)):  # a malformed one is not echoed (it is optional)
         elements.append(_element(0x1000, _text(str(instance_uid), b"\x00")))
     body = b"".join(elements)
     return _element(0x0000, struct.pack("<I", len(body))) + body

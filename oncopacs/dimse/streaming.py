@@ -80,7 +80,7 @@ class StreamedDataset(io.BytesIO):
                 source_ae_title=self._assoc.requestor.ae_title,
             )
             stream = self._streams.take()
-        except (StorageError, AttributeError, KeyError, IndexError, TypeError) as exc:
+        except (StorageError, AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:  # a non-ASCII UID
             log.debug("C-STORE dataset not staged while it arrives: %s", exc)
             return None
         try:

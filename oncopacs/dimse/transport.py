@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import select
@@ -19,12 +20,19 @@ from pynetdicom.pdu_primitives import P_DATA
 
 from oncopacs.dimse.responses import install_fast_responses
 
+log = logging.getLogger(__name__)
+
 DUL_POLL_S = 0.0002
 #: The DUL reactor's idle wait once it wakes on its socket and on queued sends (:func:`install_dul_wake`).
 DUL_WAKEABLE_POLL_S = 0.001
 #: :func:`install_fast_recv` reads a PDU into a buffer of its announced size up to this many bytes; a
 #: larger announced length (a peer ignoring the negotiated maximum, or lying) is read as it arrives.
 RECV_PREALLOCATE_LIMIT = 16 * 1024 * 1024
+#: A PDU may exceed the maximum length we advertise by this much (association PDUs, peers that count
+#: the PDU header in the maximum); a longer one ends the association (:func:`install_fast_recv`).
+PDU_LENGTH_ALLOWANCE = 1024 * 1024
+#: A-ABORT PDU, source DICOM UL service-provider, reason invalid PDU parameter value (PS3.8 9.3.8).
+A_ABORT_INVALID_PDU = b"\x07\x00\x00\x00\x00\x04\x00\x00\x02\x06"
 #: :func:`install_batched_sends` joins queued P-DATA-TF PDUs into one send up to this many bytes.
 SEND_BATCH_BYTES = 1024 * 1024
 #: pynetdicom's Association._run_reactor sleeps this long between looks at its message queue.
@@ -45,7 +53,8 @@ def tune_association(event) -> None:  # pynetdicom Event
     in one system call (:func:`install_batched_sends`).
     """
     event.assoc.dul._run_loop_delay = DUL_POLL_S
-    install_fast_recv(event.assoc.dul.socket)
+    maximum = event.assoc.ae.maximum_pdu_size
+    install_fast_recv(event.assoc.dul.socket, maximum + PDU_LENGTH_ALLOWANCE if maximum else None)
     install_reactor_wake(event.assoc)
     install_dul_wake(event.assoc.dul)
     install_batched_sends(event.assoc.dul)
@@ -57,37 +66,88 @@ def tune_association(event) -> None:  # pynetdicom Event
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def install_fast_recv(association_socket) -> None:  # pynetdicom AssociationSocket
-    """Read PDUs with ``recv_into`` a buffer of the PDU's size.
+def install_fast_recv(association_socket, limit_bytes: int | None = None) -> None:  # pynetdicom AssociationSocket
+    """Read PDUs with ``recv_into`` a buffer of the PDU's size, and refuse the reads a peer should not ask for.
 
     pynetdicom's ``AssociationSocket.recv`` reads 4 KiB per system call and grows a bytearray
     (128 calls for each 512 KiB CT slice). The contract is the same: return the bytes asked
-    for, or fewer if the peer closed the connection.
+    for, or fewer if the peer closed the connection. Fewer are also returned, after an A-ABORT
+    is sent, when a read asks for more than ``limit_bytes`` (a PDU longer than the maximum we
+    advertised: its length is never waited for nor allocated), when no byte arrived for the
+    socket's timeout (:func:`oncopacs.dimse.perimeter.set_socket_timeouts`), and between two
+    pieces of a PDU once the association is being ended (a peer trickling a PDU byte by byte
+    cannot hold it). pynetdicom treats a short read as a closed transport.
     """
     if association_socket is None or getattr(association_socket, "socket", None) is None:
         return
+    assoc = getattr(association_socket, "_assoc", None)
+    if assoc is None:  # a bare socket wrapper (tests): never ended
+        assoc = _NEVER_ENDED
 
     def recv(nr_bytes: int) -> bytearray:
-        if nr_bytes > RECV_PREALLOCATE_LIMIT:  # a length the peer claims: memory grows only as bytes arrive
-            buffer = bytearray()
-            while len(buffer) < nr_bytes:
-                chunk = association_socket.socket.recv(min(nr_bytes - len(buffer), RECV_PREALLOCATE_LIMIT))
-                if not chunk:
+        sock = association_socket.socket
+        if limit_bytes is not None and nr_bytes > limit_bytes:
+            log.warning("a PDU longer than the %d-byte limit from %s: A-ABORT sent", limit_bytes, _peer_of(sock))
+            _send_abort(sock)
+            return bytearray()
+        try:
+            if nr_bytes > RECV_PREALLOCATE_LIMIT:  # a length the peer claims: memory grows only as bytes arrive
+                grown = bytearray()
+                while len(grown) < nr_bytes:
+                    chunk = sock.recv(min(nr_bytes - len(grown), RECV_PREALLOCATE_LIMIT))
+                    grown += chunk
+                    if not chunk:
+                        break
+                    if assoc._kill:
+                        _abandon(sock, partial=len(grown) < nr_bytes)
+                        break
+                return grown
+            buffer = bytearray(nr_bytes)
+            view = memoryview(buffer)
+            received = 0
+            while received < nr_bytes:
+                count = sock.recv_into(view[received:], nr_bytes - received)
+                received += count
+                if count == 0:
                     break
-                buffer += chunk
-            return buffer
-        buffer = bytearray(nr_bytes)
-        view = memoryview(buffer)
-        received = 0
-        while received < nr_bytes:
-            count = association_socket.socket.recv_into(view[received:], nr_bytes - received)
-            if count == 0:
-                del view
-                return buffer[:received]
-            received += count
-        return buffer
+                if assoc._kill:
+                    _abandon(sock, partial=received < nr_bytes)
+                    break
+        except (BlockingIOError, TimeoutError):  # SO_RCVTIMEO: the peer stopped in the middle of a PDU
+            log.warning("no data from %s for the idle timeout in the middle of a PDU: A-ABORT sent", _peer_of(sock))
+            _send_abort(sock)
+            return bytearray()
+        del view
+        return buffer if received == nr_bytes else buffer[:received]
 
     association_socket.recv = recv
+
+
+def _abandon(sock: socket.socket, *, partial: bool) -> None:
+    """The association is being ended (killed): the rest of a PDU is not waited for, and a peer still
+    sending one gets an A-ABORT (nothing else will tell it)."""
+    if partial:
+        _send_abort(sock)
+
+
+class _NeverEnded:
+    _kill = False
+
+
+_NEVER_ENDED = _NeverEnded()
+
+
+def _send_abort(sock: socket.socket) -> None:
+    """Send an A-ABORT straight to the peer (from the DUL thread, the socket's only writer)."""
+    with contextlib.suppress(OSError):
+        sock.sendall(A_ABORT_INVALID_PDU)
+
+
+def _peer_of(sock: socket.socket) -> str:
+    try:
+        return str(sock.getpeername()[0])
+    except (OSError, IndexError):
+        return "a peer already gone"
 
 
 class _AssociationClock:

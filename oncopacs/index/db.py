@@ -37,7 +37,9 @@ class IndexDatabase:
             self.read_engine = _sqlite_engine(url, immediate=False)
             self.write_engine = _sqlite_engine(url, immediate=True)
         else:
-            self.read_engine = self.write_engine = create_engine(url, pool_pre_ping=True, pool_size=10)
+            # hide_parameters: SQL echo and error texts never show the values (patient data) bound to statements
+            self.read_engine = self.write_engine = create_engine(url, pool_pre_ping=True, pool_size=10,
+                                                                 hide_parameters=True)
         self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(self.write_engine, expire_on_commit=False)
 
@@ -89,7 +91,8 @@ def open_index(url: str, *, migrate: bool = True) -> IndexDatabase:
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+                           hide_parameters=True)  # SQL echo and error texts never show patient data
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection, _record):  # DB-API objects

@@ -82,7 +82,7 @@ def find_fusion_inputs(archive: Archive, study_uid: str) -> FusionInputs | str:
         if patient is None:
             return f"No study {study_uid} in the archive."
         pets = sorted((s for s in summary.image_series if s.modality == "PT"),
-                      key=lambda s: (int(s.series_number) if s.series_number.isdigit() else 0, s.series_instance_uid))
+                      key=lambda s: (_series_number(s.series_number), s.series_instance_uid))
         if not pets:
             return "This study holds no PET series."
         pet = pets[0]
@@ -193,3 +193,8 @@ class PetViewer:
             while len(self._fusions) > self._max_fusions:
                 self._fusions.popitem(last=False)
         return fusion
+
+
+def _series_number(text: str) -> int:
+    """A stored SeriesNumber as an integer for sorting; 0 unless plain ASCII digits (``²`` is a digit to Python)."""
+    return int(text) if text.isascii() and text.isdigit() else 0

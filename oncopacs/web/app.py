@@ -7,6 +7,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
 from oncopacs import __version__
+from oncopacs.archive.decoding import value_free_traceback
 from oncopacs.errors import (
     EXPECTED_ERRORS,
     AuditError,
@@ -25,6 +26,7 @@ from oncopacs.web import api, auth, browser, dicomweb, health
 from oncopacs.web import viewer as viewer_routes
 from oncopacs.web.auth import install_authentication
 from oncopacs.web.dashboards import mount_dashboards
+from oncopacs.web.headers import install_security_headers
 
 
 def create_app(platform: Platform | None = None) -> Flask:
@@ -49,6 +51,8 @@ def create_app(platform: Platform | None = None) -> Flask:
     _register_error_handlers(app)
     install_authentication(app)
     mount_dashboards(app)
+    install_security_headers(app, tls=settings.tls_enabled,
+                             script_hashes=app.extensions["oncopacs.dashboard_script_hashes"])
     return app
 
 
@@ -57,7 +61,7 @@ def _register_error_handlers(app: Flask) -> None:
     def _http_error(exc: HTTPException):
         response = jsonify(error=exc.name, detail=exc.description, status=exc.code)
         for name, value in (exc.get_headers() if exc.response is None else []):
-            if name.lower() == "www-authenticate":
+            if name.lower() in {"www-authenticate", "retry-after", "allow"}:
                 response.headers[name] = value
         return response, exc.code
 
@@ -77,12 +81,15 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(AuditError)
     def _audit_unavailable(exc: AuditError):
         app.logger.error("audit trail unavailable: %s", exc)
-        detail = "the audit trail is unavailable, so the request was refused"
+        detail = f"the audit trail is unavailable, so the request was refused ({exc})"  # our own sentence, no paths
         return jsonify(error="Service Unavailable", detail=detail, status=503), 503
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
-        app.logger.exception("unhandled error")
+        if app.extensions["oncopacs.settings"].log_phi:
+            app.logger.exception("unhandled error")
+        else:  # an exception's text may quote an element's value: frames only
+            app.logger.error("unhandled error %s\n%s", type(exc).__name__, value_free_traceback(exc))
         detail = "the server could not complete the request"
         return jsonify(error="Internal Server Error", detail=detail, status=500), 500
 

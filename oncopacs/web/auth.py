@@ -9,6 +9,11 @@ password hash (a new password ends every session), the sign-in time and the last
 session idle for longer than ``settings.session_timeout_minutes`` ends (HIPAA automatic logoff).
 CSRF tokens (Flask-WTF) guard the login form and every form-encoded request a session makes;
 requests authenticated by an ``Authorization`` header carry no ambient credentials and need none.
+
+Password checks (the form and Basic) are throttled per source address (:mod:`oncopacs.auth.throttle`): a
+throttled address gets 429 with ``Retry-After`` (the login page says so; ``/api`` and ``/dicom-web`` answer
+JSON) and every refusal is audited; accounts never lock. Behind a reverse proxy the proxy's address is the
+source (there is no trusted-proxy setting).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from flask import (
 )
 from flask_wtf import FlaskForm
 from flask_wtf.csrf import CSRFProtect
-from werkzeug.exceptions import Unauthorized
+from werkzeug.exceptions import TooManyRequests, Unauthorized
 from wtforms import PasswordField, StringField
 from wtforms.validators import InputRequired, Length, Optional
 
@@ -154,6 +159,8 @@ def install_authentication(app: Flask) -> None:
     app.config.update(
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.tls_enabled,  # with TLS the session (and its CSRF token) never goes over HTTP
+        PREFERRED_URL_SCHEME="https" if settings.tls_enabled else "http",
         WTF_CSRF_CHECK_DEFAULT=False,  # checked in _authenticate, only where a session is the credential
     )
     CSRFProtect(app)
@@ -169,6 +176,11 @@ def record_security_event(
     detail = f"{request.method} {request.path}" + (f": {note}" if note else "")
     audit_trail().record(AuditEvent(action=action, outcome=outcome, actor=actor[:128], actor_kind=ActorKind.USER,
                                     source=request.remote_addr or "", detail=detail[:2000]))
+
+
+def _source_address() -> str:
+    """Where the request came from, as sign-ins are throttled by it ("unknown" addresses share one throttle)."""
+    return request.remote_addr or "unknown"
 
 
 def _audit_failed_sign_in(attempt: SignIn, via: str) -> None:
@@ -248,12 +260,15 @@ def _check_basic(credentials: str) -> Principal:
     stamp = cache.get(key)
     if stamp is not None:
         standing = users().standing(username)
-        if standing is not None and not standing.locked and standing.credential_stamp == stamp:
+        if standing is not None and standing.credential_stamp == stamp:
             return Principal(username, standing.principal.role, "basic")
         cache.drop(key)
-    attempt = users().attempt_sign_in(username, password)  # no second factor over Basic: such users use tokens
+    # no second factor over Basic: such users use tokens
+    attempt = users().attempt_sign_in(username, password, source=_source_address())
     if attempt.principal is None:
         _audit_failed_sign_in(attempt, "basic")
+        if attempt.throttled_until is not None:
+            raise TooManyRequests(description=attempt.message, retry_after=attempt.retry_after_seconds)
         raise AuthenticationError(attempt.message)
     standing = users().standing(username)
     if standing is None:
@@ -313,23 +328,27 @@ def _safe_next(target: str | None, principal: Principal | None = None) -> str:
     return _home(principal)
 
 
-def _login_page(form: LoginForm, error: str = "", status: int = 200):
-    return render_template("login.html", form=form, error=error, next=request.args.get("next", "")), status
+def _login_page(form: LoginForm, error: str = "", status: int = 200, headers: dict[str, str] | None = None):
+    page = render_template("login.html", form=form, error=error, next=request.args.get("next", ""))
+    return page, status, headers or {}
 
 
 @bp.route("/login", methods=["GET", "POST"])
 @public
 def login():
     form = LoginForm()
-    if request.method == "GET":
+    if request.method != "POST":  # GET, and HEAD (which Flask routes to the GET view)
         return _login_page(form)
     if not form.validate():
         if "csrf_token" in form.errors:
             return _login_page(form, "the sign-in form expired or did not come from this site; please try again", 400)
         return _login_page(form, "enter a user name and a password", 400)
-    attempt = users().attempt_sign_in(form.username.data.strip(), form.password.data, form.totp.data or None)
+    attempt = users().attempt_sign_in(form.username.data.strip(), form.password.data, form.totp.data or None,
+                                      source=_source_address())
     if attempt.principal is None:
         _audit_failed_sign_in(attempt, "form")
+        if attempt.throttled_until is not None:
+            return _login_page(form, attempt.message, 429, {"Retry-After": str(attempt.retry_after_seconds)})
         return _login_page(form, attempt.message, 401)
     _start_session(attempt.principal)
     record_security_event(AuditAction.LOGIN, actor=attempt.username, note=f"form, role {attempt.principal.role.value}")

@@ -26,15 +26,18 @@ def mount_dashboards(app: Flask) -> None:
     from dashboards.registry import DASHBOARDS  # dash is imported only when mounting
 
     _guard_new_rules(app)
+    script_hashes: set[str] = set()
     for base, factory in DASHBOARDS:
         if not (base.startswith(DASHBOARDS_ROOT) and base.endswith("/")):
             raise ValueError(f"dashboard path {base!r} must start with {DASHBOARDS_ROOT!r} and end with '/'")
         dash_app = factory(app)
         if dash_app.config.url_base_pathname != base or dash_app.server is not app:
             raise ValueError(f"the factory for {base!r} built a Dash app at {dash_app.config.url_base_pathname!r}")
+        script_hashes.update(dash_app.csp_hashes())  # the renderer's inline script, for the CSP
     app.add_url_rule(DASHBOARDS_ROOT, "dashboards_home", _home)
     app.before_request(_require_dashboards_view)
     app.extensions["oncopacs.dashboards"] = tuple(base for base, _ in DASHBOARDS)
+    app.extensions["oncopacs.dashboard_script_hashes"] = tuple(sorted(script_hashes))
 
 
 def _guard_new_rules(app: Flask) -> None:

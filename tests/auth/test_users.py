@@ -1,4 +1,4 @@
-"""UserStore on both index back-ends: accounts, lock-out, second factor and tokens (no Flask)."""
+"""UserStore on both index back-ends: accounts, sign-in throttling, second factor and tokens (no Flask)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from argon2 import PasswordHasher
 from oncopacs.archive.ingest import Archive
 from oncopacs.auth.roles import Role
 from oncopacs.auth.users import GENERIC_FAILURE, LockoutPolicy, UserStore
-from oncopacs.errors import AccountLockedError, AuthenticationError, NotFoundError
+from oncopacs.errors import AuthenticationError, NotFoundError
 
 PASSWORD = "correct horse battery"
 # Real Argon2id with small parameters, so that tests of the bookkeeping do not wait ~0.5 s per check.
@@ -72,48 +72,82 @@ def test_add_user_refuses_bad_input(store: UserStore):
     assert [user.username for user in store.list_users()] == ["alice"]
 
 
-def test_lock_out_after_max_failures_refuses_right_password_until_time_passes(store: UserStore, clock: FrozenClock):
+def test_failures_throttle_the_source_never_the_account(store: UserStore, clock: FrozenClock):
     store.add_user("alice", Role.ONCOLOGIST, PASSWORD)
     for attempt in range(2):
-        result = store.attempt_sign_in("alice", "wrong password!")
+        result = store.attempt_sign_in("alice", "wrong password!", source="10.0.0.66")
         assert not result.ok and result.failure == "wrong password" and result.message == GENERIC_FAILURE
         assert store.get("alice").failed_logins == attempt + 1
-    third = store.attempt_sign_in("alice", "wrong password!")
-    assert third.newly_locked and third.locked_until == clock.now + timedelta(minutes=10)
-    assert "locked" in third.message
+    third = store.attempt_sign_in("alice", "wrong password!", source="10.0.0.66")
+    assert third.throttle is not None and third.throttle.newly_throttled
+    assert third.throttled_until == clock.now + timedelta(minutes=10) and third.retry_after_seconds == 600
+    assert "throttled for 10 min" in third.failure and "from this address" in third.message
 
-    with pytest.raises(AccountLockedError, match="locked"):
-        store.authenticate("alice", PASSWORD)  # the right password, refused while locked
-    assert store.standing("alice").locked
+    refused = store.attempt_sign_in("alice", PASSWORD, source="10.0.0.66")  # the right password, same source
+    assert not refused.ok and refused.failure.startswith("throttled") and refused.retry_after_seconds == 600
+    with pytest.raises(AuthenticationError, match="too many failed sign-ins"):
+        store.authenticate("alice", PASSWORD, source="10.0.0.66")
+    assert store.authenticate("alice", PASSWORD, source="10.0.0.7").name == "alice"  # anywhere else: fine
+    assert store.authenticate("alice", PASSWORD).name == "alice"  # no source (the console): never throttled
+    assert store.get("alice").locked_until is None
 
     clock.advance(minutes=9, seconds=59)
-    with pytest.raises(AccountLockedError):
-        store.authenticate("alice", PASSWORD)
+    assert store.attempt_sign_in("alice", PASSWORD, source="10.0.0.66").retry_after_seconds == 1
     clock.advance(seconds=2)
-    assert store.authenticate("alice", PASSWORD).name == "alice"
-    assert store.get("alice").failed_logins == 0 and store.get("alice").locked_until is None
+    assert store.authenticate("alice", PASSWORD, source="10.0.0.66").name == "alice"
 
 
-def test_success_resets_the_failure_count_and_unlock_ends_a_lock(store: UserStore):
+def test_failures_spread_over_more_than_the_window_do_not_throttle(store: UserStore, clock: FrozenClock):
     store.add_user("alice", Role.ONCOLOGIST, PASSWORD)
     for _ in range(2):
-        store.attempt_sign_in("alice", "wrong password!")
-    store.authenticate("alice", PASSWORD)
+        store.attempt_sign_in("alice", "wrong password!", source="10.0.0.66")
+    clock.advance(minutes=10)  # the window has passed: counting starts again
     for _ in range(2):
-        store.attempt_sign_in("alice", "wrong password!")
-    assert store.get("alice").locked_until is None  # 2 + 2 failures, not 3 in a row
-    store.attempt_sign_in("alice", "wrong password!")
-    assert store.get("alice").locked_until is not None
-    store.unlock("alice")
-    assert store.authenticate("alice", PASSWORD).name == "alice"
+        assert store.attempt_sign_in("alice", "wrong password!", source="10.0.0.66").throttle is None
+    assert store.throttle.throttled_until("10.0.0.66", clock.now) is None
 
 
-def test_zero_max_failures_never_locks(archive: Archive, clock: FrozenClock):
+def test_a_good_sign_in_resets_the_users_count_but_not_the_sources(store: UserStore, clock: FrozenClock):
+    store.add_user("alice", Role.ONCOLOGIST, PASSWORD)
+    store.add_user("mallory", Role.REFERRER, PASSWORD)
+    for _ in range(2):
+        store.attempt_sign_in("alice", "wrong password!", source="10.0.0.66")
+    assert store.authenticate("mallory", PASSWORD, source="10.0.0.66").name == "mallory"  # a valid account...
+    assert store.get("alice").failed_logins == 2
+    third = store.attempt_sign_in("alice", "wrong password!", source="10.0.0.66")
+    assert third.throttled_until is not None  # ...does not buy its holder more guesses
+    assert store.authenticate("alice", PASSWORD, source="10.0.0.7").name == "alice"
+    assert store.get("alice").failed_logins == 0
+
+
+def test_unknown_users_count_against_the_source(store: UserStore):
+    for name in ("admin", "root", "administrator"):
+        store.attempt_sign_in(name, PASSWORD, source="2001:db8:1:2::10")
+    # an IPv6 host holds its whole /64: another address in it is the same source
+    assert store.attempt_sign_in("root", PASSWORD, source="2001:db8:1:2:ffff::1").failure.startswith("throttled")
+    assert store.attempt_sign_in("root", PASSWORD, source="2001:db8:1:3::10").failure == "unknown user"
+
+
+def test_unlock_clears_one_source_or_all(store: UserStore, clock: FrozenClock):
+    store.add_user("alice", Role.ONCOLOGIST, PASSWORD)
+    for source in ("10.0.0.66", "10.0.0.67"):
+        for _ in range(3):
+            store.attempt_sign_in("alice", "wrong password!", source=source)
+    assert [state.source for state in store.throttle.active(clock.now)] == ["10.0.0.66", "10.0.0.67"]
+    assert store.throttle.clear("10.0.0.66") == 1
+    assert store.authenticate("alice", PASSWORD, source="10.0.0.66").name == "alice"
+    assert store.attempt_sign_in("alice", PASSWORD, source="10.0.0.67").throttled_until is not None
+    assert store.throttle.clear() == 1
+    assert store.authenticate("alice", PASSWORD, source="10.0.0.67").name == "alice"
+    assert store.throttle.active(clock.now) == []
+
+
+def test_zero_max_failures_never_throttles(archive: Archive, clock: FrozenClock):
     store = UserStore(archive.index, LockoutPolicy(max_failures=0), clock=clock, hasher=FAST_HASHER)
     store.add_user("alice", Role.REFERRER, PASSWORD)
     for _ in range(6):
-        assert store.attempt_sign_in("alice", "wrong password!").locked_until is None
-    assert store.authenticate("alice", PASSWORD).name == "alice"
+        assert store.attempt_sign_in("alice", "wrong password!", source="10.0.0.66").throttled_until is None
+    assert store.authenticate("alice", PASSWORD, source="10.0.0.66").name == "alice"
 
 
 def test_totp_is_required_once_enabled(store: UserStore, clock: FrozenClock):
@@ -136,6 +170,30 @@ def test_totp_is_required_once_enabled(store: UserStore, clock: FrozenClock):
     assert store.attempt_sign_in("alice", PASSWORD, code).failure == "wrong one-time code"
     store.disable_totp("alice")
     assert store.authenticate("alice", PASSWORD).name == "alice"
+
+
+def test_a_one_time_code_is_accepted_once(store: UserStore, clock: FrozenClock):
+    store.add_user("alice", Role.PHYSICIST, PASSWORD)
+    generator = pyotp.TOTP(store.enable_totp("alice").secret)
+    code = generator.at(clock.now)
+    assert store.authenticate("alice", PASSWORD, code).name == "alice"
+    replay = store.attempt_sign_in("alice", PASSWORD, code, source="10.0.0.7")
+    assert not replay.ok and replay.failure == "one-time code already used" and replay.message == GENERIC_FAILURE
+    clock.advance(seconds=20)  # the same 30-second step: the code is still valid, and still refused
+    assert store.attempt_sign_in("alice", PASSWORD, code).failure == "one-time code already used"
+    older = generator.at(clock.now, counter_offset=-1)  # within the accepted drift, never used, but older
+    assert store.attempt_sign_in("alice", PASSWORD, older).failure == "one-time code already used"
+    clock.advance(seconds=10)  # the next step
+    assert store.authenticate("alice", PASSWORD, generator.at(clock.now)).name == "alice"
+    assert store.get("alice").failed_logins == 0
+
+
+def test_a_new_second_factor_starts_its_steps_afresh(store: UserStore, clock: FrozenClock):
+    store.add_user("alice", Role.PHYSICIST, PASSWORD)
+    first = pyotp.TOTP(store.enable_totp("alice").secret)
+    assert store.authenticate("alice", PASSWORD, first.at(clock.now)).name == "alice"
+    second = pyotp.TOTP(store.enable_totp("alice").secret)
+    assert store.authenticate("alice", PASSWORD, second.at(clock.now)).name == "alice"
 
 
 def test_disabled_user_is_refused_everywhere(store: UserStore):
@@ -209,10 +267,9 @@ def test_tokens_are_hashed_listed_and_revocable(store: UserStore, archive: Archi
         assert issued.token not in set(session.scalars(select(ApiToken.token_sha256)))
 
 
-def test_tokens_survive_a_lock_out(store: UserStore):
+def test_tokens_are_not_throttled(store: UserStore):
     store.add_user("alice", Role.PHYSICIST, PASSWORD)
     token = store.create_token("alice")
     for _ in range(3):
-        store.attempt_sign_in("alice", "wrong password!")
-    assert store.standing("alice").locked
+        store.attempt_sign_in("alice", "wrong password!", source="10.0.0.66")
     assert store.check_token(token).name == "alice"

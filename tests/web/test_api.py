@@ -371,7 +371,7 @@ def test_peers_are_listed_for_administrators(peers_client, echo_scp: int):
     client, headers_for = peers_client
     body = client.get("/api/peers", headers=headers_for(Role.ADMIN)).get_json()
     assert body["ae_title"] == "ONCOPACS"
-    assert body["peers"][0] == {"ae_title": "ECHOSCP", "host": "127.0.0.1", "port": echo_scp}
+    assert body["peers"][0] == {"ae_title": "ECHOSCP", "host": "127.0.0.1", "port": echo_scp, "tls": False}
     assert [p["ae_title"] for p in body["peers"]] == ["ECHOSCP", "GONE", "WRONGAE"]
     assert client.get("/api/peers", headers=headers_for(Role.PHYSICIST)).status_code == 403
 

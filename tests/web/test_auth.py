@@ -1,4 +1,4 @@
-"""Signing in and out: the CSRF-protected login form, lock-out, TOTP, idle sessions, tokens, Basic, audit."""
+"""Signing in and out: the CSRF-protected login form, throttling, TOTP, idle sessions, tokens, Basic, audit."""
 
 from __future__ import annotations
 
@@ -148,30 +148,36 @@ def test_wrong_password_and_unknown_user_are_refused_and_audited(app: Flask, bro
     assert audit_rows(app, AuditAction.LOGIN) == []
 
 
-def test_lock_out_after_repeated_failures_then_unlock_after_the_time(app: Flask, browser: FlaskClient,
-                                                                     clock: FrozenClock):
-    for _ in range(3):
+def test_repeated_failures_throttle_the_address_then_it_may_try_again(app: Flask, browser: FlaskClient,
+                                                                      clock: FrozenClock):
+    for _ in range(2):
         assert sign_in(browser, "alice", "not the password").status_code == 401
-    locked = sign_in(browser, "alice")  # the right password
-    assert locked.status_code == 401 and "is locked" in locked.get_data(as_text=True)
+    throttled = sign_in(browser, "alice", "not the password")  # the third failure within 10 min
+    assert throttled.status_code == 429 and throttled.headers["Retry-After"] == "600"
+    assert "too many failed sign-ins from this address" in throttled.get_data(as_text=True)
+    refused = sign_in(browser, "alice")  # the right password, from the throttled address
+    assert refused.status_code == 429 and browser.get("/api/me").status_code == 401
     basic = browser.get("/api/me", headers=basic_auth("alice"))
-    assert basic.status_code == 401 and "locked" in basic.get_json()["detail"]
-    assert "Basic" in basic.headers["WWW-Authenticate"]
-    assert any("locked for 10 min" in row.detail for row in audit_rows(app, AuditAction.LOGIN_FAILED))
+    assert basic.status_code == 429 and basic.get_json()["status"] == 429 and basic.headers["Retry-After"] == "600"
+    assert "too many failed sign-ins" in basic.get_json()["detail"]
+    details = [row.detail for row in audit_rows(app, AuditAction.LOGIN_FAILED)]
+    assert any("throttled for 10 min" in detail for detail in details)
+    assert sum("throttled: source refused" in detail for detail in details) == 2  # both refusals audited
 
     clock.advance(minutes=9)
-    assert sign_in(browser, "alice").status_code == 401
+    assert sign_in(browser, "alice").headers["Retry-After"] == "60"
     clock.advance(minutes=2)
     assert sign_in(browser, "alice").status_code == 303
     assert browser.get("/api/me").status_code == 200
 
 
-def test_basic_credentials_cached_before_a_lock_out_are_refused_after_it(app: Flask, store: UserStore):
+def test_basic_credentials_cached_before_a_throttle_keep_working(app: Flask, store: UserStore):
     client = app.test_client()
     assert client.get("/api/me", headers=basic_auth("alice")).status_code == 200  # now cached
     for _ in range(3):
-        store.attempt_sign_in("alice", "not the password")
-    assert client.get("/api/me", headers=basic_auth("alice")).status_code == 401
+        store.attempt_sign_in("alice", "not the password", source="127.0.0.1")
+    assert client.get("/api/me", headers=basic_auth("alice")).status_code == 200  # verified already: no guess
+    assert client.get("/api/me", headers=basic_auth("root")).status_code == 429  # a new password check: refused
 
 
 def test_totp_is_required_when_enabled(app: Flask, browser: FlaskClient, store: UserStore, clock: FrozenClock):
@@ -248,8 +254,10 @@ def test_basic_auth_works_and_wrong_basic_is_challenged(app: Flask, store: UserS
         assert 'Basic realm="OncoPACS"' in challenge and "Bearer" in challenge
         assert reply.get_json()["status"] == 401
     store.set_password("alice", "another long password")  # the cached old password stops working at once
-    assert client.get("/api/me", headers=basic_auth("alice")).status_code == 401
-    assert client.get("/api/me", headers=basic_auth("alice", "another long password")).status_code == 200
+    elsewhere = {"REMOTE_ADDR": "10.0.0.8"}  # 127.0.0.1 has used up its 3 failures: it is throttled now
+    assert client.get("/api/me", headers=basic_auth("alice"), environ_base=elsewhere).status_code == 401
+    assert client.get("/api/me", headers=basic_auth("alice", "another long password"),
+                      environ_base=elsewhere).status_code == 200
     failed = audit_rows(app, AuditAction.LOGIN_FAILED)
     assert {row.actor for row in failed} >= {"alice", "nobody"}
 

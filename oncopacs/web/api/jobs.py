@@ -9,7 +9,7 @@ from oncopacs.jobs.kinds import JobSystem
 from oncopacs.jobs.queue import JobStatus
 from oncopacs.web.access import current_principal, requires
 from oncopacs.web.api import bp
-from oncopacs.web.api.listing import read_page
+from oncopacs.web.api.listing import ROW_ID, read_page
 
 
 def _jobs() -> JobSystem:
@@ -32,7 +32,7 @@ def list_jobs():
     return jsonify(total=found.total, limit=page.limit, offset=page.offset, jobs=[j.to_dict() for j in found.jobs])
 
 
-@bp.get("/jobs/<int:job_id>")
+@bp.get(f"/jobs/<{ROW_ID}:job_id>")
 @requires(Permission.ARCHIVE_READ)
 def get_job(job_id: int):
     """One job: status, progress (0..1), message, and its result once finished."""

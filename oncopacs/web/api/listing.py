@@ -17,6 +17,9 @@ from oncopacs.index.query import ATTRIBUTES, MAX_OFFSET, QueryLevel
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+#: The URL converter of a row id (job, report, token): ids past a 32-bit integer (the columns' type on
+#: PostgreSQL) do not match the route, so they are a 404 instead of an overflow in SQL.
+ROW_ID = f"int(max={2**31 - 1})"
 
 
 @dataclass(frozen=True, slots=True)

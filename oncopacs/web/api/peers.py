@@ -8,6 +8,7 @@ from oncopacs.auth.roles import Permission
 from oncopacs.dimse.echo import echo
 from oncopacs.errors import RemoteNodeError
 from oncopacs.settings import Settings
+from oncopacs.tls import TlsFiles
 from oncopacs.web.access import requires
 from oncopacs.web.api import bp
 
@@ -21,7 +22,7 @@ def _settings() -> Settings:
 def list_peers():
     """The remote AEs OncoPACS may send to (ONCOPACS_REMOTE_AES) and its own AE title."""
     settings = _settings()
-    peers = [{"ae_title": r.ae_title, "host": r.host, "port": r.port} for r in settings.remote_aes]
+    peers = [{"ae_title": r.ae_title, "host": r.host, "port": r.port, "tls": r.tls} for r in settings.remote_aes]
     return jsonify(ae_title=settings.ae_title, peers=peers)
 
 
@@ -34,7 +35,8 @@ def echo_peer(aet: str):
     if remote is None:
         abort(404, description=f"no peer with AE title {aet[:16]!r} is configured")
     try:
-        result = echo(settings.ae_title, remote)
+        context = TlsFiles.from_settings(settings).client_context() if remote.tls else None
+        result = echo(settings.ae_title, remote, ssl_context=context)
     except RemoteNodeError as exc:
         abort(502, description=str(exc))
     return jsonify(result.to_dict())

@@ -20,7 +20,7 @@ from oncopacs.errors import (
 from oncopacs.reports.store import ReportRecord, ReportStatus
 from oncopacs.web.access import audit_access, current_principal, requires
 from oncopacs.web.api import bp
-from oncopacs.web.api.listing import read_page
+from oncopacs.web.api.listing import ROW_ID, read_page
 from reporting.jobs import Reports
 from reporting.types import REPORT_TYPE_NAMES
 from rt.errors import RTError
@@ -78,7 +78,7 @@ def list_reports():
     return jsonify(limit=page.limit, offset=page.offset, reports=[r.to_dict() for r in found])
 
 
-@bp.get("/reports/<int:report_id>")
+@bp.get(f"/reports/<{ROW_ID}:report_id>")
 @requires(Permission.REPORTS_READ)
 def get_report(report_id: int):
     """One report version with its delivery log."""
@@ -87,7 +87,7 @@ def get_report(report_id: int):
     return jsonify(_document(report))
 
 
-@bp.get("/reports/<int:report_id>/pdf")
+@bp.get(f"/reports/<{ROW_ID}:report_id>/pdf")
 @requires(Permission.REPORTS_READ)
 def report_pdf(report_id: int):
     """The report's PDF (a draft's carries DRAFT on every page)."""
@@ -123,7 +123,7 @@ def make_report():
     return jsonify(_document(report)), 201, {"Location": url_for("api.get_report", report_id=report.id)}
 
 
-@bp.post("/reports/<int:report_id>/approve")
+@bp.post(f"/reports/<{ROW_ID}:report_id>/approve")
 @requires(Permission.REPORTS_WRITE)
 def approve_report(report_id: int):
     """Approve a draft: final, archived as Encapsulated PDF, queued for the EHR."""
@@ -137,7 +137,7 @@ def approve_report(report_id: int):
     return jsonify(_document(final))
 
 
-@bp.post("/reports/<int:report_id>/amend")
+@bp.post(f"/reports/<{ROW_ID}:report_id>/amend")
 @requires(Permission.REPORTS_WRITE)
 def amend_report(report_id: int):
     """A new draft version of a final report (approve it to supersede the current one)."""
@@ -150,7 +150,7 @@ def amend_report(report_id: int):
     return jsonify(_document(draft)), 201, {"Location": url_for("api.get_report", report_id=draft.id)}
 
 
-@bp.post("/reports/<int:report_id>/send")
+@bp.post(f"/reports/<{ROW_ID}:report_id>/send")
 @requires(Permission.REPORTS_WRITE)
 def send_report(report_id: int):
     """Queue the report for every configured destination (a re-send where the last delivery finished); 202."""

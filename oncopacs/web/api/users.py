@@ -16,6 +16,7 @@ from oncopacs.auth.users import UserInfo
 from oncopacs.errors import NotFoundError
 from oncopacs.web.access import current_principal, requires
 from oncopacs.web.api import bp
+from oncopacs.web.api.listing import ROW_ID
 from oncopacs.web.auth import record_security_event, users
 
 
@@ -132,7 +133,7 @@ def create_token(username: str):
     return jsonify(id=issued.id, username=issued.username, label=issued.label, token=issued.token), 201
 
 
-@bp.delete("/users/<username>/tokens/<int:token_id>")
+@bp.delete(f"/users/<username>/tokens/<{ROW_ID}:token_id>")
 @requires(Permission.USERS_MANAGE)
 def revoke_token(username: str, token_id: int):
     try:

@@ -16,13 +16,14 @@ from __future__ import annotations
 import io
 import json
 import logging
-import warnings
 from dataclasses import dataclass, replace
 
 from flask import Response, abort, current_app, request
 from pydicom import Dataset, dcmread
 from pydicom.sequence import Sequence
 
+from oncopacs.archive.decoding import decoding
+from oncopacs.archive.extract import uid_or_none
 from oncopacs.archive.ingest import Archive, IngestResult
 from oncopacs.audit.events import AuditAction, Outcome
 from oncopacs.auth.roles import Permission
@@ -116,16 +117,19 @@ def _store_part(archive: Archive, part: ReceivedPart, study: str | None, source:
 
 
 def read_part_identity(data: bytes) -> PartIdentity:
-    """The UIDs and Patient ID in a part's header; empty where the header cannot be read."""
+    """The UIDs and Patient ID in a part's header; empty where the header cannot be read, or a UID is not valid
+    (a damaged part's bytes are never echoed back: ingest judges it and says why)."""
     values = dict.fromkeys(_IDENTITY_TAGS, "")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a damaged part is judged by ingest, not here
+        with decoding():  # pydicom's reports quote values: counted here, never logged
             dataset = dcmread(io.BytesIO(data), force=True, stop_before_pixels=True, specific_tags=_IDENTITY_TAGS)
             for keyword in _IDENTITY_TAGS:
-                values[keyword] = str(dataset.get(keyword, "") or "").strip()
+                value = dataset.get(keyword, "")
+                values[keyword] = value.strip() if isinstance(value, str) else ""
     except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds of error on damaged input
         log.info("STOW-RS part header unreadable (%s); ingest will judge it", type(exc).__name__)
+    for keyword in _IDENTITY_TAGS[:-1]:
+        values[keyword] = uid_or_none(values[keyword]) or ""
     return PartIdentity(*values.values())
 
 

@@ -30,9 +30,11 @@ from oncopacs.archive.transcode import TranscodeError, fit_transfer_syntax
 from oncopacs.audit.events import AuditAction
 from oncopacs.auth.roles import Permission
 from oncopacs.dicomweb.frames import (
+    MAX_FRAME_NUMBER,
     FrameRequestError,
     choose_frame_encoding,
     parse_frame_list,
+    parse_frame_number,
     read_frames,
     read_number_of_frames,
 )
@@ -150,7 +152,7 @@ def choose_instance_syntax(accept: list[MediaType], stored_syntax: str) -> str |
 def _can_transcode(stored: UID) -> bool:
     if stored == ImplicitVRLittleEndian:
         return True
-    if not stored.is_compressed:
+    if not stored.is_transfer_syntax or not stored.is_compressed:  # an unknown syntax, kept as received
         return False
     try:
         return get_decoder(stored).is_available
@@ -170,14 +172,23 @@ def _instance_part(archive: Archive, instance: StoredInstance, syntax: str, seri
 
 
 def encode_explicit_little_endian(data: bytes) -> bytes:
-    """A Part 10 file re-encoded in explicit VR little endian (decompressing its pixel data if needed)."""
-    with tolerant_pydicom():
-        dataset = fit_transfer_syntax(dcmread(io.BytesIO(data)), {ExplicitVRLittleEndian})
-        meta = FileMetaDataset(dataset.file_meta)
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        dataset.file_meta = meta
-        buffer = io.BytesIO()
-        dcmwrite(buffer, dataset, enforce_file_format=True, implicit_vr=False, little_endian=True)
+    """A Part 10 file re-encoded in explicit VR little endian (decompressing its pixel data if needed).
+
+    TranscodeError when the stored file (kept as received) has an element pydicom cannot re-encode.
+    """
+    buffer = io.BytesIO()
+    try:
+        with tolerant_pydicom():
+            dataset = fit_transfer_syntax(dcmread(io.BytesIO(data)), {ExplicitVRLittleEndian})
+            meta = FileMetaDataset(dataset.file_meta)
+            meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            dataset.file_meta = meta
+            dcmwrite(buffer, dataset, enforce_file_format=True, implicit_vr=False, little_endian=True)
+    except TranscodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged element; pydicom's text quotes its value
+        raise TranscodeError(f"the stored instance cannot be re-encoded in explicit VR little endian "
+                             f"({type(exc).__name__}); ask for transfer-syntax=* to get it as stored") from None
     return buffer.getvalue()
 
 
@@ -243,9 +254,7 @@ def retrieve_rendered_instance(study: str, series: str, instance: str):
 @bp.get("/studies/<study>/series/<series>/instances/<instance>/frames/<frame>/rendered")
 @requires(Permission.ARCHIVE_READ)
 def retrieve_rendered_frame(study: str, series: str, instance: str, frame: str):
-    if not frame.isdigit() or int(frame) < 1:
-        abort(400, description=f"a rendered frame is one positive frame number, got {frame!r}")
-    return _rendered(_one_instance(study, series, instance), int(frame))
+    return _rendered(_one_instance(study, series, instance), _frame_number(frame, "a rendered frame"))
 
 
 @bp.get("/studies/<study>/thumbnail")
@@ -284,10 +293,17 @@ def retrieve_instance_thumbnail(study: str, series: str, instance: str):
 @bp.get("/studies/<study>/series/<series>/instances/<instance>/frames/<frame>/thumbnail")
 @requires(Permission.ARCHIVE_READ)
 def retrieve_frame_thumbnail(study: str, series: str, instance: str, frame: str):
-    if not frame.isdigit() or int(frame) < 1:
-        abort(400, description=f"a thumbnail frame is one positive frame number, got {frame!r}")
+    number = _frame_number(frame, "a thumbnail frame")
     stored = _one_instance(study, series, instance)
-    return _thumbnail(stored, _read_dataset(stored), int(frame))
+    return _thumbnail(stored, _read_dataset(stored), number)
+
+
+def _frame_number(frame: str, what: str) -> int:
+    """The one frame number of a ``/frames/{frame}/...`` path (400 naming the frame otherwise)."""
+    try:
+        return parse_frame_number(frame)
+    except FrameRequestError:
+        abort(400, description=f"{what} is one frame number from 1 to {MAX_FRAME_NUMBER}, got {frame[:20]!r}")
 
 
 def _rendered(stored: StoredInstance, frame_number: int) -> Response:
