@@ -70,7 +70,7 @@ def test_five_failures_throttle_that_address_and_the_user_signs_in_from_another(
     assert [reply.status_code for reply in replies] == [401, 401, 401, 401, 429]
     page = replies[-1].get_data(as_text=True)
     assert "too many failed sign-ins from this address" in page and 'role="alert"' in page
-    assert replies[-1].headers["Retry-After"] == str(15 * 60)
+    assert 15 * 60 - 5 <= int(replies[-1].headers["Retry-After"]) <= 15 * 60  # seconds left: a slow test may lose one
     assert sign_in(here, "alice").status_code == 429  # the right password: this address waits
 
     elsewhere = client_from(app, WARD)
@@ -91,7 +91,7 @@ def test_nobody_can_lock_the_administrator_out(app: Flask):
     assert sign_in(attacker, "root").status_code == 429  # even the right password: not from there
     basic = attacker.get("/api/me", headers=basic_auth("root"))
     assert basic.status_code == 429 and basic.mimetype == "application/json"
-    assert basic.get_json()["status"] == 429 and int(basic.headers["Retry-After"]) == 15 * 60
+    assert basic.get_json()["status"] == 429 and 15 * 60 - 5 <= int(basic.headers["Retry-After"]) <= 15 * 60
 
     admin = client_from(app, WARD)
     assert sign_in(admin, "root").status_code == 303
