@@ -166,7 +166,7 @@ class _Histogram:
             volumes = cast("npt.NDArray[np.float64]", volume_cc)  # not 0-d: an array
             self.differential += np.bincount(bins, weights=volumes, minlength=self.size)[: self.size]
             self.volume_cc += float(volumes.sum())
-            self.dose_volume += float(np.dot(volumes, dose_gy))
+            self.dose_volume += float((volumes * dose_gy).sum())  # not np.dot: BLAS threads spin on a busy machine
         self.min_gy, self.max_gy = min(self.min_gy, low), max(self.max_gy, high)
 
     def to_dvh(self, roi_name: str, uncovered_volume_cc: float) -> DVH:
@@ -280,6 +280,7 @@ SMALL_ROI_FULL_SAMPLES = 32
 SMALL_ROI_SECTIONS = 4
 #: Sub-slabs per contour plane: each plane's slab is sampled at the mid-height of each sub-slab.
 Z_SUBSLABS = 1
+_NO_VOLUME = "ROI {name!r} encloses no volume: its closed contours have no area (or are too thin to sample)"
 
 
 def _axis_index(
@@ -323,11 +324,16 @@ def _cell_areas_mm2(intervals: StackIntervals, plane_count: int, box: tuple[int,
 _DENSE_FRACTION = 0.7
 
 
+#: Which margins of a padded box (west, east, north, south) lie beyond the dose grid: none.
+_INSIDE_GRID = (False, False, False, False)
+
+
 def _reconstruct_at(
     padded: npt.NDArray[np.float64],
     plane: npt.NDArray[np.int64],
     row: npt.NDArray[np.int64],
     col: npt.NDArray[np.int64],
+    grid_edges: tuple[bool, bool, bool, bool] = _INSIDE_GRID,
 ) -> tuple[npt.NDArray[np.float64], ...]:
     """Centre dose, slopes along x and y (Gy per pixel; :func:`_limited_slope`) and 3 x 3 min / max at some cells.
 
@@ -335,14 +341,20 @@ def _reconstruct_at(
     (plane, row + 1, col + 1). A structure that fills its box is reconstructed over the whole
     box (separable 3 x 3 min / max); a sparse one, such as a thin shell, only at its own cells
     (gathered by flat index), so it costs what its cells cost. Both give identical values.
+    ``grid_edges`` says which margins (west, east, north, south) lie beyond the dose grid
+    (:func:`_grid_edge_slopes`).
     """
     planes, rows, columns = padded.shape[0], padded.shape[1] - 2, padded.shape[2] - 2
     if plane.size >= _DENSE_FRACTION * planes * rows * columns:
         dense = [np.ascontiguousarray(values).reshape(-1) for values in _reconstruct_dense(padded)]
         if plane.size == planes * rows * columns:  # every cell, in C order (np.nonzero's)
-            return tuple(dense)
-        at = (plane * rows + row) * columns + col
-        return tuple(values[at] for values in dense)
+            result = tuple(dense)
+        else:
+            at = (plane * rows + row) * columns + col
+            result = tuple(values[at] for values in dense)
+        if any(grid_edges):
+            _grid_edge_slopes(padded, plane, row, col, result[1], result[2], grid_edges)
+        return result
     width = padded.shape[2]
     flat = padded.ravel()
     at = (plane * padded.shape[1] + row + 1) * width + col + 1
@@ -358,7 +370,42 @@ def _reconstruct_at(
         np.maximum(hi, corner, out=hi)
     gx = _edge_slope(_limited_slope(east - centre, centre - west), west, centre, east)
     gy = _edge_slope(_limited_slope(south - centre, centre - north), north, centre, south)
+    if any(grid_edges):
+        _grid_edge_slopes(padded, plane, row, col, gx, gy, grid_edges)
     return centre, gx, gy, lo, hi
+
+
+def _grid_edge_slopes(
+    padded: npt.NDArray[np.float64],
+    plane: npt.NDArray[np.int64],
+    row: npt.NDArray[np.int64],
+    col: npt.NDArray[np.int64],
+    gx: npt.NDArray[np.float64],
+    gy: npt.NDArray[np.float64],
+    grid_edges: tuple[bool, bool, bool, bool],
+) -> None:
+    """Set, in place, the slope across the dose grid's edge of the cells on it to the one-sided inner step.
+
+    A margin beyond the grid repeats the edge pixels (:func:`_take_box`), so the limiter would
+    flatten them: the half pixel inside would lose the dose between the two outermost voxel
+    centres. With the inner step the dose there is linear, as :func:`rt.dose.compute_dose_on_grid`
+    interpolates it; in the half pixel beyond the outermost centre the 3 x 3 clamp holds it
+    between that line and the edge value (the edge value where the dose varies only across the
+    edge, as compute_dose_on_grid has it). A grid one pixel wide keeps a zero slope.
+    """
+    rows, columns, width = padded.shape[1] - 2, padded.shape[2] - 2, padded.shape[2]
+    flat = padded.ravel()
+    west, east, north, south = grid_edges
+    for before, after, index, count, step, slopes in ((west, east, col, columns, 1, gx),
+                                                      (north, south, row, rows, width, gy)):
+        first = (index == 0) if before else np.zeros(index.shape, dtype=bool)
+        last = (index == count - 1) if after else np.zeros(index.shape, dtype=bool)
+        for on_edge, inward in ((first & ~last, step), (last & ~first, -step)):
+            at = np.nonzero(on_edge)[0]
+            if at.size:
+                centre_at = (plane[at] * (rows + 2) + row[at] + 1) * width + col[at] + 1
+                slopes[at] = (flat[centre_at + inward] - flat[centre_at]) * np.sign(inward)
+        slopes[first & last] = 0.0
 
 
 def _reconstruct_dense(padded: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], ...]:
@@ -461,7 +508,8 @@ def compute_roi_dvh(
     a ROI whose bounding box is under :data:`SMALL_ROI_BOX_CC`) scanlines per pixel row:
 
     - the dose in each pixel is reconstructed as linear about its centre value with limited
-      slopes (:func:`_limited_slope`), clamped to its 3 x 3 neighbours;
+      slopes (:func:`_limited_slope`), clamped to its 3 x 3 neighbours; across the grid's own
+      edge, which has no neighbour beyond, with the one-sided inner step (:func:`_grid_edge_slopes`);
     - a pixel wholly inside the polygons adds a point mass where the slopes vanish, else
       ``full_samples`` (default :data:`DEFAULT_FULL_SAMPLES`, or :data:`SMALL_ROI_FULL_SAMPLES`)
       equal-volume quantiles of that linear dose over the pixel;
@@ -497,6 +545,8 @@ def compute_roi_dvh(
     sections = None
     if small and SMALL_ROI_SECTIONS > 1 and len(polygons) >= 3:  # shape-interpolated sections instead of slabs
         sections = roi.compute_sections(SMALL_ROI_SECTIONS, default_mm=dose.spacing_mm[2])
+        if not sections.polygons:  # every plane's area is zero
+            raise RTError(_NO_VOLUME.format(name=roi.name))
         polygons, plane_z, below, thickness = (list(sections.polygons), sections.z_mm, sections.below_mm,
                                                sections.thickness_mm)
         points = np.concatenate([p for section in polygons for p in section])
@@ -527,6 +577,8 @@ def compute_roi_dvh(
         per_plane = np.bincount(intervals.plane[rows_in], inside[rows_in], minlength=plane_count)
         covered_mm3 = float(per_plane[z_in] @ weight_mm[z_in]) * row_height
     if covered_mm3 <= 0.0:
+        if total_mm3 <= 0.0:
+            raise RTError(_NO_VOLUME.format(name=roi.name))
         raise OutsideDoseGridError(roi.name, total_mm3 / MM3_PER_CC)
     histogram = _Histogram(bin_width_gy, max(dose.max_dose_gy, 0.0))
     hot_mm3 = _sample_hot_cells(intervals, z_in=z_in, below=below, thickness=thickness, weight_mm=weight_mm,
@@ -595,6 +647,8 @@ def _sample_hot_cells(
     lower = _take_box(dose.dose_gy, k0, rows, cols)
     # The dose on each sub-slab plane over the cells and their margin: (H * s, rows + 2, columns + 2).
     padded = lower + (_take_box(dose.dose_gy, k1, rows, cols) - lower) * w[:, None, None]
+    ny, nx = dose.grid.shape[1:]
+    grid_edges = (cols[0] < 0, cols[1] > nx, rows[0] < 0, rows[1] > ny)  # margins beyond the grid
     sub_volume_cc = np.repeat(weight_mm[hot_planes] / s, s) / MM3_PER_CC  # cc per mm^2, per sub-slab plane
     near = dose.compute_near_dose_mask()
     inner_rows, inner_cols = (rows[0] + 1, rows[1] - 1), (cols[0] + 1, cols[1] - 1)
@@ -609,7 +663,7 @@ def _sample_hot_cells(
     partial = (plane[~is_full], row[~is_full], col[~is_full])
     for k in range(s):
         sub_plane = full[0] * s + k
-        centre, gx, gy, lo, hi = _reconstruct_at(padded, sub_plane, full[1], full[2])
+        centre, gx, gy, lo, hi = _reconstruct_at(padded, sub_plane, full[1], full[2], grid_edges)
         volume_cc = cell_area * sub_volume_cc[sub_plane]
         flat = (gx == 0.0) & (gy == 0.0)
         histogram.add(centre[flat], volume_cc[flat])
@@ -617,7 +671,7 @@ def _sample_hot_cells(
         _add_sloped_pixels(histogram, centre[sloped], gx[sloped], gy[sloped], lo[sloped], hi[sloped], volume_cc[sloped],
                            full_samples)
     if partial[0].size:
-        _sample_boundary_cells(hot, shape, *partial, padded, sub_volume_cc, x_lo, dx, dy, m, histogram)
+        _sample_boundary_cells(hot, shape, *partial, padded, sub_volume_cc, x_lo, dx, dy, m, histogram, grid_edges)
     return hot_mm3
 
 
@@ -672,6 +726,7 @@ def _sample_boundary_cells(
     dy: float,
     m: int,
     histogram: _Histogram,
+    grid_edges: tuple[bool, bool, bool, bool] = _INSIDE_GRID,
 ) -> None:
     """Split the partly covered cells (plane, row, column of ``shape``) into m x m sub-cells and add them.
 
@@ -699,6 +754,7 @@ def _sample_boundary_cells(
     u = centroid / dx - 0.5
     for k in range(Z_SUBSLABS):
         sub_plane = plane * Z_SUBSLABS + k
-        centre, gx, gy, lo, hi = (values[p_idx] for values in _reconstruct_at(padded, sub_plane, row, col))
+        centre, gx, gy, lo, hi = (values[p_idx] for values in _reconstruct_at(padded, sub_plane, row, col,
+                                                                              grid_edges))
         doses = np.clip(centre + gx * u + gy * v, lo, hi)
         histogram.add(doses, length * (dy / m) * sub_volume_cc[sub_plane[p_idx]])

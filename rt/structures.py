@@ -2,7 +2,8 @@
 
 Conventions (coordinates LPS, mm; volumes cc):
 
-- A ROI's CLOSED_PLANAR contours are grouped by plane (z, rounded to 1 µm). All polygons of a
+- A ROI's CLOSED_PLANAR contours are grouped by plane: contours whose heights (mean z) lie within
+  0.02 mm of the next lower one share a plane, whose height is their mean z (to 1 nm). All polygons of a
   plane are combined with the **even-odd rule**: a point is inside when it lies inside an odd
   number of them, so a polygon drawn inside another is a hole and disjoint polygons add.
 - **Slab convention between planes.** Each contour plane stands for a slab of thickness ``t``
@@ -44,8 +45,12 @@ from rt.errors import DicomInputError, GeometryError, UnknownROIError
 from rt.grid import MM3_PER_CC, VoxelGrid
 from rt.raw_contours import read_raw_roi_contours
 
-#: Plane keys are z rounded to this many decimals (mm) so that float noise does not split a plane.
-_Z_DECIMALS = 3
+#: Contours whose heights differ by at most this (mm) from the next lower one lie on one plane: float
+#: noise, or one slice's z written with two decimals and rounded either way, never splits a plane
+#: (rounding heights to a key would, across a boundary). Far below any slice spacing (>= 0.5 mm).
+_PLANE_TOLERANCE_MM = 0.02
+#: A plane's height is its contours' mean z rounded to this many decimals (mm): the sum's float noise goes.
+_Z_DECIMALS = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,14 +93,23 @@ class ROI:
     def planes(self) -> dict[float, tuple[npt.NDArray[np.float64], ...]]:
         """Closed polygons grouped per plane: {z_mm: ((N, 2) x/y arrays, ...)}, sorted by z (computed once per ROI)."""
         if "planes" not in self._cache:
-            grouped: dict[float, list[npt.NDArray[np.float64]]] = {}
+            grouped: dict[float, tuple[npt.NDArray[np.float64], ...]] = {}
             planar = self.planar_contours
-            if planar:  # each contour's mean z, all at once
+            if planar:  # each contour's mean z, all at once; runs of heights within the tolerance form a plane
                 counts = np.array([len(c.points_mm) for c in planar])
                 sums = np.add.reduceat(np.concatenate([c.points_mm[:, 2] for c in planar]), np.cumsum(counts) - counts)
-                for c, z in zip(planar, np.round(sums / counts, _Z_DECIMALS).tolist(), strict=True):
-                    grouped.setdefault(z, []).append(c.points_mm[:, :2])
-            self._cache["planes"] = {z: tuple(grouped[z]) for z in sorted(grouped)}
+                heights = sums / counts
+                order = np.argsort(heights, kind="stable")
+                ordered = heights[order]
+                apart = ~(np.diff(ordered) <= _PLANE_TOLERANCE_MM)  # NaN heights: apart
+                starts = np.concatenate([[0], np.nonzero(apart)[0] + 1])
+                sizes = np.diff(np.append(starts, ordered.size))
+                means = (np.add.reduceat(ordered, starts) / sizes).tolist()
+                members = order.tolist()
+                for start, size, mean in zip(starts.tolist(), sizes.tolist(), means, strict=True):
+                    plane = sorted(members[start:start + size])  # in file order
+                    grouped[round(mean, _Z_DECIMALS)] = tuple(planar[k].points_mm[:, :2] for k in plane)
+            self._cache["planes"] = grouped
         return dict(self._cache["planes"])
 
     @property
@@ -356,16 +370,18 @@ def compute_polygon_areas_mm2(polygons: list[npt.NDArray[np.float64]]) -> npt.ND
     return np.abs(np.add.reduceat(cross, starts)) / 2.0
 
 
-def _count_crossings(polygons: tuple[npt.NDArray[np.float64], ...], x: float, y: float) -> int:
-    """Number of polygon edges crossed by the ray from the point (x, y) towards +x."""
-    count = 0
+def _count_crossings(
+    polygons: tuple[npt.NDArray[np.float64], ...], x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]
+) -> npt.NDArray[np.int64]:
+    """Number of polygon edges crossed by the ray from each point (x, y) towards +x."""
+    count = np.zeros(x.size, dtype=np.int64)
     for poly in polygons:
-        x0, y0 = poly[:, 0], poly[:, 1]
-        x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+        x0, y0 = poly[:, 0, None], poly[:, 1, None]
+        x1, y1 = np.roll(x0, -1, axis=0), np.roll(y0, -1, axis=0)
         straddles = (y0 <= y) != (y1 <= y)  # never true for a horizontal edge
         with np.errstate(divide="ignore", invalid="ignore"):
             crossing_x = x0 + (y - y0) * (x1 - x0) / (y1 - y0)
-        count += int(np.count_nonzero(straddles & (x < crossing_x)))
+        count += np.count_nonzero(straddles & (x < crossing_x), axis=0)
     return count
 
 
@@ -381,13 +397,24 @@ def compute_even_odd_area_mm2(
     return float(_even_odd_signs(polygons) @ areas)
 
 
+#: Vertices of each polygon (spread along it, an odd number) that vote on whether it lies inside the others.
+_SIGN_PROBES = 7
+
+
 def _even_odd_signs(polygons: tuple[npt.NDArray[np.float64], ...]) -> npt.NDArray[np.float64]:
-    """+1 for each polygon inside an even number of the others, -1 (a hole) otherwise; tested at its first vertex."""
+    """+1 for each polygon inside an even number of the others, -1 (a hole) otherwise.
+
+    Tested at up to :data:`_SIGN_PROBES` of its vertices, the majority deciding: one vertex alone
+    misjudges a polygon that touches another there (a hole sharing a vertex with its outline).
+    """
     signs = np.ones(len(polygons))
     if len(polygons) > 1:
         for i, poly in enumerate(polygons):
             others = tuple(p for j, p in enumerate(polygons) if j != i)
-            if _count_crossings(others, float(poly[0, 0]), float(poly[0, 1])) % 2:
+            count = min(len(poly), _SIGN_PROBES)
+            probes = poly[np.linspace(0, len(poly) - 1, count - (1 - count % 2)).astype(np.int64)]
+            inside = _count_crossings(others, probes[:, 0], probes[:, 1]) % 2
+            if 2 * int(inside.sum()) > inside.size:
                 signs[i] = -1.0
     return signs
 
@@ -488,6 +515,8 @@ def compute_slab_bounds_mm(
 _EVEN_GAP_TOLERANCE = 0.01
 #: An effective thickness is kept within these multiples of the plane spacing, so that a plane
 #: of near-zero area between large neighbours (an irregular contour) cannot carry their volume.
+#: An end plane whose fitted area closes within one spacing (a cap) has no upper bound: near a
+#: pole its area tends to zero while the cap and the half gap inwards keep their volume.
 _THICKNESS_BOUNDS = (0.5, 1.5)
 
 
@@ -505,7 +534,8 @@ def compute_plane_thickness_mm(
     for a structure tangent to that plane), else the plane's own area over h/2, as a slab. A
     sphere's A(z) is quadratic, so its volume comes out exact; a prism's or cylinder's is the
     slab volume. Other planes (shorter runs, uneven gaps) keep their slab thickness
-    (:func:`compute_slab_bounds_mm`). Results stay within :data:`_THICKNESS_BOUNDS` x h.
+    (:func:`compute_slab_bounds_mm`). Results stay within :data:`_THICKNESS_BOUNDS` x h, but for a
+    capped end plane, which may lie arbitrarily close to the structure's pole.
     """
     area = np.asarray(area_mm2, dtype=np.float64)
     fit = _fit_section_areas(np.asarray(plane_z_mm, dtype=np.float64), area, float(spacing_mm))
@@ -524,6 +554,7 @@ class _SectionAreaFit:
     b: npt.NDArray[np.float64]
     c: npt.NDArray[np.float64]
     spacing_mm: float
+    capped: npt.NDArray[np.bool_]  # end planes whose fitted area reaches zero within one spacing outwards
 
     def integrate_mm3(
         self, area: npt.NDArray[np.float64], t0: npt.NDArray[np.float64], t1: npt.NDArray[np.float64]
@@ -544,13 +575,15 @@ class _SectionAreaFit:
         return integral
 
     def thickness_mm(self, area: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """Each plane's volume over its area, mm (fitted planes kept within :data:`_THICKNESS_BOUNDS` x h)."""
+        """Each plane's volume over its area, mm (fitted planes kept within :data:`_THICKNESS_BOUNDS` x h,
+        capped end planes only above the lower bound)."""
         h = self.spacing_mm
         volume = np.maximum(self.integrate_mm3(area, self.lo - self.flat_lo, self.hi + self.flat_hi), 0.0)
         fitted = (self.b != 0.0) | (self.c != 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
             thickness = np.where(fitted & (area > 0.0), volume / area, self.hi - self.lo + self.flat_lo + self.flat_hi)
-        return np.where(fitted, np.clip(thickness, _THICKNESS_BOUNDS[0] * h, _THICKNESS_BOUNDS[1] * h), thickness)
+        upper = np.where(self.capped, np.inf, _THICKNESS_BOUNDS[1] * h)
+        return np.where(fitted, np.clip(thickness, _THICKNESS_BOUNDS[0] * h, upper), thickness)
 
 
 def _fit_section_areas(z: npt.NDArray[np.float64], area: npt.NDArray[np.float64], h: float) -> _SectionAreaFit:
@@ -559,6 +592,7 @@ def _fit_section_areas(z: npt.NDArray[np.float64], area: npt.NDArray[np.float64]
     lo, hi = below - z, above - z
     flat_lo, flat_hi = np.zeros(z.size), np.zeros(z.size)
     b, c = np.zeros(z.size), np.zeros(z.size)
+    capped = np.zeros(z.size, dtype=bool)
     if z.size >= 3 and h > 0.0:
         even = np.abs(np.diff(z) - h) <= _EVEN_GAP_TOLERANCE * h
         breaks = np.concatenate([[0], np.nonzero(~even)[0] + 1, [z.size]])
@@ -577,11 +611,12 @@ def _fit_section_areas(z: npt.NDArray[np.float64], area: npt.NDArray[np.float64]
                 b_out = (a_end - a_next) / h + c_out * h
                 b[end], c[end] = b_out * step, c_out  # in t = z - z_end
                 cap = _first_zero_mm(a_end, b_out, c_out, h)
+                capped[end] = cap is not None
                 if step > 0:
                     hi[end], flat_hi[end] = (cap, 0.0) if cap is not None else (0.0, h / 2.0)
                 else:
                     lo[end], flat_lo[end] = (-cap, 0.0) if cap is not None else (0.0, h / 2.0)
-    return _SectionAreaFit(lo, hi, flat_lo, flat_hi, b, c, h)
+    return _SectionAreaFit(lo, hi, flat_lo, flat_hi, b, c, h, capped)
 
 
 @dataclass(frozen=True, slots=True)
@@ -730,6 +765,9 @@ def compute_stack_intervals(
     row = first[edge] + np.arange(edge.size) - offset[edge]
     x = x0[edge] + (ys[row] - y0[edge]) * ((x1 - x0) / (y1 - y0))[edge]
     plane = plane_of_edge[edge]
+    if x.size == 0:  # no polygon reaches a scanline (all between two, or without height)
+        empty = np.zeros(0)
+        return StackIntervals(empty.astype(np.int64), empty.astype(np.int64), empty, empty)
     # One float key sorts by (plane, row) first and x within a scanline (x - x_min < span).
     x_min = float(x.min())
     span = float(x.max()) - x_min + 1.0

@@ -113,7 +113,10 @@ def test_plane_thickness_uneven_gaps_and_short_runs_keep_slabs():
     area = np.array([10.0, 40.0, 30.0, 20.0, 20.0, 1e-9])
     thickness = compute_plane_thickness_mm(z, area, 2.0)
     np.testing.assert_allclose(thickness[:2], 2.0)  # a two-plane run: slabs
-    assert np.all((thickness >= 1.0) & (thickness <= 3.0))  # within 0.5 h .. 1.5 h, even for a vanishing plane
+    assert np.all((thickness[:-1] >= 1.0) & (thickness[:-1] <= 3.0))  # within 0.5 h .. 1.5 h
+    # The vanishing end plane is capped (its area closes at once): it keeps the half gap inwards, the
+    # integral over [0, h/2] of the quadratic through 0, 20, 20 mm^2 (15 s - 2.5 s^2), not 1.5 h x its area.
+    assert thickness[-1] * area[-1] == pytest.approx(15.0 / 2.0 - 2.5 / 3.0, rel=1e-6)
     assert compute_plane_thickness_mm(np.array([0.0, 2.0]), np.array([5.0, 5.0]), 2.0).tolist() == [2.0, 2.0]
 
 
