@@ -156,7 +156,10 @@ def _image_slices(datasets: Sequence[Dataset], series_instance_uid: str | None) 
             raise VolumeError(f"no image slices of series {series_instance_uid}; have {', '.join(series)}")
     elif len(series) > 1:
         raise VolumeError(f"{len(series)} image series given ({', '.join(series)}); choose one")
-    multi = [ds for ds in images if int(ds.get("NumberOfFrames", 1) or 1) > 1]
+    try:
+        multi = [ds for ds in images if int(ds.get("NumberOfFrames", 1) or 1) > 1]
+    except (TypeError, ValueError):
+        raise VolumeError("NumberOfFrames is not an integer in a slice") from None
     if multi:
         raise VolumeError(f"multi-frame image {multi[0].SOPInstanceUID} is not supported (single-frame slices only)")
     uids = [str(ds.get("SOPInstanceUID", "")) for ds in images]

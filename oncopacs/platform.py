@@ -71,7 +71,7 @@ def open_archive(settings: Settings) -> Archive:
     index = open_index(settings.effective_database_url)
     guard_pydicom_logs(log_phi=settings.log_phi)  # pydicom's records quote values: kept value-free
     return Archive(Storage(settings.storage_dir), index, allow_overwrite=settings.allow_overwrite,
-                   log_phi=settings.log_phi)
+                   accept_empty_patient_id=settings.accept_empty_patient_id, log_phi=settings.log_phi)
 
 
 def open_platform(settings: Settings | None = None) -> Platform:
@@ -82,12 +82,14 @@ def open_platform(settings: Settings | None = None) -> Platform:
     install_rt_analysis(archive, jobs)
     install_pet_statistics(archive, jobs)
     install_registration(archive, jobs)
+    audit = open_audit_trail(archive.index, open_syslog_sender(settings.audit_syslog, settings.ae_title,
+                                                               TlsFiles.from_settings(settings)),
+                             spool_path=settings.data_dir / SPOOL_FILE, spool_bytes=settings.audit_spool_bytes)
+    archive.audit = audit  # objects accepted with an empty Patient ID are recorded in the platform's trail
     return Platform(
         settings=settings,
         archive=archive,
-        audit=open_audit_trail(archive.index, open_syslog_sender(settings.audit_syslog, settings.ae_title,
-                                                                 TlsFiles.from_settings(settings)),
-                               spool_path=settings.data_dir / SPOOL_FILE, spool_bytes=settings.audit_spool_bytes),
+        audit=audit,
         jobs=jobs,
         users=UserStore(archive.index, LockoutPolicy(settings.login_max_failures, settings.login_lockout_minutes)),
         reports=open_reports(settings, archive, jobs),

@@ -69,6 +69,9 @@ class Settings:
     # IP address or a name resolved when the DIMSE listener starts. Others get A-ASSOCIATE-RJ.
     allowed_aes: tuple[str, ...] = ()
     allow_overwrite: bool = False  # same SOP Instance UID, new bytes: replace instead of refuse
+    # Store objects whose Patient ID (0010,0020) is present but empty (hospitals receive such files), each one
+    # recorded in the audit trail; off: they are refused with a reason. An absent Patient ID is always refused.
+    accept_empty_patient_id: bool = False
     max_associations: int = 16
     max_pdu_bytes: int = 4 * 1024 * 1024  # advertised to SCUs; large PDUs save per-PDU CPU
     # A connection that has not completed association negotiation (or a release) within this many
@@ -181,7 +184,7 @@ def _coerce(name: str, value: Any) -> Any:
             if number < 0:
                 raise ValueError
             return number
-        if name in {"allow_overwrite", "log_phi"}:
+        if name in {"allow_overwrite", "accept_empty_patient_id", "log_phi"}:
             return value if isinstance(value, bool) else _parse_bool(str(value))
         if name == "remote_aes":
             text = ",".join(value) if isinstance(value, list) else str(value)

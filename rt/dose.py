@@ -217,7 +217,10 @@ def _axis_of(direction: npt.NDArray[np.float64], orientation: tuple[float, ...])
 def _read_frame_offsets_mm(
     ds: Dataset, position: npt.NDArray[np.float64], normal_axis: int, normal_sign: int
 ) -> npt.NDArray[np.float64]:
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        raise DicomInputError("NumberOfFrames", "is not an integer") from None
     if frames == 1 and not ds.get("GridFrameOffsetVector"):
         return np.zeros(1)
     if not ds.get("GridFrameOffsetVector"):
@@ -259,7 +262,10 @@ def read_dose(ds: Dataset) -> DoseGrid:
         frame_step = float(ds.get("SliceThickness") or 1.0)
 
     scaling = float(ds.get("DoseGridScaling", 1.0) or 1.0)
-    stored = ds.pixel_array
+    try:
+        stored = ds.pixel_array
+    except (AttributeError, ValueError, NotImplementedError, RuntimeError) as exc:  # truncated, or no codec
+        raise DicomInputError("PixelData", f"cannot be decoded ({type(exc).__name__})") from None
     if stored.ndim == 2:
         stored = stored[None]
     dose = np.multiply(stored, scaling, dtype=np.float64)  # axes: frame (normal), row (col_dir), column (row_dir)

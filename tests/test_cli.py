@@ -27,13 +27,15 @@ def test_import_summary_and_exit_codes(tmp_path: Path):
     (folder / "notes.txt").write_text("not DICOM")
     result = invoke(tmp_path / "data", "import", str(folder), "--json")
     summary = json.loads(result.stdout)
-    assert result.exit_code == 1
-    assert summary["stored"] == 4 and summary["duplicate"] == 0
-    assert [r["path"] for r in summary["rejected"]] == [str(folder / "notes.txt")]
-    assert "not DICOM" in summary["rejected"][0]["reason"]
-    assert "1 file(s) rejected" in result.stderr
+    assert result.exit_code == 0  # a file that is not DICOM is skipped and listed, not refused
+    assert summary["stored"] == 4 and summary["duplicate"] == 0 and summary["rejected"] == []
+    assert [r["path"] for r in summary["skipped"]] == [str(folder / "notes.txt")]
+    assert "not DICOM" in summary["skipped"][0]["reason"]
+    strict = invoke(tmp_path / "data", "import", "--strict", str(folder), "--json")
+    assert strict.exit_code == 1 and "1 file(s) rejected" in strict.stderr
+    assert [r["path"] for r in json.loads(strict.stdout)["rejected"]] == [str(folder / "notes.txt")]
     again = invoke(tmp_path / "data", "import", str(folder / "nested"))
-    assert again.exit_code == 0 and "stored 0, duplicate 4, rejected 0" in again.stdout
+    assert again.exit_code == 0 and "stored 0, duplicate 4, rejected 0, skipped 0" in again.stdout
 
 
 def test_import_of_a_missing_path_fails_cleanly(tmp_path: Path):

@@ -133,9 +133,14 @@ _TRANSFER_SYNTAX = Tag("TransferSyntaxUID")
 _COUNTS = {"Rows": 0xFFFF, "Columns": 0xFFFF, "NumberOfFrames": 2**31 - 1}
 
 
-def validate(dataset: Dataset) -> None:
+#: The problem reported for a Patient ID that is present but empty (or only padding).
+EMPTY_PATIENT_ID = "(0010,0020) is empty (set ONCOPACS_ACCEPT_EMPTY_PATIENT_ID=true to accept such objects)"
+
+
+def validate(dataset: Dataset, *, accept_empty_patient_id: bool = False) -> None:
     """Check the UIDs, Patient ID, image geometry and file meta the archive relies on.
 
+    A Patient ID that is present but empty passes only with ``accept_empty_patient_id``; an absent one never.
     Problems are reported by element keyword and tag; values never appear in the message (it is logged).
     """
     text = _text_getter(dataset)
@@ -144,7 +149,8 @@ def validate(dataset: Dataset) -> None:
         value = _required_text(dataset, keyword, sop_uid)
         if not is_valid_uid(value):
             raise DicomInputError(keyword, f"malformed {_tag_of(keyword)}: not a valid UID", sop_uid)
-    _required_text(dataset, "PatientID", sop_uid)
+    if not _required_text(dataset, "PatientID", sop_uid, allow_empty=True) and not accept_empty_patient_id:
+        raise DicomInputError("PatientID", EMPTY_PATIENT_ID, sop_uid)
     for keyword, largest in _COUNTS.items():
         try:
             _read_count(dataset, keyword, largest)
@@ -177,9 +183,9 @@ def uid_or_none(text: str) -> str | None:
     return text if text and is_valid_uid(text) else None
 
 
-def _required_text(dataset: Dataset, keyword: str, sop_uid: str | None) -> str:
-    """The text of an element the archive cannot do without; DicomInputError when absent, empty,
-    encoded with a VR other than its own (or UN), or undecodable."""
+def _required_text(dataset: Dataset, keyword: str, sop_uid: str | None, *, allow_empty: bool = False) -> str:
+    """The text of an element the archive cannot do without; DicomInputError when absent, empty (unless
+    ``allow_empty``: then ""), encoded with a VR other than its own (or UN), or undecodable."""
     tag = tag_for_keyword(keyword)
     assert tag is not None, keyword
     element = dataset.get_item(tag, keep_deferred=True)
@@ -194,7 +200,7 @@ def _required_text(dataset: Dataset, keyword: str, sop_uid: str | None) -> str:
         value = _decoded_text(dataset, tag)
     except _BadValue as exc:
         raise DicomInputError(keyword, f"malformed {Tag(tag)}: {exc}", sop_uid) from None
-    if not value:
+    if not value and not allow_empty:
         raise DicomInputError(keyword, "missing", sop_uid)
     return value
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import io
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -42,9 +43,11 @@ from oncopacs.archive.index_writer import (
 )
 from oncopacs.archive.part10 import build_part10, dataset_offset, encode_dataset
 from oncopacs.archive.storage import StagingStream, Storage, compute_sha256, relative_path_for
-from oncopacs.errors import DicomInputError, IntegrityError, NotFoundError, StorageError
+from oncopacs.audit.events import ActorKind, AuditAction, AuditEvent, Outcome
+from oncopacs.audit.trail import AuditTrail
+from oncopacs.errors import AuditError, DicomInputError, IntegrityError, NotFoundError, StorageError
 from oncopacs.index.db import IndexDatabase
-from oncopacs.index.models import IngestConflict, Instance, Series, Study
+from oncopacs.index.models import IngestConflict, Instance, Patient, Series, Study
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +85,21 @@ class IngestResult:
     outcome: IngestOutcome
     status: Status
     sop_instance_uid: str | None
-    reason: str = ""
+    reason: str = ""  # names elements and UIDs, never their values: safe to log
     study_instance_uid: str | None = None
+    # The reason as told to whoever sent the object, where it says more than ``reason``: a study stored
+    # under another patient names both Patient IDs. Patient data: show it to the sender, never log it.
+    sender_reason: str = ""
 
     @property
     def acknowledged(self) -> bool:
         """True when the sender may consider the instance safely archived."""
         return self.outcome in (IngestOutcome.STORED, IngestOutcome.DUPLICATE)
+
+    @property
+    def reason_for_sender(self) -> str:
+        """:attr:`sender_reason` where there is one, else :attr:`reason` (may name patient data: never log it)."""
+        return self.sender_reason or self.reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +117,15 @@ class Archive:
     """Storage plus index, and the one way in."""
 
     def __init__(self, storage: Storage, index: IndexDatabase, *, allow_overwrite: bool = False,
-                 log_phi: bool = False):
+                 accept_empty_patient_id: bool = False, log_phi: bool = False, audit: AuditTrail | None = None):
         self.storage = storage
         self.index = index
         self.allow_overwrite = allow_overwrite
+        # Store objects whose Patient ID is present but empty, each recorded in ``audit`` (else they are refused).
+        self.accept_empty_patient_id = accept_empty_patient_id
         self.log_phi = log_phi  # debugging only: refusal logs may quote element values (patient data)
+        # Where accepted empty Patient IDs are recorded; the composition root puts the platform's trail here.
+        self.audit = audit if audit is not None else AuditTrail(index)
         self._writer = IndexWriter()
         self._io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="oncopacs-io")
         self._listeners: list[IngestListener] = []
@@ -200,7 +215,7 @@ class Archive:
         try:
             with decoding(reports):
                 dataset = parse_dataset(data)
-                validate(dataset)
+                validate(dataset, accept_empty_patient_id=self.accept_empty_patient_id)
                 if expected is not None:
                     _check_expected(dataset, expected)
                 syntax = transfer_syntax_of(dataset)
@@ -217,7 +232,25 @@ class Archive:
                 transfer_syntax_uid=syntax,
             )
             staging = self._start_staging(data)
-        return self._store(data, record, source, staging)
+        result = self._store(data, record, source, staging)
+        if not record.patient_id and result.outcome is IngestOutcome.STORED:  # validate() let it through
+            self._audit_empty_patient_id(record, source)
+        return result
+
+    def _audit_empty_patient_id(self, record: InstanceRecord, source: str) -> None:
+        """One audit record per object stored with an empty Patient ID (no patient data: there is none)."""
+        actor, kind = _actor_of(source)
+        event = AuditEvent(
+            action=AuditAction.STORE, outcome=Outcome.SUCCESS, actor=actor, actor_kind=kind,
+            source=socket.gethostname() if kind is ActorKind.SYSTEM else "",
+            study_uids=(record.study_instance_uid,),
+            detail=f"stored with an empty Patient ID (0010,0020), accepted by ONCOPACS_ACCEPT_EMPTY_PATIENT_ID: "
+                   f"SOP Instance {record.sop_instance_uid} from {source}",
+        )
+        try:
+            self.audit.record(event)
+        except AuditError as exc:  # the object is durable and acknowledged: say loudly that its record is missing
+            log.error("stored %s with an empty Patient ID but could not audit it: %s", record.sop_instance_uid, exc)
 
     def _refuse(self, exc: Exception, source: str, reports: ValueWarnings) -> IngestResult:
         """The REJECTED result of an object that could not be read, logged by element and problem, without values.
@@ -281,9 +314,7 @@ class Archive:
             except IndexConflict as exc:
                 self._take_back(placement, relative_path)
                 staging.discard(self.storage)
-                status = Status.CONFLICTING_PATIENT if exc.kind == "patient" else Status.MOVED_INSTANCE
-                log.warning("refused %s from %s: %s", uid, source, exc.reason)
-                return IngestResult(IngestOutcome.CONFLICT, status, uid, exc.reason, record.study_instance_uid)
+                return self._refuse_conflict(exc, record, source)
             except StorageError as exc:
                 log.error("storage failure for %s from %s: %s", uid, source, exc)
                 return IngestResult(IngestOutcome.FAILED, Status.OUT_OF_RESOURCES, uid, str(exc))
@@ -370,6 +401,36 @@ class Archive:
             IngestOutcome.FAILED, Status.PROCESSING_FAILURE, record.sop_instance_uid, "index contention"
         )
 
+    def _refuse_conflict(self, exc: IndexConflict, record: InstanceRecord, source: str) -> IngestResult:
+        """The CONFLICT result of an instance whose study or series the index holds elsewhere.
+
+        The log names UIDs only; a study under another patient also tells the sender both Patient IDs.
+        """
+        uid = record.sop_instance_uid
+        log.warning("refused %s from %s: %s", uid, source, exc.reason)
+        if exc.kind != "patient":
+            return IngestResult(IngestOutcome.CONFLICT, Status.MOVED_INSTANCE, uid, exc.reason,
+                                record.study_instance_uid)
+        stored = self._patient_of_study(record.study_instance_uid)
+        received = _describe_patient(record.patient_id, record.issuer_of_patient_id)
+        sender_reason = (
+            f"this object has Patient ID {received}, its study is stored under {stored} ({exc.reason})"
+            if stored is not None else ""
+        )
+        return IngestResult(IngestOutcome.CONFLICT, Status.CONFLICTING_PATIENT, uid, exc.reason,
+                            record.study_instance_uid, sender_reason)
+
+    def _patient_of_study(self, study_uid: str) -> str | None:
+        """The Patient ID (and issuer) a stored study is filed under, as :func:`_describe_patient` gives it."""
+        try:
+            with self.index.reading() as session:
+                row = session.execute(select(Patient.patient_id, Patient.issuer_of_patient_id)
+                                      .join(Study, Study.patient_pk == Patient.id)
+                                      .where(Study.study_instance_uid == study_uid)).first()
+        except SQLAlchemyError:  # the refusal stands; it only says less
+            return None
+        return _describe_patient(row.patient_id, row.issuer_of_patient_id) if row is not None else None
+
     def _find_existing(self, sop_uid: str):
         """``(instance, series UID, study UID)`` of a stored SOP Instance UID, or None."""
         with self.index.reading() as session:
@@ -406,9 +467,7 @@ class Archive:
             except InstanceExists:
                 return None
             except IndexConflict as exc:
-                status = Status.CONFLICTING_PATIENT if exc.kind == "patient" else Status.MOVED_INSTANCE
-                log.warning("refused %s from %s: %s", uid, facts.source, exc.reason)
-                return IngestResult(IngestOutcome.CONFLICT, status, uid, exc.reason, record.study_instance_uid)
+                return self._refuse_conflict(exc, record, facts.source)
             except SqlIntegrityError:
                 if attempt == INDEX_RETRIES:  # racing writers keep creating the same parent rows
                     return None
@@ -456,6 +515,20 @@ class _Staging:
                 storage.discard(future.result())
 
         self.staged.add_done_callback(_remove)
+
+
+def _describe_patient(patient_id: str, issuer: str) -> str:
+    """``'PAT-1'`` or ``'PAT-1' (issuer 'HOSP')``: a Patient ID as a refusal names it (patient data)."""
+    return f"{patient_id!r} (issuer {issuer!r})" if issuer else repr(patient_id)
+
+
+def _actor_of(source: str) -> tuple[str, ActorKind]:
+    """Who sent an object, from its ingest ``source``: a calling AE, a STOW-RS user, or OncoPACS itself."""
+    if source.startswith("dimse:"):
+        return source.removeprefix("dimse:"), ActorKind.AE
+    if source.startswith("STOW-RS "):
+        return source.removeprefix("STOW-RS "), ActorKind.USER
+    return source, ActorKind.SYSTEM
 
 
 def _check_expected(dataset: Dataset, expected: ExpectedIdentity) -> None:

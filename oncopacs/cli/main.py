@@ -79,9 +79,14 @@ def serve(ctx: click.Context, http_port: int | None, dicom_port: int | None, htt
 @main.command("import")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON document.")
+@click.option("--strict", is_flag=True, help="Reject files that are not DICOM instead of skipping them.")
 @click.pass_context
-def import_command(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> None:
-    """Import DICOM files and folders (recursively) through the ingest path."""
+def import_command(ctx: click.Context, paths: tuple[Path, ...], as_json: bool, strict: bool) -> None:
+    """Import DICOM files and folders (recursively) through the ingest path.
+
+    Files that are not DICOM (README, CSV, ...), DICOMDIRs and hidden files are skipped and listed;
+    exit status 1 when any DICOM file is rejected (or, with --strict, any file is not DICOM).
+    """
     from oncopacs.archive.importer import import_files, iter_files
 
     missing = [str(p) for p in paths if not p.exists()]
@@ -90,13 +95,15 @@ def import_command(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -
     files = list(iter_files(paths))
     with opened_platform(ctx) as platform, \
             tqdm(total=len(files), unit="file", desc="import", file=sys.stderr, disable=None) as bar:
-        summary = import_files(platform.archive, files, on_file=lambda _p: bar.update(1))
+        summary = import_files(platform.archive, files, on_file=lambda _p: bar.update(1), strict=strict)
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))
     else:
-        click.echo(f"stored {summary.stored}, duplicate {summary.duplicate}, rejected {len(summary.rejected)}")
-        for path, reason in summary.rejected:
-            click.echo(f"  rejected {path}: {reason}")
+        click.echo(f"stored {summary.stored}, duplicate {summary.duplicate}, rejected {len(summary.rejected)}, "
+                   f"skipped {len(summary.skipped)}")
+        for label, entries in (("rejected", summary.rejected), ("skipped", summary.skipped)):
+            for path, reason in entries:
+                click.echo(f"  {label} {path}: {reason}")
     if summary.rejected:
         click.echo(f"oncopacs: {len(summary.rejected)} file(s) rejected", err=True)
         sys.exit(1)
