@@ -218,3 +218,12 @@ def test_two_equally_good_names_are_ambiguous_not_missing(eclipse, tmp_path: Pat
     assert rectum[0]["reason"] == "ROI 'Rectum' is ambiguous: ['Rectum_1', 'Rectum_2'] match by trailing number"
     bladder = next(g for g in document["goals"] if g["template_roi"] == "Bladder")
     assert bladder["status"] == "pass"  # its own helper optBladder is not a candidate
+
+
+def test_the_template_option_names_every_shipped_template():
+    """The help lists the shipped templates by name (it once pointed to a --list option that did not exist)."""
+    from rt.goals import list_templates
+
+    help_text = " ".join(run("rt", "goals", "--help").output.split())
+    assert "--list" not in help_text
+    assert f"({', '.join(list_templates())})" in help_text

@@ -231,7 +231,7 @@ def _number(value: float | None) -> str:
     "--template",
     "template_name",
     required=True,
-    help="Shipped template name (see --list) or a path to a JSON template.",
+    help="Shipped template name (head_and_neck, lung, prostate, proton_generic) or a path to a JSON template.",
 )
 @_PRESCRIPTION_OPTION
 @_PLAN_OPTION
