@@ -15,8 +15,10 @@ both tools read the same RTSTRUCT and RTDOSE files with their own parsers. OncoP
 (``../shared/tools/dicompyler-reference`` prints its python) as a subprocess: the files are
 read once with ``pydicom.dcmread`` and ``dvhcalc.get_dvh`` runs per ROI (defaults: no
 interpolation). Imports are not timed in either; parsing the files is. Each tool repeats the
-whole job ``--repeat`` times (default 3) in a loop in its own process and the medians are
-compared, so both get one cold run and the same number of warm ones.
+whole job ``--repeat`` times (default 5) in its own process, the runs alternating between the
+tools so that both meet the same load, and the medians are compared: both get one cold run and
+the same number of warm ones. ``--busy N`` keeps N CPU-bound neighbour processes running
+meanwhile (a busy machine).
 
 Truth is closed-form (``patient.truth``): the structure's exact volume, mean dose, D95%, D50%,
 D2% and maximum dose. Progress goes to standard error; the table (or, with ``--json``, one JSON
@@ -36,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from report import (  # benchmarks/report.py (the script's own folder)
@@ -59,32 +62,32 @@ METRICS = ("volume_cc", "mean_gy", "d95_gy", "d50_gy", "d2_gy", "max_gy")
 LABELS = {"volume_cc": "volume cc", "mean_gy": "mean Gy", "d95_gy": "D95% Gy", "d50_gy": "D50% Gy",
           "d2_gy": "D2% Gy", "max_gy": "max Gy"}
 
-# Runs inside dicompyler-core's python (pydicom 2); argv[1] = JSON {"rtss", "rtdose", "rois": {name: number}, "repeat"}.
-# Each run parses both files and computes every ROI, as run_oncopacs does.
+# Runs inside dicompyler-core's python (pydicom 2); argv[1] = JSON {"rtss", "rtdose", "rois": {name: number}}.
+# One run (parse both files, compute every ROI, as run_oncopacs_once does) per line read from standard input, each
+# answered with one JSON line, so that the benchmark can interleave the two tools' runs.
 DICOMPYLER_SCRIPT = r"""
 import json, sys, time
 import dicompylercore, pydicom
 from dicompylercore import dvhcalc
 args = json.loads(sys.argv[1])
-out = {"version": dicompylercore.__version__, "runs_s": [], "parse_runs_s": [], "rois": {}}
-for run in range(args["repeat"]):
+for _ in sys.stdin:
+    out = {"version": dicompylercore.__version__, "rois": {}}
     start = time.perf_counter()
     rtss = pydicom.dcmread(args["rtss"], force=True)  # get_dvh takes paths or datasets, not parsers
     rtdose = pydicom.dcmread(args["rtdose"], force=True)
-    out["parse_runs_s"].append(time.perf_counter() - start)
+    out["parse_s"] = time.perf_counter() - start
     for name, number in args["rois"].items():
         t0 = time.perf_counter()
         dvh = dvhcalc.get_dvh(rtss, rtdose, int(number))
-        row = {
+        out["rois"][name] = {
             "seconds": time.perf_counter() - t0,
             "volume_cc": float(dvh.volume), "mean_gy": float(dvh.mean),
             "d95_gy": float(dvh.statistic("D95").value), "d50_gy": float(dvh.statistic("D50").value),
             "d2_gy": float(dvh.statistic("D2").value),
             "max_gy": float(dvh.max), "min_gy": float(dvh.min),
         }
-        out["rois"].setdefault(name, []).append(row)
-    out["runs_s"].append(time.perf_counter() - start)
-print(json.dumps(out))
+    out["total_s"] = time.perf_counter() - start
+    print(json.dumps(out), flush=True)
 """
 
 
@@ -137,13 +140,6 @@ def run_oncopacs_once(rtss_path: Path, dose_path: Path) -> dict:
     return {"parse_s": parse_s, "rois": rois, "outside": outside, "total_s": time.perf_counter() - start}
 
 
-def run_oncopacs(rtss_path: Path, dose_path: Path, repeat: int) -> dict:
-    """``repeat`` runs in this process; the first run's DVHs, with median times (per ROI too) and every run's total."""
-    runs = [run_oncopacs_once(rtss_path, dose_path) for _ in range(repeat)]
-    return _summarise_runs(runs[0]["rois"], [r["rois"] for r in runs], [r["total_s"] for r in runs],
-                           [r["parse_s"] for r in runs], outside=runs[0]["outside"])
-
-
 def _summarise_runs(first: dict, per_run_rois: list[dict], totals: list[float], parses: list[float], **extra) -> dict:
     rois = {name: dict(row, seconds=statistics.median(run[name]["seconds"] for run in per_run_rois))
             for name, row in first.items()}
@@ -167,22 +163,68 @@ def dicompyler_python() -> tuple[str | None, str]:
     return python, ""
 
 
-def run_dicompyler(python: str, rtss_path: Path, dose_path: Path, roi_numbers: dict[str, int],
-                   repeat: int) -> tuple[dict | None, str]:
-    payload = json.dumps({"rtss": str(rtss_path), "rtdose": str(dose_path), "rois": roi_numbers, "repeat": repeat})
+class DicompylerWorker:
+    """dicompyler-core in its own python, doing one whole run (parse + every ROI) each time :meth:`run` asks."""
+
+    def __init__(self, python: str, rtss_path: Path, dose_path: Path, roi_numbers: dict[str, int]) -> None:
+        payload = json.dumps({"rtss": str(rtss_path), "rtdose": str(dose_path), "rois": roi_numbers})
+        self.process = subprocess.Popen([python, "-c", DICOMPYLER_SCRIPT, payload], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def run(self) -> dict:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write("run\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            stderr = self.process.stderr.read() if self.process.stderr else ""
+            raise RuntimeError(f"dicompyler-core stopped (exit {self.process.wait()}): {stderr.strip()[-800:]}")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.process.stdin:
+            self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+def run_interleaved(rtss_path: Path, dose_path: Path, repeat: int,
+                    start_worker: Callable[[list[str]], DicompylerWorker] | None) -> tuple[dict, dict | None, str]:
+    """``repeat`` runs of each tool, alternating (OncoPACS in this process, dicompyler-core in its worker, started
+    after OncoPACS's first run with the ROIs that run compared), so both meet the same load; the first run of each
+    is cold. Returns (OncoPACS summary, dicompyler-core summary or None, why not)."""
+    ours: list[dict] = []
+    theirs: list[dict] = []
+    worker: DicompylerWorker | None = None
+    error = ""
     try:
-        result = subprocess.run([python, "-c", DICOMPYLER_SCRIPT, payload], capture_output=True, text=True,
-                                timeout=3600)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, f"dicompyler-core subprocess failed: {exc}"
-    if result.returncode != 0:
-        return None, f"dicompyler-core subprocess exited {result.returncode}: {result.stderr.strip()[-800:]}"
-    try:
-        raw = json.loads(result.stdout.strip().splitlines()[-1])
-        per_run = [{name: rows[k] for name, rows in raw["rois"].items()} for k in range(len(raw["runs_s"]))]
-        return _summarise_runs(per_run[0], per_run, raw["runs_s"], raw["parse_runs_s"], version=raw["version"]), ""
-    except (ValueError, IndexError, KeyError):
-        return None, f"dicompyler-core printed no JSON: {result.stdout[-400:]} {result.stderr[-400:]}"
+        for k in range(repeat):
+            ours.append(run_oncopacs_once(rtss_path, dose_path))
+            log(f"run {k + 1}/{repeat}: OncoPACS {ours[-1]['total_s']:.2f} s")
+            if start_worker is None or error:
+                continue
+            try:
+                worker = worker or start_worker(list(ours[0]["rois"]))
+                theirs.append(worker.run())
+                log(f"run {k + 1}/{repeat}: dicompyler-core {theirs[-1]['total_s']:.2f} s")
+            except (RuntimeError, ValueError, OSError) as exc:
+                error = f"dicompyler-core subprocess failed: {exc}"
+                log(error)
+    finally:
+        if worker is not None:
+            worker.close()
+    onco = _summarise_runs(ours[0]["rois"], [r["rois"] for r in ours], [r["total_s"] for r in ours],
+                           [r["parse_s"] for r in ours], outside=ours[0]["outside"])
+    if not theirs or error:
+        return onco, None, error
+    dicompyler = _summarise_runs(theirs[0]["rois"], [r["rois"] for r in theirs], [r["total_s"] for r in theirs],
+                                 [r["parse_s"] for r in theirs], version=theirs[0]["version"])
+    return onco, dicompyler, ""
+
+
+def start_neighbours(count: int) -> list[subprocess.Popen]:
+    """``count`` CPU-bound processes (a pure-Python loop each, stopped after 30 min at most): a busy machine."""
+    loop = "import time\nend = time.monotonic() + 1800\nwhile time.monotonic() < end:\n    sum(range(10000))\n"
+    return [subprocess.Popen([sys.executable, "-c", loop]) for _ in range(count)]
 
 
 def truth_for(truth, name: str) -> dict:
@@ -266,8 +308,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smoke test: the default demo patient")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     parser.add_argument("--skip-dicompyler", action="store_true", help="only OncoPACS and truth")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="runs per tool, each in its own process's loop; times are medians (default 3)")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="runs per tool, alternating between the tools; times are medians (default 5)")
+    parser.add_argument("--busy", type=int, default=0, metavar="N",
+                        help="keep N CPU-bound neighbour processes running while timing: a busy machine (default 0)")
     args = parser.parse_args()
 
     from oncopacs import __version__ as oncopacs_version
@@ -288,19 +332,18 @@ def main() -> int:
         rtss_path, dose_path = write_datasets([patient.rtstruct, patient.rt_dose], workdir)
         roi_numbers = {str(item.ROIName): int(item.ROINumber) for item in patient.rtstruct.StructureSetROISequence}
 
-        log("OncoPACS: DVHs ...")
-        onco = run_oncopacs(rtss_path, dose_path, args.repeat)
-        log(f"OncoPACS: {onco['total_s']:.2f} s")
-        dicompyler = None
+        start_worker = None
         if python is not None:
-            log("dicompyler-core: DVHs (subprocess) ...")
-            dicompyler, err = run_dicompyler(python, rtss_path, dose_path,
-                                             {n: roi_numbers[n] for n in onco["rois"]}, args.repeat)
-            if dicompyler is None:
-                peer_error = err
-                log(err)
-            else:
-                log(f"dicompyler-core: {dicompyler['total_s']:.2f} s")
+            def start_worker(names: list[str], python: str = python) -> DicompylerWorker:
+                return DicompylerWorker(python, rtss_path, dose_path, {name: roi_numbers[name] for name in names})
+        neighbours = start_neighbours(args.busy)
+        try:
+            onco, dicompyler, err = run_interleaved(rtss_path, dose_path, args.repeat, start_worker)
+        finally:
+            for neighbour in neighbours:
+                neighbour.kill()
+        if python is not None and dicompyler is None:
+            peer_error = err
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -331,7 +374,7 @@ def main() -> int:
             "dicompyler_s": dicompyler["total_s"] if dicompyler else None,
             "dicompyler_parse_s": dicompyler["parse_s"] if dicompyler else None,
             "speedup": dicompyler["total_s"] / onco["total_s"] if dicompyler and onco["total_s"] > 0 else None,
-            "repeat": args.repeat, "oncopacs_runs_s": onco["runs_s"],
+            "repeat": args.repeat, "busy_neighbours": args.busy, "oncopacs_runs_s": onco["runs_s"],
             "dicompyler_runs_s": dicompyler["runs_s"] if dicompyler else None,
         },
         "accuracy": {"compared": compared, "better": better, "worse": worse},
@@ -339,8 +382,10 @@ def main() -> int:
         "notes": [
             "ratios, not absolute times, are the result: both tools ran on this machine in this run on the same "
             "files; times include parsing the two files but not imports or process start. Each tool runs "
-            f"{args.repeat} times in a loop in its own process (the first run cold, later ones warm alike); "
-            "times are the medians.",
+            f"{args.repeat} times in its own process, the runs alternating between the tools so that both meet the "
+            "same load (the first run of each cold, later ones warm alike); times are the medians."
+            + (f" {args.busy} CPU-bound neighbour process(es) ran throughout (--busy): a busy machine." if args.busy
+               else ""),
             "truth is analytic (exact solid volume; mean, D95%, D50%, D2% and max dose of the radial dose model "
             "over the solid), not the contoured (polygon-stack) volume, so both tools carry the contouring error too.",
             "OncoPACS volume is DVH.total_volume_cc (inside and outside the dose grid); dicompyler-core's is "
