@@ -154,7 +154,7 @@ class Prescription:
 
     def describe(self) -> str:
         """``60 Gy from plan DoseReference 1 'PTV' TargetPrescriptionDose``-style text (with the note)."""
-        text = self.description if self.dose_gy is None else f"{self.dose_gy:g} Gy from {self.description}"
+        text = self.description if self.dose_gy is None else f"{round(self.dose_gy, 2):g} Gy from {self.description}"
         return f"{text} ({self.note})" if self.note else text
 
     def to_dict(self) -> dict[str, Any]:

@@ -227,3 +227,23 @@ def test_the_template_option_names_every_shipped_template():
     help_text = " ".join(run("rt", "goals", "--help").output.split())
     assert "--list" not in help_text
     assert f"({', '.join(list_templates())})" in help_text
+
+
+@pytest.mark.parametrize("plan_folder", ["plan06_sobp_4d", "plan01_sobp"])
+def test_plan_text_shows_the_beam_line_devices_the_json_holds(plan_folder):
+    """Snout, range shifters and spreading devices, and the energy range, in the text as in --json (rounded)."""
+    folder = shared_data("dcpt-proton-phantom") / plan_folder
+    plan_path = next(path for path in sorted(folder.glob("*.dcm"))
+                     if pydicom.dcmread(path, stop_before_pixels=True).Modality == "RTPLAN")
+    data = json.loads(run("rt", "plan", plan_path, "--json").stdout)
+    text = run("rt", "plan", plan_path).stdout
+    for beam in data["beams"]:
+        assert f"snout {beam['snout_id']} at {round(beam['snout_position_mm'], 1):g} mm" in text
+        assert f"{round(beam['min_energy_mev'], 1):g}-{round(beam['max_energy_mev'], 1):g} MeV" in text
+        assert f"meterset {beam['meterset']:.1f} MU" in text
+        for shifter in beam["range_shifters"]:
+            assert f"range shifter {shifter['id']} ({shifter['type']}" in text
+        for device in beam["lateral_spreading_devices"]:
+            assert f"spreading {device['id']} ({device['type']})" in text
+        if not beam["range_shifters"]:
+            assert "no range shifter" in text

@@ -198,24 +198,69 @@ def plan_command(path: Path, as_json: bool) -> None:
 
 
 def _render_plan(plan: dict) -> list[str]:
-    prescription = f"{plan['prescription_gy']:g} Gy" if plan.get("prescription_gy") is not None else "no prescription"
+    """The plan as a person reads it: what ``--json`` holds, numbers rounded (MU to 0.1, Gy to 0.01, mm to 0.1)."""
+    prescription = (f"{_rounded(plan['prescription_gy'], 2)} Gy" if plan.get("prescription_gy") is not None
+                    else "no prescription")
+    per_fraction = plan.get("dose_per_fraction_gy")
     lines = [
-        f"{plan['sop_class']} {plan.get('label') or ''}: {plan.get('radiation_type')}, "
-        f"{plan.get('fractions')} fraction(s), {prescription}"
+        f"{plan['sop_class']} {plan.get('label') or ''}"
+        + (f" ({plan['name']})" if plan.get("name") and plan.get("name") != plan.get("label") else "")
+        + f": {plan.get('radiation_type')}, {plan.get('fractions')} fraction(s), {prescription}"
+        + (f" ({_rounded(per_fraction, 2)} Gy per fraction)" if per_fraction is not None else ""),
+        f"  intent {plan.get('intent') or 'not stated'}, {plan.get('approval_status') or 'approval not stated'}",
     ]
     if plan.get("prescription"):
         lines.append(f"  prescription used for goals: {plan['prescription']['text']}")
+    for reference in plan.get("dose_references") or []:
+        doses = [f"{label} {_rounded(reference[key], 2)} Gy" for key, label in (
+            ("target_prescription_dose_gy", "prescription"), ("delivery_maximum_dose_gy", "delivery maximum"))
+            if reference.get(key) is not None]
+        lines.append(f"  dose reference {reference.get('number')}: {reference.get('reference_type') or ''} "
+                     f"{reference.get('description') or ''}" + (f", {', '.join(doses)}" if doses else ""))
     for beam in plan["beams"]:
-        energy = ""
-        if beam.get("energy_layers_mev"):
-            energy = f"{len(beam['energy_layers_mev'])} layers, {beam.get('spot_count')} spots"
-        elif beam.get("nominal_energy_mv") is not None:
-            energy = f"{beam['nominal_energy_mv']:g} MV"
-        lines.append(
-            f"  beam {beam.get('number')} {beam.get('name') or ''}: gantry {beam.get('gantry_angle_deg')} deg, "
-            f"{energy}, meterset {_number(beam.get('meterset'))} {beam.get('meterset_unit') or ''}"
-        )
+        lines.extend(_render_beam(beam))
     return lines
+
+
+def _render_beam(beam: dict) -> list[str]:
+    """A beam's line (geometry, energy, meterset) and, for ions, one line of its beam-line devices."""
+    energy = ""
+    if beam.get("energy_layers_mev"):
+        energy = (f", {beam.get('scan_mode') or 'ion'} {len(beam['energy_layers_mev'])} layers "
+                  f"{_rounded(beam.get('min_energy_mev'), 1)}-{_rounded(beam.get('max_energy_mev'), 1)} MeV, "
+                  f"{beam.get('spot_count')} spots")
+    elif beam.get("nominal_energy_mv") is not None:
+        energy = f", {_rounded(beam['nominal_energy_mv'], 1)} MV"
+    elif beam.get("nominal_energy_mev") is not None:
+        energy = f", {_rounded(beam['nominal_energy_mev'], 1)} MeV"
+    dose = f", beam dose {_rounded(beam['beam_dose_gy'], 2)} Gy" if beam.get("beam_dose_gy") is not None else ""
+    lines = [
+        f"  beam {beam.get('number')} {beam.get('name') or ''} on {beam.get('treatment_machine') or '?'}: "
+        f"gantry {_rounded(beam.get('gantry_angle_deg'), 1)} deg, couch {_rounded(beam.get('couch_angle_deg'), 1)} "
+        f"deg{energy}, meterset {_number(beam.get('meterset'))} {beam.get('meterset_unit') or ''}{dose}"
+    ]
+    devices = []
+    if beam.get("snout_id") or beam.get("snout_position_mm") is not None:
+        position = beam.get("snout_position_mm")
+        devices.append(f"snout {beam.get('snout_id') or ''}"
+                       + (f" at {_rounded(position, 1)} mm" if position is not None else ""))
+    for shifter in beam.get("range_shifters") or []:
+        thickness = shifter.get("water_equivalent_thickness_mm")
+        devices.append(f"range shifter {shifter.get('id') or shifter.get('number')} ({shifter.get('type') or '?'}"
+                       + (f", {_rounded(thickness, 1)} mm WET" if thickness is not None else "")
+                       + (f", {shifter['setting']}" if shifter.get("setting") else "") + ")")
+    devices += [f"range modulator {d.get('id')} ({d.get('type')})" for d in beam.get("range_modulators") or []]
+    devices += [f"spreading {d.get('id')} ({d.get('type')})" for d in beam.get("lateral_spreading_devices") or []]
+    if beam.get("energy_layers_mev") and not beam.get("range_shifters"):
+        devices.append("no range shifter")
+    if devices:
+        lines.append(f"    {', '.join(devices)}")
+    return lines
+
+
+def _rounded(value: float | None, digits: int) -> str:
+    """``value`` to ``digits`` decimals without trailing zeros ("?" when absent)."""
+    return "?" if value is None else f"{round(float(value), digits):g}"
 
 
 def _number(value: float | None) -> str:
