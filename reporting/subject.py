@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from oncopacs.errors import NotFoundError
+from oncopacs.index.display import format_person_name
 from oncopacs.index.query import PatientStudy, find_patient_study
 
 
@@ -15,10 +16,8 @@ class ReportSubject(PatientStudy):
 
     @property
     def display_name(self) -> str:
-        """``Family, Given Middle`` from the DICOM PN (first component group only)."""
-        parts = [p.strip() for p in self.patient_name.split("=")[0].split("^")]
-        family, given = parts[0], " ".join(p for p in parts[1:3] if p)
-        return f"{family}, {given}" if given else family
+        """``FAMILY, Given Middle`` from the DICOM PN (:func:`oncopacs.index.display.format_person_name`)."""
+        return format_person_name(self.patient_name)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -17,6 +17,11 @@ class Role(str, enum.Enum):
     TUMOUR_BOARD = "tumour_board"
     REFERRER = "referrer"
 
+    @property
+    def label(self) -> str:
+        """The role as a page shows it (``Tumour board``)."""
+        return self.value.replace("_", " ").capitalize()
+
 
 class Permission(str, enum.Enum):
     ARCHIVE_READ = "archive.read"  # browse and retrieve: QIDO, WADO, /api patients/studies/series

@@ -22,7 +22,7 @@ from oncopacs.errors import (
     StorageError,
 )
 from oncopacs.platform import Platform, open_platform
-from oncopacs.web import api, auth, browser, dicomweb, health
+from oncopacs.web import api, auth, browser, dicomweb, health, theme
 from oncopacs.web import viewer as viewer_routes
 from oncopacs.web.auth import install_authentication
 from oncopacs.web.dashboards import mount_dashboards
@@ -33,7 +33,7 @@ def create_app(platform: Platform | None = None) -> Flask:
     """Build the WSGI app over ``platform`` (opened from the configured settings when not given)."""
     platform = platform or open_platform()
     settings = platform.settings
-    app = Flask("oncopacs")
+    app = Flask("oncopacs", static_folder="web/static")  # the pages' stylesheet (public, as /static/...)
     app.config["SECRET_KEY"] = settings.secret_key or None
     app.extensions["oncopacs.platform"] = platform
     app.extensions["oncopacs.settings"] = settings
@@ -48,6 +48,7 @@ def create_app(platform: Platform | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(browser.bp)
     app.register_blueprint(viewer_routes.bp)
+    app.context_processor(theme.template_context)
     _register_error_handlers(app)
     install_authentication(app)
     mount_dashboards(app)

@@ -27,6 +27,7 @@ import secrets
 import threading
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 from flask import (
     Blueprint,
@@ -69,6 +70,7 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _FORM_MIMETYPES = frozenset({"", "application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
 _BASIC_CACHE_SECONDS = 60.0
 _BASIC_CACHE_MAX_ENTRIES = 1024
+_PATH_SAFE = "/:@!$&'()*+,;=~"  # RFC 3986 path characters left as they are
 
 
 class LoginForm(FlaskForm):
@@ -210,7 +212,9 @@ def _authenticate():
         raise _Challenge(description=reason)
     if _is_browser_navigation():
         query = request.query_string.decode("latin-1")
-        return redirect(url_for("auth.login", next=request.path + (f"?{query}" if query else "")))
+        # the path as the browser wrote it (re-encoded): a patient ID holding "?", "#" or "%" comes back intact
+        path = quote(request.path, safe=_PATH_SAFE)
+        return redirect(url_for("auth.login", next=path + (f"?{query}" if query else "")))
     raise Unauthorized(description=reason)
 
 

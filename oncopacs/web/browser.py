@@ -2,8 +2,10 @@
 
 Search by patient name or ID (``q``), modality and study date range; each study shows which CT,
 structure sets, plans, doses, PET-CT pairs, 4D CTs and registrations belong together (from
-:func:`oncopacs.index.oncology.summarize_study`) and its reports, with links to the plan and PET
-dashboards. Needs ARCHIVE_READ; every search is audited with the patients and studies shown.
+:func:`oncopacs.index.oncology.summarize_study`) and its reports, with links to the dashboards that apply to it
+(:mod:`oncopacs.web.navigation`); each patient links to the response page and the tumour board. Names, dates and
+sex are shown for people (:mod:`oncopacs.index.display`). Needs ARCHIVE_READ; every search is audited with the
+patients and studies shown.
 """
 
 from __future__ import annotations
@@ -11,17 +13,24 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import date
 
 from flask import Blueprint, current_app, render_template, request
 
 from oncopacs.audit.events import AuditAction
 from oncopacs.auth.roles import Permission
+from oncopacs.index.display import format_birth_date, format_date, format_person_name, format_sex
 from oncopacs.index.oncology import OncologySummary, summarize_study
 from oncopacs.index.query import QueryError, QueryLevel, find
 from oncopacs.reports.store import ReportRecord
 from oncopacs.web.access import audit_access, current_principal, requires
+from oncopacs.web.navigation import PageLink, four_d_series, patient_pages, study_pages
 
 bp = Blueprint("browser", __name__, template_folder="templates")
+bp.add_app_template_filter(format_person_name, "person")
+bp.add_app_template_filter(format_date, "dicom_date")
+bp.add_app_template_filter(format_sex, "sex")
+bp.add_app_template_filter(lambda value: format_birth_date(value, date.today()), "birth_date")
 
 MAX_STUDIES = 100
 MAX_REPORTS_PER_STUDY = 20
@@ -58,12 +67,9 @@ class StudyView:
         return self.values["StudyInstanceUID"]
 
     @property
-    def has_plan(self) -> bool:
-        return bool(self.oncology.plans or self.oncology.doses or self.oncology.structure_sets)
-
-    @property
-    def has_pet(self) -> bool:
-        return bool(self.oncology.pet_ct_pairs) or any(s.modality == "PT" for s in self.oncology.image_series)
+    def pages(self) -> tuple[PageLink, ...]:
+        """The dashboards that apply to this study."""
+        return study_pages(self.oncology)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +79,11 @@ class PatientView:
     birth_date: str
     sex: str
     studies: tuple[StudyView, ...]
+
+    @property
+    def pages(self) -> tuple[PageLink, ...]:
+        """The dashboards about the patient as a whole (response, tumour board)."""
+        return patient_pages(self.patient_id)
 
 
 @bp.get("/")
@@ -154,7 +165,7 @@ def _search(keys: dict[str, str], text: str) -> list[PatientView]:
     for values in chosen:
         uid = values["StudyInstanceUID"]
         summary = summaries[uid]
-        view = StudyView(values, summary, _reports_of(uid), _four_d_series(summary))
+        view = StudyView(values, summary, _reports_of(uid), four_d_series(summary))
         pid = str(values.get("PatientID") or "")
         grouped.setdefault(pid, []).append(view)
         heads.setdefault(pid, values)
@@ -167,13 +178,6 @@ def _reports_of(study_uid: str) -> tuple[ReportRecord, ...]:
     if reports is None or not current_principal().can(Permission.REPORTS_READ):
         return ()
     return tuple(reports.service.store.list(study_uid=study_uid, limit=MAX_REPORTS_PER_STUDY))
-
-
-def _four_d_series(summary: OncologySummary) -> tuple[str, ...]:
-    """CT series that are phases of a 4D CT (by their description, as the 4D CT builder names them)."""
-    marks = ("4D", "PHASE", "RESP", "%")
-    return tuple(s.series_instance_uid for s in summary.image_series
-                 if s.modality == "CT" and any(m in s.series_description.upper() for m in marks))
 
 
 def _text(value) -> str:

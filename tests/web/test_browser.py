@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from datetime import date
 
 import pytest
 from flask import Flask
+from pydicom.uid import generate_uid
 from sqlalchemy import select
 
 from oncopacs.audit.models import AuditRecord
 from oncopacs.auth.roles import Role
+from oncopacs.index.display import format_birth_date, format_date
 from oncopacs.phantom import DemoPatient, build_demo_patient
 from tests.factories import small_ct_series
 
@@ -40,13 +43,14 @@ def test_the_browser_lists_every_patient_with_the_oncology_picture(browse, demo:
         reply = client.get(path, headers=headers)
         assert reply.status_code == 200
         page = reply.get_data(as_text=True)
-        assert "Phantom^Browser" in page and "T-00002" in page
+        assert "PHANTOM, Browser" in page and "T-00002" in page
     plan_uid = demo.rt_ion_plan.StudyInstanceUID
     pet_uid = demo.pet[0].StudyInstanceUID
     assert f'href="/dashboards/plan/{plan_uid}"' in page
     assert f'href="/dashboards/pet/{pet_uid}"' in page
     assert f'href="/dashboards/plan/{pet_uid}"' not in page  # the PET-CT study holds no plan
     assert "Planning set" in page and "ion plan" in page and "PET-CT" in page
+    assert 'href="/dashboards/response/ONCO-BROWSE-001"' in page and 'href="/dashboards/board/"' in page
 
 
 def test_search_by_name_id_modality_and_date(browse):
@@ -72,8 +76,8 @@ def test_a_bad_search_is_a_readable_400(browse):
 def test_a_patient_name_holding_markup_is_shown_as_text(browse):
     client, headers = browse
     page = client.get("/studies?q=EVIL", headers=headers).get_data(as_text=True)
-    assert "<script>alert(1)</script>" not in page
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;^Evil" in page
+    assert "<script>alert(1)</script>" not in page and "<SCRIPT>" not in page
+    assert "&lt;SCRIPT&gt;ALERT(1)&lt;/SCRIPT&gt;, Evil" in page
 
 
 def test_the_browser_needs_archive_read_and_a_sign_in(browse, sqlite_headers_for: Headers):
@@ -91,3 +95,38 @@ def test_searches_are_audited_with_the_patients_shown(browse, sqlite_web_app: Fl
         records = list(session.scalars(select(AuditRecord).where(AuditRecord.detail.like("GET /studies?q=ONCO%"))))
     assert len(records) == 1
     assert "ONCO-BROWSE-001" in str(records[0].patient_ids)
+
+
+def test_names_dates_and_sex_are_shown_for_people(browse, demo: DemoPatient):
+    client, headers = browse
+    page = client.get("/studies?q=ONCO-BROWSE-001", headers=headers).get_data(as_text=True)
+    born = demo.planning_ct[0].PatientBirthDate
+    assert format_birth_date(born, date.today()) in page and f"{born}" not in page
+    assert format_date(demo.planning_ct[0].StudyDate) in page and str(demo.planning_ct[0].StudyDate) not in page
+    assert {"M": "Male", "F": "Female", "O": "Other"}[demo.planning_ct[0].PatientSex] in page
+    assert 'id="shell-user">test-oncologist<' in page and 'id="shell-role">Oncologist<' in page
+
+
+def test_an_fdg_study_with_a_bare_structure_set_gets_no_plan_review(browse, demo: DemoPatient):
+    """A structure set on a PET-CT study (contours for SUV statistics), without plan or dose, is no planning set."""
+    client, headers = browse
+    archive = client.application.extensions["oncopacs.archive"]
+    structures = copy.deepcopy(demo.rtstruct)
+    pet_study = demo.pet[0].StudyInstanceUID
+    structures.StudyInstanceUID = pet_study
+    structures.SeriesInstanceUID = generate_uid(entropy_srcs=["browser", "bare rtstruct series"])
+    structures.SOPInstanceUID = generate_uid(entropy_srcs=["browser", "bare rtstruct"])
+    assert archive.ingest_dataset(structures, source="test").acknowledged
+    page = client.get("/studies?q=ONCO-BROWSE-001", headers=headers).get_data(as_text=True)
+    assert f'href="/dashboards/pet/{pet_study}"' in page
+    assert f'href="/dashboards/plan/{pet_study}"' not in page
+    assert f'href="/dashboards/plan/{demo.rt_ion_plan.StudyInstanceUID}"' in page
+
+
+def test_the_page_has_the_shell_header_and_stylesheet(browse):
+    client, headers = browse
+    page = client.get("/", headers=headers).get_data(as_text=True)
+    assert '<link rel="stylesheet" href="/static/oncopacs.css">' in page and "--op-header-background" in page
+    assert 'id="shell-home"' in page and "Sign out" not in page  # a token has no session to end
+    with client.get("/static/oncopacs.css") as stylesheet:  # public: the sign-in page needs it
+        assert stylesheet.status_code == 200 and b".op-sign-out" in stylesheet.data

@@ -90,7 +90,7 @@ def test_no_page_or_dashboard_breaks_the_policy(browser, site):
         f"/dashboards/pet/{demo['FDG PET-CT staging']}": ".js-plotly-plot .main-svg",
         f"/dashboards/review/{four_d['Synthetic 4D CT']}": ".js-plotly-plot .main-svg",
         "/dashboards/response/ONCO-RESP-001": "td.percist",
-        "/dashboards/board/": "table.cohort",
+        "/dashboards/board/": ".cohort .ag-row",  # an AG Grid row
     }
     for path, drawn in pages.items():
         browser.get(url + path)
