@@ -1,220 +1,327 @@
 """Treatment-response dashboard at ``/dashboards/response/<PatientID>``.
 
-Per patient a timeline of the stored PET time points (``pet_timepoint`` results of
-:mod:`oncopacs.analysis.pet`): SUVmax and SULpeak of the hottest lesion (g/mL), total MTV41 (cc),
-total TLG41 (g) and the contoured GTV volume (cc), each follow-up labelled with its PERCIST 1.0
-category against baseline (``pet_response`` results), and the treatment course: the patient's RT
-(Ion) Plans with their study date, label, prescription (Gy) and fractions (cached ``plan`` results,
-else read from the stored plan).
+Per patient (:func:`oncopacs.analysis.timeline.read_patient_timeline`, the data the PET response and
+tumour-board PDFs read too):
+
+- three cards: the RT course (newest plan: label, prescription and fractions, first and last treatment
+  day, from treatment records or estimated from the plan and said so; diagnosis and site), the latest
+  PERCIST 1.0 response, and the baseline liver reference (SULmean ± SD and the measurability threshold);
+- the timeline: hottest-lesion SUVmax, SUVpeak and SULpeak (g/mL) with the PERCIST measurability threshold,
+  MTV41 and GTV volume (cc), TLG41 (g), each follow-up labelled with its PERCIST category and the RT course
+  drawn as a band over the treatment days;
+- the table of time points with the change from baseline (%) of SUVpeak and SULpeak, the liver reference
+  and the PERCIST category with its reasons; the plans of the course with links to plan review.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from urllib.parse import unquote
+from datetime import date, timedelta
+from typing import Any
+from urllib.parse import quote, unquote
 
 import dash
+import dash_mantine_components as dmc
 import plotly.graph_objects as go
 from dash import Input, Output, dcc, html
 from flask import Flask, current_app, g
 from plotly.subplots import make_subplots
 
-from oncopacs.analysis.pet import read_response_category
+from dashboards.shell import STYLESHEET, Subject, install_shell
+from oncopacs.analysis.course import CoursePlan
+from oncopacs.analysis.timeline import (
+    BASELINE,
+    NOT_ASSESSED,
+    PatientTimeline,
+    TimelinePoint,
+    read_patient_timeline,
+)
 from oncopacs.archive.ingest import Archive
 from oncopacs.audit.events import AuditAction
 from oncopacs.auth.roles import Permission
-from oncopacs.index.dates import format_iso_date
-from oncopacs.index.oncology import find_patient_plans
-from oncopacs.index.query import find_patient
+from oncopacs.index.display import format_date, format_person_name
 from oncopacs.web.access import audit_access
-from reporting.sources import CachedResult, read_results
-from rt.errors import RTError
-from rt.plan import read_plan_summary
+from oncopacs.web.navigation import Page
+from rt.course import ESTIMATED, FROM_RECORDS
 
 BASE_PATH = "/dashboards/response/"
-BASELINE = "baseline"
+#: Badge colours of the PERCIST 1.0 categories (Mantine colour names).
+CATEGORY_COLOURS = {"CMR": "green", "PMR": "teal", "SMD": "yellow", "PMD": "red", BASELINE: "gray",
+                    NOT_ASSESSED: "gray"}
+RT_BAND_COLOUR = "rgba(123, 50, 148, 0.10)"
+RT_COLOUR = "#7b3294"
+NO_TIME_POINTS = ("No PET time point of this patient is quantified yet. A PET-CT sent to the archive (C-STORE, "
+                  "STOW-RS or oncopacs import) is analysed on arrival once an RTSTRUCT on the PET's frame of "
+                  "reference is there too: lesions are its ROIs of type GTV, the PERCIST liver reference its "
+                  "ROI \"Liver\". Each analysed scan appears here as a time point; the first is the baseline.")
+
+__all__ = ["BASE_PATH", "NO_TIME_POINTS", "build_timeline_figure", "create_response_app", "describe_dates",
+           "page_href", "patient_id_from_path", "render_response_page", "show_day", "show_span"]
 
 
-@dataclass(frozen=True, slots=True)
-class TimelinePoint:
-    """One PET time point: date (ISO), label, study, lesion totals and its PERCIST category.
-
-    suv_max / sul_peak: hottest lesion, g/mL; mtv_cc: summed MTV41, cc; tlg_g: summed TLG41, g;
-    gtv_cc: summed contoured lesion volume, cc; category: PERCIST 1.0 vs baseline ("baseline" first).
-    """
-
-    date: str
-    label: str
-    study_uid: str
-    suv_max: float | None
-    sul_peak: float | None
-    mtv_cc: float | None
-    tlg_g: float | None
-    gtv_cc: float | None
-    category: str
+# -- wording ----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class CoursePlan:
-    """An RT plan of the treatment course: study date (ISO), label, radiation type, prescription Gy, fractions."""
-
-    date: str
-    study_uid: str
-    label: str
-    radiation_type: str
-    prescription_gy: float | None
-    fractions: int | None
+def show_day(day: date | None) -> str:
+    """A date as people read it (``19 Feb 2024``; "" for none), through :mod:`oncopacs.index.display`."""
+    return format_date(day.strftime("%Y%m%d")) if day else ""
 
 
-@dataclass(frozen=True, slots=True)
-class PatientResponse:
-    """What the page shows for one patient."""
-
-    patient_id: str
-    patient_name: str
-    points: tuple[TimelinePoint, ...]
-    plans: tuple[CoursePlan, ...]
-
-    @property
-    def study_uids(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys([p.study_uid for p in self.points] + [p.study_uid for p in self.plans]))
+def show_span(start: date, end: date) -> str:
+    """``19 Feb – 2 Apr 2024`` (the year once when both days share it)."""
+    first = show_day(start)
+    if start.year == end.year:
+        first = first.removesuffix(f" {start.year}")
+    return f"{first} – {show_day(end)}"
 
 
-def _number(value) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+def page_href(page: Page, key: str) -> str:
+    """The address of a dashboard about ``key`` (a StudyInstanceUID, or a PatientID for the response page)."""
+    return f"/dashboards/{page.value}/{quote(key, safe='')}"
 
 
-def _total(values: list[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return sum(known) if known else None
+def describe_dates(plan: CoursePlan) -> tuple[str, str]:
+    """(first – last treatment day, where they come from) of a plan, in words."""
+    dates = plan.dates
+    if dates.start is None or dates.end is None:
+        return "treatment dates unknown", "the plan has no plan date or no planned fractions"
+    span = show_span(dates.start, dates.end)
+    if dates.basis == FROM_RECORDS:
+        planned = f" of {dates.fractions_planned}" if dates.fractions_planned else ""
+        return span, f"{dates.fractions_recorded}{planned} fractions in the archive's treatment records"
+    if dates.basis == ESTIMATED:
+        return (f"{span} (planned)", f"estimated: no treatment record in the archive, so from the plan date "
+                f"{show_day(plan.plan_date)} at one fraction per weekday")
+    return span, dates.basis
 
 
-def _hottest(values: list[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return max(known) if known else None
-
-
-def summarize_time_point(result: CachedResult, category: str) -> TimelinePoint | None:
-    """The timeline point of one ``pet_timepoint`` result (None when its JSON is not one)."""
-    data = result.data
-    if not isinstance(data, dict) or not isinstance(data.get("time_point"), dict):
-        return None
-    time_point = data["time_point"]
-    lesions = [lesion for lesion in time_point.get("lesions", []) if isinstance(lesion, dict)]
-    names = {lesion.get("name") for lesion in lesions}
-    rois = [r for r in data.get("rois", []) if isinstance(r, dict) and r.get("name") in names]
-    return TimelinePoint(
-        date=str(time_point.get("date") or format_iso_date(result.time_point)),
-        label=str(time_point.get("label") or ""),
-        study_uid=result.study_uid,
-        suv_max=_hottest([_number(r.get("SUVmax")) for r in rois]),
-        sul_peak=_hottest([_number(r.get("SULpeak")) for r in rois]),
-        mtv_cc=_total([_number(r.get("MTV_cc")) for r in rois]),
-        tlg_g=_total([_number(r.get("TLG")) for r in rois]),
-        gtv_cc=_total([_number(lesion.get("volume_cc")) for lesion in lesions]),
-        category=category,
-    )
-
-
-def build_timeline(timepoints: list[CachedResult], responses: list[CachedResult]) -> tuple[TimelinePoint, ...]:
-    """Time points oldest first (one per date, SUVbw preferred); follow-ups carry their PERCIST category."""
-    by_date: dict[str, CachedResult] = {}
-    for result in timepoints:
-        kept = by_date.get(result.time_point)
-        if kept is None or (isinstance(result.data, dict) and result.data.get("suv_type") == "bw"):
-            by_date[result.time_point] = result
-    categories = {r.time_point: read_response_category(r.data).get("category", "") for r in responses}
-    points = []
-    for i, date in enumerate(sorted(by_date)):
-        result = by_date[date]
-        stored = result.data.get("categories", {}) if isinstance(result.data, dict) else {}
-        category = (BASELINE if i == 0
-                    else categories.get(date) or str(stored.get("PERCIST 1.0", "")) or "not assessed")
-        point = summarize_time_point(result, category)
-        if point is not None:
-            points.append(point)
-    return tuple(points)
-
-
-def read_course(archive: Archive, session, patient_id: str) -> tuple[CoursePlan, ...]:
-    """The patient's RT (Ion) Plans, oldest study first (cached ``plan`` results, else the stored plan)."""
-    cached = {r.data.get("sop_instance_uid"): r.data for r in read_results(session, "plan", patient_id=patient_id)
-              if isinstance(r.data, dict)}
-    plans = []
-    for stored in find_patient_plans(session, patient_id):
-        sop_uid, study_uid, date = stored.sop_instance_uid, stored.study_instance_uid, stored.study_date
-        summary = cached.get(sop_uid)
-        if summary is None:
-            try:
-                summary = read_plan_summary(archive.read_instance(sop_uid)).to_dict()
-            except (RTError, ValueError, KeyError, AttributeError):
-                summary = {"label": "(plan could not be read)"}
-        fractions = summary.get("fractions")
-        label = str(summary.get("label") or summary.get("name") or "")
-        plans.append(CoursePlan(format_iso_date(date), study_uid, label,
-                                str(summary.get("radiation_type") or ""), _number(summary.get("prescription_gy")),
-                                int(fractions) if isinstance(fractions, int) else None))
-    return tuple(plans)
-
-
-def read_patient_response(archive: Archive, patient_id: str) -> PatientResponse | None:
-    """The timeline and course of ``patient_id``; None when the archive has no such patient."""
-    with archive.index.reading() as session:
-        patient = find_patient(session, patient_id)
-        if patient is None:
-            return None
-        points = build_timeline(read_results(session, "pet_timepoint", patient_id=patient_id),
-                                read_results(session, "pet_response", patient_id=patient_id))
-        plans = read_course(archive, session, patient_id)
-    return PatientResponse(patient_id, patient.patient_name, points, plans)
-
-
-# -- presentation --------------------------------------------------------------------------------
-
-
-def _fmt(value: float | None, digits: int = 2) -> str:
+def _number(value: float | None, digits: int = 2) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def build_timeline_figure(response: PatientResponse) -> go.Figure:
-    """Three stacked panels over the dates: SUV (g/mL), volumes (cc), TLG (g); PERCIST labels and RT plans."""
-    points = response.points
-    dates = [p.date for p in points]
-    figure = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                           subplot_titles=("SUVmax / SULpeak (g/mL)", "MTV41 / GTV volume (cc)", "TLG41 (g)"))
-    series = ((1, "SUVmax", [p.suv_max for p in points]), (1, "SULpeak", [p.sul_peak for p in points]),
-              (2, "MTV41", [p.mtv_cc for p in points]), (2, "GTV volume", [p.gtv_cc for p in points]),
-              (3, "TLG41", [p.tlg_g for p in points]))
-    for row, name, values in series:
-        figure.add_trace(go.Scatter(x=dates, y=values, name=name, mode="lines+markers"), row=row, col=1)
-    figure.add_trace(go.Scatter(x=dates, y=[p.suv_max for p in points], mode="text", showlegend=False,
-                                text=[p.category for p in points], textposition="top center", name="PERCIST",
+def _change(value: float | None) -> str:
+    return "—" if value is None else f"{value:+.1f} %".replace("-", "−")
+
+
+# -- figure -----------------------------------------------------------------------------------------------
+
+
+def _x_range(timeline: PatientTimeline) -> list[str]:
+    days = [p.day for p in timeline.points] + [d for plan in timeline.plans for d in (plan.dates.start, plan.dates.end)
+                                               if d is not None]
+    return [(min(days) - timedelta(days=10)).isoformat(), (max(days) + timedelta(days=10)).isoformat()]
+
+
+def build_timeline_figure(timeline: PatientTimeline) -> go.Figure:
+    """Three panels over the dates: SUV/SUL (g/mL) with the PERCIST threshold, volumes (cc), TLG (g); the PERCIST
+    category of each time point above it and each plan's treatment days as a shaded band."""
+    points = timeline.points
+    days = [p.day.isoformat() for p in points]
+    figure = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.07, row_heights=[0.46, 0.27, 0.27],
+                           subplot_titles=("Hottest lesion: SUVmax, SUVpeak, SULpeak (g/mL)",
+                                           "MTV41 and GTV volume (cc)", "TLG41 (g)"))
+    series = ((1, "SUVmax", [p.suv_max for p in points], "#1f77b4", "solid"),
+              (1, "SUVpeak", [p.suv_peak for p in points], "#6baed6", "solid"),
+              (1, "SULpeak", [p.sul_peak for p in points], "#d62728", "solid"),
+              (1, "PERCIST measurability (1.5 × liver SULmean + 2 SD)", [p.measurability_threshold for p in points],
+               "#8c564b", "dash"),
+              (2, "MTV41", [p.mtv_cc for p in points], "#2ca02c", "solid"),
+              (2, "GTV volume", [p.gtv_cc for p in points], "#98df8a", "solid"),
+              (3, "TLG41", [p.tlg_g for p in points], "#ff7f0e", "solid"))
+    for row, name, values, colour, dash_style in series:
+        figure.add_trace(go.Scatter(x=days, y=values, name=name, mode="lines+markers",
+                                    line={"color": colour, "dash": dash_style}, connectgaps=True), row=row, col=1)
+    labels = [f"<b>{p.category}</b>" if p.category != NOT_ASSESSED else "not assessed" for p in points]
+    tops = [max([v for v in (p.suv_max, p.suv_peak, p.sul_peak) if v is not None], default=0.0) for p in points]
+    figure.add_trace(go.Scatter(x=days, y=tops, mode="text", showlegend=False, text=labels, name="PERCIST",
+                                textposition="top center", textfont={"size": 13, "color": "#1d2329"},
                                 hoverinfo="skip"), row=1, col=1)
-    if response.plans:
-        figure.add_trace(go.Scatter(x=[p.date for p in response.plans], y=[0.0] * len(response.plans),
-                                    mode="markers", marker={"symbol": "triangle-up", "size": 14, "color": "#7b3294"},
-                                    name="RT plan", text=[p.label for p in response.plans]), row=1, col=1)
-    figure.update_layout(height=620, margin={"l": 60, "r": 20, "t": 40, "b": 40}, legend={"orientation": "h"})
+    for plan in timeline.plans:
+        if plan.dates.start is None or plan.dates.end is None:
+            continue
+        label = f"RT {plan.label}: {plan.describe_prescription()}" + (" (planned)" if plan.dates.is_estimate else "")
+        figure.add_vrect(x0=plan.dates.start.isoformat(), x1=plan.dates.end.isoformat(), fillcolor=RT_BAND_COLOUR,
+                         line_width=0, layer="below", row="all", col=1)
+        figure.add_annotation(x=plan.dates.start.isoformat(), y=0.99, xref="x", yref="y domain", text=label,
+                              showarrow=False, xanchor="left", yanchor="top", xshift=4,
+                              font={"color": RT_COLOUR, "size": 12}, bgcolor="rgba(255, 255, 255, 0.7)")
+    top = max(tops + [t for t in (p.measurability_threshold for p in points) if t is not None], default=1.0)
+    figure.update_yaxes(range=[0, top * 1.25], row=1, col=1)
+    figure.update_yaxes(rangemode="tozero", row=2, col=1)
+    figure.update_yaxes(rangemode="tozero", row=3, col=1)
+    figure.update_xaxes(range=_x_range(timeline), type="date", tickformat="%-d %b %Y")
+    figure.update_layout(height=640, margin={"l": 60, "r": 20, "t": 40, "b": 40}, plot_bgcolor="#ffffff",
+                         paper_bgcolor="#ffffff", legend={"orientation": "h", "y": -0.08},
+                         font={"family": "system-ui, sans-serif"})
+    figure.update_xaxes(showgrid=True, gridcolor="#eceff3")
+    figure.update_yaxes(showgrid=True, gridcolor="#eceff3")
     return figure
 
 
-def _timeline_table(points: tuple[TimelinePoint, ...]) -> html.Table:
-    header = ["Date", "Time point", "SUVmax (g/mL)", "SULpeak (g/mL)", "MTV41 (cc)", "TLG41 (g)", "GTV (cc)",
-              "PERCIST 1.0"]
-    rows = [html.Tr([html.Td(p.date), html.Td(p.label), html.Td(_fmt(p.suv_max)), html.Td(_fmt(p.sul_peak)),
-                     html.Td(_fmt(p.mtv_cc, 1)), html.Td(_fmt(p.tlg_g, 1)), html.Td(_fmt(p.gtv_cc, 1)),
-                     html.Td(p.category, id={"type": "percist", "index": i}, className=f"percist {p.category}")])
-            for i, p in enumerate(points)]
-    return html.Table([html.Thead(html.Tr([html.Th(h) for h in header])), html.Tbody(rows)], className="timeline")
+# -- page parts -------------------------------------------------------------------------------------------
 
 
-def _course(plans: tuple[CoursePlan, ...]) -> html.Div:
-    if not plans:
-        return html.Div([html.H3("Treatment course"), html.P("No RT plan of this patient is in the archive.")])
-    items = [html.Li(f"{p.date}: {p.label or 'plan'}" + (f" ({p.radiation_type})" if p.radiation_type else "")
-                     + (f", {p.prescription_gy:g} Gy" if p.prescription_gy is not None else "")
-                     + (f" in {p.fractions} fx" if p.fractions else "")) for p in plans]
-    return html.Div([html.H3("Treatment course"), html.Ul(items)])
+def category_badge(category: str) -> dmc.Badge:
+    return dmc.Badge(category, color=CATEGORY_COLOURS.get(category, "gray"),
+                     variant="light" if category in (BASELINE, NOT_ASSESSED) else "filled")
+
+
+def _card(title: str, children: list[Any], id_: str) -> dmc.Paper:
+    return dmc.Paper([dmc.Text(title, fw=700, fz="sm", c="dimmed", tt="uppercase", mb=6), *children],
+                     withBorder=True, p="md", radius="sm", id=id_)
+
+
+def _fact(label: str, value: str, **kwargs: Any) -> dmc.Text:
+    return dmc.Text([html.Span(f"{label}: ", style={"color": "#5c6670"}), value], fz="sm", **kwargs)
+
+
+def course_card(timeline: PatientTimeline) -> dmc.Paper:
+    """The newest plan of the course; the treatment days and where they come from."""
+    if not timeline.plans:
+        return _card("RT course", [dmc.Text("No RT plan of this patient is in the archive.", fz="sm",
+                                            className="empty")], "course-card")
+    plan = timeline.plans[-1]
+    span, basis = describe_dates(plan)
+    radiation = f" · {plan.radiation_type.title()}" if plan.radiation_type else ""
+    children: list[Any] = [
+        dmc.Group([dmc.Text(f"{plan.label or 'Plan'}{radiation}", fw=700),
+                   dmc.Anchor("Plan review", href=page_href(Page.PLAN, plan.study_instance_uid), fz="sm",
+                              refresh=True)], justify="space-between"),
+        dmc.Text(plan.describe_prescription(), fz="lg", fw=600, id="course-prescription"),
+        dmc.Text(span, fw=500, id="course-dates"),
+        dmc.Text(basis, fz="xs", c="dimmed", id="course-basis"),
+        goals_text(plan),
+        _fact("Diagnosis", plan.diagnosis or "not recorded with the plan", mt=6),
+        _fact("Site", plan.treatment_site or "not recorded with the plan"),
+    ]
+    if plan.prescription_text:
+        children.append(dmc.Text(f"Prescription: {plan.prescription_text}", fz="xs", c="dimmed"))
+    if len(timeline.plans) > 1:
+        children.append(dmc.Text(f"{len(timeline.plans)} plans in the course: see the table below.", fz="xs"))
+    return _card("RT course", children, "course-card")
+
+
+def goals_text(plan: CoursePlan) -> dmc.Text:
+    """The plan's clinical goals in a line: failures in red."""
+    if plan.goals_failed is None:
+        return dmc.Text("Clinical goals: none evaluated", fz="sm", c="dimmed", id="course-goals")
+    if plan.goals_failed == 0:
+        return dmc.Text("Clinical goals: every evaluated goal met", fz="sm", id="course-goals")
+    return dmc.Text(f"Clinical goals: {plan.goals_failed} failed (see plan review)", fz="sm", c="red", fw=600,
+                    id="course-goals")
+
+
+def during_rt(day: date, plans: tuple[CoursePlan, ...]) -> bool:
+    """Whether ``day`` falls within a plan's treatment days (first to last, inclusive)."""
+    return any(p.dates.start is not None and p.dates.end is not None and p.dates.start <= day <= p.dates.end
+               for p in plans)
+
+
+def response_card(timeline: PatientTimeline) -> dmc.Paper:
+    """The newest assessed follow-up: its PERCIST category, date and change of SULpeak."""
+    latest = timeline.latest_assessed
+    if latest is None:
+        text = ("No follow-up PET yet: the first time point is the baseline." if timeline.points
+                else "No PET time point yet.")
+        return _card("Latest response", [dmc.Text(text, fz="sm")], "response-card")
+    return _card("Latest response", [
+        dmc.Group([category_badge(latest.category), dmc.Text("PERCIST 1.0", fz="sm", c="dimmed")], gap="xs"),
+        dmc.Text(f"{show_day(latest.day)} ({latest.label or 'follow-up'})", fw=500, mt=4),
+        _fact("SULpeak vs baseline", f"{_number(latest.sul_peak)} g/mL, {_change(latest.sul_peak_change_pct)}"),
+        *([dmc.Text("; ".join(latest.basis), fz="xs", c="dimmed")] if latest.basis else []),
+    ], "response-card")
+
+
+def liver_card(timeline: PatientTimeline) -> dmc.Paper:
+    """The baseline liver reference and the PERCIST 1.0 measurability of the hottest lesion."""
+    baseline = timeline.baseline
+    if baseline is None:
+        return _card("Liver reference (PERCIST)", [dmc.Text("No baseline PET yet.", fz="sm")], "liver-card")
+    threshold = baseline.measurability_threshold
+    if baseline.liver_sul_mean is None or threshold is None:
+        return _card("Liver reference (PERCIST)", [dmc.Text(
+            "No \"Liver\" ROI in the baseline contours: lesion measurability and complete response against the "
+            "liver cannot be checked.", fz="sm")], "liver-card")
+    measurable = baseline.sul_peak is not None and baseline.sul_peak >= threshold
+    return _card("Liver reference (PERCIST)", [
+        dmc.Text(f"SULmean {baseline.liver_sul_mean:.2f} ± {baseline.liver_sul_sd or 0.0:.2f} g/mL", fw=600,
+                 id="liver-reference"),
+        _fact("Measurability threshold", f"{threshold:.2f} g/mL (1.5 × SULmean + 2 SD)"),
+        _fact("Baseline SULpeak", f"{_number(baseline.sul_peak)} g/mL: "
+              + ("measurable" if measurable else "below the threshold, not measurable")),
+        dmc.Text(f"Baseline {show_day(baseline.day)}", fz="xs", c="dimmed"),
+    ], "liver-card")
+
+
+TABLE_HEADER = ("Date", "Time point", "SUVmax (g/mL)", "SUVpeak (g/mL)", "Δ SUVpeak", "SULpeak (g/mL)",
+                "Δ SULpeak", "Liver SULmean ± SD (g/mL)", "MTV41 (cc)", "TLG41 (g)", "GTV (cc)", "PERCIST 1.0",
+                "Basis")
+
+
+def _head(header: tuple[str, ...]) -> dmc.TableThead:
+    return dmc.TableThead(dmc.TableTr([dmc.TableTh(h) for h in header]))
+
+
+def timeline_table(points: tuple[TimelinePoint, ...], plans: tuple[CoursePlan, ...] = ()) -> dmc.Table:
+    """One row per time point; Δ is the change from baseline (%); a scan within the RT course is marked."""
+    cell = dmc.TableTd
+
+    def liver(p: TimelinePoint) -> str:
+        return "—" if p.liver_sul_mean is None else f"{p.liver_sul_mean:.2f} ± {p.liver_sul_sd or 0.0:.2f}"
+
+    def label(p: TimelinePoint) -> list[Any]:
+        marks = [dmc.Badge("during RT", color="grape", variant="light", size="xs", ml=4, className="during-rt")]
+        return [p.label, *(marks if during_rt(p.day, plans) else [])]
+
+    rows = [dmc.TableTr([
+        cell(dcc.Link(show_day(p.day), href=page_href(Page.PET, p.study_uid), refresh=True),
+             style={"whiteSpace": "nowrap"}),
+        cell(label(p)), cell(_number(p.suv_max)), cell(_number(p.suv_peak)),
+        cell("—" if i == 0 else _change(p.suv_peak_change_pct), className="change"),
+        cell(_number(p.sul_peak)), cell("—" if i == 0 else _change(p.sul_peak_change_pct), className="change"),
+        cell(liver(p)), cell(_number(p.mtv_cc, 1)), cell(_number(p.tlg_g, 1)), cell(_number(p.gtv_cc, 1)),
+        cell(category_badge(p.category), id={"type": "percist", "index": i}, className=f"percist {p.category}",
+             style={"minWidth": "7rem"}),
+        cell("; ".join(p.basis), style={"fontSize": "0.75rem", "color": "#5c6670", "maxWidth": "16rem"}),
+    ]) for i, p in enumerate(points)]
+    return dmc.Table([_head(TABLE_HEADER), dmc.TableTbody(rows)], className="timeline", striped=True,
+                     highlightOnHover=True, withTableBorder=True, fz="sm")
+
+
+def course_table(plans: tuple[CoursePlan, ...]) -> dmc.Table:
+    """Every plan of the course, oldest first."""
+    cell = dmc.TableTd
+    header = ("Plan", "Radiation", "Prescription", "Treatment days", "Dates from", "Clinical goals", "")
+    rows = []
+    for plan in plans:
+        span, basis = describe_dates(plan)
+        goals = ("not evaluated" if plan.goals_failed is None
+                 else "all evaluated goals met" if plan.goals_failed == 0 else f"{plan.goals_failed} failed")
+        link = dcc.Link("Plan review", href=page_href(Page.PLAN, plan.study_instance_uid), refresh=True)
+        rows.append(dmc.TableTr([cell(plan.label), cell(plan.radiation_type.title()),
+                                 cell(plan.describe_prescription()), cell(span, style={"whiteSpace": "nowrap"}),
+                                 cell(basis, style={"fontSize": "0.75rem", "color": "#5c6670"}), cell(goals),
+                                 cell(link, style={"whiteSpace": "nowrap"})]))
+    return dmc.Table([_head(header), dmc.TableTbody(rows)], className="course", withTableBorder=True, fz="sm")
+
+
+def render_timeline(timeline: PatientTimeline) -> html.Div:
+    """The page's content for one patient."""
+    cards = dmc.SimpleGrid([course_card(timeline), response_card(timeline), liver_card(timeline)], cols=3,
+                           spacing="md")
+    parts: list[Any] = [cards]
+    if timeline.points:
+        parts += [dmc.Paper(dcc.Graph(id="timeline", figure=build_timeline_figure(timeline),
+                                      config={"displaylogo": False}), withBorder=True, p="xs", mt="md"),
+                  dmc.Title("PET time points", order=4, mt="md", mb="xs"),
+                  timeline_table(timeline.points, timeline.plans),
+                  dmc.Text("Δ: change from the baseline's hottest lesion (PERCIST compares the hottest lesion at each "
+                           "time point). SUL: SUV normalised to lean body mass. During RT: the scan lies within the "
+                           "treatment days, when inflammation may add uptake.", fz="xs", c="dimmed", mt=4)]
+    else:
+        parts.append(dmc.Alert(NO_TIME_POINTS, title="No PET time points", color="gray", mt="md", className="empty"))
+    if timeline.plans:
+        parts += [dmc.Title("Treatment course", order=4, mt="md", mb="xs"), course_table(timeline.plans)]
+    return html.Div(parts)
 
 
 def patient_id_from_path(pathname: str | None) -> str:
@@ -233,27 +340,22 @@ def render_response_page(pathname: str | None):
     if not patient_id:
         return "Treatment response", html.P("Give a patient: /dashboards/response/<PatientID>.", className="error")
     archive: Archive = current_app.extensions["oncopacs.archive"]
-    response = read_patient_response(archive, patient_id)
-    if response is None:
+    timeline = read_patient_timeline(archive, patient_id)
+    if timeline is None:
         return "Treatment response", html.P(f"No patient {patient_id} in the archive.", className="error")
-    audit_access(AuditAction.READ, patient_ids=[patient_id], study_uids=response.study_uids)
-    title = f"Treatment response: {response.patient_name} ({patient_id})"
-    timeline: html.P | html.Div
-    if not response.points:
-        timeline = html.P("No PET time points are recorded for this patient yet (oncopacs pet record).",
-                          className="empty")
-    else:
-        timeline = html.Div([dcc.Graph(id="timeline", figure=build_timeline_figure(response)),
-                             _timeline_table(response.points)])
-    return title, html.Div([timeline, _course(response.plans)])
+    audit_access(AuditAction.READ, patient_ids=[patient_id], study_uids=timeline.study_uids)
+    name = format_person_name(timeline.patient_name) or patient_id
+    return f"Treatment response: {name} ({patient_id})", render_timeline(timeline)
 
 
 def create_response_app(server: Flask) -> dash.Dash:
     """The response dashboard, mounted on ``server`` at :data:`BASE_PATH`."""
     app = dash.Dash(__name__, server=server,  # type: ignore[arg-type]  # Dash types it bool | Callable
                     url_base_pathname=BASE_PATH, title="Treatment response · OncoPACS",
-                    suppress_callback_exceptions=True)
-    app.layout = html.Div([dcc.Location(id="url"), html.H2(id="title"), dcc.Loading(html.Div(id="content"))])
+                    suppress_callback_exceptions=True, external_stylesheets=[STYLESHEET])
+    install_shell(app, html.Div([dcc.Location(id="url"), html.H3(id="title", style={"margin": "0 0 0.75rem"}),
+                                 dcc.Loading(html.Div(id="content"))]),
+                  page_title="Treatment response", subject=Subject.PATIENT)
     app.callback(Output("title", "children"), Output("content", "children"), Input("url", "pathname"))(
         render_response_page)
     return app

@@ -1,10 +1,13 @@
-"""PET response data: the patient's PET time points, SUV/SUL/MTV/TLG per lesion, trend and PERCIST category.
+"""PET response data: the patient's PET time points, SUV/SUL/MTV/TLG per lesion, the timeline and PERCIST category.
 
 Numbers come only from cached analysis results: kind ``pet_timepoint`` (one per time point; its
-metric values, e.g. ``SULpeak[g/mL]`` per structure, fill the table and the trend) and kind
+metric values, e.g. ``SULpeak[g/mL]`` per structure, fill the quantification table) and kind
 ``pet_response`` (the category, read from ``percist.category``, ``percist_category`` or
-``category`` of its JSON). The PET studies of the patient are listed from the index either way.
-Where no result exists the report says so.
+``category`` of its JSON). The timeline (``timeline``: hottest-lesion values, change from baseline,
+liver reference, PERCIST per time point) and the RT course (``course``) are those of the response
+dashboard (:func:`oncopacs.analysis.timeline.read_patient_timeline`), and the trend chart is drawn from
+them. The PET studies of the patient are listed from the index either way. Where no result exists the
+report says so.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from oncopacs.analysis.pet import read_response_category
+from oncopacs.analysis.timeline import read_patient_timeline
 from oncopacs.index.oncology import find_patient_series
 from reporting.key_images import build_mip_png
 from reporting.sources import CachedResult, read_results
@@ -20,7 +24,6 @@ from reporting.types import ReportContent, ReportRequest
 
 #: Metrics shown first, in this order, when present (matched by the name before the bracket).
 METRIC_ORDER = ("SUVmax", "SUVmean", "SUVpeak", "SULmax", "SULpeak", "SULmean", "MTV", "TLG")
-TREND_PREFERENCE = ("SULpeak", "SUVpeak", "SUVmax")
 
 
 def _metric_key(metric: str) -> tuple[int, str]:
@@ -64,8 +67,8 @@ def gather_pet_response(request: ReportRequest) -> ReportContent:
         studies = _pet_studies(session, subject.patient_id)
         timepoints = read_results(session, "pet_timepoint", patient_id=subject.patient_id)
         responses = read_results(session, "pet_response", patient_id=subject.patient_id)
+    timeline = read_patient_timeline(archive, subject.patient_id)
     points, metrics = _time_points(timepoints)
-    trend_metric = next((m for base in TREND_PREFERENCE for m in metrics if m.split("[", 1)[0] == base), "")
     response = responses[-1] if responses else None
     category = read_response_category(response.data) if response else {}
     key_image = None
@@ -85,7 +88,8 @@ def gather_pet_response(request: ReportRequest) -> ReportContent:
         "pet_studies": studies,
         "metrics": metrics,
         "time_points": points,
-        "trend_metric": trend_metric,
+        "timeline": [p.to_dict() for p in timeline.points] if timeline else [],
+        "course": [plan.to_dict() for plan in timeline.plans] if timeline else [],
         "response": {"criteria": "", "category": "", **category, "time_point": response.time_point if response else "",
                      "details": _details(response.data) if response else []},
         "key_image": key_image,

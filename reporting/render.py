@@ -15,8 +15,8 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from oncopacs.index.dates import format_iso_date
-from reporting.plots import build_dvh_plot, build_trend_plot
+from oncopacs.index.display import format_date, format_iso_date, format_person_name
+from reporting.plots import build_dvh_plot, build_timeline_plot
 from reporting.subject import ReportSubject
 from reporting.types import ReportType
 
@@ -49,32 +49,33 @@ def _number(value: Any, digits: int = 2) -> str:
         return str(value)
 
 
-def _person(value: Any) -> str:
-    parts = [p for p in str(value or "").split("=")[0].split("^") if p]
-    return f"{parts[0]}, {' '.join(parts[1:])}" if len(parts) > 1 else (parts[0] if parts else "")
+def _iso_day(value: Any) -> str:
+    """An ISO 8601 date (``2024-02-05``) as people read it (``5 Feb 2024``)."""
+    return format_date(str(value or "").replace("-", ""))
+
+
+def _change(value: Any) -> str:
+    """A change in percent with its sign (``+46.3 %``, ``−53.8 %``); ``—`` when unknown."""
+    if value is None or value == "":
+        return "—"
+    return f"{float(value):+.1f} %".replace("-", "−")
 
 
 @lru_cache(maxsize=1)
 def _environment() -> Environment:
     environment = Environment(loader=PackageLoader("reporting", "templates"), autoescape=select_autoescape(["html"]),
                               undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    environment.filters.update(num=_number, dicom_date=format_iso_date, person=_person,
-                               status_text=lambda s: STATUS_TEXT.get(s, str(s)))
+    environment.filters.update(num=_number, dicom_date=format_iso_date, person=format_person_name,
+                               status_text=lambda s: STATUS_TEXT.get(s, str(s)), iso_day=_iso_day, change=_change)
     return environment
 
 
 def _plots(report_type: ReportType, data: dict[str, Any]) -> dict[str, str]:
     if report_type.name == "plan":
-        return {"dvh_svg": build_dvh_plot(data["dvh"]["rois"])}
-    if report_type.name == "pet-response" and data.get("trend_metric"):
-        metric = data["trend_metric"]
-        series: dict[str, list[tuple[str, float]]] = {}
-        for point in data["time_points"]:
-            for row in point["rows"]:
-                if metric in row["values"]:
-                    series.setdefault(row["structure"], []).append((point["time_point"], row["values"][metric]))
-        return {"trend_svg": build_trend_plot(series, metric)}
-    return {"trend_svg": ""} if report_type.name == "pet-response" else {}
+        return {"dvh_svg": build_dvh_plot(data["dvh"]["rois"], dose_unit=data["dvh"].get("dose_unit", "Gy"))}
+    if report_type.name in ("pet-response", "tumour-board"):  # the response dashboard's timeline, same data
+        return {"trend_svg": build_timeline_plot(data.get("timeline", []), data.get("course", []))}
+    return {}
 
 
 def render_html(report_type: ReportType, header: ReportHeader, data: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@
 __all__ = [
     "analysis",
     "compare",
+    "course",
     "dose",
     "dvh",
     "errors",

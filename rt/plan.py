@@ -32,6 +32,9 @@ Conventions:
   NumberOfScanSpotPositions over the layers' first control points.
 - **Photon delivery hints**: ``gantry_rotates`` when GantryAngle changes across control points
   or a rotation direction CW/CC is set; ``mlc_moves`` when MLC leaf positions change.
+- **Course context**: ``plan_date`` is RTPlanDate (DA ``YYYYMMDD``, None when absent or not a date);
+  ``treatment_site`` is TreatmentSite, else the first TreatmentSiteCodeSequence item's CodeMeaning;
+  ``diagnosis`` is AdmittingDiagnosesDescription (the Patient Study module the plan carries).
 - Missing optional attributes give None or empty tuples; only a dataset that is not an RT Plan /
   RT Ion Plan raises :class:`~rt.errors.DicomInputError`.
 """
@@ -101,6 +104,16 @@ def _floats(value: Any) -> tuple[float, ...]:
 def _seq(ds: Dataset | None, keyword: str) -> list[Dataset]:
     value = _get(ds, keyword)
     return list(value) if value is not None else []
+
+
+def _date(ds: Dataset | None, keyword: str) -> str | None:
+    """A DA value as ``YYYYMMDD`` (None when absent or not eight digits)."""
+    text = (_str(ds, keyword) or "").replace(".", "")
+    return text if len(text) == 8 and text.isdigit() else None
+
+
+def _code_meaning(items: list[Dataset]) -> str | None:
+    return _str(items[0], "CodeMeaning") if items else None
 
 
 # --------------------------------------------------------------------------- data classes
@@ -317,6 +330,9 @@ class PlanSummary:
     dose_references: tuple[DoseReference, ...]
     beams: tuple[BeamSummary, ...]
     prescription: Prescription = field(default=NO_PRESCRIPTION)
+    plan_date: str | None = None  # RTPlanDate, DA YYYYMMDD
+    treatment_site: str | None = None
+    diagnosis: str | None = None  # AdmittingDiagnosesDescription
 
     @property
     def beam_count(self) -> int:
@@ -340,6 +356,9 @@ class PlanSummary:
             "beam_count": self.beam_count,
             "beams": [b.to_dict() for b in self.beams],
             "prescription": self.prescription.to_dict(),
+            "plan_date": self.plan_date,
+            "treatment_site": self.treatment_site,
+            "diagnosis": self.diagnosis,
         }
 
 
@@ -655,4 +674,7 @@ def read_plan_summary(ds: Dataset) -> PlanSummary:
         dose_references=dose_references,
         beams=beams,
         prescription=read_prescription(ds, dose_references),
+        plan_date=_date(ds, "RTPlanDate"),
+        treatment_site=_str(ds, "TreatmentSite") or _code_meaning(_seq(ds, "TreatmentSiteCodeSequence")),
+        diagnosis=_str(ds, "AdmittingDiagnosesDescription"),
     )

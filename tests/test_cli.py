@@ -89,10 +89,12 @@ def test_demo_is_analysed_when_it_says_ready(tmp_path: Path):
 
     result = invoke(tmp_path / "data", "demo", "--no-serve", "--patients", "1")
     assert result.exit_code == 0
-    assert "demo analysed: 1 plan(s) with DVHs and clinical goals, 6 PET series with SUV statistics" in result.stderr
+    # the demo patient's plan and the two response patients' plans (their RT course on the response timeline)
+    assert "demo analysed: 3 plan(s) with DVHs and clinical goals, 6 PET series with SUV statistics" in result.stderr
     with open_platform(Settings(data_dir=tmp_path / "data")) as platform, platform.index.reading() as session:
-        total, (ptv,) = search_metrics(session, "PTV", "D95%[Gy]", MetricBounds(greater_than=0.0))
-        assert total == 1 and ptv.patient_id == "ONCO-DEMO-001" and ptv.value > 55.0
+        total, ptvs = search_metrics(session, "PTV", "D95%[Gy]", MetricBounds(greater_than=0.0))
+        assert total == 3 and {p.patient_id for p in ptvs} == {"ONCO-DEMO-001", "ONCO-RESP-001", "ONCO-RESP-002"}
+        assert all(p.value > 55.0 for p in ptvs)
         assert count_results(session, PET_TIMEPOINT) == 6
         # the PET rule saw each contoured PET series complete (the demo's catch-up would reuse a queued job)
         jobs = platform.jobs.queue.list(kind=PET_STATISTICS, limit=100).jobs

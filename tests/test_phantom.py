@@ -374,3 +374,38 @@ def test_benchmark_ct_spreads_instances_over_studies() -> None:
         assert len({_ct_z(d) for d in series}) == len(series)
     assert first[0].pixel_array.shape == (32, 32)
     assert len(list(build_benchmark_ct(10, 4, rows=8, cols=8, n_patients=2))) == 10
+
+
+def test_response_patients_have_an_rt_course(tmp_path: Path) -> None:
+    from pydicom.uid import RTDoseStorage, RTIonBeamsTreatmentRecordStorage
+
+    from oncopacs.phantom.pet_followup import build_longitudinal_patient, build_longitudinal_patients
+
+    responder, progressor = build_longitudinal_patients()
+    for patient in (responder, progressor):
+        planning = patient.planning
+        assert planning is not None
+        on_plan = [*planning.ct, planning.rtstruct, planning.plan, planning.dose]
+        assert {d.FrameOfReferenceUID for d in on_plan} == {planning.ct[0].FrameOfReferenceUID}
+        assert {d.StudyInstanceUID for d in on_plan} == {planning.plan.StudyInstanceUID}
+        assert planning.plan.SOPClassUID == RTIonPlanStorage and planning.dose.SOPClassUID == RTDoseStorage
+        structure_set = planning.plan.ReferencedStructureSetSequence[0].ReferencedSOPInstanceUID
+        assert structure_set == planning.rtstruct.SOPInstanceUID
+        assert planning.dose.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID == planning.plan.SOPInstanceUID
+        assert all(d.AdmittingDiagnosesDescription for d in on_plan) and planning.plan.TreatmentSite
+        # planned after the baseline PET, which stays the patient's first study
+        assert planning.plan.RTPlanDate > patient.scans[0].spec.date
+    assert len(responder.records) == 30 and progressor.records == ()
+    assert {r.SOPClassUID for r in responder.records} == {RTIonBeamsTreatmentRecordStorage}
+    assert {r.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID for r in responder.records} == {
+        responder.planning.plan.SOPInstanceUID}
+    assert "FrameOfReferenceUID" not in responder.records[0]
+    assert progressor.planning.plan.FractionGroupSequence[0].NumberOfFractionsPlanned == 28
+    # deterministic, files that round-trip, and no course unless asked for (the PET tests' patients)
+    again = build_longitudinal_patients()[0]
+    assert [d.SOPInstanceUID for d in again.all_datasets()] == [d.SOPInstanceUID for d in responder.all_datasets()]
+    written = write_datasets([*responder.records[:2], responder.planning.plan], tmp_path)
+    assert pydicom.dcmread(written[0]).TreatmentDate == "20240219"
+    bare = build_longitudinal_patient("X-1", "Test^X")
+    assert bare.planning is None and len(bare.all_datasets()) == len(responder.all_datasets()) - len(
+        [*responder.planning.all_datasets(), *responder.records])

@@ -11,12 +11,17 @@ liver reference is taken as that ROI's SULmean and SD). Results are stored twice
   ``SLDChange[%]``);
 - in the archive: a TID 1500 SR per time point (:mod:`fusion.pet.sr`), ingested through
   :meth:`Archive.ingest_dataset`.
+
+A PET series analysed on arrival (:func:`analyse_contoured_pet`, the pet_statistics job) is stored as a time
+point and then every stored follow-up of the patient is assessed against the earliest stored time point
+(:func:`assess_stored_responses`), so scans sent one by one get their PERCIST category.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -59,6 +64,8 @@ from oncopacs.index.models import Instance, ObjectReference, Patient, Relation, 
 from oncopacs.index.query import find_instances
 from oncopacs.uids import uid_for
 from rt.structures import StructureSet, read_structure_set
+
+log = logging.getLogger(__name__)
 
 PET_TIMEPOINT, PET_RESPONSE = "pet_timepoint", "pet_response"
 LIVER_NAME = "Liver"
@@ -304,19 +311,105 @@ def _change(value: float | None) -> float | None:
 def store_response(archive: Archive, baseline: MeasuredTimePoint, followup: MeasuredTimePoint,
                    assessment: ResponseAssessment) -> int:
     """Store a ``pet_response`` result (keyed by both PET series) with its change metrics."""
+    return _upsert_response(archive, assessment, followup.image.patient_id, baseline.suv_type,
+                            (baseline.image.series_instance_uid, followup.image.series_instance_uid),
+                            [*baseline.image.sop_instance_uids, *followup.image.sop_instance_uids])
+
+
+def _upsert_response(archive: Archive, assessment: ResponseAssessment, patient_id: str, suv_type: SuvType,
+                     series_uids: tuple[str, str], inputs: list[str]) -> int:
+    """The ``pet_response`` row of (baseline, follow-up) PET series: one per pair and SUV type, the newest kept."""
     metrics = [("", "SULpeakChange[%]", _change(assessment.percist.change_percent) if assessment.percist else None),
                ("", "TLGChange[%]", _change(assessment.percist.tlg_change_percent) if assessment.percist else None),
                ("", "SUVmaxChange[%]", _change(assessment.eortc.change_percent) if assessment.eortc else None),
                ("", "SLDChange[%]", _change(assessment.recist.change_from_baseline_percent)
                 if assessment.recist else None)]
     metrics += [(c.name, "VolumeChange[%]", _change(c.volume_change_percent)) for c in assessment.lesion_changes]
-    inputs = [*baseline.image.sop_instance_uids, *followup.image.sop_instance_uids]
-    key = _key(PET_RESPONSE, baseline.image.series_instance_uid, followup.image.series_instance_uid,
-               baseline.suv_type.value)
+    key = _key(PET_RESPONSE, *series_uids, suv_type.value)
+    followup = assessment.followup
     return upsert_result(archive.index, NewResult(
-        PET_RESPONSE, key, followup.image.patient_id, followup.image.study_instance_uid,
-        followup.time_point.date.strftime("%Y%m%d"), inputs, assessment.to_dict(),
-        [Metric(*metric) for metric in metrics]))
+        PET_RESPONSE, key, patient_id, followup.study_instance_uid, followup.date.strftime("%Y%m%d"), inputs,
+        assessment.to_dict(), [Metric(*metric) for metric in metrics]))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTimePoint:
+    """A stored ``pet_timepoint`` read back: its :class:`TimePoint`, PET series and input instances."""
+
+    time_point: TimePoint
+    series_instance_uid: str
+    inputs: tuple[str, ...]
+
+
+def read_stored_time_point(document: Any) -> TimePoint | None:
+    """The :class:`TimePoint` a ``pet_timepoint`` document holds (its :meth:`TimePoint.to_dict`); None if none."""
+    data = document.get("time_point") if isinstance(document, dict) else None
+    if not isinstance(data, dict):
+        return None
+    try:
+        day = date.fromisoformat(str(data.get("date")))
+    except ValueError:
+        return None
+
+    def number(value: Any) -> float | None:
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    lesions = tuple(
+        LesionMeasurement(str(item.get("name")), sul_peak=number(item.get("SULpeak")),
+                          suv_max=number(item.get("SUVmax")), suv_peak=number(item.get("SUVpeak")),
+                          tlg=number(item.get("TLG")), mtv_cc=number(item.get("MTV_cc")),
+                          volume_cc=number(item.get("volume_cc")),
+                          longest_diameter_mm=number(item.get("longest_diameter_mm")))
+        for item in data.get("lesions") or [] if isinstance(item, dict) and item.get("name"))
+    return TimePoint(day, lesions, str(data.get("label") or ""), number(data.get("liver_sul_mean")),
+                     number(data.get("liver_sul_sd")), number(data.get("reference_suv_mean")),
+                     number(data.get("uptake_s")), bool(data.get("new_lesions")),
+                     str(data.get("study_instance_uid") or ""))
+
+
+def find_stored_time_points(session: Session, patient_id: str, suv_type: SuvType) -> list[StoredTimePoint]:
+    """The patient's stored time points of ``suv_type``, one per date (the newest stored), oldest date first."""
+    rows = session.execute(select(AnalysisResult.time_point, AnalysisResult.result_json, AnalysisResult.inputs)
+                           .where(AnalysisResult.kind == PET_TIMEPOINT, AnalysisResult.patient_id == patient_id)
+                           .order_by(AnalysisResult.time_point, AnalysisResult.id)).all()
+    by_date: dict[str, StoredTimePoint] = {}
+    for stamp, text, inputs in rows:
+        try:
+            document = json.loads(text)
+        except ValueError:
+            continue
+        point = read_stored_time_point(document)
+        if point is None or document.get("suv_type") != suv_type.value:
+            continue
+        by_date[stamp] = StoredTimePoint(point, str(document.get("series_instance_uid") or ""),
+                                         tuple(u for u in str(inputs or "").split("\\") if u))
+    return [by_date[stamp] for stamp in sorted(by_date)]
+
+
+def assess_stored_responses(archive: Archive, patient_id: str, suv_type: SuvType = SuvType.BW) -> list[str]:
+    """Assess every stored follow-up of the patient against the earliest stored time point (``suv_type``) and store
+    each as a ``pet_response`` (the same pair's older assessment replaced); the follow-up dates (ISO) assessed.
+
+    What the pet_statistics job runs after storing a time point, so scans that arrive one by one get their
+    PERCIST category: a follow-up needs a baseline on an earlier date; one that cannot be assessed is left out.
+    """
+    with archive.index.reading() as session:
+        points = find_stored_time_points(session, patient_id, suv_type)
+    assessed: list[str] = []
+    if len(points) < 2:
+        return assessed
+    baseline = points[0]
+    for i in range(1, len(points)):
+        try:
+            assessment = assess_response([p.time_point for p in points[: i + 1]], cycles=i)
+        except EXPECTED_ERRORS as exc:
+            log.warning("PET response of %s not assessed: %s", points[i].series_instance_uid, exc)
+            continue
+        _upsert_response(archive, assessment, patient_id, suv_type,
+                         (baseline.series_instance_uid, points[i].series_instance_uid),
+                         [*baseline.inputs, *points[i].inputs])
+        assessed.append(assessment.followup.date.isoformat())
+    return assessed
 
 
 def record_patient(archive: Archive, measured: Sequence[MeasuredTimePoint], *,
@@ -481,8 +574,12 @@ def analyse_contoured_pet(archive: Archive, contoured: ContouredPet, *,
             return PetStatistics(contoured, "cached", "already measured")
         order = 1 + _earlier_time_points(session, measured.image.patient_id, measured.time_point.date)
     store_time_point(archive, measured, order=order)
+    assessed = assess_stored_responses(archive, measured.image.patient_id, suv_type)
     lesions = ", ".join(s.name for s in measured.lesions)
-    return PetStatistics(contoured, "measured", f"{len(measured.lesions)} lesion(s): {lesions}")
+    detail = f"{len(measured.lesions)} lesion(s): {lesions}"
+    if assessed:
+        detail += f"; response assessed at {', '.join(assessed)}"
+    return PetStatistics(contoured, "measured", detail)
 
 
 def _earlier_time_points(session: Session, patient_id: str, day: date) -> int:

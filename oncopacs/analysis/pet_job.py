@@ -9,8 +9,9 @@ NumberOfSlices, and only the last slice looks for contours; dynamic and gated se
 that do not say how many slices they have, queue nothing. A job already queued for the series is
 reused. The job measures the series in the newest structure set on its frame with
 :func:`oncopacs.analysis.pet.analyse_contoured_pet` and stores SUVmax, SUVmean, SUVpeak, SULpeak,
-MTV and TLG per ROI as the patient's time point. Parameters: ``pet_series_uid`` (required) and
-``suv_type`` (``bw`` default, ``lbm``, ``bsa``, ``ibw``).
+MTV and TLG per ROI as the patient's time point, then assesses each of the patient's follow-ups against the
+earliest time point (PERCIST 1.0, EORTC, RECIST-style: ``pet_response`` results). Parameters:
+``pet_series_uid`` (required) and ``suv_type`` (``bw`` default, ``lbm``, ``bsa``, ``ibw``).
 """
 
 from __future__ import annotations

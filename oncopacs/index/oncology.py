@@ -395,19 +395,68 @@ class StoredPlan:
     study_instance_uid: str
     study_date: str  # YYYYMMDD
     study_description: str
+    patient_id: str = ""
 
 
 def find_patient_plans(session: Session, patient_id: str) -> list[StoredPlan]:
     """Every RT (Ion) Plan of ``patient_id``, oldest study first (the treatment course)."""
-    rows = session.execute(
-        select(Instance.sop_instance_uid, Study.study_instance_uid, Study.study_date, Study.study_description)
+    return find_plans(session, patient_id)
+
+
+def find_plans(session: Session, patient_id: str | None = None) -> list[StoredPlan]:
+    """Every RT (Ion) Plan of ``patient_id`` (None: of every patient), oldest study first, then stored order."""
+    statement = (
+        select(Instance.sop_instance_uid, Study.study_instance_uid, Study.study_date, Study.study_description,
+               Patient.patient_id)
         .join(Series, Instance.series_pk == Series.id)
         .join(Study, Series.study_pk == Study.id)
         .join(Patient, Study.patient_pk == Patient.id)
-        .where(Patient.patient_id == patient_id, Series.modality == "RTPLAN")
-        .order_by(Study.study_date, Instance.id)
-    ).all()
-    return [StoredPlan(*row) for row in rows]
+        .where(Series.modality == "RTPLAN")
+    )
+    if patient_id is not None:
+        statement = statement.where(Patient.patient_id == patient_id)
+    return [StoredPlan(*row) for row in session.execute(statement.order_by(Study.study_date, Instance.id)).all()]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """One RT treatment record (Modality RTRECORD) and the plan it references ("" when none is indexed).
+
+    ``file_path`` and ``sha256`` locate the stored file (its TreatmentDate is not indexed).
+    """
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    patient_id: str
+    plan_uid: str
+    file_path: str
+    sha256: str
+
+
+def find_treatment_records(session: Session, patient_id: str | None = None) -> list[StoredRecord]:
+    """Every RT treatment record of ``patient_id`` (None: of every patient), in stored order."""
+    statement = (
+        select(Instance.id, Instance.sop_instance_uid, Instance.sop_class_uid, Patient.patient_id,
+               Instance.file_path, Instance.sha256)
+        .join(Series, Instance.series_pk == Series.id)
+        .join(Study, Series.study_pk == Study.id)
+        .join(Patient, Study.patient_pk == Patient.id)
+        .where(Series.modality == "RTRECORD")
+    )
+    if patient_id is not None:
+        statement = statement.where(Patient.patient_id == patient_id)
+    rows = session.execute(statement.order_by(Instance.id)).all()
+    plans: dict[int, str] = {}
+    pks = [row[0] for row in rows]
+    for start in range(0, len(pks), _IN_CHUNK):
+        for pk, uid in session.execute(
+                select(ObjectReference.instance_pk, ObjectReference.referenced_uid)
+                .where(ObjectReference.instance_pk.in_(pks[start:start + _IN_CHUNK]),
+                       ObjectReference.relation == Relation.PLAN)
+                .order_by(ObjectReference.id)):
+            plans.setdefault(pk, uid)
+    return [StoredRecord(uid, sop_class, pid, plans.get(pk, ""), path, sha) for pk, uid, sop_class, pid, path, sha
+            in rows]
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,6 +109,8 @@ def build_base_dataset(
     ds.PatientAge = compute_age(patient.birth_date, study.study_date)
     ds.PatientSize = format_ds(patient.height_m)
     ds.PatientWeight = format_ds(patient.weight_kg)
+    if study.admitting_diagnoses:
+        ds.AdmittingDiagnosesDescription = study.admitting_diagnoses
     ds.SoftwareVersions = SOFTWARE_VERSION
     # General Study / Series / Frame of Reference
     ds.StudyInstanceUID = study.study_instance_uid

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pydicom.dataset import Dataset
 
 from oncopacs.phantom.activity import build_default_pet_phantom
-from oncopacs.phantom.anatomy import build_default_anatomy
+from oncopacs.phantom.anatomy import PhantomAnatomy, build_default_anatomy
 from oncopacs.phantom.ct import build_ct_series
 from oncopacs.phantom.dose import build_rt_dose
 from oncopacs.phantom.dose_model import RadialDoseModel
@@ -35,6 +35,66 @@ DEFAULT_DOSE_GRID = centred_grid((41, 41, 41), (3.0, 3.0, 3.0))
 DEFAULT_PET_GRID = centred_grid((30, 40, 40), (6.4, 6.4, 5.0))
 
 _DEMO_NAMES = ("Phantom^Proton", "Phantom^Neutron", "Phantom^Positron", "Phantom^Photon", "Phantom^Muon")
+
+
+@dataclass(frozen=True)
+class PlanningStudy:
+    """A planning study: CT (#1), RTSTRUCT (#2), RT Ion Plan (#3) and RT Dose (#4) on one frame of reference."""
+
+    anatomy: PhantomAnatomy
+    dose_model: RadialDoseModel
+    ct: tuple[Dataset, ...]
+    rtstruct: Dataset
+    plan: Dataset
+    dose: Dataset
+
+    def all_datasets(self) -> list[Dataset]:
+        return [*self.ct, self.rtstruct, self.plan, self.dose]
+
+
+def build_planning_study(
+    patient: PatientSpec,
+    *,
+    ct_grid: ImageGrid = DEFAULT_CT_GRID,
+    dose_grid: ImageGrid = DEFAULT_DOSE_GRID,
+    prescription_gy: float = 60.0,
+    fractions: int = 30,
+    study_date: str = "20240115",
+    study_time: str = "083000",
+    diagnosis: str = "",
+    treatment_site: str = "",
+) -> PlanningStudy:
+    """The planning study "PLAN1" of ``patient`` (UIDs from the patient ID; dates DA, times TM).
+
+    The dose is the default :class:`RadialDoseModel` (about 63.6 Gy at the PTV centre) whatever the
+    prescription, so another prescription gives a plan whose goals relative to it may fail.
+    ``diagnosis`` is written as AdmittingDiagnosesDescription of every object, ``treatment_site`` as the
+    plan's TreatmentSite (both left out when empty).
+    """
+    anatomy = build_default_anatomy(ct_grid)
+    dose_model = RadialDoseModel(centre_mm=anatomy.ptv.solid.centre_mm)  # type: ignore[union-attr]
+    plan_study = make_study_spec(patient, "planning", study_id="PLAN1", description="Proton therapy planning",
+                                 study_date=study_date, study_time=study_time, admitting_diagnoses=diagnosis)
+    plan_for = uid_for(patient.patient_id, "for", "planning")
+
+    def plan_series(key: str, number: int, description: str, modality: str):
+        return make_series_spec(
+            plan_study, key, series_number=number, description=description,
+            modality=modality, frame_of_reference_uid=plan_for,
+        )
+
+    planning_ct = build_ct_series(patient, plan_study, plan_series("ct", 1, "Planning CT", "CT"), ct_grid, anatomy)
+    rtstruct = build_rtstruct(
+        patient, plan_study, plan_series("rtstruct", 2, "Structures", "RTSTRUCT"), anatomy, planning_ct
+    )
+    plan = build_rt_ion_plan(
+        patient, plan_study, plan_series("rtplan", 3, "Proton plan", "RTPLAN"), anatomy, rtstruct,
+        prescription_gy=prescription_gy, fractions=fractions, treatment_site=treatment_site,
+    )
+    dose = build_rt_dose(
+        patient, plan_study, plan_series("rtdose", 4, "Plan dose", "RTDOSE"), dose_grid, dose_model, plan, rtstruct
+    )
+    return PlanningStudy(anatomy, dose_model, tuple(planning_ct), rtstruct, plan, dose)
 
 
 @dataclass(frozen=True)
@@ -71,30 +131,11 @@ def build_demo_patient(
 ) -> DemoPatient:
     """Build one demo patient (UIDs depend only on ``patient_id``; grids in mm)."""
     patient = PatientSpec(patient_id, name, birth_date, sex, weight_kg, height_m)
-    anatomy = build_default_anatomy(ct_grid)
-    dose_model = RadialDoseModel(centre_mm=anatomy.ptv.solid.centre_mm)  # type: ignore[union-attr]
+    planning = build_planning_study(patient, ct_grid=ct_grid, dose_grid=dose_grid, prescription_gy=prescription_gy,
+                                    fractions=fractions)
+    anatomy, dose_model = planning.anatomy, planning.dose_model
+    planning_ct, rtstruct, plan, dose = planning.ct, planning.rtstruct, planning.plan, planning.dose
     pet_phantom = build_default_pet_phantom(anatomy.body)
-
-    plan_study = make_study_spec(patient, "planning", study_id="PLAN1", description="Proton therapy planning")
-    plan_for = uid_for(patient_id, "for", "planning")
-
-    def plan_series(key: str, number: int, description: str, modality: str):
-        return make_series_spec(
-            plan_study, key, series_number=number, description=description,
-            modality=modality, frame_of_reference_uid=plan_for,
-        )
-
-    planning_ct = build_ct_series(patient, plan_study, plan_series("ct", 1, "Planning CT", "CT"), ct_grid, anatomy)
-    rtstruct = build_rtstruct(
-        patient, plan_study, plan_series("rtstruct", 2, "Structures", "RTSTRUCT"), anatomy, planning_ct
-    )
-    plan = build_rt_ion_plan(
-        patient, plan_study, plan_series("rtplan", 3, "Proton plan", "RTPLAN"), anatomy, rtstruct,
-        prescription_gy=prescription_gy, fractions=fractions,
-    )
-    dose = build_rt_dose(
-        patient, plan_study, plan_series("rtdose", 4, "Plan dose", "RTDOSE"), dose_grid, dose_model, plan, rtstruct
-    )
 
     pet_study = make_study_spec(
         patient, "petct", study_id="PETCT1", description="FDG PET-CT staging",
@@ -116,7 +157,7 @@ def build_demo_patient(
         anatomy=anatomy, dose_model=dose_model, ct_grid=ct_grid, dose_grid=dose_grid, pet=pet_phantom,
         weight_kg=weight_kg, prescription_gy=prescription_gy, fractions=fractions,
     )
-    return DemoPatient(patient, tuple(planning_ct), rtstruct, plan, dose, tuple(pet_ct), tuple(pet), truth)
+    return DemoPatient(patient, planning_ct, rtstruct, plan, dose, tuple(pet_ct), tuple(pet), truth)
 
 
 def build_demo_patients(n: int = 2) -> list[DemoPatient]:

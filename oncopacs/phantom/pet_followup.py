@@ -11,11 +11,20 @@ Scenarios (activity concentrations at series start, Bq/mL; liver 6000, backgroun
 - ``responder``: lesion 25000 / R 15 mm -> 12000 / R 12 mm -> 5000 / R 8 mm (PERCIST PMR then CMR);
 - ``progressor``: lesion 20000 / R 12 mm -> 28000 / R 15 mm -> 32000 / R 18 mm plus a new lesion
   GTV_2 (20000 / R 10 mm) at follow-up (PERCIST PMD).
+
+Each scenario also has an RT course (:data:`COURSES`): a planning study "PLAN1" (planning CT, RTSTRUCT,
+RT Ion Plan, RT Dose: :func:`oncopacs.phantom.patient.build_planning_study`) dated after the baseline PET,
+with the diagnosis (AdmittingDiagnosesDescription) and treatment site (TreatmentSite) of the course.
+The responder's 60 Gy in 30 fractions has an RT Ion Beams Treatment Record per fraction (series #5 of the
+planning study; weekdays from 19 Feb 2024, no treatment on Good Friday and Easter Monday, last on 2 Apr
+2024); the progressor's 50.4 Gy in 28 fractions has none (its dates are estimated from the plan), and its
+dose (about 63.6 Gy at the PTV centre, 126 % of the prescription) fails the plan's hot-spot goal.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -29,7 +38,9 @@ from oncopacs.phantom.anatomy import (
 )
 from oncopacs.phantom.ct import build_ct_series
 from oncopacs.phantom.geometry import ImageGrid, centred_grid
+from oncopacs.phantom.patient import PlanningStudy, build_planning_study
 from oncopacs.phantom.pet import build_pet_series
+from oncopacs.phantom.record import build_treatment_records
 from oncopacs.phantom.rtstruct import build_rtstruct
 from oncopacs.phantom.shapes import Sphere
 from oncopacs.phantom.specs import PatientSpec, make_series_spec, make_study_spec
@@ -79,6 +90,38 @@ SCENARIOS: dict[str, tuple[ScanSpec, ...]] = {
 
 
 @dataclass(frozen=True)
+class CourseSpec:
+    """The RT course of a scenario: plan date (DA), prescription (Gy) in fractions, diagnosis, site, and the
+    treatment days recorded (DA; empty: no treatment record is sent)."""
+
+    plan_date: str
+    prescription_gy: float
+    fractions: int
+    diagnosis: str
+    treatment_site: str
+    treatment_days: tuple[str, ...] = ()
+
+
+def _weekdays(first: str, count: int, skipped: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """``count`` weekdays (DA) from ``first`` on, leaving out ``skipped``."""
+    day = date(int(first[:4]), int(first[4:6]), int(first[6:]))
+    days: list[str] = []
+    while len(days) < count:
+        text = day.strftime("%Y%m%d")
+        if day.weekday() < 5 and text not in skipped:
+            days.append(text)
+        day += timedelta(days=1)
+    return tuple(days)
+
+
+COURSES: dict[str, CourseSpec] = {
+    "responder": CourseSpec("20240212", 60.0, 30, "Non-small cell lung cancer, right upper lobe", "Lung, right",
+                            _weekdays("20240219", 30, skipped=("20240329", "20240401"))),
+    "progressor": CourseSpec("20240219", 50.4, 28, "Oesophageal adenocarcinoma, distal third", "Oesophagus"),
+}
+
+
+@dataclass(frozen=True)
 class MultiLesionPetPhantom(PetPhantom):
     """A :class:`PetPhantom` with further lesions painted over it (Bq/mL, each a sphere)."""
 
@@ -109,14 +152,19 @@ class FollowupScan:
 
 @dataclass(frozen=True)
 class LongitudinalPatient:
-    """A patient with a PET-CT at every time point of a scenario."""
+    """A patient with a PET-CT at every time point of a scenario, and the planning study and treatment records
+    of its RT course (None / empty when built without)."""
 
     patient: PatientSpec
     scenario: str
     scans: tuple[FollowupScan, ...]
+    planning: PlanningStudy | None = None
+    records: tuple[Dataset, ...] = ()
 
     def all_datasets(self) -> list[Dataset]:
-        return [ds for scan in self.scans for ds in scan.all_datasets()]
+        """The planning study and its records, then each time point's CT, PET and RTSTRUCT."""
+        course = [*self.planning.all_datasets(), *self.records] if self.planning else []
+        return [*course, *(ds for scan in self.scans for ds in scan.all_datasets())]
 
 
 def _anatomy(grid: ImageGrid, lesions: tuple[LesionState, ...]) -> PhantomAnatomy:
@@ -161,20 +209,41 @@ def build_followup_scan(patient: PatientSpec, spec: ScanSpec, number: int, grid:
                         {lesion.name: suv(lesion.activity_bqml) for lesion in spec.lesions}, suv(phantom.liver_bqml))
 
 
+def build_course(patient: PatientSpec, course: CourseSpec) -> tuple[PlanningStudy, tuple[Dataset, ...]]:
+    """The planning study of ``course`` and its treatment records (series #5 "Treatment records")."""
+    planning = build_planning_study(patient, prescription_gy=course.prescription_gy, fractions=course.fractions,
+                                    study_date=course.plan_date, study_time="140000", diagnosis=course.diagnosis,
+                                    treatment_site=course.treatment_site)
+    if not course.treatment_days:
+        return planning, ()
+    study = make_study_spec(patient, "planning", study_id="PLAN1", description="Proton therapy planning",
+                            study_date=course.plan_date, study_time="140000", admitting_diagnoses=course.diagnosis)
+    series = make_series_spec(study, "rtrecord", series_number=5, description="Treatment records",
+                              modality="RTRECORD", frame_of_reference_uid="")
+    days = [date(int(d[:4]), int(d[4:6]), int(d[6:])) for d in course.treatment_days]
+    return planning, tuple(build_treatment_records(patient, study, series, planning.plan, days))
+
+
 def build_longitudinal_patient(patient_id: str, name: str, scenario: str = "responder", *, sex: str = "M",
-                               weight_kg: float = 78.0, height_m: float = 1.78) -> LongitudinalPatient:
-    """A patient with the baseline, mid-treatment and follow-up PET-CT of ``scenario`` (see module docstring)."""
+                               weight_kg: float = 78.0, height_m: float = 1.78,
+                               with_course: bool = False) -> LongitudinalPatient:
+    """A patient with the baseline, mid-treatment and follow-up PET-CT of ``scenario`` (see module docstring),
+    and with ``with_course`` its RT course (:data:`COURSES`)."""
     if scenario not in SCENARIOS:
         raise ValueError(f"no scenario {scenario!r}; have {', '.join(SCENARIOS)}")
     patient = PatientSpec(patient_id, name, "19610704", sex, weight_kg, height_m)
     scans = tuple(build_followup_scan(patient, spec, i + 1) for i, spec in enumerate(SCENARIOS[scenario]))
-    return LongitudinalPatient(patient, scenario, scans)
+    if not with_course:
+        return LongitudinalPatient(patient, scenario, scans)
+    planning, records = build_course(patient, COURSES[scenario])
+    return LongitudinalPatient(patient, scenario, scans, planning, records)
 
 
 def build_longitudinal_patients() -> list[LongitudinalPatient]:
-    """The demo's response patients: ONCO-RESP-001 (responder, man) and ONCO-RESP-002 (progressor, woman)."""
+    """The demo's response patients, each with its RT course: ONCO-RESP-001 (responder, man) and ONCO-RESP-002
+    (progressor, woman)."""
     return [
-        build_longitudinal_patient("ONCO-RESP-001", "Phantom^Responder", "responder"),
+        build_longitudinal_patient("ONCO-RESP-001", "Phantom^Responder", "responder", with_course=True),
         build_longitudinal_patient("ONCO-RESP-002", "Phantom^Progressor", "progressor", sex="F", weight_kg=64.0,
-                                   height_m=1.66),
+                                   height_m=1.66, with_course=True),
     ]

@@ -139,8 +139,10 @@ def build_rt_ion_plan(
     *,
     prescription_gy: float = 60.0,
     fractions: int = 30,
+    treatment_site: str = "",
 ) -> Dataset:
-    """A two-beam proton plan prescribing ``prescription_gy`` (Gy) in ``fractions`` to the PTV."""
+    """A two-beam proton plan prescribing ``prescription_gy`` (Gy) in ``fractions`` to the PTV (TreatmentSite
+    ``treatment_site`` when given)."""
     ptv = anatomy.ptv
     if not isinstance(ptv.solid, Sphere):
         raise ValueError("the phantom plan expects a spherical PTV")
@@ -153,6 +155,8 @@ def build_rt_ion_plan(
     ds.RTPlanDate = series.series_date
     ds.RTPlanTime = series.series_time
     ds.RTPlanGeometry = "PATIENT"
+    if treatment_site:
+        ds.TreatmentSite = treatment_site
     ds.ReferencedStructureSetSequence = DicomSequence(
         [build_reference(RTStructureSetStorage, rtstruct.SOPInstanceUID)]
     )

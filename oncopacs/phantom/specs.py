@@ -34,6 +34,7 @@ class StudySpec:
     study_date: str = "20240115"
     study_time: str = "083000"
     referring_physician_name: str = "Referrer^Phantom"
+    admitting_diagnoses: str = ""  # AdmittingDiagnosesDescription ("" leaves it out)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ def make_study_spec(
     description: str,
     study_date: str = "20240115",
     study_time: str = "083000",
+    admitting_diagnoses: str = "",
 ) -> StudySpec:
     """A study whose UID and accession number derive only from the patient ID and ``key``."""
     accession = f"A{abs(hash_text(patient.patient_id + '/' + key)) % 10**10:010d}"
@@ -67,6 +69,7 @@ def make_study_spec(
         description=description,
         study_date=study_date,
         study_time=study_time,
+        admitting_diagnoses=admitting_diagnoses,
     )
 
 

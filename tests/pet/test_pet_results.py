@@ -75,7 +75,9 @@ def test_demo_loads_longitudinal_patients_with_results(sqlite_settings) -> None:
             rows = session.scalars(select(AnalysisResult).where(AnalysisResult.kind == "pet_response")).all()
     finally:
         archive.close()
-    assert summary.stored == 2 * 3 * (20 + 20 + 1) and not summary.rejected
+    # three PET-CTs (CT, PET, RTSTRUCT) each, a planning study each (CT, RTSTRUCT, plan, dose) and the responder's
+    # 30 treatment records
+    assert summary.stored == 2 * 3 * (20 + 20 + 1) + 2 * (30 + 3) + 30 and not summary.rejected
     categories = {(r.patient_id, r.time_point): json.loads(r.result_json)["categories"]["PERCIST 1.0"] for r in rows}
     assert categories == {("ONCO-RESP-001", "20240318"): "PMR", ("ONCO-RESP-001", "20240506"): "CMR",
                           ("ONCO-RESP-002", "20240325"): "PMD", ("ONCO-RESP-002", "20240513"): "PMD"}

@@ -9,7 +9,7 @@ import pytest
 
 from oncopacs.analysis.models import AnalysisResult, MetricValue
 from oncopacs.platform import open_archive
-from reporting.plots import build_dvh_plot, build_trend_plot
+from reporting.plots import build_dvh_plot, build_timeline_plot
 from reporting.types import REPORT_TYPE_NAMES, report_type
 from tests.reporting.conftest import PHYSICIST, ingest_demo, make_service, pdf_text
 
@@ -60,9 +60,11 @@ def test_pet_response_with_results(sqlite_demo, tmp_path, clock) -> None:
     report = service.approve(service.make("pet-response", str(demo.pet[0].StudyInstanceUID), "dr").id, PHYSICIST)
     assert report.conclusion == "PERCIST 1.0: PMR"
     text = pdf_text(service.read_pdf(report), tmp_path)
-    for expected in ("PERCIST 1.0: PMR", "ONCO-DEMO-001", "9.80", "4.10", "42.50", "11.75", "SULpeak[g/mL]", "-57.9"):
+    for expected in ("PERCIST 1.0: PMR", "ONCO-DEMO-001", "9.80", "4.10", "42.50", "11.75", "SULpeak [g/mL]", "-57.9"):
         assert expected in text
-    assert report.data["trend_metric"] == "SULpeak[g/mL]"
+    # the trend chart is the response page's timeline: these hand-made rows carry no time-point document,
+    # so the page has no point to draw and neither has the PDF
+    assert report.data["timeline"] == [] and "No PET time point with lesion statistics" in text
 
 
 def test_tumour_board_summary(sqlite_demo, tmp_path, clock) -> None:
@@ -88,5 +90,14 @@ def test_registry_and_plots() -> None:
         report_type("x")
     svg = build_dvh_plot([{"name": "PTV <1>", "curve": {"dose_gy": [0, 30, 60], "volume_pct": [100, 100, 0]}}])
     assert svg.startswith("<svg") and "PTV &lt;1&gt;" in svg and "<polyline" in svg
-    trend = build_trend_plot({"L1": [("20240122", 9.8), ("20240301", 4.1)]}, "SULpeak[g/mL]")
-    assert "2024-03-01" in trend and trend.count("<circle") == 2
+    points = [{"date": "2024-01-22", "SUVmax": 9.8, "SUVpeak": 9.1, "SULpeak": 7.0, "measurability_threshold": 2.5,
+               "category": "baseline"},
+              {"date": "2024-03-01", "SUVmax": 4.1, "SUVpeak": 3.9, "SULpeak": 3.0, "measurability_threshold": 2.4,
+               "category": "PMR"}]
+    course = [{"label": "PLAN<1>", "prescription": "60 Gy in 30 fractions",
+               "dates": {"start": "2024-01-29", "end": "2024-03-08", "basis": "estimated from the plan"}}]
+    timeline = build_timeline_plot(points, course)
+    assert "1 Mar 2024" in timeline and timeline.count("<circle") == 8  # 4 series x 2 time points
+    assert "PMR" in timeline and "stroke-dasharray" in timeline  # category label, dashed PERCIST threshold
+    assert "RT PLAN&lt;1&gt;: 60 Gy in 30 fractions (planned)" in timeline and 'fill="#efe6f4"' in timeline
+    assert build_timeline_plot([], course) == ""
