@@ -4,11 +4,15 @@
   :func:`fusion.ct4d.group_phases` (percent of the cycle, in order) and loaded on one grid
   (:func:`fusion.ct4d.load_phase_images`); a phase slider and a play/pause cine (``dcc.Interval``) show an
   axial or coronal slice, with the contours (GTV, ITV, ...) of an RTSTRUCT drawn on the phases when there is one.
+  Below it, the motion analysis of ``oncopacs fusion 4d`` (:mod:`oncopacs.analysis.four_d_review`): amplitude per
+  axis (mm), ITV and GTV volumes (cc), coronal MIP and AIP with the ITV outline; computed on the first request for
+  the study in its own callback (after the first image) and cached per app.
 * Registration: one of the study's REG objects (rigid or deformable, :func:`fusion.dicom_reg.read_registration`);
   the moving series is resampled onto the fixed grid through it (:func:`fusion.volume.resample_to`, -1000 HU
-  outside) and both are shown as a blend (alpha: 0 fixed, 1 moving) or a checkerboard (tile size, mm) in a
-  chosen plane and slice, beside the QA figures of its stored ``registration_qa`` result
-  (:func:`oncopacs.analysis.registration.load_registration_qa`).
+  outside) and both are shown in magenta (fixed) and green (moving), as a blend (alpha: 0 fixed, 1 moving) or a
+  checkerboard (tile size, mm) in a chosen plane and slice, beside the series (description and date), the rigid
+  correction's 6 DOF (mm, degrees; :func:`fusion.six_dof.compute_six_dof`) and the QA figures of its stored
+  ``registration_qa`` result (:func:`oncopacs.analysis.registration.load_registration_qa`).
 
 The volumes are loaded by :mod:`oncopacs.viewer.review` (every file read through the archive with its SHA-256
 checked) and cached by the app's :class:`~oncopacs.viewer.review.ReviewViewer` (a few studies, keyed by the files'
@@ -28,10 +32,14 @@ import plotly.graph_objects as go
 from dash import Input, Output, State, dcc, html
 from flask import Flask, current_app
 
+from dashboards.shell import STYLESHEET, Subject, install_shell
+from fusion.six_dof import SixDof
+from oncopacs.analysis.four_d_review import MotionCache, MotionView, label_series, registration_dof
 from oncopacs.audit.events import AuditAction, Outcome
 from oncopacs.errors import NotFoundError
+from oncopacs.index.display import format_person_name
 from oncopacs.uids import is_valid_uid
-from oncopacs.viewer.review import ReviewRegistration, ReviewViewer
+from oncopacs.viewer.review import ReviewRegistration, ReviewViewer, find_pair_inputs
 from oncopacs.viewer.slices import WINDOWS, RenderedSlice, RenderOptions, SliceError, encode_png
 from oncopacs.web.access import audit_access
 
@@ -39,7 +47,9 @@ URL_BASE = "/dashboards/review/"
 VIEWER_EXTENSION = "oncopacs.review_viewer"  # the app's ReviewViewer in Flask's app.extensions
 CINE_PLANES = ("axial", "coronal")
 REGISTRATION_PLANES = ("axial", "coronal", "sagittal")
-MODES = ("blend", "checkerboard")
+MODES = ("magenta-green", "blend", "checkerboard")  # magenta-green: fixed magenta, moving green, grey where equal
+MOTION_EXTENSION = "oncopacs.review_motion"  # the app's MotionCache in Flask's app.extensions
+ITV_RGB = (255, 128, 0)
 CINE_INTERVAL_MS = 400
 DEFAULT_TILE_MM = 20.0
 NO_DATA = "This study holds neither a 4D CT nor a registration."
@@ -63,12 +73,25 @@ def study_uid_from(pathname: str | None) -> str:
     return uid
 
 
-def _registration_label(registration: ReviewRegistration) -> str:
+def _series_pair(study_uid: str, registration: ReviewRegistration) -> tuple[str, str] | None:
+    """(fixed, moving) SeriesInstanceUIDs of a registration, from its REG file (None: unreadable)."""
+    try:
+        inputs = find_pair_inputs(_viewer().archive, study_uid, registration.sop_instance_uid)
+    except (ValueError, NotFoundError):
+        return None
+    return inputs.registration.fixed.series_instance_uid, inputs.registration.moving.series_instance_uid
+
+
+def _registration_label(study_uid: str, registration: ReviewRegistration) -> str:
+    """``moving → fixed · kind · QA`` with each series named by its description and date."""
+    pair = _series_pair(study_uid, registration)
+    names = label_series(_viewer().archive, pair) if pair else {}
+    series = f"{names.get(pair[1], 'moving series')} → {names.get(pair[0], 'fixed series')}" if pair else \
+        "series not readable"
     verdict = registration.verdict
     if verdict is None:
-        return f"{registration.series_instance_uid[-12:]} · no QA stored"
-    outcome = "FLAGGED" if verdict.flagged else "QA passed"
-    return f"{verdict.kind} · {outcome} · moving …{verdict.moving_series_uid[-12:]}"
+        return f"{series} · no QA stored"
+    return f"{series} · {verdict.kind} · {'QA FLAGGED' if verdict.flagged else 'QA passed'}"
 
 
 def review_view(study_uid: str) -> dict[str, Any]:
@@ -82,8 +105,9 @@ def review_view(study_uid: str) -> dict[str, Any]:
         raise ValueError(str(exc)) from None
     audit_access(AuditAction.READ, patient_ids=[study.patient_id], study_uids=[study_uid])
     view: dict[str, Any] = {"study_uid": study_uid, "patient_id": study.patient_id,
-                            "patient_name": study.patient_name, "four_d": None, "four_d_message": None,
-                            "registrations": [{"uid": r.sop_instance_uid, "label": _registration_label(r)}
+                            "patient_name": format_person_name(study.patient_name), "four_d": None,
+                            "four_d_message": None,
+                            "registrations": [{"uid": r.sop_instance_uid, "label": _registration_label(study_uid, r)}
                                               for r in study.registrations]}
     if isinstance(four_d, str):
         view["four_d_message"] = four_d
@@ -118,12 +142,19 @@ def phase_frame(study_uid: str, phase: int, plane: str, index: int, window: str 
 
 
 def compose(fixed: np.ndarray, moving: np.ndarray, mode: str, *, alpha: float = 0.5, tile_px: int = 32) -> np.ndarray:
-    """Fixed and moving RGB slices (same shape, uint8) as a blend (``alpha``: 0 fixed … 1 moving) or a checkerboard.
+    """Fixed and moving RGB slices (same shape, uint8) composed for review.
+
+    ``magenta-green``: the fixed image in magenta, the moving in green (grey where they agree); ``blend``:
+    ``alpha`` 0 fixed … 1 moving; ``checkerboard``.
 
     Checkerboard tiles are ``tile_px`` pixels square; the top-left tile shows the fixed image.
     """
     if fixed.shape != moving.shape:
         raise ValueError(f"fixed {fixed.shape} and moving {moving.shape} slices differ in size")
+    if mode == "magenta-green":
+        fixed_grey = fixed.astype(np.uint16).sum(axis=2) // 3
+        moving_grey = moving.astype(np.uint16).sum(axis=2) // 3
+        return np.stack([fixed_grey, moving_grey, fixed_grey], axis=2).astype(np.uint8)
     if mode == "blend":
         if not 0.0 <= alpha <= 1.0:
             raise ValueError("alpha must be between 0 and 1")
@@ -139,7 +170,7 @@ def compose(fixed: np.ndarray, moving: np.ndarray, mode: str, *, alpha: float = 
     raise ValueError(f"unknown mode {mode!r} ({' or '.join(MODES)})")
 
 
-def registration_frame(study_uid: str, registration_uid: str, plane: str, index: int, *, mode: str = "blend",
+def registration_frame(study_uid: str, registration_uid: str, plane: str, index: int, *, mode: str = "magenta-green",
                        alpha: float = 0.5, tile_mm: float = DEFAULT_TILE_MM,
                        window: str = "mediastinum") -> tuple[np.ndarray, float]:
     """The composed slice (RGB uint8) and its pixel size (mm) of a registration (audited RETRIEVE)."""
@@ -181,9 +212,10 @@ def phase_figure(study_uid: str, phase: int, plane: str, index: int, window: str
 
 def registration_figure(study_uid: str, registration_uid: str, plane: str, index: int, **options) -> go.Figure:
     rgb, pixel_mm = registration_frame(study_uid, registration_uid, plane, index, **options)
-    mode = options.get("mode", "blend")
-    detail = f"alpha {float(options.get('alpha', 0.5)):.2f}" if mode == "blend" else \
-        f"tiles {float(options.get('tile_mm', DEFAULT_TILE_MM)):g} mm"
+    mode = options.get("mode", "magenta-green")
+    detail = {"blend": f"alpha {float(options.get('alpha', 0.5)):.2f}",
+              "magenta-green": "fixed magenta, moving green"}.get(
+        mode, f"tiles {float(options.get('tile_mm', DEFAULT_TILE_MM)):g} mm")
     return image_figure(rgb, pixel_mm, f"{plane} {index + 1} · {mode} ({detail})", f"reg-{registration_uid}-{plane}")
 
 
@@ -215,11 +247,83 @@ def qa_panel(document: dict[str, Any] | None) -> html.Div:
     return html.Div([html.H3("Registration QA"), verdict, table, failures], className="qa")
 
 
+def dof_panel(dof: SixDof | str, fixed: str, moving: str) -> html.Div:
+    """The series registered and the rigid correction moving → fixed: translations (mm), rotations (degrees)."""
+    named = html.P([html.Strong("Fixed: "), fixed, html.Br(), html.Strong("Moving: "), moving], className="series")
+    if isinstance(dof, str):
+        return html.Div([html.H3("Registration"), named, html.P(dof, className="muted")], className="dof")
+    (tx, ty, tz), (rx, ry, rz) = dof.translation_mm, dof.rotation_deg
+    header = html.Tr([html.Th(""), html.Th("LR (x)"), html.Th("AP (y)"), html.Th("SI (z)")])
+    table = html.Table([header,
+                        html.Tr([html.Th("Translation (mm)"),
+                                 *(html.Td(f"{round(v, 1) + 0.0:+.1f}") for v in (tx, ty, tz))]),
+                        html.Tr([html.Th("Rotation (°)"),
+                                 *(html.Td(f"{round(v, 2) + 0.0:+.2f}") for v in (rx, ry, rz))])],
+                       className="dof-figures")
+    return html.Div([html.H3("Registration: 6 DOF (moving → fixed)"), named, table,
+                     html.P(f"Total shift {dof.shift_mm:.1f} mm", className="muted")], className="dof")
+
+
 def registration_view(study_uid: str, registration_uid: str) -> tuple[dict[str, int], html.Div]:
-    """Plane sizes of the fixed grid and the QA panel of a registration (audited READ)."""
-    pair = _viewer().pair(study_uid, registration_uid)
+    """Plane sizes of the fixed grid and the 6 DOF and QA panels of a registration (audited READ)."""
+    viewer = _viewer()
+    pair = viewer.pair(study_uid, registration_uid)
     audit_access(AuditAction.READ, patient_ids=pair.patient_ids, study_uids=pair.study_uids)
-    return {p: pair.fixed.plane_size(p) for p in REGISTRATION_PLANES}, qa_panel(pair.qa)
+    names = label_series(viewer.archive, (pair.fixed_series_uid, pair.moving_series_uid))
+    dof = dof_panel(registration_dof(viewer.archive, study_uid, registration_uid),
+                    names.get(pair.fixed_series_uid, "not in the archive"),
+                    names.get(pair.moving_series_uid, "not in the archive"))
+    return {p: pair.fixed.plane_size(p) for p in REGISTRATION_PLANES}, html.Div([dof, qa_panel(pair.qa)])
+
+
+def _motion_image(hu: np.ndarray, itv: np.ndarray, pixel_mm: tuple[float, float], title: str) -> go.Figure:
+    low, high = WINDOWS["lung"][0] - WINDOWS["lung"][1] / 2, WINDOWS["lung"][0] + WINDOWS["lung"][1] / 2
+    grey = np.clip((hu - low) / (high - low) * 255.0, 0, 255).astype(np.uint8)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    inner = itv.copy()
+    inner[1:-1, 1:-1] &= itv[:-2, 1:-1] & itv[2:, 1:-1] & itv[1:-1, :-2] & itv[1:-1, 2:]
+    rgb[itv & ~inner] = ITV_RGB  # the ITV outline
+    source = "data:image/png;base64," + base64.b64encode(encode_png(np.ascontiguousarray(rgb))).decode("ascii")
+    dz, dx = pixel_mm
+    figure = go.Figure(go.Image(source=source, dx=dx, dy=dz, hoverinfo="skip"))
+    figure.update_layout(margin={"l": 0, "r": 0, "t": 24, "b": 0}, height=300, dragmode="pan",
+                         title={"text": title, "font": {"size": 12}}, paper_bgcolor="#111", font={"color": "#ddd"})
+    figure.update_xaxes(visible=False, range=[0, rgb.shape[1] * dx])
+    figure.update_yaxes(visible=False, scaleanchor="x", range=[rgb.shape[0] * dz, 0])
+    return figure
+
+
+def motion_panel(motion: MotionView | str | None) -> html.Div:
+    """ITV volume, motion amplitude per axis (mm), GTV per phase and coronal MIP / AIP with the ITV outline."""
+    if motion is None:
+        return html.Div()
+    if isinstance(motion, str):
+        return html.Div([html.H3("Motion"), html.P(motion, className="muted")], className="motion")
+    amplitude = motion.amplitude_mm
+    rows = [html.Tr([html.Th(f"Amplitude {axis} (mm)"), html.Td(f"{amplitude[axis]:.1f}")]) for axis in
+            ("LR", "AP", "SI")]
+    rows += [html.Tr([html.Th("ITV (cc)"), html.Td(f"{motion.itv_cc:.1f}")]),
+             html.Tr([html.Th(f"{motion.gtv_name} per phase (cc)"),
+                      html.Td(f"{min(motion.gtv_cc):.1f} – {max(motion.gtv_cc):.1f}")])]
+    caution = (html.P(f"Weak GTV match on phase(s) {', '.join(f'{p:g} %' for p in motion.weak_match_percent)}: "
+                      "check them.", className="error") if motion.weak_match_percent else None)
+    images = html.Div([
+        html.Div(dcc.Graph(figure=_motion_image(motion.mip_hu, motion.itv_mask, motion.pixel_mm,
+                                                "Coronal MIP · ITV (orange)"), config={"displaylogo": False}),
+                 style={"flex": "1"}),
+        html.Div(dcc.Graph(figure=_motion_image(motion.aip_hu, motion.itv_mask, motion.pixel_mm,
+                                                "Coronal AIP · ITV (orange)"), config={"displaylogo": False}),
+                 style={"flex": "1"}),
+    ], style={"display": "flex", "gap": "0.5em"})
+    return html.Div([html.H3(f"Motion of {motion.gtv_name} over {len(motion.phase_percent)} phases"),
+                     html.Table(rows, className="motion-figures"), caution, images], className="motion")
+
+
+def motion_view(study_uid: str) -> html.Div:
+    """The motion panel of a study's 4D CT (computed once per study and cached; audited READ)."""
+    motion = current_app.extensions[MOTION_EXTENSION].motion(study_uid)
+    audit_access(AuditAction.READ, study_uids=[study_uid])
+    return motion_panel(motion)
 
 
 # -- the Dash app -------------------------------------------------------------------------------
@@ -240,11 +344,12 @@ def layout() -> html.Div:
         html.Label(["Phase", dcc.Slider(id="phase", min=0, max=1, step=1, value=0)]),
         html.Label(["Slice", dcc.Slider(id="cine-slice", min=0, max=1, step=1, value=0, marks=None,
                                         tooltip={"placement": "bottom"})]),
+        dcc.Loading(html.Div(id="motion", children=html.P("Computing the ITV and motion…", className="muted"))),
     ], id="four-d-panel", style=_HIDDEN, className="panel")
     registration = html.Div([
         html.H2("Registration"),
         dcc.Dropdown(id="registration", options=[], value=None, clearable=False),
-        html.Div([_radio("reg-plane", REGISTRATION_PLANES, "axial"), _radio("reg-mode", MODES, "blend")],
+        html.Div([_radio("reg-plane", REGISTRATION_PLANES, "axial"), _radio("reg-mode", MODES, "magenta-green")],
                  className="controls"),
         html.Div([
             html.Div([dcc.Graph(id="reg-graph", config={"scrollZoom": True, "displaylogo": False}),
@@ -298,9 +403,10 @@ def create_review_app(server: Flask) -> dash.Dash:
     """The 4D and registration review dashboard, mounted on ``server`` at :data:`URL_BASE`."""
     app = dash.Dash(__name__, server=server,  # type: ignore[arg-type]  # Dash types it bool | Callable
                     url_base_pathname=URL_BASE, title="4D and registration review · OncoPACS",
-                    suppress_callback_exceptions=True)
+                    suppress_callback_exceptions=True, external_stylesheets=[STYLESHEET])
     server.extensions.setdefault(VIEWER_EXTENSION, ReviewViewer(server.extensions["oncopacs.archive"]))
-    app.layout = layout
+    server.extensions.setdefault(MOTION_EXTENSION, MotionCache(server.extensions["oncopacs.archive"]))
+    install_shell(app, layout, page_title="4D / registration review", subject=Subject.STUDY)
     app.callback(Output("review", "data"), Output("title", "children"), Output("message", "children"),
                  Output("four-d-panel", "style"), Output("phase", "max"), Output("phase", "marks"),
                  Output("cine-info", "children"), Output("registration-panel", "style"),
@@ -314,6 +420,12 @@ def create_review_app(server: Flask) -> dash.Dash:
             raise dash.exceptions.PreventUpdate
         size = view["four_d"]["sizes"][plane]
         return size - 1, size // 2
+
+    @app.callback(Output("motion", "children"), Input("review", "data"))
+    def _motion(view):
+        if not view or not view.get("four_d"):
+            raise dash.exceptions.PreventUpdate
+        return motion_view(view["study_uid"])
 
     @app.callback(Output("cine-timer", "disabled"), Output("play", "children"), Input("play", "n_clicks"),
                   prevent_initial_call=True)
@@ -372,6 +484,8 @@ __all__ = [
     "compose",
     "create_review_app",
     "load_page",
+    "motion_panel",
+    "motion_view",
     "next_phase",
     "phase_figure",
     "phase_frame",

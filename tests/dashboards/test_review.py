@@ -15,6 +15,7 @@ from dashboards.review import (
     VIEWER_EXTENSION,
     compose,
     load_page,
+    motion_view,
     next_phase,
     phase_frame,
     registration_frame,
@@ -258,3 +259,47 @@ def test_volumes_are_cached_per_app(app, four_d_uid, demo):
     assert viewer.pair(four_d_uid, demo.registration_uid) is viewer.pair(four_d_uid, demo.registration_uid)
     fresh = ReviewViewer(app.extensions["oncopacs.archive"])
     assert fresh.pair(four_d_uid, demo.registration_uid) is not viewer.pair(four_d_uid, demo.registration_uid)
+
+
+def test_magenta_green_shows_fixed_magenta_and_moving_green():
+    fixed = np.full((4, 4, 3), 100, np.uint8)
+    moving = np.full((4, 4, 3), 200, np.uint8)
+    out = compose(fixed, moving, "magenta-green")
+    assert tuple(out[0, 0]) == (100, 200, 100)  # moving brighter: green
+    same = compose(fixed, fixed, "magenta-green")
+    assert np.array_equal(same, fixed)  # aligned anatomy stays grey
+
+
+def test_registration_shows_six_dof_and_series_names(app, four_d_uid, demo, as_oncologist):
+    with as_oncologist():
+        _sizes, panel = registration_view(four_d_uid, demo.registration_uid)
+        figure_title = registration_frame(four_d_uid, demo.registration_uid, "axial", 12)[0]
+    shown = texts(panel)
+    assert "Registration: 6 DOF (moving → fixed)" in shown
+    translations = [float(v) for v in shown[shown.index("Translation (mm)") + 1:][:3]]
+    rotations = [float(v) for v in shown[shown.index("Rotation (°)") + 1:][:3]]
+    assert np.abs(translations) == pytest.approx(np.abs(REPEAT_SHIFT_MM), abs=1.0)
+    assert np.abs(rotations).max() < 0.5
+    assert not any(demo.registration_uid[-12:] in t for t in shown)
+    fixed, moving = shown[shown.index("Fixed: ") + 1], shown[shown.index("Moving: ") + 1]
+    assert fixed != moving and "." not in fixed.split(" · ")[0][-6:]  # a description, not a UID
+    rgb = figure_title
+    assert (rgb[..., 0] != rgb[..., 1]).any()  # magenta/green by default, not grey on grey
+    with as_oncologist():
+        options = load_page(f"/dashboards/review/{four_d_uid}")[8]
+    assert "→" in options[0]["label"] and "…" not in options[0]["label"]
+
+
+def test_motion_panel_shows_itv_and_amplitude_per_axis(app, four_d_uid, demo, as_oncologist):
+    with as_oncologist():
+        panel = motion_view(four_d_uid)
+        again = app.extensions["oncopacs.review_motion"].motion(four_d_uid)
+    assert again is app.extensions["oncopacs.review_motion"].motion(four_d_uid)  # cached per study
+    shown = texts(panel)
+    si = float(shown[shown.index("Amplitude SI (mm)") + 1])
+    assert si == pytest.approx(demo.ct4d.spec.amplitude_mm[2], abs=2.0)
+    assert {"Amplitude LR (mm)", "Amplitude AP (mm)", "ITV (cc)"} <= set(shown)
+    itv_cc = float(shown[shown.index("ITV (cc)") + 1])
+    assert itv_cc > max(again.gtv_cc) > 0  # the ITV covers the GTV's motion
+    assert again.mip_hu.shape == again.aip_hu.shape == again.itv_mask.shape and again.itv_mask.any()
+    assert (again.mip_hu >= again.aip_hu - 1e-3).all()
