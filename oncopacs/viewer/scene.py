@@ -13,15 +13,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from fusion.volume import load_series
 from oncopacs.analysis.rt import PlanningSet, find_planning_sets
 from oncopacs.archive.ingest import Archive
 from oncopacs.errors import NotFoundError
-from oncopacs.index.models import Instance
+from oncopacs.index.models import Instance, Series, Study
 from oncopacs.index.oncology import summarize_study
 from oncopacs.index.query import find_instances
+from oncopacs.viewer.layers import LayerCache
 from oncopacs.viewer.slices import Scene, SliceCache, build_scene
 from rt.dose import read_dose
 from rt.grid import VoxelGrid
@@ -129,17 +130,19 @@ def read_axis_aligned_volume(image: sitk.Image) -> tuple[np.ndarray, VoxelGrid]:
 
 
 class Viewer:
-    """Loaded scenes (LRU by inputs) and rendered slices for one app."""
+    """Loaded scenes (LRU by inputs), rendered slices and the plan page's layers for one app."""
 
     def __init__(self, archive: Archive, max_scenes: int = 4) -> None:
         self.archive = archive
         self.slices = SliceCache()
+        self.layers = LayerCache()
         self._scenes: OrderedDict[str, LoadedScene] = OrderedDict()
+        self._inputs: OrderedDict[tuple[str, str | None], tuple[tuple, SceneInputs]] = OrderedDict()
         self._lock = threading.Lock()
         self._max_scenes = max_scenes
 
     def scene(self, study_uid: str, dose_uid: str | None = None) -> LoadedScene:
-        inputs = find_scene_inputs(self.archive, study_uid, dose_uid)
+        inputs = self.scene_inputs(study_uid, dose_uid)
         with self._lock:
             found = self._scenes.get(inputs.key)
             if found is not None:
@@ -151,3 +154,34 @@ class Viewer:
             while len(self._scenes) > self._max_scenes:
                 self._scenes.popitem(last=False)
         return loaded
+
+    def scene_inputs(self, study_uid: str, dose_uid: str | None = None) -> SceneInputs:
+        """The scene's inputs, looked up again only when the study's instances changed (one indexed query).
+
+        Every slice of a scroll asks for its scene; the study's stamp (instance count, newest row, newest
+        arrival) spares the oncology summary behind :func:`find_scene_inputs` until something is stored,
+        replaced or removed.
+        """
+        stamp = read_study_stamp(self.archive, study_uid)
+        key = (study_uid, dose_uid)
+        with self._lock:
+            known = self._inputs.get(key)
+            if known is not None and known[0] == stamp:
+                self._inputs.move_to_end(key)
+                return known[1]
+        inputs = find_scene_inputs(self.archive, study_uid, dose_uid)
+        with self._lock:
+            self._inputs[key] = (stamp, inputs)
+            while len(self._inputs) > 8 * self._max_scenes:
+                self._inputs.popitem(last=False)
+        return inputs
+
+
+def read_study_stamp(archive: Archive, study_uid: str) -> tuple:
+    """(instances, highest row id, newest arrival) of the study: changes whenever its instances do."""
+    with archive.index.reading() as session:
+        row = session.execute(
+            select(func.count(Instance.id), func.max(Instance.id), func.max(Instance.received_at))
+            .join(Series, Instance.series_pk == Series.id).join(Study, Series.study_pk == Study.id)
+            .where(Study.study_instance_uid == study_uid)).one()
+    return tuple(row)

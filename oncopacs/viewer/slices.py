@@ -5,7 +5,9 @@ Gy and the ROI masks). Planes: ``axial`` (index along z; rows y, columns x), ``c
 y; rows z, superior at the top) and ``sagittal`` (index along x; rows z, columns y). The output is
 resampled (nearest neighbour) to square pixels of :attr:`RenderedSlice.pixel_mm` mm, at least
 :data:`MIN_OUTPUT_PIXELS` on the longer side. PNGs are cached in an LRU keyed by scene, plane, index
-and options (:class:`SliceCache`).
+and options (:class:`SliceCache`). Dose colours (wash and isodose lines) run hot to cold
+(:mod:`oncopacs.viewer.isodose`). The plan review page draws the same scene in layers instead (images plus
+vector contours and isodose lines: :mod:`oncopacs.viewer.layers`).
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import numpy as np
 from PIL import Image
 
 from oncopacs.errors import OncopacsError
+from oncopacs.viewer.isodose import compute_dose_colours, plan_isodose_levels
 from rt.dose import DoseGrid, compute_dose_on_grid
 from rt.grid import VoxelGrid
-from rt.structures import StructureSet, compute_mask
+from rt.structures import ROI, StructureSet, compute_mask
 
 PLANES = ("axial", "coronal", "sagittal")
 #: Window presets: (level, width) in HU.
@@ -34,11 +37,7 @@ WINDOWS: dict[str, tuple[float, float]] = {
 }
 MIN_OUTPUT_PIXELS = 384
 DEFAULT_WASH_FRACTION = 0.1  # colourwash from 10 % of the reference dose
-ISODOSE_COLOURS = ((255, 0, 0), (255, 140, 0), (255, 255, 0), (0, 220, 0), (0, 200, 255), (0, 0, 255), (200, 0, 255))
 _ROI_FALLBACK_COLOURS = ((255, 64, 64), (64, 160, 255), (64, 255, 64), (255, 200, 0), (255, 0, 255), (0, 255, 255))
-# Colour map of the dose wash (fraction of the reference dose -> RGB): blue, cyan, green, yellow, red.
-_WASH_STOPS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
-_WASH_RGB = np.array([[0, 0, 255], [0, 255, 255], [0, 255, 0], [255, 255, 0], [255, 0, 0]], dtype=np.float32)
 
 
 class SliceError(OncopacsError, ValueError):
@@ -86,6 +85,13 @@ class Scene:
     dose_gy: np.ndarray | None = field(default=None, repr=False)
     prescription_gy: float | None = None
     rois: tuple[RoiMask, ...] = ()
+    contours: tuple[ROI, ...] = field(default=(), repr=False)  # the structure set's ROIs drawn (same order as rois)
+    dose_unit: str = "Gy"  # label of dose values: Gy, or Gy(RBE) for an EFFECTIVE dose
+
+    @property
+    def max_dose_gy(self) -> float | None:
+        """The hottest dose on the CT grid (None without dose)."""
+        return float(np.max(self.dose_gy)) if self.dose_gy is not None and self.dose_gy.size else None
 
     @property
     def reference_dose_gy(self) -> float | None:
@@ -143,7 +149,7 @@ def build_scene(key: str, ct_hu: np.ndarray, grid: VoxelGrid, *, structures: Str
     dose_on_ct = None
     if dose is not None:
         dose_on_ct = np.nan_to_num(compute_dose_on_grid(dose, grid), nan=0.0).astype(np.float32)
-    rois = []
+    rois, contours = [], []
     for n, roi in enumerate(structures.rois if structures else ()):
         if roi.is_empty:
             continue
@@ -156,7 +162,9 @@ def build_scene(key: str, ct_hu: np.ndarray, grid: VoxelGrid, *, structures: Str
         rgb = cast("tuple[int, int, int]", tuple(int(c) for c in colour))  # as read: ROIDisplayColor has 3 values
         rois.append(RoiMask(roi.name, rgb, (k0, j0, i0),
                             occupancy[k0:k1, j0:j1, i0:i1].copy()))
-    return Scene(key, grid, np.ascontiguousarray(ct_hu, dtype=np.float32), dose_on_ct, prescription_gy, tuple(rois))
+        contours.append(roi)
+    return Scene(key, grid, np.ascontiguousarray(ct_hu, dtype=np.float32), dose_on_ct, prescription_gy, tuple(rois),
+                 tuple(contours), dose.dose_unit if dose is not None else "Gy")
 
 
 def isodose_levels_gy(values: tuple[float, ...], unit: str, prescription_gy: float | None) -> tuple[float, ...]:
@@ -188,11 +196,11 @@ def render_slice(scene: Scene, plane: str, index: int, options: RenderOptions = 
             threshold = options.wash_min_gy if options.wash_min_gy is not None else DEFAULT_WASH_FRACTION * reference
             wash = dose > threshold
             if wash.any():
-                fraction = np.clip(dose[wash] / reference, 0.0, 1.0)
-                colours = np.stack([np.interp(fraction, _WASH_STOPS, _WASH_RGB[:, c]) for c in range(3)], axis=1)
+                colours = compute_dose_colours(dose[wash] / reference * 100.0)  # hot to cold, > 100 % too
                 rgb[wash] = (1.0 - options.wash_opacity) * rgb[wash] + options.wash_opacity * colours
-        for n, level_gy in enumerate(sorted(options.isodose_gy)):
-            rgb[_boundary(dose >= level_gy)] = ISODOSE_COLOURS[n % len(ISODOSE_COLOURS)]
+        lines = plan_isodose_levels(options.isodose_gy, reference, avoid=[r.colour for r in scene.rois])
+        for line in reversed(lines):  # coldest first: hotter lines drawn over colder ones
+            rgb[_boundary(dose >= line.dose_gy)] = line.colour
     shape = scene.grid.shape
     for roi in scene.rois:
         if options.rois is not None and roi.name not in options.rois:

@@ -121,7 +121,8 @@ def test_plan_pdf_text_fonts_and_pages(sqlite_settings, tmp_path, clock) -> None
     for metric in ("Mean[Gy]", "D95%[Gy]", "D2%[Gy]"):
         assert f"{ptv['metrics'][metric]:.2f}" in text
     assert "60.00 Gy" in text and "30 × 2.000 Gy" in text and "L_LAT_G90" in text and "131.6 MeV" in text
-    assert "PASS" in text and "NOT EVALUATED" in text and "FINAL" in text and "dr-physicist" in text
+    assert "Pass" in text and "Not evaluated" in text and "FINAL" in text and "dr-physicist" in text
+    assert "Max ≤ 110 %" in text and "outside the dose grid" in text  # the goals as the plan page words them
     assert "entirely outside the dose grid" in text  # SpinalCord: reported, not dropped
     statuses = {row["status"] for row in data["goals"]["rows"]}
     assert "pass" in statuses

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from oncopacs.viewer.isodose import dose_colour, plan_isodose_levels
 from oncopacs.viewer.slices import (
     RenderOptions,
     SliceCache,
@@ -85,8 +86,13 @@ def test_isodose_lines_in_percent_of_the_prescription(scene):
     levels = isodose_levels_gy((50.0,), "percent", scene.prescription_gy)
     assert levels == (30.0,)
     rendered = render_slice(scene, "coronal", 32, RenderOptions(rois=(), colourwash=False, isodose_gy=levels))
-    line = (rendered.rgb == (255, 0, 0)).all(axis=2)
+    (level,) = plan_isodose_levels(levels, scene.prescription_gy, avoid=[RED])  # 50 %: blue, hot to cold
+    assert level.colour == dose_colour(50.0) and level.colour[2] > level.colour[0]
+    line = (rendered.rgb == level.colour).all(axis=2)
     assert line.sum() > 50
+    hundred = render_slice(scene, "coronal", 32, RenderOptions(rois=(), colourwash=False, isodose_gy=(60.0,)))
+    prescription_line = plan_isodose_levels((60.0,), 60.0, avoid=[RED])[0].colour  # red, kept apart from the GTV
+    assert prescription_line != RED and (hundred.rgb == prescription_line).all(axis=2).sum() > 20
     with pytest.raises(SliceError):
         isodose_levels_gy((50.0,), "percent", None)
 
