@@ -15,7 +15,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from oncopacs.index.display import format_date, format_iso_date, format_person_name
+from oncopacs.index.display import format_date, format_person_name, format_sex
 from reporting.plots import build_dvh_plot, build_timeline_plot
 from reporting.subject import ReportSubject
 from reporting.types import ReportType
@@ -50,7 +50,7 @@ def _number(value: Any, digits: int = 2) -> str:
 
 
 def _iso_day(value: Any) -> str:
-    """An ISO 8601 date (``2024-02-05``) as people read it (``5 Feb 2024``)."""
+    """A DICOM (``20240205``) or ISO 8601 (``2024-02-05``) date as people read it (``5 Feb 2024``)."""
     return format_date(str(value or "").replace("-", ""))
 
 
@@ -65,7 +65,7 @@ def _change(value: Any) -> str:
 def _environment() -> Environment:
     environment = Environment(loader=PackageLoader("reporting", "templates"), autoescape=select_autoescape(["html"]),
                               undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    environment.filters.update(num=_number, dicom_date=format_iso_date, person=format_person_name,
+    environment.filters.update(num=_number, dicom_date=_iso_day, sex=format_sex, person=format_person_name,
                                status_text=lambda s: STATUS_TEXT.get(s, str(s)), iso_day=_iso_day, change=_change)
     return environment
 

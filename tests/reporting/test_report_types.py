@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -49,7 +50,9 @@ def test_pet_response_without_results_says_so(sqlite_demo, tmp_path, clock) -> N
     text = pdf_text(service.read_pdf(report), tmp_path)
     assert "No PET quantification or response assessment is in the archive yet." in text
     assert "No response assessment (PERCIST)" in text and "No SUV/SUL/MTV/TLG quantification" in text
-    assert "2024-01-22" in text  # the PET time point the index does hold
+    assert "22 Jan 2024" in text  # the PET time point the index does hold, as people read dates
+    # the header too: the birth date and sex as people read them, not DICOM's 19580312 / M
+    assert re.search(r"born \d{1,2} [A-Z][a-z]{2} \d{4} · (Male|Female|Other)", " ".join(text.split())), text[:300]
     assert report.data["key_image"]["png_base64"]  # a coronal MIP of the stored PET
 
 
