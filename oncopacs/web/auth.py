@@ -322,7 +322,7 @@ def _home(principal: Principal | None) -> str:
         return "/dashboards/"
     if principal.can(Permission.ARCHIVE_READ):
         return "/"
-    return "/api/reports"
+    return "/reports"
 
 
 def _safe_next(target: str | None, principal: Principal | None = None) -> str:

@@ -128,7 +128,7 @@ def test_sign_in_never_redirects_off_site(browser: FlaskClient, target: str):
     assert reply.status_code == 303 and reply.headers["Location"] == "/dashboards/"
 
 
-@pytest.mark.parametrize("role, home", [("tumour_board", "/dashboards/"), ("referrer", "/api/reports")])
+@pytest.mark.parametrize("role, home", [("tumour_board", "/dashboards/"), ("referrer", "/reports")])
 def test_sign_in_without_next_lands_where_the_role_may_go(store: UserStore, browser: FlaskClient, role: str, home: str):
     store.add_user(f"user-{role}", role, PASSWORD)
     reply = sign_in(browser, f"user-{role}")
@@ -328,3 +328,25 @@ def test_secret_key_is_generated_once_kept_private_and_sessions_survive_a_restar
     after.set_cookie("session", before.get_cookie("session").value)
     assert after.get("/api/me").get_json()["username"] == "alice"
     second.extensions["oncopacs.archive"].close()
+
+
+# -- /reports: the report list page, a referrer's landing page (it landed on raw JSON from /api/reports) --
+
+
+def test_a_referrer_sees_a_page_not_json_and_a_bad_status_is_named(store: UserStore, browser: FlaskClient):
+    store.add_user("ref", Role.REFERRER.value, PASSWORD)
+    sign_in(browser, "ref")
+    page = browser.get("/reports")
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    assert "<h" in text or "<main" in text
+    assert "Reports appear here once" in text  # no report yet: said in words
+    assert browser.get("/reports?status=all").status_code == 200
+    bad = browser.get("/reports?status=bogus")
+    assert bad.status_code == 400 and "bogus" in bad.get_data(as_text=True)
+
+
+def test_without_a_session_a_browser_signs_in_first_and_an_api_client_gets_401(browser: FlaskClient):
+    navigation = browser.get("/reports", headers={"Sec-Fetch-Mode": "navigate", "Accept": "text/html"})
+    assert navigation.status_code in (302, 303) and "/login?next=/reports" in navigation.headers["Location"]
+    assert browser.get("/reports", headers={"Accept": "application/json"}).status_code == 401
