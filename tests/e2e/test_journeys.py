@@ -90,6 +90,7 @@ def _sign_in(driver, url: str, role: Role, path: str) -> None:
     """Open ``path`` with no session: the sign-in form (never JSON), then back at ``path`` as ``role``."""
     if driver.current_url.startswith(url):
         _settle(driver)  # a late answer of the last page would put its session cookie back
+        driver.get(url + "/login")  # so leave it (its timers too) before the cookies go
     driver.delete_all_cookies()
     driver.get(url + path)
     assert driver.current_url.startswith(f"{url}/login?next="), driver.current_url
@@ -231,6 +232,7 @@ def _sign_in_at_home(driver, url: str, role: Role) -> None:
     """Sign in from /login with no ``next``: the page the role lands on."""
     if driver.current_url.startswith(url):
         _settle(driver)
+        driver.get(f"{url}/login")  # leave the last page (its late answers, its timers) before the cookies go
     driver.delete_all_cookies()
     driver.get(f"{url}/login")
     driver.find_element("name", "username").send_keys(role.value)
