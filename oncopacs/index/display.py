@@ -11,6 +11,8 @@ import re
 from datetime import date
 from typing import Any
 
+from rt.course import parse_da
+
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _SEX = {"M": "Male", "F": "Female", "O": "Other"}
 _TIME = re.compile(r"^(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?$")
@@ -32,13 +34,7 @@ def format_person_name(value: Any) -> str:
 
 def parse_date(value: Any) -> date | None:
     """A DA value (``YYYYMMDD``, or the ACR-NEMA ``YYYY.MM.DD``) as a date; None when it is not one."""
-    text = str(value or "").strip().replace(".", "")
-    if len(text) != 8 or not text.isdigit():
-        return None
-    try:
-        return date(int(text[:4]), int(text[4:6]), int(text[6:]))
-    except ValueError:
-        return None
+    return parse_da(value)
 
 
 def format_date(value: Any) -> str:
