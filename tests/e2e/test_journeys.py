@@ -19,17 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from flask import Flask
 from PIL import Image
 
 from oncopacs.auth.roles import Principal, Role
-from oncopacs.cli.demo import analyse_demo, load_demo
-from oncopacs.platform import open_platform
-from oncopacs.settings import Settings
-from oncopacs.web.app import create_app
-from tests.conftest import TEST_AUDIT_SPOOL_BYTES, require
 from tests.dashboards.conftest import study_uids
-from tests.e2e.test_browser import CHROMEDRIVER, CHROMIUM, PASSWORD, WAIT_S, _pixels_near, _roi_colours, _settle
-from tests.web.conftest import serve_app
+from tests.e2e.browsing import chromium, demo_site, settle, submit_sign_in, wait
+from tests.e2e.test_browser import _pixels_near, _roi_colours
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "journeys"
 PATIENT = "ONCO-DEMO-001"
@@ -39,66 +35,41 @@ DPI = 60  # pdftoppm -r
 pytestmark = pytest.mark.slow  # the demo load and a browser start
 
 
+def _approved_plan_report(app: Flask) -> None:
+    service = app.extensions["oncopacs.reports"].service
+    draft = service.make("plan", _planning(app), "physicist")
+    service.approve(draft.id, Principal("physicist", Role.PHYSICIST, "session"))
+
+
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, object]]:
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Flask]]:
     """The demo behind a threaded server, one user per role, and one approved plan report for the referrer."""
-    folder = tmp_path_factory.mktemp("journeys")
-    settings = Settings(data_dir=folder / "data", dicom_host="127.0.0.1", dicom_port=0, secret_key="journeys",
-                        audit_spool_bytes=TEST_AUDIT_SPOOL_BYTES)
-    with open_platform(settings) as platform:
-        load_demo(platform.archive)
-        analyse_demo(platform)
-        app = create_app(platform)
-        users = app.extensions["oncopacs.users"]
-        for role in (Role.PHYSICIST, Role.ONCOLOGIST, Role.REFERRER):
-            users.add_user(role.value, role, PASSWORD)
-        service = app.extensions["oncopacs.reports"].service
-        draft = service.make("plan", _planning(app), "physicist")
-        service.approve(draft.id, Principal("physicist", Role.PHYSICIST, "session"))
-        with serve_app(app) as url:
-            yield url, app
+    users = {role.value: role for role in (Role.PHYSICIST, Role.ONCOLOGIST, Role.REFERRER)}
+    with demo_site(tmp_path_factory.mktemp("journeys"), users, prepare=_approved_plan_report) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
 def browser(site):
-    require(CHROMIUM.exists() and CHROMEDRIVER.exists(), "Debian's chromium and chromium-driver are not installed")
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     "--window-size=1600,1000"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(WAIT_S)
-    yield driver
-    driver.quit()
+    with chromium(1600, 1000) as driver:
+        yield driver
 
 
 def _planning(app) -> str:
     return study_uids(app, PATIENT)["Proton therapy planning"]
 
 
-def _wait(driver, condition, message: str):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, WAIT_S).until(condition, message=message)
-
-
 def _sign_in(driver, url: str, role: Role, path: str) -> None:
     """Open ``path`` with no session: the sign-in form (never JSON), then back at ``path`` as ``role``."""
     if driver.current_url.startswith(url):
-        _settle(driver)  # a late answer of the last page would put its session cookie back
+        settle(driver)  # a late answer of the last page would put its session cookie back
         driver.get(url + "/login")  # so leave it (its timers too) before the cookies go
     driver.delete_all_cookies()
     driver.get(url + path)
     assert driver.current_url.startswith(f"{url}/login?next="), driver.current_url
     _assert_no_json(driver)
-    driver.find_element("name", "username").send_keys(role.value)
-    driver.find_element("name", "password").send_keys(PASSWORD)
-    driver.find_element("css selector", "button[type=submit]").click()
-    _wait(driver, lambda d: d.current_url == url + path, f"{role.value}: signed in at {driver.current_url}")
+    submit_sign_in(driver, role.value)
+    wait(driver, lambda d: d.current_url == url + path, f"{role.value}: signed in at {driver.current_url}")
 
 
 def _assert_no_json(driver) -> None:
@@ -132,9 +103,9 @@ def _fetch(driver, path: str, method: str = "GET", body: dict | None = None) -> 
 
 def _plan_page(driver) -> None:
     for plane in ("axial", "coronal", "sagittal"):
-        _wait(driver, lambda d, p=plane: d.find_elements("css selector", f"#{p}-graph .imagelayer image"),
+        wait(driver, lambda d, p=plane: d.find_elements("css selector", f"#{p}-graph .imagelayer image"),
               f"the {plane} view shows no image")
-    _wait(driver, lambda d: d.find_elements("css selector", "#isodose-legend-list li"), "no isodose legend")
+    wait(driver, lambda d: d.find_elements("css selector", "#isodose-legend-list li"), "no isodose legend")
 
 
 def _rgb(css: str) -> tuple[int, int, int]:
@@ -168,12 +139,12 @@ def test_physicist_bookmark_plan_report_pdf_and_approval(browser, site, tmp_path
     path = f"/dashboards/plan/{_planning(app)}"
     _sign_in(browser, url, Role.PHYSICIST, path)
     _plan_page(browser)
-    _wait(browser, lambda d: d.find_elements("css selector", "#dvh .scatterlayer .trace"), "the DVH has no curves")
-    _wait(browser, lambda d: d.find_elements("css selector", "#goals .ag-row"), "no clinical goals table")
+    wait(browser, lambda d: d.find_elements("css selector", "#dvh .scatterlayer .trace"), "the DVH has no curves")
+    wait(browser, lambda d: d.find_elements("css selector", "#goals .ag-row"), "no clinical goals table")
     _shot(browser, Role.PHYSICIST, "1-plan")
     _assert_no_json(browser)
     browser.execute_script("document.getElementById('goals-section').scrollIntoView()")
-    _wait(browser, lambda d: d.find_element("css selector", "#goals .ag-row").text, "the goals table shows no text")
+    wait(browser, lambda d: d.find_element("css selector", "#goals .ag-row").text, "the goals table shows no text")
     _shot(browser, Role.PHYSICIST, "2-goals")
     shown_goals = [r.text for r in browser.find_elements("css selector", "#goals .ag-center-cols-container .ag-row")]
 
@@ -204,7 +175,7 @@ def test_physicist_bookmark_plan_report_pdf_and_approval(browser, site, tmp_path
 def test_oncologist_browser_patient_plan_review(browser, site):
     url, app = site
     _sign_in(browser, url, Role.ONCOLOGIST, "/")
-    _wait(browser, lambda d: d.find_elements("css selector", f'section.patient[data-patient-id="{PATIENT}"]'),
+    wait(browser, lambda d: d.find_elements("css selector", f'section.patient[data-patient-id="{PATIENT}"]'),
           "the study browser lists no demo patient")
     _shot(browser, Role.ONCOLOGIST, "1-study-browser")
     _assert_no_json(browser)
@@ -213,9 +184,9 @@ def test_oncologist_browser_patient_plan_review(browser, site):
     study = patient.find_element("css selector", f'article.op-study[data-study-uid="{_planning(app)}"]')
     link = next(a for a in study.find_elements("css selector", ".op-links a") if "plan" in a.get_attribute("href"))
     link.click()
-    _wait(browser, lambda d: d.current_url == f"{url}/dashboards/plan/{_planning(app)}", "no plan review")
+    wait(browser, lambda d: d.current_url == f"{url}/dashboards/plan/{_planning(app)}", "no plan review")
     _plan_page(browser)
-    _wait(browser, lambda d: PATIENT_NAME in d.find_element("id", "shell-patient-name").text, "no patient in header")
+    wait(browser, lambda d: PATIENT_NAME in d.find_element("id", "shell-patient-name").text, "no patient in header")
     import time
 
     time.sleep(2)  # let the slices' contours and dose paint
@@ -231,14 +202,12 @@ def test_oncologist_browser_patient_plan_review(browser, site):
 def _sign_in_at_home(driver, url: str, role: Role) -> None:
     """Sign in from /login with no ``next``: the page the role lands on."""
     if driver.current_url.startswith(url):
-        _settle(driver)
+        settle(driver)
         driver.get(f"{url}/login")  # leave the last page (its late answers, its timers) before the cookies go
     driver.delete_all_cookies()
     driver.get(f"{url}/login")
-    driver.find_element("name", "username").send_keys(role.value)
-    driver.find_element("name", "password").send_keys(PASSWORD)
-    driver.find_element("css selector", "button[type=submit]").click()
-    _wait(driver, lambda d: "/login" not in d.current_url, f"{role.value} was not signed in")
+    submit_sign_in(driver, role.value)
+    wait(driver, lambda d: "/login" not in d.current_url, f"{role.value} was not signed in")
 
 
 def test_referrer_report_list_then_the_approved_pdf(browser, site, tmp_path):

@@ -14,18 +14,9 @@ from pathlib import Path
 import pytest
 
 from oncopacs.auth.roles import Role
-from oncopacs.cli.demo import analyse_demo, load_demo
-from oncopacs.platform import open_platform
-from oncopacs.settings import Settings
-from oncopacs.web.app import create_app
-from tests.conftest import TEST_AUDIT_SPOOL_BYTES, require
 from tests.dashboards.conftest import study_uids
-from tests.web.conftest import serve_app
+from tests.e2e.browsing import chromium, demo_site, submit_sign_in, wait
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-PASSWORD = "correct horse battery"
-WAIT_S = 30
 SCREENS = ((1280, 800), (1600, 1000), (1920, 1080))
 
 pytestmark = pytest.mark.slow  # the demo load and a browser start
@@ -34,44 +25,17 @@ pytestmark = pytest.mark.slow  # the demo load and a browser start
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Path]]:
     folder = tmp_path_factory.mktemp("plan-e2e")
-    settings = Settings(data_dir=folder / "data", dicom_host="127.0.0.1", dicom_port=0, secret_key="plan-e2e",
-                        audit_spool_bytes=TEST_AUDIT_SPOOL_BYTES)
-    with open_platform(settings) as platform:
-        load_demo(platform.archive)
-        analyse_demo(platform)
-        app = create_app(platform)
-        app.extensions["oncopacs.users"].add_user("physicist", Role.PHYSICIST, PASSWORD)
+    with demo_site(folder, {"physicist": Role.PHYSICIST}) as (url, app):
         planning = study_uids(app, "ONCO-DEMO-001")["Proton therapy planning"]
-        with serve_app(app) as url:
-            yield url, f"{url}/dashboards/plan/{planning}", folder
+        yield url, f"{url}/dashboards/plan/{planning}", folder
 
 
 @pytest.fixture(scope="module")
 def browser(site):
-    require(CHROMIUM.exists() and CHROMEDRIVER.exists(), "Debian's chromium and chromium-driver are not installed")
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     "--window-size=1600,1000"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(WAIT_S)
-    driver.get(f"{site[0]}/login")
-    driver.find_element("name", "username").send_keys("physicist")
-    driver.find_element("name", "password").send_keys(PASSWORD)
-    driver.find_element("css selector", "button[type=submit]").click()
-    yield driver
-    driver.quit()
-
-
-def _wait(driver, condition, message: str):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, WAIT_S).until(condition, message=message)
+    with chromium(1600, 1000, console=True) as driver:
+        driver.get(f"{site[0]}/login")
+        submit_sign_in(driver, "physicist")
+        yield driver
 
 
 def _open(driver, url: str, width: int, height: int) -> None:
@@ -79,9 +43,9 @@ def _open(driver, url: str, width: int, height: int) -> None:
                            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
     driver.get(url)
     for plane in ("axial", "coronal", "sagittal"):
-        _wait(driver, lambda d, p=plane: d.find_elements("css selector", f"#{p}-graph .imagelayer image"),
+        wait(driver, lambda d, p=plane: d.find_elements("css selector", f"#{p}-graph .imagelayer image"),
               f"the {plane} view shows no image")
-    _wait(driver, lambda d: d.find_elements("css selector", "#isodose-legend-list li"), "no isodose legend")
+    wait(driver, lambda d: d.find_elements("css selector", "#isodose-legend-list li"), "no isodose legend")
 
 
 def _title(driver, plane: str) -> str:
@@ -121,13 +85,13 @@ def test_wheel_scrolls_slices_and_a_click_moves_the_crosshair(browser, site):
     first = _title(browser, "axial")
     number, count = (int(v) for v in first.split(" ")[1].split("/"))
     ActionChains(browser).scroll_from_origin(ScrollOrigin.from_element(axial), 0, 100).perform()
-    _wait(browser, lambda d: _title(d, "axial").startswith(f"Axial {number + 1}/{count}"), "the wheel did not scroll")
+    wait(browser, lambda d: _title(d, "axial").startswith(f"Axial {number + 1}/{count}"), "the wheel did not scroll")
     assert browser.execute_script("return window.scrollY") == 0  # the page stays put: the wheel is the slice's
     before = _title(browser, "sagittal")
     ActionChains(browser).move_to_element_with_offset(axial, -80, 0).click().perform()
-    _wait(browser, lambda d: _title(d, "sagittal") != before, "a click did not move the sagittal view")
+    wait(browser, lambda d: _title(d, "sagittal") != before, "a click did not move the sagittal view")
     ActionChains(browser).move_to_element_with_offset(axial, 0, 0).perform()
-    _wait(browser, lambda d: "HU" in d.find_element("id", "probe").text, "no probe reading")
+    wait(browser, lambda d: "HU" in d.find_element("id", "probe").text, "no probe reading")
     assert " Gy (" in browser.find_element("id", "probe").text
 
 
@@ -136,6 +100,6 @@ def test_switching_to_gy_converts_the_levels(browser, site):
     box = browser.find_element("css selector", "#isodose")
     assert box.get_attribute("value") == "100, 95, 80, 50, 20"
     browser.find_element("xpath", "//div[@id='isodose-unit']//label[normalize-space()='Gy']").click()
-    _wait(browser, lambda d: d.find_element("css selector", "#isodose").get_attribute("value") == "60, 57, 48, 30, 12",
+    wait(browser, lambda d: d.find_element("css selector", "#isodose").get_attribute("value") == "60, 57, 48, 30, 12",
           "the levels were not converted to Gy")
     assert "57 Gy" in browser.find_element("id", "isodose-legend").text
