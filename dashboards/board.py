@@ -27,6 +27,7 @@ import dash_mantine_components as dmc
 from dash import Input, Output, State, dcc, html, no_update
 from flask import Flask, current_app, g
 
+from dashboards.page_app import PageDash
 from dashboards.response import page_href, show_day, show_span
 from dashboards.shell import STYLESHEET, Subject, install_shell
 from oncopacs.analysis.cohort import FOLLOW_UP_WEEKS, CohortPatient, find_cohort
@@ -266,9 +267,10 @@ def _filter(id_: str, label: str) -> html.Label:
 
 def create_board_app(server: Flask) -> dash.Dash:
     """The tumour-board dashboard, mounted on ``server`` at :data:`BASE_PATH`."""
-    app = dash.Dash(__name__, server=server,  # type: ignore[arg-type]  # Dash types it bool | Callable
-                    url_base_pathname=BASE_PATH, title="Tumour board · OncoPACS", suppress_callback_exceptions=True,
-                    external_stylesheets=[STYLESHEET])
+    app = PageDash(__name__, server=server,  # type: ignore[arg-type]  # Dash types it bool | Callable
+                   libraries=("dash_ag_grid",),
+                   url_base_pathname=BASE_PATH, title="Tumour board · OncoPACS", suppress_callback_exceptions=True,
+                   external_stylesheets=[STYLESHEET])
     install_shell(app, html.Div([
         dcc.Location(id="url"), html.H3("Tumour board", style={"margin": "0 0 0.5rem"}),
         html.Div([_filter("site", "Site"), _filter("status", "Status"), _filter("category", "Latest PERCIST")],

@@ -25,6 +25,7 @@ import plotly.graph_objects as go
 from dash import Input, Output, State, dcc, html
 from flask import Flask, current_app, g
 
+from dashboards.page_app import PageDash
 from dashboards.shell import STYLESHEET, Subject, install_shell
 from fusion.pet.stats import RoiStats
 from oncopacs.audit.events import AuditAction
@@ -284,9 +285,9 @@ def update_fusion(slice_number, opacity, window, pathname):
 
 def create_pet_app(server: Flask) -> dash.Dash:
     """The PET-CT fusion dashboard, mounted on ``server`` at :data:`BASE_PATH`."""
-    app = dash.Dash(__name__, server=server,  # type: ignore[arg-type]  # Dash types it bool | Callable
-                    url_base_pathname=BASE_PATH, title="PET-CT fusion · OncoPACS", suppress_callback_exceptions=True,
-                    external_stylesheets=[STYLESHEET])
+    app = PageDash(__name__, server=server,  # type: ignore[arg-type]  # Dash types it bool | Callable
+                   url_base_pathname=BASE_PATH, title="PET-CT fusion · OncoPACS", suppress_callback_exceptions=True,
+                   external_stylesheets=[STYLESHEET])
     server.extensions.setdefault(VIEWER_EXTENSION, PetViewer(server.extensions["oncopacs.archive"]))
     install_shell(app, html.Div([dcc.Location(id="url"), html.H2(id="title"), dcc.Loading(html.Div(id="content"))]),
                   page_title="PET-CT", subject=Subject.STUDY)

@@ -26,6 +26,7 @@ from dash import Input, Output, State, dcc, html
 from flask import Flask, current_app
 
 from dashboards import plan_scripts
+from dashboards.page_app import PageDash
 from dashboards.plan_views import (
     beams_table,
     colour_bar,
@@ -415,9 +416,10 @@ def _window_data(preset: str) -> dict[str, float]:
 
 
 def create_dash(server: Flask) -> dash.Dash:
-    app = dash.Dash(__name__, server=server,  # type: ignore[arg-type]  # Dash types it bool | Callable
-                    url_base_pathname=URL_BASE, title="Plan review · OncoPACS", suppress_callback_exceptions=True,
-                    external_stylesheets=[STYLESHEET])
+    app = PageDash(__name__, server=server,  # type: ignore[arg-type]  # Dash types it bool | Callable
+                   libraries=("dash_ag_grid",),
+                   url_base_pathname=URL_BASE, title="Plan review · OncoPACS", suppress_callback_exceptions=True,
+                   external_stylesheets=[STYLESHEET])
     install_shell(app, layout, page_title="Plan review", subject=Subject.STUDY)
     _register_loading(app)
     _register_views(app)

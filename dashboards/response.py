@@ -26,6 +26,7 @@ from dash import Input, Output, dcc, html
 from flask import Flask, current_app, g
 from plotly.subplots import make_subplots
 
+from dashboards.page_app import PageDash
 from dashboards.shell import STYLESHEET, Subject, install_shell
 from oncopacs.analysis.course import CoursePlan
 from oncopacs.analysis.timeline import (
@@ -350,9 +351,9 @@ def render_response_page(pathname: str | None):
 
 def create_response_app(server: Flask) -> dash.Dash:
     """The response dashboard, mounted on ``server`` at :data:`BASE_PATH`."""
-    app = dash.Dash(__name__, server=server,  # type: ignore[arg-type]  # Dash types it bool | Callable
-                    url_base_pathname=BASE_PATH, title="Treatment response · OncoPACS",
-                    suppress_callback_exceptions=True, external_stylesheets=[STYLESHEET])
+    app = PageDash(__name__, server=server,  # type: ignore[arg-type]  # Dash types it bool | Callable
+                   url_base_pathname=BASE_PATH, title="Treatment response · OncoPACS",
+                   suppress_callback_exceptions=True, external_stylesheets=[STYLESHEET])
     install_shell(app, html.Div([dcc.Location(id="url"), html.H3(id="title", style={"margin": "0 0 0.75rem"}),
                                  dcc.Loading(html.Div(id="content"))]),
                   page_title="Treatment response", subject=Subject.PATIENT)

@@ -65,6 +65,10 @@ MACHINE_PREFIXES = ("/dicom-web", "/api")
 CHALLENGE = 'Basic realm="OncoPACS", Bearer realm="OncoPACS"'
 SECRET_KEY_FILE = "secret_key"
 MAX_SESSION_SECONDS = 12 * 3600  # a session ends this long after sign-in, however busy
+#: A session's last activity is written at most this often: rewriting it on every request gave every response a new
+#: session cookie, and the browser's cache (the responses vary by Cookie) then fetched every Dash bundle again on
+#: every page (about 3.5 MB). The idle timeout is exact to within this.
+SESSION_TOUCH_SECONDS = 30
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # Content types a cross-site page can send without a CORS preflight: these need a CSRF token.
 _FORM_MIMETYPES = frozenset({"", "application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
@@ -300,7 +304,8 @@ def _from_session() -> Principal | None:
         session.clear()
         g.session_ended = "the session ended (user disabled or password changed); sign in again"
         return None
-    session["last_seen"] = now
+    if now - float(session.get("last_seen", 0)) >= SESSION_TOUCH_SECONDS:
+        session["last_seen"] = now
     return Principal(username, standing.principal.role, "session")
 
 

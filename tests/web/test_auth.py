@@ -206,6 +206,20 @@ def test_an_idle_session_expires(app: Flask, browser: FlaskClient, clock: Frozen
     assert any("idle" in row.detail for row in audit_rows(app, AuditAction.LOGOUT))
 
 
+def test_the_session_cookie_stays_the_same_between_touches(browser: FlaskClient, clock: FrozenClock):
+    """Activity is written at most every SESSION_TOUCH_SECONDS: a new cookie on every reply defeated the browser's
+    cache of the Dash bundles (their replies vary by Cookie)."""
+    from oncopacs.web.auth import SESSION_TOUCH_SECONDS
+
+    assert sign_in(browser, "alice").status_code == 303
+    clock.advance(seconds=SESSION_TOUCH_SECONDS - 1)
+    assert "Set-Cookie" not in browser.get("/api/me").headers
+    clock.advance(seconds=1)
+    touched = browser.get("/api/me")
+    assert touched.status_code == 200 and "session=" in touched.headers.get("Set-Cookie", "")
+    assert "Set-Cookie" not in browser.get("/api/me").headers
+
+
 def test_an_expired_or_missing_session_sends_pages_to_the_login_form(browser: FlaskClient, clock: FrozenClock):
     page = {"Accept": "text/html"}
     reply = browser.get("/dashboards/board?x=1", headers=page)

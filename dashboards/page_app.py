@@ -1,0 +1,39 @@
+"""The Dash application each dashboard page is: only the scripts the page needs.
+
+Dash puts the scripts of every component library imported anywhere in the process into every app's page: on the
+2-core reference machine the browser spends about 0.1 s evaluating AG Grid's 1.3 MB on a page that shows no grid,
+before the first callback can start. A :class:`PageDash` serves Dash's own libraries, the shell's (Mantine) and the
+``libraries`` it names (their lazily loaded chunks included). (Babel's polyfill stays: Dash's core components need
+its regenerator runtime.) The pages' time to usable is measured by ``benchmarks/dashboards.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+from dash.resources import Scripts
+
+#: Always served: the Dash renderer's own component libraries and the shell's (Mantine).
+CORE_LIBRARIES = ("dash", "dash_mantine_components")
+
+
+class _PageScripts(Scripts):
+    """Dash's scripts of the named component libraries only (by namespace)."""
+
+    def __init__(self, serve_locally: bool, eager: bool, libraries: tuple[str, ...]) -> None:
+        super().__init__(serve_locally, eager)
+        self._libraries = list(libraries)
+
+    def get_all_scripts(self, dev_bundles: bool = False) -> list[Any]:
+        return self.get_library_scripts(self._libraries, dev_bundles)
+
+
+class PageDash(dash.Dash):
+    """A ``dash.Dash`` whose page loads the core libraries and ``libraries`` (e.g. ``("dash_ag_grid",)``)."""
+
+    def __init__(self, *args: Any, libraries: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.scripts = _PageScripts(self.scripts.config.serve_locally, self.scripts.config.eager_loading,
+                                    CORE_LIBRARIES + libraries)
+
