@@ -267,7 +267,7 @@ def _filter(id_: str, label: str) -> html.Label:
 
 def create_board_app(server: Flask) -> dash.Dash:
     """The tumour-board dashboard, mounted on ``server`` at :data:`BASE_PATH`."""
-    app = PageDash(__name__, server=server,  # type: ignore[arg-type]  # Dash types it bool | Callable
+    app = PageDash(__name__, server=server,
                    libraries=("dash_ag_grid",),
                    url_base_pathname=BASE_PATH, title="Tumour board · OncoPACS", suppress_callback_exceptions=True,
                    external_stylesheets=[STYLESHEET])

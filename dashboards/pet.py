@@ -285,7 +285,7 @@ def update_fusion(slice_number, opacity, window, pathname):
 
 def create_pet_app(server: Flask) -> dash.Dash:
     """The PET-CT fusion dashboard, mounted on ``server`` at :data:`BASE_PATH`."""
-    app = PageDash(__name__, server=server,  # type: ignore[arg-type]  # Dash types it bool | Callable
+    app = PageDash(__name__, server=server,
                    url_base_pathname=BASE_PATH, title="PET-CT fusion · OncoPACS", suppress_callback_exceptions=True,
                    external_stylesheets=[STYLESHEET])
     server.extensions.setdefault(VIEWER_EXTENSION, PetViewer(server.extensions["oncopacs.archive"]))

@@ -351,7 +351,7 @@ def render_response_page(pathname: str | None):
 
 def create_response_app(server: Flask) -> dash.Dash:
     """The response dashboard, mounted on ``server`` at :data:`BASE_PATH`."""
-    app = PageDash(__name__, server=server,  # type: ignore[arg-type]  # Dash types it bool | Callable
+    app = PageDash(__name__, server=server,
                    url_base_pathname=BASE_PATH, title="Treatment response · OncoPACS",
                    suppress_callback_exceptions=True, external_stylesheets=[STYLESHEET])
     install_shell(app, html.Div([dcc.Location(id="url"), html.H3(id="title", style={"margin": "0 0 0.75rem"}),

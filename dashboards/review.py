@@ -17,6 +17,8 @@
 The volumes are loaded by :mod:`oncopacs.viewer.review` (every file read through the archive with its SHA-256
 checked) and cached by the app's :class:`~oncopacs.viewer.review.ReviewViewer` (a few studies, keyed by the files'
 SHA-256); slices are rendered on the server (:mod:`oncopacs.viewer.slices`, cached).
+Slices are numbered from 1 for people, on the sliders as in the titles (``Coronal 33/64``); the callbacks turn a
+slider value into the 0-based index of the functions below (:func:`slice_slider`, :func:`slice_index`).
 Page loads are audited as READ, every image shown as RETRIEVE. Callback bodies are module functions
 (:func:`review_view`, :func:`phase_figure`, :func:`registration_figure`, :func:`qa_panel`, ...) for tests.
 """
@@ -32,6 +34,7 @@ import plotly.graph_objects as go
 from dash import Input, Output, State, dcc, html
 from flask import Flask, current_app
 
+from dashboards.page_app import PageDash
 from dashboards.shell import STYLESHEET, Subject, install_shell
 from fusion.six_dof import SixDof
 from oncopacs.analysis.four_d_review import MotionCache, MotionView, label_series, registration_dof
@@ -123,6 +126,16 @@ def _clamp(index, size: int) -> int:
     return min(max(int(index or 0), 0), size - 1)
 
 
+def slice_slider(size: int) -> tuple[int, int]:
+    """(max, value) of a slice slider over ``size`` slices: 1-based as the titles are, opening on the middle one."""
+    return max(size, 1), size // 2 + 1
+
+
+def slice_index(value: int | float | None) -> int:
+    """The 0-based slice index of a 1-based slider value (the first slice when unset)."""
+    return max(int(value or 1), 1) - 1
+
+
 def phase_frame(study_uid: str, phase: int, plane: str, index: int, window: str = "lung") -> RenderedSlice:
     """Phase ``phase`` (0-based, in phase order) on ``plane`` at ``index``, with the contours (audited RETRIEVE)."""
     viewer = _viewer()
@@ -204,19 +217,25 @@ def image_figure(rgb: np.ndarray, pixel_mm: float, title: str, revision: str) ->
 
 def phase_figure(study_uid: str, phase: int, plane: str, index: int, window: str = "lung",
                  phase_percent: list[float] | None = None) -> go.Figure:
+    """Phase ``phase`` at 0-based slice ``index``, titled 1-based as its slider (``Coronal 33/64 · phase 40 %``)."""
     rendered = phase_frame(study_uid, phase, plane, index, window)
+    four_d = _viewer().four_d(study_uid)  # cached: phase_frame has loaded it
+    slices = four_d.scenes[0].plane_size(plane) if four_d is not None and not isinstance(four_d, str) else 0
     label = f" · phase {phase_percent[phase]:g} %" if phase_percent and 0 <= phase < len(phase_percent) else ""
-    return image_figure(rendered.rgb, rendered.pixel_mm, f"{plane} {rendered.index + 1}{label}",
+    return image_figure(rendered.rgb, rendered.pixel_mm, f"{plane.capitalize()} {rendered.index + 1}/{slices}{label}",
                         f"4d-{study_uid}-{plane}")
 
 
 def registration_figure(study_uid: str, registration_uid: str, plane: str, index: int, **options) -> go.Figure:
+    """The composed slice at 0-based ``index``, titled 1-based as its slider (``Axial 13/40 · blend (…)``)."""
     rgb, pixel_mm = registration_frame(study_uid, registration_uid, plane, index, **options)
+    slices = _viewer().pair(study_uid, registration_uid).fixed.plane_size(plane)  # cached: the frame loaded it
     mode = options.get("mode", "magenta-green")
     detail = {"blend": f"alpha {float(options.get('alpha', 0.5)):.2f}",
               "magenta-green": "fixed magenta, moving green"}.get(
         mode, f"tiles {float(options.get('tile_mm', DEFAULT_TILE_MM)):g} mm")
-    return image_figure(rgb, pixel_mm, f"{plane} {index + 1} · {mode} ({detail})", f"reg-{registration_uid}-{plane}")
+    title = f"{plane.capitalize()} {_clamp(index, slices) + 1}/{slices} · {mode} ({detail})"
+    return image_figure(rgb, pixel_mm, title, f"reg-{registration_uid}-{plane}")
 
 
 def _figure(value: float | None, unit: str = "", digits: int = 3) -> str:
@@ -342,7 +361,7 @@ def layout() -> html.Div:
                   dcc.Interval(id="cine-timer", interval=CINE_INTERVAL_MS, disabled=True)], className="controls"),
         dcc.Graph(id="cine-graph", config={"scrollZoom": True, "displaylogo": False}),
         html.Label(["Phase", dcc.Slider(id="phase", min=0, max=1, step=1, value=0)]),
-        html.Label(["Slice", dcc.Slider(id="cine-slice", min=0, max=1, step=1, value=0, marks=None,
+        html.Label(["Slice", dcc.Slider(id="cine-slice", min=1, max=1, step=1, value=1, marks=None,
                                         tooltip={"placement": "bottom"})]),
         dcc.Loading(html.Div(id="motion", children=html.P("Computing the ITV and motion…", className="muted"))),
     ], id="four-d-panel", style=_HIDDEN, className="panel")
@@ -353,7 +372,7 @@ def layout() -> html.Div:
                  className="controls"),
         html.Div([
             html.Div([dcc.Graph(id="reg-graph", config={"scrollZoom": True, "displaylogo": False}),
-                      html.Label(["Slice", dcc.Slider(id="reg-slice", min=0, max=1, step=1, value=0, marks=None,
+                      html.Label(["Slice", dcc.Slider(id="reg-slice", min=1, max=1, step=1, value=1, marks=None,
                                                       tooltip={"placement": "bottom"})]),
                       html.Label(["Blend alpha (0 fixed, 1 moving)",
                                   dcc.Slider(id="alpha", min=0.0, max=1.0, step=0.05, value=0.5,
@@ -401,9 +420,9 @@ def load_page(pathname: str | None) -> tuple:
 
 def create_review_app(server: Flask) -> dash.Dash:
     """The 4D and registration review dashboard, mounted on ``server`` at :data:`URL_BASE`."""
-    app = dash.Dash(__name__, server=server,  # type: ignore[arg-type]  # Dash types it bool | Callable
-                    url_base_pathname=URL_BASE, title="4D and registration review · OncoPACS",
-                    suppress_callback_exceptions=True, external_stylesheets=[STYLESHEET])
+    app = PageDash(__name__, server=server,
+                   url_base_pathname=URL_BASE, title="4D and registration review · OncoPACS",
+                   suppress_callback_exceptions=True, external_stylesheets=[STYLESHEET])
     server.extensions.setdefault(VIEWER_EXTENSION, ReviewViewer(server.extensions["oncopacs.archive"]))
     server.extensions.setdefault(MOTION_EXTENSION, MotionCache(server.extensions["oncopacs.archive"]))
     install_shell(app, layout, page_title="4D / registration review", subject=Subject.STUDY)
@@ -418,8 +437,7 @@ def create_review_app(server: Flask) -> dash.Dash:
     def _cine_slider(plane, view):
         if not view or not view.get("four_d"):
             raise dash.exceptions.PreventUpdate
-        size = view["four_d"]["sizes"][plane]
-        return size - 1, size // 2
+        return slice_slider(view["four_d"]["sizes"][plane])
 
     @app.callback(Output("motion", "children"), Input("review", "data"))
     def _motion(view):
@@ -445,7 +463,8 @@ def create_review_app(server: Flask) -> dash.Dash:
     def _cine(phase, plane, index, window, view):
         if not view or not view.get("four_d"):
             raise dash.exceptions.PreventUpdate
-        return phase_figure(view["study_uid"], int(phase or 0), plane, index, window, view["four_d"]["phase_percent"])
+        return phase_figure(view["study_uid"], int(phase or 0), plane, slice_index(index), window,
+                            view["four_d"]["phase_percent"])
 
     @app.callback(Output("reg-slice", "max"), Output("reg-slice", "value"), Output("reg-qa", "children"),
                   Input("registration", "value"), Input("reg-plane", "value"), State("review", "data"))
@@ -455,8 +474,8 @@ def create_review_app(server: Flask) -> dash.Dash:
         try:
             sizes, panel = registration_view(view["study_uid"], uid)
         except (ValueError, NotFoundError) as exc:
-            return 0, 0, html.P(str(exc), className="error")
-        return sizes[plane] - 1, sizes[plane] // 2, panel
+            return 1, 1, html.P(str(exc), className="error")
+        return (*slice_slider(sizes[plane]), panel)
 
     @app.callback(Output("reg-graph", "figure"), Input("registration", "value"), Input("reg-plane", "value"),
                   Input("reg-slice", "value"), Input("reg-mode", "value"), Input("alpha", "value"),
@@ -465,7 +484,7 @@ def create_review_app(server: Flask) -> dash.Dash:
         if not view or not uid:
             raise dash.exceptions.PreventUpdate
         try:
-            return registration_figure(view["study_uid"], uid, plane, int(index or 0), mode=mode,
+            return registration_figure(view["study_uid"], uid, plane, slice_index(index), mode=mode,
                                        alpha=0.5 if alpha is None else alpha, tile_mm=tile or DEFAULT_TILE_MM,
                                        window=window)
         except (ValueError, NotFoundError):
@@ -494,4 +513,6 @@ __all__ = [
     "registration_frame",
     "registration_view",
     "review_view",
+    "slice_index",
+    "slice_slider",
 ]

@@ -107,6 +107,35 @@ def test_planning_study_links_ct_rtstruct_plan_dose(archive: Archive, patient: D
     assert summary.pet_ct_pairs == ()
 
 
+def test_the_dose_a_plan_declares_comes_before_a_dose_check_stored_earlier(archive: Archive):
+    """A secondary dose check referencing the plan never displaces the planning system's dose as the first."""
+    from oncopacs.analysis.rt import find_planning_sets
+
+    checked = build_demo_patient("ONCO-ORDER-001", with_dose_check=True)
+    assert checked.dose_check is not None
+    _store(archive, [*checked.planning_ct, checked.rtstruct, checked.rt_ion_plan, checked.dose_check, checked.rt_dose])
+    study_uid = checked.rtstruct.StudyInstanceUID
+    summary = _summary(archive, study_uid)
+    assert [d.sop_instance_uid for d in summary.doses] == [checked.dose_check.SOPInstanceUID,
+                                                           checked.rt_dose.SOPInstanceUID]  # stored order
+    (chain,) = summary.treatment_planning_sets
+    assert chain.dose_uids == (checked.rt_dose.SOPInstanceUID, checked.dose_check.SOPInstanceUID)
+    with archive.index.reading() as session:
+        sets = find_planning_sets(session, study_uid)
+    assert [s.dose_uid for s in sets] == list(chain.dose_uids)
+    assert {s.plan_uid for s in sets} == {checked.rt_ion_plan.SOPInstanceUID}
+
+
+def test_doses_of_a_plan_that_declares_none_keep_their_stored_order(archive: Archive):
+    checked = build_demo_patient("ONCO-ORDER-002", with_dose_check=True)
+    assert checked.dose_check is not None
+    plan = copy.deepcopy(checked.rt_ion_plan)
+    del plan.ReferencedDoseSequence
+    _store(archive, [*checked.planning_ct, checked.rtstruct, plan, checked.dose_check, checked.rt_dose])
+    (chain,) = _summary(archive, checked.rtstruct.StudyInstanceUID).treatment_planning_sets
+    assert chain.dose_uids == (checked.dose_check.SOPInstanceUID, checked.rt_dose.SOPInstanceUID)
+
+
 def test_pet_ct_study_pairs_pt_with_ct_on_its_frame(archive: Archive, patient: DemoPatient):
     _store(archive, patient.all_datasets())
     summary = _summary(archive, patient.pet[0].StudyInstanceUID)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.uid import ExplicitVRLittleEndian, RTIonPlanStorage, RTStructureSetStorage
+from pydicom.uid import ExplicitVRLittleEndian, RTDoseStorage, RTIonPlanStorage, RTStructureSetStorage
 
 from oncopacs.phantom import (
     DemoPatient,
@@ -201,7 +201,32 @@ def test_plan_dose_and_frames_of_reference(demo: DemoPatient) -> None:
     assert {d.StudyInstanceUID for d in (*demo.planning_ct, rs, plan, dose)} == {rs.StudyInstanceUID}
     assert {d.StudyInstanceUID for d in (*demo.pet_ct, *demo.pet)} == {demo.pet[0].StudyInstanceUID}
     assert dose.FrameIncrementPointer == 0x3004000C and dose.NumberOfFrames == len(dose.GridFrameOffsetVector)
-    assert (dose.DoseUnits, dose.DoseType, dose.DoseSummationType) == ("GY", "PHYSICAL", "PLAN")
+    # a proton plan's dose as proton planning systems write it: RBE-weighted (constant RBE 1.1), read as Gy(RBE)
+    assert (dose.DoseUnits, dose.DoseType, dose.DoseSummationType) == ("GY", "EFFECTIVE", "PLAN")
+    assert "RBE 1.1" in dose.DoseComment
+    (declared,) = plan.ReferencedDoseSequence  # the plan names its planning-system dose
+    assert (declared.ReferencedSOPClassUID, declared.ReferencedSOPInstanceUID) == (RTDoseStorage, dose.SOPInstanceUID)
+    assert demo.dose_check is None  # only on request (the demo's first patient)
+
+
+def test_an_independent_dose_check_is_a_second_plan_dose_two_percent_lower(demo: DemoPatient) -> None:
+    checked = build_demo_patient(with_dose_check=True)
+    check, dose, plan = checked.dose_check, checked.rt_dose, checked.rt_ion_plan
+    assert check is not None and dose.SOPInstanceUID == demo.rt_dose.SOPInstanceUID  # the rest is unchanged
+    assert checked.all_datasets() == [*demo.all_datasets()[:len(demo.planning_ct) + 3], check,
+                                      *demo.all_datasets()[len(demo.planning_ct) + 3:]]
+    assert check.SeriesInstanceUID != dose.SeriesInstanceUID and check.SOPInstanceUID != dose.SOPInstanceUID
+    assert (check.SeriesNumber, check.SeriesDescription) == (5, "Independent dose check")
+    assert check.DoseComment.startswith("Independent dose check") and "2 %" in check.DoseComment
+    assert (check.DoseUnits, check.DoseType, check.DoseSummationType) == ("GY", "EFFECTIVE", "PLAN")
+    assert check.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID == plan.SOPInstanceUID
+    assert [r.ReferencedSOPInstanceUID for r in plan.ReferencedDoseSequence] == [dose.SOPInstanceUID]
+    assert check.StudyInstanceUID == dose.StudyInstanceUID and check.FrameOfReferenceUID == dose.FrameOfReferenceUID
+    checked_gy, planned_gy = _decoded_dose(check)[0], _decoded_dose(dose)[0]
+    assert np.allclose(checked_gy, 0.98 * planned_gy, atol=1e-6)
+    assert checked_gy.max() == pytest.approx(0.98 * demo.truth.dose_model.dmax_gy)
+    only_first = build_demo_patients(2, dose_check_ids=("ONCO-DEMO-001",))
+    assert [p.dose_check is not None for p in only_first] == [True, False]
 
 
 def test_plan_is_a_plausible_proton_plan(demo: DemoPatient) -> None:

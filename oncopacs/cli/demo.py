@@ -17,7 +17,7 @@ from oncopacs.analysis.pet import PET_TIMEPOINT, find_contoured_pet_series, meas
 from oncopacs.analysis.pet_job import enqueue_pet_statistics
 from oncopacs.analysis.registration import find_registration_of, store_registration
 from oncopacs.analysis.results import count_results
-from oncopacs.analysis.rt import DVH, find_studies_with_doses
+from oncopacs.analysis.rt import PLAN, find_studies_with_doses
 from oncopacs.analysis.rt_job import enqueue_rt_analysis
 from oncopacs.archive.importer import ImportSummary
 from oncopacs.archive.ingest import Archive, IngestResult
@@ -45,14 +45,19 @@ DEMO_ACTOR = "system:demo"
 DEMO_CREDENTIALS_FILE = "demo-credentials.txt"
 #: EORTC counts treatment cycles before each follow-up of the longitudinal PET-CT patients.
 FOLLOWUP_CYCLES = (2, 4)
+#: The demo patient whose proton plan also has an independent dose check to compare with on the plan page.
+DOSE_CHECK_PATIENT_ID = "ONCO-DEMO-001"
 
 Count = Callable[[str, IngestResult], None]
 
 
 def load_demo(archive: Archive, n_patients: int = 2, on_object: Callable[[], None] | None = None) -> ImportSummary:
-    """Generate ``n_patients`` phantom patients and ingest every object; re-running adds nothing."""
+    """Generate ``n_patients`` phantom patients and ingest every object; re-running adds nothing.
+
+    The first patient's planning study also holds an independent dose check of its plan (a second RT Dose).
+    """
     summary = ImportSummary()
-    for patient in build_demo_patients(n_patients):
+    for patient in build_demo_patients(n_patients, dose_check_ids=(DOSE_CHECK_PATIENT_ID,)):
         for dataset in patient.all_datasets():
             summary.count(
                 f"{dataset.Modality} {dataset.SOPInstanceUID}", archive.ingest_dataset(dataset, source="demo")
@@ -107,7 +112,10 @@ def load_review_demo(
 
 @dataclass(frozen=True, slots=True)
 class DemoAnalysis:
-    """What the demo's user will find analysed: RT Doses with DVHs and goals, PET series with SUV statistics."""
+    """What the demo's user will find analysed: plans with DVHs and goals, PET series with SUV statistics.
+
+    ``plans`` counts analysed plans, not doses (a plan with an independent dose check counts once).
+    """
 
     plans: int
     pet_series: int
@@ -144,7 +152,7 @@ def analyse_demo(platform: Platform, on_job: Callable[[], None] | None = None) -
 
     platform.jobs.new_worker().run_pending(on_job=ran)
     with platform.index.reading() as session:
-        return DemoAnalysis(count_results(session, DVH), count_results(session, PET_TIMEPOINT), tuple(failed))
+        return DemoAnalysis(count_results(session, PLAN), count_results(session, PET_TIMEPOINT), tuple(failed))
 
 
 def ensure_demo_user(users: UserStore, data_dir: Path) -> tuple[str, str]:

@@ -258,17 +258,19 @@ def build_treatment_planning_sets(
     """One set per structure set (with its plans and their doses), then one per plan or dose left over.
 
     ``plan_doses`` adds the plan -> dose links a plan declares itself (ReferencedDoseSequence).
-    A plan or dose whose structure set or plan is not in the study starts a set of its own,
-    with the image series on its frame of reference.
+    A plan's doses come in a fixed order: the doses it declares first (the planning system's own dose, so
+    that a secondary dose check or a copy referencing the plan does not come before it), then the others
+    in ``doses`` order (stored order). A plan or dose whose structure set or plan is not in the study
+    starts a set of its own, with the image series on its frame of reference.
     """
     dose_uids = {d.sop_instance_uid for d in doses}
     plan_uids = {p.sop_instance_uid for p in plans}
     doses_of_plan: dict[str, list[str]] = defaultdict(list)
+    for plan_uid, linked_doses in (plan_doses or {}).items():
+        doses_of_plan[plan_uid].extend(uid for uid in linked_doses if uid in dose_uids)
     for dose in doses:
         if dose.plan_uid in plan_uids:
             doses_of_plan[dose.plan_uid].append(dose.sop_instance_uid)
-    for plan_uid, linked_doses in (plan_doses or {}).items():
-        doses_of_plan[plan_uid].extend(uid for uid in linked_doses if uid in dose_uids)
     sets: list[TreatmentPlanningSet] = []
     used_plans: set[str] = set()
     used_doses: set[str] = set()
@@ -384,6 +386,18 @@ def _existing(session: Session, column, uids: set[str]) -> set[str]:
     found: set[str] = set()
     for start in range(0, len(ordered), _IN_CHUNK):
         found.update(session.scalars(select(column).where(column.in_(ordered[start:start + _IN_CHUNK]))))
+    return found
+
+
+def series_descriptions(session: Session, sop_instance_uids: Iterable[str]) -> dict[str, str]:
+    """SOP Instance UID -> the SeriesDescription of its series (empty when the series has none)."""
+    ordered = sorted(set(sop_instance_uids))
+    found: dict[str, str] = {}
+    for start in range(0, len(ordered), _IN_CHUNK):
+        rows = session.execute(select(Instance.sop_instance_uid, Series.series_description)
+                               .join(Series, Instance.series_pk == Series.id)
+                               .where(Instance.sop_instance_uid.in_(ordered[start:start + _IN_CHUNK])))
+        found.update({uid: description or "" for uid, description in rows})
     return found
 
 

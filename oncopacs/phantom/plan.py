@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import RTIonPlanStorage, RTStructureSetStorage
+from pydicom.uid import RTDoseStorage, RTIonPlanStorage, RTStructureSetStorage
 
 from oncopacs.phantom.anatomy import PhantomAnatomy
 from oncopacs.phantom.common import build_base_dataset, build_reference, format_ds, format_position
@@ -140,9 +140,10 @@ def build_rt_ion_plan(
     prescription_gy: float = 60.0,
     fractions: int = 30,
     treatment_site: str = "",
+    dose_uid: str = "",
 ) -> Dataset:
     """A two-beam proton plan prescribing ``prescription_gy`` (Gy) in ``fractions`` to the PTV (TreatmentSite
-    ``treatment_site`` when given)."""
+    ``treatment_site`` when given; ReferencedDoseSequence naming the planning system's dose ``dose_uid`` when given)."""
     ptv = anatomy.ptv
     if not isinstance(ptv.solid, Sphere):
         raise ValueError("the phantom plan expects a spherical PTV")
@@ -160,6 +161,8 @@ def build_rt_ion_plan(
     ds.ReferencedStructureSetSequence = DicomSequence(
         [build_reference(RTStructureSetStorage, rtstruct.SOPInstanceUID)]
     )
+    if dose_uid:
+        ds.ReferencedDoseSequence = DicomSequence([build_reference(RTDoseStorage, dose_uid)])
 
     dose_ref = Dataset()
     dose_ref.DoseReferenceNumber = 1

@@ -41,7 +41,7 @@ def test_rows_carry_diagnosis_site_course_response_and_next_step(demo_app):
     rows = {r.patient_id: r for r in read_board(demo_app.extensions["oncopacs.archive"], today=date(2024, 6, 3))}
     responder, progressor, demo = rows["ONCO-RESP-001"], rows["ONCO-RESP-002"], rows["ONCO-DEMO-001"]
     assert responder.diagnosis == "Non-small cell lung cancer, right upper lobe" and responder.site == "Lung, right"
-    assert responder.prescription == "60 Gy / 30 fx" and responder.rt_dates == "19 Feb – 2 Apr 2024"
+    assert responder.prescription == "60 Gy(RBE) / 30 fx" and responder.rt_dates == "19 Feb – 2 Apr 2024"
     assert responder.response == "CMR on 6 May 2024"
     assert responder.next_step == ""  # last PET 6 May 2024: the follow-up is not due before 29 Jul 2024
     assert progressor.rt_dates == "19 Feb – 27 Mar 2024 (planned)"  # no treatment record: from the plan
@@ -89,7 +89,7 @@ def test_csv_export_is_the_filtered_cohort(demo_app, as_role):
     responder = next(r for r in rows if r["PatientID"] == "ONCO-RESP-001")
     assert (responder["RT start"], responder["RT end"], responder["RT dates from"]) == (
         "2024-02-19", "2024-04-02", "treatment records")
-    assert responder["Response date"] == "2024-05-06" and responder["Prescription"] == "60 Gy / 30 fx"
+    assert responder["Response date"] == "2024-05-06" and responder["Prescription"] == "60 Gy(RBE) / 30 fx"
     assert download["filename"].endswith(".csv")
 
 

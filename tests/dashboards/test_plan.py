@@ -1,4 +1,5 @@
-"""The plan review page on a demo patient with two doses of its plan (physical, and an EFFECTIVE RBE-weighted copy).
+"""The plan review page on a demo patient with three doses of its proton plan: the planning system's RBE-weighted
+(EFFECTIVE) dose, an independent dose check 2 % lower, and a PHYSICAL export (the RBE-weighted dose / 1.1).
 
 The callback bodies are called in a request of an oncologist; the callbacks that carry the page's behaviour
 (loading, crosshair moves, the % <-> Gy switch) are also posted over HTTP the way the browser does.
@@ -44,23 +45,26 @@ LEVELS = "100, 95, 80, 50, 20"
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flask, DemoPatient, str]]:
-    """The app over an archive holding the demo patient, an RBE-weighted (EFFECTIVE) copy of its dose, analysed."""
+    """The app over an archive holding the demo patient with its dose check and a PHYSICAL export, analysed.
+
+    Yields the app, the patient and the PHYSICAL dose's SOP Instance UID.
+    """
     settings = Settings(data_dir=tmp_path_factory.mktemp("plan-page") / "data", dicom_host="127.0.0.1",
                         dicom_port=0, secret_key="plan-page", audit_spool_bytes=TEST_AUDIT_SPOOL_BYTES)
-    demo = build_demo_patient("ONCO-PLANPAGE-001", "Phantom^Planpage")
-    effective = copy.deepcopy(demo.rt_dose)
-    effective.SOPInstanceUID = generate_uid(entropy_srcs=["plan-page", "rbe dose"])
-    effective.file_meta.MediaStorageSOPInstanceUID = effective.SOPInstanceUID
-    effective.SeriesInstanceUID = generate_uid(entropy_srcs=["plan-page", "rbe series"])
-    effective.DoseType = "EFFECTIVE"
-    effective.DoseGridScaling = float(demo.rt_dose.DoseGridScaling) * 1.1
+    demo = build_demo_patient("ONCO-PLANPAGE-001", "Phantom^Planpage", with_dose_check=True)
+    physical = copy.deepcopy(demo.rt_dose)
+    physical.SOPInstanceUID = generate_uid(entropy_srcs=["plan-page", "physical dose"])
+    physical.file_meta.MediaStorageSOPInstanceUID = physical.SOPInstanceUID
+    physical.SeriesInstanceUID = generate_uid(entropy_srcs=["plan-page", "physical series"])
+    physical.DoseType = "PHYSICAL"
+    physical.DoseGridScaling = float(demo.rt_dose.DoseGridScaling) / 1.1
     with open_platform(settings) as platform:
-        for dataset in [*demo.all_datasets(), effective]:
+        for dataset in [*demo.all_datasets(), physical]:
             assert platform.archive.ingest_dataset(dataset, source="test").acknowledged
-        platform.jobs.new_worker().run_pending()  # the RT analysis of both doses, as the rules queue it
+        platform.jobs.new_worker().run_pending()  # the RT analysis of the three doses, as the rules queue it
         app = create_app(platform)
         app.config["TESTING"] = True
-        yield app, demo, str(effective.SOPInstanceUID)
+        yield app, demo, str(physical.SOPInstanceUID)
 
 
 @contextmanager
@@ -87,19 +91,22 @@ def _rgb(css: str) -> tuple[int, ...]:
 
 
 def test_the_view_opens_on_the_target_with_the_rois_their_colours_and_volumes(view, site):
-    app, demo, rbe_uid = site
+    app, demo, physical_uid = site
     rois = {r["name"]: r for r in view["rois"]}
     assert list(rois) == ["BODY", "PTV", "Bladder", "Rectum", "SpinalCord"]
     assert rois["PTV"]["colour"] == [255, 0, 0] and rois["PTV"]["volume_cc"] == pytest.approx(113.1, abs=0.5)
-    assert view["dose_unit"] == "Gy" and view["reference_gy"] == pytest.approx(60.0)
-    assert view["prescription_text"].startswith("60 Gy in 30 fractions (2 Gy per fraction)")
+    assert view["dose_unit"] == "Gy(RBE)" and view["reference_gy"] == pytest.approx(60.0)  # a proton plan's dose
+    assert view["prescription_text"].startswith("60 Gy(RBE) in 30 fractions (2 Gy(RBE) per fraction)")
     with oncologist(app):
         at_start = probe_text(view, "axial", view["start"]["axial"] - 1,
                               *crosshair_at(view, "axial", {p: i - 1 for p, i in view["start"].items()}))
-    assert "Gy (10" in at_start or "Gy (9" in at_start  # the crosshair opens inside the PTV, at about 100 %
+    assert "Gy(RBE) (10" in at_start or "Gy(RBE) (9" in at_start  # the crosshair opens inside the PTV, about 100 %
     labels = {c["value"]: c["label"] for c in view["doses"]}
-    assert set(labels) == {str(demo.rt_dose.SOPInstanceUID), rbe_uid}
-    assert labels[rbe_uid].endswith("Gy(RBE)") and labels[rbe_uid] != labels[str(demo.rt_dose.SOPInstanceUID)]
+    tps_uid, check_uid = str(demo.rt_dose.SOPInstanceUID), str(demo.dose_check.SOPInstanceUID)
+    assert next(iter(labels)) == tps_uid and set(labels) == {tps_uid, check_uid, physical_uid}  # the TPS dose first
+    assert "Gy(RBE)" in labels[tps_uid] and "Gy(RBE)" in labels[check_uid]
+    assert "Independent dose check" in labels[check_uid] and "check" not in labels[tps_uid]  # the series says which
+    assert labels[physical_uid].endswith("Gy") and len(set(labels.values())) == 3
 
 
 def test_each_plane_stacks_ct_wash_crosshair_isodose_lines_then_contours(view, site):
@@ -161,8 +168,8 @@ def test_the_legend_lists_each_level_in_percent_and_gy(view):
     legend, bar, problem = legend_content(view, LEVELS, "percent")
     words = texts(legend)
     assert problem == "" and bar is not None
-    for percent, gy in (("100 %", "60 Gy"), ("95 %", "57 Gy"), ("80 %", "48 Gy"), ("50 %", "30 Gy"),
-                        ("20 %", "12 Gy")):
+    for percent, gy in (("100 %", "60 Gy(RBE)"), ("95 %", "57 Gy(RBE)"), ("80 %", "48 Gy(RBE)"),
+                        ("50 %", "30 Gy(RBE)"), ("20 %", "12 Gy(RBE)")):
         assert percent in words and gy in words
     assert words.index("100 %") < words.index("50 %")  # hottest first
     assert "110 %" in json.dumps(bar.to_plotly_json(), default=str) or "wash 10–110 %" in str(texts(bar))
@@ -187,7 +194,7 @@ def test_switching_percent_to_gy_converts_the_box_over_http(site, view):
 
 
 def test_loading_the_page_and_moving_the_crosshair_over_http(site):
-    app, demo, _ = site
+    app, demo, physical_uid = site
     client = app.test_client()
     users = app.extensions["oncopacs.users"]
     users.add_user("plan-load", Role.ONCOLOGIST, "correct horse battery")
@@ -210,8 +217,11 @@ def test_loading_the_page_and_moving_the_crosshair_over_http(site):
     study = loaded["study"]["data"]
     assert "dvh" not in study and loaded["dvh-doc"]["data"]["rois"]  # the big documents stay out of the study
     assert loaded["axial-slider"]["max"] == 30 and 1 <= loaded["axial-slider"]["value"] <= 30  # 1-based
-    assert loaded["isodose-unit"]["data"][1]["label"] == "Gy"
-    assert len(loaded["compare-select"]["data"]) == 1
+    assert loaded["isodose-unit"]["data"][1]["label"] == "Gy(RBE)"
+    assert loaded["dose-select"]["value"] == str(demo.rt_dose.SOPInstanceUID)  # the plan's own dose opens
+    assert {c["value"] for c in loaded["compare-select"]["data"]} == {
+        str(demo.dose_check.SOPInstanceUID), physical_uid}  # the independent check and the physical export
+    assert loaded["compare-note"]["children"] == ""
     first = loaded["axial-view"]["children"][0]["props"]  # the loader sends the first views with the study
     assert first["id"] == "axial-graph" and first["figure"]["data"][0]["type"] == "image"
     assert "100 %" in json.dumps(loaded["isodose-legend"]["children"])
@@ -245,7 +255,7 @@ def test_goals_are_coloured_by_result_and_worded_for_people(view):
     assert "Max[%]" not in shown and "<=" not in shown and "not found" not in shown
     rows = {(r["roi"], r["goal"]): r for r in grid.rowData}
     assert rows[("BODY", "Max ≤ 110 %")]["status_text"] == "Pass"
-    assert rows[("SpinalCord", "Max ≤ 50 Gy")]["reason"] == "outside the dose grid"
+    assert rows[("SpinalCord", "Max ≤ 50 Gy(RBE)")]["reason"] == "outside the dose grid"
     assert rows[("CTV", "D95% ≥ 98 %")]["reason"] == "no structure CTV in the structure set"
     styles = grid.getRowStyle["styleConditions"]
     assert len({c["style"]["backgroundColor"] for c in styles}) == 4  # pass, within tolerance, fail, not evaluated
@@ -259,37 +269,66 @@ def test_the_beam_table_has_mu_energies_and_ion_devices(view):
     assert "Snout" not in headers  # no beam of the demo plan has one: no empty column
     first = grid.rowData[0]
     assert first["meterset"] == "197.1 MU" and first["energy"] == "99.8–131.6 MeV (7 layers)"
-    assert first["range_shifter"] == "none" and first["beam_dose"] == "1 Gy"
+    assert first["range_shifter"] == "none" and first["beam_dose"] == "1 Gy(RBE)"
 
 
-def test_an_effective_dose_is_labelled_gy_rbe_everywhere(site):
-    app, demo, rbe_uid = site
+@pytest.mark.parametrize(("dose", "unit"), [("tps", "Gy(RBE)"), ("check", "Gy(RBE)"), ("physical", "Gy")])
+def test_each_dose_is_labelled_in_its_own_unit_everywhere(site, dose, unit):
+    app, demo, physical_uid = site
+    uid = {"tps": str(demo.rt_dose.SOPInstanceUID), "check": str(demo.dose_check.SOPInstanceUID),
+           "physical": physical_uid}[dose]
     with oncologist(app):
-        rbe = study_view(str(demo.rt_dose.StudyInstanceUID), rbe_uid)
-        probe = probe_text(rbe, "axial", rbe["start"]["axial"] - 1, 0.0, 0.0)
-    assert rbe["dose_unit"] == "Gy(RBE)" and "Gy(RBE)" in rbe["prescription_text"]
-    legend, _, _ = legend_content(rbe, LEVELS, "percent")
-    assert "60 Gy(RBE)" in texts(legend) and "Gy(RBE)" in probe
-    _, grid = goals_table(rbe["goals"], rbe["dose_unit"])
-    assert any(r["goal"] == "Max ≤ 50 Gy(RBE)" for r in grid.rowData)
-    figure = dvh_figure(rbe["dvh"], {r["name"]: r["colour"] for r in rbe["rois"]}, dose_unit=rbe["dose_unit"])
-    assert figure["layout"]["xaxis"]["title"]["text"] == "Dose (Gy(RBE))"
-    (beams,) = beams_table(rbe["plan"], rbe["dose_unit"])
-    assert beams.rowData[0]["beam_dose"] == "1 Gy(RBE)"
+        shown = study_view(str(demo.rt_dose.StudyInstanceUID), uid)
+        probe = probe_text(shown, "axial", shown["start"]["axial"] - 1, 0.0, 0.0)
+    assert shown["dose_uid"] == uid and shown["dose_unit"] == unit
+    assert shown["prescription_text"].startswith(f"60 {unit} in 30 fractions (2 {unit} per fraction)")
+    legend, _, _ = legend_content(shown, LEVELS, "percent")
+    assert f"60 {unit}" in texts(legend) and f"{unit} (" in probe
+    _, grid = goals_table(shown["goals"], shown["dose_unit"])
+    assert any(r["goal"] == f"Max ≤ 50 {unit}" for r in grid.rowData)
+    figure = dvh_figure(shown["dvh"], {r["name"]: r["colour"] for r in shown["rois"]}, dose_unit=shown["dose_unit"])
+    assert figure["layout"]["xaxis"]["title"]["text"] == f"Dose ({unit})"
+    (beams,) = beams_table(shown["plan"], shown["dose_unit"])
+    assert beams.rowData[0]["beam_dose"] == f"1 {unit}"
 
 
-def test_a_second_dose_compares_on_the_dvh(view, site):
-    app, _, rbe_uid = site
+def test_the_independent_dose_check_compares_on_the_dvh(view, site):
+    app, demo, physical_uid = site
+    check_uid = str(demo.dose_check.SOPInstanceUID)
     with oncologist(app):
-        other = compare_dvh(view["study_uid"], rbe_uid)
+        check = compare_dvh(view["study_uid"], check_uid)
+        physical = compare_dvh(view["study_uid"], physical_uid)
         with pytest.raises(ValueError, match="not a dose of this study"):
             compare_dvh(view["study_uid"], "1.2.3.4")
-        figure = plane_content(view, "axial", view["start"]["axial"] - 1, window=WINDOW, dose_uid=rbe_uid)
+        figure = plane_content(view, "axial", view["start"]["axial"] - 1, window=WINDOW, dose_uid=check_uid)
+    assert check is not None and check["dose"]["dose_unit"] == "Gy(RBE)" and check != view["dvh"]
     colours = {r["name"]: r["colour"] for r in view["rois"]}
-    dvh = dvh_figure(view["dvh"], colours, compare=other, compare_label="RBE")
+    dvh = dvh_figure(view["dvh"], colours, compare=check, compare_label="check")
     solid = {t["name"]: t for t in dvh["data"] if t["line"]["dash"] == "solid"}
     dashed = {t["name"]: t for t in dvh["data"] if t["line"]["dash"] == "dash"}
-    assert "PTV" in solid and "PTV · RBE" in dashed
-    assert max(dashed["PTV · RBE"]["x"]) == pytest.approx(1.1 * max(solid["PTV"]["x"]), rel=0.03)
+    assert "PTV" in solid and "PTV · check" in dashed
+    assert max(dashed["PTV · check"]["x"]) == pytest.approx(0.98 * max(solid["PTV"]["x"]), rel=0.01)  # 2 % lower
+    against_physical = dvh_figure(view["dvh"], colours, compare=physical, compare_label="physical")
+    dashed_physical = next(t for t in against_physical["data"] if t["name"] == "PTV · physical")
+    assert max(dashed_physical["x"]) == pytest.approx(max(solid["PTV"]["x"]) / 1.1, rel=0.03)
     assert figure["data"][0]["type"] == "image"
     assert dvh["layout"]["showlegend"] is False  # the structures list names the colours; nothing under a mode bar
+
+
+def test_the_demo_proton_plan_opens_in_gy_rbe_with_its_independent_dose_check_to_compare(demo_app, as_role):
+    """``oncopacs demo``: ONCO-DEMO-001's planning study holds the TPS dose and an independent check of it."""
+    demo = build_demo_patient(with_dose_check=True)  # the demo's first patient: same UIDs as it loads
+    assert demo.dose_check is not None and demo.patient.patient_id == "ONCO-DEMO-001"
+    tps_uid, check_uid = str(demo.rt_dose.SOPInstanceUID), str(demo.dose_check.SOPInstanceUID)
+    with as_role(Role.ONCOLOGIST):
+        opened = study_view(str(demo.rt_dose.StudyInstanceUID))
+        check = compare_dvh(opened["study_uid"], check_uid)
+    assert opened["dose_uid"] == tps_uid and opened["dose_unit"] == "Gy(RBE)"  # the TPS dose opens, RBE-weighted
+    assert opened["prescription_text"].startswith("60 Gy(RBE) in 30 fractions")
+    assert [c["value"] for c in opened["doses"] if c["value"] != tps_uid] == [check_uid]  # what compare-select lists
+    assert check is not None and check["dose_unit"] == "Gy(RBE)"
+    colours = {r["name"]: r["colour"] for r in opened["rois"]}
+    figure = dvh_figure(opened["dvh"], colours, compare=check, compare_label="check", dose_unit=opened["dose_unit"])
+    ptv = {t["line"]["dash"]: max(t["x"]) for t in figure["data"] if t["name"] in ("PTV", "PTV · check")}
+    assert ptv["dash"] == pytest.approx(0.98 * ptv["solid"], rel=0.01)
+    assert figure["layout"]["xaxis"]["title"]["text"] == "Dose (Gy(RBE))"

@@ -40,7 +40,7 @@ def test_responder_timeline_has_percist_categories_and_the_rt_course(demo_app, a
     assert _categories(content) == [BASELINE, "PMR", "CMR"]
     shown = _text(content)
     # the RT course of the demo's planning study: plan, prescription, treatment days from its 30 treatment records
-    assert "PROTON_PTV · Proton" in shown and "60 Gy in 30 fractions (2 Gy per fraction)" in shown
+    assert "PROTON_PTV · Proton" in shown and "60 Gy(RBE) in 30 fractions (2 Gy(RBE) per fraction)" in shown
     assert "19 Feb – 2 Apr 2024" in shown and "30 of 30 fractions in the archive's treatment records" in shown
     assert "Non-small cell lung cancer, right upper lobe" in shown and "Lung, right" in shown
     assert "Prescription: 60 Gy from plan DoseReference 1 'PTV' TargetPrescriptionDose" in shown  # describe()
@@ -112,7 +112,7 @@ def test_progressor_ends_in_pmd_and_its_planned_course_is_said(demo_app, as_role
     assert "g/mL" in figure.layout.annotations[0].text
     band = next(s for s in figure.layout.shapes if s.type == "rect")
     assert (band.x0, band.x1) == ("2024-02-19", "2024-03-27")  # the RT course on the timeline
-    assert any("RT PROTON_PTV: 50.4 Gy in 28 fractions" in a.text and "(planned)" in a.text
+    assert any("RT PROTON_PTV: 50.4 Gy(RBE) in 28 fractions" in a.text and "(planned)" in a.text
                for a in figure.layout.annotations)
     threshold = next(t for t in figure.data if t.name.startswith("PERCIST measurability"))
     assert list(threshold.y) == [pytest.approx(p.measurability_threshold) for p in timeline.points]
@@ -129,7 +129,7 @@ def test_unknown_patient_and_missing_results_are_said(demo_app, as_role):
         _, no_pet = render_response_page("/dashboards/response/ONCO-DEMO-001")
     assert texts(missing) == ["No patient NOPE in the archive."]
     assert NO_TIME_POINTS in texts(no_pet) and "oncopacs pet record" not in as_json(no_pet)
-    assert "60 Gy in 30 fractions (2 Gy per fraction)" in _text(no_pet)  # its plan, still shown
+    assert "60 Gy(RBE) in 30 fractions (2 Gy(RBE) per fraction)" in _text(no_pet)  # its plan, still shown
 
 
 def test_every_command_the_page_mentions_exists():

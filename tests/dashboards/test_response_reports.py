@@ -41,8 +41,8 @@ def test_pdf_shows_the_pages_timeline_course_and_chart(demo_app, kind, tmp_path)
     assert report.data["course"] == [p.to_dict() for p in timeline.plans]
     pdf = service.read_pdf(report)
     text = pdf_text(pdf, tmp_path)
-    assert "RT PROTON_PTV: 60 Gy in 30 fractions (2 Gy per fraction)" in text  # the band's label, in the chart
-    assert "19 Feb 2024 – 2" in text and "30 of 30 fractions in" in text  # (table cells wrap their lines)
+    assert "RT PROTON_PTV: 60 Gy(RBE) in 30 fractions (2 Gy(RBE) per fraction)" in text  # the band's label
+    assert "19 Feb 2024 – 2" in text and "30 of 30 fractions" in text  # (table cells wrap their lines)
     follow = timeline.points[-1]
     assert f"{follow.sul_peak_change_pct:+.1f} %".replace("-", "−") in text  # Δ SULpeak, as on the page
     assert "1.47 ± 0.17" in text  # the liver reference

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -20,6 +21,8 @@ from dashboards.review import (
     phase_frame,
     registration_frame,
     registration_view,
+    slice_index,
+    slice_slider,
 )
 from oncopacs.audit.models import AuditRecord
 from oncopacs.auth.roles import Principal, Role
@@ -32,7 +35,7 @@ from oncopacs.phantom.review_demo import (
 from oncopacs.platform import open_platform
 from oncopacs.settings import Settings
 from oncopacs.viewer.review import ReviewViewer, load_four_d, load_pair
-from oncopacs.viewer.slices import RenderOptions, pixel_of, render_slice
+from oncopacs.viewer.slices import RenderOptions, encode_png, pixel_of, render_slice
 from oncopacs.web.app import create_app
 from tests.dashboards.conftest import dash_update, texts
 
@@ -230,16 +233,29 @@ def test_access_over_http(app, four_d_uid, repeat_uid):
     assert f'href="/dashboards/review/{repeat_uid}"' not in browser
 
 
+def test_slice_sliders_count_from_one_as_the_titles_do():
+    assert slice_slider(64) == (64, 33) and slice_slider(1) == (1, 1)  # max = the slice count; the middle slice
+    assert slice_index(33) == 32 and slice_index(1) == 0 and slice_index(None) == 0 and slice_index(0) == 0
+    assert slice_index(slice_slider(64)[0]) == 63  # the slider's last value is the last slice
+
+
 def test_cine_and_blend_callbacks_over_http(app, four_d_uid, demo, as_oncologist):
     with as_oncologist():
         store = load_page(f"/dashboards/review/{four_d_uid}")[0]
+        slice_32 = phase_frame(four_d_uid, 4, "coronal", 31, "lung")  # the slider's 32 is index 31
     client, headers = app.test_client(), bearer(app, Role.ONCOLOGIST)
+    size = store["four_d"]["sizes"]["coronal"]
+    slider = dash_update(client, "/dashboards/review/", [("cine-slice", "max"), ("cine-slice", "value")],
+                         [("cine-plane", "value", "coronal"), ("review", "data", store)], headers)
+    assert slider.json["response"]["cine-slice"] == {"max": size, "value": size // 2 + 1}  # 1-based
     frame = dash_update(client, "/dashboards/review/", [("cine-graph", "figure")],
                         [("phase", "value", 4), ("cine-plane", "value", "coronal"), ("cine-slice", "value", 32),
                          ("window", "value", "lung")], headers, state=[("review", "data", store)])
     figure = frame.json["response"]["cine-graph"]["figure"]
     assert frame.status_code == 200 and figure["data"][0]["source"].startswith("data:image/png;base64,")
-    assert "phase 40 %" in figure["layout"]["title"]["text"]
+    assert figure["layout"]["title"]["text"] == f"Coronal 32/{size} · phase 40 %"  # what the slider says
+    shown = base64.b64decode(figure["data"][0]["source"].removeprefix("data:image/png;base64,"))
+    assert shown == encode_png(np.ascontiguousarray(slice_32.rgb))  # and the slice it names
     play = dash_update(client, "/dashboards/review/", [("cine-timer", "disabled"), ("play", "children")],
                        [("play", "n_clicks", 1)], headers)
     assert play.status_code == 200 and play.json["response"]["cine-timer"]["disabled"] is False
@@ -249,7 +265,16 @@ def test_cine_and_blend_callbacks_over_http(app, four_d_uid, demo, as_oncologist
                          ("tile", "value", 20), ("window", "value", "mediastinum")], headers,
                         state=[("review", "data", store)])
     assert blend.status_code == 200
-    assert "checkerboard (tiles 20 mm)" in blend.json["response"]["reg-graph"]["figure"]["layout"]["title"]["text"]
+    title = blend.json["response"]["reg-graph"]["figure"]["layout"]["title"]["text"]
+    assert title.startswith("Axial 12/") and "checkerboard (tiles 20 mm)" in title  # the slider's 12, 1-based
+    with as_oncologist():
+        sizes, _panel = registration_view(four_d_uid, demo.registration_uid)
+    chosen = dash_update(client, "/dashboards/review/", [("reg-slice", "max"), ("reg-slice", "value"),
+                                                         ("reg-qa", "children")],
+                         [("registration", "value", demo.registration_uid), ("reg-plane", "value", "axial")], headers,
+                         state=[("review", "data", store)])
+    assert chosen.json["response"]["reg-slice"] == {"max": sizes["axial"], "value": sizes["axial"] // 2 + 1}
+    assert title == f"Axial 12/{sizes['axial']} · checkerboard (tiles 20 mm)"
 
 
 def test_volumes_are_cached_per_app(app, four_d_uid, demo):

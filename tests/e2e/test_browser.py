@@ -51,12 +51,12 @@ def test_board_leads_to_the_response_timeline_with_the_rt_course(browser, site):
     browser.get(f"{site[0]}/dashboards/board/")
     cells = wait(browser, lambda d: _board_row(d, "ONCO-RESP-001"), "no board row for ONCO-RESP-001")
     assert cells["response"] == "CMR on 6 May 2024"
-    assert cells["prescription"] == "60 Gy / 30 fx" and cells["rt_dates"] == "19 Feb – 2 Apr 2024"
+    assert cells["prescription"] == "60 Gy(RBE) / 30 fx" and cells["rt_dates"] == "19 Feb – 2 Apr 2024"
     assert "Non-small cell lung cancer" in cells["diagnosis"]
     wait(browser, lambda d: _follow_board_link(d, "ONCO-RESP-001", "Response"), "no Response link on the board row")
     wait_for_text(browser, "#course-dates", "19 Feb – 2 Apr 2024")
     assert browser.current_url.endswith("/dashboards/response/ONCO-RESP-001")
-    wait_for_text(browser, "#timeline", "RT PROTON_PTV: 60 Gy in 30 fractions")  # the course on the timeline
+    wait_for_text(browser, "#timeline", "RT PROTON_PTV: 60 Gy(RBE) in 30 fractions")  # the course on the timeline
     band = browser.find_elements("css selector", "#timeline .shapelayer path")
     assert band, "no RT course band drawn on the timeline"
 

@@ -92,14 +92,14 @@ def test_wheel_scrolls_slices_and_a_click_moves_the_crosshair(browser, site):
     wait(browser, lambda d: _title(d, "sagittal") != before, "a click did not move the sagittal view")
     ActionChains(browser).move_to_element_with_offset(axial, 0, 0).perform()
     wait(browser, lambda d: "HU" in d.find_element("id", "probe").text, "no probe reading")
-    assert " Gy (" in browser.find_element("id", "probe").text
+    assert " Gy(RBE) (" in browser.find_element("id", "probe").text
 
 
 def test_switching_to_gy_converts_the_levels(browser, site):
     _open(browser, site[1], 1600, 1000)
     box = browser.find_element("css selector", "#isodose")
     assert box.get_attribute("value") == "100, 95, 80, 50, 20"
-    browser.find_element("xpath", "//div[@id='isodose-unit']//label[normalize-space()='Gy']").click()
+    browser.find_element("xpath", "//div[@id='isodose-unit']//label[normalize-space()='Gy(RBE)']").click()
     wait(browser, lambda d: d.find_element("css selector", "#isodose").get_attribute("value") == "60, 57, 48, 30, 12",
           "the levels were not converted to Gy")
     assert "57 Gy" in browser.find_element("id", "isodose-legend").text

@@ -41,7 +41,7 @@ def test_the_dvh_chart_draws_the_stored_analysis_the_page_shows(platform: Platfo
     assert ptv["colour"] == "rgb(255, 0, 0)" and ptv["curve"]["volume_pct"][0] > 99.0
     svg = build_dvh_plot(dvh["rois"], dose_unit=dvh["dose_unit"])
     assert svg.count("<polyline") == sum(1 for r in dvh["rois"] if r["curve"]) >= 4
-    assert 'stroke="rgb(255, 0, 0)"' in svg and "Dose [Gy]" in svg
+    assert 'stroke="rgb(255, 0, 0)"' in svg and "Dose [Gy(RBE)]" in svg  # the phantom's proton dose is RBE-weighted
     assert [r["goal"] for r in content.data["goals"]["rows"]] == [r.goal for r in goal_rows(stored.goals)]
 
 

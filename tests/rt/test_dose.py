@@ -25,7 +25,7 @@ def test_read_dose_hfs_matches_analytic_model(phantom):
     grid = phantom.truth.dose_grid
     assert dose.grid.shape == grid.shape == dose.dose_gy.shape
     assert dose.origin_mm == pytest.approx(grid.origin_mm) and dose.spacing_mm == pytest.approx(grid.spacing_mm)
-    assert (dose.dose_units, dose.dose_type, dose.dose_summation_type) == ("GY", "PHYSICAL", "PLAN")
+    assert (dose.dose_units, dose.dose_type, dose.dose_summation_type) == ("GY", "EFFECTIVE", "PLAN")  # proton
     assert dose.orientation == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
     assert dose.frame_of_reference_uid == phantom.planning_ct[0].FrameOfReferenceUID
     expected = phantom.truth.dose_model.compute_dose_gy(*grid.compute_voxel_centres_mm())
