@@ -38,10 +38,12 @@ from dashboards.plan_views import (
     plane_figure,
     roi_options,
 )
+from dashboards.report_form import register_report_form, report_form
 from dashboards.shell import PATIENT_BAR_HEIGHT_PX, STYLESHEET, Subject, install_shell
 from oncopacs.analysis.rt import find_planning_sets, load_results
 from oncopacs.audit.events import AuditAction, Outcome
 from oncopacs.errors import NotFoundError
+from oncopacs.index.oncology import series_descriptions
 from oncopacs.uids import is_valid_uid
 from oncopacs.viewer.isodose import (
     GY,
@@ -105,6 +107,7 @@ def study_view(study_uid: str, dose_uid: str | None = None) -> dict[str, Any]:
     with archive.index.reading() as session:
         sets = find_planning_sets(session, study_uid)
         results = [load_results(session, s) for s in sets]
+        descriptions = series_descriptions(session, [s.dose_uid for s in sets])
     audit_access(AuditAction.READ, patient_ids=[loaded.inputs.patient_id], study_uids=[study_uid])
     scene = loaded.scene
     chosen = next((r for r in results if r.planning_set.dose_uid == loaded.inputs.dose_uid), None)
@@ -120,7 +123,7 @@ def study_view(study_uid: str, dose_uid: str | None = None) -> dict[str, Any]:
         "study_uid": study_uid,
         "patient_id": loaded.inputs.patient_id,
         "dose_uid": loaded.inputs.dose_uid,
-        "doses": _dose_choices(results),
+        "doses": _dose_choices(results, descriptions),
         "rois": [{"name": r.name, "colour": list(r.colour), "volume_cc": _volume(volumes.get(r.name), c)}
                  for r, c in zip(scene.rois, scene.contours, strict=False)],
         "grid": {"origin": list(grid.origin_mm), "spacing": list(grid.spacing_mm), "shape": list(grid.shape)},
@@ -146,16 +149,18 @@ def _volume(stored: float | None, roi: Any) -> float:
     return float(stored) if stored is not None else round(float(roi.compute_volume_cc()), 2)
 
 
-def _dose_choices(results: list[Any]) -> list[dict[str, str]]:
-    """The study's doses labelled for people: plan label, summation type, and a number when two look alike."""
+def _dose_choices(results: list[Any], descriptions: dict[str, str]) -> list[dict[str, str]]:
+    """The study's doses labelled for people: plan label, the dose series' description (else its summation type),
+    unit, and a number when two look alike."""
     labels = []
     for result in results:
         plan = result.plan or {}
         dose = (result.dvh or {}).get("dose") or {}
         name = plan.get("label") or plan.get("name") or "RT Dose"
         kind = str(dose.get("dose_summation_type") or "").lower()
+        what = descriptions.get(result.planning_set.dose_uid, "").strip() or (f"{kind} dose" if kind else "")
         unit = dose.get("dose_unit") or ""
-        labels.append(" · ".join(str(p) for p in (name, f"{kind} dose" if kind else "", unit) if p))
+        labels.append(" · ".join(str(p) for p in (name, what, unit) if p))
     seen: dict[str, int] = {}
     choices = []
     for result, label in zip(results, labels, strict=True):
@@ -401,6 +406,7 @@ def layout() -> html.Div:
         _section("Clinical goals", [html.Div(id="goals")], "goals-section"),
         _section("Plan", [html.Div(id="plan-text", style={"marginBottom": "6px"}), html.Div(id="beams")],
                  "plan-section"),
+        _section("Report", [report_form("plan")], "report-section"),
         _section("Compare with another dose of this study", [
             dmc.Select(id="compare-select", data=[], value=None, size="xs", w=320, clearable=True,
                        placeholder="Another dose of the study"),
@@ -416,8 +422,7 @@ def _window_data(preset: str) -> dict[str, float]:
 
 
 def create_dash(server: Flask) -> dash.Dash:
-    app = PageDash(__name__, server=server,  # type: ignore[arg-type]  # Dash types it bool | Callable
-                   libraries=("dash_ag_grid",),
+    app = PageDash(__name__, server=server,
                    url_base_pathname=URL_BASE, title="Plan review · OncoPACS", suppress_callback_exceptions=True,
                    external_stylesheets=[STYLESHEET])
     install_shell(app, layout, page_title="Plan review", subject=Subject.STUDY)
@@ -425,6 +430,7 @@ def create_dash(server: Flask) -> dash.Dash:
     _register_views(app)
     _register_panels(app)
     _register_browser_side(app)
+    register_report_form(app)
     return app
 
 
@@ -468,7 +474,7 @@ def _register_loading(app: dash.Dash) -> None:
     @app.callback(Output("goals", "children"), Output("beams", "children"), Input("first-image", "data"),
                   Input("plan-docs", "data"), State("study", "data"), prevent_initial_call=True)
     def _tables(first_image, documents, view):
-        if not first_image or not documents or not view:  # after the first image: AG Grid takes its time
+        if not first_image or not documents or not view:  # after the first image: the images come first
             raise dash.exceptions.PreventUpdate
         return goals_table(documents["goals"], view["dose_unit"]), beams_table(documents["plan"], view["dose_unit"])
 

@@ -10,7 +10,7 @@ from flask import Flask
 
 from oncopacs.auth.roles import Role
 
-PAGES = {"/dashboards/plan/1.2.3": True, "/dashboards/board/": True, "/dashboards/pet/1.2.3": False,
+PAGES = {"/dashboards/plan/1.2.3": False, "/dashboards/board/": True, "/dashboards/pet/1.2.3": False,
          "/dashboards/review/1.2.3": False, "/dashboards/response/P1": False}
 
 

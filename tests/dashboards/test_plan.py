@@ -27,7 +27,7 @@ from dashboards.plan import (
     study_uid_from,
     study_view,
 )
-from dashboards.plan_views import beams_table, dvh_figure, goals_table
+from dashboards.plan_views import STATUS_COLOURS, beams_table, dvh_figure, goals_table, table_rows
 from oncopacs.auth.roles import Principal, Role
 from oncopacs.phantom import DemoPatient, build_demo_patient
 from oncopacs.platform import open_platform
@@ -249,25 +249,28 @@ def test_loading_the_page_and_moving_the_crosshair_over_http(site):
 
 
 def test_goals_are_coloured_by_result_and_worded_for_people(view):
-    counts, grid = goals_table(view["goals"], view["dose_unit"])
-    shown = json.dumps(grid.rowData)
-    assert "not_evaluated" not in json.dumps([{k: v for k, v in r.items() if k != "status"} for r in grid.rowData])
-    assert "Max[%]" not in shown and "<=" not in shown and "not found" not in shown
-    rows = {(r["roi"], r["goal"]): r for r in grid.rowData}
+    counts, table = goals_table(view["goals"], view["dose_unit"])
+    shown = table_rows(table)
+    assert "not_evaluated" not in json.dumps(shown)
+    assert "Max[%]" not in json.dumps(shown) and "<=" not in json.dumps(shown) and "not found" not in json.dumps(shown)
+    rows = {(r["roi"], r["goal"]): r for r in shown}
     assert rows[("BODY", "Max ≤ 110 %")]["status_text"] == "Pass"
     assert rows[("SpinalCord", "Max ≤ 50 Gy(RBE)")]["reason"] == "outside the dose grid"
     assert rows[("CTV", "D95% ≥ 98 %")]["reason"] == "no structure CTV in the structure set"
-    styles = grid.getRowStyle["styleConditions"]
-    assert len({c["style"]["backgroundColor"] for c in styles}) == 4  # pass, within tolerance, fail, not evaluated
+    _head, body = table.children
+    colours = {row.className: row.style["backgroundColor"] for row in body.children}
+    assert set(colours) == {"op-row-pass", "op-row-not_evaluated"} and len(set(colours.values())) == 2
+    assert len({back for back, _text in STATUS_COLOURS.values()}) == 4  # each status its own colour
     assert "2 pass" in counts.children and "8 not evaluated" in counts.children
 
 
 def test_the_beam_table_has_mu_energies_and_ion_devices(view):
-    (grid,) = beams_table(view["plan"], view["dose_unit"])
-    headers = [c["headerName"] for c in grid.columnDefs]
+    (table,) = beams_table(view["plan"], view["dose_unit"])
+    head, _body = table.children
+    headers = [cell.children for cell in head.children.children]
     assert {"MU", "Energy", "Spots", "Range shifter", "Dose / fraction"} <= set(headers)
     assert "Snout" not in headers  # no beam of the demo plan has one: no empty column
-    first = grid.rowData[0]
+    first = table_rows(table)[0]
     assert first["meterset"] == "197.1 MU" and first["energy"] == "99.8–131.6 MeV (7 layers)"
     assert first["range_shifter"] == "none" and first["beam_dose"] == "1 Gy(RBE)"
 
@@ -284,12 +287,12 @@ def test_each_dose_is_labelled_in_its_own_unit_everywhere(site, dose, unit):
     assert shown["prescription_text"].startswith(f"60 {unit} in 30 fractions (2 {unit} per fraction)")
     legend, _, _ = legend_content(shown, LEVELS, "percent")
     assert f"60 {unit}" in texts(legend) and f"{unit} (" in probe
-    _, grid = goals_table(shown["goals"], shown["dose_unit"])
-    assert any(r["goal"] == f"Max ≤ 50 {unit}" for r in grid.rowData)
+    _, goals = goals_table(shown["goals"], shown["dose_unit"])
+    assert any(r["goal"] == f"Max ≤ 50 {unit}" for r in table_rows(goals))
     figure = dvh_figure(shown["dvh"], {r["name"]: r["colour"] for r in shown["rois"]}, dose_unit=shown["dose_unit"])
     assert figure["layout"]["xaxis"]["title"]["text"] == f"Dose ({unit})"
     (beams,) = beams_table(shown["plan"], shown["dose_unit"])
-    assert beams.rowData[0]["beam_dose"] == f"1 {unit}"
+    assert table_rows(beams)[0]["beam_dose"] == f"1 {unit}"
 
 
 def test_the_independent_dose_check_compares_on_the_dvh(view, site):

@@ -1,7 +1,8 @@
 """One browser journey per role on the demo, in headless Chromium (issue 16, item 8).
 
-Physicist: a plan-review bookmark without a session → sign-in → plan page with DVH and goals → the plan report
-made and downloaded (its rasterised first page has the PTV's DVH curve in the PTV's colour) → approved.
+Physicist: a plan-review bookmark without a session → sign-in → plan page with DVH and goals → its "Make plan
+report" button → the report list with the new draft highlighted → its PDF downloaded (the rasterised first page has
+the PTV's DVH curve in the PTV's colour) → its Approve button → the report final on the list.
 Oncologist: study browser → patient → plan review with contours and the isodose legend. Referrer: the report
 list → an approved report's PDF with the patient's name. (The tumour board's journey is in test_browser.py.)
 Each journey saves screenshots under ``test-artifacts/journeys/<role>/`` at the repository root, which CI keeps.
@@ -140,36 +141,50 @@ def test_physicist_bookmark_plan_report_pdf_and_approval(browser, site, tmp_path
     _sign_in(browser, url, Role.PHYSICIST, path)
     _plan_page(browser)
     wait(browser, lambda d: d.find_elements("css selector", "#dvh .scatterlayer .trace"), "the DVH has no curves")
-    wait(browser, lambda d: d.find_elements("css selector", "#goals .ag-row"), "no clinical goals table")
+    wait(browser, lambda d: d.find_elements("css selector", "#goals tbody tr"), "no clinical goals table")
     _shot(browser, Role.PHYSICIST, "1-plan")
     _assert_no_json(browser)
     browser.execute_script("document.getElementById('goals-section').scrollIntoView()")
-    wait(browser, lambda d: d.find_element("css selector", "#goals .ag-row").text, "the goals table shows no text")
+    wait(browser, lambda d: d.find_element("css selector", "#goals tbody tr").text, "the goals table shows no text")
     _shot(browser, Role.PHYSICIST, "2-goals")
-    shown_goals = [r.text for r in browser.find_elements("css selector", "#goals .ag-center-cols-container .ag-row")]
+    shown_goals = [r.text for r in browser.find_elements("css selector", "#goals tbody tr")]
 
-    status, _, made = _fetch(browser, "/api/reports", "POST", {"type": "plan", "study_uid": _planning(app)})
-    assert status == 201, made[:200]
-    report_id = int(json.loads(made)["report_id"])
-    data = app.extensions["oncopacs.reports"].service.store.get(report_id).data
+    browser.execute_script("document.getElementById('report-section').scrollIntoView()")
+    make = wait(browser, lambda d: next((b for b in d.find_elements("id", "report-make") if b.is_enabled()), None),
+                "no enabled Make plan report button on the plan page")
+    assert make.text == "Make plan report"
+    _shot(browser, Role.PHYSICIST, "3-make-report")
+    make.click()  # a form POST to /reports/make, then the report list with the new draft
+    wait(browser, lambda d: d.current_url.startswith(f"{url}/reports?status=draft&made="), "no report list after Make")
+    report_id = int(browser.current_url.rsplit("=", 1)[1])
+    row = browser.find_element("id", f"report-{report_id}")
+    assert "op-highlight" in row.get_attribute("class") and row.get_attribute("data-status") == "draft"
+    assert f"Draft report {report_id} made" in browser.find_element("id", "report-message").text
+    _assert_no_json(browser)
+    _shot(browser, Role.PHYSICIST, "4-draft-in-report-list")
+    store = app.extensions["oncopacs.reports"].service.store
+    data = store.get(report_id).data
     goals = [(g["roi"], g["goal"]) for g in data["goals"]["rows"]]
-    assert any(roi in row and goal in row for roi, goal in goals for row in shown_goals), (goals, shown_goals)
+    assert any(roi in shown and goal in shown for roi, goal in goals for shown in shown_goals), (goals, shown_goals)
 
-    status, kind, pdf = _fetch(browser, f"/api/reports/{report_id}/pdf")
+    status, kind, pdf = _fetch(browser, row.find_element("css selector", "a.report-pdf").get_attribute("href"))
     assert status == 200 and kind == "application/pdf" and pdf.startswith(b"%PDF")
     (ARTIFACTS / "physicist" / "plan-report-draft.pdf").write_bytes(pdf)
-    page = _first_page(pdf, tmp_path, ARTIFACTS / "physicist" / "3-report-page-1.png")
+    page = _first_page(pdf, tmp_path, ARTIFACTS / "physicist" / "5-report-page-1.png")
     top, bottom = _band(pdf, "histograms", "metrics")  # the DVH section: its heading to the next one's
     ptv = next(r for r in data["dvh"]["rois"] if r["name"].upper().startswith("PTV") and r["colour"])
     curve_pixels = _pixels_near(page[top:bottom], _rgb(ptv["colour"]), tolerance=30)
     assert curve_pixels >= 30, f"the DVH chart has {curve_pixels} pixels of the PTV's colour {ptv['colour']}"
 
-    status, _, approved = _fetch(browser, f"/api/reports/{report_id}/approve", "POST", {})
-    assert status == 200, approved[:200]
-    assert app.extensions["oncopacs.reports"].service.store.get(report_id).status.value == "final"
-    browser.get(url + path)  # back on the page the physicist works on
-    _plan_page(browser)
-    _shot(browser, Role.PHYSICIST, "4-after-approval")
+    row.find_element("css selector", ".report-approve button").click()  # a form POST with the session's CSRF token
+    wait(browser, lambda d: d.current_url == f"{url}/reports?approved={report_id}", "no report list after Approve")
+    row = browser.find_element("id", f"report-{report_id}")
+    assert row.find_element("css selector", ".report-status").text == "final"
+    assert not row.find_elements("css selector", ".report-approve")
+    assert browser.find_element("id", "report-message").text == f"Report {report_id} approved: final."
+    assert store.get(report_id).status.value == "final"
+    _assert_no_json(browser)
+    _shot(browser, Role.PHYSICIST, "6-approved")
 
 
 def test_oncologist_browser_patient_plan_review(browser, site):
