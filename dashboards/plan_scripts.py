@@ -5,7 +5,7 @@
   previewed at once through an SVG filter on the CT images and then rendered by the server.
 - :data:`CROSSHAIR`: a click in one view moves the other two to that point; :data:`CROSSHAIRS` moves the other
   views' crosshair lines (layout shapes, relaid out in place) when a slice changes.
-- :data:`FIGURES`: a new image ends the W/L preview; the first image lets the tables load.
+- :data:`FIGURES`: a new image ends the W/L preview.
 - :data:`MOUSE_MODE`, :data:`WINDOW_TEXT`, :data:`MEASURE`, :data:`CLEAR_MEASURES`: the mouse mode, the W/L
   readout, the length of drawn lines.
 
@@ -161,7 +161,7 @@ WINDOW_TEXT = """function(win) {""" + _STATE + """
   return 'W ' + Math.round(win.width) + ' · L ' + Math.round(win.level) + ' HU';
 }"""
 
-FIGURES = """function(axialFigure, coronalFigure, sagittalFigure, seen) {""" + _STATE + """
+FIGURES = """function(axialFigure, coronalFigure, sagittalFigure) {""" + _STATE + """
   const dc = window.dash_clientside;
   const figures = {axial: axialFigure, coronal: coronalFigure, sagittal: sagittalFigure};
   for (const plane of PLANES) {  // a new image in the W/L the drag previewed: the preview's filter goes
@@ -173,12 +173,7 @@ FIGURES = """function(axialFigure, coronalFigure, sagittalFigure, seen) {""" + _
       P.previewSource[plane] = null;
     }
   }
-  if (seen || !axialFigure || !axialFigure.data || !axialFigure.data.length) { return dc.no_update; }
-  return new Promise(resolve => {  // the first image is on screen: the tables may load now
-    const drawn = () => document.querySelector('#axial-graph .imagelayer image')
-      ? resolve(true) : setTimeout(drawn, 40);
-    drawn();
-  });
+  return dc.no_update;
 }"""
 
 MEASURE = """function(axialLayout, coronalLayout, sagittalLayout) {""" + _STATE + """

@@ -206,7 +206,8 @@ def test_loading_the_page_and_moving_the_crosshair_over_http(site):
                ("compare-select", "data"), ("compare-note", "children"),
                *((f"{p}-slider", prop) for p in PLANES for prop in ("max", "value")),
                *((f"{p}-view", "children") for p in PLANES), ("isodose-legend", "children"),
-               ("colour-bar", "children"), ("isodose-problem", "children"), ("isodose-reference", "children")]
+               ("colour-bar", "children"), ("isodose-problem", "children"), ("isodose-reference", "children"),
+               ("dvh", "figure"), ("goals", "children"), ("beams", "children")]
     load_state = [("viewer", "style", {"display": "grid"}), ("isodose", "value", LEVELS),
              ("isodose-unit", "value", "percent"), ("window", "data", None), ("colourwash", "checked", True),
              ("mouse-mode", "value", "wl")]
@@ -225,6 +226,9 @@ def test_loading_the_page_and_moving_the_crosshair_over_http(site):
     first = loaded["axial-view"]["children"][0]["props"]  # the loader sends the first views with the study
     assert first["id"] == "axial-graph" and first["figure"]["data"][0]["type"] == "image"
     assert "100 %" in json.dumps(loaded["isodose-legend"]["children"])
+    # and the DVH, goals and beams: no second round trip before the page is usable
+    assert {t["name"] for t in loaded["dvh"]["figure"]["data"]} >= {"PTV", "BODY"}
+    assert "goals-table" in json.dumps(loaded["goals"]["children"]) and "197.1 MU" in json.dumps(loaded["beams"])
     inputs = [("study", "data", study), ("axial-slider", "value", study["start"]["axial"] + 1),
               ("isodose", "value", LEVELS), ("window", "data", {"level": 40, "width": 400}), ("rois", "value", None),
               ("colourwash", "checked", True)]

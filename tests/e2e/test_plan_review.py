@@ -103,3 +103,14 @@ def test_switching_to_gy_converts_the_levels(browser, site):
     wait(browser, lambda d: d.find_element("css selector", "#isodose").get_attribute("value") == "60, 57, 48, 30, 12",
           "the levels were not converted to Gy")
     assert "57 Gy" in browser.find_element("id", "isodose-legend").text
+
+
+def test_the_dvh_comes_with_the_views_and_follows_the_structure_list(browser, site):
+    _open(browser, site[1], 1600, 1000)
+    curves = ("const g = document.querySelector('#dvh .js-plotly-plot');"
+              "return g && g.data ? g.data.map(t => t.name) : []")
+    wait(browser, lambda d: "PTV" in d.execute_script(curves), "no PTV curve on the DVH with the views")
+    browser.find_element("xpath", "//div[@id='rois']//label[.//span[text()='PTV']]//input").click()
+    wait(browser, lambda d: "PTV" not in d.execute_script(curves), "hiding PTV left its DVH curve")
+    browser.find_element("xpath", "//div[@id='rois']//label[.//span[text()='PTV']]//input").click()
+    wait(browser, lambda d: "PTV" in d.execute_script(curves), "showing PTV again drew no curve")
