@@ -432,13 +432,6 @@ def create_review_app(server: Flask) -> dash.Dash:
                  Output("registration", "options"), Output("registration", "value"),
                  Input("url", "pathname"))(load_page)
 
-    @app.callback(Output("cine-slice", "max"), Output("cine-slice", "value"), Input("cine-plane", "value"),
-                  Input("review", "data"))
-    def _cine_slider(plane, view):
-        if not view or not view.get("four_d"):
-            raise dash.exceptions.PreventUpdate
-        return slice_slider(view["four_d"]["sizes"][plane])
-
     @app.callback(Output("motion", "children"), Input("review", "data"))
     def _motion(view):
         if not view or not view.get("four_d"):
@@ -458,13 +451,21 @@ def create_review_app(server: Flask) -> dash.Dash:
             raise dash.exceptions.PreventUpdate
         return next_phase(phase, len(view["four_d"]["phase_percent"]))
 
-    @app.callback(Output("cine-graph", "figure"), Input("phase", "value"), Input("cine-plane", "value"),
-                  Input("cine-slice", "value"), Input("window", "value"), State("review", "data"))
-    def _cine(phase, plane, index, window, view):
+    @app.callback(Output("cine-graph", "figure"), Output("cine-slice", "max"), Output("cine-slice", "value"),
+                  Input("review", "data"), Input("phase", "value"), Input("cine-plane", "value"),
+                  Input("cine-slice", "value"), Input("window", "value"))
+    def _cine(view, phase, plane, index, window):
+        """The cine frame; a new study or plane also sets the slider (to the middle slice) in the same answer."""
         if not view or not view.get("four_d"):
             raise dash.exceptions.PreventUpdate
-        return phase_figure(view["study_uid"], int(phase or 0), plane, slice_index(index), window,
-                            view["four_d"]["phase_percent"])
+        changed = {t["prop_id"] for t in dash.callback_context.triggered}
+        size, middle = dash.no_update, dash.no_update
+        if changed & {"review.data", "cine-plane.value"}:
+            size, index = slice_slider(view["four_d"]["sizes"][plane])
+            middle = index
+        figure = phase_figure(view["study_uid"], int(phase or 0), plane, slice_index(index), window,
+                              view["four_d"]["phase_percent"])
+        return figure, size, middle
 
     @app.callback(Output("reg-slice", "max"), Output("reg-slice", "value"), Output("reg-qa", "children"),
                   Input("registration", "value"), Input("reg-plane", "value"), State("review", "data"))

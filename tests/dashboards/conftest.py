@@ -65,15 +65,17 @@ def texts(component) -> list[str]:
 
 
 def dash_update(client, base: str, outputs: list[tuple[str, str]], inputs: list[tuple[str, str, object]],
-                headers: dict[str, str], state: list[tuple[str, str, object]] = ()):
-    """POST a callback request to the Dash app at ``base`` the way the browser does; the response."""
+                headers: dict[str, str], state: list[tuple[str, str, object]] = (), changed: list[str] | None = None):
+    """POST a callback request to the Dash app at ``base`` the way the browser does; the response.
+
+    ``changed``: the ``id.property`` of the inputs that changed (default: all of them)."""
     body = {
         "output": ".." + "...".join(f"{i}.{p}" for i, p in outputs) + ".." if len(outputs) > 1
         else f"{outputs[0][0]}.{outputs[0][1]}",
         "outputs": [{"id": i, "property": p} for i, p in outputs] if len(outputs) > 1
         else {"id": outputs[0][0], "property": outputs[0][1]},
         "inputs": [{"id": i, "property": p, "value": v} for i, p, v in inputs],
-        "changedPropIds": [f"{i}.{p}" for i, p, _ in inputs],
+        "changedPropIds": changed if changed is not None else [f"{i}.{p}" for i, p, _ in inputs],
         "state": [{"id": i, "property": p, "value": v} for i, p, v in state],
     }
     return client.post(f"{base}_dash-update-component", json=body, headers=headers)

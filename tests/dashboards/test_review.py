@@ -245,12 +245,18 @@ def test_cine_and_blend_callbacks_over_http(app, four_d_uid, demo, as_oncologist
         slice_32 = phase_frame(four_d_uid, 4, "coronal", 31, "lung")  # the slider's 32 is index 31
     client, headers = app.test_client(), bearer(app, Role.ONCOLOGIST)
     size = store["four_d"]["sizes"]["coronal"]
-    slider = dash_update(client, "/dashboards/review/", [("cine-slice", "max"), ("cine-slice", "value")],
-                         [("cine-plane", "value", "coronal"), ("review", "data", store)], headers)
-    assert slider.json["response"]["cine-slice"] == {"max": size, "value": size // 2 + 1}  # 1-based
-    frame = dash_update(client, "/dashboards/review/", [("cine-graph", "figure")],
-                        [("phase", "value", 4), ("cine-plane", "value", "coronal"), ("cine-slice", "value", 32),
-                         ("window", "value", "lung")], headers, state=[("review", "data", store)])
+    cine = [("cine-graph", "figure"), ("cine-slice", "max"), ("cine-slice", "value")]
+    opened = dash_update(client, "/dashboards/review/", cine,
+                         [("review", "data", store), ("phase", "value", 0), ("cine-plane", "value", "coronal"),
+                          ("cine-slice", "value", 1), ("window", "value", "lung")], headers, changed=["review.data"])
+    shown_first = opened.json["response"]  # the study's first frame and its slider in one answer
+    assert shown_first["cine-slice"] == {"max": size, "value": size // 2 + 1}  # 1-based
+    assert shown_first["cine-graph"]["figure"]["layout"]["title"]["text"].startswith(f"Coronal {size // 2 + 1}/")
+    frame = dash_update(client, "/dashboards/review/", cine,
+                        [("review", "data", store), ("phase", "value", 4), ("cine-plane", "value", "coronal"),
+                         ("cine-slice", "value", 32), ("window", "value", "lung")], headers,
+                        changed=["cine-slice.value"])
+    assert "cine-slice" not in frame.json["response"]  # a slice change leaves the slider alone
     figure = frame.json["response"]["cine-graph"]["figure"]
     assert frame.status_code == 200 and figure["data"][0]["source"].startswith("data:image/png;base64,")
     assert figure["layout"]["title"]["text"] == f"Coronal 32/{size} · phase 40 %"  # what the slider says
