@@ -25,7 +25,7 @@ import plotly.graph_objects as go
 from dash import Input, Output, State, dcc, html
 from flask import Flask, current_app, g
 
-from dashboards.page_app import PageDash
+from dashboards.page_app import PageDash, plotly_early
 from dashboards.shell import STYLESHEET, Subject, install_shell
 from fusion.pet.stats import RoiStats
 from oncopacs.audit.events import AuditAction
@@ -289,7 +289,8 @@ def create_pet_app(server: Flask) -> dash.Dash:
                    url_base_pathname=BASE_PATH, title="PET-CT fusion · OncoPACS", suppress_callback_exceptions=True,
                    external_stylesheets=[STYLESHEET])
     server.extensions.setdefault(VIEWER_EXTENSION, PetViewer(server.extensions["oncopacs.archive"]))
-    install_shell(app, html.Div([dcc.Location(id="url"), html.H2(id="title"), dcc.Loading(html.Div(id="content"))]),
+    install_shell(app, html.Div([dcc.Location(id="url"), html.H2(id="title"), dcc.Loading(html.Div(id="content")),
+                                 plotly_early()]),
                   page_title="PET-CT", subject=Subject.STUDY)
     app.callback(Output("title", "children"), Output("content", "children"), Input("url", "pathname"))(
         render_pet_page)

@@ -33,3 +33,8 @@ def test_every_script_a_page_names_is_served(demo_app, bearer):
     for path in PAGES:
         for src in _scripts(demo_app, bearer, path):
             assert client.get(src, headers=bearer(Role.PHYSICIST)).status_code == 200, src
+
+
+def test_the_pet_page_starts_loading_plotly_with_its_first_layout(demo_app, bearer):
+    layout = demo_app.test_client().get("/dashboards/pet/_dash-layout", headers=bearer(Role.PHYSICIST))
+    assert layout.status_code == 200 and '"plotly-early"' in layout.get_data(as_text=True)
