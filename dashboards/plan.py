@@ -74,6 +74,7 @@ MOUSE_MODES: dict[str, str | bool] = {"wl": False, "pan": "pan", "zoom": "zoom",
 _TARGET = re.compile(r"^(PTV|CTV|GTV|ITV)", re.IGNORECASE)
 _SHELL_PX = theme.HEADER_HEIGHT_PX + PATIENT_BAR_HEIGHT_PX + 2 * 16  # header, patient bar, the main's padding
 _HIDDEN: dict[str, str] = {"display": "none"}
+_SLIDER_PX = 36  # a slice slider's strip under its view
 _DOCUMENTS = ("dvh", "goals", "plan")  # the stored analysis: kept out of the study store
 
 
@@ -317,7 +318,10 @@ def view_graph(plane: str, figure: dict[str, Any]) -> dcc.Graph:
 def _pane(plane: str) -> html.Div:
     graph = html.Div(id=f"{plane}-view", style={"flex": "1 1 0", "minHeight": 0, "width": "100%"})
     slider = html.Div(dcc.Slider(id=f"{plane}-slider", min=1, max=2, step=1, value=1, marks=None, updatemode="drag"),
-                      style={"padding": "2px 6px 0", "background": "#1b1e22"}, className="op-slice-slider")
+                      # its height from the start: the slider (loaded lazily) would otherwise push the view up when it
+                      # arrives, and all three views would be laid out and drawn again
+                      style={"padding": "2px 6px 0", "background": "#1b1e22", "height": f"{_SLIDER_PX}px",
+                             "boxSizing": "border-box"}, className="op-slice-slider")
     return html.Div([graph, slider], id=f"{plane}-pane", style={
         "gridArea": plane, "display": "flex", "flexDirection": "column", "minHeight": 0, "minWidth": 0,
         "background": "#000", "borderRadius": "4px", "overflow": "hidden"})
@@ -334,7 +338,7 @@ def _card(title: Any, body: list[Any], **style: Any) -> html.Div:
 def _toolbar() -> html.Div:
     presets = [{"label": name.capitalize(), "value": name} for name in WINDOWS]
     return html.Div([
-        dmc.Select(id="dose-select", data=[], value=None, size="xs", w=230, allowDeselect=False,
+        dmc.Select(id="dose-select", data=[], value=None, size="xs", w=300, allowDeselect=False,
                    label=None, placeholder="Dose", comboboxProps={"withinPortal": True}),
         dmc.Group([dmc.Text("Window", size="xs", fw=600, c="dimmed"),
                    dmc.SegmentedControl(id="window-preset", size="xs", value=DEFAULT_WINDOW,
