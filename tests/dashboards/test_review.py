@@ -246,12 +246,29 @@ def test_cine_and_blend_callbacks_over_http(app, four_d_uid, demo, as_oncologist
     client, headers = app.test_client(), bearer(app, Role.ONCOLOGIST)
     size = store["four_d"]["sizes"]["coronal"]
     cine = [("cine-graph", "figure"), ("cine-slice", "max"), ("cine-slice", "value")]
-    opened = dash_update(client, "/dashboards/review/", cine,
-                         [("review", "data", store), ("phase", "value", 0), ("cine-plane", "value", "coronal"),
-                          ("cine-slice", "value", 1), ("window", "value", "lung")], headers, changed=["review.data"])
-    shown_first = opened.json["response"]  # the study's first frame and its slider in one answer
+    page = [("review", "data"), ("title", "children"), ("message", "children"), ("four-d-panel", "style"),
+            ("phase", "max"), ("phase", "marks"), ("cine-info", "children"), ("registration-panel", "style"),
+            ("registration", "options"), ("registration", "value"), *cine]
+    opened = dash_update(client, "/dashboards/review/", page,
+                         [("url", "pathname", f"/dashboards/review/{four_d_uid}")], headers,
+                         state=[("cine-plane", "value", "coronal"), ("window", "value", "lung")])
+    shown_first = opened.json["response"]  # the study, its first frame and the slider in one answer
     assert shown_first["cine-slice"] == {"max": size, "value": size // 2 + 1}  # 1-based
     assert shown_first["cine-graph"]["figure"]["layout"]["title"]["text"].startswith(f"Coronal {size // 2 + 1}/")
+    dependencies = client.get("/dashboards/review/_dash-dependencies", headers=headers).json
+    key = next(d["output"] for d in dependencies if d["output"].startswith("..cine-graph.figure@"))  # the browser's
+    cine = [(o.split(".")[0], ".".join(o.split(".")[1:])) for o in key.strip(".").split("...")]  # (id, prop@hash)
+    again = dash_update(client, "/dashboards/review/", cine,
+                        [("review", "data", store), ("phase", "value", 0), ("cine-plane", "value", "coronal"),
+                         ("cine-slice", "value", size // 2 + 1), ("window", "value", "lung")], headers,
+                        changed=["review.data", "cine-slice.value"])
+    assert again.status_code == 204  # the loader drew that frame: the cine callback does not draw it twice
+    axial = dash_update(client, "/dashboards/review/", cine,
+                        [("review", "data", store), ("phase", "value", 0), ("cine-plane", "value", "axial"),
+                         ("cine-slice", "value", 3), ("window", "value", "lung")], headers,
+                        changed=["cine-plane.value"])
+    axial_size = store["four_d"]["sizes"]["axial"]
+    assert axial.json["response"]["cine-slice"] == {"max": axial_size, "value": axial_size // 2 + 1}  # re-centred
     frame = dash_update(client, "/dashboards/review/", cine,
                         [("review", "data", store), ("phase", "value", 4), ("cine-plane", "value", "coronal"),
                          ("cine-slice", "value", 32), ("window", "value", "lung")], headers,
