@@ -454,8 +454,8 @@ def _register_loading(app: dash.Dash) -> None:
                   Output("dvh", "figure"), Output("goals", "children"), Output("beams", "children"),
                   Input("url", "pathname"), Input("dose-select", "value"), State("viewer", "style"),
                   State("isodose", "value"), State("isodose-unit", "value"), State("window", "data"),
-                  State("colourwash", "checked"), State("mouse-mode", "value"))
-    def _load(pathname, dose_uid, viewer_style, isodose, level_unit, window, wash, mode):
+                  State("colourwash", "checked"), State("mouse-mode", "value"), State("isodose-unit", "data"))
+    def _load(pathname, dose_uid, viewer_style, isodose, level_unit, window, wash, mode, units_shown):
         try:
             view = study_view(study_uid_from(pathname), dose_uid)
             views = first_views(view, isodose=isodose, unit=level_unit, window=window, colourwash=bool(wash),
@@ -470,15 +470,21 @@ def _register_loading(app: dash.Dash) -> None:
         others = [c for c in view["doses"] if c["value"] != view["dose_uid"]]
         note = ("" if others else "This study holds one RT Dose. A second plan or dose of the study (a re-plan, "
                                   "a verification or per-beam dose) appears here to compare with.")
-        style = {**(viewer_style or {}), "display": "grid"}
+        style = _unchanged_or(viewer_style, {**(viewer_style or {}), "display": "grid"})
         sliders_out = [v for p in PLANES for v in (view["sizes"][p], view["start"][p])]
         light = {k: v for k, v in view.items() if k not in _DOCUMENTS}  # every callback's input: keep it small
         return (light, view["dvh"], {"goals": view["goals"], "plan": view["plan"]}, None, style, view["doses"],
-                view["dose_uid"], [{"label": "%", "value": PERCENT}, {"label": unit, "value": GY}],
+                view["dose_uid"], _unchanged_or(units_shown, [{"label": "%", "value": PERCENT},
+                                                              {"label": unit, "value": GY}]),
                 roi_options(view["rois"]), names, goals_summary(view["goals"], unit), _plan_text(view),
                 others, note, *sliders_out, *([view_graph(p, views[p])] for p in PLANES),
                 *legend_outputs(view, isodose, level_unit or PERCENT), _dvh_figure(view, names),
                 goals_table(view["goals"], unit), beams_table(view["plan"], unit))
+
+
+def _unchanged_or(shown: Any, value: Any) -> Any:
+    """``value``, or no_update when the page already shows it (each update re-renders the component)."""
+    return dash.no_update if shown == value else value
 
 
 def _dvh_figure(view: dict[str, Any], rois: list[str] | None, compared: dict[str, Any] | None = None,

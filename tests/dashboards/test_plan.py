@@ -210,7 +210,7 @@ def test_loading_the_page_and_moving_the_crosshair_over_http(site):
                ("dvh", "figure"), ("goals", "children"), ("beams", "children")]
     load_state = [("viewer", "style", {"display": "grid"}), ("isodose", "value", LEVELS),
              ("isodose-unit", "value", "percent"), ("window", "data", None), ("colourwash", "checked", True),
-             ("mouse-mode", "value", "wl")]
+             ("mouse-mode", "value", "wl"), ("isodose-unit", "data", None)]
     reply = dash_update(client, "/dashboards/plan/", outputs,
                         [("url", "pathname", path), ("dose-select", "value", None)], headers, state=load_state)
     assert reply.status_code == 200, reply.get_data(as_text=True)[:300]
@@ -219,6 +219,7 @@ def test_loading_the_page_and_moving_the_crosshair_over_http(site):
     assert "dvh" not in study and loaded["dvh-doc"]["data"]["rois"]  # the big documents stay out of the study
     assert loaded["axial-slider"]["max"] == 30 and 1 <= loaded["axial-slider"]["value"] <= 30  # 1-based
     assert loaded["isodose-unit"]["data"][1]["label"] == "Gy(RBE)"
+    assert "viewer" not in loaded  # shown already: not re-rendered for nothing
     assert loaded["dose-select"]["value"] == str(demo.rt_dose.SOPInstanceUID)  # the plan's own dose opens
     assert {c["value"] for c in loaded["compare-select"]["data"]} == {
         str(demo.dose_check.SOPInstanceUID), physical_uid}  # the independent check and the physical export
