@@ -62,10 +62,16 @@ def test_the_pdf_has_its_dvh_curves_in_gy_rbe_and_the_page_words(platform: Platf
     pdf = service.read_pdf(report)
     text = pdf_text(pdf, tmp_path)
     flat = re.sub(r"\s+", " ", text)
-    assert "60.00 Gy(RBE)" in flat and "Dose [Gy(RBE)]" in flat and "Doses in Gy(RBE)" in flat
+    assert "60.00 Gy(RBE)" in flat and "Dose [Gy(RBE)]" in flat and "Doses (Mean … D2%) in Gy(RBE)" in flat
     assert "60 Gy(RBE) in 30 fractions (2 Gy(RBE) per fraction)" in flat
     assert "Max ≤ 50 Gy(RBE)" in flat and "outside the dose grid" in flat and "Not evaluated" in flat
     assert "not_evaluated" not in flat and "RBE-weighted" not in flat
+    require(shutil.which("pdftotext") is not None, "pdftotext is not installed (apt-get install poppler-utils)")
+    boxes = subprocess.run(["pdftotext", "-bbox", str(tmp_path / "report.pdf"), "-"], capture_output=True, check=True,
+                           timeout=60).stdout.decode()
+    width = float(re.search(r'<page width="([\d.]+)"', boxes).group(1))
+    beyond = [w for x, w in re.findall(r'xMax="([\d.]+)"[^>]*>([^<]+)</word>', boxes) if float(x) > width - 20]
+    assert beyond == [], f"words past the page's right edge: {beyond}"  # every table fits the page
     require(shutil.which("pdftoppm") is not None, "pdftoppm is not installed (apt-get install poppler-utils)")
     subprocess.run(["pdftoppm", "-png", "-r", "80", "-f", "1", "-l", "1", str(tmp_path / "report.pdf"),
                     str(tmp_path / "page")], check=True)
