@@ -13,7 +13,7 @@ from PIL import Image
 from oncopacs.analysis.timeline import read_patient_timeline
 from tests.conftest import require
 from tests.dashboards.conftest import study_uids
-from tests.reporting.conftest import pdf_text
+from tests.reporting.conftest import pdf_text, words_past_the_right_edge
 
 BAND_FILL = (0xEF, 0xE6, 0xF4)  # reporting.plots.BAND_FILL: the RT course band
 SULPEAK_RED = (0xD6, 0x27, 0x28)  # the SULpeak curve, as on the page
@@ -46,6 +46,7 @@ def test_pdf_shows_the_pages_timeline_course_and_chart(demo_app, kind, tmp_path)
     follow = timeline.points[-1]
     assert f"{follow.sul_peak_change_pct:+.1f} %".replace("-", "−") in text  # Δ SULpeak, as on the page
     assert "1.47 ± 0.17" in text  # the liver reference
+    assert words_past_the_right_edge(pdf, tmp_path) == []  # every table and label fits the page
     pages = _pages(pdf, tmp_path)
     assert max(_pixels(p, BAND_FILL) for p in pages) > 2000, "no RT course band on any page"
     assert max(_pixels(p, SULPEAK_RED, 40) for p in pages) > 30, "no SULpeak curve on any page"

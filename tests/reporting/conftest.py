@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import subprocess
 import threading
@@ -193,3 +194,17 @@ def pdf_text(pdf: bytes, folder: Path) -> str:
     path.write_bytes(pdf)
     return subprocess.run(["pdftotext", "-layout", str(path), "-"], check=True, capture_output=True,
                           text=True).stdout
+
+
+def words_past_the_right_edge(pdf: bytes, folder: Path, margin_pt: float = 20.0) -> list[str]:
+    """The words of the PDF that reach within ``margin_pt`` of any page's right edge (a table or line cut off)."""
+    require(shutil.which("pdftotext") is not None, "pdftotext is not installed (apt-get install poppler-utils)")
+    path = folder / "edges.pdf"
+    path.write_bytes(pdf)
+    boxes = subprocess.run(["pdftotext", "-bbox", str(path), "-"], capture_output=True, check=True,
+                           timeout=60).stdout.decode()
+    past = []
+    for width, page in re.findall(r'<page width="([\d.]+)"[^>]*>(.*?)</page>', boxes, flags=re.S):
+        past += [w for x, w in re.findall(r'xMax="([\d.]+)"[^>]*>([^<]+)</word>', page)
+                 if float(x) > float(width) - margin_pt]
+    return past

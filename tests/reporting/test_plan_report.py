@@ -21,7 +21,7 @@ from reporting.plan_report import gather_plan_evaluation
 from reporting.plots import build_dvh_plot
 from reporting.types import ReportRequest
 from tests.conftest import require
-from tests.reporting.conftest import demo_patient, ingest_demo, make_service, pdf_text
+from tests.reporting.conftest import demo_patient, ingest_demo, make_service, pdf_text, words_past_the_right_edge
 
 
 def test_the_dvh_chart_draws_the_stored_analysis_the_page_shows(platform: Platform):
@@ -66,12 +66,7 @@ def test_the_pdf_has_its_dvh_curves_in_gy_rbe_and_the_page_words(platform: Platf
     assert "60 Gy(RBE) in 30 fractions (2 Gy(RBE) per fraction)" in flat
     assert "Max ≤ 50 Gy(RBE)" in flat and "outside the dose grid" in flat and "Not evaluated" in flat
     assert "not_evaluated" not in flat and "RBE-weighted" not in flat
-    require(shutil.which("pdftotext") is not None, "pdftotext is not installed (apt-get install poppler-utils)")
-    boxes = subprocess.run(["pdftotext", "-bbox", str(tmp_path / "report.pdf"), "-"], capture_output=True, check=True,
-                           timeout=60).stdout.decode()
-    width = float(re.search(r'<page width="([\d.]+)"', boxes).group(1))
-    beyond = [w for x, w in re.findall(r'xMax="([\d.]+)"[^>]*>([^<]+)</word>', boxes) if float(x) > width - 20]
-    assert beyond == [], f"words past the page's right edge: {beyond}"  # every table fits the page
+    assert words_past_the_right_edge(pdf, tmp_path) == []  # every table fits the page
     require(shutil.which("pdftoppm") is not None, "pdftoppm is not installed (apt-get install poppler-utils)")
     subprocess.run(["pdftoppm", "-png", "-r", "80", "-f", "1", "-l", "1", str(tmp_path / "report.pdf"),
                     str(tmp_path / "page")], check=True)
