@@ -17,6 +17,7 @@ from tqdm import tqdm
 from oncopacs.archive.decoding import guard_pydicom_logs
 from oncopacs.cli.audit import audit_group
 from oncopacs.cli.context import opened_platform, settings_of
+from oncopacs.cli.deid import deid_group
 from oncopacs.cli.fusion import fusion_group
 from oncopacs.cli.pet import pet_group
 from oncopacs.cli.report import report_group
@@ -184,6 +185,7 @@ main.add_command(report_group)
 main.add_command(fusion_group)
 main.add_command(pet_group)
 main.add_command(tls_group)
+main.add_command(deid_group)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -152,3 +152,32 @@ class IngestConflict(Base):
     reason: Mapped[str] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(80), default="")
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DeidPatient(Base):
+    """A patient's pseudonym and date shift for de-identified export (authorised re-identification only).
+
+    One row per patient, reused by every later export, so a patient's studies keep one pseudonym and
+    one date offset. Never written into an export or a log.
+    """
+
+    __tablename__ = "deid_patients"
+    __table_args__ = (UniqueConstraint("patient_id", "issuer_of_patient_id", name="uq_deid_patient_identity"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[str] = mapped_column(String(64))
+    issuer_of_patient_id: Mapped[str] = mapped_column(String(64), default="")
+    pseudonym: Mapped[str] = mapped_column(String(64), unique=True)
+    date_offset_days: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DeidUid(Base):
+    """One original UID and the UID that replaces it in every de-identified export."""
+
+    __tablename__ = "deid_uids"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    original_uid: Mapped[str] = mapped_column(String(UID_LENGTH), unique=True)
+    deid_uid: Mapped[str] = mapped_column(String(UID_LENGTH), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
