@@ -100,6 +100,10 @@ class Settings:
     login_lockout_minutes: int = 15
     # "udp://host:port", "tcp://host:port" or "tls://host:port" (RFC 5425): also send audit messages (RFC 5424)
     audit_syslog: str = ""
+    # The hospital's rules: the [[rules]] tables of the TOML file as written (oncopacs.orchestration.rules checks
+    # them when the platform opens); a series or study rule fires once nothing new arrived for stable_seconds.
+    rules: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
+    stable_seconds: int = 30
 
     @property
     def tls_enabled(self) -> bool:
@@ -160,6 +164,17 @@ def _read_toml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _read_rules_file(path: Path) -> list[Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"rules file {path} cannot be read as TOML: {exc}") from None
+    rules = data.get("rules", [])
+    if not isinstance(rules, list):
+        raise ConfigError(f"rules file {path}: rules must be [[rules]] tables")
+    return rules
+
+
 def _coerce(name: str, value: Any) -> Any:
     """Turn a TOML or environment value into the field's type, naming the setting on error."""
     try:
@@ -179,6 +194,7 @@ def _coerce(name: str, value: Any) -> Any:
             "dicom_tls_port",
             "storage_low_bytes",
             "audit_spool_bytes",
+            "stable_seconds",
         }:
             number = int(value)
             if number < 0:
@@ -198,6 +214,12 @@ def _coerce(name: str, value: Any) -> Any:
                 if len(title.strip()) > 16 or not (title.strip() or host) or ("@" in entry and not host):
                     raise ValueError
             return entries
+        if name == "rules":
+            if isinstance(value, str):  # ONCOPACS_RULES: a file of [[rules]] tables
+                value = _read_rules_file(Path(value))
+            if not isinstance(value, list):
+                raise ValueError
+            return tuple(dict(table) if isinstance(table, Mapping) else table for table in value)
         if name == "ae_title":
             title = str(value).strip()
             if not 0 < len(title) <= 16:
