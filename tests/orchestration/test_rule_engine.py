@@ -63,7 +63,8 @@ def test_series_and_study_rules_fire_once_when_quiet_with_every_instance():
     assert engine.fire_stable() == []
     clock.now += 1
     fired = engine.fire_stable()
-    assert sorted((f.rule.name, f.level) for f in fired) == [("autocontour", Trigger.SERIES), ("research", Trigger.STUDY)]
+    assert sorted((f.rule.name, f.level) for f in fired) == [("autocontour", Trigger.SERIES),
+                                                             ("research", Trigger.STUDY)]
     series = next(f for f in fired if f.level is Trigger.SERIES)
     assert series.uid == records[0].series_instance_uid and series.study_instance_uid == records[0].study_instance_uid
     assert series.sop_instance_uids == tuple(r.sop_instance_uid for r in records)
@@ -71,7 +72,7 @@ def test_series_and_study_rules_fire_once_when_quiet_with_every_instance():
 
 
 def test_a_late_instance_keeps_the_series_open_and_a_later_one_fires_again():
-    engine, clock, actions = _engine()
+    engine, clock, _actions = _engine()
     first, second = _records(2)
     engine.arrived(first, "stow")
     clock.now += 25
