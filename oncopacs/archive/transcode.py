@@ -27,7 +27,7 @@ def fit_transfer_syntax(dataset: Dataset, accepted: set[str]) -> Dataset:
     if not stored.is_compressed or not accepted & _UNCOMPRESSED:
         raise TranscodeError(f"the receiver accepts none of {stored.name} or uncompressed little endian")
     try:
-        dataset.decompress()
+        dataset.decompress(generate_instance_uid=False)  # the same instance, decoded: never a new SOP Instance UID
     except Exception as exc:  # noqa: BLE001 - decoders raise many kinds of error
         raise TranscodeError(f"cannot decompress {stored.name}: {type(exc).__name__}") from None
     return dataset
