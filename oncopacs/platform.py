@@ -25,6 +25,7 @@ from oncopacs.auth.users import UserStore
 from oncopacs.errors import StorageError
 from oncopacs.index.db import IndexDatabase, open_index
 from oncopacs.jobs.kinds import JobSystem, open_job_system
+from oncopacs.orchestration.outbox import Outbox
 from oncopacs.settings import Settings
 from oncopacs.tls import TlsFiles
 from reporting.jobs import Reports, open_reports
@@ -40,6 +41,7 @@ class Platform:
     jobs: JobSystem
     users: UserStore
     reports: Reports
+    outbox: Outbox  # forwards to remote AEs and DICOMweb servers; delivered by the loop `serve` runs
 
     @property
     def index(self) -> IndexDatabase:
@@ -93,4 +95,5 @@ def open_platform(settings: Settings | None = None) -> Platform:
         jobs=jobs,
         users=UserStore(archive.index, LockoutPolicy(settings.login_max_failures, settings.login_lockout_minutes)),
         reports=open_reports(settings, archive, jobs),
+        outbox=Outbox(archive.index, settings.remote_aes),
     )

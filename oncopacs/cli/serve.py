@@ -17,6 +17,7 @@ from oncopacs.cli.http_listener import open_http
 from oncopacs.dimse.server import start_dimse
 from oncopacs.dimse.tls import listener_context
 from oncopacs.errors import ListenError
+from oncopacs.orchestration.delivery import open_delivery
 from oncopacs.platform import Platform
 from oncopacs.settings import Settings
 from oncopacs.tls import TlsFiles
@@ -66,6 +67,8 @@ def serve(platform: Platform, *, ready: threading.Event | None = None) -> None:
     worker = platform.jobs.new_worker()
     worker.start()
     platform.reports.start()  # delivers final reports to the EHR, with retries
+    outbox_delivery = open_delivery(platform.outbox, archive, settings)  # forwards queued instances, with retries
+    outbox_delivery.start()
     stop = threading.Event()
 
     def _stop(signum, _frame):
@@ -87,6 +90,7 @@ def serve(platform: Platform, *, ready: threading.Event | None = None) -> None:
     finally:
         worker.stop()
         platform.reports.stop()
+        outbox_delivery.stop()
         for server in dimse.values():
             server.shutdown()
         platform.index.dispose()

@@ -181,3 +181,32 @@ class DeidUid(Base):
     original_uid: Mapped[str] = mapped_column(String(UID_LENGTH), unique=True)
     deid_uid: Mapped[str] = mapped_column(String(UID_LENGTH), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class OutboxItem(Base):
+    """One instance to forward to one destination (a remote AE title or a DICOMweb base URL), kept until delivered.
+
+    ``state`` is pending, delivering, delivered or dead; ``attempts`` counts the tries started and is the
+    claim's token (a worker whose claim was taken over cannot mark the row). ``next_attempt_at`` is when a
+    pending row is due, or when a delivering row's claim lapses. ``last_error`` names the problem (DIMSE
+    status, HTTP status, reachability), never patient data. One row per (destination, instance): a second
+    enqueue is a no-op.
+    """
+
+    __tablename__ = "outbox_items"
+    __table_args__ = (
+        UniqueConstraint("destination", "sop_instance_uid", name="uq_outbox_destination_instance"),
+        Index("ix_outbox_items_due", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(UID_LENGTH))
+    destination: Mapped[str] = mapped_column(String(512))
+    kind: Mapped[str] = mapped_column(String(16))
+    rule: Mapped[str] = mapped_column(String(128), default="")
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

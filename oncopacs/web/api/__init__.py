@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-from oncopacs.web.api import audit, jobs, openapi, patients, peers, reports, rt, series, studies, users  # noqa: E402,F401
+from oncopacs.web.api import audit, jobs, openapi, outbox, patients, peers, reports, rt, series, studies, users  # noqa: E402,F401

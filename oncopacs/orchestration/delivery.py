@@ -1,0 +1,327 @@
+"""Delivering the outbox: C-STORE to remote AEs and STOW-RS to DICOMweb servers, on a background thread.
+
+Due rows are claimed in batches; the rows of one destination go in one association (or one STOW-RS
+request). A row is marked delivered only after the peer's success: C-STORE status 0x0000 or a warning
+(0xB000, 0xB006, 0xB007), a STOW-RS instance not listed as failed. Everything else is a failed try,
+its DIMSE or HTTP status in ``last_error``. Files are read through the archive (SHA-256 checked); an
+instance whose file is altered or missing, or that the peer accepts in no syntax we can produce, is
+dead at once (trying again cannot help).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import ssl
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, build_context, evt
+from pynetdicom.presentation import PresentationContext
+from sqlalchemy import select
+
+from oncopacs.archive.ingest import Archive
+from oncopacs.archive.transcode import TranscodeError, fit_transfer_syntax
+from oncopacs.dicomweb.multipart import BodyPart, build_multipart_content_type, new_boundary, write_multipart
+from oncopacs.dimse.handlers import accepted_syntaxes_as_sender, leave_responses_to_the_sender
+from oncopacs.dimse.tls import tls_args_for
+from oncopacs.dimse.transport import tune_association
+from oncopacs.errors import IntegrityError
+from oncopacs.index.models import Instance
+from oncopacs.jobs.background import BackgroundLoop
+from oncopacs.orchestration.outbox import DestinationKind, Outbox, OutboxRecord
+from oncopacs.settings import RemoteAE, Settings
+from oncopacs.tls import TlsFiles
+
+log = logging.getLogger(__name__)
+
+STORE_SUCCESS = frozenset({0x0000, 0xB000, 0xB006, 0xB007})  # success, and the warnings that mean "stored"
+UNCOMPRESSED = (str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian))
+MAX_CONTEXTS = 128  # presentation contexts one association may propose
+TIMEOUT_S = 30.0
+DICOM_JSON = "application/dicom+json"
+FAILED_SOP_SEQUENCE, REFERENCED_SOP_SEQUENCE, REFERENCED_SOP_INSTANCE_UID = "00081198", "00081199", "00081155"
+FAILURE_REASON = "00081197"
+ALTERED = "the stored file is missing or fails its SHA-256 check"
+
+
+@dataclass(frozen=True, slots=True)
+class ItemOutcome:
+    """What became of one row's try: delivered, or the reason it was not (no patient data)."""
+
+    item: OutboxRecord
+    delivered: bool
+    error: str = ""
+    permanent: bool = False  # trying again cannot help: dead at once
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """Where an instance's bytes are and what they are."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    file_path: str
+    sha256: str
+
+
+class Sender:
+    """Sends a batch of rows of one destination, as ``local_ae_title``, to the peers of ``remote_aes``."""
+
+    def __init__(self, archive: Archive, local_ae_title: str, remote_aes: Iterable[RemoteAE], *,
+                 ssl_context: ssl.SSLContext | None = None, timeout_s: float = TIMEOUT_S):
+        self.archive = archive
+        self.local_ae_title = local_ae_title
+        self.remote_aes = tuple(remote_aes)
+        self.ssl_context = ssl_context
+        self.timeout_s = timeout_s
+
+    def send(self, items: Sequence[OutboxRecord]) -> list[ItemOutcome]:
+        """Try each of ``items`` (all of one destination and kind); one outcome per item."""
+        if not items:
+            return []
+        files = self._stored_files(item.sop_instance_uid for item in items)
+        present = [item for item in items if item.sop_instance_uid in files]
+        outcomes = [ItemOutcome(item, False, "not in the archive", permanent=True)
+                    for item in items if item.sop_instance_uid not in files]
+        if present:
+            if present[0].kind is DestinationKind.STOW:
+                outcomes += self._send_stow(present, files)
+            else:
+                outcomes += self._send_dimse(present, files)
+        return outcomes
+
+    # -- DIMSE ---------------------------------------------------------------------------------
+
+    def _send_dimse(self, items: Sequence[OutboxRecord], files: dict[str, StoredFile]) -> list[ItemOutcome]:
+        destination = items[0].destination
+        remote = next((r for r in self.remote_aes if r.ae_title == destination), None)
+        if remote is None:
+            return _all_failed(items, f"no remote AE {destination!r} in ONCOPACS_REMOTE_AES")
+        unreachable = _unreachable(remote, self.timeout_s)
+        if unreachable:
+            return _all_failed(items, unreachable)
+        ae = AE(ae_title=self.local_ae_title)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = self.timeout_s
+        contexts = build_store_contexts(files[item.sop_instance_uid] for item in items)
+        assoc = ae.associate(remote.host, remote.port, ae_title=remote.ae_title, contexts=contexts,
+                             evt_handlers=[(evt.EVT_CONN_OPEN, tune_association)],
+                             **tls_args_for(remote, self.ssl_context))
+        if not assoc.is_established:
+            _close_transport(assoc)
+            reason = "rejected the association" if assoc.is_rejected else "could not be reached"
+            return _all_failed(items, f"{remote.ae_title} at {remote.host}:{remote.port} {reason}")
+        accepted = accepted_syntaxes_as_sender(assoc)
+        leave_responses_to_the_sender(assoc)
+        outcomes: list[ItemOutcome] = []
+        try:
+            for position, item in enumerate(items):
+                if not assoc.is_established:
+                    outcomes += _all_failed(items[position:], "the association ended before the instance was sent")
+                    break
+                outcomes.append(self._store_one(assoc, item, files[item.sop_instance_uid], accepted))
+        finally:
+            if assoc.is_established:
+                assoc.release()
+        return outcomes
+
+    def _store_one(self, assoc, item: OutboxRecord, stored: StoredFile,
+                   accepted: dict[str, set[str]]) -> ItemOutcome:
+        try:
+            dataset = self.archive.read_dataset(stored.file_path, stored.sha256)
+            dataset = fit_transfer_syntax(dataset, accepted.get(stored.sop_class_uid, set()))
+        except IntegrityError:
+            return ItemOutcome(item, False, ALTERED, permanent=True)
+        except TranscodeError as exc:
+            return ItemOutcome(item, False, f"not sendable: {exc}", permanent=True)
+        reply = assoc.send_c_store(dataset)
+        if "Status" not in reply:
+            return ItemOutcome(item, False, "no C-STORE response (timeout or association lost)")
+        status = int(reply.Status)
+        if status in STORE_SUCCESS:
+            return ItemOutcome(item, True)
+        return ItemOutcome(item, False, f"C-STORE status 0x{status:04X}")
+
+    # -- STOW-RS -------------------------------------------------------------------------------
+
+    def _send_stow(self, items: Sequence[OutboxRecord], files: dict[str, StoredFile]) -> list[ItemOutcome]:
+        base_url = items[0].destination
+        readable: list[tuple[OutboxRecord, bytes]] = []
+        outcomes: list[ItemOutcome] = []
+        for item in items:
+            stored = files[item.sop_instance_uid]
+            try:
+                readable.append((item, self.archive.storage.read(stored.file_path, stored.sha256)))
+            except IntegrityError:
+                outcomes.append(ItemOutcome(item, False, ALTERED, permanent=True))
+        if not readable:
+            return outcomes
+        boundary = new_boundary()
+        body = b"".join(write_multipart((BodyPart("application/dicom", data) for _, data in readable), boundary))
+        request = urllib.request.Request(
+            f"{base_url}/studies", data=body, method="POST",
+            headers={"Content-Type": build_multipart_content_type("application/dicom", boundary),
+                     "Accept": DICOM_JSON})
+        sent = [item for item, _ in readable]
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s, context=self.ssl_context) as response:
+                status, answer = response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            status, answer = exc.code, exc.read()
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+            return outcomes + _all_failed(sent, f"cannot reach the STOW-RS server ({reason})")
+        return outcomes + read_stow_answer(sent, status, answer)
+
+    def _stored_files(self, uids: Iterable[str]) -> dict[str, StoredFile]:
+        wanted = sorted(set(uids))
+        with self.archive.index.reading() as session:
+            rows = session.execute(select(Instance.sop_instance_uid, Instance.sop_class_uid,
+                                          Instance.transfer_syntax_uid, Instance.file_path, Instance.sha256)
+                                   .where(Instance.sop_instance_uid.in_(wanted))).all()
+        return {row[0]: StoredFile(*row) for row in rows}
+
+
+def build_store_contexts(files: Iterable[StoredFile]) -> list[PresentationContext]:
+    """Per SOP class: its stored syntaxes that are not uncompressed LE (so they travel unchanged), and
+    explicit plus implicit VR little endian (which any storage SCP takes; compressed data is decoded for it)."""
+    stored: dict[str, list[str]] = {}
+    for file in files:
+        syntaxes = stored.setdefault(file.sop_class_uid, [])
+        if file.transfer_syntax_uid not in syntaxes and file.transfer_syntax_uid not in UNCOMPRESSED:
+            syntaxes.append(file.transfer_syntax_uid)
+    contexts = []
+    for sop_class, syntaxes in stored.items():
+        if syntaxes:
+            contexts.append(build_context(sop_class, syntaxes))
+        contexts.append(build_context(sop_class, list(UNCOMPRESSED)))
+    if len(contexts) > MAX_CONTEXTS:
+        raise ValueError(f"{len(contexts)} presentation contexts; send fewer SOP classes per association")
+    return contexts
+
+
+def read_stow_answer(items: Sequence[OutboxRecord], status: int, answer: bytes) -> list[ItemOutcome]:
+    """Outcomes from a STOW-RS response: 200 all stored; 202 those not in the Failed SOP Sequence (and, when
+    the Referenced SOP Sequence is given, listed there); any other status fails every item."""
+    if status not in (200, 202):
+        return _all_failed(items, f"STOW-RS answered HTTP {status}")
+    try:
+        document = json.loads(answer or b"{}")
+    except ValueError:
+        document = {}
+    document = document if isinstance(document, dict) else {}
+    failed = dict(_referenced(document, FAILED_SOP_SEQUENCE, with_reason=True))
+    stored = dict(_referenced(document, REFERENCED_SOP_SEQUENCE))
+    outcomes = []
+    for item in items:
+        uid = item.sop_instance_uid
+        if uid in failed:
+            outcomes.append(ItemOutcome(item, False, f"STOW-RS refused the instance (reason {failed[uid]})"))
+        elif status == 202 and stored and uid not in stored:
+            outcomes.append(ItemOutcome(item, False, "STOW-RS did not confirm the instance (HTTP 202)"))
+        else:
+            outcomes.append(ItemOutcome(item, True))
+    return outcomes
+
+
+def _referenced(document: dict, sequence: str, *, with_reason: bool = False) -> Iterator[tuple[str, str]]:
+    """(SOP Instance UID, failure reason) of each item of ``sequence`` in a DICOM JSON response."""
+    element = document.get(sequence)
+    for entry in (element.get("Value") or []) if isinstance(element, dict) else []:
+        if not isinstance(entry, dict):
+            continue
+        uids = (entry.get(REFERENCED_SOP_INSTANCE_UID) or {}).get("Value") or []
+        reason = ""
+        if with_reason:
+            codes = (entry.get(FAILURE_REASON) or {}).get("Value") or []
+            reason = f"0x{int(codes[0]):04X}" if codes and isinstance(codes[0], int) else "unknown"
+        if uids and isinstance(uids[0], str):
+            yield uids[0], reason
+
+
+def _unreachable(remote: RemoteAE, timeout_s: float) -> str:
+    """Why a TCP connection to ``remote`` fails ("" when it opens): pynetdicom leaves the socket of a refused
+    connection for the garbage collector, so a peer that is down is found out here first."""
+    try:
+        socket.create_connection((remote.host, remote.port), timeout=timeout_s).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        return f"{remote.ae_title} at {remote.host}:{remote.port} could not be reached ({reason})"
+    return ""
+
+
+def _close_transport(assoc) -> None:  # a pynetdicom Association
+    """Close the socket pynetdicom leaves open when the peer drops the connection before accepting."""
+    sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        sock.close()
+
+
+def _all_failed(items: Iterable[OutboxRecord], error: str) -> list[ItemOutcome]:
+    return [ItemOutcome(item, False, error) for item in items]
+
+
+class DeliveryLoop(BackgroundLoop):
+    """Delivers due outbox rows, waking at the next due time or every ``poll_interval_s`` seconds."""
+
+    thread_name = "oncopacs-outbox-delivery"
+
+    def __init__(self, outbox: Outbox, sender: Sender, *, poll_interval_s: float = 5.0, batch_size: int = 50):
+        super().__init__()
+        self.outbox = outbox
+        self.sender = sender
+        self.poll_interval_s = poll_interval_s
+        self.batch_size = batch_size
+
+    def deliver_due(self, limit: int | None = None) -> int:
+        """Claim up to ``limit`` (default: one batch) due rows and try them; how many were delivered."""
+        claimed = self.outbox.claim_due(limit or self.batch_size)
+        groups: dict[tuple[str, DestinationKind], list[OutboxRecord]] = {}
+        for item in claimed:
+            groups.setdefault((item.destination, item.kind), []).append(item)
+        delivered = 0
+        for (destination, _), items in groups.items():
+            try:
+                outcomes = self.sender.send(items)
+            except Exception as exc:  # a failed send must not stop the loop; its rows are tried again
+                log.exception("forwarding to %s failed", destination)
+                outcomes = _all_failed(items, f"send failed: {type(exc).__name__}")
+            delivered += self._record(destination, outcomes)
+        return delivered
+
+    def _record(self, destination: str, outcomes: Sequence[ItemOutcome]) -> int:
+        delivered = 0
+        for outcome in outcomes:
+            if outcome.delivered:
+                delivered += self.outbox.mark_delivered(outcome.item)
+            else:
+                state = self.outbox.mark_failed(outcome.item, outcome.error, permanent=outcome.permanent)
+                log.warning("forwarding %s to %s (try %d): %s -> %s", outcome.item.sop_instance_uid, destination,
+                            outcome.item.attempts, outcome.error, state.value if state else "claim lost")
+        if delivered:
+            log.info("forwarded %d instance(s) to %s", delivered, destination)
+        return delivered
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            wait = self.poll_interval_s
+            try:
+                if self.deliver_due() == self.batch_size:
+                    continue  # a full batch: more may be due at once
+                due = self.outbox.next_due_at()
+                if due is not None:
+                    wait = min(wait, max((due - self.outbox.clock()).total_seconds(), 0.05))
+            except Exception:
+                log.exception("outbox delivery could not reach the index; retrying")
+            self._sleep(wait)
+
+
+def open_delivery(outbox: Outbox, archive: Archive, settings: Settings) -> DeliveryLoop:
+    """The delivery loop of ``outbox``: C-STORE as ``settings.ae_title`` (TLS to ``+tls`` peers), STOW-RS."""
+    context = TlsFiles.from_settings(settings).client_context()  # verifies +tls peers and https servers
+    return DeliveryLoop(outbox, Sender(archive, settings.ae_title, settings.remote_aes, ssl_context=context))
