@@ -147,6 +147,12 @@ class Archive:
 
     # -- entry points -------------------------------------------------------------------------
 
+    def has_instance(self, sop_instance_uid: str) -> bool:
+        """Whether the archive holds the instance (the index alone: no file is read)."""
+        with self.index.reading() as session:
+            return session.execute(select(Instance.id).where(Instance.sop_instance_uid == sop_instance_uid)
+                                   .limit(1)).first() is not None
+
     def read_instance(self, sop_instance_uid: str) -> Dataset:
         """One stored instance, checked against its SHA-256 (NotFoundError when the archive lacks it)."""
         with self.index.reading() as session:
