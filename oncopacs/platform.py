@@ -25,7 +25,9 @@ from oncopacs.auth.users import UserStore
 from oncopacs.errors import StorageError
 from oncopacs.index.db import IndexDatabase, open_index
 from oncopacs.jobs.kinds import JobSystem, open_job_system
+from oncopacs.orchestration.engine import RuleEngine
 from oncopacs.orchestration.outbox import Outbox
+from oncopacs.orchestration.rule_actions import install_rules
 from oncopacs.settings import Settings
 from oncopacs.tls import TlsFiles
 from reporting.jobs import Reports, open_reports
@@ -42,6 +44,7 @@ class Platform:
     users: UserStore
     reports: Reports
     outbox: Outbox  # forwards to remote AEs and DICOMweb servers; delivered by the loop `serve` runs
+    rules: RuleEngine  # the hospital's rules; series and study rules fire from the loop `serve` runs
 
     @property
     def index(self) -> IndexDatabase:
@@ -88,6 +91,13 @@ def open_platform(settings: Settings | None = None) -> Platform:
                                                                TlsFiles.from_settings(settings)),
                              spool_path=settings.data_dir / SPOOL_FILE, spool_bytes=settings.audit_spool_bytes)
     archive.audit = audit  # objects accepted with an empty Patient ID are recorded in the platform's trail
+    outbox = Outbox(archive.index, settings.remote_aes)
+    try:
+        rules = install_rules(settings, archive, jobs, outbox, audit)  # the hospital's rules, before anything arrives
+    except BaseException:
+        audit.close()
+        archive.close()  # a rule it cannot carry out: nothing stays open
+        raise
     return Platform(
         settings=settings,
         archive=archive,
@@ -95,5 +105,6 @@ def open_platform(settings: Settings | None = None) -> Platform:
         jobs=jobs,
         users=UserStore(archive.index, LockoutPolicy(settings.login_max_failures, settings.login_lockout_minutes)),
         reports=open_reports(settings, archive, jobs),
-        outbox=Outbox(archive.index, settings.remote_aes),
+        outbox=outbox,
+        rules=rules,
     )

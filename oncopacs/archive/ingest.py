@@ -111,6 +111,21 @@ class ExpectedIdentity:
 
 
 IngestListener = Callable[[InstanceRecord], None]
+#: An ingest listener that also learns where the instance came from ("dimse:<calling AE>", "stow", "import", ...).
+ArrivalListener = Callable[[InstanceRecord, str], object]  # what it returns is ignored
+
+
+@dataclass(frozen=True, slots=True)
+class _RecordOnly:
+    """An :data:`IngestListener` heard as an :data:`ArrivalListener` (the source left out)."""
+
+    listener: IngestListener
+
+    def __call__(self, record: InstanceRecord, source: str) -> None:
+        self.listener(record)
+
+    def __repr__(self) -> str:
+        return repr(self.listener)
 
 
 class Archive:
@@ -128,7 +143,7 @@ class Archive:
         self.audit = audit if audit is not None else AuditTrail(index)
         self._writer = IndexWriter()
         self._io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="oncopacs-io")
-        self._listeners: list[IngestListener] = []
+        self._listeners: list[ArrivalListener] = []
         self._listeners_lock = threading.Lock()
 
     def close(self) -> None:
@@ -138,6 +153,11 @@ class Archive:
 
     def subscribe(self, listener: IngestListener) -> None:
         """Call ``listener(record)`` after each newly stored instance (rules, forwarding, jobs)."""
+        with self._listeners_lock:
+            self._listeners.append(_RecordOnly(listener))
+
+    def subscribe_arrivals(self, listener: ArrivalListener) -> None:
+        """Call ``listener(record, source)`` after each newly stored instance (the hospital's rules)."""
         with self._listeners_lock:
             self._listeners.append(listener)
 
@@ -311,7 +331,7 @@ class Archive:
                         raise _AlreadyPlaced
                 self._writer.remember(pending)
                 log.debug("stored %s from %s", uid, source)
-                self._notify(record)
+                self._notify(record, source)
                 return IngestResult(IngestOutcome.STORED, Status.SUCCESS, uid, "", record.study_instance_uid)
             except (InstanceExists, _AlreadyPlaced):
                 self._take_back(placement, relative_path)
@@ -481,13 +501,13 @@ class Archive:
                 log.error("index failure for %s from %s: %s", uid, facts.source, type(exc).__name__)
                 return IngestResult(IngestOutcome.FAILED, Status.PROCESSING_FAILURE, uid, "the index is unavailable")
         log.debug("stored %s from %s", uid, facts.source)
-        self._notify(record)
+        self._notify(record, facts.source)
         return IngestResult(IngestOutcome.STORED, Status.SUCCESS, uid, "", record.study_instance_uid)
 
-    def _notify(self, record: InstanceRecord) -> None:
+    def _notify(self, record: InstanceRecord, source: str) -> None:
         for listener in list(self._listeners):
             try:
-                listener(record)
+                listener(record, source)
             except Exception as exc:  # a failing rule must never undo an acknowledged store
                 trace = "" if self.log_phi else "\n" + value_free_traceback(exc)  # SQL errors quote parameters
                 log.error("ingest listener %r failed for %s%s", listener, record.sop_instance_uid, trace,

@@ -18,6 +18,7 @@ from oncopacs.dimse.server import start_dimse
 from oncopacs.dimse.tls import listener_context
 from oncopacs.errors import ListenError
 from oncopacs.orchestration.delivery import open_delivery
+from oncopacs.orchestration.rule_actions import RuleLoop
 from oncopacs.platform import Platform
 from oncopacs.settings import Settings
 from oncopacs.tls import TlsFiles
@@ -69,6 +70,8 @@ def serve(platform: Platform, *, ready: threading.Event | None = None) -> None:
     platform.reports.start()  # delivers final reports to the EHR, with retries
     outbox_delivery = open_delivery(platform.outbox, archive, settings)  # forwards queued instances, with retries
     outbox_delivery.start()
+    rule_loop = RuleLoop(platform.rules)  # fires series and study rules once their data is stable
+    rule_loop.start()
     stop = threading.Event()
 
     def _stop(signum, _frame):
@@ -91,6 +94,7 @@ def serve(platform: Platform, *, ready: threading.Event | None = None) -> None:
         worker.stop()
         platform.reports.stop()
         outbox_delivery.stop()
+        rule_loop.stop()
         for server in dimse.values():
             server.shutdown()
         platform.index.dispose()
