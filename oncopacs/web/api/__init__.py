@@ -4,4 +4,17 @@ from flask import Blueprint
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-from oncopacs.web.api import audit, jobs, openapi, outbox, patients, peers, reports, rt, series, studies, users  # noqa: E402,F401
+from oncopacs.web.api import (  # noqa: E402,F401
+    audit,
+    jobs,
+    openapi,
+    orchestration,
+    outbox,
+    patients,
+    peers,
+    reports,
+    rt,
+    series,
+    studies,
+    users,
+)
