@@ -72,7 +72,8 @@ from rt.dvh import (
     compute_roi_dvh,
 )
 from rt.errors import OutsideDoseGridError, RTError
-from rt.structures import StructureSet, compute_polygon_areas_mm2, read_structure_set
+from rt.polygons import compute_polygon_areas_mm2
+from rt.structures import StructureSet, read_structure_set
 from tests.rt.helpers import build_structure_set, contour_item
 
 #: Reproducible in CI: the same examples every run, no example database. No shrinking: an example costs up

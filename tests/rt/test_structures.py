@@ -9,8 +9,8 @@ import pytest
 
 from oncopacs.phantom import build_demo_patient, centred_grid
 from rt.grid import VoxelGrid
+from rt.polygons import compute_even_odd_area_mm2
 from rt.structures import (
-    compute_even_odd_area_mm2,
     compute_mask,
     compute_plane_thickness_mm,
     read_structure_set,
@@ -186,7 +186,7 @@ def test_empty_roi_gives_empty_mask():
 
 def test_row_intervals_even_odd_and_exact_coverage():
     """Scanline intervals of a 20 mm square with a 10 mm hole; exact inside lengths along x."""
-    from rt.structures import compute_covered_length_mm, compute_row_intervals
+    from rt.polygons import compute_covered_length_mm, compute_row_intervals
 
     polygons = (square(0, 0, 20, 0)[:, :2], square(5, 5, 10, 0)[:, :2])
     start, end = compute_row_intervals(polygons, np.array([-1.0, 2.0, 10.0, 25.0]))
