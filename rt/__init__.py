@@ -3,6 +3,7 @@
 # The modules a notebook imports (``from rt import dose, dvh``); none is imported until asked for.
 __all__ = [
     "analysis",
+    "autocontour",
     "compare",
     "course",
     "dose",
@@ -13,7 +14,10 @@ __all__ = [
     "grid",
     "indices",
     "plan",
+    "polygons",
     "roi_names",
+    "rtstruct_writer",
+    "seg_writer",
     "structures",
     "summation",
     "tg263",
