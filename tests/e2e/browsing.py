@@ -102,7 +102,12 @@ def settle(driver: Any) -> None:
 
 
 def submit_sign_in(driver: Any, username: str, password: str = PASSWORD) -> None:
-    """Fill in and submit the sign-in form on the current page."""
+    """Fill in and submit the sign-in form on the current page; return once the browser has left it (signed in).
+
+    Waiting matters: a navigation issued while the sign-in POST is still under way goes out without the session
+    cookie and lands on the sign-in page again (a race that showed on a loaded machine).
+    """
     driver.find_element("name", "username").send_keys(username)
     driver.find_element("name", "password").send_keys(password)
     driver.find_element("css selector", "button[type=submit]").click()
+    wait(driver, lambda d: "/login" not in d.current_url, f"{username} was not signed in")
