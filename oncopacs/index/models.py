@@ -11,6 +11,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Enum,
     ForeignKey,
@@ -210,3 +211,41 @@ class OutboxItem(Base):
     last_error: Mapped[str] = mapped_column(String(500), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class PluginState(Base):
+    """Whether an analysis plug-in or inference endpoint of the model registry may run; absent means enabled."""
+
+    __tablename__ = "plugin_states"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    changed_by: Mapped[str] = mapped_column(String(128), default="")
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ManagedRule(Base):
+    """A rule an administrator added through ``/api/rules``: its TOML table as JSON (the configuration's rules
+    are not stored here; they live in the configuration file)."""
+
+    __tablename__ = "managed_rules"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    definition: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(128), default="")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PendingRule(Base):
+    """A series or study rule waiting for its series (study) to become stable: kept so a restart loses none.
+
+    ``uid`` is the Series (Study) Instance UID; the firing covers the instances the index holds of it then.
+    """
+
+    __tablename__ = "pending_rules"
+
+    rule: Mapped[str] = mapped_column(String(64), primary_key=True)
+    uid: Mapped[str] = mapped_column(String(UID_LENGTH), primary_key=True)
+    level: Mapped[str] = mapped_column(String(8))
+    study_instance_uid: Mapped[str] = mapped_column(String(UID_LENGTH))
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
