@@ -104,6 +104,9 @@ class Settings:
     # them when the platform opens); a series or study rule fires once nothing new arrived for stable_seconds.
     rules: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
     stable_seconds: int = 30
+    # External inference endpoints: the [[inference]] tables as written (oncopacs.orchestration.inference checks
+    # them when the platform opens); each is a plug-in, by its name, that rules may run.
+    inference: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
 
     @property
     def tls_enabled(self) -> bool:
@@ -164,15 +167,15 @@ def _read_toml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _read_rules_file(path: Path) -> list[Any]:
+def _read_rules_file(path: Path, key: str = "rules") -> list[Any]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"rules file {path} cannot be read as TOML: {exc}") from None
-    rules = data.get("rules", [])
-    if not isinstance(rules, list):
-        raise ConfigError(f"rules file {path}: rules must be [[rules]] tables")
-    return rules
+        raise ConfigError(f"{key} file {path} cannot be read as TOML: {exc}") from None
+    tables = data.get(key, [])
+    if not isinstance(tables, list):
+        raise ConfigError(f"{key} file {path}: {key} must be [[{key}]] tables")
+    return tables
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -214,9 +217,9 @@ def _coerce(name: str, value: Any) -> Any:
                 if len(title.strip()) > 16 or not (title.strip() or host) or ("@" in entry and not host):
                     raise ValueError
             return entries
-        if name == "rules":
-            if isinstance(value, str):  # ONCOPACS_RULES: a file of [[rules]] tables
-                value = _read_rules_file(Path(value))
+        if name in {"rules", "inference"}:
+            if isinstance(value, str):  # ONCOPACS_RULES / ONCOPACS_INFERENCE: a file of such tables
+                value = _read_rules_file(Path(value), name)
             if not isinstance(value, list):
                 raise ValueError
             return tuple(dict(table) if isinstance(table, Mapping) else table for table in value)

@@ -3,7 +3,9 @@
 A plug-in is an object with a ``name``, a ``version``, what it ``accepts`` (modalities and SOP Class UIDs) and what
 it ``produces`` (modalities of the objects it returns), and ``run(datasets) -> list[Dataset]``: it takes the input
 series' instances and returns DICOM objects that name it (Contributing Equipment, Algorithm Identification) and refer
-to their inputs. A hospital adds its own by installing a package that declares, in its ``pyproject.toml``::
+to their inputs. A plug-in that also answers with figures (a JSON object) implements :class:`MetricsPlugin`; its
+metrics are stored as an analysis result (kind ``plugin_metrics``). A hospital adds its own by installing a package
+that declares, in its ``pyproject.toml``::
 
     [project.entry-points."oncopacs.analyses"]
     my-model = "my_package.plugin:MyModel"
@@ -16,14 +18,16 @@ ingest path (source ``plugin:<name>``), so the index links every product to its 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from pydicom import Dataset
 
+from oncopacs.analysis.results import upsert_result
 from oncopacs.archive.ingest import Archive
+from oncopacs.orchestration.plugin_metrics import build_metrics_result
 
 GROUP = "oncopacs.analyses"
 
@@ -41,6 +45,21 @@ class AnalysisPlugin(Protocol):
     produces: tuple[str, ...]  # modalities of the objects it returns (RTSTRUCT, SEG, SR, ...)
 
     def run(self, datasets: Sequence[Dataset]) -> list[Dataset]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PluginOutput:
+    """What a :class:`MetricsPlugin` returns: DICOM objects, and figures as a JSON object (None: none)."""
+
+    products: tuple[Dataset, ...]
+    metrics: Mapping[str, Any] | None = None
+
+
+@runtime_checkable
+class MetricsPlugin(AnalysisPlugin, Protocol):
+    """A plug-in that may answer with metrics beside, or instead of, DICOM objects (run_plugin prefers this)."""
+
+    def run_with_metrics(self, datasets: Sequence[Dataset]) -> PluginOutput: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +88,7 @@ class PluginRun:
     series_instance_uid: str
     stored: tuple[str, ...]
     refused: tuple[tuple[str, str], ...]
+    metrics: Mapping[str, Any] | None = None  # a MetricsPlugin's figures, stored as a plugin_metrics result
 
 
 def discover_plugins() -> dict[str, PluginEntry]:
@@ -98,8 +118,14 @@ def run_plugin(archive: Archive, plugin: AnalysisPlugin, series_instance_uid: st
     classes = {str(ds.get("SOPClassUID", "")) for ds in datasets}
     if plugin.accepts_sop_classes and not classes <= set(plugin.accepts_sop_classes):
         raise ValueError(f"{plugin.name} does not accept the SOP class of series {series_instance_uid}")
+    if isinstance(plugin, MetricsPlugin):
+        output = plugin.run_with_metrics(datasets)
+    else:
+        output = PluginOutput(tuple(plugin.run(datasets)))
+    if output.metrics is not None:
+        upsert_result(archive.index, build_metrics_result(plugin.name, plugin.version, datasets, output.metrics))
     stored, refused = [], []
-    for product in plugin.run(datasets):
+    for product in output.products:
         uid = str(product.get("SOPInstanceUID", ""))
         if archive.has_instance(uid):  # made from the same input before (same UIDs): the first copy stands
             stored.append(uid)
@@ -109,7 +135,8 @@ def run_plugin(archive: Archive, plugin: AnalysisPlugin, series_instance_uid: st
             stored.append(uid)
         else:
             refused.append((uid, result.reason))
-    return PluginRun(plugin.name, plugin.version, series_instance_uid, tuple(stored), tuple(refused))
+    return PluginRun(plugin.name, plugin.version, series_instance_uid, tuple(stored), tuple(refused), output.metrics)
 
 
-__all__ = ["GROUP", "AnalysisPlugin", "PluginEntry", "PluginRun", "discover_plugins", "run_plugin"]
+__all__ = ["GROUP", "AnalysisPlugin", "MetricsPlugin", "PluginEntry", "PluginOutput", "PluginRun", "discover_plugins",
+           "run_plugin"]
