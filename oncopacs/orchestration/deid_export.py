@@ -1,8 +1,9 @@
 """De-identified export of whole studies: read through the archive, transform, hand to a sink, audit.
 
 :func:`export_deidentified` takes study UIDs and a :class:`DeidSink`; :class:`DirectorySink` writes Part 10
-files to ``DIR/<pseudonym>/<study>/<series>/<sop>.dcm``. Other sinks (a remote AE, a DICOMweb server)
-implement the same one-method protocol. The re-identification key stays in the index database.
+files to ``DIR/<pseudonym>/<study>/<series>/<sop>.dcm``. The sinks of a remote AE and a DICOMweb server
+(:mod:`oncopacs.orchestration.deid_sinks`) implement the same protocol. The re-identification key stays in
+the index database.
 """
 
 from __future__ import annotations
@@ -36,8 +37,22 @@ from oncopacs.orchestration.deid_profile import (
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class ObjectKind:
+    """A SOP class an export delivers, in one transfer syntax (what a sink proposes to a remote AE)."""
+
+    sop_class_uid: str
+    transfer_syntax_uid: str
+
+
 class DeidSink(Protocol):
-    """Where de-identified objects go (a folder, a remote AE, a DICOMweb server)."""
+    """Where de-identified objects go (a folder, a remote AE, a DICOMweb server).
+
+    A sink may also define ``begin(kinds: frozenset[ObjectKind])``, called once after every check and before
+    the first write (a remote AE's association opens there), and ``close(completed: bool)``, called once at the
+    end: ``completed`` true flushes what is batched (its failure fails the export), false after a failure
+    releases without delivering more and raises nothing.
+    """
 
     def write(self, dataset: Dataset, pseudonym: str) -> None:
         """Deliver one de-identified object (with file meta); raise an OncopacsError when it cannot."""
@@ -87,6 +102,7 @@ class _StudyFiles:
     patient_id: str
     issuer_of_patient_id: str
     files: tuple[tuple[str, str], ...]  # (file path, SHA-256) per instance, series by series
+    kinds: frozenset[ObjectKind]
 
 
 def count_instances(archive: Archive, study_uids: Sequence[str]) -> int:
@@ -118,6 +134,9 @@ def export_deidentified(
     outcome, delivered, skipped, pseudonyms = Outcome.MAJOR_FAILURE, 0, 0, []
     try:
         plans = [_prepare(archive, study, options) for study in studies]
+        begin = getattr(sink, "begin", None)
+        if begin is not None:
+            begin(frozenset().union(*(study.kinds for study in studies)))
         for study, (keys, uid_map) in zip(studies, plans, strict=True):
             pseudonyms.append(keys.pseudonym)
             for path, sha256 in study.files:
@@ -129,7 +148,11 @@ def export_deidentified(
                     delivered += 1
                 if on_instance is not None:
                     on_instance()
+        _close(sink, completed=True)
         outcome = Outcome.SUCCESS
+    except BaseException:
+        _close(sink, completed=False)
+        raise
     finally:
         audit.record(AuditEvent(
             action=AuditAction.EXPORT, outcome=outcome, actor=actor, actor_kind=ActorKind.USER, source=source,
@@ -138,6 +161,12 @@ def export_deidentified(
         ))
     log.info("de-identified export of %d study(ies): %d instance(s), %d skipped", len(studies), delivered, skipped)
     return ExportSummary(len(studies), delivered, skipped, tuple(dict.fromkeys(pseudonyms)))
+
+
+def _close(sink: DeidSink, *, completed: bool) -> None:
+    close = getattr(sink, "close", None)
+    if close is not None:
+        close(completed)
 
 
 def _prepare(archive: Archive, study: _StudyFiles, options: DeidOptions):
@@ -163,10 +192,12 @@ def _find_studies(archive: Archive, study_uids: Sequence[str]) -> list[_StudyFil
                                       .where(Study.study_instance_uid == uid)).first()
             if patient is None:
                 raise NotFoundError(f"study {uid} is not in the archive")
-            files = session.execute(select(Instance.file_path, Instance.sha256).join(Instance.series)
-                                    .join(Series.study).where(Study.study_instance_uid == uid)
-                                    .order_by(Series.id, Instance.id))
-            found.append(_StudyFiles(uid, patient[0], patient[1], tuple((path, sha) for path, sha in files)))
+            rows = session.execute(select(Instance.file_path, Instance.sha256, Instance.sop_class_uid,
+                                          Instance.transfer_syntax_uid).join(Instance.series)
+                                   .join(Series.study).where(Study.study_instance_uid == uid)
+                                   .order_by(Series.id, Instance.id)).all()
+            found.append(_StudyFiles(uid, patient[0], patient[1], tuple((row[0], row[1]) for row in rows),
+                                     frozenset(ObjectKind(str(row[2]), str(row[3])) for row in rows)))
     return found
 
 

@@ -18,9 +18,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, build_context, evt
+from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 from sqlalchemy import select
 
@@ -30,7 +32,7 @@ from oncopacs.dicomweb.multipart import BodyPart, build_multipart_content_type, 
 from oncopacs.dimse.handlers import accepted_syntaxes_as_sender, leave_responses_to_the_sender
 from oncopacs.dimse.tls import tls_args_for
 from oncopacs.dimse.transport import tune_association
-from oncopacs.errors import IntegrityError
+from oncopacs.errors import IntegrityError, RemoteNodeError
 from oncopacs.index.models import Instance
 from oncopacs.jobs.background import BackgroundLoop
 from oncopacs.orchestration.outbox import DestinationKind, Outbox, OutboxRecord
@@ -57,6 +59,16 @@ class ItemOutcome:
     delivered: bool
     error: str = ""
     permanent: bool = False  # trying again cannot help: dead at once
+
+
+class StoredSyntax(Protocol):
+    """What presentation contexts are built from: an object's SOP class and the transfer syntax it is in."""
+
+    @property
+    def sop_class_uid(self) -> str: ...
+
+    @property
+    def transfer_syntax_uid(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,21 +115,12 @@ class Sender:
         remote = next((r for r in self.remote_aes if r.ae_title == destination), None)
         if remote is None:
             return _all_failed(items, f"no remote AE {destination!r} in ONCOPACS_REMOTE_AES")
-        unreachable = _unreachable(remote, self.timeout_s)
-        if unreachable:
-            return _all_failed(items, unreachable)
-        ae = AE(ae_title=self.local_ae_title)
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = self.timeout_s
-        contexts = build_store_contexts(files[item.sop_instance_uid] for item in items)
-        assoc = ae.associate(remote.host, remote.port, ae_title=remote.ae_title, contexts=contexts,
-                             evt_handlers=[(evt.EVT_CONN_OPEN, tune_association)],
-                             **tls_args_for(remote, self.ssl_context))
-        if not assoc.is_established:
-            _close_transport(assoc)
-            reason = "rejected the association" if assoc.is_rejected else "could not be reached"
-            return _all_failed(items, f"{remote.ae_title} at {remote.host}:{remote.port} {reason}")
-        accepted = accepted_syntaxes_as_sender(assoc)
-        leave_responses_to_the_sender(assoc)
+        try:
+            assoc, accepted = open_store_association(
+                self.local_ae_title, remote, build_store_contexts(files[item.sop_instance_uid] for item in items),
+                ssl_context=self.ssl_context, timeout_s=self.timeout_s)
+        except RemoteNodeError as exc:
+            return _all_failed(items, str(exc))
         outcomes: list[ItemOutcome] = []
         try:
             for position, item in enumerate(items):
@@ -161,21 +164,12 @@ class Sender:
                 outcomes.append(ItemOutcome(item, False, ALTERED, permanent=True))
         if not readable:
             return outcomes
-        boundary = new_boundary()
-        body = b"".join(write_multipart((BodyPart("application/dicom", data) for _, data in readable), boundary))
-        request = urllib.request.Request(
-            f"{base_url}/studies", data=body, method="POST",
-            headers={"Content-Type": build_multipart_content_type("application/dicom", boundary),
-                     "Accept": DICOM_JSON})
         sent = [item for item, _ in readable]
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s, context=self.ssl_context) as response:
-                status, answer = response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            status, answer = exc.code, exc.read()
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-            reason = getattr(exc, "reason", None) or type(exc).__name__
-            return outcomes + _all_failed(sent, f"cannot reach the STOW-RS server ({reason})")
+            status, answer = post_stow(base_url, [data for _, data in readable], ssl_context=self.ssl_context,
+                                       timeout_s=self.timeout_s)
+        except RemoteNodeError as exc:
+            return outcomes + _all_failed(sent, str(exc))
         return outcomes + read_stow_answer(sent, status, answer)
 
     def _stored_files(self, uids: Iterable[str]) -> dict[str, StoredFile]:
@@ -187,7 +181,48 @@ class Sender:
         return {row[0]: StoredFile(*row) for row in rows}
 
 
-def build_store_contexts(files: Iterable[StoredFile]) -> list[PresentationContext]:
+def open_store_association(local_ae_title: str, remote: RemoteAE, contexts: Sequence[PresentationContext], *,
+                           ssl_context: ssl.SSLContext | None = None,
+                           timeout_s: float = TIMEOUT_S) -> tuple[Association, dict[str, set[str]]]:
+    """An association from ``local_ae_title`` to ``remote`` proposing ``contexts`` (TLS to a ``+tls`` peer), and
+    the transfer syntaxes it lets us send per SOP class; RemoteNodeError naming the peer when it is down or refuses.
+    """
+    unreachable = _unreachable(remote, timeout_s)
+    if unreachable:
+        raise RemoteNodeError(unreachable)
+    ae = AE(ae_title=local_ae_title)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout_s
+    assoc = ae.associate(remote.host, remote.port, ae_title=remote.ae_title, contexts=list(contexts),
+                         evt_handlers=[(evt.EVT_CONN_OPEN, tune_association)], **tls_args_for(remote, ssl_context))
+    if not assoc.is_established:
+        _close_transport(assoc)
+        reason = "rejected the association" if assoc.is_rejected else "could not be reached"
+        raise RemoteNodeError(f"{remote.ae_title} at {remote.host}:{remote.port} {reason}")
+    accepted = accepted_syntaxes_as_sender(assoc)
+    leave_responses_to_the_sender(assoc)
+    return assoc, accepted
+
+
+def post_stow(base_url: str, parts: Sequence[bytes], *, ssl_context: ssl.SSLContext | None = None,
+              timeout_s: float = TIMEOUT_S) -> tuple[int, bytes]:
+    """POST ``parts`` (Part 10 files) to ``{base_url}/studies`` as one STOW-RS request: (HTTP status, body).
+    RemoteNodeError when the server cannot be reached."""
+    boundary = new_boundary()
+    body = b"".join(write_multipart((BodyPart("application/dicom", data) for data in parts), boundary))
+    request = urllib.request.Request(
+        f"{base_url}/studies", data=body, method="POST",
+        headers={"Content-Type": build_multipart_content_type("application/dicom", boundary), "Accept": DICOM_JSON})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s, context=ssl_context) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or type(exc).__name__
+        raise RemoteNodeError(f"cannot reach the STOW-RS server ({reason})") from None
+
+
+def build_store_contexts(files: Iterable[StoredSyntax]) -> list[PresentationContext]:
     """Per SOP class: its stored syntaxes that are not uncompressed LE (so they travel unchanged), and
     explicit plus implicit VR little endian (which any storage SCP takes; compressed data is decoded for it)."""
     stored: dict[str, list[str]] = {}
@@ -206,10 +241,18 @@ def build_store_contexts(files: Iterable[StoredFile]) -> list[PresentationContex
 
 
 def read_stow_answer(items: Sequence[OutboxRecord], status: int, answer: bytes) -> list[ItemOutcome]:
-    """Outcomes from a STOW-RS response: 200 all stored; 202 those not in the Failed SOP Sequence (and, when
-    the Referenced SOP Sequence is given, listed there); any other status fails every item."""
+    """Outcomes from a STOW-RS response (see :func:`read_stow_failures`)."""
+    failures = read_stow_failures([item.sop_instance_uid for item in items], status, answer)
+    return [ItemOutcome(item, False, failures[item.sop_instance_uid]) if item.sop_instance_uid in failures
+            else ItemOutcome(item, True) for item in items]
+
+
+def read_stow_failures(sop_instance_uids: Sequence[str], status: int, answer: bytes) -> dict[str, str]:
+    """Why each sent instance the STOW-RS response does not confirm was not stored (absent: stored): 200 all
+    stored; 202 those not in the Failed SOP Sequence (and, when the Referenced SOP Sequence is given, listed
+    there); any other status fails every instance."""
     if status not in (200, 202):
-        return _all_failed(items, f"STOW-RS answered HTTP {status}")
+        return dict.fromkeys(sop_instance_uids, f"STOW-RS answered HTTP {status}")
     try:
         document = json.loads(answer or b"{}")
     except ValueError:
@@ -217,16 +260,13 @@ def read_stow_answer(items: Sequence[OutboxRecord], status: int, answer: bytes) 
     document = document if isinstance(document, dict) else {}
     failed = dict(_referenced(document, FAILED_SOP_SEQUENCE, with_reason=True))
     stored = dict(_referenced(document, REFERENCED_SOP_SEQUENCE))
-    outcomes = []
-    for item in items:
-        uid = item.sop_instance_uid
+    failures = {}
+    for uid in sop_instance_uids:
         if uid in failed:
-            outcomes.append(ItemOutcome(item, False, f"STOW-RS refused the instance (reason {failed[uid]})"))
+            failures[uid] = f"STOW-RS refused the instance (reason {failed[uid]})"
         elif status == 202 and stored and uid not in stored:
-            outcomes.append(ItemOutcome(item, False, "STOW-RS did not confirm the instance (HTTP 202)"))
-        else:
-            outcomes.append(ItemOutcome(item, True))
-    return outcomes
+            failures[uid] = "STOW-RS did not confirm the instance (HTTP 202)"
+    return failures
 
 
 def _referenced(document: dict, sequence: str, *, with_reason: bool = False) -> Iterator[tuple[str, str]]:
