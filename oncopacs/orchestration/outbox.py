@@ -280,6 +280,14 @@ class Outbox:
                 OutboxItem.state.in_([OutboxState.PENDING.value, OutboxState.DELIVERING.value])))
         return _aware(moment)
 
+    def next_due_by_destination(self) -> dict[str, datetime]:
+        """Per destination with pending rows: when its next pending row falls due (the outbox page's "next try")."""
+        with self.index.reading() as session:
+            rows = session.execute(select(OutboxItem.destination, func.min(OutboxItem.next_attempt_at))
+                                   .where(OutboxItem.state == OutboxState.PENDING.value)
+                                   .group_by(OutboxItem.destination)).all()
+        return {destination: _aware(moment) or moment for destination, moment in rows}
+
     def _insert_missing(self, uids: list[str], target: Destination, rule: str) -> int:
         if not uids:
             return 0
