@@ -1,9 +1,9 @@
 """The composition root: :func:`open_platform` wires the whole platform from one settings object.
 
 Everything that serves or changes the archive — ``create_app``, ``oncopacs serve``, ``demo``,
-``import`` and the CLI's analysis commands — takes a :class:`Platform`. The ingest rules (RT
-analysis, PET statistics) and every job kind are registered inside :func:`open_platform`, before it
-returns, so nothing can be stored before the rules that react to it exist.
+``import`` and the CLI's analysis commands — takes a :class:`Platform`. The built-in rules (RT
+analysis, PET statistics), the hospital's rules and every job kind are registered inside :func:`open_platform`,
+before it returns, so nothing can be stored before the rules that react to it exist.
 """
 
 from __future__ import annotations
@@ -25,9 +25,13 @@ from oncopacs.auth.users import UserStore
 from oncopacs.errors import StorageError
 from oncopacs.index.db import IndexDatabase, open_index
 from oncopacs.jobs.kinds import JobSystem, open_job_system
-from oncopacs.orchestration.engine import RuleEngine
+from oncopacs.orchestration.engine import BuiltinRule
+from oncopacs.orchestration.inference import endpoint_entries, merge_plugins
 from oncopacs.orchestration.outbox import Outbox
+from oncopacs.orchestration.plugins import discover_plugins
+from oncopacs.orchestration.registry import ModelRegistry
 from oncopacs.orchestration.rule_actions import install_rules
+from oncopacs.orchestration.rulebook import RuleBook
 from oncopacs.settings import Settings
 from oncopacs.tls import TlsFiles
 from reporting.jobs import Reports, open_reports
@@ -44,7 +48,8 @@ class Platform:
     users: UserStore
     reports: Reports
     outbox: Outbox  # forwards to remote AEs and DICOMweb servers; delivered by the loop `serve` runs
-    rules: RuleEngine  # the hospital's rules; series and study rules fire from the loop `serve` runs
+    rules: RuleBook  # built-in and hospital's rules; series and study rules fire from the loop `serve` runs
+    models: ModelRegistry  # analysis plug-ins and inference endpoints, enabled or not, and what each produced
 
     @property
     def index(self) -> IndexDatabase:
@@ -84,8 +89,12 @@ def open_platform(settings: Settings | None = None) -> Platform:
     settings = settings or Settings.load()
     archive = open_archive(settings)
     jobs = open_job_system(archive)
-    install_rt_analysis(archive, jobs)
-    install_pet_statistics(archive, jobs)
+    builtins = (
+        BuiltinRule("rt-analysis", "DVH, plan metrics and clinical goals when an RT dose, plan or structure set "
+                    "completes a planning set", install_rt_analysis(archive, jobs)),
+        BuiltinRule("pet-statistics", "SUV statistics when a complete PET series and a structure set on its frame "
+                    "of reference meet", install_pet_statistics(archive, jobs)),
+    )
     install_registration(archive, jobs)
     audit = open_audit_trail(archive.index, open_syslog_sender(settings.audit_syslog, settings.ae_title,
                                                                TlsFiles.from_settings(settings)),
@@ -93,7 +102,8 @@ def open_platform(settings: Settings | None = None) -> Platform:
     archive.audit = audit  # objects accepted with an empty Patient ID are recorded in the platform's trail
     outbox = Outbox(archive.index, settings.remote_aes)
     try:
-        rules = install_rules(settings, archive, jobs, outbox, audit)  # the hospital's rules, before anything arrives
+        models = ModelRegistry(archive.index, merge_plugins(discover_plugins(), endpoint_entries(settings)))
+        rules = install_rules(settings, archive, jobs, outbox, audit, models, builtins)  # before anything arrives
     except BaseException:
         audit.close()
         archive.close()  # a rule it cannot carry out: nothing stays open
@@ -107,4 +117,5 @@ def open_platform(settings: Settings | None = None) -> Platform:
         reports=open_reports(settings, archive, jobs),
         outbox=outbox,
         rules=rules,
+        models=models,
     )

@@ -111,7 +111,7 @@ class PetStatisticsRule:
         return [record.series_instance_uid]
 
 
-def install_pet_statistics(archive: Archive, jobs: JobSystem) -> None:
-    """Register the pet_statistics job kind on ``jobs`` and subscribe its ingest rule to ``archive``."""
+def install_pet_statistics(archive: Archive, jobs: JobSystem) -> PetStatisticsRule:
+    """Register the pet_statistics job kind on ``jobs``; the ingest rule that queues it (a built-in rule)."""
     jobs.registry.register(PET_STATISTICS, build_pet_statistics_handler(archive))
-    archive.subscribe(PetStatisticsRule(archive.index, jobs.queue))
+    return PetStatisticsRule(archive.index, jobs.queue)

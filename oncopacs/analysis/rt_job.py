@@ -10,7 +10,8 @@ or RT Plan arrives that belongs to a complete planning set (an RT Dose whose str
 archive holds, directly or through its plan). It runs in the ingest thread after the instance is
 acknowledged, so it only reads the index (RT objects only; images return at once) and inserts a
 job row; a job already queued for the study is reused. :func:`oncopacs.platform.open_platform`
-installs both with :func:`install_rt_analysis` before anything can be stored.
+registers the job kind with :func:`install_rt_analysis` and makes the rule the built-in rule ``rt-analysis`` of the
+rule engine before anything can be stored.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ class RTAnalysisRule:
             )
 
 
-def install_rt_analysis(archive: Archive, jobs: JobSystem) -> None:
-    """Register the rt_analysis job kind on ``jobs`` and subscribe its ingest rule to ``archive``."""
+def install_rt_analysis(archive: Archive, jobs: JobSystem) -> RTAnalysisRule:
+    """Register the rt_analysis job kind on ``jobs``; the ingest rule that queues it (a built-in rule)."""
     jobs.registry.register(RT_ANALYSIS, build_rt_analysis_handler(archive))
-    archive.subscribe(RTAnalysisRule(archive.index, jobs.queue))
+    return RTAnalysisRule(archive.index, jobs.queue)

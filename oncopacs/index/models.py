@@ -14,6 +14,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -240,6 +241,7 @@ class PendingRule(Base):
     """A series or study rule waiting for its series (study) to become stable: kept so a restart loses none.
 
     ``uid`` is the Series (Study) Instance UID; the firing covers the instances the index holds of it then.
+    ``due_at`` (seconds since the epoch) is when it fires unless another instance arrives first.
     """
 
     __tablename__ = "pending_rules"
@@ -248,4 +250,4 @@ class PendingRule(Base):
     uid: Mapped[str] = mapped_column(String(UID_LENGTH), primary_key=True)
     level: Mapped[str] = mapped_column(String(8))
     study_instance_uid: Mapped[str] = mapped_column(String(UID_LENGTH))
-    since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    due_at: Mapped[float] = mapped_column(Float, index=True)

@@ -25,7 +25,7 @@ def demo() -> DemoPatient:
 @pytest.fixture
 def jobs(archive: Archive) -> JobSystem:
     system = open_job_system(archive)
-    install_rt_analysis(archive, system)
+    archive.subscribe(install_rt_analysis(archive, system))
     return system
 
 

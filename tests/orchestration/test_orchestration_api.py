@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -35,9 +36,14 @@ def _headers(app: Flask, role: Role) -> dict[str, str]:
 def test_the_rules_as_configured(app: Flask):
     reply = app.test_client().get("/api/rules", headers=_headers(app, Role.PHYSICIST))
     assert reply.status_code == 200
-    assert reply.json == {"stable_seconds": 12, "pending": 0, "rules": [
-        {"name": "autocontour", "on": "series", "description": "", "enabled": True,
-         "match": {"Modality": ["CT", "MR"]}, "forward": [], "analyse": ["body-contour"], "export": []}]}
+    assert reply.json["stable_seconds"] == 12 and reply.json["pending"] == 0
+    builtins, configured = reply.json["rules"][:2], reply.json["rules"][2:]
+    assert [(r["name"], r["builtin"], r["source"]) for r in builtins] == [
+        ("rt-analysis", True, "built-in"), ("pet-statistics", True, "built-in")]
+    assert configured == [
+        {"name": "autocontour", "on": "series", "description": "", "enabled": True, "builtin": False,
+         "source": "config", "match": {"Modality": ["CT", "MR"]}, "forward": [], "analyse": ["body-contour"],
+         "export": []}]
 
 
 def test_the_installed_models(app: Flask):
@@ -54,9 +60,9 @@ def test_who_may_read_them(app: Flask, path: str):
     assert client.get(path, headers=_headers(app, Role.REFERRER)).status_code == 403
 
 
-def test_models_list_on_the_command_line():
-    runner = CliRunner()
-    text = runner.invoke(main, ["models", "list"])
+def test_models_list_on_the_command_line(tmp_path: Path):
+    runner, data_dir = CliRunner(), str(tmp_path / "data")
+    text = runner.invoke(main, ["--data-dir", data_dir, "models", "list"])
     assert text.exit_code == 0 and text.output.startswith("body-contour 1.0.0  accepts CT  produces RTSTRUCT, SEG")
-    document = runner.invoke(main, ["models", "list", "--json"])
+    document = runner.invoke(main, ["--data-dir", data_dir, "models", "list", "--json"])
     assert document.exit_code == 0 and json.loads(document.output)["models"][0]["name"] == "body-contour"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydicom.uid import ExplicitVRLittleEndian
 
 from oncopacs.archive.extract import build_record
-from oncopacs.orchestration.engine import Firing, RuleEngine
+from oncopacs.orchestration.engine import BuiltinRule, Firing, MemoryPendingStore, RuleEngine
 from oncopacs.orchestration.rules import Trigger, parse_rules
 from tests.factories import small_ct_series
 
@@ -34,9 +34,11 @@ class Recorded:
         self.firings.append(firing)
 
 
-def _engine(stable_seconds: float = 30.0):
+def _engine(stable_seconds: float = 30.0, write_slack_s: float = 0.0, **kwargs):
     clock, actions = Clock(), Recorded()
-    return RuleEngine(RULES, actions, stable_seconds=stable_seconds, clock=clock), clock, actions
+    engine = RuleEngine(RULES, actions, stable_seconds=stable_seconds, clock=clock, write_slack_s=write_slack_s,
+                        **kwargs)
+    return engine, clock, actions
 
 
 def _records(n: int = 3, **kwargs):
@@ -67,7 +69,7 @@ def test_series_and_study_rules_fire_once_when_quiet_with_every_instance():
                                                              ("research", Trigger.STUDY)]
     series = next(f for f in fired if f.level is Trigger.SERIES)
     assert series.uid == records[0].series_instance_uid and series.study_instance_uid == records[0].study_instance_uid
-    assert series.sop_instance_uids == tuple(r.sop_instance_uid for r in records)
+    assert series.sop_instance_uids == ()  # a series firing covers what the archive holds of it when it fires
     assert engine.fire_stable() == [] and engine.pending() == 0  # once
 
 
@@ -84,7 +86,7 @@ def test_a_late_instance_keeps_the_series_open_and_a_later_one_fires_again():
     engine.arrived(first, "stow")  # sent again later
     clock.now += 30
     again = engine.fire_stable()
-    assert [(f.rule.name, f.sop_instance_uids) for f in again] == [("autocontour", (first.sop_instance_uid,))]
+    assert [(f.rule.name, f.uid) for f in again] == [("autocontour", first.series_instance_uid)]
 
 
 def test_rules_match_on_the_calling_ae_and_skip_what_they_do_not_match():
@@ -105,3 +107,52 @@ def test_studies_are_kept_apart():
     clock.now += 30
     fired = engine.fire_stable()
     assert sorted(f.uid for f in fired if f.level is Trigger.STUDY) == sorted(r.study_instance_uid for r in records)
+
+
+def test_with_write_slack_a_series_never_fires_early_and_at_most_the_slack_late():
+    engine, clock, _actions = _engine(write_slack_s=5.0)
+    records = _records(12)
+    for record in records:  # one instance a second: the store is written at most every 5 s
+        engine.arrived(record, "stow")
+        clock.now += 1
+    last_arrival = clock.now - 1
+    while not engine.fire_stable():
+        assert clock.now - last_arrival < 30 + 5
+        clock.now += 0.5
+    assert clock.now - last_arrival >= 30
+
+
+def test_a_series_rule_fires_from_another_engine_sharing_the_store():
+    store = MemoryPendingStore()
+    importer, clock, _ = _engine(store=store)
+    server = RuleEngine(RULES, Recorded(), stable_seconds=30, clock=clock, store=store, write_slack_s=0.0)
+    (record,) = _records(1)
+    importer.arrived(record, "dimse:SCANNER1")
+    clock.now += 30
+    assert sorted(f.rule.name for f in server.fire_stable()) == ["autocontour", "research"]
+    assert importer.fire_stable() == [] and store.count() == 0  # taken once
+
+
+def test_a_removed_or_disabled_rule_lapses_while_it_waits():
+    engine, clock, _actions = _engine()
+    (record,) = _records(1)
+    engine.arrived(record, "dimse:SCANNER1")
+    engine.replace_rules([rule for rule in RULES if rule.name != "autocontour"])
+    clock.now += 30
+    assert [f.rule.name for f in engine.fire_stable()] == ["research"]
+
+
+def test_built_in_rules_see_every_instance_and_one_failing_does_not_stop_the_others():
+    seen: list[str] = []
+
+    def broken(_record) -> None:
+        raise RuntimeError("boom")
+
+    builtins = [BuiltinRule("broken", "fails", broken),
+                BuiltinRule("watch", "records", lambda r: seen.append(r.modality))]
+    engine, _clock, actions = _engine(builtins=builtins)
+    records = _records(2)
+    for record in records:
+        engine.arrived(record, "stow")
+    assert seen == ["CT", "CT"]
+    assert [f.rule.name for f in actions.firings] == ["forward-ct", "forward-ct"]  # the hospital's rules still ran

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def test_a_series_rule_runs_its_plugin_once_the_series_is_stable(settings: Setti
         for ds in ct:
             assert platform.archive.ingest_dataset(ds, source="dimse:SCANNER_A").acknowledged
         assert not platform.jobs.queue.list(kind=PLUGIN_JOB).jobs  # nothing until the series is stable
-        assert [f.rule.name for f in platform.rules.fire_stable()] == ["autocontour"]
+        assert [f.rule.name for f in platform.rules.engine.fire_stable()] == ["autocontour"]
         assert platform.jobs.new_worker().run_pending() >= 1
         (job,) = platform.jobs.queue.list(kind=PLUGIN_JOB).jobs
         assert job.status.value == "succeeded", job.message
@@ -57,7 +58,7 @@ def test_a_series_from_another_sender_does_not_fire(settings: Settings):
     with open_platform(_settings(settings, RULES[1:])) as platform:
         for ds in small_ct_series(2):
             assert platform.archive.ingest_dataset(ds, source="dimse:TPS").acknowledged
-        assert platform.rules.fire_stable() == [] and platform.rules.pending() == 0
+        assert platform.rules.engine.fire_stable() == [] and platform.rules.engine.pending() == 0
 
 
 @pytest.mark.parametrize(("rule", "says"), [
@@ -77,9 +78,38 @@ def test_a_study_rule_exports_the_study_de_identified(settings: Settings, tmp_pa
         series = small_ct_series(2)
         for ds in series:
             assert platform.archive.ingest_dataset(ds, source="import").acknowledged
-        assert [f.rule.name for f in platform.rules.fire_stable()] == ["research"]
+        assert [f.rule.name for f in platform.rules.engine.fire_stable()] == ["research"]
         assert platform.jobs.new_worker().run_pending() >= 1
         files = sorted(out.rglob("*.dcm"))
         assert len(files) == 2
         exported = dcmread(files[0])
         assert exported.PatientIdentityRemoved == "YES" and exported.PatientID != series[0].PatientID
+
+
+def _outbox_rows(platform) -> list:
+    items = platform.outbox.list_items()
+    return items if isinstance(items, list) else items.items
+
+
+def test_a_waiting_series_rule_survives_a_restart_and_forwards_the_whole_series(settings: Settings):
+    rules = [{"name": "forward-series", "on": "series", "match": {"Modality": "CT"}, "forward": ["DEST"]}]
+    series = small_ct_series(3)
+    with open_platform(_settings(settings, rules).with_overrides(stable_seconds=1)) as platform:
+        for ds in series:
+            assert platform.archive.ingest_dataset(ds, source="stow").acknowledged
+        assert platform.rules.engine.pending() == 1 and platform.rules.engine.fire_stable() == []
+    with open_platform(_settings(settings, rules).with_overrides(stable_seconds=1)) as restarted:
+        assert restarted.rules.engine.pending() == 1  # kept in the index, not in the process that stored it
+        deadline = time.monotonic() + 10
+        while not (fired := restarted.rules.engine.fire_stable()):
+            assert time.monotonic() < deadline, "the series rule never fired after the restart"
+            time.sleep(0.1)
+        assert [f.rule.name for f in fired] == ["forward-series"] and restarted.rules.engine.pending() == 0
+        assert sorted(r.sop_instance_uid for r in _outbox_rows(restarted)) == sorted(
+            str(ds.SOPInstanceUID) for ds in series)
+
+
+def test_a_built_in_rule_and_a_configured_rule_cannot_share_a_name(settings: Settings):
+    rules = [{"name": "rt-analysis", "on": "instance", "forward": ["DEST"]}]
+    with pytest.raises(ConfigError, match=r"rt-analysis.*built-in"):
+        open_platform(_settings(settings, rules))

@@ -33,12 +33,17 @@ def upgrade() -> None:
     sa.Column('uid', sa.String(length=64), nullable=False),
     sa.Column('level', sa.String(length=8), nullable=False),
     sa.Column('study_instance_uid', sa.String(length=64), nullable=False),
-    sa.Column('since', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('due_at', sa.Float(), nullable=False),
     sa.PrimaryKeyConstraint('rule', 'uid')
     )
+    with op.batch_alter_table('pending_rules', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_pending_rules_due_at'), ['due_at'], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('pending_rules', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_pending_rules_due_at'))
+
     op.drop_table('pending_rules')
     op.drop_table('managed_rules')
     op.drop_table('plugin_states')
