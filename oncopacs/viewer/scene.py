@@ -64,8 +64,11 @@ def find_scene_inputs(archive: Archive, study_uid: str, dose_uid: str | None = N
                 raise NotFoundError(f"dose {dose_uid} is not a dose of study {study_uid} with a structure set")
         elif sets:
             chosen = sets[0]
-        ct_uid = _ct_series(summary, chosen.structure_set_uid if chosen else None)
-        uids = [u for u in (chosen.uids if chosen else ()) if u]
+        # Without a planning set (contours but no dose: an auto-contoured CT), the study's last structure set.
+        structure_set_uid = chosen.structure_set_uid if chosen else next(
+            (s.sop_instance_uid for s in reversed(summary.structure_sets)), None)
+        ct_uid = _ct_series(summary, structure_set_uid)
+        uids = [u for u in (chosen.uids if chosen else (structure_set_uid,)) if u]
         hashes = dict(session.execute(select(Instance.sop_instance_uid, Instance.sha256)
                                       .where(Instance.sop_instance_uid.in_(uids))).all()) if uids else {}
         ct_files = find_instances(session, {"SeriesInstanceUID": ct_uid})
@@ -73,7 +76,7 @@ def find_scene_inputs(archive: Archive, study_uid: str, dose_uid: str | None = N
     digest = hashlib.sha256()
     for part in [study_uid, ct_uid, *sorted(f.sha256 for f in ct_files), *(hashes.get(u, "") for u in uids)]:
         digest.update(part.encode() + b"\0")
-    return SceneInputs(patient_id, study_uid, ct_uid, chosen.structure_set_uid if chosen else None,
+    return SceneInputs(patient_id, study_uid, ct_uid, structure_set_uid,
                        chosen.dose_uid if chosen else None, chosen.plan_uid if chosen else None, digest.hexdigest())
 
 

@@ -31,3 +31,27 @@ def test_inputs_are_reused_until_the_study_changes(archive: Archive):
     other = viewer.scene_inputs(study, str(dose.SOPInstanceUID))
     assert other.dose_uid == str(dose.SOPInstanceUID) and other.key != first.key
     assert viewer.scene(study).inputs.key == first.key
+
+
+def test_a_contoured_ct_without_a_plan_shows_its_structure_set(archive: Archive):
+    """An auto-contoured CT (body-contour's RTSTRUCT, no plan, no dose) is drawn with its contours."""
+    from oncopacs.orchestration.body_contour import BodyContour
+    from oncopacs.orchestration.plugins import run_plugin
+    from oncopacs.viewer.slices import RenderOptions
+
+    demo = build_demo_patient("ONCO-CONTOUR-001", "Phantom^Contour")
+    for dataset in demo.planning_ct:
+        assert archive.ingest_dataset(dataset, source="test").acknowledged
+    study, series = str(demo.planning_ct[0].StudyInstanceUID), str(demo.planning_ct[0].SeriesInstanceUID)
+    viewer = Viewer(archive)
+    assert viewer.scene_inputs(study).structure_set_uid is None  # a bare CT: nothing to draw yet
+    run = run_plugin(archive, BodyContour(), series)
+    rtstruct = next(uid for uid in run.stored if archive.read_instance(uid).Modality == "RTSTRUCT")
+    inputs = viewer.scene_inputs(study)
+    assert (inputs.structure_set_uid, inputs.dose_uid, inputs.ct_series_uid) == (rtstruct, None, series)
+    scene = viewer.scene(study).scene
+    assert {roi.name for roi in scene.rois} >= {"External", "Bones"}  # the demo CT has no lungs
+    middle = len(demo.planning_ct) // 2
+    drawn = viewer.slices.render(scene, "axial", middle, RenderOptions())
+    plain = viewer.slices.render(scene, "axial", middle, RenderOptions(rois=()))
+    assert drawn.png != plain.png  # the outlines are on the slice
