@@ -107,6 +107,10 @@ class Settings:
     # External inference endpoints: the [[inference]] tables as written (oncopacs.orchestration.inference checks
     # them when the platform opens); each is a plug-in, by its name, that rules may run.
     inference: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
+    # Credentials of outgoing DICOMweb requests (STOW-RS forwarding, export to a URL): the [[dicomweb_auth]] tables as
+    # written, a URL prefix and the file holding its secret (oncopacs.orchestration.dicomweb_auth checks them and
+    # reads the files at first use); the secrets themselves are never settings.
+    dicomweb_auth: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
 
     @property
     def tls_enabled(self) -> bool:
@@ -217,8 +221,8 @@ def _coerce(name: str, value: Any) -> Any:
                 if len(title.strip()) > 16 or not (title.strip() or host) or ("@" in entry and not host):
                     raise ValueError
             return entries
-        if name in {"rules", "inference"}:
-            if isinstance(value, str):  # ONCOPACS_RULES / ONCOPACS_INFERENCE: a file of such tables
+        if name in {"rules", "inference", "dicomweb_auth"}:
+            if isinstance(value, str):  # ONCOPACS_RULES / _INFERENCE / _DICOMWEB_AUTH: a file of such tables
                 value = _read_rules_file(Path(value), name)
             if not isinstance(value, list):
                 raise ValueError

@@ -46,6 +46,7 @@ def export_command(ctx: click.Context, study_uids: tuple[str, ...], out_dir: Pat
     from oncopacs.orchestration.deid_export import DeidSink, DirectorySink, count_instances, export_deidentified
     from oncopacs.orchestration.deid_profile import DeidOptions
     from oncopacs.orchestration.deid_sinks import sink_for
+    from oncopacs.orchestration.dicomweb_auth import parse_dicomweb_auth
     from oncopacs.tls import TlsFiles
 
     if (out_dir is None) == (target is None):
@@ -59,7 +60,8 @@ def export_command(ctx: click.Context, study_uids: tuple[str, ...], out_dir: Pat
         settings = platform.settings
         sink: DeidSink = DirectorySink(out_dir) if out_dir is not None else sink_for(
             str(target), settings.remote_aes, local_ae_title=settings.ae_title,
-            ssl_context=TlsFiles.from_settings(settings).client_context())
+            ssl_context=TlsFiles.from_settings(settings).client_context(),
+            credentials=parse_dicomweb_auth(settings.dicomweb_auth))
         with tqdm(total=total, unit="object", desc="deid export", file=sys.stderr, disable=None) as bar:
             summary = export_deidentified(platform.archive, platform.audit, study_uids, sink, options,
                                           actor=_os_user(), source=socket.gethostname(),

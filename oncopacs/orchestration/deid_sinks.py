@@ -34,6 +34,7 @@ from oncopacs.orchestration.delivery import (
     post_stow,
     read_stow_failures,
 )
+from oncopacs.orchestration.dicomweb_auth import REFUSED, DicomwebAuth, refusal_reason
 from oncopacs.orchestration.outbox import parse_destination
 from oncopacs.settings import RemoteAE
 
@@ -72,16 +73,19 @@ def parse_export_target(text: str, remote_aes: Iterable[RemoteAE]) -> ExportTarg
 
 
 def sink_for(text: str, remote_aes: Iterable[RemoteAE], *, local_ae_title: str = "ONCOPACS",
-             ssl_context: ssl.SSLContext | None = None, timeout_s: float = TIMEOUT_S) -> DeidSink:
+             ssl_context: ssl.SSLContext | None = None, timeout_s: float = TIMEOUT_S,
+             credentials: DicomwebAuth | None = None) -> DeidSink:
     """The sink of the target ``text`` names (see :func:`parse_export_target`): a :class:`DirectorySink`, an
-    :class:`AeSink` calling as ``local_ae_title`` or a :class:`StowSink`; ``ssl_context`` verifies ``+tls`` peers
-    and https servers (the system's CAs when None)."""
+    :class:`AeSink` calling as ``local_ae_title`` or a :class:`StowSink` with the ``credentials`` of its URL (their
+    file read here: ConfigError when it cannot be); ``ssl_context`` verifies ``+tls`` peers and https servers (the
+    system's CAs when None)."""
     remotes = tuple(remote_aes)
     target = parse_export_target(text, remotes)
     if target.kind is TargetKind.FOLDER:
         return DirectorySink(Path(target.name))
     if target.kind is TargetKind.STOW:
-        return StowSink(target.name, ssl_context=ssl_context, timeout_s=timeout_s)
+        authorization = credentials.authorization_for(target.name) if credentials is not None else None
+        return StowSink(target.name, ssl_context=ssl_context, timeout_s=timeout_s, authorization=authorization)
     remote = next(r for r in remotes if r.ae_title == target.name)
     return AeSink(remote, local_ae_title, ssl_context=ssl_context, timeout_s=timeout_s)
 
@@ -157,13 +161,15 @@ class AeSink(_Closing):
 
 
 class StowSink(_Closing):
-    """STOW-RS of every object to the DICOMweb base URL ``base_url``, ``batch_size`` objects per request."""
+    """STOW-RS of every object to the DICOMweb base URL ``base_url``, ``batch_size`` objects per request, with the
+    ``Authorization`` header value ``authorization`` when given (see :mod:`.dicomweb_auth`; never logged)."""
 
     def __init__(self, base_url: str, *, ssl_context: ssl.SSLContext | None = None, timeout_s: float = TIMEOUT_S,
-                 batch_size: int = STOW_BATCH) -> None:
+                 batch_size: int = STOW_BATCH, authorization: str | None = None) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.base_url = base_url.rstrip("/")
+        self._authorization = authorization
         self.ssl_context = ssl_context
         self.timeout_s = timeout_s
         self.batch_size = batch_size
@@ -184,10 +190,13 @@ class StowSink(_Closing):
             return
         try:
             status, answer = post_stow(self.base_url, [data for _, data in batch], ssl_context=self.ssl_context,
-                                       timeout_s=self.timeout_s)
+                                       timeout_s=self.timeout_s, authorization=self._authorization)
         except RemoteNodeError as exc:
             raise RemoteNodeError(f"STOW-RS to {self.base_url}: {exc}") from None
         self.requests += 1
+        if status in REFUSED:
+            raise RemoteNodeError(f"STOW-RS to {self.base_url} answered "
+                                  f"{refusal_reason(status, self._authorization is not None)}")
         if status not in (200, 202):
             raise RemoteNodeError(f"STOW-RS to {self.base_url} answered HTTP {status}")
         failures = read_stow_failures([uid for uid, _ in batch], status, answer)

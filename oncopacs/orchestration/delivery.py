@@ -18,7 +18,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from http.client import HTTPMessage
+from typing import IO, Protocol
 
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, build_context, evt
@@ -32,9 +33,10 @@ from oncopacs.dicomweb.multipart import BodyPart, build_multipart_content_type, 
 from oncopacs.dimse.handlers import accepted_syntaxes_as_sender, leave_responses_to_the_sender
 from oncopacs.dimse.tls import tls_args_for
 from oncopacs.dimse.transport import tune_association
-from oncopacs.errors import IntegrityError, RemoteNodeError
+from oncopacs.errors import ConfigError, IntegrityError, RemoteNodeError
 from oncopacs.index.models import Instance
 from oncopacs.jobs.background import BackgroundLoop
+from oncopacs.orchestration.dicomweb_auth import REFUSED, DicomwebAuth, parse_dicomweb_auth, refusal_reason
 from oncopacs.orchestration.outbox import DestinationKind, Outbox, OutboxRecord
 from oncopacs.settings import RemoteAE, Settings
 from oncopacs.tls import TlsFiles
@@ -83,15 +85,18 @@ class StoredFile:
 
 
 class Sender:
-    """Sends a batch of rows of one destination, as ``local_ae_title``, to the peers of ``remote_aes``."""
+    """Sends a batch of rows of one destination, as ``local_ae_title``, to the peers of ``remote_aes``; STOW-RS
+    requests carry the ``credentials`` of their URL, if any."""
 
     def __init__(self, archive: Archive, local_ae_title: str, remote_aes: Iterable[RemoteAE], *,
-                 ssl_context: ssl.SSLContext | None = None, timeout_s: float = TIMEOUT_S):
+                 ssl_context: ssl.SSLContext | None = None, timeout_s: float = TIMEOUT_S,
+                 credentials: DicomwebAuth | None = None):
         self.archive = archive
         self.local_ae_title = local_ae_title
         self.remote_aes = tuple(remote_aes)
         self.ssl_context = ssl_context
         self.timeout_s = timeout_s
+        self.credentials = credentials or DicomwebAuth()
 
     def send(self, items: Sequence[OutboxRecord]) -> list[ItemOutcome]:
         """Try each of ``items`` (all of one destination and kind); one outcome per item."""
@@ -166,10 +171,14 @@ class Sender:
             return outcomes
         sent = [item for item, _ in readable]
         try:
+            authorization = self.credentials.authorization_for(base_url)
             status, answer = post_stow(base_url, [data for _, data in readable], ssl_context=self.ssl_context,
-                                       timeout_s=self.timeout_s)
-        except RemoteNodeError as exc:
+                                       timeout_s=self.timeout_s, authorization=authorization)
+        except (ConfigError, RemoteNodeError) as exc:  # a secret file that cannot be read is a failed try too
             return outcomes + _all_failed(sent, str(exc))
+        if status in REFUSED:
+            self.credentials.forget(base_url)  # the next try reads the secret again (it may have been rotated)
+            return outcomes + _all_failed(sent, f"STOW-RS answered {refusal_reason(status, bool(authorization))}")
         return outcomes + read_stow_answer(sent, status, answer)
 
     def _stored_files(self, uids: Iterable[str]) -> dict[str, StoredFile]:
@@ -204,22 +213,34 @@ def open_store_association(local_ae_title: str, remote: RemoteAE, contexts: Sequ
 
 
 def post_stow(base_url: str, parts: Sequence[bytes], *, ssl_context: ssl.SSLContext | None = None,
-              timeout_s: float = TIMEOUT_S) -> tuple[int, bytes]:
+              timeout_s: float = TIMEOUT_S, authorization: str | None = None) -> tuple[int, bytes]:
     """POST ``parts`` (Part 10 files) to ``{base_url}/studies`` as one STOW-RS request: (HTTP status, body).
-    RemoteNodeError when the server cannot be reached."""
+    ``authorization``: the ``Authorization`` header value (never logged). A redirect is answered as its own status,
+    not followed (the body and the credentials would go elsewhere). RemoteNodeError when the server cannot be
+    reached."""
     boundary = new_boundary()
     body = b"".join(write_multipart((BodyPart("application/dicom", data) for data in parts), boundary))
-    request = urllib.request.Request(
-        f"{base_url}/studies", data=body, method="POST",
-        headers={"Content-Type": build_multipart_content_type("application/dicom", boundary), "Accept": DICOM_JSON})
+    headers = {"Content-Type": build_multipart_content_type("application/dicom", boundary), "Accept": DICOM_JSON}
+    if authorization:
+        headers["Authorization"] = authorization
+    request = urllib.request.Request(f"{base_url}/studies", data=body, method="POST", headers=headers)
+    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ssl_context), _NoRedirect())
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s, context=ssl_context) as response:
+        with opener.open(request, timeout=timeout_s) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
     except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
         reason = getattr(exc, "reason", None) or type(exc).__name__
         raise RemoteNodeError(f"cannot reach the STOW-RS server ({reason})") from None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Leaves 3xx answers to the caller (as HTTPError) instead of re-sending elsewhere."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
+                         headers: HTTPMessage, newurl: str) -> urllib.request.Request | None:
+        return None
 
 
 def build_store_contexts(files: Iterable[StoredSyntax]) -> list[PresentationContext]:
@@ -362,6 +383,8 @@ class DeliveryLoop(BackgroundLoop):
 
 
 def open_delivery(outbox: Outbox, archive: Archive, settings: Settings) -> DeliveryLoop:
-    """The delivery loop of ``outbox``: C-STORE as ``settings.ae_title`` (TLS to ``+tls`` peers), STOW-RS."""
+    """The delivery loop of ``outbox``: C-STORE as ``settings.ae_title`` (TLS to ``+tls`` peers), STOW-RS with the
+    credentials of ``settings.dicomweb_auth`` (ConfigError when an entry is malformed)."""
     context = TlsFiles.from_settings(settings).client_context()  # verifies +tls peers and https servers
-    return DeliveryLoop(outbox, Sender(archive, settings.ae_title, settings.remote_aes, ssl_context=context))
+    return DeliveryLoop(outbox, Sender(archive, settings.ae_title, settings.remote_aes, ssl_context=context,
+                                       credentials=parse_dicomweb_auth(settings.dicomweb_auth)))

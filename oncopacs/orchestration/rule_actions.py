@@ -25,6 +25,7 @@ from oncopacs.jobs.kinds import JobSystem, enqueue_once
 from oncopacs.jobs.worker import Handler, ProgressCallback
 from oncopacs.orchestration.deid_export import export_deidentified
 from oncopacs.orchestration.deid_sinks import parse_export_target, sink_for
+from oncopacs.orchestration.dicomweb_auth import DicomwebAuth, parse_dicomweb_auth
 from oncopacs.orchestration.engine import BuiltinRule, Firing, RuleEngine
 from oncopacs.orchestration.outbox import Outbox, parse_destination
 from oncopacs.orchestration.pending import IndexPendingStore
@@ -148,16 +149,19 @@ def build_plugin_handler(archive: Archive, plugins: Mapping[str, PluginEntry] | 
 
 def build_export_handler(archive: Archive, audit: AuditTrail, remote_aes: Iterable[RemoteAE] = (),
                          local_ae_title: str = "ONCOPACS",
-                         ssl_context: Callable[[], ssl.SSLContext | None] = lambda: None) -> Handler:
+                         ssl_context: Callable[[], ssl.SSLContext | None] = lambda: None,
+                         credentials: DicomwebAuth | None = None) -> Handler:
     """The job handler of a rule's export: the studies de-identified to a folder, one of ``remote_aes`` (called
-    as ``local_ae_title``) or a DICOMweb URL (params: study UIDs, out: the target). ``ssl_context`` is asked at the
-    first export, so TLS files are read when an export needs them, not when the platform opens."""
+    as ``local_ae_title``) or a DICOMweb URL with its ``credentials`` (params: study UIDs, out: the target).
+    ``ssl_context`` is asked at the first export, so TLS files are read when an export needs them, not when the
+    platform opens."""
     remotes = tuple(remote_aes)
     ssl_context = functools.cache(ssl_context)
 
     def run(params: Mapping[str, Any], progress: ProgressCallback) -> dict[str, Any]:
         progress(0.0, "de-identified export")
-        sink = sink_for(str(params["out"]), remotes, local_ae_title=local_ae_title, ssl_context=ssl_context())
+        sink = sink_for(str(params["out"]), remotes, local_ae_title=local_ae_title, ssl_context=ssl_context(),
+                        credentials=credentials)
         summary = export_deidentified(archive, audit, list(params["study_instance_uids"]), sink, actor=RULES_ACTOR,
                                       source=f"rule {params.get('rule', '')}")
         progress(1.0, "exported")
@@ -179,7 +183,8 @@ def install_rules(settings: Settings, archive: Archive, jobs: JobSystem, outbox:
     check(configured)
     jobs.registry.register(PLUGIN_JOB, build_plugin_handler(archive, models.entries, models.is_enabled))
     jobs.registry.register(EXPORT_JOB, build_export_handler(archive, audit, settings.remote_aes, settings.ae_title,
-                                                            TlsFiles.from_settings(settings).client_context))
+                                                            TlsFiles.from_settings(settings).client_context,
+                                                            parse_dicomweb_auth(settings.dicomweb_auth)))
     engine = RuleEngine(configured, PlatformActions(archive, jobs, outbox), builtins=builtins,
                         stable_seconds=settings.stable_seconds, store=IndexPendingStore(archive.index))
     book = RuleBook(engine, configured, ManagedRules(archive.index), check)

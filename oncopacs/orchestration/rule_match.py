@@ -16,11 +16,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 
 from oncopacs.errors import ConfigError
 
 CALLING_AE = "CallingAE"
+MAX_ALTERNATIVES = 100
+MAX_VALUE_LENGTH = 64  # the longest value of a matchable attribute (a UID, LO); a wildcard pattern likewise
+TEMPORAL = {"DA": "date YYYYMMDD", "TM": "time HHMMSS", "DT": "date-time YYYYMMDDHHMMSS"}
+TEMPORAL_VALUE = {"DA": re.compile(r"\d{8}"), "TM": re.compile(r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?"),
+                  "DT": re.compile(r"\d{4}(\d{2}){0,5}(\.\d{1,6})?")}
 
 #: DICOM keyword -> (VR, the field of :class:`oncopacs.archive.extract.InstanceRecord` that holds it).
 MATCHABLE: dict[str, tuple[str, str]] = {
@@ -92,10 +96,22 @@ def _alternatives(rule_name: str, keyword: str, vr: str, raw: object) -> tuple[s
     values = [v for v in values if v]
     if not values or "*" in values:
         return ()  # universal
+    if len(values) > MAX_ALTERNATIVES or any(len(v) > MAX_VALUE_LENGTH for v in values):
+        raise ConfigError(f"rule {rule_name!r}: match {keyword} takes at most {MAX_ALTERNATIVES} values of at most "
+                          f"{MAX_VALUE_LENGTH} characters")
     for value in values:
-        if vr in ("DA", "TM", "DT") and "-" in value and value.count("-") != 1:
-            raise ConfigError(f"rule {rule_name!r}: match {keyword} range {value!r} must have the form A-B, -B or A-")
+        if vr in TEMPORAL and not _temporal(vr, value):
+            raise ConfigError(f"rule {rule_name!r}: match {keyword} {value[:40]!r} is not a {TEMPORAL[vr]} or a range "
+                              f"of them (A-B, -B or A-)")
     return tuple(values)
+
+
+def _temporal(vr: str, value: str) -> bool:
+    """Whether a DA, TM or DT match value is one value or a range (either bound may be empty, not both)."""
+    bounds = value.split("-")
+    if len(bounds) > 2 or not any(bounds):
+        return False
+    return all(not bound or TEMPORAL_VALUE[vr].fullmatch(bound.strip()) for bound in bounds)
 
 
 def _matches_one(vr: str, wanted: str, value: str) -> bool:
@@ -107,13 +123,27 @@ def _matches_one(vr: str, wanted: str, value: str) -> bool:
     if vr in ("PN", "AE"):  # names compare without regard to case (as the index does); AE titles are trimmed
         wanted, value = wanted.lower(), value.strip().lower()
     if "*" in wanted or "?" in wanted:
-        return _wildcard(wanted).fullmatch(value) is not None
+        return wildcard_match(wanted, value)
     return value == wanted
 
 
-@lru_cache(maxsize=256)
-def _wildcard(pattern: str) -> re.Pattern[str]:
-    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern), re.DOTALL)
+def wildcard_match(pattern: str, value: str) -> bool:
+    """Whether ``value`` matches ``pattern`` (``*``: any run of characters, ``?``: one), in at most
+    len(pattern) × len(value) steps: a rule never stalls the ingest thread, however many ``*`` it has (a regular
+    expression backtracks exponentially on ``a*a*a*…z`` against a long value)."""
+    p = v = 0
+    star, resume = -1, 0  # the last '*' seen and where in the value its run would end next
+    while v < len(value):
+        if p < len(pattern) and pattern[p] in ("?", value[v]) and pattern[p] != "*":
+            p, v = p + 1, v + 1
+        elif p < len(pattern) and pattern[p] == "*":
+            star, resume, p = p, v, p + 1
+        elif star >= 0:
+            resume += 1
+            p, v = star + 1, resume
+        else:
+            return False
+    return all(c == "*" for c in pattern[p:])
 
 
-__all__ = ["CALLING_AE", "MATCHABLE", "Condition", "parse_conditions"]
+__all__ = ["CALLING_AE", "MATCHABLE", "Condition", "parse_conditions", "wildcard_match"]

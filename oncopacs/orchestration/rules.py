@@ -28,6 +28,8 @@ from oncopacs.orchestration.rule_match import Condition, parse_conditions
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ACTIONS = ("forward", "analyse", "export")
+MAX_DESCRIPTION = 500
+MAX_NAMES = 50  # destinations, plug-ins or export targets of one action
 KEYS = frozenset({"name", "on", "match", "description", "enabled", *ACTIONS})
 
 
@@ -68,7 +70,7 @@ def parse_rule(table: object) -> Rule:
         raise ConfigError("each [[rules]] entry must be a table (name, on, match and actions)")
     name = str(table.get("name", "")).strip()
     if not NAME_PATTERN.match(name):
-        raise ConfigError(f"a rule needs a name of letters, digits, '.', '_' or '-' (at most 64), not {name!r}")
+        raise ConfigError(f"a rule needs a name of letters, digits, '.', '_' or '-' (at most 64), not {name[:70]!r}")
     unknown = sorted(set(table) - KEYS)
     if unknown:
         raise ConfigError(f"rule {name!r}: unknown keys {', '.join(unknown)} (a rule has {', '.join(sorted(KEYS))})")
@@ -79,11 +81,14 @@ def parse_rule(table: object) -> Rule:
     actions = {action: _names(name, action, table.get(action)) for action in ACTIONS}
     if not any(actions.values()):
         raise ConfigError(f"rule {name!r} does nothing: give it forward, analyse or export")
+    description = table.get("description", "")
+    if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
+        raise ConfigError(f"rule {name!r}: description must be a text of at most {MAX_DESCRIPTION} characters")
     enabled = table.get("enabled", True)
     if not isinstance(enabled, bool):
         raise ConfigError(f"rule {name!r}: enabled must be true or false")
     return Rule(name=name, on=on, conditions=parse_conditions(name, table.get("match")), **actions,
-                description=str(table.get("description", "")), enabled=enabled)
+                description=description, enabled=enabled)
 
 
 def parse_rules(tables: Iterable[object]) -> tuple[Rule, ...]:
@@ -103,7 +108,9 @@ def _names(rule: str, action: str, raw: object) -> tuple[str, ...]:
     items = [raw] if isinstance(raw, str) else raw
     if not isinstance(items, list | tuple) or not all(isinstance(i, str) and i.strip() for i in items):
         raise ConfigError(f"rule {rule!r}: {action} must be a list of names, e.g. {action} = [\"DEST\"]")
-    return tuple(i.strip() for i in items)
+    if len(items) > MAX_NAMES:
+        raise ConfigError(f"rule {rule!r}: {action} names at most {MAX_NAMES}")
+    return tuple(dict.fromkeys(i.strip() for i in items))  # a name given twice acts once
 
 
 __all__ = ["Rule", "Trigger", "parse_rule", "parse_rules"]

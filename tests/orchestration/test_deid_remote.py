@@ -25,6 +25,7 @@ from oncopacs.errors import ConfigError, RemoteNodeError
 from oncopacs.index.models import Instance, Patient, Series, Study
 from oncopacs.orchestration import DirectorySink, export_deidentified
 from oncopacs.orchestration.deid_sinks import AeSink, StowSink, TargetKind, parse_export_target, sink_for
+from oncopacs.orchestration.dicomweb_auth import parse_dicomweb_auth
 from oncopacs.orchestration.rule_actions import EXPORT_JOB
 from oncopacs.platform import Platform, open_platform
 from oncopacs.settings import RemoteAE, Settings
@@ -114,19 +115,33 @@ def test_a_refused_store_names_the_ae_and_the_dimse_status(planted):
 # -- STOW-RS to a second OncoPACS -----------------------------------------------------------------------------
 
 
-class _Authenticating:
-    """A WSGI front adding one bearer token to every request (as an authenticating proxy would), counting POSTs."""
+class _CountingPosts:
+    """A WSGI wrapper counting the POST requests that reach the app (the app checks their credentials itself)."""
 
-    def __init__(self, app, token: str) -> None:
-        self.app, self.token, self.posts = app, token, 0
+    def __init__(self, app) -> None:
+        self.app, self.posts = app, 0
         self._lock = threading.Lock()
 
     def __call__(self, environ, start_response):
         if environ["REQUEST_METHOD"] == "POST":
             with self._lock:
                 self.posts += 1
-        environ["HTTP_AUTHORIZATION"] = f"Bearer {self.token}"
         return self.app(environ, start_response)
+
+
+def token_auth(tmp_path: Path, url: str, token: str) -> dict[str, str]:
+    """A ``[[dicomweb_auth]]`` table giving ``url`` the bearer ``token`` (kept in a file)."""
+    token_file = tmp_path / "stow-token"
+    token_file.write_text(f"{token}\n", encoding="utf-8")
+    return {"url": url, "bearer_token_file": str(token_file)}
+
+
+def token_auth_file(tmp_path: Path, url: str, token: str) -> str:
+    """A TOML file of one such table, as ``ONCOPACS_DICOMWEB_AUTH`` names it."""
+    entry = token_auth(tmp_path, url, token)
+    path = tmp_path / "dicomweb-auth.toml"
+    path.write_text(f'[[dicomweb_auth]]\nurl = "{entry["url"]}"\nbearer_token_file = "{entry["bearer_token_file"]}"\n')
+    return str(path)
 
 
 @pytest.fixture
@@ -141,16 +156,20 @@ def receiving(tmp_path: Path) -> Iterator[tuple[Platform, object]]:
         yield platform, app
 
 
-def test_export_to_a_dicomweb_url_lands_de_identified_in_batches(planted, receiving):
+def test_export_to_a_dicomweb_url_lands_de_identified_in_batches(planted, receiving, tmp_path: Path):
     platform, datasets = planted
     other, app = receiving
     users = app.extensions["oncopacs.users"]
     users.add_user("uploader", Role.PHYSICIST, "correct horse battery")
-    front = _Authenticating(app.wsgi_app, users.create_token("uploader"))
+    front = _CountingPosts(app.wsgi_app)
     app.wsgi_app = front
     with serve_app(app) as url:
         assert parse_export_target(f"{url}/dicom-web/", []).kind is TargetKind.STOW
-        sink = StowSink(f"{url}/dicom-web", batch_size=10)
+        settings = platform.settings.with_overrides(
+            dicomweb_auth=(token_auth(tmp_path, f"{url}/dicom-web", users.create_token("uploader")),))
+        credentials = parse_dicomweb_auth(settings.dicomweb_auth)
+        sink = StowSink(f"{url}/dicom-web", batch_size=10,
+                        authorization=credentials.authorization_for(f"{url}/dicom-web"))
         summary = export_deidentified(platform.archive, platform.audit, studies_of(datasets), sink,
                                       actor="t", source="t")
     assert summary.instances == len(datasets) and sink.requests == front.posts == -(-len(datasets) // 10)
@@ -201,14 +220,34 @@ def test_an_ae_that_is_down_is_one_line_and_a_non_zero_exit(loaded):
     assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_a_dicomweb_server_refusing_us_is_named_with_its_http_status(loaded, receiving):
+def test_a_dicomweb_server_refusing_us_is_named_with_its_http_status(loaded, receiving, tmp_path: Path):
     data_dir, studies = loaded
     _, app = receiving
-    with serve_app(app) as url:  # no credentials: the server answers 401
+    with serve_app(app) as url:  # no credentials, then a token the server does not know: it answers 401
         result = invoke(data_dir, "--study", studies[0], "--to", f"{url}/dicom-web")
-    assert result.exit_code == 2
-    assert result.stderr.strip() == f"oncopacs: STOW-RS to {url}/dicom-web answered HTTP 401"
-    assert "Traceback" not in result.output
+        refused = invoke(data_dir, "--study", studies[0], "--to", f"{url}/dicom-web",
+                         env={"ONCOPACS_DICOMWEB_AUTH": token_auth_file(tmp_path, url, "not-a-token-of-the-server")})
+    assert result.exit_code == 2 == refused.exit_code
+    assert result.stderr.strip() == (f"oncopacs: STOW-RS to {url}/dicom-web answered HTTP 401: the server wants "
+                                     "credentials and no dicomweb_auth entry covers this URL")
+    assert refused.stderr.strip() == (f"oncopacs: STOW-RS to {url}/dicom-web answered HTTP 401: the server refused "
+                                      "our credentials (see dicomweb_auth)")
+    assert "Traceback" not in result.output + refused.output and "not-a-token" not in refused.output
+
+
+def test_the_cli_sends_to_a_dicomweb_url_with_the_configured_token(loaded, receiving, tmp_path: Path):
+    data_dir, studies = loaded
+    other, app = receiving
+    users = app.extensions["oncopacs.users"]
+    users.add_user("uploader", Role.PHYSICIST, "correct horse battery")
+    with serve_app(app) as url:
+        auth_file = token_auth_file(tmp_path, f"{url}/dicom-web", users.create_token("uploader"))
+        result = invoke(data_dir, "--study", studies[0], "--to", f"{url}/dicom-web", "--json",
+                        env={"ONCOPACS_DICOMWEB_AUTH": auth_file})
+    assert result.exit_code == 0, result.output
+    assert '"instances": 2' in result.stdout
+    with other.index.reading() as session:
+        assert len(session.execute(select(Instance.sop_instance_uid)).all()) == 2
 
 
 @pytest.mark.parametrize(("args", "says"), [

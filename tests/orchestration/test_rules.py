@@ -85,7 +85,15 @@ def test_matching_follows_the_c_find_rules(match, values, expected):
     ({"name": "r", "on": "series", "forward": [""]}, "forward must be a list of names"),
     ({"name": "r", "on": "series", "forward": [3]}, "forward must be a list of names"),
     ({"name": "r", "on": "series", "forward": ["D"], "match": {"InstitutionName": "X"}}, "cannot use 'Institution"),
-    ({"name": "r", "on": "series", "forward": ["D"], "match": {"StudyDate": "2024-01-02"}}, "must have the form"),
+    ({"name": "r", "on": "series", "forward": ["D"], "match": {"StudyDate": "2024-01-02"}}, "is not a date YYYYMMDD"),
+    ({"name": "r", "on": "series", "forward": ["D"], "match": {"StudyDate": "2024-abc"}}, "is not a date YYYYMMDD"),
+    ({"name": "r", "on": "series", "forward": ["D"], "match": {"StudyDate": "-"}}, "is not a date YYYYMMDD"),
+    ({"name": "r", "on": "series", "forward": ["D"], "match": {"StudyTime": "25h"}}, "is not a time HHMMSS"),
+    ({"name": "r", "on": "series", "forward": ["D"], "match": {"Modality": ["CT"] * 101}}, "at most 100 values"),
+    ({"name": "r", "on": "series", "forward": ["D"], "match": {"PatientName": "x" * 65}}, "at most 64 characters"),
+    ({"name": "r", "on": "series", "forward": ["D"], "description": "d" * 501}, "at most 500 characters"),
+    ({"name": "r", "on": "series", "forward": [f"D{i}" for i in range(51)]}, "forward names at most 50"),
+    ({"name": "n" * 5000, "on": "series", "forward": ["D"]}, "needs a name"),
     ({"name": "r", "on": "series", "forward": ["D"], "match": {"Modality": {"x": 1}}}, "must be a text"),
     ({"name": "r", "on": "series", "forward": ["D"], "match": "CT"}, "match must be a table"),
     ({"name": "r", "on": "series", "forward": ["D"], "enabled": "yes"}, "enabled must be true or false"),
@@ -122,3 +130,17 @@ def test_wildcards_mean_what_the_index_means(pattern, value):
     expected = (not meaningful or meaningful == "*" or
                 fnmatch.fnmatchcase(value, meaningful.replace("[", "[[]")))
     assert rule.matches({"SeriesDescription": value}) is expected
+
+
+def test_a_pattern_with_many_wildcards_matches_in_linear_time():
+    """A regular expression backtracks for hours on this pair: the rule matcher, running in the ingest thread,
+    answers at once (the test would hang otherwise)."""
+    rule = _rule(PatientName="a*" * 20 + "z")
+    assert rule.matches({"PatientName": "a" * 64}) is False
+    assert rule.matches({"PatientName": "a" * 63 + "z"}) is True
+
+
+def test_a_bad_name_is_quoted_short():
+    with pytest.raises(ConfigError) as refused:
+        parse_rule({"name": "n" * 5000, "on": "series", "forward": ["D"]})
+    assert len(str(refused.value)) < 200
