@@ -70,7 +70,7 @@ def serve(platform: Platform, *, ready: threading.Event | None = None) -> None:
     platform.reports.start()  # delivers final reports to the EHR, with retries
     outbox_delivery = open_delivery(platform.outbox, archive, settings)  # forwards queued instances, with retries
     outbox_delivery.start()
-    rule_loop = RuleLoop(platform.rules)  # fires series and study rules once their data is stable
+    rule_loop = RuleLoop(platform.rules, on_fired=worker.wake)  # fires series and study rules once stable
     rule_loop.start()
     stop = threading.Event()
 

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[float, str], None]
 Handler = Callable[[Mapping[str, Any], ProgressCallback], Any]
 
-POLL_INTERVAL_S = 1.0  # how often an idle worker looks for new jobs (enqueue in-process wakes it at once)
+POLL_INTERVAL_S = 1.0  # how often an idle worker looks for new jobs (`serve` wakes it when a rule fires)
 PROGRESS_MIN_STEP = 0.01  # progress writes are skipped for smaller steps ...
 PROGRESS_MIN_INTERVAL_S = 0.5  # ... unless this long has passed since the last write
 INTERRUPTED_MESSAGE = "interrupted: the server stopped while the job ran; submit it again"

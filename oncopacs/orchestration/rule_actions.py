@@ -198,11 +198,13 @@ class RuleLoop(BackgroundLoop):
 
     thread_name = "oncopacs-rules"
 
-    def __init__(self, book: RuleBook, poll_s: float = 1.0, refresh_s: float = 5.0) -> None:
+    def __init__(self, book: RuleBook, poll_s: float = 1.0, refresh_s: float = 5.0,
+                 on_fired: Callable[[], None] = lambda: None) -> None:
         super().__init__()
         self.book = book
         self.poll_s = poll_s
         self.refresh_s = refresh_s  # how often rules other processes stored are picked up
+        self.on_fired = on_fired  # e.g. wake the job worker, so a queued analysis starts at once
 
     def _loop(self) -> None:
         refreshed = time.monotonic()
@@ -211,7 +213,8 @@ class RuleLoop(BackgroundLoop):
                 if time.monotonic() - refreshed >= self.refresh_s:
                     refreshed = time.monotonic()
                     self.book.refresh()
-                self.book.engine.fire_stable()
+                if self.book.engine.fire_stable():
+                    self.on_fired()
             except Exception as exc:  # one failing action must not end rule processing
                 log.error("a stable-series rule failed: %s", type(exc).__name__, exc_info=exc)
             self._sleep(self.poll_s)

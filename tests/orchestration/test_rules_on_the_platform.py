@@ -113,3 +113,22 @@ def test_a_built_in_rule_and_a_configured_rule_cannot_share_a_name(settings: Set
     rules = [{"name": "rt-analysis", "on": "instance", "forward": ["DEST"]}]
     with pytest.raises(ConfigError, match=r"rt-analysis.*built-in"):
         open_platform(_settings(settings, rules))
+
+
+def test_the_rule_loop_fires_stable_series_and_wakes_whoever_runs_the_work(settings: Settings):
+    import threading
+
+    from oncopacs.orchestration.rule_actions import RuleLoop
+
+    rules = [{"name": "forward-series", "on": "series", "match": {"Modality": "CT"}, "forward": ["DEST"]}]
+    with open_platform(_settings(settings, rules)) as platform:
+        woken = threading.Event()
+        loop = RuleLoop(platform.rules, poll_s=0.05, on_fired=woken.set)
+        loop.start()
+        try:
+            for ds in small_ct_series(2):
+                assert platform.archive.ingest_dataset(ds, source="stow").acknowledged
+            assert woken.wait(10), "the rule loop never fired the stable series"
+        finally:
+            loop.stop()
+        assert len(_outbox_rows(platform)) == 2
