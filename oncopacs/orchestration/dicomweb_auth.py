@@ -55,14 +55,14 @@ def normalise_url(url: str) -> UrlPrefix | None:
     if scheme not in DEFAULT_PORTS or not parts.hostname:
         return None
     segments: list[str] = []
-    for segment in parts.path.split("/"):
+    for segment in (unquote(raw) for raw in parts.path.split("/")):
         if segment in ("", "."):
             continue
-        if segment == "..":
+        if segment == "..":  # also %2E%2E, which servers may resolve too
             if segments:
                 segments.pop()
             continue
-        segments.append(unquote(segment))
+        segments.append(segment)
     return UrlPrefix(scheme, parts.hostname.lower().rstrip("."), port or DEFAULT_PORTS[scheme], tuple(segments))
 
 

@@ -8,14 +8,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, select
 
+from oncopacs.errors import ConfigError
 from oncopacs.index.db import IndexDatabase
 from oncopacs.index.models import ManagedRule
 from oncopacs.orchestration.rules import Rule, parse_rule
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRules:
+    """The stored rules that parse, and the names of those that do not with the reason."""
+
+    rules: tuple[Rule, ...]
+    unreadable: Mapping[str, str] = field(default_factory=dict)
 
 
 class ManagedRules:
@@ -24,11 +34,19 @@ class ManagedRules:
     def __init__(self, index: IndexDatabase) -> None:
         self.index = index
 
-    def load(self) -> tuple[Rule, ...]:
-        """Every stored rule, parsed (a stored rule that no longer parses is an error the caller reports)."""
+    def load(self) -> StoredRules:
+        """Every stored rule, parsed; one that no longer parses (stricter checks since it was stored) is reported
+        by name with the reason, never raised: a stored rule must not stop the platform from opening."""
         with self.index.reading() as session:
-            rows = session.scalars(select(ManagedRule).order_by(ManagedRule.updated_at, ManagedRule.name)).all()
-            return tuple(parse_rule(json.loads(row.definition)) for row in rows)
+            rows = session.execute(select(ManagedRule.name, ManagedRule.definition)
+                                   .order_by(ManagedRule.updated_at, ManagedRule.name)).all()
+        rules, unreadable = [], {}
+        for name, definition in rows:
+            try:
+                rules.append(parse_rule(json.loads(definition)))
+            except (ConfigError, ValueError) as exc:
+                unreadable[str(name)] = str(exc)
+        return StoredRules(tuple(rules), unreadable)
 
     def names(self) -> set[str]:
         with self.index.reading() as session:
@@ -55,4 +73,4 @@ class ManagedRules:
             return bool(connection.execute(delete(ManagedRule).where(ManagedRule.name == name)).rowcount)
 
 
-__all__ = ["ManagedRules"]
+__all__ = ["ManagedRules", "StoredRules"]

@@ -14,7 +14,7 @@ from typing import Any
 
 from oncopacs.errors import ConfigError, NotFoundError, OncopacsError
 from oncopacs.orchestration.engine import RuleEngine, rule_documents
-from oncopacs.orchestration.rule_store import ManagedRules
+from oncopacs.orchestration.rule_store import ManagedRules, StoredRules
 from oncopacs.orchestration.rules import Rule, parse_rule
 
 
@@ -33,7 +33,8 @@ class RuleBook:
         self.check = check  # ConfigError for a rule the platform cannot carry out
         self._lock = threading.Lock()
         self._managed_rules: tuple[Rule, ...] = ()  # stored and usable
-        self._stored: tuple[Rule, ...] = ()  # as stored, usable or not
+        self._stored: tuple[Rule, ...] = ()  # as stored and parsed, usable or not
+        self._unreadable: Mapping[str, str] = {}  # stored rules that no longer parse -> why
         self.problems: dict[str, str] = {}  # stored rule name -> why it is not applied
 
     def load(self) -> None:
@@ -48,7 +49,7 @@ class RuleBook:
     def refresh(self) -> None:
         """Pick up the changes another process stored."""
         stored = self.managed.load()
-        if stored != self._stored:
+        if stored.rules != self._stored or stored.unreadable != self._unreadable:
             with self._lock:
                 self._apply(stored)
 
@@ -57,14 +58,16 @@ class RuleBook:
         sources = {rule.name: "api" for rule in self._managed_rules}
         unused = [{**rule.to_dict(), "builtin": False, "source": "api", "applied": False,
                    "problem": self.problems[rule.name]} for rule in self._stored if rule.name in self.problems]
-        return [*rule_documents(self.engine, sources), *unused]
+        unreadable = [{"name": name, "builtin": False, "source": "api", "applied": False, "problem": problem}
+                      for name, problem in self._unreadable.items()]
+        return [*rule_documents(self.engine, sources), *unused, *unreadable]
 
     def add(self, table: Mapping[str, Any], actor: str) -> Rule:
         """A new managed rule (ConfigError when invalid, RuleConflictError when the name is taken)."""
         rule = parse_rule(table)
         with self._lock:
             self._refuse_fixed(rule.name)
-            if any(existing.name == rule.name for existing in self._stored):
+            if any(existing.name == rule.name for existing in self._stored) or rule.name in self._unreadable:
                 raise RuleConflictError(f"a rule named {rule.name!r} exists: change it with PUT /api/rules/{rule.name}")
             self._check_and_store(rule, table, actor)
         return rule
@@ -76,7 +79,7 @@ class RuleBook:
             raise ConfigError(f"the rule's name is {name!r} in the path and {rule.name!r} in the body")
         with self._lock:
             self._refuse_fixed(name)
-            if not any(existing.name == name for existing in self._stored):
+            if not any(existing.name == name for existing in self._stored) and name not in self._unreadable:
                 raise NotFoundError(f"no rule named {name!r}")
             self._check_and_store(rule, {**table, "name": name}, actor)
         return rule
@@ -87,7 +90,7 @@ class RuleBook:
             self._refuse_fixed(name)
             if not self.managed.remove(name):
                 raise NotFoundError(f"no rule named {name!r}")
-            self._apply(tuple(rule for rule in self._stored if rule.name != name))
+            self._apply(self.managed.load())
 
     def _refuse_fixed(self, name: str) -> None:
         """RuleConflictError for the name of a built-in or a configured rule."""
@@ -102,7 +105,8 @@ class RuleBook:
         self.managed.put(table, actor)
         self._apply(self.managed.load())
 
-    def _apply(self, stored: tuple[Rule, ...]) -> None:
+    def _apply(self, loaded: StoredRules) -> None:
+        stored = loaded.rules
         fixed = {rule.name for rule in self.configured} | {builtin.name for builtin in self.engine.builtins}
         problems = {}
         for rule in stored:
@@ -114,6 +118,7 @@ class RuleBook:
             except ConfigError as exc:
                 problems[rule.name] = str(exc)
         self._stored = stored
+        self._unreadable = dict(loaded.unreadable)
         self.problems = problems
         self._managed_rules = tuple(rule for rule in stored if rule.name not in problems)
         self.engine.replace_rules((*self.configured, *self._managed_rules))

@@ -62,6 +62,8 @@ def auth_for(tmp_path: Path, *urls: str) -> DicomwebAuth:
     ("https://a.example/dicom-web-other", None),
     ("https://a.example/dicom-webs/studies", None),
     ("https://a.example/dicom-web/../other", None),  # dot segments are resolved before matching
+    ("https://a.example/dicom-web/%2e%2E/other", None),
+    ("https://a.example/dicom%2Dweb/studies", "token-1"),  # percent-encoding is decoded
     ("http://a.example/dicom-web", None),  # another scheme is another origin
     ("https://a.example:8443/dicom-web", None),
     ("https://b.example/dicom-web", None),

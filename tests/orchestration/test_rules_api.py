@@ -132,3 +132,23 @@ def test_a_stored_rule_whose_destination_left_the_configuration_is_listed_not_ap
         assert [rule.name for rule in without_dest.rules.engine.rules] == []
         (listed,) = [rule for rule in without_dest.rules.documents() if rule["name"] == "forward-ct"]
         assert listed["applied"] is False and "DEST" in listed["problem"]
+
+
+def test_a_stored_rule_that_no_longer_parses_is_listed_and_can_be_deleted(settings: Settings):
+    import json
+    from datetime import UTC, datetime
+
+    from oncopacs.index.models import ManagedRule
+
+    with open_platform(_settings(settings)) as platform, platform.index.writing() as session:  # older, looser checks
+            session.add(ManagedRule(name="old", created_by="admin", updated_at=datetime.now(UTC), definition=json.dumps(
+                {"name": "old", "on": "series", "forward": ["DEST"], "match": {"StudyDate": "2024-abc"}})))
+    with open_platform(_settings(settings)) as platform:  # it opens all the same
+        app = create_app(platform)
+        admin, client = _headers(app, Role.ADMIN), app.test_client()
+        (listed,) = [rule for rule in client.get("/api/rules", headers=admin).json["rules"] if rule["name"] == "old"]
+        assert listed["applied"] is False and "2024-abc" in listed["problem"]
+        fixed = client.put("/api/rules/old", json={"name": "old", "on": "series", "forward": ["DEST"]}, headers=admin)
+        assert fixed.status_code == 200 and "applied" not in fixed.json
+        assert client.delete("/api/rules/old", headers=admin).status_code == 204
+        assert [rule.name for rule in platform.rules.engine.rules] == ["configured"]
