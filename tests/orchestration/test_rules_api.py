@@ -141,8 +141,8 @@ def test_a_stored_rule_that_no_longer_parses_is_listed_and_can_be_deleted(settin
     from oncopacs.index.models import ManagedRule
 
     with open_platform(_settings(settings)) as platform, platform.index.writing() as session:  # older, looser checks
-            session.add(ManagedRule(name="old", created_by="admin", updated_at=datetime.now(UTC), definition=json.dumps(
-                {"name": "old", "on": "series", "forward": ["DEST"], "match": {"StudyDate": "2024-abc"}})))
+        session.add(ManagedRule(name="old", created_by="admin", updated_at=datetime.now(UTC), definition=json.dumps(
+            {"name": "old", "on": "series", "forward": ["DEST"], "match": {"StudyDate": "2024-abc"}})))
     with open_platform(_settings(settings)) as platform:  # it opens all the same
         app = create_app(platform)
         admin, client = _headers(app, Role.ADMIN), app.test_client()
