@@ -111,6 +111,19 @@ class Settings:
     # written, a URL prefix and the file holding its secret (oncopacs.orchestration.dicomweb_auth checks them and
     # reads the files at first use); the secrets themselves are never settings.
     dicomweb_auth: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
+    # The EHR's side (oncopacs.ehr): an HL7 v2 listener over MLLP (0: off), the sending applications it accepts
+    # ("APP" or "APP^FACILITY"; empty: any), and the largest message it reads (bytes).
+    hl7_listen_host: str = "0.0.0.0"
+    hl7_listen_port: int = 0
+    hl7_allowed_senders: tuple[str, ...] = ()
+    hl7_max_message_bytes: int = 1024 * 1024
+    # Retrieved instances carry the index's current demographics (after ADT updates and merges) unless this is
+    # set: then they leave as stored, byte for byte.
+    keep_original_on_retrieve: bool = False
+    # Prefetch before an appointment (SIU^S12): C-MOVE the patient's relevant priors from this AE title of
+    # remote_aes (empty: no prefetch); [[prefetch]] tables say which priors are relevant.
+    prefetch_from: str = ""
+    prefetch: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
 
     @property
     def tls_enabled(self) -> bool:
@@ -202,12 +215,14 @@ def _coerce(name: str, value: Any) -> Any:
             "storage_low_bytes",
             "audit_spool_bytes",
             "stable_seconds",
+            "hl7_listen_port",
+            "hl7_max_message_bytes",
         }:
             number = int(value)
             if number < 0:
                 raise ValueError
             return number
-        if name in {"allow_overwrite", "accept_empty_patient_id", "log_phi"}:
+        if name in {"allow_overwrite", "accept_empty_patient_id", "log_phi", "keep_original_on_retrieve"}:
             return value if isinstance(value, bool) else _parse_bool(str(value))
         if name == "remote_aes":
             text = ",".join(value) if isinstance(value, list) else str(value)
@@ -221,8 +236,11 @@ def _coerce(name: str, value: Any) -> Any:
                 if len(title.strip()) > 16 or not (title.strip() or host) or ("@" in entry and not host):
                     raise ValueError
             return entries
-        if name in {"rules", "inference", "dicomweb_auth"}:
-            if isinstance(value, str):  # ONCOPACS_RULES / _INFERENCE / _DICOMWEB_AUTH: a file of such tables
+        if name == "hl7_allowed_senders":
+            items = value if isinstance(value, list) else str(value).split(",")
+            return tuple(str(item).strip() for item in items if str(item).strip())
+        if name in {"rules", "inference", "dicomweb_auth", "prefetch"}:
+            if isinstance(value, str):  # ONCOPACS_RULES / _INFERENCE / _DICOMWEB_AUTH / _PREFETCH: a file of tables
                 value = _read_rules_file(Path(value), name)
             if not isinstance(value, list):
                 raise ValueError

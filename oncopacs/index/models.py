@@ -251,3 +251,95 @@ class PendingRule(Base):
     level: Mapped[str] = mapped_column(String(8))
     study_instance_uid: Mapped[str] = mapped_column(String(UID_LENGTH))
     due_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class Hl7MessageLog(Base):
+    """Every HL7 v2 message the listener read, with the ACK it answered (AA, AE or AR) and why.
+
+    ``raw`` is the message as received (it holds patient data, like the rest of the index); ``reason`` names the
+    problem of an AE or AR without patient data.
+    """
+
+    __tablename__ = "hl7_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    peer: Mapped[str] = mapped_column(String(128), default="")
+    sending_application: Mapped[str] = mapped_column(String(180), default="")
+    sending_facility: Mapped[str] = mapped_column(String(180), default="")
+    message_type: Mapped[str] = mapped_column(String(32), default="", index=True)  # e.g. "ADT^A08"
+    control_id: Mapped[str] = mapped_column(String(64), default="")
+    outcome: Mapped[str] = mapped_column(String(2))  # AA, AE or AR
+    reason: Mapped[str] = mapped_column(String(500), default="")
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    raw: Mapped[str] = mapped_column(Text, default="")
+
+
+class PatientUpdate(Base):
+    """One change of a patient's demographics in the index (an ADT update), with the values before and after."""
+
+    __tablename__ = "patient_updates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    before_json: Mapped[str] = mapped_column(Text)
+    after_json: Mapped[str] = mapped_column(Text)
+    message_pk: Mapped[int | None] = mapped_column(ForeignKey("hl7_messages.id"), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PatientMerge(Base):
+    """A40: the prior patient's studies moved to the surviving patient. ``moved_study_uids`` (backslash-separated)
+    and the prior patient's demographics (``prior_json``) let an administrator undo it (``reverted_at``)."""
+
+    __tablename__ = "patient_merges"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    surviving_patient_id: Mapped[str] = mapped_column(String(64), index=True)
+    surviving_issuer: Mapped[str] = mapped_column(String(64), default="")
+    prior_patient_id: Mapped[str] = mapped_column(String(64), index=True)
+    prior_issuer: Mapped[str] = mapped_column(String(64), default="")
+    prior_json: Mapped[str] = mapped_column(Text, default="")
+    moved_study_uids: Mapped[str] = mapped_column(Text, default="")
+    message_pk: Mapped[int | None] = mapped_column(ForeignKey("hl7_messages.id"), nullable=True)
+    merged_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    reverted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    reverted_by: Mapped[str] = mapped_column(String(128), default="")
+
+
+class WorklistItem(Base):
+    """A scheduled procedure step from an order (ORM^O01, OMI^O23), offered to modalities by the Modality Worklist
+    SCP until it is performed, completed, discontinued or cancelled.
+
+    ``status`` is SCHEDULED, IN PROGRESS, COMPLETED, DISCONTINUED or CANCELLED; ``study_instance_uid`` is the one
+    given to the modality; ``linked_study_uid`` the study that arrived with the accession number.
+    """
+
+    __tablename__ = "worklist_items"
+    __table_args__ = (UniqueConstraint("placer_order_number", "scheduled_step_id", name="uq_worklist_order_step"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    placer_order_number: Mapped[str] = mapped_column(String(64))
+    filler_order_number: Mapped[str] = mapped_column(String(64), default="")
+    accession_number: Mapped[str] = mapped_column(String(16), default="", index=True)
+    patient_id: Mapped[str] = mapped_column(String(64), index=True)
+    issuer_of_patient_id: Mapped[str] = mapped_column(String(64), default="")
+    patient_name: Mapped[str] = mapped_column(String(324), default="")
+    patient_birth_date: Mapped[str] = mapped_column(String(8), default="")
+    patient_sex: Mapped[str] = mapped_column(String(16), default="")
+    requested_procedure_id: Mapped[str] = mapped_column(String(16), default="")
+    requested_procedure_description: Mapped[str] = mapped_column(String(64), default="")
+    scheduled_step_id: Mapped[str] = mapped_column(String(16), default="")
+    scheduled_step_description: Mapped[str] = mapped_column(String(64), default="")
+    scheduled_station_ae: Mapped[str] = mapped_column(String(16), default="", index=True)
+    modality: Mapped[str] = mapped_column(String(16), default="", index=True)
+    scheduled_date: Mapped[str] = mapped_column(String(8), default="", index=True)  # YYYYMMDD
+    scheduled_time: Mapped[str] = mapped_column(String(16), default="")  # HHMMSS
+    referring_physician_name: Mapped[str] = mapped_column(String(324), default="")
+    study_instance_uid: Mapped[str] = mapped_column(String(UID_LENGTH))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    linked_study_uid: Mapped[str] = mapped_column(String(UID_LENGTH), default="")
+    mpps_uid: Mapped[str] = mapped_column(String(UID_LENGTH), default="")
+    message_pk: Mapped[int | None] = mapped_column(ForeignKey("hl7_messages.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
