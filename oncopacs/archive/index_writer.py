@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from oncopacs.archive.extract import InstanceRecord
-from oncopacs.index.models import Instance, ObjectReference, Patient, Series, Study
+from oncopacs.index.demographics import merge_generation, resolve_patient_key
+from oncopacs.index.models import Instance, ObjectReference, Patient, PatientMerge, Series, Study
 
 CACHE_LIMIT = 20_000
+#: How often (seconds) the writer looks for patient merges made by another process (the CLI), which move
+#: studies between patients and so invalidate cached patient and study keys.
+MERGE_CHECK_INTERVAL_S = 2.0
+_MERGE_STATE = select(func.max(PatientMerge.id), func.count(PatientMerge.reverted_at))
 
 # Statements built once: building them per instance cost more than running them.
 _SELECT_INSTANCE = select(Instance.id, Instance.series_pk).where(Instance.sop_instance_uid == bindparam("uid"))
@@ -80,10 +86,14 @@ class IndexWriter:
         self._patients: dict[tuple[str, str], int] = {}
         self._studies: dict[str, tuple[int, int]] = {}  # study UID -> (study pk, patient pk)
         self._series: dict[str, tuple[int, int]] = {}  # series UID -> (series pk, study pk)
+        self._generation = merge_generation()  # merges in this process; see _notice_merges
+        self._merge_state: tuple | None = None  # merges in the database, checked every MERGE_CHECK_INTERVAL_S
+        self._next_merge_check = 0.0
 
     def write(self, connection: Connection, record: InstanceRecord, facts: FileFacts, *, replace: bool) -> PendingKeys:
         """Insert (or with ``replace`` update) the rows of one instance; return keys to cache after commit."""
-        pending = PendingKeys()
+        self._notice_merges(connection)
+        pending = PendingKeys(self._generation)
         uid = record.sop_instance_uid
         insert_new = None if replace else _INSERT_NEW_INSTANCE.get(connection.dialect.name)
         existing = None
@@ -147,6 +157,8 @@ class IndexWriter:
     def remember(self, pending: PendingKeys) -> None:
         """Cache the keys of rows a committed transaction created or read."""
         with self._lock:
+            if pending.generation != self._generation:  # read before a merge: the keys may be stale
+                return
             if len(self._series) > CACHE_LIMIT:
                 self._patients.clear()
                 self._studies.clear()
@@ -155,6 +167,19 @@ class IndexWriter:
             self._studies.update(pending.studies)
             self._series.update(pending.series)
 
+    def _notice_merges(self, connection: Connection) -> None:
+        """Forget cached patient and study keys once patients were merged (or a merge reverted) since."""
+        generation, now = merge_generation(), time.monotonic()
+        state = self._merge_state
+        if now >= self._next_merge_check:
+            state = tuple(connection.execute(_MERGE_STATE).one())
+            self._next_merge_check = now + MERGE_CHECK_INTERVAL_S
+        if generation != self._generation or state != self._merge_state:
+            with self._lock:
+                self._patients.clear()
+                self._studies.clear()
+                self._generation, self._merge_state = generation, state
+
     def _patient_pk(self, connection: Connection, record: InstanceRecord, pending: PendingKeys) -> int:
         key = (
             _clip(Patient, "patient_id", record.patient_id),
@@ -162,8 +187,10 @@ class IndexWriter:
         )
         if (pk := self._patients.get(key)) is not None:
             return pk
+        filed_under = resolve_patient_key(connection, *key)  # a merged prior ID files under its survivor
         pk = connection.execute(
-            select(Patient.id).where(Patient.patient_id == key[0], Patient.issuer_of_patient_id == key[1])
+            select(Patient.id).where(Patient.patient_id == filed_under[0],
+                                     Patient.issuer_of_patient_id == filed_under[1])
         ).scalar()
         if pk is None:
             pk = connection.execute(
@@ -242,6 +269,8 @@ class PendingKeys:
     patients: dict[tuple[str, str], int]
     studies: dict[str, tuple[int, int]]
     series: dict[str, tuple[int, int]]
+    generation: int  # the merge generation the keys were read at
 
-    def __init__(self) -> None:
+    def __init__(self, generation: int = 0) -> None:
         self.patients, self.studies, self.series = {}, {}, {}
+        self.generation = generation

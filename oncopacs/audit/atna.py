@@ -41,6 +41,7 @@ class EventKind:
 QUERY = Code("110112", DCM, "Query")
 INSTANCES_TRANSFERRED = Code("110104", DCM, "DICOM Instances Transferred")
 PATIENT_RECORD = Code("110110", DCM, "Patient Record")
+ORDER_RECORD = Code("110109", DCM, "Order Record")
 EXPORT = Code("110106", DCM, "Export")
 USER_AUTHENTICATION = Code("110114", DCM, "User Authentication")
 SECURITY_ALERT = Code("110113", DCM, "Security Alert")
@@ -64,6 +65,8 @@ EVENT_KINDS: dict[AuditAction, EventKind] = {
     AuditAction.USER_CHANGE: EventKind(SECURITY_ALERT, "E", Code("110137", DCM, "User Security Attributes Changed")),
     AuditAction.CONFIG_CHANGE: EventKind(SECURITY_ALERT, "E", Code("110128", DCM, "Network Configuration")),
     AuditAction.ASSOCIATION_REFUSED: EventKind(SECURITY_ALERT, "E", Code("110126", DCM, "Node Authentication")),
+    AuditAction.PATIENT_RECORD: EventKind(PATIENT_RECORD, "U"),
+    AuditAction.ORDER_RECORD: EventKind(ORDER_RECORD, "U"),
 }
 
 # Roles of (the requestor, the archive) in a transfer; other events name no roles.

@@ -21,6 +21,8 @@ class AuditAction(str, enum.Enum):
     USER_CHANGE = "user_change"  # users, roles, tokens          -> 110113 Security Alert
     CONFIG_CHANGE = "config_change"  # peers, settings           -> 110113 Security Alert
     ASSOCIATION_REFUSED = "association_refused"  # DIMSE allow-list -> 110113 Security Alert
+    PATIENT_RECORD = "patient_record"  # an HL7 ADT message received  -> 110110 Patient Record (U)
+    ORDER_RECORD = "order_record"  # an HL7 order or appointment     -> 110109 Order Record (U)
 
 
 class Outcome(int, enum.Enum):
@@ -36,6 +38,7 @@ class ActorKind(str, enum.Enum):
     USER = "user"  # a person or a token/Basic client, by user name
     AE = "ae"  # a DICOM application entity, by calling AE title
     SYSTEM = "system"  # OncoPACS itself (jobs, start-up)
+    APPLICATION = "application"  # an HL7 sending application, as MSH-3 or MSH-3^MSH-4
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from oncopacs.cli.context import opened_platform, settings_of
 from oncopacs.cli.deid import deid_group
 from oncopacs.cli.fusion import fusion_group
 from oncopacs.cli.models import models_group
+from oncopacs.cli.patients import patients_group
 from oncopacs.cli.pet import pet_group
 from oncopacs.cli.report import report_group
 from oncopacs.cli.rt import rt_group
@@ -188,6 +189,7 @@ main.add_command(pet_group)
 main.add_command(tls_group)
 main.add_command(deid_group)
 main.add_command(models_group)
+main.add_command(patients_group)
 
 
 if __name__ == "__main__":  # pragma: no cover

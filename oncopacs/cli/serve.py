@@ -16,6 +16,8 @@ from oncopacs.archive.maintenance import recover_orphans
 from oncopacs.cli.http_listener import open_http
 from oncopacs.dimse.server import start_dimse
 from oncopacs.dimse.tls import listener_context
+from oncopacs.ehr.listener import Hl7Listener
+from oncopacs.ehr.wiring import build_dispatcher
 from oncopacs.errors import ListenError
 from oncopacs.orchestration.delivery import open_delivery
 from oncopacs.orchestration.rule_actions import RuleLoop
@@ -56,10 +58,18 @@ def serve(platform: Platform, *, ready: threading.Event | None = None) -> None:
     app = create_app(platform)
     dimse = _start_dimse_listeners(platform, tls)
     try:
+        hl7 = _start_hl7_listener(platform)
+    except ListenError:
+        for server in dimse.values():
+            server.shutdown()
+        raise
+    try:
         http = open_http(app, settings.http_host, settings.http_port, tls.server_context() if tls.serving else None)
     except OSError as exc:
         for server in dimse.values():
             server.shutdown()
+        if hl7 is not None:
+            hl7.stop()
         raise ListenError(
             f"cannot listen for HTTP on {settings.http_host}:{settings.http_port}: {exc.strerror or exc}"
         ) from None
@@ -97,6 +107,8 @@ def serve(platform: Platform, *, ready: threading.Event | None = None) -> None:
         rule_loop.stop()
         for server in dimse.values():
             server.shutdown()
+        if hl7 is not None:
+            hl7.stop()
         platform.index.dispose()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -123,6 +135,17 @@ def _start_dimse_listeners(platform: Platform, tls: TlsFiles) -> dict[str, Threa
                 f"cannot listen for {label} on {settings.dicom_host}:{port}: {exc.strerror or exc}"
             ) from None
     return started
+
+
+def _start_hl7_listener(platform: Platform) -> Hl7Listener | None:
+    """The HL7 v2 listener (MLLP, over TLS when TLS is on) when ``hl7_listen_port`` is set; ListenError if taken."""
+    settings = platform.settings
+    if settings.hl7_listen_port <= 0:
+        return None
+    dispatcher = build_dispatcher(settings, platform.index, platform.audit, platform.ehr_handlers)
+    listener = Hl7Listener(settings, dispatcher)
+    listener.start()
+    return listener
 
 
 def _write_marker(marker: Path) -> None:

@@ -13,6 +13,8 @@ from pydicom.uid import (
 )
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # names pynetdicom makes at import
+    ModalityPerformedProcedureStep,
+    ModalityWorklistInformationFind,
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
@@ -35,9 +37,11 @@ STORAGE_SOP_CLASSES = [cast(UID, cx.abstract_syntax) for cx in AllStoragePresent
 FIND_SOP_CLASSES = {
     PatientRootQueryRetrieveInformationModelFind: "PATIENT_ROOT",
     StudyRootQueryRetrieveInformationModelFind: "STUDY_ROOT",
+    ModalityWorklistInformationFind: "WORKLIST",  # answered by oncopacs.dimse.worklist
 }
 GET_SOP_CLASSES = [PatientRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelGet]
 MOVE_SOP_CLASSES = [PatientRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelMove]
 QUERY_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian]
 
 VERIFICATION = Verification
+MPPS = ModalityPerformedProcedureStep  # N-CREATE / N-SET, answered by oncopacs.dimse.mpps

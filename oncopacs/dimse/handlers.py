@@ -28,6 +28,7 @@ from oncopacs.dimse.auditing import (
 from oncopacs.dimse.contexts import FIND_SOP_CLASSES, UNCOMPRESSED_SYNTAXES
 from oncopacs.dimse.identifiers import ResponseBuilder, read_query_keys
 from oncopacs.dimse.malformed import store_command_problem
+from oncopacs.dimse.mpps import MppsService
 from oncopacs.dimse.streaming import (
     abandon_streams,
     install_fast_dataset_fragments,
@@ -36,8 +37,10 @@ from oncopacs.dimse.streaming import (
 )
 from oncopacs.dimse.tls import tls_args_for
 from oncopacs.dimse.transport import tune_association
+from oncopacs.dimse.worklist import WorklistFind
 from oncopacs.errors import AuditError, IntegrityError
 from oncopacs.index import query
+from oncopacs.index.demographics import CurrentPatient, coerce, current_demographics, needs_coercion
 from oncopacs.index.query import QueryError, QueryLevel
 from oncopacs.settings import Settings
 from oncopacs.tls import TlsFiles
@@ -70,6 +73,8 @@ class DimseHandlers:
         self.settings = settings
         self.audit = DimseAudit(audit or AuditTrail(archive.index))
         self.allowed = CallingAllowList(settings.allowed_aes)
+        self.worklist = WorklistFind(archive.index, self.audit)  # Modality Worklist C-FIND
+        self.mpps = MppsService(archive.index)  # MPPS N-CREATE / N-SET
         # C-MOVE destinations marked +tls are verified with this (tls_ca, else the system's CAs)
         self.peer_tls = TlsFiles.from_settings(settings).client_context() \
             if any(remote.tls for remote in settings.remote_aes) else None
@@ -144,6 +149,9 @@ class DimseHandlers:
 
     def on_find(self, event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
         model = FIND_SOP_CLASSES.get(str(event.request.AffectedSOPClassUID), "STUDY_ROOT")
+        if model == "WORKLIST":
+            yield from self.worklist.on_find(event)
+            return
         level, keys = None, {}
         try:
             identifier = event.identifier
@@ -264,6 +272,7 @@ class DimseHandlers:
         """Yield each instance to send; one that cannot be sent counts as a failed sub-operation
         (pynetdicom counts a pending yield that is not a dataset as such) and the rest go on."""
         progress = progress if progress is not None else SendProgress()
+        current = self._current_patients(instances)
         for instance in instances:
             if event.is_cancelled:
                 progress.cancelled = True
@@ -271,6 +280,9 @@ class DimseHandlers:
                 return
             try:
                 dataset = self.archive.read_dataset(instance.file_path, instance.sha256)
+                now = current.get(instance.study_instance_uid)
+                if now is not None and needs_coercion(dataset, now):
+                    dataset = coerce(dataset, now)  # the EHR changed the patient: the stored file is not
                 if accepted is not None:
                     dataset = fit_transfer_syntax(dataset, accepted.get(instance.sop_class_uid, set()))
             except (IntegrityError, TranscodeError) as exc:
@@ -279,6 +291,14 @@ class DimseHandlers:
                 yield PENDING, UNSENDABLE
                 continue
             yield PENDING, dataset
+
+    def _current_patients(self, instances) -> dict[str, CurrentPatient]:
+        """Current demographics of the studies whose patient an ADT message changed (none when the site keeps
+        the original bytes on retrieve)."""
+        if self.settings.keep_original_on_retrieve or not instances:
+            return {}
+        with self.archive.index.reading() as session:
+            return current_demographics(session, (instance.study_instance_uid for instance in instances))
 
 
 UNSENDABLE = "unsendable"  # truthy and not a Dataset: pynetdicom records a failed sub-operation

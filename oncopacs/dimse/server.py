@@ -17,6 +17,7 @@ from oncopacs.dimse.contexts import (
     FIND_SOP_CLASSES,
     GET_SOP_CLASSES,
     MOVE_SOP_CLASSES,
+    MPPS,
     QUERY_SYNTAXES,
     STORAGE_SOP_CLASSES,
     VERIFICATION,
@@ -33,7 +34,8 @@ log = logging.getLogger(__name__)
 
 
 def build_ae(settings: Settings) -> AE:
-    """An AE that accepts every storage SOP class, Q/R (Patient and Study Root) and Verification.
+    """An AE that accepts every storage SOP class, Q/R (Patient and Study Root), Modality Worklist, MPPS and
+    Verification.
 
     The calling-AE allow-list (titles and hosts) is enforced by ``DimseHandlers.on_requested``; the
     association limits and timeouts are set by :class:`~oncopacs.dimse.perimeter.Perimeter`.
@@ -48,6 +50,7 @@ def build_ae(settings: Settings) -> AE:
         ae.add_supported_context(sop_class, ACCEPTED_SYNTAXES, scu_role=True, scp_role=True)
     for sop_class in [*FIND_SOP_CLASSES, *GET_SOP_CLASSES, *MOVE_SOP_CLASSES]:
         ae.add_supported_context(sop_class, QUERY_SYNTAXES)
+    ae.add_supported_context(MPPS, QUERY_SYNTAXES)
     return ae
 
 
@@ -89,6 +92,8 @@ def start_dimse(settings: Settings, archive: Archive, audit: AuditTrail | None =
         (evt.EVT_C_FIND, handlers.on_find),
         (evt.EVT_C_GET, handlers.on_get),
         (evt.EVT_C_MOVE, handlers.on_move),
+        (evt.EVT_N_CREATE, handlers.mpps.on_n_create),
+        (evt.EVT_N_SET, handlers.mpps.on_n_set),
         (evt.EVT_REJECTED, _log_rejected),
     ]
     if ssl_context is not None:  # the handshake first, in the connection's thread (oncopacs.dimse.tls)

@@ -74,6 +74,7 @@ class RuleBook:
 
     def replace(self, name: str, table: Mapping[str, Any], actor: str) -> Rule:
         """Change a managed rule (NotFoundError, RuleConflictError for a built-in or configured one, ConfigError)."""
+        self._refuse_fixed(name)
         rule = parse_rule({**table, "name": table.get("name", name)})
         if rule.name != name:
             raise ConfigError(f"the rule's name is {name!r} in the path and {rule.name!r} in the body")

@@ -29,6 +29,8 @@ EXPECTED_EVENT = {
     AuditAction.USER_CHANGE: ("110113", "E"),
     AuditAction.CONFIG_CHANGE: ("110113", "E"),
     AuditAction.ASSOCIATION_REFUSED: ("110113", "E"),
+    AuditAction.PATIENT_RECORD: ("110110", "U"),
+    AuditAction.ORDER_RECORD: ("110109", "U"),
 }
 
 

@@ -7,6 +7,7 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 from oncopacs.web.api import (  # noqa: E402,F401
     audit,
     jobs,
+    merges,
     models,
     openapi,
     orchestration,

@@ -32,6 +32,7 @@ from oncopacs.dicomweb.multipart import (
     write_multipart,
 )
 from oncopacs.errors import DicomInputError, IntegrityError, NotFoundError
+from oncopacs.index.demographics import CurrentPatient, coerce, current_demographics, needs_coercion
 from oncopacs.index.query import StoredInstance, find_instances
 from oncopacs.web.access import audit_access, requires
 from oncopacs.web.dicomweb import bp
@@ -91,7 +92,9 @@ def retrieve_bulkdata(study: str, series: str, instance: str, tag_path: str):
 def _metadata(**uids: str) -> Response:
     stored_instances = _stored_instances(**uids)
     base = dicomweb_base_url()
-    documents = [_instance_json(stored, base) for stored in stored_instances]
+    with _archive().index.reading() as session:
+        current = current_demographics(session, (s.study_instance_uid for s in stored_instances))
+    documents = [_instance_json(stored, base, current.get(stored.study_instance_uid)) for stored in stored_instances]
     audit_access(
         AuditAction.RETRIEVE,
         patient_ids=[s.patient_id for s in stored_instances],
@@ -100,8 +103,10 @@ def _metadata(**uids: str) -> Response:
     return Response(json.dumps(documents), status=200, mimetype=DICOM_JSON)
 
 
-def _instance_json(stored: StoredInstance, base: str) -> dict:
+def _instance_json(stored: StoredInstance, base: str, current: CurrentPatient | None) -> dict:
     dataset = read_metadata_dataset(_read(stored))
+    if current is not None and needs_coercion(dataset, current):  # as QIDO-RS answers: the current demographics
+        dataset = coerce(dataset, current)
     series = dataset.get("SeriesInstanceUID", "")
     prefix = f"{base}/studies/{stored.study_instance_uid}/series/{series}/instances/{stored.sop_instance_uid}/bulkdata/"
     return build_instance_json(dataset, lambda tag_path: prefix + tag_path)
@@ -119,8 +124,12 @@ def _stored_instances(**uids: str) -> list[StoredInstance]:
     return found
 
 
+def _archive() -> Archive:
+    return current_app.extensions["oncopacs.archive"]
+
+
 def _read(stored: StoredInstance) -> bytes:
-    archive: Archive = current_app.extensions["oncopacs.archive"]
+    archive = _archive()
     try:
         return archive.storage.read(stored.file_path, stored.sha256)
     except IntegrityError:

@@ -56,6 +56,7 @@ from oncopacs.dicomweb.rendering import (
     render_thumbnail,
 )
 from oncopacs.errors import IntegrityError, NotFoundError
+from oncopacs.index.demographics import CurrentPatient, coerce_part10, current_demographics
 from oncopacs.index.query import QueryLevel, StoredInstance, find, find_instances
 from oncopacs.web.access import audit_access, requires
 from oncopacs.web.dicomweb import bp
@@ -101,10 +102,12 @@ def _retrieve_instances(**uids: str) -> Response:
     base = dicomweb_base_url()
     archive = _archive()
     series_of = _series_by_sop(uids)
+    current = _current_patients(archive, stored)
     parts = (
         _instance_part(
             archive,
             instance,
+            current.get(instance.study_instance_uid),
             cast(str, syntax),  # a None was refused above
             f"{base}/studies/{instance.study_instance_uid}/series/{series_of.get(instance.sop_instance_uid, '')}",
         )
@@ -160,12 +163,20 @@ def _can_transcode(stored: UID) -> bool:
         return False
 
 
-def _instance_part(archive: Archive, instance: StoredInstance, syntax: str, series_url: str) -> BodyPart:
+def _instance_part(archive: Archive, instance: StoredInstance, current: CurrentPatient | None, syntax: str,
+                   series_url: str) -> BodyPart:
     try:
         data = archive.storage.read(instance.file_path, instance.sha256)
     except IntegrityError:
         log.error("not sending %s: its stored file failed the integrity check", instance.sop_instance_uid)
         raise
+    if current is not None:  # the EHR changed the patient: the stored file is not, the copy sent is
+        try:
+            with tolerant_pydicom():
+                data = coerce_part10(data, current)
+        except Exception as exc:  # noqa: BLE001 - a damaged element; pydicom's text quotes its value
+            raise TranscodeError(f"the stored instance cannot be re-encoded with the current patient "
+                                 f"demographics ({type(exc).__name__})") from None
     if syntax != instance.transfer_syntax_uid:
         data = encode_explicit_little_endian(data)
     return BodyPart(f"{DICOM}; transfer-syntax={syntax}", data, f"{series_url}/instances/{instance.sop_instance_uid}")
@@ -198,6 +209,15 @@ def tolerant_pydicom() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
+
+
+def _current_patients(archive: Archive, stored: list[StoredInstance]) -> dict[str, CurrentPatient]:
+    """Current demographics of the studies whose patient an ADT message changed; none when the site keeps the
+    original bytes on retrieve (``keep_original_on_retrieve``)."""
+    if current_app.extensions["oncopacs.settings"].keep_original_on_retrieve:
+        return {}
+    with archive.index.reading() as session:
+        return current_demographics(session, (instance.study_instance_uid for instance in stored))
 
 
 def _series_by_sop(uids: dict[str, str]) -> dict[str, str]:
