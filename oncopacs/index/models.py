@@ -102,7 +102,7 @@ class Instance(Base):
     file_size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    source: Mapped[str] = mapped_column(String(80), default="")
+    source: Mapped[str] = mapped_column(String(80), default="", index=True)  # the model registry counts by it
 
     series: Mapped[Series] = relationship(back_populates="instances")
     references: Mapped[list[ObjectReference]] = relationship(

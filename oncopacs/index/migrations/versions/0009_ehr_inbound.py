@@ -1,4 +1,5 @@
-"""the EHR's side: the HL7 message log, demographics updates and patient merges, worklist items from orders
+"""the EHR's side: the HL7 message log, demographics updates and patient merges, worklist items from orders;
+an index on instances.source (the model registry counts what each plug-in produced by it)
 
 Revision ID: 0009
 Revises: 0008
@@ -14,6 +15,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table('instances', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_instances_source'), ['source'], unique=False)
     op.create_table('hl7_messages',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
@@ -104,3 +107,5 @@ def downgrade() -> None:
     op.drop_table('patient_merges')
     op.drop_table('patient_updates')
     op.drop_table('hl7_messages')
+    with op.batch_alter_table('instances', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_instances_source'))
