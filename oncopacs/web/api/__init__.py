@@ -6,6 +6,7 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 
 from oncopacs.web.api import (  # noqa: E402,F401
     audit,
+    hl7,
     jobs,
     merges,
     models,
