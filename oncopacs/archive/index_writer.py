@@ -89,11 +89,12 @@ class IndexWriter:
         self._generation = merge_generation()  # merges in this process; see _notice_merges
         self._merge_state: tuple | None = None  # merges in the database, checked every MERGE_CHECK_INTERVAL_S
         self._next_merge_check = 0.0
+        self._epoch = 0  # advanced whenever the cached patient and study keys are dropped
 
     def write(self, connection: Connection, record: InstanceRecord, facts: FileFacts, *, replace: bool) -> PendingKeys:
         """Insert (or with ``replace`` update) the rows of one instance; return keys to cache after commit."""
         self._notice_merges(connection)
-        pending = PendingKeys(self._generation)
+        pending = PendingKeys(self._epoch)
         uid = record.sop_instance_uid
         insert_new = None if replace else _INSERT_NEW_INSTANCE.get(connection.dialect.name)
         existing = None
@@ -157,7 +158,7 @@ class IndexWriter:
     def remember(self, pending: PendingKeys) -> None:
         """Cache the keys of rows a committed transaction created or read."""
         with self._lock:
-            if pending.generation != self._generation:  # read before a merge: the keys may be stale
+            if pending.epoch != self._epoch:  # read before a merge: the keys may be stale
                 return
             if len(self._series) > CACHE_LIMIT:
                 self._patients.clear()
@@ -179,6 +180,7 @@ class IndexWriter:
                 self._patients.clear()
                 self._studies.clear()
                 self._generation, self._merge_state = generation, state
+                self._epoch += 1
 
     def _patient_pk(self, connection: Connection, record: InstanceRecord, pending: PendingKeys) -> int:
         key = (
@@ -269,8 +271,8 @@ class PendingKeys:
     patients: dict[tuple[str, str], int]
     studies: dict[str, tuple[int, int]]
     series: dict[str, tuple[int, int]]
-    generation: int  # the merge generation the keys were read at
+    epoch: int  # the writer's cache epoch the keys were read in
 
-    def __init__(self, generation: int = 0) -> None:
+    def __init__(self, epoch: int = 0) -> None:
         self.patients, self.studies, self.series = {}, {}, {}
-        self.generation = generation
+        self.epoch = epoch
