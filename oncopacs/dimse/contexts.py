@@ -18,6 +18,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # names pynetd
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
+    StorageCommitmentPushModel,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
@@ -44,4 +45,5 @@ MOVE_SOP_CLASSES = [PatientRootQueryRetrieveInformationModelMove, StudyRootQuery
 QUERY_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian]
 
 VERIFICATION = Verification
+STORAGE_COMMITMENT = cast(UID, StorageCommitmentPushModel)  # N-ACTION / N-EVENT-REPORT: oncopacs.dimse.commitment
 MPPS = ModalityPerformedProcedureStep  # N-CREATE / N-SET, answered by oncopacs.dimse.mpps
