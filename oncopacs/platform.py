@@ -8,6 +8,7 @@ before it returns, so nothing can be stored before the rules that react to it ex
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -22,6 +23,8 @@ from oncopacs.audit.syslog import open_syslog_sender
 from oncopacs.audit.trail import AuditTrail, open_audit_trail
 from oncopacs.auth.throttle import LockoutPolicy
 from oncopacs.auth.users import UserStore
+from oncopacs.ehr.dispatch import Handler
+from oncopacs.ehr.wiring import install_ehr
 from oncopacs.errors import StorageError
 from oncopacs.index.db import IndexDatabase, open_index
 from oncopacs.jobs.kinds import JobSystem, open_job_system
@@ -50,6 +53,7 @@ class Platform:
     outbox: Outbox  # forwards to remote AEs and DICOMweb servers; delivered by the loop `serve` runs
     rules: RuleBook  # built-in and hospital's rules; series and study rules fire from the loop `serve` runs
     models: ModelRegistry  # analysis plug-ins and inference endpoints, enabled or not, and what each produced
+    ehr_handlers: Mapping[str, Handler]  # HL7 message kind ("ADT^A08") -> handler; `serve` runs the listener
 
     @property
     def index(self) -> IndexDatabase:
@@ -89,7 +93,7 @@ def open_platform(settings: Settings | None = None) -> Platform:
     settings = settings or Settings.load()
     archive = open_archive(settings)
     jobs = open_job_system(archive)
-    builtins = (
+    builtins: tuple[BuiltinRule, ...] = (
         BuiltinRule("rt-analysis", "DVH, plan metrics and clinical goals when an RT dose, plan or structure set "
                     "completes a planning set", install_rt_analysis(archive, jobs)),
         BuiltinRule("pet-statistics", "SUV statistics when a complete PET series and a structure set on its frame "
@@ -102,11 +106,14 @@ def open_platform(settings: Settings | None = None) -> Platform:
     archive.audit = audit  # objects accepted with an empty Patient ID are recorded in the platform's trail
     outbox = Outbox(archive.index, settings.remote_aes)
     try:
+        ehr_handlers, worklist_linker = install_ehr(settings, archive, jobs)  # ConfigError: bad [[prefetch]]
+        builtins = (*builtins, BuiltinRule("worklist-link", "links a study arriving with an order's accession "
+                                           "number to the order", worklist_linker.react))
         models = ModelRegistry(archive.index, merge_plugins(discover_plugins(), endpoint_entries(settings)))
         rules = install_rules(settings, archive, jobs, outbox, audit, models, builtins)  # before anything arrives
     except BaseException:
         audit.close()
-        archive.close()  # a rule it cannot carry out: nothing stays open
+        archive.close()  # a rule or setting it cannot carry out: nothing stays open
         raise
     return Platform(
         settings=settings,
@@ -118,4 +125,5 @@ def open_platform(settings: Settings | None = None) -> Platform:
         outbox=outbox,
         rules=rules,
         models=models,
+        ehr_handlers=ehr_handlers,
     )

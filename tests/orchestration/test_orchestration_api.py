@@ -37,9 +37,9 @@ def test_the_rules_as_configured(app: Flask):
     reply = app.test_client().get("/api/rules", headers=_headers(app, Role.PHYSICIST))
     assert reply.status_code == 200
     assert reply.json["stable_seconds"] == 12 and reply.json["pending"] == 0
-    builtins, configured = reply.json["rules"][:2], reply.json["rules"][2:]
+    builtins, configured = reply.json["rules"][:3], reply.json["rules"][3:]
     assert [(r["name"], r["builtin"], r["source"]) for r in builtins] == [
-        ("rt-analysis", True, "built-in"), ("pet-statistics", True, "built-in")]
+        ("rt-analysis", True, "built-in"), ("pet-statistics", True, "built-in"), ("worklist-link", True, "built-in")]
     assert configured == [
         {"name": "autocontour", "on": "series", "description": "", "enabled": True, "builtin": False,
          "source": "config", "match": {"Modality": ["CT", "MR"]}, "forward": [], "analyse": ["body-contour"],

@@ -55,7 +55,7 @@ def test_an_admin_adds_a_rule_that_then_fires(app: Flask):
     assert reply.status_code == 201, reply.json
     assert reply.json["source"] == "api" and reply.json["forward"] == ["DEST"]
     assert _names(app, admin) == [("rt-analysis", "built-in"), ("pet-statistics", "built-in"),
-                                  ("configured", "config"), ("forward-ct", "api")]
+                                  ("worklist-link", "built-in"), ("configured", "config"), ("forward-ct", "api")]
     platform = app.extensions["oncopacs.platform"]
     for ds in small_ct_series(2):
         assert platform.archive.ingest_dataset(ds, source="stow").acknowledged
