@@ -25,6 +25,7 @@ from oncopacs.dimse.auditing import (
     SubOperationTally,
     patient_ids_of_studies,
 )
+from oncopacs.dimse.commitment import StorageCommitmentScp
 from oncopacs.dimse.contexts import FIND_SOP_CLASSES, UNCOMPRESSED_SYNTAXES
 from oncopacs.dimse.identifiers import ResponseBuilder, read_query_keys
 from oncopacs.dimse.malformed import store_command_problem
@@ -78,6 +79,8 @@ class DimseHandlers:
         # C-MOVE destinations marked +tls are verified with this (tls_ca, else the system's CAs)
         self.peer_tls = TlsFiles.from_settings(settings).client_context() \
             if any(remote.tls for remote in settings.remote_aes) else None
+        # Storage Commitment N-ACTION; reports to remote AEs marked +tls are verified with peer_tls
+        self.commitment = StorageCommitmentScp(archive, settings, self.audit.trail, self.peer_tls)
 
     # -- association events ---------------------------------------------------------------
 
@@ -188,6 +191,12 @@ class DimseHandlers:
                 yield CANCEL, None
                 return
             yield PENDING, builder.build(match.values)
+
+    # -- N-ACTION (Storage Commitment) ----------------------------------------------------
+
+    def on_n_action(self, event) -> tuple[int | Dataset, Dataset | None]:
+        """Answer a Storage Commitment request at once; the report follows (:mod:`oncopacs.dimse.commitment`)."""
+        return self.commitment.on_n_action(event)
 
     # -- C-GET and C-MOVE -----------------------------------------------------------------
 

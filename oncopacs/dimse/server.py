@@ -19,9 +19,11 @@ from oncopacs.dimse.contexts import (
     MOVE_SOP_CLASSES,
     MPPS,
     QUERY_SYNTAXES,
+    STORAGE_COMMITMENT,
     STORAGE_SOP_CLASSES,
     VERIFICATION,
 )
+from oncopacs.dimse.event_reports import on_connection_open as install_report_gate
 from oncopacs.dimse.handlers import DimseHandlers
 from oncopacs.dimse.malformed import install_message_guards, tolerate_late_local_primitives
 from oncopacs.dimse.perimeter import Perimeter, PerimeterLimits, tune_accept_loop
@@ -34,8 +36,8 @@ log = logging.getLogger(__name__)
 
 
 def build_ae(settings: Settings) -> AE:
-    """An AE that accepts every storage SOP class, Q/R (Patient and Study Root), Modality Worklist, MPPS and
-    Verification.
+    """An AE that accepts every storage SOP class, Q/R (Patient and Study Root), Modality Worklist, MPPS,
+    Storage Commitment and Verification.
 
     The calling-AE allow-list (titles and hosts) is enforced by ``DimseHandlers.on_requested``; the
     association limits and timeouts are set by :class:`~oncopacs.dimse.perimeter.Perimeter`.
@@ -51,6 +53,8 @@ def build_ae(settings: Settings) -> AE:
     for sop_class in [*FIND_SOP_CLASSES, *GET_SOP_CLASSES, *MOVE_SOP_CLASSES]:
         ae.add_supported_context(sop_class, QUERY_SYNTAXES)
     ae.add_supported_context(MPPS, QUERY_SYNTAXES)
+    # scu_role/scp_role: accept a requestor that proposes role selection (it receives our N-EVENT-REPORT).
+    ae.add_supported_context(STORAGE_COMMITMENT, QUERY_SYNTAXES, scu_role=True, scp_role=True)
     return ae
 
 
@@ -81,6 +85,7 @@ def start_dimse(settings: Settings, archive: Archive, audit: AuditTrail | None =
         (evt.EVT_CONN_OPEN, tune_association),
         (evt.EVT_CONN_OPEN, handlers.on_connection_open),
         (evt.EVT_CONN_OPEN, perimeter.on_connection_open),
+        (evt.EVT_CONN_OPEN, install_report_gate),  # Storage Commitment reports wait for served requests
         (evt.EVT_CONN_OPEN, install_message_guards),  # last: it wraps what the others installed
         (evt.EVT_REQUESTED, on_requested),
         (evt.EVT_RELEASED, handlers.on_association_end),
@@ -94,6 +99,7 @@ def start_dimse(settings: Settings, archive: Archive, audit: AuditTrail | None =
         (evt.EVT_C_MOVE, handlers.on_move),
         (evt.EVT_N_CREATE, handlers.mpps.on_n_create),
         (evt.EVT_N_SET, handlers.mpps.on_n_set),
+        (evt.EVT_N_ACTION, handlers.on_n_action),
         (evt.EVT_REJECTED, _log_rejected),
     ]
     if ssl_context is not None:  # the handshake first, in the connection's thread (oncopacs.dimse.tls)
