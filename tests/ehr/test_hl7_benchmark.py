@@ -1,4 +1,4 @@
-"""``benchmarks/hl7_listener.py --quick`` runs end to end: messages/s through the listener and through the echo ceiling."""
+"""``benchmarks/hl7_listener.py --quick`` runs end to end: messages/s through the listener and the echo ceiling."""
 
 from __future__ import annotations
 
