@@ -23,12 +23,13 @@ from oncopacs.analysis.pet_job import PET_STATISTICS
 from oncopacs.analysis.registration_job import REGISTRATION
 from oncopacs.analysis.rt_job import RT_ANALYSIS
 from oncopacs.audit.events import AuditAction
-from oncopacs.auth.roles import PERMISSIONS, Permission
+from oncopacs.auth.roles import Permission
 from oncopacs.ehr.prefetch import PREFETCH
 from oncopacs.jobs.kinds import VERIFY, JobSystem
 from oncopacs.jobs.queue import JobRecord, JobStatus
 from oncopacs.orchestration.rule_actions import EXPORT_JOB, PLUGIN_JOB
 from oncopacs.web.access import audit_access, requires
+from oncopacs.web.refusals import as_sentence, explain_refusal
 from reporting.jobs import REPORT_DELIVERY
 
 bp = Blueprint("jobs_page", __name__, template_folder="templates")
@@ -146,7 +147,7 @@ def summarise(job: JobRecord) -> str:
     """A short sentence on ``job``: the error when it failed, the counts of a finished prefetch, the plug-in and
     what it stored, else the job's own message ("" while it runs: the progress bar carries the message)."""
     if job.status is JobStatus.FAILED:
-        return _sentence(job.message or "failed without a reason")
+        return as_sentence(job.message or "failed without a reason")
     if job.status is JobStatus.RUNNING:
         return ""
     if job.status is JobStatus.QUEUED:
@@ -156,7 +157,7 @@ def summarise(job: JobRecord) -> str:
         return _prefetch_summary(result)
     if job.kind == PLUGIN_JOB and result:
         return _plugin_summary(result)
-    return _sentence(job.message) if job.message and job.message != "done" else "Done."
+    return as_sentence(job.message) if job.message and job.message != "done" else "Done."
 
 
 def _prefetch_summary(result: Mapping[str, Any]) -> str:
@@ -169,7 +170,7 @@ def _prefetch_summary(result: Mapping[str, Any]) -> str:
 def _plugin_summary(result: Mapping[str, Any]) -> str:
     plugin = str(result.get("plugin", "")) or "the plug-in"
     if result.get("skipped"):
-        return _sentence(str(result["skipped"]))
+        return as_sentence(str(result["skipped"]))
     stored = result.get("stored")
     refused = result.get("refused")
     text = f"{plugin}: {len(stored) if isinstance(stored, list) else 0} object(s) stored"
@@ -180,11 +181,6 @@ def _plugin_summary(result: Mapping[str, Any]) -> str:
 
 def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _sentence(text: str) -> str:
-    text = text.strip()
-    return text[:1].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
 
 
 def _utc(moment: datetime) -> datetime:
@@ -205,11 +201,4 @@ def _problem(exc: HTTPException):
 
 def _explain(exc: HTTPException) -> str:
     """The sentence a person reads for ``exc``."""
-    principal = g.get("principal")
-    view = current_app.view_functions.get(request.endpoint or "")
-    permission = getattr(view, "required_permission", None)
-    if exc.code == 403 and principal is not None and permission is not None and not principal.can(permission):
-        roles = ", ".join(role.label for role, allowed in PERMISSIONS.items() if permission in allowed)
-        return (f"Your role ({principal.role.label}) may not {_WHAT_IT_ALLOWS.get(permission, permission.value)}; "
-                f"these roles may: {roles}.")
-    return _sentence(exc.description or exc.name)
+    return explain_refusal(exc, _WHAT_IT_ALLOWS)

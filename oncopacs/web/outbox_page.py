@@ -15,16 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
-from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from oncopacs.audit.events import AuditAction
-from oncopacs.auth.roles import PERMISSIONS, Permission
+from oncopacs.auth.roles import Permission
 from oncopacs.errors import NotFoundError
 from oncopacs.orchestration.outbox import DestinationStatus, Outbox, OutboxState, OutboxStateError
 from oncopacs.web.access import current_principal, requires
 from oncopacs.web.api.listing import ROW_ID
 from oncopacs.web.auth import record_security_event
+from oncopacs.web.refusals import explain_refusal
 
 bp = Blueprint("outbox_page", __name__, template_folder="templates")
 
@@ -93,15 +93,4 @@ def _problem(exc: HTTPException):
 
 def _explain(exc: HTTPException) -> str:
     """The sentence a person reads for ``exc``."""
-    principal = g.get("principal")
-    view = current_app.view_functions.get(request.endpoint or "")
-    permission = getattr(view, "required_permission", None)
-    if exc.code == 403 and principal is not None and permission is not None and not principal.can(permission):
-        roles = ", ".join(role.label for role, allowed in PERMISSIONS.items() if permission in allowed)
-        return (f"Your role ({principal.role.label}) may not {_WHAT_IT_ALLOWS.get(permission, permission.value)}; "
-                f"these roles may: {roles}.")
-    if isinstance(exc, CSRFError):
-        return ("This form has expired or did not come from this site (its security token is missing or stale). "
-                "Go back, reload the page and try again.")
-    text = exc.description or exc.name
-    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+    return explain_refusal(exc, _WHAT_IT_ALLOWS)
