@@ -31,6 +31,11 @@ def _rule(**match):
     return parse_rule({"name": "r", "on": "instance", "match": match, "forward": ["DEST"]})
 
 
+def test_the_readme_carries_this_example_word_for_word():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert README_EXAMPLE.strip() in readme
+
+
 def test_the_readme_example_loads_from_the_configuration_file(tmp_path: Path):
     config = tmp_path / "oncopacs.toml"
     config.write_text("stable_seconds = 45\n" + README_EXAMPLE, encoding="utf-8")  # top-level keys come first
