@@ -9,6 +9,7 @@ status, never patient data.
 
 from __future__ import annotations
 
+import abc
 import enum
 import io
 import logging
@@ -90,11 +91,12 @@ def sink_for(text: str, remote_aes: Iterable[RemoteAE], *, local_ae_title: str =
     return AeSink(remote, local_ae_title, ssl_context=ssl_context, timeout_s=timeout_s)
 
 
-class _Closing:
+class _Closing(abc.ABC):
     """A sink as a context manager: closed at the end of the ``with``, completed unless it raised."""
 
+    @abc.abstractmethod
     def close(self, completed: bool = True) -> None:
-        raise NotImplementedError
+        """Flush what is pending and release the connection (``completed``: the export did not fail)."""
 
     def __enter__(self) -> Self:
         return self
