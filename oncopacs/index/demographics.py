@@ -372,8 +372,12 @@ def coerce_part10(data: bytes, current: CurrentPatient) -> bytes:
     same bytes when its patient attributes are current already."""
     if not needs_coercion(dcmread(io.BytesIO(data), stop_before_pixels=True), current):
         return data
+    coerced = coerce(dcmread(io.BytesIO(data)), current)
+    meta = coerced.file_meta  # files received with a sparse header still leave as valid Part 10
+    meta.MediaStorageSOPClassUID = meta.get("MediaStorageSOPClassUID") or coerced.get("SOPClassUID")
+    meta.MediaStorageSOPInstanceUID = meta.get("MediaStorageSOPInstanceUID") or coerced.get("SOPInstanceUID")
     buffer = io.BytesIO()
-    dcmwrite(buffer, coerce(dcmread(io.BytesIO(data)), current), enforce_file_format=True)
+    dcmwrite(buffer, coerced, enforce_file_format=True)
     return buffer.getvalue()
 
 

@@ -405,3 +405,21 @@ def test_a_prior_id_unknown_here_files_under_the_survivor_when_it_arrives(archiv
     assert outcome.text == "merged 1 patient(s), moved 0 studies"
     store(archive, ct("P-GONE", later := generate_uid()))
     assert study_owner(archive, later) == "P-SURV"
+
+
+def test_coercion_writes_a_valid_header_for_a_file_received_with_a_sparse_one():
+    import io
+
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    from oncopacs.index.demographics import CurrentPatient, Demographics, coerce_part10
+
+    original = dcmread(get_testdata_file("CT_small.dcm"))
+    del original.file_meta.MediaStorageSOPClassUID, original.file_meta.MediaStorageSOPInstanceUID
+    stored = io.BytesIO()
+    original.save_as(stored, enforce_file_format=False)
+    current = CurrentPatient(Demographics("NEWID", "HOSP", "DOE^JANE", "19600101", "F"))
+    sent = dcmread(io.BytesIO(coerce_part10(stored.getvalue(), current)))
+    assert (str(sent.PatientName), sent.PatientID) == ("DOE^JANE", "NEWID")
+    assert sent.file_meta.MediaStorageSOPInstanceUID == original.SOPInstanceUID
