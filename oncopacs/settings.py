@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -41,6 +42,29 @@ class RemoteAE:
 
 def _parse_remote_aes(text: str) -> tuple[RemoteAE, ...]:
     return tuple(RemoteAE.parse(part) for part in text.split(",") if part.strip())
+
+
+_ORIGIN = re.compile(r"(https?)://([a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _parse_origin(text: str) -> str:
+    """A web origin as a browser writes it in ``Origin`` (RFC 6454): ``scheme://host[:port]``, lowercase.
+
+    http or https, a host name or IP address, an optional port (a default one is dropped); a trailing ``/`` is
+    dropped; no user, path, query or fragment; never ``*``.
+    """
+    origin = text.strip().rstrip("/")
+    if origin == "*":
+        raise ConfigError("setting cors_origins (ONCOPACS_CORS_ORIGINS): '*' is refused: credentialed requests are "
+                          "allowed, so each origin must be named (e.g. https://viewer.example.org)")
+    match = _ORIGIN.fullmatch(origin.lower())
+    port = int(match.group(3)) if match and match.group(3) else None
+    if match is None or port == 0 or (port or 0) > 65535:
+        raise ConfigError(f"setting cors_origins (ONCOPACS_CORS_ORIGINS): {text.strip()!r} is not an origin "
+                          "(http:// or https://, a host, an optional :port; no path, query or fragment)")
+    scheme, host = match.group(1), match.group(2)
+    return f"{scheme}://{host}" + (f":{port}" if port is not None and port != _DEFAULT_PORTS[scheme] else "")
 
 
 def _parse_bool(text: str) -> bool:
@@ -117,6 +141,9 @@ class Settings:
     hl7_listen_port: int = 0
     hl7_allowed_senders: tuple[str, ...] = ()
     hl7_max_message_bytes: int = 1024 * 1024
+    # Web origins ("https://viewer.example.org", "http://127.0.0.1:8111") whose pages may call /dicom-web and /api
+    # with credentials (CORS, oncopacs.web.cors), e.g. a separately served OHIF viewer; empty: none. Never "*".
+    cors_origins: tuple[str, ...] = ()
     # Retrieved instances carry the index's current demographics (after ADT updates and merges) unless this is
     # set: then they leave as stored, byte for byte.
     keep_original_on_retrieve: bool = False
@@ -239,6 +266,9 @@ def _coerce(name: str, value: Any) -> Any:
         if name == "hl7_allowed_senders":
             items = value if isinstance(value, list) else str(value).split(",")
             return tuple(str(item).strip() for item in items if str(item).strip())
+        if name == "cors_origins":
+            items = value if isinstance(value, list) else str(value).split(",")
+            return tuple(dict.fromkeys(_parse_origin(str(item)) for item in items if str(item).strip()))
         if name in {"rules", "inference", "dicomweb_auth", "prefetch"}:
             if isinstance(value, str):  # ONCOPACS_RULES / _INFERENCE / _DICOMWEB_AUTH / _PREFETCH: a file of tables
                 value = _read_rules_file(Path(value), name)

@@ -25,6 +25,7 @@ from oncopacs.platform import Platform, open_platform
 from oncopacs.web import api, auth, browser, dicomweb, health, jobs_page, outbox_page, report_list, theme
 from oncopacs.web import viewer as viewer_routes
 from oncopacs.web.auth import install_authentication
+from oncopacs.web.cors import install_cors
 from oncopacs.web.dashboards import mount_dashboards
 from oncopacs.web.headers import install_security_headers
 
@@ -54,6 +55,7 @@ def create_app(platform: Platform | None = None) -> Flask:
     app.context_processor(theme.template_context)
     _register_error_handlers(app)
     install_authentication(app)
+    install_cors(app, settings.cors_origins)  # after authentication, which lets a listed origin's preflight through
     mount_dashboards(app)
     install_security_headers(app, tls=settings.tls_enabled,
                              script_hashes=app.extensions["oncopacs.dashboard_script_hashes"])
