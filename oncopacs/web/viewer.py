@@ -1,4 +1,4 @@
-"""``/viewer/<StudyInstanceUID>/<plane>/<index>.png``: one rendered CT slice with contours and dose.
+"""``/slices/<StudyInstanceUID>/<plane>/<index>.png``: one rendered CT slice with contours and dose.
 
 Query: ``window`` (lung, mediastinum, bone, brain), ``rois`` (comma-separated names; absent: all,
 empty: none), ``isodose`` (comma-separated levels) with ``unit`` (gy or percent of the prescription),
@@ -18,7 +18,7 @@ from oncopacs.viewer.scene import LoadedScene, Viewer
 from oncopacs.viewer.slices import RenderOptions, SliceError, isodose_levels_gy
 from oncopacs.web.access import audit_access, requires
 
-bp = Blueprint("viewer", __name__, url_prefix="/viewer")
+bp = Blueprint("viewer", __name__, url_prefix="/slices")
 
 MAX_ISODOSE_LEVELS = 12
 

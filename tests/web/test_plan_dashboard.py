@@ -35,13 +35,13 @@ def app(sqlite_web_app: Flask, demo: DemoPatient) -> Flask:
 
 def test_the_slice_route_serves_a_png_and_refuses_referrers(app: Flask, sqlite_headers_for: Headers, demo: DemoPatient):
     client = app.test_client()
-    url = f"/viewer/{demo.rt_dose.StudyInstanceUID}/sagittal/32.png?window=lung&isodose=50,100&unit=percent"
+    url = f"/slices/{demo.rt_dose.StudyInstanceUID}/sagittal/32.png?window=lung&isodose=50,100&unit=percent"
     reply = client.get(url, headers=sqlite_headers_for(Role.PHYSICIST))
     assert reply.status_code == 200 and reply.mimetype == "image/png"
     assert Image.open(io.BytesIO(reply.data)).size[0] >= 384
     assert client.get(url, headers=sqlite_headers_for(Role.REFERRER)).status_code == 403
     bad = client.get(
-        f"/viewer/{demo.rt_dose.StudyInstanceUID}/axial/999.png", headers=sqlite_headers_for(Role.PHYSICIST)
+        f"/slices/{demo.rt_dose.StudyInstanceUID}/axial/999.png", headers=sqlite_headers_for(Role.PHYSICIST)
     )
     assert bad.status_code == 400 and "outside" in bad.get_json()["detail"]
 
