@@ -82,6 +82,8 @@ class Settings:
 
     data_dir: Path = Path("oncopacs-data")
     database_url: str = ""  # empty: SQLite file ``index.sqlite`` in ``data_dir``
+    # Where ``oncopacs viewer install`` puts OHIF's prebuilt viewer (served at /viewer); empty: data_dir/viewer
+    viewer_dir: str = ""
     http_host: str = "127.0.0.1"
     http_port: int = 8042
     dicom_host: str = "0.0.0.0"
@@ -156,6 +158,11 @@ class Settings:
     def tls_enabled(self) -> bool:
         """Whether a server certificate and key are configured (HTTPS, DIMSE-TLS)."""
         return bool(self.tls_cert and self.tls_key)
+
+    @property
+    def effective_viewer_dir(self) -> Path:
+        """Where the OHIF viewer is installed: ``viewer_dir``, or ``viewer`` in the data directory."""
+        return Path(self.viewer_dir) if self.viewer_dir else self.data_dir / "viewer"
 
     @property
     def storage_dir(self) -> Path:

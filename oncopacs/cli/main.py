@@ -26,6 +26,7 @@ from oncopacs.cli.report import report_group
 from oncopacs.cli.rt import rt_group
 from oncopacs.cli.tls import tls_group
 from oncopacs.cli.users import token_group, user_group
+from oncopacs.cli.viewer import viewer_group
 from oncopacs.errors import EXPECTED_ERRORS
 from oncopacs.settings import Settings
 
@@ -154,6 +155,7 @@ def demo(ctx: click.Context, patients: int, http_port: int | None, dicom_port: i
     """Load synthetic demo patients (CT, RTSTRUCT, RT Ion Plan, RT Dose, PET-CT) and serve them."""
     from oncopacs.cli.demo import analyse_demo, ensure_demo_user, load_demo
     from oncopacs.cli.serve import serve as run
+    from oncopacs.cli.viewer import ensure_viewer
     from oncopacs.platform import open_platform
 
     settings = settings_of(ctx, http_port=http_port, dicom_port=dicom_port)
@@ -167,6 +169,7 @@ def demo(ctx: click.Context, patients: int, http_port: int | None, dicom_port: i
         with tqdm(unit="job", desc="analysing the demo", file=sys.stderr, disable=None) as bar:
             analysed = analyse_demo(platform, on_job=lambda: bar.update(1))
         click.echo(analysed.describe(), err=True)
+        click.echo(ensure_viewer(settings.effective_viewer_dir), err=True)
         username, password = ensure_demo_user(platform.users, settings.data_dir)
         click.echo(f"sign in as {username!r} with password {password!r} (admin; kept in "
                    f"{settings.data_dir / 'demo-credentials.txt'})", err=True)
@@ -174,7 +177,7 @@ def demo(ctx: click.Context, patients: int, http_port: int | None, dicom_port: i
             logging.getLogger("oncopacs").setLevel(logging.INFO)
             scheme = "https" if settings.tls_enabled else "http"
             click.echo(f"serving on {scheme}://{settings.http_host}:{settings.http_port}/login "
-                       f"(DICOMweb at /dicom-web, API at /api) and DICOM "
+                       f"(DICOMweb at /dicom-web, API at /api, OHIF at /viewer) and DICOM "
                        f"{settings.ae_title}@127.0.0.1:{settings.dicom_port}; Ctrl-C stops", err=True)
             run(platform)
 
@@ -190,6 +193,7 @@ main.add_command(tls_group)
 main.add_command(deid_group)
 main.add_command(models_group)
 main.add_command(patients_group)
+main.add_command(viewer_group)
 
 
 if __name__ == "__main__":  # pragma: no cover

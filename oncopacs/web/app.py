@@ -22,7 +22,7 @@ from oncopacs.errors import (
     StorageError,
 )
 from oncopacs.platform import Platform, open_platform
-from oncopacs.web import api, auth, browser, dicomweb, health, jobs_page, outbox_page, report_list, theme
+from oncopacs.web import api, auth, browser, dicomweb, health, jobs_page, ohif_viewer, outbox_page, report_list, theme
 from oncopacs.web import viewer as viewer_routes
 from oncopacs.web.auth import install_authentication
 from oncopacs.web.cors import install_cors
@@ -52,6 +52,7 @@ def create_app(platform: Platform | None = None) -> Flask:
     app.register_blueprint(outbox_page.bp)
     app.register_blueprint(jobs_page.bp)
     app.register_blueprint(viewer_routes.bp)
+    app.register_blueprint(ohif_viewer.bp)
     app.context_processor(theme.template_context)
     _register_error_handlers(app)
     install_authentication(app)

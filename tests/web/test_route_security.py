@@ -19,8 +19,11 @@ from oncopacs.auth.roles import PERMISSIONS, Permission, Role
 from oncopacs.platform import open_platform
 from oncopacs.web.access import is_public
 from oncopacs.web.auth import MACHINE_PREFIXES
+from oncopacs.web.ohif_viewer import RouteConverter
 
-PUBLIC_ENDPOINTS = frozenset({"auth.login", "static", "health.health"})  # the whole allowlist
+# The whole allowlist. OHIF's published build files and its no-op service-worker script hold no patient data, and the
+# browser fetches some (the web-app manifest) without cookies; OHIF's pages and configuration stay signed-in.
+PUBLIC_ENDPOINTS = frozenset({"auth.login", "static", "health.health", "ohif.build_file", "ohif.no_service_worker"})
 # Open to any signed-in caller on purpose (no patient data): sign-out, who-am-I, the API description.
 AUTHENTICATED_ONLY = frozenset({"auth.logout", "api.me", "api.openapi_document"})
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -36,6 +39,8 @@ def dummy_value(converter) -> object:
         return uuid.UUID(int=1)
     if isinstance(converter, AnyConverter):
         return min(converter.items)
+    if isinstance(converter, RouteConverter):
+        return "viewer"  # one of OHIF's routes (no dot)
     return DUMMY_UID  # string and path converters: StudyInstanceUID, user names, tag paths, file names
 
 
@@ -68,7 +73,7 @@ def unguarded_endpoints(app: Flask) -> set[str]:
     }
 
 
-def test_the_public_allowlist_is_exactly_login_static_and_health(sqlite_web_app: Flask):
+def test_the_public_allowlist_is_exactly_login_static_health_and_ohif_build_files(sqlite_web_app: Flask):
     public = {rule.endpoint for rule in sqlite_web_app.url_map.iter_rules()
               if is_public(sqlite_web_app.view_functions[rule.endpoint])}
     assert public == PUBLIC_ENDPOINTS
