@@ -41,7 +41,7 @@ from oncopacs.audit.events import AuditAction
 from oncopacs.auth.roles import Permission
 from oncopacs.index.display import format_date, format_person_name
 from oncopacs.web.access import audit_access
-from oncopacs.web.navigation import Page
+from oncopacs.web.navigation import Page, viewer_link
 from rt.course import ESTIMATED, FROM_RECORDS
 
 BASE_PATH = "/dashboards/response/"
@@ -269,14 +269,16 @@ def timeline_table(points: tuple[TimelinePoint, ...], plans: tuple[CoursePlan, .
     def liver(p: TimelinePoint) -> str:
         return "—" if p.liver_sul_mean is None else f"{p.liver_sul_mean:.2f} ± {p.liver_sul_sd or 0.0:.2f}"
 
-    def label(p: TimelinePoint) -> list[Any]:
+    def label(p: TimelinePoint, i: int) -> list[Any]:
         marks = [dmc.Badge("during RT", color="grape", variant="light", size="xs", ml=4, className="during-rt")]
-        return [p.label, *(marks if during_rt(p.day, plans) else [])]
+        compare = [html.Br(), dcc.Link("vs baseline in OHIF", href=viewer_link(p.study_uid, points[0].study_uid).href,
+                                       refresh=True, className="compare-in-ohif", style={"fontSize": "0.75rem"})]
+        return [p.label, *(marks if during_rt(p.day, plans) else []), *(compare if i > 0 else [])]
 
     rows = [dmc.TableTr([
         cell(dcc.Link(show_day(p.day), href=page_href(Page.PET, p.study_uid), refresh=True),
              style={"whiteSpace": "nowrap"}),
-        cell(label(p)), cell(_number(p.suv_max)), cell(_number(p.suv_peak)),
+        cell(label(p, i)), cell(_number(p.suv_max)), cell(_number(p.suv_peak)),
         cell("—" if i == 0 else _change(p.suv_peak_change_pct), className="change"),
         cell(_number(p.sul_peak)), cell("—" if i == 0 else _change(p.sul_peak_change_pct), className="change"),
         cell(liver(p)), cell(_number(p.mtv_cc, 1)), cell(_number(p.tlg_g, 1)), cell(_number(p.gtv_cc, 1)),

@@ -222,13 +222,13 @@ def _link(label: str, href: str, current: str, **kwargs: Any) -> dmc.NavLink:
 
 
 def _study(entry: StudyEntry, current: str) -> dmc.NavLink:
-    """The study (date, description) with its pages beneath; a study no page applies to says so."""
+    """The study (date, description) with its pages beneath, then its images in OHIF; a study no dashboard applies
+    to says so."""
     title = format_date(entry.study_date) or "(no date)"
     description = entry.study_description or " ".join(entry.modalities)
-    pages = [_link(p.label, p.href, current) for p in entry.pages]
-    if not pages:
-        return dmc.NavLink(label=title, description=f"{description} · no dashboard applies" if description
-                           else "no dashboard applies", disabled=True, className="op-nav-study")
+    if not entry.pages:
+        description = f"{description} · no dashboard applies" if description else "no dashboard applies"
+    pages = [_link(p.label, p.href, current) for p in (*entry.pages, entry.viewer)]
     return dmc.NavLink(label=title, description=description, children=pages, opened=True, childrenOffset="md",
                        className="op-nav-study", **{"data-study-uid": entry.study_uid})
 

@@ -24,7 +24,7 @@ from oncopacs.index.oncology import OncologySummary, summarize_study
 from oncopacs.index.query import QueryError, QueryLevel, find
 from oncopacs.reports.store import ReportRecord
 from oncopacs.web.access import audit_access, current_principal, requires
-from oncopacs.web.navigation import PageLink, four_d_series, patient_pages, study_pages
+from oncopacs.web.navigation import PageLink, four_d_series, patient_pages, study_pages, viewer_link
 
 bp = Blueprint("browser", __name__, template_folder="templates")
 bp.add_app_template_filter(format_person_name, "person")
@@ -70,6 +70,11 @@ class StudyView:
     def pages(self) -> tuple[PageLink, ...]:
         """The dashboards that apply to this study."""
         return study_pages(self.oncology)
+
+    @property
+    def viewer(self) -> PageLink:
+        """The study's images in OHIF."""
+        return viewer_link(self.uid)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,8 @@ applies to what.
   two CT series named as respiratory phases (the index alone decides: no file is opened).
 - Treatment response (``/dashboards/response/<PatientID>``) and the tumour board (``/dashboards/board/``): every
   patient.
+- The images in OHIF (``/viewer?StudyInstanceUIDs=<StudyInstanceUID>``): every study; two studies together (current
+  vs prior) from the response page.
 
 The study browser and the dashboards' shell both read their links here.
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from oncopacs.archive.ingest import Archive
 from oncopacs.index.oncology import OncologySummary, summarize_study
@@ -34,6 +36,7 @@ class Page(enum.StrEnum):
     REVIEW = "review"
     RESPONSE = "response"
     BOARD = "board"
+    VIEWER = "viewer"
 
 
 PAGE_LABELS: dict[Page, str] = {
@@ -42,6 +45,7 @@ PAGE_LABELS: dict[Page, str] = {
     Page.REVIEW: "4D / registration review",
     Page.RESPONSE: "Treatment response",
     Page.BOARD: "Tumour board",
+    Page.VIEWER: "Images in OHIF",
 }
 STUDY_BROWSER_HREF = "/"
 BOARD_HREF = "/dashboards/board/"
@@ -68,6 +72,11 @@ class StudyEntry:
     study_description: str
     modalities: tuple[str, ...]
     pages: tuple[PageLink, ...]
+
+    @property
+    def viewer(self) -> PageLink:
+        """The study's images in OHIF."""
+        return viewer_link(self.study_uid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +115,11 @@ def study_pages(summary: OncologySummary) -> tuple[PageLink, ...]:
     uid = quote(summary.study_instance_uid, safe="")
     checks = ((Page.PLAN, has_planning_set), (Page.PET, has_pet), (Page.REVIEW, has_review))
     return tuple(PageLink(page, f"/dashboards/{page.value}/{uid}") for page, applies in checks if applies(summary))
+
+
+def viewer_link(*study_uids: str) -> PageLink:
+    """The studies' images in OHIF (``/viewer`` picks the hanging protocol: planning, PET-CT, current vs prior)."""
+    return PageLink(Page.VIEWER, "/viewer?" + urlencode({"StudyInstanceUIDs": ",".join(study_uids)}, safe=","))
 
 
 def patient_pages(patient_id: str) -> tuple[PageLink, ...]:

@@ -19,6 +19,8 @@ PASSWORD = "correct horse battery"
 DAY = date(2024, 6, 1)
 PAGES = ("plan", "pet", "review", "response", "board")
 
+OHIF = "Images in OHIF"
+
 
 def components(layout: dict) -> dict[str, dict]:
     """Every component of a Dash layout (JSON) by id: {id: {"type": ..., "props": ...}}."""
@@ -157,9 +159,9 @@ def test_navigation_offers_only_the_pages_that_apply(demo_app, as_role):
                                subject=Subject.STUDY, today=DAY)
     # FDG PET-CT with a bare RTSTRUCT (no plan, no dose): PET-CT only, newest first
     fdg = {k: v for k, v in studies(nav).items() if "FDG" in k}
-    assert list(fdg.items()) == [("6 May 2024 FDG PET-CT follow-up", ["PET-CT"]),
-                                 ("18 Mar 2024 FDG PET-CT mid-treatment", ["PET-CT"]),
-                                 ("5 Feb 2024 FDG PET-CT baseline", ["PET-CT"])]
+    assert list(fdg.items()) == [("6 May 2024 FDG PET-CT follow-up", ["PET-CT", OHIF]),
+                                 ("18 Mar 2024 FDG PET-CT mid-treatment", ["PET-CT", OHIF]),
+                                 ("5 Feb 2024 FDG PET-CT baseline", ["PET-CT", OHIF])]
     every = links(nav)
     assert ("Treatment response", "/dashboards/response/ONCO-RESP-001", False) in every
     assert ("Study browser", "/", False) in every and ("Tumour board", "/dashboards/board/", False) in every
@@ -169,8 +171,9 @@ def test_navigation_offers_only_the_pages_that_apply(demo_app, as_role):
     with as_role(Role.ONCOLOGIST):
         _, nav = shell_context("/dashboards/response/ONCO-DEMO-001", base="/dashboards/response/",
                                subject=Subject.PATIENT, today=DAY)
-    assert studies(nav)["22 Jan 2024 FDG PET-CT staging"] == ["PET-CT"]
-    assert studies(nav)["15 Jan 2024 Proton therapy planning"] == ["Plan review"]
+    assert studies(nav)["22 Jan 2024 FDG PET-CT staging"] == ["PET-CT", OHIF]
+    assert studies(nav)["15 Jan 2024 Proton therapy planning"] == ["Plan review", OHIF]
+    assert (OHIF, f"/viewer?StudyInstanceUIDs={demo['Proton therapy planning']}", False) in links(nav)
     assert (("Plan review", f"/dashboards/plan/{demo['Proton therapy planning']}", False) in links(nav))
     assert [label for label, _, active in links(nav) if active] == ["Treatment response"]
 
@@ -178,8 +181,8 @@ def test_navigation_offers_only_the_pages_that_apply(demo_app, as_role):
     with as_role(Role.ONCOLOGIST):
         _, nav = shell_context(f"/dashboards/review/{four_d['Synthetic 4D CT']}", base="/dashboards/review/",
                                subject=Subject.STUDY, today=DAY)
-    assert studies(nav)["5 Feb 2024 Repeat CT · no dashboard applies"] == []
-    assert studies(nav)["15 Jan 2024 Synthetic 4D CT"] == ["4D / registration review"]
+    assert studies(nav)["5 Feb 2024 Repeat CT · no dashboard applies"] == [OHIF]  # its images still open
+    assert studies(nav)["15 Jan 2024 Synthetic 4D CT"] == ["4D / registration review", OHIF]
 
 
 def test_an_unknown_or_malformed_subject_shows_no_patient(demo_app, as_role):
