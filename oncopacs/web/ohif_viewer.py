@@ -10,9 +10,9 @@
   scripts, styles and icons, no patient data, so served without sign-in (the browser fetches the web-app manifest
   without cookies); content-hashed names are cached for a year.
 
-OHIF's pages get their own Content-Security-Policy: this origin only, plus WebAssembly compilation (its image
-codecs) and ``blob:`` workers, and the hashes of ``index.html``'s inline scripts; never ``'unsafe-inline'`` for
-scripts. Every image OHIF shows comes through ``/dicom-web``, which audits it.
+OHIF's pages get their own Content-Security-Policy: scripts from this origin only (plus the hashes of
+``index.html``'s inline scripts, never ``'unsafe-inline'``), with the evaluation and WebAssembly compilation its
+image decoders need, and ``blob:`` workers. Every image OHIF shows comes through ``/dicom-web``, which audits it.
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ def viewer_csp(inline_script_hashes: tuple[str, ...]) -> str:
     """The Content-Security-Policy of OHIF's pages and scripts."""
     directives = {
         "default-src": ["'self'"],
-        "script-src": ["'self'", "'wasm-unsafe-eval'", *inline_script_hashes],
+        # OHIF's image decoders (emscripten builds of OpenJPEG, CharLS, libjpeg-turbo) evaluate generated code:
+        # without 'unsafe-eval' a JPEG 2000 or JPEG-LS image fails to decode. Scripts still come only from here.
+        "script-src": ["'self'", "'unsafe-eval'", "'wasm-unsafe-eval'", *inline_script_hashes],
         "worker-src": ["'self'", "blob:"],
         "style-src": ["'self'", "'unsafe-inline'"],
         "img-src": ["'self'", "data:", "blob:"],

@@ -30,14 +30,14 @@ WAIT_S = 30
 
 @contextmanager
 def demo_site(folder: Path, users: Mapping[str, Role], prepare: Callable[[Flask], None] | None = None,
-              ) -> Iterator[tuple[str, Flask]]:
+              **overrides: Any) -> Iterator[tuple[str, Flask]]:
     """The demo as ``oncopacs demo`` runs it (rules first, then the data, analysed) behind a threaded server.
 
-    ``users`` maps user names to roles (all with ``PASSWORD``); ``prepare`` may add to the app before it serves.
-    Yields the base URL and the app.
+    ``users`` maps user names to roles (all with ``PASSWORD``); ``prepare`` may add to the app before it serves;
+    ``overrides`` are settings (e.g. ``viewer_dir``). Yields the base URL and the app.
     """
     settings = Settings(data_dir=folder / "data", dicom_host="127.0.0.1", dicom_port=0, secret_key=folder.name,
-                        audit_spool_bytes=TEST_AUDIT_SPOOL_BYTES)
+                        audit_spool_bytes=TEST_AUDIT_SPOOL_BYTES, **overrides)
     with open_platform(settings) as platform:
         load_demo(platform.archive)
         analyse_demo(platform)
@@ -51,10 +51,11 @@ def demo_site(folder: Path, users: Mapping[str, Role], prepare: Callable[[Flask]
 
 
 @contextmanager
-def chromium(width: int, height: int, console: bool = False) -> Iterator[Any]:
+def chromium(width: int, height: int, console: bool = False, webgl: bool = False) -> Iterator[Any]:
     """Debian's headless Chromium through chromedriver (the test skips locally, fails in CI, without them).
 
-    ``console`` keeps the browser console (CSP refusals, failed loads) for ``driver.get_log("browser")``.
+    ``console`` keeps the browser console (CSP refusals, failed loads) for ``driver.get_log("browser")``;
+    ``webgl`` gives it WebGL in software (SwiftShader), which OHIF's viewports draw with.
     """
     require(CHROMIUM.exists() and CHROMEDRIVER.exists(), "Debian's chromium and chromium-driver are not installed")
     webdriver = pytest.importorskip("selenium.webdriver")
@@ -62,7 +63,8 @@ def chromium(width: int, height: int, console: bool = False) -> Iterator[Any]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+    graphics = ("--use-angle=swiftshader", "--enable-unsafe-swiftshader") if webgl else ("--disable-gpu",)
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", *graphics,
                      f"--window-size={width},{height}"):
         options.add_argument(argument)
     if console:

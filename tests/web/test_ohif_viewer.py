@@ -90,13 +90,14 @@ def test_ohif_s_pages_need_a_signed_in_reader(viewer_app: Flask, headers):
     assert page.headers["Cache-Control"] == "no-cache"
 
 
-def test_the_page_s_policy_allows_its_own_scripts_wasm_and_workers_and_nothing_inline_else(viewer_app: Flask,
-                                                                                             headers):
+def test_the_page_s_policy_allows_its_own_scripts_its_decoders_and_workers_and_nothing_inline_else(
+        viewer_app: Flask, headers):
     page = viewer_app.test_client().get("/viewer/", headers=headers(Role.ONCOLOGIST))
     policy = dict(part.strip().split(" ", 1) for part in page.headers["Content-Security-Policy"].split(";"))
     installed = viewer_app.extensions["oncopacs.ohif"]
-    assert policy["script-src"].split() == ["'self'", "'wasm-unsafe-eval'", *installed.inline_script_hashes]
-    assert "'unsafe-inline'" not in policy["script-src"] and "'unsafe-eval'" not in policy["script-src"]
+    assert policy["script-src"].split() == ["'self'", "'unsafe-eval'", "'wasm-unsafe-eval'",
+                                            *installed.inline_script_hashes]  # JPEG 2000 decoding evaluates code
+    assert "'unsafe-inline'" not in policy["script-src"] and "http" not in policy["script-src"]
     assert policy["worker-src"] == "'self' blob:" and policy["frame-ancestors"] == "'none'"
     assert policy["connect-src"].split()[0] == "'self'"
 
