@@ -62,8 +62,11 @@ def install_dir(viewer_dir: Path, version: str = VERSION) -> Path:
 
 
 def find_installed(viewer_dir: Path) -> InstalledViewer | None:
-    """The pinned version installed under ``viewer_dir``, or None when it is not (or not completely) there."""
-    root = install_dir(viewer_dir)
+    """The pinned version installed under ``viewer_dir``, or None when it is not (or not completely) there.
+
+    Its root is absolute: a relative data directory (the demo's ``oncopacs-data``) must not be read against the web
+    app's package folder, as Flask reads a relative folder it sends files from."""
+    root = install_dir(viewer_dir).resolve()
     try:
         marker = json.loads((root / MARKER).read_text(encoding="utf-8"))
         index_html = (root / "index.html").read_text(encoding="utf-8")

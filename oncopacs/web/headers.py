@@ -19,15 +19,17 @@ the session cookie Secure even without TLS), and the Dash hashes are known only 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 from flask import Flask, Response
 
 HSTS_SECONDS = 365 * 24 * 3600
 
 
-def content_security_policy(script_hashes: Iterable[str] = ()) -> str:
-    """The policy, with the CSP source expressions (``'sha256-…'``) of the inline scripts allowed."""
+def content_security_policy(script_hashes: Iterable[str] = (),
+                            extra: Mapping[str, Sequence[str]] | None = None) -> str:
+    """The policy, with the CSP source expressions (``'sha256-…'``) of the inline scripts allowed, and ``extra``
+    sources added to (or directives added beside) the defaults."""
     directives = {
         "default-src": ["'self'"],
         "script-src": ["'self'", *sorted(set(script_hashes))],
@@ -40,6 +42,8 @@ def content_security_policy(script_hashes: Iterable[str] = ()) -> str:
         "form-action": ["'self'"],
         "frame-ancestors": ["'none'"],
     }
+    for name, sources in (extra or {}).items():
+        directives[name] = [*directives.get(name, []), *sources]
     return "; ".join(f"{name} {' '.join(sources)}" for name, sources in directives.items())
 
 

@@ -29,6 +29,7 @@ from oncopacs.ohif.app_config import app_config_js, viewer_route
 from oncopacs.ohif.bundle import MARKER, MOUNT, InstalledViewer, find_installed
 from oncopacs.uids import is_valid_uid
 from oncopacs.web.access import public, requires
+from oncopacs.web.headers import content_security_policy
 
 bp = Blueprint("ohif", __name__)
 
@@ -45,24 +46,15 @@ _IMMUTABLE = "private, max-age=31536000, immutable"
 
 
 def viewer_csp(inline_script_hashes: tuple[str, ...]) -> str:
-    """The Content-Security-Policy of OHIF's pages and scripts."""
-    directives = {
-        "default-src": ["'self'"],
+    """The Content-Security-Policy of OHIF's pages and scripts: the site's, plus what OHIF needs."""
+    return content_security_policy(inline_script_hashes, extra={
         # OHIF's image decoders (emscripten builds of OpenJPEG, CharLS, libjpeg-turbo) evaluate generated code:
         # without 'unsafe-eval' a JPEG 2000 or JPEG-LS image fails to decode. Scripts still come only from here.
-        "script-src": ["'self'", "'unsafe-eval'", "'wasm-unsafe-eval'", *inline_script_hashes],
+        "script-src": ["'unsafe-eval'", "'wasm-unsafe-eval'"],
         "worker-src": ["'self'", "blob:"],
-        "style-src": ["'self'", "'unsafe-inline'"],
-        "img-src": ["'self'", "data:", "blob:"],
-        "font-src": ["'self'", "data:"],
-        "connect-src": ["'self'", "data:", "blob:"],
+        "connect-src": ["data:", "blob:"],
         "media-src": ["'self'", "blob:"],
-        "object-src": ["'none'"],
-        "base-uri": ["'self'"],
-        "form-action": ["'self'"],
-        "frame-ancestors": ["'none'"],
-    }
-    return "; ".join(f"{name} {' '.join(sources)}" for name, sources in directives.items())
+    })
 
 
 def installed_viewer() -> InstalledViewer | None:

@@ -9,7 +9,6 @@ non-safelisted Accept) passes and the studies JSON arrives; from the unlisted on
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,7 +23,7 @@ from oncopacs.settings import Settings
 from oncopacs.web.app import create_app
 from tests.conftest import TEST_AUDIT_SPOOL_BYTES
 from tests.e2e.browsing import chromium, wait
-from tests.web.conftest import serve_app
+from tests.web.conftest import serve_app, serving
 
 pytestmark = pytest.mark.slow  # the demo load and a browser start
 
@@ -64,15 +63,8 @@ def _handler(page: _Page) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def static_site(page: _Page) -> Iterator[str]:
     """``page`` served on a free loopback port (http.server in a thread); yields its origin."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(page))
-    thread = threading.Thread(target=server.serve_forever, name="static-site", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(10)
-        server.server_close()
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), _handler(page))) as origin:
+        yield origin
 
 
 @pytest.fixture(scope="module")

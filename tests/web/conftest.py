@@ -7,6 +7,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -88,7 +89,13 @@ class _NoDelayHandler(WSGIRequestHandler):
 @contextmanager
 def serve_app(app: Flask) -> Iterator[str]:
     """Serve ``app`` over real HTTP on a free loopback port (werkzeug, threaded); yield its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_NoDelayHandler)
+    with serving(make_server("127.0.0.1", 0, app, threaded=True, request_handler=_NoDelayHandler)) as url:
+        yield url
+
+
+@contextmanager
+def serving(server: Any) -> Iterator[str]:
+    """Run a bound ``socketserver``-style server (``serve_forever``/``shutdown``) in a thread; yield its base URL."""
     thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
     thread.start()
     try:
