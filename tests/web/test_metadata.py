@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from urllib.parse import urlsplit
 
 import pytest
@@ -185,3 +186,21 @@ def test_compressed_pixel_data_comes_back_as_its_frames(
     assert client.retrieve_bulkdata(uri) == list(generate_frames(original.PixelData, number_of_frames=1))
     reply = requests.get(uri, headers=headers, timeout=10)
     assert f"Content-Type: application/octet-stream; transfer-syntax={JPEG2000Lossless}".encode() in reply.content
+
+
+def test_metadata_is_gzipped_for_a_client_that_asks_and_frames_are_sent_as_stored(
+        base_url: str, headers: dict[str, str], demo: DemoPatient):
+    """A viewer's largest wait before its first image is the series metadata: sent gzipped when accepted."""
+    ct = demo.planning_ct[0]
+    series = f"{base_url}/studies/{ct.StudyInstanceUID}/series/{ct.SeriesInstanceUID}"
+    plain = requests.get(f"{series}/metadata", headers={**headers, "Accept-Encoding": "identity"}, timeout=30)
+    zipped = requests.get(f"{series}/metadata", headers={**headers, "Accept-Encoding": "gzip"}, stream=True,
+                          timeout=30)
+    raw = zipped.raw.read(decode_content=False)
+    assert "Content-Encoding" not in plain.headers and zipped.headers["Content-Encoding"] == "gzip"
+    assert "Accept-Encoding" in zipped.headers["Vary"]
+    assert gzip.decompress(raw) == plain.content and len(raw) * 5 < len(plain.content)
+    frame = requests.get(f"{series}/instances/{ct.SOPInstanceUID}/frames/1",
+                         headers={**headers, "Accept-Encoding": "gzip",
+                                  "Accept": "multipart/related; type=application/octet-stream"}, timeout=30)
+    assert frame.status_code == 200 and "Content-Encoding" not in frame.headers
