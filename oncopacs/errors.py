@@ -20,6 +20,10 @@ class ConfigError(OncopacsError):
     """A setting is missing or malformed."""
 
 
+class ViewerInstallError(ConfigError):
+    """The OHIF viewer could not be fetched or installed; the message says why and what to do."""
+
+
 
 class ListenError(OncopacsError):
     """A listener (HTTP, DIMSE) could not be opened: port in use, no permission."""
@@ -63,5 +67,5 @@ EXPECTED_ERRORS: tuple[type[Exception], ...] = (OncopacsError, RTError, FusionEr
 __all__ = [
     "EXPECTED_ERRORS", "AccountLockedError", "AuditError", "AuthenticationError", "ConfigError", "DicomInputError",
     "FusionError", "GeometryError", "IntegrityError", "ListenError", "NotFoundError",
-    "OncopacsError", "PermissionDeniedError", "RTError", "RemoteNodeError", "StorageError",
+    "OncopacsError", "PermissionDeniedError", "RTError", "RemoteNodeError", "StorageError", "ViewerInstallError",
 ]

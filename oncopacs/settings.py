@@ -83,7 +83,7 @@ class Settings:
     data_dir: Path = Path("oncopacs-data")
     database_url: str = ""  # empty: SQLite file ``index.sqlite`` in ``data_dir``
     # Where ``oncopacs viewer install`` puts OHIF's prebuilt viewer (served at /viewer); empty: data_dir/viewer
-    viewer_dir: str = ""
+    viewer_dir: Path | None = None
     http_host: str = "127.0.0.1"
     http_port: int = 8042
     dicom_host: str = "0.0.0.0"
@@ -162,7 +162,7 @@ class Settings:
     @property
     def effective_viewer_dir(self) -> Path:
         """Where the OHIF viewer is installed: ``viewer_dir``, or ``viewer`` in the data directory."""
-        return Path(self.viewer_dir) if self.viewer_dir else self.data_dir / "viewer"
+        return Path(self.viewer_dir) if self.viewer_dir else self.data_dir / "viewer"  # Path(): set in code as text
 
     @property
     def storage_dir(self) -> Path:
@@ -232,7 +232,7 @@ def _read_rules_file(path: Path, key: str = "rules") -> list[Any]:
 def _coerce(name: str, value: Any) -> Any:
     """Turn a TOML or environment value into the field's type, naming the setting on error."""
     try:
-        if name == "data_dir":
+        if name in {"data_dir", "viewer_dir"}:
             return Path(value)
         if name in {
             "http_port",

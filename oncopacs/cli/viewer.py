@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from oncopacs.cli.context import settings_of
-from oncopacs.ohif.bundle import INTEGRITY, PACKAGE, VERSION, ViewerInstallError, fetch_with_npm, find_installed
-from oncopacs.ohif.bundle import install_tarball as install_from
+from oncopacs.errors import ViewerInstallError
+from oncopacs.ohif.bundle import INTEGRITY, PACKAGE, VERSION, fetch_with_npm, find_installed, install_tarball
 
 
 @click.group("viewer")
@@ -25,17 +25,14 @@ def viewer_group() -> None:
               help="Install here instead of ONCOPACS_VIEWER_DIR (default: DATA_DIR/viewer).")
 @click.pass_context
 def install_command(ctx: click.Context, tarball: Path | None, directory: Path | None) -> None:
-    """Fetch OHIF (npm pack), check it against the pinned SHA-512, unpack it for /viewer."""
+    """Fetch OHIF (npm pack), check it against the pinned SHA-512, unpack it for /viewer (exit 2 when refused)."""
     target = directory or settings_of(ctx).effective_viewer_dir
-    try:
-        if tarball is None:
-            with tempfile.TemporaryDirectory(prefix="oncopacs-ohif-") as scratch:
-                click.echo(f"fetching {PACKAGE}@{VERSION} with npm ...", err=True)
-                installed = install_from(fetch_with_npm(Path(scratch)), target)
-        else:
-            installed = install_from(tarball, target)
-    except ViewerInstallError as exc:
-        raise click.ClickException(str(exc)) from None
+    if tarball is None:
+        with tempfile.TemporaryDirectory(prefix="oncopacs-ohif-") as scratch:
+            click.echo(f"fetching {PACKAGE}@{VERSION} with npm ...", err=True)
+            installed = install_tarball(fetch_with_npm(Path(scratch)), target)
+    else:
+        installed = install_tarball(tarball, target)
     click.echo(f"OHIF {installed.version} installed in {installed.root} (SHA-512 checked); served at /viewer")
 
 
@@ -52,17 +49,19 @@ def ensure_viewer(target: Path) -> str:
         click.echo(f"installing the OHIF viewer ({PACKAGE}@{VERSION}, via npm) ...", err=True)
         try:
             with tempfile.TemporaryDirectory(prefix="oncopacs-ohif-") as scratch:
-                installed = install_from(fetch_with_npm(Path(scratch)), target)
+                installed = install_tarball(fetch_with_npm(Path(scratch)), target)
         except ViewerInstallError as exc:
             return f"OHIF viewer not installed: {exc}"
     return f"OHIF {installed.version} viewer at /viewer (installed in {installed.root})"
 
 
 @viewer_group.command("status")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              help="Look here instead of ONCOPACS_VIEWER_DIR (default: DATA_DIR/viewer).")
 @click.pass_context
-def status_command(ctx: click.Context) -> None:
+def status_command(ctx: click.Context, directory: Path | None) -> None:
     """Whether the pinned OHIF version is installed, and where; exit 1 when it is not."""
-    target = settings_of(ctx).effective_viewer_dir
+    target = directory or settings_of(ctx).effective_viewer_dir
     installed = find_installed(target)
     if installed is None:
         click.echo(f"OHIF {VERSION} is not installed in {target}: run `oncopacs viewer install`", err=True)

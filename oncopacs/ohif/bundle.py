@@ -8,7 +8,8 @@ OHIF's prebuilt files expect to be served from the site root (webpack's public p
 ``/``, fixed at build time). OncoPACS serves them under :data:`MOUNT`, so the install rewrites what names the root,
 and refuses a build where it is not as this version has it: ``PUBLIC_URL`` and the ``src``/``href`` paths of
 ``index.html``, the public path of the app's and its workers' webpack runtimes, and root ``url(/…)`` in the style
-sheets, the icons of the web-app manifest. Everything else is OHIF's bytes as published.
+sheets, the icons of the web-app manifest. The build's own ``app-config.js`` (a public demo server) and service
+worker are removed. Everything else is OHIF's bytes as published.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from oncopacs.errors import ConfigError
+from oncopacs.errors import ViewerInstallError
 
 PACKAGE = "@ohif/app"
 VERSION = "3.13.2"
@@ -39,10 +40,6 @@ _WEBPACK_PUBLIC_PATH = '__webpack_require__.p = "/";'
 _ROOT_PATHS = re.compile(r'\b(src|href)="/(?!/)')
 _ROOT_URLS = re.compile(r"url\(/(?!/)")
 _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)
-
-
-class ViewerInstallError(ConfigError):
-    """The OHIF viewer could not be fetched or installed; the message says why and what to do."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,37 +108,59 @@ def integrity_of(tarball: Path) -> str:
 def install_tarball(tarball: Path, viewer_dir: Path) -> InstalledViewer:
     """Check ``tarball`` against the pinned integrity, unpack its ``dist/``, mount it at :data:`MOUNT`.
 
-    Replaces an earlier install of the same version only once the new one is complete.
+    The tarball is copied first and the copy is both checked and unpacked. An earlier install of the same version
+    is replaced only once the new one is complete, by two renames.
     """
     try:
-        found = integrity_of(tarball)
+        viewer_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=viewer_dir, prefix=".unpack-") as scratch:
+            copy = Path(scratch) / "package.tgz"
+            try:
+                shutil.copyfile(tarball, copy)
+            except OSError as exc:
+                raise ViewerInstallError(f"cannot read {tarball}: {exc.strerror or exc}") from None
+            found = integrity_of(copy)
+            if found != INTEGRITY:
+                raise ViewerInstallError(f"{tarball.name} is not {PACKAGE}@{VERSION}: its SHA-512 is {found}, "
+                                         f"the pinned one is {INTEGRITY}")
+            dist = _unpack_dist(copy, Path(scratch) / "unpacked")
+            mount_build(dist, MOUNT)
+            (dist / MARKER).write_text(json.dumps({"package": PACKAGE, "version": VERSION, "integrity": INTEGRITY,
+                                                   "mount": MOUNT}), encoding="utf-8")
+            _swap_in(dist, install_dir(viewer_dir), Path(scratch) / "previous")
     except OSError as exc:
-        raise ViewerInstallError(f"cannot read {tarball}: {exc.strerror}") from None
-    if found != INTEGRITY:
-        raise ViewerInstallError(
-            f"{tarball.name} is not {PACKAGE}@{VERSION}: its SHA-512 is {found}, the pinned one is {INTEGRITY}")
-    viewer_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=viewer_dir, prefix=".unpack-") as scratch:
-        unpacked = Path(scratch)
-        try:
-            with tarfile.open(tarball, "r:gz") as archive:
-                archive.extractall(unpacked, filter="data")
-        except (tarfile.TarError, OSError) as exc:
-            raise ViewerInstallError(f"cannot unpack {tarball.name}: {exc}") from None
-        dist = unpacked / "package" / "dist"
-        if not (dist / "index.html").is_file():
-            raise ViewerInstallError(f"{tarball.name} has no package/dist/index.html")
-        mount_build(dist, MOUNT)
-        (dist / MARKER).write_text(json.dumps({"package": PACKAGE, "version": VERSION, "integrity": INTEGRITY,
-                                               "mount": MOUNT}), encoding="utf-8")
-        target = install_dir(viewer_dir)
-        if target.exists():
-            shutil.rmtree(target)
-        dist.rename(target)
+        raise ViewerInstallError(f"cannot install into {viewer_dir}: {exc.strerror or exc}") from None
     installed = find_installed(viewer_dir)
     if installed is None:  # pragma: no cover - the marker was just written
-        raise ViewerInstallError(f"the install in {target} cannot be read back")
+        raise ViewerInstallError(f"the install in {install_dir(viewer_dir)} cannot be read back")
     return installed
+
+
+def _unpack_dist(tarball: Path, into: Path) -> Path:
+    """``package/dist`` of an npm tarball, refusing members that are links, devices or outside the folder."""
+    try:
+        with tarfile.open(tarball, "r:gz") as archive:
+            for member in archive.getmembers():
+                parts = Path(member.name).parts
+                if member.name.startswith("/") or ".." in parts or not (member.isfile() or member.isdir()):
+                    raise ViewerInstallError(f"the tarball holds {member.name[:100]!r}, which is not a plain file")
+            if hasattr(tarfile, "data_filter"):  # tarfile's own check as well, where this Python has it (3.11.4+)
+                archive.extractall(into, filter="data")
+            else:  # pragma: no cover - the members were checked above
+                archive.extractall(into)
+    except (tarfile.TarError, EOFError) as exc:
+        raise ViewerInstallError(f"cannot unpack {tarball.name}: {exc}") from None
+    dist = into / "package" / "dist"
+    if not (dist / "index.html").is_file():
+        raise ViewerInstallError("the tarball has no package/dist/index.html")
+    return dist
+
+
+def _swap_in(new: Path, target: Path, aside: Path) -> None:
+    """Put ``new`` at ``target``; a previous install is moved ``aside`` first (and leaves with the scratch folder)."""
+    if target.exists():
+        target.rename(aside)
+    new.rename(target)
 
 
 def mount_build(dist: Path, mount: str) -> None:
@@ -160,6 +179,8 @@ def mount_build(dist: Path, mount: str) -> None:
         if _WEBPACK_PUBLIC_PATH in code:
             script.write_text(code.replace(_WEBPACK_PUBLIC_PATH, f'__webpack_require__.p = "{mount}";'),
                               encoding="utf-8")
+    for unused in ("app-config.js", "sw.js"):  # a public demo server's configuration; the service worker
+        (dist / unused).unlink(missing_ok=True)
     manifest = dist / "manifest.json"  # the web-app manifest's icons
     if manifest.is_file():
         text = manifest.read_text(encoding="utf-8")

@@ -11,8 +11,9 @@
   without cookies); content-hashed names are cached for a year.
 
 OHIF's pages get their own Content-Security-Policy: scripts from this origin only (plus the hashes of
-``index.html``'s inline scripts, never ``'unsafe-inline'``), with the evaluation and WebAssembly compilation its
-image decoders need, and ``blob:`` workers. Every image OHIF shows comes through ``/dicom-web``, which audits it.
+``index.html``'s inline scripts, never ``'unsafe-inline'``), WebAssembly compilation, ``blob:`` workers; its
+scripts (whose policy is a worker's) may also evaluate code, as its JPEG 2000 and JPEG-LS decoders do. Every image
+OHIF shows comes through ``/dicom-web``, which audits it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import re
 from pathlib import Path
 
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, send_from_directory
-from werkzeug.routing import PathConverter
+from flask.blueprints import BlueprintSetupState
+from werkzeug.routing import PathConverter, ValidationError
 
 from oncopacs.auth.roles import Permission
 from oncopacs.index.query import QueryError, QueryLevel, find
@@ -31,11 +33,31 @@ from oncopacs.uids import is_valid_uid
 from oncopacs.web.access import public, requires
 from oncopacs.web.headers import content_security_policy
 
+
+class RouteConverter(PathConverter):
+    """A path with no dot: one of OHIF's client-side routes, never a file."""
+
+    regex = r"[^.]+"
+
+
+class BuildFileConverter(PathConverter):
+    """A path whose last segment has a file extension (``app.bundle.….js``, ``assets/x.png``)."""
+
+    regex = r"(?:[^/]+/)*[^/]+\.[A-Za-z0-9]+"
+
+    def to_python(self, value: str) -> str:
+        """The path, or 404 when it has ``.`` or ``..`` segments: each file has one name, so a hidden one stays
+        hidden (``./sw.js``, ``assets/../app-config.js``)."""
+        if any(segment in {"", ".", ".."} for segment in value.split("/")):
+            raise ValidationError()
+        return value
+
+
 bp = Blueprint("ohif", __name__)
 
 
 @bp.record_once
-def _register_converter(state) -> None:
+def _register_converters(state: BlueprintSetupState) -> None:
     state.app.url_map.converters["build_file"] = BuildFileConverter
     state.app.url_map.converters["ohif_route"] = RouteConverter
 
@@ -45,12 +67,14 @@ _NO_SERVICE_WORKER = "/* OncoPACS serves OHIF without a service worker: cached i
 _IMMUTABLE = "private, max-age=31536000, immutable"
 
 
-def viewer_csp(inline_script_hashes: tuple[str, ...]) -> str:
-    """The Content-Security-Policy of OHIF's pages and scripts: the site's, plus what OHIF needs."""
+def viewer_csp(inline_script_hashes: tuple[str, ...], *, evaluation: bool = False) -> str:
+    """The Content-Security-Policy of OHIF's pages (``evaluation`` off) and of its scripts and workers (on)."""
+    # OHIF's image decoders (emscripten builds of OpenJPEG, CharLS, libjpeg-turbo) run in workers, which get the
+    # policy of their own script's response, and evaluate generated code: without 'unsafe-eval' there, a JPEG 2000
+    # image fails to decode. The page, which shows text from the archive's files, never evaluates strings.
+    scripts = ["'unsafe-eval'", "'wasm-unsafe-eval'"] if evaluation else ["'wasm-unsafe-eval'"]
     return content_security_policy(inline_script_hashes, extra={
-        # OHIF's image decoders (emscripten builds of OpenJPEG, CharLS, libjpeg-turbo) evaluate generated code:
-        # without 'unsafe-eval' a JPEG 2000 or JPEG-LS image fails to decode. Scripts still come only from here.
-        "script-src": ["'unsafe-eval'", "'wasm-unsafe-eval'"],
+        "script-src": scripts,
         "worker-src": ["'self'", "blob:"],
         "connect-src": ["data:", "blob:"],
         "media-src": ["'self'", "blob:"],
@@ -120,24 +144,17 @@ def build_file(path: str) -> Response:
         abort(404, description=f"the viewer has no file {path[:100]!r}")
     response = send_from_directory(installed.root, path, max_age=None, conditional=True)
     response.headers["Cache-Control"] = _IMMUTABLE if _HASHED_NAME.search(path) else "no-cache"
-    _protect(response, installed)
+    _protect(response, installed, evaluation=path.endswith(".js"))  # a worker's policy is its script's
     return response
 
 
-class RouteConverter(PathConverter):
-    """A path with no dot: one of OHIF's client-side routes, never a file."""
-
-    regex = r"[^.]+"
-
-
-class BuildFileConverter(PathConverter):
-    """A path whose last segment has a file extension (``app.bundle.….js``, ``assets/x.png``)."""
-
-    regex = r"(?:[^/]+/)*[^/]+\.[A-Za-z0-9]+"
-
-
-def _index(installed: InstalledViewer) -> Response:
-    response = Response((installed.root / "index.html").read_bytes(), mimetype="text/html")
+def _index(installed: InstalledViewer) -> Response | tuple[str, int]:
+    try:
+        page = (installed.root / "index.html").read_bytes()
+    except OSError:  # being reinstalled, or removed: looked up again on the next request
+        current_app.extensions.pop("oncopacs.ohif", None)
+        return _not_installed()
+    response = Response(page, mimetype="text/html")
     response.headers["Cache-Control"] = "no-cache"
     _protect(response, installed)
     return response
@@ -149,8 +166,8 @@ def _script(text: str) -> Response:
     return response
 
 
-def _protect(response: Response, installed: InstalledViewer) -> None:
-    response.headers["Content-Security-Policy"] = viewer_csp(installed.inline_script_hashes)
+def _protect(response: Response, installed: InstalledViewer, *, evaluation: bool = False) -> None:
+    response.headers["Content-Security-Policy"] = viewer_csp(installed.inline_script_hashes, evaluation=evaluation)
     if response.mimetype == "application/octet-stream" and request.path.endswith(".wasm"):
         response.mimetype = "application/wasm"
 

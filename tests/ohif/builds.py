@@ -40,6 +40,7 @@ def lay_out_dist(dist: Path) -> Path:
     (dist / "assets").mkdir()
     (dist / "assets" / "icon.png").write_bytes(b"\x89PNG fake")
     (dist / "sw.js").write_text("self.addEventListener('install', () => {});")
+    (dist / "app-config.js").write_text("window.config = {dataSources: ['a public demo server']};")
     return dist
 
 

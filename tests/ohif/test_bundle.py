@@ -15,6 +15,7 @@ from oncopacs.ohif.bundle import (
     MARKER,
     VERSION,
     ViewerInstallError,
+    _unpack_dist,
     fetch_with_npm,
     find_installed,
     install_dir,
@@ -40,6 +41,20 @@ def test_mounting_points_every_root_path_at_viewer(tmp_path: Path):
     assert (dist / "app.bundle.css").read_text() == (
         "@font-face{src:url(/viewer/a34f9d1faa5f3315.woff2)}a{b:url(//x/y.png)}")
     assert json.loads((dist / "manifest.json").read_text())["icons"][0]["src"] == "/viewer/assets/icon.png"
+    assert not (dist / "app-config.js").exists() and not (dist / "sw.js").exists()  # a demo server; a cache
+
+
+def test_a_tarball_member_outside_its_folder_or_a_link_is_refused(tmp_path: Path):
+    for name, kind in (("../evil.js", tarfile.REGTYPE), ("package/dist/index.html", tarfile.SYMTYPE)):
+        tarball = tmp_path / "bad.tgz"
+        with tarfile.open(tarball, "w:gz") as archive:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            info.linkname = "/etc/passwd" if kind == tarfile.SYMTYPE else ""
+            archive.addfile(info, io.BytesIO(b""))
+        with pytest.raises(ViewerInstallError, match="which is not a plain file"):
+            _unpack_dist(tarball, tmp_path / "into")
+        assert not (tmp_path / "evil.js").exists()
 
 
 @pytest.mark.parametrize("breakage", ["index", "runtime"])

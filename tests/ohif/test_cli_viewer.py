@@ -18,11 +18,11 @@ def _run(*args: str):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
-def test_a_tarball_that_is_not_the_pinned_release_is_refused_with_a_message_and_exit_1(tmp_path: Path):
+def test_a_tarball_that_is_not_the_pinned_release_is_refused_with_a_message_and_exit_2(tmp_path: Path):
     tarball = tmp_path / "ohif-app-3.13.2.tgz"
     tarball.write_bytes(b"not the release")
     done = _run("--data-dir", str(tmp_path / "data"), "viewer", "install", "--tarball", str(tarball))
-    assert done.exit_code == 1
+    assert done.exit_code == 2
     assert f"is not @ohif/app@{VERSION}: its SHA-512 is sha512-" in done.output and "Traceback" not in done.output
     assert not (tmp_path / "data" / "viewer" / f"ohif-{VERSION}").exists()
 
