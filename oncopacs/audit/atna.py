@@ -42,6 +42,7 @@ QUERY = Code("110112", DCM, "Query")
 INSTANCES_TRANSFERRED = Code("110104", DCM, "DICOM Instances Transferred")
 PATIENT_RECORD = Code("110110", DCM, "Patient Record")
 ORDER_RECORD = Code("110109", DCM, "Order Record")
+AUDIT_LOG_USED = Code("110101", DCM, "Audit Log Used")
 EXPORT = Code("110106", DCM, "Export")
 USER_AUTHENTICATION = Code("110114", DCM, "User Authentication")
 SECURITY_ALERT = Code("110113", DCM, "Security Alert")
@@ -67,6 +68,7 @@ EVENT_KINDS: dict[AuditAction, EventKind] = {
     AuditAction.ASSOCIATION_REFUSED: EventKind(SECURITY_ALERT, "E", Code("110126", DCM, "Node Authentication")),
     AuditAction.PATIENT_RECORD: EventKind(PATIENT_RECORD, "U"),
     AuditAction.ORDER_RECORD: EventKind(ORDER_RECORD, "U"),
+    AuditAction.AUDIT_LOG_USED: EventKind(AUDIT_LOG_USED, "R"),
 }
 
 # Roles of (the requestor, the archive) in a transfer; other events name no roles.

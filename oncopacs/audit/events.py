@@ -23,6 +23,7 @@ class AuditAction(str, enum.Enum):
     ASSOCIATION_REFUSED = "association_refused"  # DIMSE allow-list -> 110113 Security Alert
     PATIENT_RECORD = "patient_record"  # an HL7 ADT message received  -> 110110 Patient Record (U)
     ORDER_RECORD = "order_record"  # an HL7 order or appointment     -> 110109 Order Record (U)
+    AUDIT_LOG_USED = "audit_log_used"  # the trail read or verified  -> 110101 Audit Log Used (R)
 
 
 class Outcome(int, enum.Enum):

@@ -37,8 +37,14 @@ def audit_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
 @click.pass_context
 def verify_command(ctx: click.Context, as_json: bool) -> None:
-    """Check every record's hash and its link to the one before; exit 1 at the first break."""
-    result = _trail(ctx).verify()
+    """Check every record's hash and its link to the one before; exit 1 at the first break.
+
+    The check is itself recorded (Audit Log Used) under the operating-system user, after it has run."""
+    trail = _trail(ctx)
+    result = trail.verify()
+    trail.record(AuditEvent(action=AuditAction.AUDIT_LOG_USED,
+                            outcome=Outcome.SUCCESS if result.ok else Outcome.MINOR_FAILURE, actor=_os_user(),
+                            actor_kind=ActorKind.USER, source=socket.gethostname(), detail="oncopacs audit verify"))
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.summary())
     if not result.ok:
         reason = result.reason.value if result.reason else "unknown"

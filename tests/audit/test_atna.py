@@ -31,6 +31,7 @@ EXPECTED_EVENT = {
     AuditAction.ASSOCIATION_REFUSED: ("110113", "E"),
     AuditAction.PATIENT_RECORD: ("110110", "U"),
     AuditAction.ORDER_RECORD: ("110109", "U"),
+    AuditAction.AUDIT_LOG_USED: ("110101", "R"),
 }
 
 

@@ -86,3 +86,16 @@ def test_only_administrators_read_the_audit_trail(client, headers_for):
         for path in ("/api/audit", "/api/audit/verify", "/api/audit/export"):
             assert client.get(path, headers=headers_for(role)).status_code == 403, (role, path)
     assert client.get("/api/audit").status_code == 401
+
+
+def test_reading_and_verifying_the_trail_are_themselves_audited(web_app: Flask, client, headers_for):
+    """ATNA 110101 Audit Log Used: who looked at the trail, with what question."""
+    admin = headers_for("admin")
+    seed(web_app)
+    assert client.get("/api/audit?patient_id=PAT-A", headers=admin).status_code == 200
+    assert client.get("/api/audit/verify", headers=admin).get_json()["ok"] is True
+    used = client.get("/api/audit?action=audit_log_used", headers=admin).get_json()["records"]
+    assert [r["detail"] for r in used] == ["GET /api/audit?patient_id=PAT-A", "GET /api/audit/verify"]
+    assert {r["actor"] for r in used} == {"test-admin"} and all(r["patient_ids"] == [] for r in used)
+    atna = ET.fromstring(client.get("/api/audit/export?format=atna&action=audit_log_used", headers=admin).data)
+    assert {m.find("EventIdentification/EventID").get("csd-code") for m in atna} == {"110101"}

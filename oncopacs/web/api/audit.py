@@ -1,6 +1,8 @@
 """``/api/audit``: read, verify and export the audit trail (administrators: Permission.AUDIT_READ).
 
-Reading and verifying are not themselves audited (that would recurse); an export is, as EXPORT.
+Reading and verifying are audited as AUDIT_LOG_USED (ATNA 110101 Audit Log Used) with the query that was asked (not
+the patient IDs the records name: a patient's own history would fill with every administrator's look at it); an
+export is audited as EXPORT. The record is written after the trail is read, so a read never shows its own record.
 """
 
 from __future__ import annotations
@@ -23,14 +25,18 @@ _FORMATS = {"atna": "application/xml", "json": "application/json"}
 def list_audit_records():
     """Audit records, oldest first; filters ?since= ?until= (ISO 8601) ?actor= ?patient_id= ?action=; ?limit= ?offset=."""  # noqa: E501 - the first docstring line is the OpenAPI summary
     page = read_page()
-    return jsonify(audit_trail().query(_read_filter(), limit=page.limit, offset=page.offset).to_dict())
+    document = audit_trail().query(_read_filter(), limit=page.limit, offset=page.offset).to_dict()
+    audit_access(AuditAction.AUDIT_LOG_USED)  # with the query; before anything is sent (fail closed)
+    return jsonify(document)
 
 
 @bp.get("/audit/verify")
 @requires(Permission.AUDIT_READ)
 def verify_audit_trail():
     """Check the hash chain: ``ok``, records checked, and the first broken record and why."""
-    return jsonify(audit_trail().verify().to_dict())
+    result = audit_trail().verify()
+    audit_access(AuditAction.AUDIT_LOG_USED)
+    return jsonify(result.to_dict())
 
 
 @bp.get("/audit/export")
