@@ -1,4 +1,4 @@
-"""Index tables of users, API tokens and the sign-in throttle of source addresses."""
+"""Index tables of users, API tokens, browser sessions and the sign-in throttle of source addresses."""
 
 from __future__ import annotations
 
@@ -49,3 +49,22 @@ class SignInThrottle(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)
     window_started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     throttled_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, index=True)
+
+
+class WebSession(Base):
+    """A signed-in browser session; the cookie holds its random id, the row only that id's SHA-256.
+
+    Shared by every node over the same index, so a sign-out (or a password change, a role change, a disabled
+    account) ends the session everywhere: ``ended_at`` set, ``ended_reason`` saying why.
+    """
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    username: Mapped[str] = mapped_column(String(64), index=True)
+    credential_stamp: Mapped[str] = mapped_column(String(64), default="")  # the password's stamp at sign-in
+    signed_in: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # written at most every touch interval
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    ended_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -7,7 +7,8 @@ Accounts never lock: failed sign-ins are throttled per source address (:mod:`onc
 password guesser is slowed down without being able to shut a user, the administrator included, out from
 everywhere. The user's row only counts failures since the last good sign-in, for the administrator to see. A
 user with a TOTP secret must also give a one-time code, each accepted once. Tokens are not throttled (256
-random bits are not guessed), only revoked or disabled.
+random bits are not guessed), only revoked or disabled. Browser sessions live in the index
+(:mod:`oncopacs.auth.sessions`); a new password, a new role or a disabled account ends all of the user's at once.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from oncopacs.auth import totp
+from oncopacs.auth import sessions, totp
 from oncopacs.auth.models import ApiToken, User
 from oncopacs.auth.roles import Principal, Role, parse_role
+from oncopacs.auth.sessions import WebSessionStore, end_sessions_of
 from oncopacs.auth.throttle import LockoutPolicy, SignInThrottleStore, ThrottleState, source_key
 from oncopacs.errors import AuthenticationError, NotFoundError, StorageError
 from oncopacs.index.db import IndexDatabase
@@ -206,7 +208,8 @@ class UserStore:
     """Users and tokens kept in the index database.
 
     ``clock`` (UTC) is injectable for tests, and so is ``hasher`` (Argon2 parameters for new hashes;
-    a hash is always verified with the parameters it was made with).
+    a hash is always verified with the parameters it was made with). ``sessions`` keeps the browser sessions
+    (on the same clock).
     """
 
     def __init__(self, index: IndexDatabase, policy: LockoutPolicy | None = None, clock: Clock = utc_now,
@@ -216,6 +219,7 @@ class UserStore:
         self.throttle = SignInThrottleStore(index, self.policy)
         self.clock = clock
         self.hasher = hasher
+        self.sessions = WebSessionStore(index, lambda: self.clock())  # follows a clock replaced later (tests)
 
     # -- users ---------------------------------------------------------------------------------
 
@@ -248,21 +252,24 @@ class UserStore:
             return [_info(user) for user in session.scalars(select(User).order_by(User.username))]
 
     def set_role(self, username: str, role: Role | str) -> UserInfo:
-        """Give ``username`` another role; ValueError if that leaves no enabled administrator."""
+        """Give ``username`` another role (ends their sessions); ValueError if that leaves no enabled administrator."""
         role = role if isinstance(role, Role) else parse_role(role)
         with self.index.writing() as session:
             user = _find(session, username, for_update=True)
             if role is not Role.ADMIN:
                 self._keep_an_admin(session, user)
+            if user.role != role.value:
+                end_sessions_of(session, user.username, sessions.ROLE_CHANGED, self.clock())
             user.role = role.value
             return _info(user)
 
     def set_disabled(self, username: str, disabled: bool) -> UserInfo:
-        """Disable (every credential refused, tokens included) or re-enable a user."""
+        """Disable (every credential refused, tokens included; sessions ended) or re-enable a user."""
         with self.index.writing() as session:
             user = _find(session, username, for_update=True)
             if disabled:
                 self._keep_an_admin(session, user)
+                end_sessions_of(session, user.username, sessions.DISABLED, self.clock())
             user.disabled = disabled
             return _info(user)
 
@@ -273,6 +280,7 @@ class UserStore:
         with self.index.writing() as session:
             user = _find(session, username, for_update=True)
             user.password_hash, user.failed_logins, user.locked_until = password_hash, 0, None
+            end_sessions_of(session, user.username, sessions.PASSWORD_CHANGED, self.clock())
             return _info(user)
 
     def unlock(self, username: str) -> UserInfo:

@@ -4,9 +4,12 @@ Runs before every view. Public views (marked with :func:`oncopacs.web.access.pub
 everything else needs a principal. ``/dicom-web`` and ``/api`` answer 401 with a
 ``WWW-Authenticate`` challenge (Basic and Bearer); UI pages redirect to ``/login``.
 
-Sessions are signed cookies (HttpOnly, SameSite=Lax) holding the user name, a stamp of the
-password hash (a new password ends every session), the sign-in time and the last-seen time: a
-session idle for longer than ``settings.session_timeout_minutes`` ends (HIPAA automatic logoff).
+Sessions live in the index (:mod:`oncopacs.auth.sessions`), shared by every node: the signed cookie (HttpOnly,
+SameSite=Lax) carries only the session's random id (and Flask-WTF's CSRF token), so a sign-out ends the session
+everywhere and a copied cookie is refused after it. A new password, a new role or a disabled account ends all of
+the user's sessions; the row also keeps the password's stamp at sign-in, checked on every request. A session idle
+for longer than ``settings.session_timeout_minutes`` ends (HIPAA automatic logoff), and every session ends
+``MAX_SESSION_SECONDS`` after sign-in.
 CSRF tokens (Flask-WTF) guard the login form and every form-encoded request a session makes;
 requests authenticated by an ``Authorization`` header carry no ambient credentials and need none.
 
@@ -42,11 +45,13 @@ from flask import (
 )
 from flask_wtf import FlaskForm
 from flask_wtf.csrf import CSRFProtect
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import TooManyRequests, Unauthorized
 from wtforms import PasswordField, StringField
 from wtforms.validators import InputRequired, Length, Optional
 
 from oncopacs.audit.events import ActorKind, AuditAction, AuditEvent, Outcome
+from oncopacs.auth import sessions as web_sessions
 from oncopacs.auth.roles import Permission, Principal
 from oncopacs.auth.users import SignIn, UserStore
 from oncopacs.errors import AuthenticationError
@@ -66,10 +71,12 @@ MACHINE_PREFIXES = ("/dicom-web", "/api")
 CHALLENGE = 'Basic realm="OncoPACS", Bearer realm="OncoPACS"'
 SECRET_KEY_FILE = "secret_key"
 MAX_SESSION_SECONDS = 12 * 3600  # a session ends this long after sign-in, however busy
-#: A session's last activity is written at most this often: rewriting it on every request gave every response a new
-#: session cookie, and the browser's cache (the responses vary by Cookie) then fetched every Dash bundle again on
-#: every page (about 3.5 MB). The idle timeout is exact to within this.
+#: A session's last activity is written to its row at most this often (a write per request would cost the index a
+#: write per Dash callback). The cookie never changes while the session lasts: a new cookie on every response once
+#: made the browser's cache (the responses vary by Cookie) fetch every Dash bundle again on every page (3.5 MB).
+#: The idle timeout is exact to within this.
 SESSION_TOUCH_SECONDS = 30
+SESSION_ID_KEY = "sid"  # the key of the session's id in Flask's signed cookie
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # Content types a cross-site page can send without a CORS preflight: these need a CSRF token.
 _FORM_MIMETYPES = frozenset({"", "application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
@@ -287,36 +294,44 @@ def _check_basic(credentials: str) -> Principal:
 
 
 def _from_session() -> Principal | None:
-    username = session.get("user")
-    if not username:
+    session_id = session.get(SESSION_ID_KEY)
+    if not session_id or not isinstance(session_id, str):
         return None
-    now = users().clock().timestamp()
+    store = users().sessions
+    record = store.find(session_id)
+    if record is None or not record.is_open:
+        session.clear()
+        reason = record.ended_reason if record is not None else "unknown session"
+        g.session_ended = f"the session ended ({reason}); sign in again"
+        return None
+    now = users().clock()
+    idle = (now - record.last_seen).total_seconds()
     idle_limit = _settings().session_timeout_minutes * 60
-    idle = now - float(session.get("last_seen", 0))
-    if (idle_limit and idle > idle_limit) or now - float(session.get("signed_in", 0)) > MAX_SESSION_SECONDS:
+    too_old = (now - record.signed_in).total_seconds() > MAX_SESSION_SECONDS
+    if (idle_limit and idle > idle_limit) or too_old:
         session.clear()
         g.session_ended = "the session expired; sign in again"
-        record_security_event(
-            AuditAction.LOGOUT, actor=username, note=f"session expired after {idle / 60:.0f} min idle"
-        )
+        if store.end(session_id, web_sessions.EXPIRED if too_old else web_sessions.IDLE):  # once, whichever node
+            note = (f"session ended {MAX_SESSION_SECONDS / 3600:g} h after sign-in" if too_old
+                    else f"session expired after {idle / 60:.0f} min idle")
+            record_security_event(AuditAction.LOGOUT, actor=record.username, note=note)
         return None
-    standing = users().standing(username)
-    if standing is None or standing.credential_stamp != session.get("stamp"):
+    standing = users().standing(record.username)
+    if standing is None or standing.credential_stamp != record.credential_stamp:
         session.clear()
+        store.end(session_id, web_sessions.DISABLED if standing is None else web_sessions.CREDENTIALS_CHANGED)
         g.session_ended = "the session ended (user disabled or password changed); sign in again"
         return None
-    if now - float(session.get("last_seen", 0)) >= SESSION_TOUCH_SECONDS:
-        session["last_seen"] = now
-    return Principal(username, standing.principal.role, "session")
+    if idle >= SESSION_TOUCH_SECONDS:
+        store.touch(session_id)
+    return Principal(record.username, standing.principal.role, "session")
 
 
 def _start_session(principal: Principal) -> None:
     standing = users().standing(principal.name)
-    now = users().clock().timestamp()
+    opened = users().sessions.start(principal.name, standing.credential_stamp if standing else "")
     session.clear()
-    session.update(
-        user=principal.name, stamp=standing.credential_stamp if standing else "", signed_in=now, last_seen=now
-    )
+    session[SESSION_ID_KEY] = opened.session_id
 
 
 # -- views ------------------------------------------------------------------------------------
@@ -360,17 +375,27 @@ def login():
         if attempt.throttled_until is not None:
             return _login_page(form, attempt.message, 429, {"Retry-After": str(attempt.retry_after_seconds)})
         return _login_page(form, attempt.message, 401)
-    _start_session(attempt.principal)
+    try:
+        _start_session(attempt.principal)
+    except (OSError, SQLAlchemyError):  # a full disk: a session that cannot be recorded could not be ended either
+        record_security_event(AuditAction.LOGIN_FAILED, actor=attempt.username, outcome=Outcome.SERIOUS_FAILURE,
+                              note="form: the session could not be recorded (the index is not writable)")
+        return _login_page(form, "Your password was accepted, but the server cannot open a new session now (its disk "
+                                 "is full or its database is unavailable); try again later. API tokens and sessions "
+                                 "already open keep working.", 503)
     record_security_event(AuditAction.LOGIN, actor=attempt.username, note=f"form, role {attempt.principal.role.value}")
     return redirect(_safe_next(request.args.get("next"), attempt.principal), 303)
 
 
 @bp.post("/logout")
 def logout():
-    """End the browser session (a token or Basic client has none to end)."""
+    """End the browser session, on every node (a token or Basic client has none to end)."""
     principal = current_principal()
     if principal.via != "session":
         return "", 204
+    session_id = session.get(SESSION_ID_KEY)
+    if isinstance(session_id, str):
+        users().sessions.end(session_id, web_sessions.SIGNED_OUT)
     session.clear()
     record_security_event(AuditAction.LOGOUT, actor=principal.name, note="signed out")
     return redirect(url_for("auth.login"), 303)

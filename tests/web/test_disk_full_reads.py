@@ -7,6 +7,7 @@ import errno
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -38,6 +39,13 @@ def full_disk(index: IndexDatabase, monkeypatch: pytest.MonkeyPatch) -> Iterator
         yield
 
 
+def sign_in(browser: Any, username: str) -> Any:
+    """Sign in through the form with ``browser`` (a Flask test client); the reply to the POST."""
+    page = browser.get("/login").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    return browser.post("/login", data={"csrf_token": csrf, "username": username, "password": PASSWORD})
+
+
 def store_study(app: Flask) -> tuple[str, str, str]:
     slices = small_ct_series(3, prefix="FULL")
     for dataset in slices:
@@ -53,8 +61,9 @@ def test_reads_keep_working_while_the_disk_is_full(web_app: Flask,
     token = headers_for(Role.PHYSICIST)
     web_app.extensions["oncopacs.users"].add_user("alice", Role.ONCOLOGIST, PASSWORD)
     trail: AuditTrail = web_app.extensions["oncopacs.audit"]
+    client, browser, newcomer = web_app.test_client(), web_app.test_client(), web_app.test_client()
+    sign_in(browser, "alice")  # before the disk fills: a session is a row in the index (revocable)
     before = trail.query().total
-    client, browser = web_app.test_client(), web_app.test_client()
     reads = [
         ("/dicom-web/studies", DICOM_JSON),
         (f"/dicom-web/studies/{study}/series/{series}/instances/{instance}/metadata", DICOM_JSON),
@@ -66,11 +75,9 @@ def test_reads_keep_working_while_the_disk_is_full(web_app: Flask,
         for path, accept in reads:
             reply = client.get(path, headers=token | accept)
             assert reply.status_code == 200, (path, reply.get_data(as_text=True)[:300])
-        page = browser.get("/login").get_data(as_text=True)
-        csrf = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
-        signed_in = browser.post("/login", data={"csrf_token": csrf, "username": "alice", "password": PASSWORD})
-        assert signed_in.status_code == 303  # a sign-in needs no index write either
-        assert browser.get("/", headers={"Accept": "text/html"}).status_code == 200
+        assert browser.get("/", headers={"Accept": "text/html"}).status_code == 200  # an open session goes on
+        refused = sign_in(newcomer, "alice")  # a new one cannot be recorded, so it could not be ended: refused
+        assert refused.status_code == 503 and "cannot open a new session now" in refused.get_data(as_text=True)
         assert trail.query().total == before  # nothing reached the index...
         assert trail.spool is not None and trail.spool.has_entries()  # ...it waits in the spool
 
@@ -78,7 +85,7 @@ def test_reads_keep_working_while_the_disk_is_full(web_app: Flask,
     entries = trail.query(limit=1000).entries[before:]
     actions = [entry.action for entry in entries]
     assert actions.count("retrieve") + actions.count("query") + actions.count("read") >= len(reads) + 1
-    assert "login" in actions and any(study in entry.study_uids for entry in entries)
+    assert "login_failed" in actions and any(study in entry.study_uids for entry in entries)
     assert not trail.spool.has_entries() and trail.verify().ok
 
 
