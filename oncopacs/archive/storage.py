@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import enum
 import hashlib
 import os
 import threading
@@ -32,6 +33,34 @@ class StoredFile:
     relative_path: str
     size_bytes: int
     sha256: str
+
+
+class Damage(str, enum.Enum):
+    """Why a stored file cannot be served; :attr:`description` says it without a path."""
+
+    MISSING = "missing"
+    ALTERED = "altered"
+    UNREADABLE = "unreadable"
+
+    @property
+    def description(self) -> str:
+        return _DAMAGE_DESCRIPTIONS[self]
+
+
+_DAMAGE_DESCRIPTIONS = {
+    Damage.MISSING: "missing from the storage area",
+    Damage.ALTERED: "damaged (SHA-256 mismatch)",
+    Damage.UNREADABLE: "unreadable (I/O error)",
+}
+
+
+class DamagedFileError(IntegrityError):
+    """A stored file is missing, altered or unreadable; the message names its relative path (for the server
+    log), :attr:`damage` says which without it (for a client)."""
+
+    def __init__(self, relative_path: str, damage: Damage):
+        super().__init__(f"{relative_path} is {damage.description}")
+        self.damage = damage
 
 
 def compute_sha256(data: bytes | memoryview) -> str:
@@ -99,14 +128,29 @@ class Storage:
         return StagingStream(staged, fd)
 
     def read(self, relative_path: str, expected_sha256: str | None = None) -> bytes:
-        """The stored bytes; with ``expected_sha256`` an altered file raises :class:`IntegrityError`."""
+        """The stored bytes; a missing or unreadable file, or with ``expected_sha256`` an altered one, raises
+        :class:`DamagedFileError` (an :class:`IntegrityError`)."""
         try:
             data = (self.root / relative_path).read_bytes()
         except FileNotFoundError:
-            raise IntegrityError(f"{relative_path} is missing from the storage area") from None
+            raise DamagedFileError(relative_path, Damage.MISSING) from None
+        except OSError:
+            raise DamagedFileError(relative_path, Damage.UNREADABLE) from None
         if expected_sha256 is not None and compute_sha256(data) != expected_sha256:
-            raise IntegrityError(f"{relative_path} does not match its recorded SHA-256")
+            raise DamagedFileError(relative_path, Damage.ALTERED)
         return data
+
+    def check(self, relative_path: str, expected_sha256: str) -> Damage | None:
+        """What is wrong with a stored file, None when it is whole: read and hashed in 256 KiB pieces, so memory
+        stays bounded whatever the file's size (about 1.5 GB/s of SHA-256 on one core)."""
+        try:
+            with (self.root / relative_path).open("rb") as file:
+                digest = hashlib.file_digest(file, "sha256").hexdigest()
+        except FileNotFoundError:
+            return Damage.MISSING
+        except OSError:
+            return Damage.UNREADABLE
+        return None if digest == expected_sha256 else Damage.ALTERED
 
     def remove(self, relative_path: str) -> None:
         (self.root / relative_path).unlink(missing_ok=True)

@@ -68,12 +68,19 @@ def audit_access(
     study_uids: Iterable[str] = (),
     outcome: Outcome = Outcome.SUCCESS,
     actor: str | None = None,
+    note: str = "",
 ) -> None:
-    """Record that the current caller did ``action`` on these patients/studies (raises AuditError: fail closed)."""
+    """Record that the current caller did ``action`` on these patients/studies (raises AuditError: fail closed).
+
+    ``note`` (UIDs and counts, never paths or patient data) follows the request line in the record's detail.
+    """
     principal = g.get("principal")
     name = actor or (principal.name if principal is not None else "anonymous")
     query = request.query_string.decode("latin-1")
     detail = f"{request.method} {request.path}" + (f"?{query}" if query else "")
+    if note:
+        note = f"; {note[:1000]}"
+        detail = detail[: 2000 - len(note)] + note
     audit_trail().record(
         AuditEvent(
             action=action,

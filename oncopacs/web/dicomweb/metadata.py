@@ -4,7 +4,9 @@
 storage with the SHA-256 check; binary values over 1 KiB (pixel data above all) are replaced by a
 ``BulkDataURI`` pointing at ``…/instances/{in}/bulkdata/{tag path}``, which answers
 ``multipart/related; type="application/octet-stream"`` (or the bare bytes when the client asks for
-``application/octet-stream`` alone, as OHIF's ``singlepart: 'bulkdata'`` does).
+``application/octet-stream`` alone, as OHIF's ``singlepart: 'bulkdata'`` does). An instance whose
+stored file is damaged is left out of a study or series answer with a ``Warning: 299`` header, and
+refused with a 500 when asked for alone (:mod:`oncopacs.web.dicomweb.damaged`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 from flask import Response, abort, current_app, request
 
 from oncopacs.archive.ingest import Archive
+from oncopacs.archive.storage import DamagedFileError
 from oncopacs.audit.events import AuditAction
 from oncopacs.auth.roles import Permission
 from oncopacs.dicomweb.dicom_json import (
@@ -31,11 +34,19 @@ from oncopacs.dicomweb.multipart import (
     parse_accept,
     write_multipart,
 )
-from oncopacs.errors import DicomInputError, IntegrityError, NotFoundError
+from oncopacs.errors import DicomInputError, NotFoundError
 from oncopacs.index.demographics import CurrentPatient, coerce, current_demographics, needs_coercion
 from oncopacs.index.query import StoredInstance, find_instances
 from oncopacs.web.access import audit_access, requires
 from oncopacs.web.dicomweb import bp
+from oncopacs.web.dicomweb.damaged import (
+    LeftOut,
+    audit_delivered,
+    read_or_refuse,
+    record_left_out,
+    refuse,
+    warn_left_out,
+)
 from oncopacs.web.dicomweb.qido import DICOM_JSON, check_path_uids, dicomweb_base_url
 
 log = logging.getLogger(__name__)
@@ -69,7 +80,7 @@ def retrieve_bulkdata(study: str, series: str, instance: str, tag_path: str):
     except ValueError as exc:
         abort(400, description=str(exc))
     (stored,) = _stored_instances(StudyInstanceUID=study, SeriesInstanceUID=series, SOPInstanceUID=instance)
-    data = _read(stored)
+    data = read_or_refuse(_archive(), stored)
     try:
         element = read_bulk_element(read_metadata_dataset(data), tag_path)
     except NotFoundError as exc:
@@ -90,21 +101,33 @@ def retrieve_bulkdata(study: str, series: str, instance: str, tag_path: str):
 
 
 def _metadata(**uids: str) -> Response:
+    """The DICOM JSON of the instances these UIDs select; a damaged stored file leaves its instance out (the
+    whole answer is built before it is sent, so the Warning can count what was left out)."""
     stored_instances = _stored_instances(**uids)
     base = dicomweb_base_url()
-    with _archive().index.reading() as session:
+    archive = _archive()
+    with archive.index.reading() as session:
         current = current_demographics(session, (s.study_instance_uid for s in stored_instances))
-    documents = [_instance_json(stored, base, current.get(stored.study_instance_uid)) for stored in stored_instances]
-    audit_access(
-        AuditAction.RETRIEVE,
-        patient_ids=[s.patient_id for s in stored_instances],
-        study_uids=[s.study_instance_uid for s in stored_instances],
-    )
-    return Response(json.dumps(documents), status=200, mimetype=DICOM_JSON)
+    documents, delivered, left_out = [], [], []
+    for stored in stored_instances:
+        try:
+            data = archive.storage.read(stored.file_path, stored.sha256)
+        except DamagedFileError as exc:
+            left_out.append(LeftOut(stored, exc.damage))
+            continue
+        documents.append(_instance_json(data, stored, base, current.get(stored.study_instance_uid)))
+        delivered.append(stored)
+    total = len(stored_instances)
+    if not delivered:
+        refuse(left_out, total)
+    record_left_out(left_out)
+    audit_delivered(delivered, left_out, total)
+    response = Response(json.dumps(documents), status=200, mimetype=DICOM_JSON)
+    return warn_left_out(response, left_out, total)
 
 
-def _instance_json(stored: StoredInstance, base: str, current: CurrentPatient | None) -> dict:
-    dataset = read_metadata_dataset(_read(stored))
+def _instance_json(data: bytes, stored: StoredInstance, base: str, current: CurrentPatient | None) -> dict:
+    dataset = read_metadata_dataset(data)
     if current is not None and needs_coercion(dataset, current):  # as QIDO-RS answers: the current demographics
         dataset = coerce(dataset, current)
     series = dataset.get("SeriesInstanceUID", "")
@@ -126,15 +149,6 @@ def _stored_instances(**uids: str) -> list[StoredInstance]:
 
 def _archive() -> Archive:
     return current_app.extensions["oncopacs.archive"]
-
-
-def _read(stored: StoredInstance) -> bytes:
-    archive = _archive()
-    try:
-        return archive.storage.read(stored.file_path, stored.sha256)
-    except IntegrityError:
-        log.error("stored instance %s failed its integrity check", stored.sop_instance_uid)
-        abort(500, description=f"stored instance {stored.sop_instance_uid} is missing or damaged")
 
 
 def _wants_single_part() -> bool:
