@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from oncopacs.archive.decoding import guard_pydicom_logs
 from oncopacs.cli.audit import audit_group
+from oncopacs.cli.backup import backup_command
 from oncopacs.cli.context import opened_platform, settings_of
 from oncopacs.cli.deid import deid_group
 from oncopacs.cli.fusion import fusion_group
@@ -194,6 +195,7 @@ main.add_command(deid_group)
 main.add_command(models_group)
 main.add_command(patients_group)
 main.add_command(viewer_group)
+main.add_command(backup_command)
 
 
 if __name__ == "__main__":  # pragma: no cover
