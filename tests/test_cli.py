@@ -173,3 +173,44 @@ def test_port_in_use_is_one_line_and_non_zero(tmp_path: Path):
     )
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "serve.running").exists()
+
+
+def _store_records(data_dir: Path) -> list:
+    from oncopacs.audit.events import AuditAction
+    from oncopacs.audit.trail import AuditFilter, AuditTrail
+    from oncopacs.platform import open_archive
+    from oncopacs.settings import Settings
+
+    archive = open_archive(Settings(data_dir=data_dir))
+    try:
+        return list(AuditTrail(archive.index).iter_entries(AuditFilter(action=AuditAction.STORE)))
+    finally:
+        archive.close()
+
+
+def test_import_is_audited_under_the_os_user_with_its_patients_and_refusals(tmp_path: Path):
+    import copy
+    import getpass
+    import socket
+
+    from oncopacs.audit.events import Outcome
+
+    first, second = small_ct_series(2, prefix="AUA"), small_ct_series(1, prefix="AUB")
+    write_files(first, tmp_path / "one")
+    assert invoke(tmp_path / "data", "import", str(tmp_path / "one")).exit_code == 0
+    changed = copy.deepcopy(first[0])
+    changed.SeriesDescription = "other content, same SOP Instance UID"
+    write_files([changed], tmp_path / "two" / "a")
+    write_files(second, tmp_path / "two" / "b")
+    assert invoke(tmp_path / "data", "import", str(tmp_path / "two")).exit_code == 1
+
+    stored, partial = _store_records(tmp_path / "data")
+    user = getpass.getuser()
+    assert (stored.actor, stored.actor_kind, stored.source) == (user, "user", socket.gethostname())
+    assert stored.patient_ids == (str(first[0].PatientID),) and stored.study_uids == (str(first[0].StudyInstanceUID),)
+    assert stored.outcome == Outcome.SUCCESS and "import: 2 stored, 0 failed" in stored.detail
+    assert (partial.actor, partial.source, partial.outcome) == (user, socket.gethostname(), Outcome.MINOR_FAILURE)
+    assert set(partial.patient_ids) == {str(first[0].PatientID), str(second[0].PatientID)}
+    assert "1 stored, 1 failed" in partial.detail
+    assert f"refused: 0x0111 already stored with different content (first copy kept): SOP Instance " \
+           f"{first[0].SOPInstanceUID}" in partial.detail

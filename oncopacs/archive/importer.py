@@ -137,20 +137,22 @@ def _has_sop_uid(data: bytes) -> bool:
 
 
 def import_files(
-    archive: Archive, files: Iterable[Path], on_file: Callable[[Path], None] | None = None, *, strict: bool = False
+    archive: Archive, files: Iterable[Path], on_file: Callable[[Path], None] | None = None, *, strict: bool = False,
+    on_result: Callable[[IngestResult], None] | None = None,
 ) -> ImportSummary:
     """Ingest each DICOM file; a file that is not DICOM, a DICOMDIR or a hidden file is listed as skipped, one
     that cannot be read or is refused is listed as rejected, each with its reason. ``strict``: a file that is
-    not DICOM is rejected, not skipped."""
+    not DICOM is rejected, not skipped. ``on_result`` hears each ingest result (the import's audit record)."""
     summary = ImportSummary()
     for path in files:
-        _import_one(archive, path, summary, strict)
+        _import_one(archive, path, summary, strict, on_result)
         if on_file:
             on_file(path)
     return summary
 
 
-def _import_one(archive: Archive, path: Path, summary: ImportSummary, strict: bool) -> None:
+def _import_one(archive: Archive, path: Path, summary: ImportSummary, strict: bool,
+                on_result: Callable[[IngestResult], None] | None = None) -> None:
     label = str(path)
     if path.name.startswith("."):
         summary.skipped.append((label, HIDDEN.reason))
@@ -165,7 +167,10 @@ def _import_one(archive: Archive, path: Path, summary: ImportSummary, strict: bo
         return
     skip = classify(data)
     if skip is None:
-        summary.count(label, archive.ingest(data, source="import"))
+        result = archive.ingest(data, source="import")
+        summary.count(label, result)
+        if on_result:
+            on_result(result)
     elif strict and skip.kind is SkipKind.NOT_DICOM:
         summary.rejected.append((label, f"{skip.reason} (--strict)"))
     else:

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -90,6 +90,8 @@ class IngestResult:
     # The reason as told to whoever sent the object, where it says more than ``reason``: a study stored
     # under another patient names both Patient IDs. Patient data: show it to the sender, never log it.
     sender_reason: str = ""
+    # The Patient ID a refused (CONFLICT) object declared, for its audit record (patient data: never logged).
+    patient_id: str | None = field(default=None, repr=False)
 
     @property
     def acknowledged(self) -> bool:
@@ -398,7 +400,8 @@ class Archive:
                 f"is in study {study_uid} series {series_uid}"
             )
             self._record_conflict(instance, facts, reason)
-            return IngestResult(IngestOutcome.CONFLICT, Status.MOVED_INSTANCE, uid, reason, record.study_instance_uid)
+            return IngestResult(IngestOutcome.CONFLICT, Status.MOVED_INSTANCE, uid, reason, record.study_instance_uid,
+                                patient_id=record.patient_id)
         try:
             stored = self.storage.read(instance.file_path)
         except IntegrityError:
@@ -414,7 +417,8 @@ class Archive:
         reason = f"already stored with different content (first copy kept): SOP Instance {uid}"
         self._record_conflict(instance, facts, reason)
         return IngestResult(
-            IngestOutcome.CONFLICT, Status.DUPLICATE_SOP_INSTANCE, uid, reason, record.study_instance_uid
+            IngestOutcome.CONFLICT, Status.DUPLICATE_SOP_INSTANCE, uid, reason, record.study_instance_uid,
+            patient_id=record.patient_id,
         )
 
     def _replace(self, data: bytes, record: InstanceRecord, facts: FileFacts) -> IngestResult:
@@ -436,7 +440,7 @@ class Archive:
         log.warning("refused %s from %s: %s", uid, source, exc.reason)
         if exc.kind != "patient":
             return IngestResult(IngestOutcome.CONFLICT, Status.MOVED_INSTANCE, uid, exc.reason,
-                                record.study_instance_uid)
+                                record.study_instance_uid, patient_id=record.patient_id)
         stored = self._patient_of_study(record.study_instance_uid)
         received = _describe_patient(record.patient_id, record.issuer_of_patient_id)
         sender_reason = (
@@ -444,7 +448,7 @@ class Archive:
             if stored is not None else ""
         )
         return IngestResult(IngestOutcome.CONFLICT, Status.CONFLICTING_PATIENT, uid, exc.reason,
-                            record.study_instance_uid, sender_reason)
+                            record.study_instance_uid, sender_reason, patient_id=record.patient_id)
 
     def _patient_of_study(self, study_uid: str) -> str | None:
         """The Patient ID (and issuer) a stored study is filed under, as :func:`_describe_patient` gives it."""

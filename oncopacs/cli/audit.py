@@ -1,4 +1,7 @@
-"""``oncopacs audit``: check the audit trail's hash chain, and export it (DICOM audit messages or JSON)."""
+"""``oncopacs audit``: check the audit trail's hash chain, and export it (DICOM audit messages or JSON).
+
+Also the STORE record of an ``oncopacs import`` run (:func:`import_tally`, :func:`record_import`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import getpass
 import json
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -20,6 +23,7 @@ from oncopacs.audit.trail import (
     normalize_time,
 )
 from oncopacs.cli.context import settings_of
+from oncopacs.dimse.auditing import StoreTally, store_event
 
 
 def _trail(ctx: click.Context) -> AuditTrail:
@@ -105,6 +109,22 @@ def export_command(ctx: click.Context, since: str | None, until: str | None, for
 def _write(chunks: Iterator[bytes], stream: BinaryIO) -> None:
     for chunk in chunks:
         stream.write(chunk)
+
+
+def import_tally() -> StoreTally:
+    """An empty tally of one ``oncopacs import`` run: the operating-system user, on this host."""
+    return StoreTally(_os_user(), socket.gethostname())
+
+
+def record_import(trail: AuditTrail, tally: StoreTally, skipped: int,
+                  patient_ids_for: Callable[[list[str]], Iterable[str]]) -> None:
+    """The run's one STORE record (as a C-STORE association's): its patients and studies, counts, refusals.
+
+    Nothing is recorded when no DICOM file was stored or refused. Raises AuditError.
+    """
+    if tally.stored + tally.failed:
+        trail.record(store_event(tally, ActorKind.USER, "import", f"oncopacs import, {skipped} skipped",
+                                 patient_ids_for))
 
 
 def _os_user() -> str:

@@ -93,14 +93,33 @@ def import_command(ctx: click.Context, paths: tuple[Path, ...], as_json: bool, s
     exit status 1 when any DICOM file is rejected (or, with --strict, any file is not DICOM).
     """
     from oncopacs.archive.importer import import_files, iter_files
+    from oncopacs.cli.audit import import_tally, record_import
+    from oncopacs.dimse.auditing import patient_ids_of_studies
+    from oncopacs.errors import AuditError
 
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise click.ClickException(f"no such file or folder: {', '.join(missing)}")
     files = list(iter_files(paths))
+    tally = import_tally()
+    audit_problem = ""
     with opened_platform(ctx) as platform, \
             tqdm(total=len(files), unit="file", desc="import", file=sys.stderr, disable=None) as bar:
-        summary = import_files(platform.archive, files, on_file=lambda _p: bar.update(1), strict=strict)
+        summary = import_files(
+            platform.archive, files, on_file=lambda _p: bar.update(1), strict=strict,
+            on_result=tally.count_result,
+        )
+        for _ in range(len(summary.rejected) - tally.failed):  # unreadable, or not DICOM with --strict
+            tally.count(None, False)
+
+        def patient_ids_for(study_uids: list[str]) -> list[str]:
+            with platform.archive.index.reading() as session:
+                return patient_ids_of_studies(session, study_uids)
+
+        try:
+            record_import(platform.audit, tally, len(summary.skipped), patient_ids_for)
+        except AuditError as exc:  # the files are stored: say so, then that their record is missing
+            audit_problem = str(exc)
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))
     else:
@@ -109,6 +128,9 @@ def import_command(ctx: click.Context, paths: tuple[Path, ...], as_json: bool, s
         for label, entries in (("rejected", summary.rejected), ("skipped", summary.skipped)):
             for path, reason in entries:
                 click.echo(f"  {label} {path}: {reason}")
+    if audit_problem:
+        click.echo(f"oncopacs: import not audited: {audit_problem}", err=True)
+        sys.exit(2)
     if summary.rejected:
         click.echo(f"oncopacs: {len(summary.rejected)} file(s) rejected", err=True)
         sys.exit(1)

@@ -3,7 +3,9 @@
 C-FIND gives one QUERY record per request, C-GET and C-MOVE one RETRIEVE record per request
 (outcome from the sub-operation results), and C-STORE one STORE record per association, written
 when it ends: the C-STORE path itself only counts in memory. The actor is the calling AE title,
-the source the peer's IP address. A refused association gives an ASSOCIATION_REFUSED record.
+the source the peer's IP address. A refused association (allow-list or association limits) gives an
+ASSOCIATION_REFUSED record. ``oncopacs import`` tallies its run with the same :class:`StoreTally`
+and writes one STORE record per run (:func:`store_event`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import cast
 from pynetdicom.dimse_messages import C_STORE_RSP
 from sqlalchemy import select
 
+from oncopacs.archive.ingest import IngestResult
 from oncopacs.audit.events import ActorKind, AuditAction, AuditEvent, Outcome
 from oncopacs.audit.trail import AuditTrail
 from oncopacs.index.models import Patient, Study
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 
 MAX_AUDITED_IDS = 500  # patient IDs / study UIDs named in one record; the detail says how many more
 MAX_DETAIL_CHARS = 2000
+MAX_LISTED_REFUSALS = 20  # refused objects named (status and reason) in one STORE record; the rest are counted
 _WARNING_STATUSES = {0xB000, 0xB006, 0xB007}
 
 
@@ -108,13 +112,42 @@ def _normal_ip(text: str) -> str:
 
 @dataclass(slots=True)
 class StoreTally:
-    """The C-STOREs of one association, counted in memory until it ends."""
+    """The C-STOREs of one association (or the files of one ``oncopacs import``), counted in memory until it ends."""
 
-    calling_ae: str
+    calling_ae: str  # who stored: a calling AE title, or the operating-system user of an import
     source: str
     stored: int = 0
     failed: int = 0
     study_uids: dict[str, None] = field(default_factory=dict)  # insertion-ordered set
+    patient_ids: dict[str, None] = field(default_factory=dict)  # declared by refused objects (stored: looked up)
+    refusals: list[str] = field(default_factory=list)  # "0xA778 <reason>" (reasons name UIDs only), the first few
+    unlisted_refusals: int = 0
+
+    def count(self, study_uid: str | None, acknowledged: bool, *, patient_id: str | None = None,
+              refusal: str | None = None) -> None:
+        """One object; ``refusal`` (see :func:`refusal_text`) and ``patient_id`` say what a refused one was."""
+        if acknowledged:
+            self.stored += 1
+        else:
+            self.failed += 1
+            if patient_id:
+                self.patient_ids[patient_id] = None
+            if refusal and len(self.refusals) < MAX_LISTED_REFUSALS:
+                self.refusals.append(refusal)
+            elif refusal:
+                self.unlisted_refusals += 1
+        if study_uid:
+            self.study_uids[study_uid] = None
+
+    def count_result(self, result: IngestResult) -> None:
+        """One ingest result: a refusal with its status, reason and declared Patient ID."""
+        refusal = None if result.acknowledged else refusal_text(int(result.status), result.reason)
+        self.count(result.study_instance_uid, result.acknowledged, patient_id=result.patient_id, refusal=refusal)
+
+
+def refusal_text(status: int, reason: str) -> str:
+    """A refusal as a STORE record names it: the DICOM status in hex and the (loggable) reason."""
+    return f"0x{status:04X} {reason}".rstrip()
 
 
 @dataclass(slots=True)
@@ -148,18 +181,23 @@ class DimseAudit:
 
     # C-STORE: counted per association, one record at its end
 
-    def count_store(self, assoc, study_uid: str | None, acknowledged: bool) -> None:
+    def count_store(self, assoc, study_uid: str | None, acknowledged: bool, *, patient_id: str | None = None,
+                    refusal: str | None = None) -> None:
+        tally = self._tally(assoc)
+        tally.count(study_uid, acknowledged, patient_id=patient_id, refusal=refusal)
+
+    def count_stored(self, assoc, result: IngestResult) -> None:
+        """Count one C-STORE's ingest result (see :meth:`StoreTally.count_result`)."""
+        tally = self._tally(assoc)
+        tally.count_result(result)
+
+    def _tally(self, assoc) -> StoreTally:
         key = id(assoc)
         tally = self._stores.get(key)
         if tally is None:
             with self._lock:
                 tally = self._stores.setdefault(key, StoreTally(assoc.requestor.ae_title, _peer(assoc)))
-        if acknowledged:
-            tally.stored += 1
-        else:
-            tally.failed += 1
-        if study_uid:
-            tally.study_uids[study_uid] = None
+        return tally
 
     def association_ended(self, assoc, ending: str, patient_ids_for) -> None:
         """Write the STORE record of ``assoc`` (once; later calls for it do nothing).
@@ -172,16 +210,7 @@ class DimseAudit:
             tally = self._stores.pop(id(assoc), None)
         if tally is None:
             return
-        studies = list(tally.study_uids)
-        try:
-            patients = patient_ids_for(studies[:MAX_AUDITED_IDS])
-        except Exception:  # the record is still written, without the patients
-            log.exception("could not look up the patients of an association from %s", tally.calling_ae)
-            patients = []
-        total = tally.stored + tally.failed
-        detail = f"C-STORE: {tally.stored} stored, {tally.failed} failed; association {ending}"
-        self._record(AuditAction.STORE, _outcome(tally.stored, tally.failed, total), tally.calling_ae, tally.source,
-                     patients, studies, detail)
+        self.trail.record(store_event(tally, ActorKind.AE, "C-STORE", f"association {ending}", patient_ids_for))
 
     # C-FIND, C-GET, C-MOVE: one record per request
 
@@ -219,23 +248,50 @@ class DimseAudit:
             detail = f"{service}: {completed} of {total} sent, {failed} failed" + ("; cancelled" if cancelled else "")
         self._record(AuditAction.RETRIEVE, outcome, assoc.requestor.ae_title, _peer(assoc), patients, studies, detail)
 
-    def refused(self, ae_title: str, address: str, called_ae: str) -> None:
-        """Record a refused association (a Security Alert)."""
-        self._record(AuditAction.ASSOCIATION_REFUSED, Outcome.SERIOUS_FAILURE, ae_title, address, (), (),
-                     f"association from {ae_title} to {called_ae} refused: calling AE not allowed from {address}")
+    def refused(self, ae_title: str, address: str, called_ae: str, why: str = "") -> None:
+        """Record a refused association (a Security Alert); ``why`` defaults to the allow-list's reason."""
+        why = why or f"calling AE not allowed from {address}"
+        self._record(AuditAction.ASSOCIATION_REFUSED, Outcome.SERIOUS_FAILURE, ae_title, _normal_ip(address), (), (),
+                     f"association from {ae_title} to {called_ae} refused: {why}")
 
     def _record(self, action: AuditAction, outcome: Outcome, actor: str, source: str,
                 patients: Iterable[str], studies: Iterable[str], detail: str) -> None:
-        patients, studies = [p for p in patients if p], [s for s in studies if s]
-        extra = [f"{len(v) - MAX_AUDITED_IDS} more {what}" for v, what in ((patients, "patients"), (studies, "studies"))
-                 if len(v) > MAX_AUDITED_IDS]
-        if extra:
-            detail += f" ({', '.join(extra)} not listed)"
-        self.trail.record(AuditEvent(
-            action=action, outcome=outcome, actor=actor.strip(), actor_kind=ActorKind.AE, source=source,
-            patient_ids=tuple(patients[:MAX_AUDITED_IDS]), study_uids=tuple(studies[:MAX_AUDITED_IDS]),
-            detail=detail[:MAX_DETAIL_CHARS],
-        ))
+        self.trail.record(_event(action, outcome, actor, ActorKind.AE, source, patients, studies, detail))
+
+
+def store_event(tally: StoreTally, actor_kind: ActorKind, service: str, ending: str, patient_ids_for) -> AuditEvent:
+    """The one STORE record of a tally: its studies, their patients (``patient_ids_for(study_uids)``, a
+    failed look-up leaves them out) and the patients refused objects declared, the counts, and the refusals
+    by status and reason. ``service``: "C-STORE", "import"; ``ending``: "association released", ..."""
+    studies = list(tally.study_uids)
+    try:
+        patients = list(patient_ids_for(studies[:MAX_AUDITED_IDS]))
+    except Exception:  # the record is still written, without the patients
+        log.exception("could not look up the patients of a %s by %s", service, tally.calling_ae)
+        patients = []
+    patients = list(dict.fromkeys([*patients, *tally.patient_ids]))
+    total = tally.stored + tally.failed
+    detail = f"{service}: {tally.stored} stored, {tally.failed} failed; {ending}"
+    if tally.refusals:
+        more = f"; {tally.unlisted_refusals} more" if tally.unlisted_refusals else ""
+        detail += f"; refused: {'; '.join(tally.refusals)}{more}"
+    return _event(AuditAction.STORE, _outcome(tally.stored, tally.failed, total), tally.calling_ae, actor_kind,
+                  tally.source, patients, studies, detail)
+
+
+def _event(action: AuditAction, outcome: Outcome, actor: str, actor_kind: ActorKind, source: str,
+           patients: Iterable[str], studies: Iterable[str], detail: str) -> AuditEvent:
+    patients, studies = [p for p in patients if p], [s for s in studies if s]
+    extra = [f"{len(v) - MAX_AUDITED_IDS} more {what}" for v, what in ((patients, "patients"), (studies, "studies"))
+             if len(v) > MAX_AUDITED_IDS]
+    if extra:  # put before the refusals, so a truncated detail keeps it
+        head, sep, tail = detail.partition("; refused: ")
+        detail = f"{head} ({', '.join(extra)} not listed){sep}{tail}"
+    return AuditEvent(
+        action=action, outcome=outcome, actor=actor.strip(), actor_kind=actor_kind, source=source,
+        patient_ids=tuple(patients[:MAX_AUDITED_IDS]), study_uids=tuple(studies[:MAX_AUDITED_IDS]),
+        detail=detail[:MAX_DETAIL_CHARS],
+    )
 
 
 def patient_ids_of_studies(session, study_uids: list[str]) -> list[str]:  # a SQLAlchemy Session

@@ -24,6 +24,7 @@ from oncopacs.dimse.auditing import (
     DimseAudit,
     SubOperationTally,
     patient_ids_of_studies,
+    refusal_text,
 )
 from oncopacs.dimse.commitment import StorageCommitmentScp
 from oncopacs.dimse.contexts import FIND_SOP_CLASSES, UNCOMPRESSED_SYNTAXES
@@ -96,6 +97,10 @@ class DimseHandlers:
         _quietly(self.audit.refused, calling_ae, address, str(request.called_ae_title).strip())
         assoc.kill()
 
+    def on_limit_refused(self, calling_ae: str, address: str, called_ae: str, why: str) -> None:
+        """Audit an association refused for the association limits (the Perimeter's A-ASSOCIATE-RJ)."""
+        _quietly(self.audit.refused, calling_ae, address, called_ae, why)
+
     def on_connection_open(self, event) -> None:
         """As acceptor, stage each C-STORE dataset while it arrives, its middle fragments read straight
         from the socket (:mod:`oncopacs.dimse.streaming`)."""
@@ -129,7 +134,8 @@ class DimseHandlers:
             if received is not None:
                 received.stream.abandon()
             log.warning("C-STORE from %s refused: %s", calling_ae, problem)
-            self.audit.count_store(event.assoc, None, acknowledged=False)
+            self.audit.count_store(event.assoc, None, acknowledged=False,
+                                   refusal=refusal_text(UNABLE_TO_PROCESS, problem))
             return status_dataset(UNABLE_TO_PROCESS, problem)
         try:
             result = self.archive.ingest_dimse(
@@ -143,9 +149,10 @@ class DimseHandlers:
             if received is not None:
                 received.stream.abandon()
             log.exception("C-STORE of %s from %s failed", request.AffectedSOPInstanceUID, calling_ae)
-            self.audit.count_store(event.assoc, None, acknowledged=False)
+            self.audit.count_store(event.assoc, None, acknowledged=False,
+                                   refusal=refusal_text(0x0110, "processing failure"))
             return status_dataset(0x0110, "processing failure")
-        self.audit.count_store(event.assoc, result.study_instance_uid, result.acknowledged)
+        self.audit.count_stored(event.assoc, result)
         return status_dataset(int(result.status), result.reason)
 
     # -- C-FIND ---------------------------------------------------------------------------

@@ -35,6 +35,9 @@ from oncopacs.settings import Settings
 
 log = logging.getLogger(__name__)
 
+#: ``listener(calling AE, peer address, called AE, why)``: an association refused for a limit.
+RefusalListener = Callable[[str, str, str, str], None]
+
 #: A-ASSOCIATE-RJ for a full server or host: rejected-transient, service-provider (presentation), local limit exceeded.
 REJECTED_TRANSIENT, SERVICE_PROVIDER_PRESENTATION, LOCAL_LIMIT_EXCEEDED = 0x02, 0x03, 0x02
 #: Connections from one host that may be negotiating (connected, no A-ASSOCIATE-RQ yet) at once, per admitted slot.
@@ -80,8 +83,9 @@ class PerimeterLimits:
 class Perimeter:
     """Applies :class:`PerimeterLimits` to every association a listener accepts (bound to pynetdicom events)."""
 
-    def __init__(self, limits: PerimeterLimits) -> None:
+    def __init__(self, limits: PerimeterLimits, on_refused: RefusalListener | None = None) -> None:
         self.limits = limits
+        self.on_refused = on_refused  # told of each association refused for a limit (the audit trail)
         self._admitted: weakref.WeakSet = weakref.WeakSet()  # Association threads holding a slot
         self._negotiating: weakref.WeakSet = weakref.WeakSet()  # connected, no A-ASSOCIATE-RQ yet
         self._lock = threading.Lock()
@@ -132,15 +136,22 @@ class Perimeter:
             if not (full or host_full):
                 self._admitted.add(assoc)
                 return True
-        calling_ae = str(assoc.requestor.primitive.calling_ae_title).strip()
+        request = assoc.requestor.primitive
+        calling_ae = str(request.calling_ae_title).strip()
         if host_full:
+            why = f"association limit per host reached: {from_host} associations from this host " \
+                  f"(ONCOPACS_DICOM_MAX_PER_HOST {self.limits.max_per_host})"
             self._log_refusal(host, "host", "association from %s at %s refused: %d associations from this host "
                               "(limit %d)", calling_ae, host, from_host, self.limits.max_per_host)
         else:
+            why = f"association limit reached: all {self.limits.max_associations} associations in use " \
+                  f"(ONCOPACS_MAX_ASSOCIATIONS)"
             self._log_refusal(host, "server", "association from %s at %s refused: all %d associations in use",
                               calling_ae, host, self.limits.max_associations)
         assoc.acse.send_reject(REJECTED_TRANSIENT, SERVICE_PROVIDER_PRESENTATION, LOCAL_LIMIT_EXCEEDED)
         assoc.kill()  # returns once the A-ASSOCIATE-RJ is sent and the connection closed
+        if self.on_refused is not None:  # after the answer: auditing never delays the refusal
+            self.on_refused(calling_ae, host, str(request.called_ae_title).strip(), why)
         return False
 
     # -- EVT_CONN_CLOSE ---------------------------------------------------------------------

@@ -73,7 +73,7 @@ def start_dimse(settings: Settings, archive: Archive, audit: AuditTrail | None =
     install_encoder()
     tolerate_late_local_primitives()
     handlers = DimseHandlers(archive, settings, audit)
-    perimeter = Perimeter(PerimeterLimits.from_settings(settings))
+    perimeter = Perimeter(PerimeterLimits.from_settings(settings), on_refused=handlers.on_limit_refused)
     ae = build_ae(settings)
     perimeter.configure(ae)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 
 import pytest
@@ -59,6 +60,35 @@ def test_one_store_record_per_association(dimse_server, archive: Archive):
     assert stored.study_uids == (str(series[0].StudyInstanceUID),)
     assert "3 stored, 1 failed" in stored.detail and stored.outcome == Outcome.MINOR_FAILURE
     assert AuditTrail(archive.index).verify().ok
+
+
+
+def test_refusals_are_recorded_with_status_reason_and_declared_patient(dimse_server, archive: Archive):
+    from pydicom.uid import generate_uid
+
+    series = small_ct_series(2, prefix="RF")
+    store = client("MODALITY", CTImageStorage).associate(*dimse_server)
+    assert [store.send_c_store(ds).Status for ds in series] == [0, 0]
+    store.release()
+    changed = copy.deepcopy(series[0])  # same SOP Instance UID, other content
+    changed.SeriesDescription = "changed"
+    other_patient = copy.deepcopy(series[1])  # a new instance in the stored study, under another patient
+    other_patient.SOPInstanceUID, other_patient.PatientID = generate_uid(), "RF-OTHER"
+    other_patient.file_meta.MediaStorageSOPInstanceUID = other_patient.SOPInstanceUID
+    moved = copy.deepcopy(series[1])  # the stored SOP Instance UID in a new study
+    moved.StudyInstanceUID, moved.SeriesInstanceUID, moved.PatientID = generate_uid(), generate_uid(), "RF-MOVER"
+    refused = client("MODALITY", CTImageStorage).associate(*dimse_server)
+    assert [refused.send_c_store(ds).Status for ds in (changed, other_patient, moved)] == [0x0111, 0xA778, 0xA77B]
+    refused.release()
+    _, record = records(archive, AuditAction.STORE, 2)
+    assert record.actor == "MODALITY" and record.source == "127.0.0.1"
+    assert record.outcome == Outcome.SERIOUS_FAILURE and "0 stored, 3 failed" in record.detail
+    assert {"RF-OTHER", "RF-MOVER", str(series[0].PatientID)} <= set(record.patient_ids)
+    assert f"0x0111 already stored with different content (first copy kept): SOP Instance {changed.SOPInstanceUID}" \
+        in record.detail
+    assert "0xA778 " in record.detail and f"0xA77B already stored in another study or series: SOP Instance " \
+        f"{moved.SOPInstanceUID}" in record.detail
+    assert "RF-OTHER" not in record.detail  # the sender's reason (both Patient IDs) is not the audited one
 
 
 def test_an_aborted_association_is_recorded_too(dimse_server, archive: Archive):

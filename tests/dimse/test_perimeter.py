@@ -19,6 +19,8 @@ from pydicom.uid import ImplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from oncopacs.audit.events import AuditAction, Outcome
+from oncopacs.audit.trail import AuditFilter, AuditTrail
 from tests.dimse.raw_peer import (
     A_ABORT_TYPE,
     A_ASSOCIATE_AC_TYPE,
@@ -62,6 +64,19 @@ def _wait_for(condition, timeout_s: float = 10.0) -> bool:
     while not condition() and time.monotonic() < deadline:
         time.sleep(0.01)
     return condition()
+
+
+def _refusals(listener) -> list:
+    """The ASSOCIATION_REFUSED records of ``listener``'s archive (written just after the A-ASSOCIATE-RJ)."""
+    trail = AuditTrail(listener.archive.index)
+    found: list = []
+
+    def written() -> bool:
+        found[:] = trail.iter_entries(AuditFilter(action=AuditAction.ASSOCIATION_REFUSED))
+        return bool(found)
+
+    _wait_for(written, 5.0)
+    return found
 
 
 def _read_until_closed(sock: socket.socket) -> bytes:
@@ -163,6 +178,10 @@ def test_one_host_at_its_limit_does_not_block_another(start_listener, caplog):
         assert refused is not None and refused.pdu_type == A_ASSOCIATE_RJ_TYPE
         assert refused.body[1:4] == bytes([0x02, 0x03, 0x02])  # transient, service-provider (presentation), local limit
         assert f"association from GREEDY at 127.0.0.1 refused: {per_host} associations from this host" in caplog.text
+        (alert,) = _refusals(listener)
+        assert (alert.actor, alert.actor_kind, alert.source) == ("GREEDY", "ae", "127.0.0.1")
+        assert alert.outcome == Outcome.SERIOUS_FAILURE and "association limit per host reached" in alert.detail
+        assert f"ONCOPACS_DICOM_MAX_PER_HOST {per_host}" in alert.detail
         status, _ = echo(listener.address, bind="127.0.0.2")
         assert status == 0x0000
         # pynetdicom as the other host's SCU too
@@ -206,9 +225,12 @@ def test_the_server_limit_applies_over_all_hosts(start_listener):
         for peer in holders:
             assert peer.associate(VERIFICATION).pdu_type == A_ASSOCIATE_AC_TYPE
         with RawPeer(listener.address, bind="127.0.0.3") as late:
-            refused = late.associate(VERIFICATION)
+            refused = late.associate(VERIFICATION, calling_ae="LATE")
         assert refused is not None and refused.pdu_type == A_ASSOCIATE_RJ_TYPE
         assert refused.body[1:4] == bytes([0x02, 0x03, 0x02])
+        (alert,) = _refusals(listener)
+        assert (alert.actor, alert.source, alert.outcome) == ("LATE", "127.0.0.3", Outcome.SERIOUS_FAILURE)
+        assert "all 4 associations in use (ONCOPACS_MAX_ASSOCIATIONS)" in alert.detail
         with holders.pop() as leaving:  # a slot is given back when the association has ended
             leaving.release()
             assert leaving.read_pdu() is None  # the server closed the connection

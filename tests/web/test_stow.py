@@ -138,6 +138,18 @@ def test_same_uid_with_other_content_fails_with_0111(base_url, headers) -> None:
     assert reply.status_code == 409 and failed_reasons(reply.json()) == {dataset.SOPInstanceUID: 0x0111}
 
 
+def test_a_refused_resend_is_audited_with_status_reason_and_patient(base_url, headers, web_app: Flask) -> None:
+    (dataset,) = small_ct_series(1, prefix="AUR")
+    assert post(base_url, headers, [part10_bytes(dataset)]).status_code == 200
+    dataset.SeriesDescription = "changed"
+    assert post(base_url, headers, [part10_bytes(dataset)]).status_code == 409
+    trail: AuditTrail = web_app.extensions["oncopacs.audit"]
+    _, refused = trail.query(AuditFilter(patient_id=dataset.PatientID, action=AuditAction.STORE), limit=10).entries
+    assert refused.actor == "test-physicist" and refused.outcome == 8 and refused.patient_ids == (dataset.PatientID,)
+    assert refused.detail == ("POST /dicom-web/studies; refused: 0x0111 already stored with different content "
+                              f"(first copy kept): SOP Instance {dataset.SOPInstanceUID}")
+
+
 def test_study_target_refuses_instances_of_another_study(base_url, headers, client) -> None:
     mine, other = small_ct_series(2, studies=2)
     assert mine.StudyInstanceUID != other.StudyInstanceUID
@@ -193,7 +205,7 @@ def test_stores_are_audited(base_url, headers, web_app: Flask) -> None:
     (entry,) = trail.query(AuditFilter(patient_id=good.PatientID, action=AuditAction.STORE), limit=10).entries
     assert entry.actor == "test-physicist" and entry.outcome == 4  # minor failure: one of two stored
     assert entry.patient_ids == (good.PatientID,) and entry.study_uids == (good.StudyInstanceUID,)
-    assert entry.detail == "POST /dicom-web/studies"
+    assert entry.detail.startswith("POST /dicom-web/studies; refused: 0xC000 ")  # the damaged part: status, reason
 
 
 @pytest.mark.parametrize("cut", [129, 133, 140, 143, 150, 180])

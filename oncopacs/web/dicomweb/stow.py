@@ -33,6 +33,7 @@ from oncopacs.dicomweb.multipart import (
     ReceivedPart,
     read_multipart,
 )
+from oncopacs.dimse.auditing import refusal_text
 from oncopacs.web.access import audit_access, current_principal, requires
 from oncopacs.web.dicomweb import bp
 from oncopacs.web.dicomweb.qido import DICOM_JSON, check_path_uids, dicomweb_base_url
@@ -99,9 +100,16 @@ def _store(study: str | None) -> Response:
         patient_ids=[o.identity.patient_id for o in outcomes],
         study_uids=[o.identity.study_instance_uid for o in outcomes],
         outcome=Outcome.SUCCESS if status == 200 else Outcome.MINOR_FAILURE if stored else Outcome.SERIOUS_FAILURE,
+        note=_refusals(outcomes),
     )
     document = build_store_response(outcomes, dicomweb_base_url(), study)
     return Response(json.dumps(document), status=status, mimetype=DICOM_JSON)
+
+
+def _refusals(outcomes: list[PartOutcome]) -> str:
+    """The refused parts as the STORE record names them: DICOM status (hex) and reason (UIDs, never values)."""
+    refused = [refusal_text(o.status, o.reason) for o in outcomes if not o.stored]
+    return f"refused: {'; '.join(refused)}" if refused else ""
 
 
 def _store_part(archive: Archive, part: ReceivedPart, study: str | None, source: str) -> PartOutcome:
