@@ -122,12 +122,14 @@ def test_the_rule_loop_fires_stable_series_and_wakes_whoever_runs_the_work(setti
 
     rules = [{"name": "forward-series", "on": "series", "match": {"Modality": "CT"}, "forward": ["DEST"]}]
     with open_platform(_settings(settings, rules)) as platform:
+        # both instances stored before the loop runs: on a loaded machine the series could otherwise turn stable
+        # between them and fire with one
+        for ds in small_ct_series(2):
+            assert platform.archive.ingest_dataset(ds, source="stow").acknowledged
         woken = threading.Event()
         loop = RuleLoop(platform.rules, poll_s=0.05, on_fired=woken.set)
         loop.start()
         try:
-            for ds in small_ct_series(2):
-                assert platform.archive.ingest_dataset(ds, source="stow").acknowledged
             assert woken.wait(10), "the rule loop never fired the stable series"
         finally:
             loop.stop()
