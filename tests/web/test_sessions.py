@@ -7,7 +7,6 @@ import hashlib
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -31,21 +30,13 @@ from oncopacs.platform import open_platform
 from oncopacs.settings import Settings
 from oncopacs.web.app import create_app
 from oncopacs.web.auth import MAX_SESSION_SECONDS, SESSION_ID_KEY
+from tests.web.test_auth import FrozenClock
 
 PASSWORD = "correct horse battery"
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 PAGE = {"Accept": "text/html"}
 
 
-class FrozenClock:
-    def __init__(self) -> None:
-        self.now = datetime(2030, 1, 1, 8, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 @contextmanager
