@@ -100,9 +100,15 @@ def open_platform(settings: Settings | None = None) -> Platform:
                     "of reference meet", install_pet_statistics(archive, jobs)),
     )
     install_registration(archive, jobs)
-    audit = open_audit_trail(archive.index, open_syslog_sender(settings.audit_syslog, settings.ae_title,
-                                                               TlsFiles.from_settings(settings)),
-                             spool_path=settings.data_dir / SPOOL_FILE, spool_bytes=settings.audit_spool_bytes)
+    try:
+        audit = open_audit_trail(archive.index, open_syslog_sender(settings.audit_syslog, settings.ae_title,
+                                                                   TlsFiles.from_settings(settings)),
+                                 spool_path=settings.data_dir / SPOOL_FILE, spool_bytes=settings.audit_spool_bytes,
+                                 key_file=settings.effective_audit_key_file,
+                                 checkpoint_file=settings.effective_audit_checkpoint_file)
+    except BaseException:
+        archive.close()  # a missing or wrong audit key: nothing stays open
+        raise
     archive.audit = audit  # objects accepted with an empty Patient ID are recorded in the platform's trail
     outbox = Outbox(archive.index, settings.remote_aes)
     try:

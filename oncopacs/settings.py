@@ -126,6 +126,12 @@ class Settings:
     login_lockout_minutes: int = 15
     # "udp://host:port", "tcp://host:port" or "tls://host:port" (RFC 5425): also send audit messages (RFC 5424)
     audit_syslog: str = ""
+    # The key sealing the audit trail (HMAC-SHA256), outside the database; empty: data_dir/audit-key, created on
+    # first start. Keep it where whoever can write the database cannot read it, and back it up apart.
+    audit_key_file: Path | None = None
+    # Checkpoints of the audit chain head, sealed with that key, appended here (and sent to audit_syslog);
+    # empty: data_dir/audit-checkpoints. Make it append-only (chattr +a) or put it on another file system.
+    audit_checkpoint_file: Path | None = None
     # The hospital's rules: the [[rules]] tables of the TOML file as written (oncopacs.orchestration.rules checks
     # them when the platform opens); a series or study rule fires once nothing new arrived for stable_seconds.
     rules: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
@@ -163,6 +169,16 @@ class Settings:
     def effective_viewer_dir(self) -> Path:
         """Where the OHIF viewer is installed: ``viewer_dir``, or ``viewer`` in the data directory."""
         return Path(self.viewer_dir) if self.viewer_dir else self.data_dir / "viewer"  # Path(): set in code as text
+
+    @property
+    def effective_audit_key_file(self) -> Path:
+        """The audit key file: ``audit_key_file``, or ``audit-key`` in the data directory."""
+        return Path(self.audit_key_file) if self.audit_key_file else self.data_dir / "audit-key"
+
+    @property
+    def effective_audit_checkpoint_file(self) -> Path:
+        """The audit checkpoint file: ``audit_checkpoint_file``, or ``audit-checkpoints`` in the data directory."""
+        return Path(self.audit_checkpoint_file) if self.audit_checkpoint_file else self.data_dir / "audit-checkpoints"
 
     @property
     def storage_dir(self) -> Path:
@@ -234,6 +250,8 @@ def _coerce(name: str, value: Any) -> Any:
     try:
         if name in {"data_dir", "viewer_dir"}:
             return Path(value)
+        if name in {"storage_key_file", "audit_key_file", "audit_checkpoint_file"}:
+            return Path(value) if str(value).strip() else None
         if name in {
             "http_port",
             "dicom_port",

@@ -46,20 +46,23 @@ def test_verify_intact_then_tampered(tmp_path: Path):
     fill(data_dir)
     intact = invoke(data_dir, "audit", "verify")
     assert intact.exit_code == 0
-    assert intact.stdout.strip() == "audit trail intact: 5 record(s) checked, last id 5"
+    # five records written before the trail had a key: sealed from the sixth on, the five anchored by a checkpoint
+    assert intact.stdout.strip() == ("audit trail intact: 5 record(s) checked, last id 5; sealed with the audit key "
+                                     "from record 6, records before it predate the key (unkeyed SHA-256); "
+                                     "1 checkpoint(s) agree, the newest anchoring record 5")
     as_json = json.loads(invoke(data_dir, "audit", "verify", "--json").stdout)
     assert as_json["ok"] is True and as_json["checked"] == 6  # the first check is itself a record (Audit Log Used)
 
     tamper(data_dir, "UPDATE audit_records SET patient_ids = 'SOMEONE-ELSE' WHERE id = 3")
     broken = invoke(data_dir, "audit", "verify")
     assert broken.exit_code == 1
-    assert "broken at record 3 (altered)" in broken.stdout
-    assert "record 3" in broken.stderr
+    assert "record 3: altered" in broken.stdout
+    assert "the first: record 3: altered" in broken.stderr
 
     tamper(data_dir, "UPDATE audit_records SET patient_ids = 'PAT2' WHERE id = 3")
     tamper(data_dir, "DELETE FROM audit_records WHERE id = 2")
     deleted = invoke(data_dir, "audit", "verify")
-    assert deleted.exit_code == 1 and "broken at record 2 (missing)" in deleted.stdout
+    assert deleted.exit_code == 1 and "record 2: missing" in deleted.stdout
 
 
 def test_export_atna_and_json(tmp_path: Path):

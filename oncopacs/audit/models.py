@@ -9,7 +9,11 @@ from oncopacs.index.models import Base
 
 
 class AuditRecord(Base):
-    """One audit event. Rows are only ever inserted; ``record_sha256`` chains each to the one before."""
+    """One audit event. Rows are only ever inserted; ``record_sha256`` chains each to the one before.
+
+    ``record_sha256`` is the chain value: HMAC-SHA256 under the audit key from the head's ``keyed_from`` on,
+    the unkeyed SHA-256 of trails older than keys before it (:func:`oncopacs.audit.sealing.chain_value`).
+    """
 
     __tablename__ = "audit_records"
 
@@ -28,13 +32,16 @@ class AuditRecord(Base):
 
 
 class AuditChainHead(Base):
-    """One row: the last record's id and hash. Locking it serializes appends on every database."""
+    """One row: the last record's id and chain value, and which key seals the records from which id on (none:
+    a trail older than keys, or one kept without a key). Locking it serializes appends on every database."""
 
     __tablename__ = "audit_chain_head"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     last_record_id: Mapped[int] = mapped_column(BigInteger, default=0)
     last_sha256: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    keyed_from: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class AuditSpoolMark(Base):

@@ -6,6 +6,9 @@ with PRI = facility authpriv (10) × 8 + severity. Over TCP and TLS it is framed
 (``LEN SP MSG``); over TLS the collector's certificate and host name are verified. The
 :class:`SyslogSender` queues records in memory and sends them from its own thread, so recording
 never waits on the network; failures are logged (never with PHI) and retried.
+
+Audit checkpoints (:mod:`oncopacs.audit.checkpoints`) go the same way with MSGID ``oncopacs-checkpoint`` and
+their JSON line as MSG, so the collector holds the chain head outside this host as well.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from oncopacs.audit.atna import audit_message_xml
+from oncopacs.audit.checkpoints import Checkpoint
 from oncopacs.audit.events import Outcome
 from oncopacs.audit.trail import AuditEntry
 from oncopacs.errors import ConfigError
@@ -33,6 +37,7 @@ SEVERITY_WARNING = 4
 SEVERITY_NOTICE = 5
 APP_NAME = "oncopacs"
 MSGID = "IHE+RFC-3881"  # the MSGID IHE ATNA (ITI-20) gives audit messages
+CHECKPOINT_MSGID = "oncopacs-checkpoint"
 BOM = b"\xef\xbb\xbf"
 MAX_UDP_BYTES = 65_507
 QUEUE_LIMIT = 10_000  # records kept in memory while the collector is unreachable; the oldest go first
@@ -110,7 +115,7 @@ class SyslogSender:
         self.dropped = 0  # records dropped because the queue was full
         self.sent = 0
         self.skipped = 0  # records that could never be sent (too large for UDP)
-        self._queue: collections.deque[AuditEntry] = collections.deque()
+        self._queue: collections.deque[AuditEntry | Checkpoint] = collections.deque()
         self._queue_limit = queue_limit
         self._condition = threading.Condition()
         self._busy = False
@@ -120,6 +125,13 @@ class SyslogSender:
 
     def submit(self, entry: AuditEntry) -> None:
         """Queue ``entry`` for sending; never blocks, never raises."""
+        self._enqueue(entry)
+
+    def submit_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Queue an audit checkpoint for sending; never blocks, never raises."""
+        self._enqueue(checkpoint)
+
+    def _enqueue(self, entry: AuditEntry | Checkpoint) -> None:
         with self._condition:
             if self._closed:
                 return
@@ -168,8 +180,8 @@ class SyslogSender:
             try:
                 self._send(self._message(entry))
             except OSError as exc:
-                log.warning("audit record %d not sent to %s (%s); retrying in %.1f s",
-                            entry.id, self.target, describe_tls_error(exc), delay)
+                log.warning("audit %s not sent to %s (%s); retrying in %.1f s",
+                            _name(entry), self.target, describe_tls_error(exc), delay)
                 self._disconnect()
                 with self._condition:
                     self._busy = False
@@ -179,7 +191,7 @@ class SyslogSender:
                 continue
             except Exception as exc:  # noqa: BLE001 - a record that can never be sent must not hold up the others
                 log.error(
-                    "audit record %d cannot be sent to %s (%s); skipped", entry.id, self.target, type(exc).__name__
+                    "audit %s cannot be sent to %s (%s); skipped", _name(entry), self.target, type(exc).__name__
                 )
                 self.skipped += 1
             else:
@@ -191,7 +203,12 @@ class SyslogSender:
                 self._busy = False
                 self._condition.notify_all()
 
-    def _message(self, entry: AuditEntry) -> bytes:
+    def _message(self, entry: AuditEntry | Checkpoint) -> bytes:
+        if isinstance(entry, Checkpoint):
+            return build_syslog_message(
+                entry.to_line().rstrip(b"\n"), severity=SEVERITY_NOTICE, hostname=self.hostname,
+                timestamp=datetime.fromisoformat(entry.written_at), procid=os.getpid(), msgid=CHECKPOINT_MSGID,
+            )
         payload = audit_message_xml(entry, self.audit_source_id, host_name=self.hostname)
         return build_syslog_message(
             payload, severity=severity_of(entry.outcome), hostname=self.hostname,
@@ -228,6 +245,10 @@ class SyslogSender:
                 self._socket.close()
             finally:
                 self._socket = None
+
+
+def _name(entry: AuditEntry | Checkpoint) -> str:
+    return f"checkpoint of record {entry.record_id}" if isinstance(entry, Checkpoint) else f"record {entry.id}"
 
 
 def _family(host: str) -> socket.AddressFamily:

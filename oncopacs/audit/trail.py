@@ -1,7 +1,13 @@
-"""Appending to the audit trail, reading it back, and checking its hash chain.
+"""Appending to the audit trail, reading it back, and checking its chain.
 
-Each record's SHA-256 covers its own fields and the previous record's hash, so altering or
-deleting any record breaks the chain from that point on (``oncopacs audit verify``).
+Each record's chain value is an HMAC-SHA256, under the audit key (:mod:`oncopacs.audit.sealing`, kept outside
+the database), of its own fields and the previous record's chain value, so altering, deleting or re-chaining
+records breaks the chain, and without the key nobody can compute the values that would hide it. Checkpoints of
+the chain head sealed with the same key are kept outside the database too (:mod:`oncopacs.audit.checkpoints`),
+so deleting the newest records and rewinding the head is found as well (``oncopacs audit verify`` reports every
+break). Records written before the trail had a key keep their unkeyed SHA-256 chain; the head and every
+checkpoint say where keyed records begin.
+
 Appends lock the one-row chain head, so concurrent writers on SQLite or PostgreSQL stay in order.
 Recording fails loudly (:class:`~oncopacs.errors.AuditError`): callers fail closed. A stored
 record is then handed to an optional :class:`AuditSink` (syslog), which must never block or fail.
@@ -14,21 +20,22 @@ first appends everything spooled, with the times it happened, in order, through 
 from __future__ import annotations
 
 import enum
-import hashlib
 import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 from sqlalchemy.exc import SQLAlchemyError
 
+from oncopacs.audit.checkpoints import Checkpoint, CheckpointWriter, read_checkpoints
 from oncopacs.audit.events import AuditAction, AuditEvent
 from oncopacs.audit.models import AuditChainHead, AuditRecord, AuditSpoolMark
+from oncopacs.audit.sealing import AuditKey, chain_value, create_key_file, read_key_file
 from oncopacs.audit.spool import HEADER_BYTES, AuditSpool, SpooledEvent, is_disk_full
 from oncopacs.errors import AuditError, ConfigError
 from oncopacs.index.db import IndexDatabase
@@ -39,26 +46,8 @@ GENESIS_SHA256 = "0" * 64
 _MULTI_VALUE_SEPARATOR = "\\"
 _APPEND_ATTEMPTS = 3  # the first append on an empty PostgreSQL trail can race on creating the head row
 VERIFY_BATCH = 5_000
+MAX_LISTED_BREAKS = 100  # break ranges a verification lists; the rest are counted
 _LIKE_ESCAPE = "/"
-
-
-def compute_record_sha256(record: Any, previous_sha256: str) -> str:
-    """The chain hash of ``record`` (an AuditRecord or a row with its columns) given the hash before it."""
-    fields = [
-        record.id,
-        record.recorded_at,
-        record.action,
-        record.outcome,
-        record.actor,
-        record.actor_kind,
-        record.source,
-        record.patient_ids,
-        record.study_uids,
-        record.detail,
-        previous_sha256,
-    ]
-    canonical = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,31 +80,79 @@ class AuditSink(Protocol):
 class ChainBreak(str, enum.Enum):
     """Why the chain is broken at a record."""
 
-    ALTERED = "altered"  # the record's fields no longer give its stored hash
+    ALTERED = "altered"  # the record's fields no longer give its stored chain value
     MISSING = "missing"  # a record id is absent: the record was deleted
     OUT_OF_ORDER = "out_of_order"  # the record does not follow the one before it (reordered or re-chained)
     HEAD_MISMATCH = "head_mismatch"  # the last record is not the one the chain head names (truncated or appended)
+    BEHIND_CHECKPOINT = "behind_checkpoint"  # a checkpoint names a record the trail no longer has (rewound)
+    CHECKPOINT_MISMATCH = "checkpoint_mismatch"  # a checkpoint disagrees with the record it names (re-chained)
+    CHECKPOINT_FORGED = "checkpoint_forged"  # a checkpoint line that does not parse or is not sealed by the key
+    NO_CHECKPOINTS = "no_checkpoints"  # keyed records but no checkpoint: the file was removed
+    KEY_MISMATCH = "key_mismatch"  # the trail is sealed with a key other than the one at hand
+
+
+@dataclass(frozen=True, slots=True)
+class BreakFound:
+    """Records ``first_id`` to ``last_id`` (0 and 0: the trail as a whole) break the chain for one reason."""
+
+    first_id: int
+    last_id: int
+    reason: ChainBreak
+    explanation: str
+
+    def describe(self) -> str:
+        where = ("the trail" if not self.first_id else f"record {self.first_id}" if self.first_id == self.last_id
+                 else f"records {self.first_id}-{self.last_id}")
+        return f"{where}: {self.reason.value}: {self.explanation}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"first_id": self.first_id, "last_id": self.last_id, "reason": self.reason.value,
+                "explanation": self.explanation}
 
 
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
-    """The outcome of checking the whole chain."""
+    """The outcome of checking the whole chain and its checkpoints: every break found, in record order."""
 
     checked: int  # records read
     last_id: int  # id of the last record read (0 when empty)
-    broken_id: int | None = None  # first record id where the chain breaks
-    reason: ChainBreak | None = None
-    explanation: str = ""
+    breaks: tuple[BreakFound, ...] = ()
+    more_breaks: int = 0  # breaks found beyond the MAX_LISTED_BREAKS listed
+    keyed_from: int | None = None  # the first record sealed with the audit key (None: no keyed record)
+    checkpoints: int = 0  # checkpoints read and found sealed by the key
+    anchored_id: int = 0  # the newest record a checkpoint names
 
     @property
     def ok(self) -> bool:
-        return self.broken_id is None
+        return not self.breaks
+
+    @property
+    def broken_id(self) -> int | None:
+        return self.breaks[0].first_id if self.breaks else None
+
+    @property
+    def reason(self) -> ChainBreak | None:
+        return self.breaks[0].reason if self.breaks else None
+
+    @property
+    def explanation(self) -> str:
+        return self.breaks[0].explanation if self.breaks else ""
 
     def summary(self) -> str:
         if self.ok:
-            return f"audit trail intact: {self.checked} record(s) checked, last id {self.last_id}"
-        reason = cast(ChainBreak, self.reason)  # set with broken_id
-        return f"audit trail broken at record {self.broken_id} ({reason.value}): {self.explanation}"
+            return f"audit trail intact: {self.checked} record(s) checked, last id {self.last_id}" + self._sealing()
+        lines = [f"audit trail broken: {len(self.breaks) + self.more_breaks} break(s) in {self.checked} record(s)"]
+        lines += [f"  {found.describe()}" for found in self.breaks]
+        if self.more_breaks:
+            lines.append(f"  ... and {self.more_breaks} more")
+        return "\n".join(lines)
+
+    def _sealing(self) -> str:
+        if self.keyed_from is None:
+            return "; no record is sealed with an audit key"
+        older = ", records before it predate the key (unkeyed SHA-256)" if self.keyed_from > 1 else ""
+        return (f"; sealed with the audit key from record {self.keyed_from}{older}; {self.checkpoints} checkpoint(s) "
+                f"agree, the newest anchoring record {self.anchored_id}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -125,7 +162,45 @@ class VerifyResult:
             "broken_id": self.broken_id,
             "reason": self.reason.value if self.reason else None,
             "explanation": self.explanation,
+            "breaks": [found.to_dict() for found in self.breaks],
+            "more_breaks": self.more_breaks,
+            "keyed_from": self.keyed_from,
+            "checkpoints": self.checkpoints,
+            "anchored_id": self.anchored_id,
         }
+
+
+@dataclass(slots=True)
+class _Breaks:
+    """Breaks as they are found: consecutive records broken for the same reason become one range."""
+
+    listed: list[BreakFound] = field(default_factory=list)
+    more: int = 0
+
+    def add(self, first_id: int, last_id: int, reason: ChainBreak, explanation: str) -> None:
+        previous = self.listed[-1] if self.listed else None
+        if previous and first_id and previous.reason is reason and previous.last_id + 1 == first_id:
+            self.listed[-1] = BreakFound(previous.first_id, last_id, reason, explanation)
+        elif len(self.listed) < MAX_LISTED_BREAKS:
+            self.listed.append(BreakFound(first_id, last_id, reason, explanation))
+        else:
+            self.more += 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    """The chain head row: the last record, its chain value, the key sealing the trail and from which record."""
+
+    last_id: int
+    chain: str
+    key_id: str | None = None
+    keyed_from: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Appended:
+    entries: list[AuditEntry]
+    head: _Head
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,15 +249,25 @@ def normalize_time(text: str) -> str:
 
 
 class AuditTrail:
-    """The append-only audit trail kept in the index database (and, while the disk is full, in ``spool``)."""
+    """The append-only audit trail kept in the index database (and, while the disk is full, in ``spool``).
 
-    def __init__(self, index: IndexDatabase, sink: AuditSink | None = None, spool: AuditSpool | None = None):
+    With ``key`` records are sealed with it (the platform's trail always has one: :func:`open_audit_trail`);
+    without, they get the unkeyed chain of trails older than keys, and appending to a sealed trail fails.
+    ``checkpoints`` writes the head outside the database after appends and is read back by :meth:`verify`.
+    """
+
+    def __init__(self, index: IndexDatabase, sink: AuditSink | None = None, spool: AuditSpool | None = None, *,
+                 key: AuditKey | None = None, checkpoints: CheckpointWriter | None = None):
         self.index = index
         self.sink = sink
         self.spool = spool
+        self.key = key
+        self.checkpoints = checkpoints
 
     def close(self) -> None:
-        """Release the spool's file and stop the sink (a syslog sender's thread and socket), if any."""
+        """Write the last checkpoint, release the spool's file and stop the sink (a syslog sender), if any."""
+        if self.checkpoints is not None:
+            self.checkpoints.close()
         if self.spool is not None:
             self.spool.close()
         close_sink = getattr(self.sink, "close", None)
@@ -202,7 +287,7 @@ class AuditTrail:
         recorded_at = _now()
         for attempt in range(1, _APPEND_ATTEMPTS + 1):
             try:
-                entries = self._append_with_spooled(events, recorded_at)
+                appended = self._append_with_spooled(events, recorded_at)
                 break
             except SqlIntegrityError as exc:
                 if attempt == _APPEND_ATTEMPTS:
@@ -221,7 +306,8 @@ class AuditTrail:
                 raise AuditError(
                     f"the audit trail could not record a {events[0].action.value} event: {exc.__class__.__name__}"
                 ) from exc
-        self._hand_to_sink(entries)
+        self._appended(appended)
+        entries = appended.entries
         return [entry.id for entry in entries[len(entries) - len(events):]]
 
     def replay_spool(self) -> int:
@@ -229,24 +315,51 @@ class AuditTrail:
         if self.spool is None or not self.spool.has_entries():
             return 0
         try:
-            entries = self._append_with_spooled((), _now())
+            appended = self._append_with_spooled((), _now())
         except (SQLAlchemyError, OSError) as exc:
             raise AuditError(f"the audit trail could not take the spooled records: {exc.__class__.__name__}") from exc
-        self._hand_to_sink(entries)
-        return len(entries)
+        self._appended(appended)
+        return len(appended.entries)
 
-    def _append_with_spooled(self, events: Sequence[AuditEvent], recorded_at: str) -> list[AuditEntry]:
+    def adopt_key(self) -> None:
+        """Have the chain head name this trail's key, creating the head if there is none: the records of a trail
+        older than keys stay as they are and the next one is the first sealed. Then write a checkpoint.
+
+        Raises AuditError when the trail is sealed with another key, or cannot be written.
+        """
+        for attempt in range(1, _APPEND_ATTEMPTS + 1):
+            try:
+                with self.index.write_connection() as connection:
+                    head = _lock_head(connection, self.key)
+                break
+            except SqlIntegrityError:
+                if attempt == _APPEND_ATTEMPTS:
+                    raise AuditError("the audit trail's chain head could not be created") from None
+            except SQLAlchemyError as exc:
+                raise AuditError(f"the audit trail could not be written: {exc.__class__.__name__}") from exc
+        if self.checkpoints is not None and head.last_id and head.keyed_from is not None:
+            self.checkpoints.note(head.last_id, head.chain, head.keyed_from)
+            self.checkpoints.flush()
+
+    def _append_with_spooled(self, events: Sequence[AuditEvent], recorded_at: str) -> _Appended:
         """One transaction: the spooled events not yet replayed (when there are any), then ``events``."""
         if self.spool is None or not self.spool.has_entries():
             with self.index.write_connection() as connection:
-                return _append(connection, events, [recorded_at] * len(events))
+                return _append(connection, events, [recorded_at] * len(events), self.key)
         with self.spool.replaying() as waiting, self.index.write_connection() as connection:
             fresh = _not_yet_replayed(connection, waiting)
-            entries = _append(connection, [*(item.event for item in fresh), *events],
-                              [*(item.recorded_at for item in fresh), *([recorded_at] * len(events))])
-            if entries:
+            appended = _append(connection, [*(item.event for item in fresh), *events],
+                               [*(item.recorded_at for item in fresh), *([recorded_at] * len(events))], self.key)
+            if appended.entries:
                 log.info("appended %d audit record(s) from the reserved spool", len(fresh))
-            return entries
+            return appended
+
+    def _appended(self, appended: _Appended) -> None:
+        """After a commit: hand the records to the sink, then note the new head for a checkpoint."""
+        self._hand_to_sink(appended.entries)
+        head = appended.head
+        if self.checkpoints is not None and appended.entries and head.keyed_from is not None:
+            self.checkpoints.note(head.last_id, head.chain, head.keyed_from)
 
     def _hand_to_sink(self, entries: Sequence[AuditEntry]) -> None:
         if self.sink is not None:
@@ -281,44 +394,90 @@ class AuditTrail:
     # -- checking -------------------------------------------------------------------------
 
     def verify(self, *, batch_size: int = VERIFY_BATCH) -> VerifyResult:
-        """Walk the chain from the first record to the chain head; where and why it first breaks, if it does.
+        """Walk the chain from the first record to the chain head and check it against the checkpoints; every
+        break found (up to :data:`MAX_LISTED_BREAKS` ranges listed, the rest counted).
 
         Records appended while this runs are past the head read at the start and are not checked.
         """
-        head_id, head_sha256 = self._head()
-        previous_sha256, expected_id, checked = GENESIS_SHA256, 1, 0
-        for batch in self._batches([AuditRecord.id <= head_id], batch_size):
+        if self.checkpoints is not None:
+            self.checkpoints.flush()  # this process's newest head is anchored before it is looked for
+        head = self._head()
+        found = _Breaks()
+        anchors, keyed_from = self._read_anchors(head, found)
+        can_seal = self.key is not None and head.key_id in (None, self.key.key_id)
+        previous, expected, checked = GENESIS_SHA256, 1, 0
+        for batch in self._batches([AuditRecord.id <= head.last_id], batch_size):
             for row in batch:
                 checked += 1
-                if row.id != expected_id:
-                    return VerifyResult(checked, row.id, expected_id, ChainBreak.MISSING,
-                                        f"record {expected_id} is missing (the next record is {row.id})")
-                if row.previous_sha256 != previous_sha256:
-                    return VerifyResult(checked, row.id, row.id, ChainBreak.OUT_OF_ORDER,
-                                        "the record does not follow the record before it")
-                if compute_record_sha256(row, previous_sha256) != row.record_sha256:
-                    return VerifyResult(checked, row.id, row.id, ChainBreak.ALTERED,
-                                        "the record's contents do not match its hash")
-                previous_sha256, expected_id = row.record_sha256, expected_id + 1
-        last_id = expected_id - 1
-        if last_id < head_id:
-            return VerifyResult(checked, last_id, last_id + 1, ChainBreak.MISSING,
-                                f"records {last_id + 1} to {head_id} are missing (the trail was truncated)")
-        if previous_sha256 != head_sha256:
-            return VerifyResult(checked, last_id, last_id, ChainBreak.HEAD_MISMATCH,
-                                "the last record's hash is not the one the chain head holds")
-        newest_id = self._newest_id()
-        now_head_id, _ = self._head()
+                if row.id != expected:
+                    found.add(expected, row.id - 1, ChainBreak.MISSING, "deleted from the trail")
+                elif row.previous_sha256 != previous:
+                    found.add(row.id, row.id, ChainBreak.OUT_OF_ORDER, "does not follow the record before it")
+                keyed = keyed_from is not None and row.id >= keyed_from
+                if (can_seal or not keyed) and chain_value(row, row.previous_sha256,
+                                                           self.key if keyed else None) != row.record_sha256:
+                    found.add(row.id, row.id, ChainBreak.ALTERED, "its contents do not give its chain value"
+                              + (" under the audit key" if keyed else ""))
+                anchor = anchors.get(row.id)
+                if anchor is not None and anchor.chain != row.record_sha256:
+                    found.add(row.id, row.id, ChainBreak.CHECKPOINT_MISMATCH,
+                              f"the checkpoint of {anchor.written_at} sealed another chain value for it (re-chained)")
+                previous, expected = row.record_sha256, row.id + 1
+        last_id = expected - 1
+        if last_id < head.last_id:
+            found.add(last_id + 1, head.last_id, ChainBreak.MISSING, "deleted from the end of the trail")
+        elif checked and previous != head.chain:
+            found.add(last_id, last_id, ChainBreak.HEAD_MISMATCH, "the chain head holds another chain value")
+        newest_id, now_head_id = self._newest_id(), self._head().last_id
         if newest_id > now_head_id:
-            return VerifyResult(checked, last_id, now_head_id + 1, ChainBreak.HEAD_MISMATCH,
-                                f"record(s) after {now_head_id} were added outside the trail")
-        return VerifyResult(checked, last_id)
+            found.add(now_head_id + 1, newest_id, ChainBreak.HEAD_MISMATCH, "added outside the trail")
+        anchored_id = max(anchors, default=0)
+        if anchored_id > max(newest_id, head.last_id):
+            anchor = anchors[anchored_id]
+            found.add(max(newest_id, head.last_id) + 1, anchored_id, ChainBreak.BEHIND_CHECKPOINT,
+                      f"the checkpoint of {anchor.written_at} names record {anchored_id}; the trail now ends at "
+                      f"{newest_id} (records deleted and the head rewound)")
+        breaks = tuple(sorted(found.listed, key=lambda item: (item.first_id, item.reason.value)))
+        return VerifyResult(checked, last_id, breaks, found.more, keyed_from, len(anchors), anchored_id)
 
-    def _head(self) -> tuple[int, str]:
+    def _read_anchors(self, head: _Head, found: _Breaks) -> tuple[dict[int, Checkpoint], int | None]:
+        """The checkpoints sealed by the key, by record id, and where keyed records begin (what the checkpoints
+        say, since the database may have been changed; else what the head says). Problems go to ``found``."""
+        keyed_from = head.keyed_from if head.key_id is not None else None
+        if head.key_id is not None and (self.key is None or self.key.key_id != head.key_id):
+            found.add(0, 0, ChainBreak.KEY_MISMATCH,
+                      f"the trail is sealed with audit key {head.key_id}, and the key at hand is "
+                      f"{self.key.key_id if self.key else 'none'}: keyed records cannot be checked")
+            return {}, keyed_from
+        if self.key is None or self.checkpoints is None:
+            return {}, keyed_from
+        anchors: dict[int, Checkpoint] = {}
+        boundaries: set[int] = set()
+        for line in read_checkpoints(self.checkpoints.path):
+            checkpoint = line.checkpoint
+            if checkpoint is None or not checkpoint.is_sealed_by(self.key):
+                found.add(0, 0, ChainBreak.CHECKPOINT_FORGED,
+                          f"line {line.number} of the checkpoint file is not a checkpoint sealed by the audit key")
+                continue
+            anchors[checkpoint.record_id] = checkpoint
+            boundaries.add(checkpoint.keyed_from)
+        if boundaries and boundaries != {keyed_from}:
+            sealed_from = min(boundaries)
+            found.add(0, 0, ChainBreak.CHECKPOINT_MISMATCH,
+                      f"the checkpoints say records are sealed from {sealed_from}, the trail says from {keyed_from}")
+            keyed_from = sealed_from
+        if not anchors and keyed_from is not None and head.last_id >= keyed_from:
+            found.add(0, 0, ChainBreak.NO_CHECKPOINTS,
+                      f"keyed records exist but {self.checkpoints.path} holds no checkpoint (removed?)")
+        return anchors, keyed_from
+
+    def _head(self) -> _Head:
         try:
             with self.index.reading() as session:
                 head = session.get(AuditChainHead, 1)
-                return (head.last_record_id, head.last_sha256) if head else (0, GENESIS_SHA256)
+                if head is None:
+                    return _Head(0, GENESIS_SHA256)
+                return _Head(head.last_record_id, head.last_sha256, head.key_id, head.keyed_from)
         except SQLAlchemyError as exc:
             raise AuditError(f"the audit trail could not be read: {exc.__class__.__name__}") from exc
 
@@ -363,20 +522,45 @@ _COLUMNS = (
 
 
 def open_audit_trail(index: IndexDatabase, sink: AuditSink | None = None, *, spool_path: Path | None = None,
-                     spool_bytes: int = 0) -> AuditTrail:
-    """The trail of ``index`` with a reserved spool of ``spool_bytes`` at ``spool_path`` (0: none).
+                     spool_bytes: int = 0, key_file: Path | None = None,
+                     checkpoint_file: Path | None = None) -> AuditTrail:
+    """The trail of ``index``, sealed with the key in ``key_file`` (created when missing, unless the trail is
+    sealed already), checkpointed to ``checkpoint_file``, with a reserved spool of ``spool_bytes`` at
+    ``spool_path`` (0: none). ConfigError for a missing or wrong key.
 
+    A trail older than keys is sealed from its next record on, and a checkpoint of its head is written now.
     Records spooled before a restart are appended now if the disk has room again (else at the next record).
     """
     if 0 < spool_bytes < 2 * HEADER_BYTES:
         raise ConfigError(f"audit_spool_bytes must be 0 or at least {2 * HEADER_BYTES} (got {spool_bytes})")
+    key = _open_key(index, key_file) if key_file is not None else None
+    checkpoints = CheckpointWriter(checkpoint_file, key, sink) if key is not None and checkpoint_file else None
     spool = AuditSpool.reserve(spool_path, spool_bytes) if spool_path is not None and spool_bytes else None
-    trail = AuditTrail(index, sink, spool)
+    trail = AuditTrail(index, sink, spool, key=key, checkpoints=checkpoints)
+    try:
+        trail.adopt_key()
+    except AuditError as exc:
+        log.warning("the audit trail could not be marked with its key yet (done at the next record): %s", exc)
     try:
         trail.replay_spool()
     except AuditError as exc:
         log.warning("the reserved audit spool could not be appended to the trail yet: %s", exc)
     return trail
+
+
+def _open_key(index: IndexDatabase, key_file: Path) -> AuditKey:
+    """The key in ``key_file``; a new one when the file is missing and no record is sealed yet."""
+    head = AuditTrail(index)._head()
+    if key_file.exists() or head.key_id is None:
+        key = read_key_file(key_file) if key_file.exists() else create_key_file(key_file)
+    else:
+        raise ConfigError(f"the audit key file {key_file} is missing, and the audit trail's records from "
+                          f"{head.keyed_from} are sealed with key {head.key_id}: put the key file back (backups "
+                          "hold it) or point audit_key_file at it")
+    if head.key_id not in (None, key.key_id):
+        raise ConfigError(f"the audit key in {key_file} ({key.key_id}) is not the key the audit trail is sealed "
+                          f"with ({head.key_id}): point audit_key_file at that key")
+    return key
 
 
 def _now() -> str:
@@ -403,20 +587,41 @@ def _not_yet_replayed(connection: Connection, waiting: Sequence[SpooledEvent]) -
     return fresh
 
 
-def _append(session: Connection, events: Sequence[AuditEvent], times: Sequence[str]) -> list[AuditEntry]:
-    """Insert ``events`` (that happened at ``times``) after the chain head (locked) and move the head."""
-    if not events:
-        return []
-    head = session.execute(
-        select(AuditChainHead.last_record_id, AuditChainHead.last_sha256)
+def _lock_head(connection: Connection, key: AuditKey | None) -> _Head:
+    """The chain head, locked for this transaction: created when missing, marked with ``key`` when it names none.
+
+    AuditError when the head names another key, or a key and ``key`` is None (an unkeyed writer).
+    """
+    row = connection.execute(
+        select(AuditChainHead.last_record_id, AuditChainHead.last_sha256, AuditChainHead.key_id,
+               AuditChainHead.keyed_from)
         .where(AuditChainHead.id == 1)
         .with_for_update()
     ).first()
-    if head is None:  # a racing first writer fails on the primary key, and the append is retried
-        session.execute(insert(AuditChainHead).values(id=1, last_record_id=0, last_sha256=GENESIS_SHA256))
-        last_id, last_sha256 = 0, GENESIS_SHA256
-    else:
-        last_id, last_sha256 = head
+    key_id = key.key_id if key is not None else None
+    if row is None:  # a racing first writer fails on the primary key, and the caller retries
+        head = _Head(0, GENESIS_SHA256, key_id, 1 if key is not None else None)
+        connection.execute(insert(AuditChainHead).values(id=1, last_record_id=0, last_sha256=GENESIS_SHA256,
+                                                         key_id=head.key_id, keyed_from=head.keyed_from))
+        return head
+    head = _Head(*row)
+    if head.key_id is None and key is not None:
+        head = _Head(head.last_id, head.chain, key.key_id, head.last_id + 1)
+        connection.execute(update(AuditChainHead).where(AuditChainHead.id == 1)
+                           .values(key_id=head.key_id, keyed_from=head.keyed_from))
+    elif head.key_id != key_id:
+        raise AuditError(f"the audit trail is sealed with audit key {head.key_id}; this writer holds "
+                         f"{'key ' + key_id if key_id else 'no key'}")
+    return head
+
+
+def _append(session: Connection, events: Sequence[AuditEvent], times: Sequence[str],
+            key: AuditKey | None) -> _Appended:
+    """Insert ``events`` (that happened at ``times``) after the chain head (locked) and move the head."""
+    if not events:
+        return _Appended([], _Head(0, GENESIS_SHA256))
+    head = _lock_head(session, key)
+    last_id, last_sha256 = head.last_id, head.chain
     rows, entries = [], []
     for event, recorded_at in zip(events, times, strict=True):
         record = AuditRecord(
@@ -432,7 +637,7 @@ def _append(session: Connection, events: Sequence[AuditEvent], times: Sequence[s
             detail=event.detail,
             previous_sha256=last_sha256,
         )
-        record.record_sha256 = compute_record_sha256(record, last_sha256)
+        record.record_sha256 = chain_value(record, last_sha256, key)
         rows.append({column: getattr(record, column) for column in _RECORD_COLUMNS})
         entries.append(_entry(record))
         last_id, last_sha256 = record.id, record.record_sha256
@@ -440,7 +645,7 @@ def _append(session: Connection, events: Sequence[AuditEvent], times: Sequence[s
     session.execute(
         update(AuditChainHead).where(AuditChainHead.id == 1).values(last_record_id=last_id, last_sha256=last_sha256)
     )
-    return entries
+    return _Appended(entries, _Head(last_id, last_sha256, head.key_id, head.keyed_from))
 
 
 _RECORD_COLUMNS = tuple(column.key for column in AuditRecord.__table__.columns)

@@ -1,4 +1,4 @@
-"""``oncopacs audit``: check the audit trail's hash chain, and export it (DICOM audit messages or JSON).
+"""``oncopacs audit``: check the audit trail's chain and checkpoints, and export it (DICOM audit messages or JSON).
 
 Also the STORE record of an ``oncopacs import`` run (:func:`import_tally`, :func:`record_import`).
 """
@@ -22,28 +22,30 @@ from oncopacs.audit.trail import (
     iter_json_export,
     normalize_time,
 )
-from oncopacs.cli.context import settings_of
+from oncopacs.cli.context import opened_platform
 from oncopacs.dimse.auditing import StoreTally, store_event
 
 
 def _trail(ctx: click.Context) -> AuditTrail:
-    from oncopacs.platform import open_platform
-
-    return open_platform(settings_of(ctx)).audit
+    """The platform's trail, closed (its last checkpoint written) when the command ends."""
+    platform = ctx.with_resource(opened_platform(ctx))
+    return platform.audit
 
 
 @click.group("audit")
 def audit_group() -> None:
-    """The audit trail: verify its hash chain, export it."""
+    """The audit trail: verify its chain and checkpoints, export it."""
 
 
 @audit_group.command("verify")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
 @click.pass_context
 def verify_command(ctx: click.Context, as_json: bool) -> None:
-    """Check every record's hash and its link to the one before; exit 1 at the first break.
+    """Check every record's seal and its link to the one before, and the trail against its checkpoints.
 
-    The check is itself recorded (Audit Log Used) under the operating-system user, after it has run."""
+    Lists every break found (deleted, altered or re-chained records, a rewound head, forged or missing
+    checkpoints) and exits 1 if there is any. The check is itself recorded (Audit Log Used) under the
+    operating-system user, after it has run."""
     trail = _trail(ctx)
     result = trail.verify()
     trail.record(AuditEvent(action=AuditAction.AUDIT_LOG_USED,
@@ -51,8 +53,9 @@ def verify_command(ctx: click.Context, as_json: bool) -> None:
                             actor_kind=ActorKind.USER, source=socket.gethostname(), detail="oncopacs audit verify"))
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.summary())
     if not result.ok:
-        reason = result.reason.value if result.reason else "unknown"
-        click.echo(f"oncopacs: the audit trail is broken at record {result.broken_id} ({reason})", err=True)
+        count = len(result.breaks) + result.more_breaks
+        first = result.breaks[0]
+        click.echo(f"oncopacs: the audit trail is broken: {count} break(s), the first: {first.describe()}", err=True)
         sys.exit(1)
 
 

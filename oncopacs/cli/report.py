@@ -15,10 +15,9 @@ from pathlib import Path
 import click
 
 from oncopacs.audit.events import ActorKind, AuditAction, AuditEvent, Outcome
-from oncopacs.audit.trail import AuditTrail
 from oncopacs.auth.roles import Principal
 from oncopacs.auth.users import UserStore
-from oncopacs.cli.context import settings_of
+from oncopacs.cli.context import opened_platform
 
 
 def _os_user() -> str:
@@ -29,13 +28,11 @@ def _os_user() -> str:
 
 
 def _service(ctx: click.Context):
-    from oncopacs.platform import open_platform
-
-    return open_platform(settings_of(ctx)).reports.service
+    return ctx.with_resource(opened_platform(ctx)).reports.service  # closed when the command ends
 
 
 def _audit(service, action: AuditAction, actor: str, report, detail: str) -> None:
-    AuditTrail(service.archive.index).record(AuditEvent(
+    service.archive.audit.record(AuditEvent(  # the platform's trail: sealed with its key
         action=action, outcome=Outcome.SUCCESS, actor=actor, actor_kind=ActorKind.USER, source=socket.gethostname(),
         patient_ids=(report.patient_id,), study_uids=(report.study_uid,), detail=f"cli: {detail}"))
 

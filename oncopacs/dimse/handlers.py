@@ -73,7 +73,7 @@ class DimseHandlers:
     def __init__(self, archive: Archive, settings: Settings, audit: AuditTrail | None = None):
         self.archive = archive
         self.settings = settings
-        self.audit = DimseAudit(audit or AuditTrail(archive.index))
+        self.audit = DimseAudit(audit or archive.audit)  # the platform puts its sealed trail there
         self.allowed = CallingAllowList(settings.allowed_aes)
         self.worklist = WorklistFind(archive.index, self.audit)  # Modality Worklist C-FIND
         self.mpps = MppsService(archive.index)  # MPPS N-CREATE / N-SET

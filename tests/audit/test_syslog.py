@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import threading
@@ -181,12 +182,17 @@ def test_the_app_sends_what_it_records_when_a_collector_is_configured(tmp_path):
         app = create_app(open_platform(settings))
         trail = app.extensions["oncopacs.audit"]
         try:
-            trail.record(AuditEvent(AuditAction.EXPORT, Outcome.SUCCESS, "alice", ActorKind.USER, "127.0.0.1",
-                                    ("P7",), (), "export"))
+            record_id = trail.record(AuditEvent(AuditAction.EXPORT, Outcome.SUCCESS, "alice", ActorKind.USER,
+                                                "127.0.0.1", ("P7",), (), "export"))
             received = listener.recv(65535)
+            anchor = listener.recv(65535)  # then the chain head, sealed: the collector holds it off this host
         finally:
             trail.sink.close()
             app.extensions["oncopacs.archive"].close()
     message = check_message(received)
     assert message.find("EventIdentification/EventID").get("csd-code") == "110106"
+    header, _, body = anchor.partition(b" - \xef\xbb\xbf")
+    assert header.endswith(b" oncopacs-checkpoint") and header.startswith(b"<85>1 ")
+    checkpoint = json.loads(body)
+    assert checkpoint["id"] == record_id and checkpoint["key_id"] == trail.key.key_id
     assert message.find("AuditSourceIdentification").get("AuditSourceID") == "ONCOPACS"

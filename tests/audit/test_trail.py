@@ -28,7 +28,7 @@ def execute(archive: Archive, sql: str, **params) -> None:
 
 @pytest.fixture
 def trail(archive: Archive) -> AuditTrail:
-    return AuditTrail(archive.index)
+    return archive.audit  # the platform's trail, sealed with its key
 
 
 def test_records_chain_and_read_back(trail: AuditTrail):
@@ -67,17 +67,18 @@ def test_one_altered_or_deleted_record_among_10000_is_found(archive: Archive, tr
     execute(archive, "UPDATE audit_records SET actor = 'alice' WHERE id = 4321")
     assert trail.verify().ok
 
-    # altered and its own hash recomputed: the next record no longer follows it
+    # altered and its hash recomputed without the key: it fails its seal, and the next record no longer follows it
     execute(archive, "UPDATE audit_records SET patient_ids = 'P9' WHERE id = 5000")
     with archive.index.reading() as session:
         from oncopacs.audit.models import AuditRecord
-        from oncopacs.audit.trail import compute_record_sha256
+        from oncopacs.audit.sealing import chain_value
 
         record = session.get(AuditRecord, 5000)
-        forged = compute_record_sha256(record, record.previous_sha256)
+        forged = chain_value(record, record.previous_sha256, None)
     execute(archive, "UPDATE audit_records SET record_sha256 = :h WHERE id = 5000", h=forged)
     rechained = trail.verify()
-    assert rechained.broken_id == 5001 and rechained.reason is ChainBreak.OUT_OF_ORDER
+    assert [(b.first_id, b.reason) for b in rechained.breaks] == [
+        (5000, ChainBreak.ALTERED), (5001, ChainBreak.OUT_OF_ORDER)]
 
     execute(archive, "DELETE FROM audit_records WHERE id >= 5000 AND id <= 5001")
     deleted = trail.verify()
@@ -89,10 +90,11 @@ def test_deleting_the_newest_record_or_forging_one_is_found(archive: Archive, tr
     execute(archive, "DELETE FROM audit_records WHERE id = 10")
     truncated = trail.verify()
     assert truncated.broken_id == 10 and truncated.reason is ChainBreak.MISSING
-    trail2 = AuditTrail(archive.index)
+    trail2 = archive.audit
     execute(archive, "UPDATE audit_chain_head SET last_record_id = 9, last_sha256 = "
                      "(SELECT record_sha256 FROM audit_records WHERE id = 9)")
-    assert trail2.verify().ok
+    rewound = trail2.verify()  # the head rewound too: the checkpoint outside the database still names record 10
+    assert rewound.broken_id == 10 and rewound.reason is ChainBreak.BEHIND_CHECKPOINT
     execute(archive, "INSERT INTO audit_records (id, recorded_at, action, outcome, actor, actor_kind, source, "
                      "patient_ids, study_uids, detail, previous_sha256, record_sha256) VALUES (10, '2030-01-01', "
                      "'query', 0, 'x', 'user', '', '', '', '', 'a', 'b')")
@@ -159,10 +161,11 @@ def test_the_sink_gets_each_stored_record_and_cannot_fail_it(archive: Archive):
         def submit(self, entry: AuditEntry) -> None:
             raise OSError("collector down")
 
-    AuditTrail(archive.index, Collecting()).record(event(1))
+    key, checkpoints = archive.audit.key, archive.audit.checkpoints
+    AuditTrail(archive.index, Collecting(), key=key, checkpoints=checkpoints).record(event(1))
     assert [e.id for e in received] == [1] and received[0].study_uids == ("1.2.3.1",)
-    assert AuditTrail(archive.index, Broken()).record(event(2)) == 2
-    assert AuditTrail(archive.index).verify().ok
+    assert AuditTrail(archive.index, Broken(), key=key, checkpoints=checkpoints).record(event(2)) == 2
+    assert archive.audit.verify().ok
 
 
 def test_an_unavailable_trail_raises_audit_error(archive: Archive, trail: AuditTrail):

@@ -59,7 +59,7 @@ def test_one_store_record_per_association(dimse_server, archive: Archive):
     assert stored.patient_ids == (str(series[0].PatientID),)
     assert stored.study_uids == (str(series[0].StudyInstanceUID),)
     assert "3 stored, 1 failed" in stored.detail and stored.outcome == Outcome.MINOR_FAILURE
-    assert AuditTrail(archive.index).verify().ok
+    assert archive.audit.verify().ok
 
 
 

@@ -88,10 +88,12 @@ def test_the_platform_sends_what_it_records_to_a_tls_collector(tmp_path, certs: 
                                              "127.0.0.1", ("P7",), (), "export"))
             assert platform.audit.sink is not None and platform.audit.sink.flush(10)
             platform.audit.sink.close()  # the platform's close leaves its sink open
-        messages = collector.wait_for(1)
+        messages = collector.wait_for(2)
     finally:
         collector.close()
-    assert len(messages) == 1 and collector.versions[0] in {"TLSv1.2", "TLSv1.3"}
+    # the record, then the checkpoint of the chain head after it (sealed with the audit key)
+    assert len(messages) == 2 and collector.versions[0] in {"TLSv1.2", "TLSv1.3"}
+    assert b" oncopacs-checkpoint - " in messages[1] and b'"id":1,' in messages[1]
     message = check_message(messages[0])
     assert message.find("EventIdentification/EventID").get("csd-code") == "110106"
     assert message.find("AuditSourceIdentification").get("AuditSourceID") == "ONCOPACS"

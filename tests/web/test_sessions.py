@@ -225,7 +225,9 @@ def test_a_busy_session_still_ends_after_the_maximum_length(app: Flask, clock: F
 
 def test_two_nodes_over_one_index_see_the_same_logout(app: Flask, settings: Settings, clock: FrozenClock,
                                                        tmp_path: Path):
-    with node(settings.with_overrides(data_dir=tmp_path / "node-b"), clock) as other:
+    # nodes over one index share its audit key (and keep their own checkpoint files)
+    node_b = settings.with_overrides(data_dir=tmp_path / "node-b", audit_key_file=settings.effective_audit_key_file)
+    with node(node_b, clock) as other:
         other.config["SECRET_KEY"] = app.config["SECRET_KEY"]  # nodes behind one balancer share the key
         browser = signed_in(app)
         on_b = copy_of(browser, other)
