@@ -37,6 +37,10 @@ class IntegrityError(OncopacsError):
     """A stored file is missing or its bytes no longer match the recorded SHA-256."""
 
 
+class SealedDataError(IntegrityError):
+    """A sealed (encrypted) file fails authentication, is truncated, or was sealed with a key not configured."""
+
+
 class RemoteNodeError(OncopacsError):
     """A DIMSE, DICOMweb or HL7 peer failed or is not configured."""
 

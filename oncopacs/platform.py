@@ -15,7 +15,9 @@ from types import TracebackType
 from oncopacs.analysis.pet_job import install_pet_statistics
 from oncopacs.analysis.registration_job import install_registration
 from oncopacs.analysis.rt_job import install_rt_analysis
+from oncopacs.archive.backup import restore_sealed_index
 from oncopacs.archive.decoding import guard_pydicom_logs
+from oncopacs.archive.encryption import storage_keys_of
 from oncopacs.archive.ingest import Archive
 from oncopacs.archive.storage import Storage
 from oncopacs.audit.spool import SPOOL_FILE
@@ -82,9 +84,11 @@ def open_archive(settings: Settings) -> Archive:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StorageError(f"cannot open the archive in {settings.data_dir}: {exc.strerror or exc}") from None
+    keys = storage_keys_of(settings)  # ConfigError: a bad key file
+    restore_sealed_index(settings, keys)  # a backup's sealed SQLite index, unsealed in place
     index = open_index(settings.effective_database_url)
     guard_pydicom_logs(log_phi=settings.log_phi)  # pydicom's records quote values: kept value-free
-    return Archive(Storage(settings.storage_dir), index, allow_overwrite=settings.allow_overwrite,
+    return Archive(Storage(settings.storage_dir, keys), index, allow_overwrite=settings.allow_overwrite,
                    accept_empty_patient_id=settings.accept_empty_patient_id, log_phi=settings.log_phi)
 
 

@@ -84,6 +84,10 @@ class Settings:
     database_url: str = ""  # empty: SQLite file ``index.sqlite`` in ``data_dir``
     # Where ``oncopacs viewer install`` puts OHIF's prebuilt viewer (served at /viewer); empty: data_dir/viewer
     viewer_dir: Path | None = None
+    # Encryption at rest (oncopacs.archive.encryption): the key file, outside data_dir, mode 0600, one key of 64 hex
+    # digits a line, the first current. Set: new instance files and backup index snapshots are sealed (AES-256-GCM);
+    # empty: files are stored as received, and files sealed earlier cannot be read.
+    storage_key_file: Path | None = None
     http_host: str = "127.0.0.1"
     http_port: int = 8042
     dicom_host: str = "0.0.0.0"

@@ -129,7 +129,7 @@ def test_summary_names_what_is_not_included(tmp_path: Path) -> None:
     config.write_text(f'data_dir = "{data}"\ntls_cert = "/etc/ssl/server.pem"\ntls_key = "/etc/ssl/server-key.pem"\n')
     result = CliRunner().invoke(main, ["--config", str(config), "backup", "--out", str(tmp_path / "backup")])
     assert result.exit_code == 0, result.output
-    assert "included: index.sqlite, audit-spool, secret_key" in result.stdout
+    assert "included: index.sqlite, audit-checkpoints, audit-key, audit-spool, secret_key" in result.stdout
     assert f"not included: settings file {config} - back these up yourself" in result.stdout
     assert "not included: tls_key /etc/ssl/server-key.pem - back these up yourself" in result.stdout
     assert "not included: viewer/ (re-install with: oncopacs viewer install)\n" in result.stdout
@@ -184,3 +184,65 @@ def test_file_names_match_the_modules_that_write_them() -> None:
 
     assert (backup_module.SECRET_KEY_FILE, backup_module.DEMO_CREDENTIALS_FILE) == (SECRET_KEY_FILE,
                                                                                      DEMO_CREDENTIALS_FILE)
+
+
+# -- with a storage key (encryption at rest) ------------------------------------------------------
+
+
+def _key_file(tmp_path: Path) -> Path:
+    from oncopacs.archive.encryption import generate_key_file
+
+    (tmp_path / "keys").mkdir(exist_ok=True)
+    path = tmp_path / "keys" / "storage.key"
+    if not path.exists():
+        generate_key_file(path)
+    return path
+
+
+def test_a_keyed_backup_holds_no_plaintext_index_and_restores_with_the_key(tmp_path: Path) -> None:
+    key_file = _key_file(tmp_path)
+    keyed = _settings(tmp_path / "live").with_overrides(storage_key_file=key_file)
+    with open_platform(keyed) as live:
+        _store(live, 3, "A")
+        first = backup(live.settings, tmp_path / "backup")
+        second = backup(live.settings, tmp_path / "backup")
+    out = tmp_path / "backup"
+    assert first.ok and (first.index, first.new) == ("index.sqlite.enc", 3) and second.skipped == 3
+    assert "storage key" in first.restore and first.included[0] == "index.sqlite.enc"
+    assert any(item.startswith(f"storage_key_file {key_file}") for item in first.not_included)
+    assert not (out / "index.sqlite").exists() and (out / "index.sqlite.enc").is_file()
+    for path in out.rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            assert b"Bench^Patient" not in content and b"SQLite format" not in content, path
+
+    with pytest.raises(ConfigError, match="sealed"):  # without the key the backup does not open
+        open_platform(_settings(out))
+    result = CliRunner().invoke(main, ["--data-dir", str(out), "verify"],
+                                env={"ONCOPACS_SECRET_KEY": TEST_SECRET_KEY,
+                                     "ONCOPACS_STORAGE_KEY_FILE": str(key_file)})
+    assert result.exit_code == 0, result.output  # unsealed in place at start-up, then verified
+    assert (out / "index.sqlite").is_file()
+    with open_platform(_settings(out).with_overrides(storage_key_file=key_file)) as restored:
+        assert verify(restored.archive).ok and _readable(restored) == 3
+
+
+@pytest.mark.postgres
+def test_a_keyed_postgres_dump_is_sealed_and_unsealed_for_pg_restore(tmp_path: Path, postgres_ok: bool) -> None:
+    require(shutil.which("pg_dump") is not None, "pg_dump is not installed (apt-get install postgresql-client)")
+    key_file = _key_file(tmp_path)
+    with (
+        empty_database("postgresql", tmp_path, postgres_ok) as url,
+        open_platform(_settings(tmp_path / "live", url).with_overrides(storage_key_file=key_file)) as live,
+    ):
+        _store(live, 2, "A")
+        report = backup(live.settings, tmp_path / "backup")
+    assert report.ok and report.index == "index.pgdump.enc" and "oncopacs storage unseal" in report.restore
+    assert not (tmp_path / "backup" / "index.pgdump").exists()
+    sealed, dump = tmp_path / "backup" / "index.pgdump.enc", tmp_path / "index.pgdump"
+    result = CliRunner().invoke(main, ["storage", "unseal", str(sealed), str(dump)],
+                                env={"ONCOPACS_STORAGE_KEY_FILE": str(key_file)})
+    assert result.exit_code == 0, result.output
+    listing = subprocess.run(["pg_restore", "--list", str(tmp_path / "index.pgdump")],
+                             capture_output=True, text=True, check=True).stdout
+    assert "TABLE DATA" in listing and " instances " in listing

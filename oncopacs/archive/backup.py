@@ -10,6 +10,13 @@ The backup folder is itself a data directory (``oncopacs --data-dir DIR verify``
   Into an existing backup, files already there with the right SHA-256 are skipped and files the new
   snapshot no longer lists are removed (the folder must match its index for ``verify``);
 * ``secret_key``, ``audit-spool`` and ``demo-credentials.txt`` when present. Not ``viewer/`` (re-installable).
+* ``audit-checkpoints`` (copied before the snapshot, so every record a checkpoint names is in it) and the audit key
+  when it lives in the data directory; a key kept elsewhere is named in the report, not copied.
+
+With a storage key (``storage_key_file``) the stored files are linked or copied sealed, as they are, and the index
+snapshot is sealed too: ``index.sqlite.enc`` (snapshotted in memory, never on disk in the clear), unsealed in place
+when the folder is opened as a data directory with the key; ``index.pgdump.enc``, unsealed for ``pg_restore`` by
+``oncopacs storage unseal``.
 """
 
 from __future__ import annotations
@@ -17,11 +24,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import os
 import shutil
 import sqlite3
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,7 +37,10 @@ from pathlib import Path
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
+from oncopacs.archive.encryption import Sealer, StorageKeys, seal, storage_keys_of, unseal_file
 from oncopacs.archive.storage import Storage
+from oncopacs.audit.checkpoints import CHECKPOINT_FILE as AUDIT_CHECKPOINT_FILE
+from oncopacs.audit.sealing import KEY_FILE as AUDIT_KEY_FILE
 from oncopacs.audit.spool import SPOOL_FILE
 from oncopacs.errors import ConfigError, StorageError
 from oncopacs.index.models import Instance
@@ -38,6 +48,7 @@ from oncopacs.settings import Settings
 
 SQLITE_INDEX = "index.sqlite"
 PG_DUMP_FILE = "index.pgdump"
+SEALED_SUFFIX = ".enc"  # a snapshot sealed with the storage key (oncopacs.archive.encryption)
 SECRET_KEY_FILE = "secret_key"  # oncopacs.web.auth.SECRET_KEY_FILE (a higher layer); a test keeps them equal
 DEMO_CREDENTIALS_FILE = "demo-credentials.txt"  # oncopacs.cli.demo.DEMO_CREDENTIALS_FILE, likewise
 
@@ -90,23 +101,40 @@ def backup(settings: Settings, out: Path, *, config_file: Path | None = None,
     except OSError as exc:
         raise StorageError(f"cannot create the backup folder {out}: {exc.strerror or exc}") from None
     url = settings.effective_database_url
-    included: list[str] = []
+    keys = storage_keys_of(settings)  # ConfigError: a bad key file
+    included = _copy_audit_anchors(settings, out)  # before the snapshot: every record they name is in it
     with _spool_held(data_dir / SPOOL_FILE) as spool:  # the spool and the index agree on what was replayed
         if spool is not None:
             _copy_open_file(spool, out / SPOOL_FILE)
             included.append(SPOOL_FILE)
         if url.startswith("sqlite"):
             index_name, restore = SQLITE_INDEX, f"oncopacs --data-dir {out} serve (or copy the folder back)"
-            rows = _snapshot_sqlite(url, out / SQLITE_INDEX)
+            if keys is None:
+                rows = _snapshot_sqlite(url, out / SQLITE_INDEX)
+                _remove_stale(out / (SQLITE_INDEX + SEALED_SUFFIX))
+            else:
+                index_name = SQLITE_INDEX + SEALED_SUFFIX
+                restore += " with the same storage key file (the index is unsealed in place)"
+                rows = _snapshot_sqlite_sealed(url, out / index_name, keys)
+                _remove_stale(out / SQLITE_INDEX)
         elif url.startswith("postgresql"):
             index_name = PG_DUMP_FILE
             restore = (f"pg_restore --clean --if-exists --no-owner -d <database URL> {out / PG_DUMP_FILE}, then "
                        f"oncopacs --data-dir {out} serve with database_url naming that database")
-            rows = _snapshot_postgres(url, out / PG_DUMP_FILE)
+            if keys is None:
+                rows = _snapshot_postgres(url, out / PG_DUMP_FILE)
+                _remove_stale(out / (PG_DUMP_FILE + SEALED_SUFFIX))
+            else:
+                index_name = PG_DUMP_FILE + SEALED_SUFFIX
+                rows = _snapshot_postgres(url, out / index_name, keys)
+                _remove_stale(out / PG_DUMP_FILE)
+                restore = (f"oncopacs storage unseal {out / index_name} DUMP (with the storage key file), then "
+                           + restore.replace(str(out / PG_DUMP_FILE), "DUMP") + " and the same storage key file")
         else:
             raise ConfigError(f"cannot back up an index of this kind: {make_url(url).drivername}")
     included.insert(0, index_name)
-    files = _copy_files(Storage(Path(settings.storage_dir)), Storage(out / "storage"), rows, on_total, progress)
+    files = _copy_files(Storage(Path(settings.storage_dir), keys), Storage(out / "storage", keys), rows, on_total,
+                        progress)
     for name in (SECRET_KEY_FILE, DEMO_CREDENTIALS_FILE):
         if (data_dir / name).is_file():
             shutil.copy2(data_dir / name, out / name)
@@ -119,6 +147,48 @@ def backup(settings: Settings, out: Path, *, config_file: Path | None = None,
 
 
 # -- the index ---------------------------------------------------------------------------------
+
+
+def restore_sealed_index(settings: Settings, keys: StorageKeys | None) -> bool:
+    """Unseal a backup's ``index.sqlite.enc`` into ``index.sqlite`` when the data directory has no ``index.sqlite``
+    (and the index is SQLite in it); True if it did. :class:`ConfigError` without a key to unseal it with."""
+    sealed, index = settings.data_dir / (SQLITE_INDEX + SEALED_SUFFIX), settings.data_dir / SQLITE_INDEX
+    if settings.database_url or index.exists() or not sealed.is_file():
+        return False
+    if keys is None:
+        raise ConfigError(f"the index in {settings.data_dir} is sealed ({sealed.name}): set storage_key_file "
+                          "(ONCOPACS_STORAGE_KEY_FILE) to the key file it was sealed with")
+    unseal_file(sealed, index, keys)  # SealedDataError: another key, or damaged
+    return True
+
+
+def _snapshot_sqlite_sealed(url: str, target: Path, keys: StorageKeys) -> list[tuple[str, str]]:
+    """Snapshot the SQLite index into memory in one backup step and write it sealed to ``target``."""
+    source = make_url(url).database
+    if not source or source == ":memory:" or not Path(source).is_file():
+        raise ConfigError(f"no SQLite index file to back up at {source or '(in memory)'}")
+    try:
+        with contextlib.closing(sqlite3.connect(source, timeout=60)) as src, \
+                contextlib.closing(sqlite3.connect(":memory:")) as copy:
+            src.backup(copy)  # every page in one step, under one read transaction
+            query = f"SELECT file_path, sha256 FROM {Instance.__tablename__}"
+            rows = [(str(p), str(h)) for p, h in copy.execute(query)]
+            image = copy.serialize()
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot back up the SQLite index: {exc}") from None
+    partial = target.with_name(target.name + ".partial")
+    with partial.open("wb") as file:
+        file.write(seal(image, keys))
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(partial, target)
+    return rows
+
+
+def _remove_stale(path: Path) -> None:
+    """An earlier backup's index of the other kind (sealed or not), and its SQLite side files."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
 
 
 def _snapshot_sqlite(url: str, target: Path) -> list[tuple[str, str]]:
@@ -144,8 +214,9 @@ def _snapshot_sqlite(url: str, target: Path) -> list[tuple[str, str]]:
         raise StorageError(f"cannot back up the SQLite index: {exc}") from None
 
 
-def _snapshot_postgres(url: str, target: Path) -> list[tuple[str, str]]:
-    """``pg_dump`` (custom format) on a snapshot exported by the transaction that lists the instances."""
+def _snapshot_postgres(url: str, target: Path, keys: StorageKeys | None = None) -> list[tuple[str, str]]:
+    """``pg_dump`` (custom format) on a snapshot exported by the transaction that lists the instances; with
+    ``keys``, its output is sealed as it comes (never on disk in the clear)."""
     pg_dump = shutil.which("pg_dump")
     if pg_dump is None:
         raise ConfigError("pg_dump is not on PATH: install the PostgreSQL client (e.g. apt-get install "
@@ -156,7 +227,7 @@ def _snapshot_postgres(url: str, target: Path) -> list[tuple[str, str]]:
     env = dict(os.environ)
     if parsed.password:
         env["PGPASSWORD"] = str(parsed.password)  # not on the command line, where ps shows it
-    command = [pg_dump, "--format=custom", "--no-owner", f"--file={target}.partial"]
+    command = [pg_dump, "--format=custom", "--no-owner", *([f"--file={target}.partial"] if keys is None else [])]
     command += [f"--schema={schema}" for schema in _search_path(parsed.query.get("options"))]
     engine = create_engine(url)
     try:
@@ -164,8 +235,12 @@ def _snapshot_postgres(url: str, target: Path) -> list[tuple[str, str]]:
                 connection.begin():
             snapshot = connection.execute(text("SELECT pg_export_snapshot()")).scalar_one()
             rows = [(str(p), str(h)) for p, h in connection.execute(select(Instance.file_path, Instance.sha256))]
-            done = subprocess.run([*command, f"--snapshot={snapshot}", libpq], env=env, capture_output=True,
-                                  text=True, check=False)
+            if keys is None:
+                done = subprocess.run([*command, f"--snapshot={snapshot}", libpq], env=env, capture_output=True,
+                                      text=True, check=False)
+            else:
+                done = _dump_sealed([*command, f"--snapshot={snapshot}", libpq], env, Path(f"{target}.partial"),
+                                    keys)
     finally:
         engine.dispose()
     if done.returncode != 0:
@@ -174,6 +249,24 @@ def _snapshot_postgres(url: str, target: Path) -> list[tuple[str, str]]:
         raise StorageError(f"pg_dump failed: {reason}")
     os.replace(f"{target}.partial", target)
     return rows
+
+
+def _dump_sealed(command: list[str], env: dict[str, str], partial: Path,
+                 keys: StorageKeys) -> subprocess.CompletedProcess:
+    """Run ``pg_dump`` writing to standard output, sealing what it writes into ``partial`` (fsynced)."""
+    sealer = Sealer(keys)
+    with tempfile.TemporaryFile() as errors, partial.open("wb") as out, \
+            subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=errors) as process:
+        assert process.stdout is not None
+        while chunk := process.stdout.read(1024**2):
+            out.write(sealer.update(chunk))
+        returncode = process.wait()
+        out.write(sealer.finish())
+        out.flush()
+        os.fsync(out.fileno())
+        errors.seek(0)
+        stderr = errors.read().decode("utf-8", "replace")
+    return subprocess.CompletedProcess(command, returncode, "", stderr)
 
 
 _LIBPQ_PARAMS = {"options", "sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout", "application_name"}
@@ -222,7 +315,7 @@ def _copy_files(source: Storage, target: Storage, rows: list[tuple[str, str]], o
 def _copy_one(source: Storage, target: Storage, relative_path: str, sha256: str, files: _Files) -> None:
     dst = target.path_of(relative_path)
     if dst.is_file():
-        if _digest(dst) == sha256:
+        if target.check(relative_path, sha256) is None:
             files.skipped += 1
             return
         dst.unlink()
@@ -245,16 +338,11 @@ def _copy_one(source: Storage, target: Storage, relative_path: str, sha256: str,
         return
     except OSError as exc:
         raise StorageError(f"cannot write {relative_path} to the backup: {exc.strerror or exc}") from None
-    if _digest(dst) != sha256:  # a copy is checked where it landed; a link is the source itself
+    if target.check(relative_path, sha256) is not None:  # a copy is checked where it landed (plaintext SHA-256)
         dst.unlink()
         files.altered.append(relative_path)
         return
     files.new += 1
-
-
-def _digest(path: Path) -> str:
-    with path.open("rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 # -- beside the index ----------------------------------------------------------------------------
@@ -285,6 +373,22 @@ def _copy_open_file(fd: int, target: Path) -> None:
     os.replace(partial, target)
 
 
+def _copy_audit_anchors(settings: Settings, out: Path) -> list[str]:
+    """The audit checkpoints, and the audit key when it lives in the data directory, copied to ``out`` under
+    their default names (the backup opened as a data directory finds them); what was copied."""
+    copied = []
+    checkpoints, key = settings.effective_audit_checkpoint_file, settings.effective_audit_key_file
+    if checkpoints.is_file():
+        shutil.copyfile(checkpoints, out / AUDIT_CHECKPOINT_FILE)
+        copied.append(AUDIT_CHECKPOINT_FILE)
+    if key.is_file() and key.resolve().parent == Path(settings.data_dir).resolve():
+        (out / AUDIT_KEY_FILE).unlink(missing_ok=True)
+        shutil.copyfile(key, out / AUDIT_KEY_FILE)
+        os.chmod(out / AUDIT_KEY_FILE, 0o600)
+        copied.append(AUDIT_KEY_FILE)
+    return copied
+
+
 def _not_included(settings: Settings, config_file: Path | None) -> list[str]:
     """What a restore needs that lives outside the data directory: the operator backs it up."""
     kept = ["viewer/ (re-install with: oncopacs viewer install)"]
@@ -294,8 +398,14 @@ def _not_included(settings: Settings, config_file: Path | None) -> list[str]:
     for name in ("tls_cert", "tls_key", "tls_ca"):
         if getattr(settings, name):
             kept.append(f"{name} {getattr(settings, name)}")
+    if settings.storage_key_file:
+        kept.append(f"storage_key_file {settings.storage_key_file} (the sealed files and index need it: keep it "
+                    "apart from the backups)")
     if settings.secret_key:
         kept.append("the secret_key setting (the session key is set outside the data directory)")
+    key = settings.effective_audit_key_file
+    if key.resolve().parent != Path(settings.data_dir).resolve():
+        kept.append(f"audit key file {key} (audit verify needs it; keep it apart from the backup)")
     if settings.viewer_dir:
         kept[0] = f"viewer {settings.viewer_dir} (re-install with: oncopacs viewer install)"
     return kept

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 
 from oncopacs.archive.ingest import Archive, IngestOutcome
-from oncopacs.archive.storage import compute_sha256
+from oncopacs.archive.storage import Damage
+from oncopacs.errors import IntegrityError
 from oncopacs.index.models import Instance
 
 log = logging.getLogger(__name__)
@@ -47,21 +48,18 @@ def count_indexed(archive: Archive) -> int:
 
 
 def verify(archive: Archive, progress: Progress | None = None) -> VerifyReport:
-    """Re-hash every indexed file; list missing, altered and unindexed files."""
+    """Re-hash every indexed file (unsealed, when sealed); list missing, altered (or unreadable) and unindexed files."""
     missing, altered = [], []
     with archive.index.reading() as session:
         rows = session.execute(select(Instance.file_path, Instance.sha256)).all()
     known = set()
     for relative_path, sha256 in rows:
         known.add(relative_path)
-        path = archive.storage.path_of(relative_path)
-        try:
-            digest = compute_sha256(path.read_bytes())
-        except FileNotFoundError:
+        damage = archive.storage.check(relative_path, sha256)
+        if damage is Damage.MISSING:
             missing.append(relative_path)
-        else:
-            if digest != sha256:
-                altered.append(relative_path)
+        elif damage is not None:
+            altered.append(relative_path)
         if progress:
             progress(1)
     unindexed = sorted(p for p in archive.storage.iter_files() if p not in known)
@@ -82,7 +80,11 @@ def recover_orphans(archive: Archive) -> int:
         log.info("removed %d partial files left by an interrupted write", cleared)
     recovered = 0
     for relative_path in find_unindexed(archive):
-        data = archive.storage.path_of(relative_path).read_bytes()
+        try:
+            data = archive.storage.read(relative_path)  # unsealed when sealed
+        except IntegrityError as exc:
+            log.warning("unindexed file %s could not be recovered: %s", relative_path, exc)
+            continue
         result = archive.ingest(data, source="recovered")
         if result.outcome in (IngestOutcome.STORED, IngestOutcome.DUPLICATE):
             recovered += 1

@@ -7,6 +7,11 @@ loss. Paths are ``<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``.
 A file that arrives in pieces (a C-STORE dataset, PDU by PDU) can be staged as it arrives
 (:meth:`Storage.open_stream`): each piece's writeback to disk starts at once, so by the time the
 last piece is in, most of the file is already on disk and the final fdatasync is short.
+
+With :class:`~oncopacs.archive.encryption.StorageKeys` every new file is sealed (AES-256-GCM,
+:mod:`oncopacs.archive.encryption`) as its pieces arrive; reads unseal transparently, and the
+SHA-256 recorded and checked is always the plaintext's. Files without the sealed header
+(stored before a key was configured) are read as they are.
 """
 
 from __future__ import annotations
@@ -21,7 +26,16 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from oncopacs.errors import IntegrityError, StorageError
+from oncopacs.archive.encryption import (
+    HEADER_BYTES,
+    Sealer,
+    StorageKeys,
+    is_sealed,
+    iter_unsealed,
+    key_id_of,
+    unseal,
+)
+from oncopacs.errors import IntegrityError, SealedDataError, StorageError
 
 INCOMING_DIR = ".incoming"
 
@@ -63,6 +77,14 @@ class DamagedFileError(IntegrityError):
         self.damage = damage
 
 
+class UnsealableFileError(DamagedFileError):
+    """A sealed stored file whose key is not configured (or no key is): :attr:`damage` is ``UNREADABLE``."""
+
+    def __init__(self, relative_path: str, problem: str):
+        IntegrityError.__init__(self, f"{relative_path} cannot be unsealed: {problem}")
+        self.damage = Damage.UNREADABLE
+
+
 def compute_sha256(data: bytes | memoryview) -> str:
     """Hex SHA-256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
@@ -74,10 +96,11 @@ def relative_path_for(study_uid: str, series_uid: str, sop_uid: str) -> str:
 
 
 class Storage:
-    """Instance files under one directory."""
+    """Instance files under one directory, sealed with ``keys``' current key when keys are given."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, keys: StorageKeys | None = None):
         self.root = Path(root)
+        self.keys = keys
         self.incoming = self.root / INCOMING_DIR
         self.incoming.mkdir(parents=True, exist_ok=True)
 
@@ -125,32 +148,67 @@ class Storage:
             fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         except OSError as exc:
             raise StorageError(f"cannot write to the storage area: {exc.strerror}") from exc
-        return StagingStream(staged, fd)
+        return StagingStream(staged, fd, Sealer(self.keys) if self.keys is not None else None)
 
     def read(self, relative_path: str, expected_sha256: str | None = None) -> bytes:
-        """The stored bytes; a missing or unreadable file, or with ``expected_sha256`` an altered one, raises
-        :class:`DamagedFileError` (an :class:`IntegrityError`)."""
+        """The stored (plaintext) bytes, unsealed if sealed; a missing or unreadable file, a sealed one that fails
+        authentication, or with ``expected_sha256`` an altered one, raises :class:`DamagedFileError` (an
+        :class:`IntegrityError`)."""
         try:
             data = (self.root / relative_path).read_bytes()
         except FileNotFoundError:
             raise DamagedFileError(relative_path, Damage.MISSING) from None
         except OSError:
             raise DamagedFileError(relative_path, Damage.UNREADABLE) from None
+        if is_sealed(data):
+            data = self._unseal(relative_path, data)
         if expected_sha256 is not None and compute_sha256(data) != expected_sha256:
             raise DamagedFileError(relative_path, Damage.ALTERED)
         return data
 
     def check(self, relative_path: str, expected_sha256: str) -> Damage | None:
-        """What is wrong with a stored file, None when it is whole: read and hashed in 256 KiB pieces, so memory
+        """What is wrong with a stored file, None when it is whole: read (unsealed) and hashed in pieces, so memory
         stays bounded whatever the file's size (about 1.5 GB/s of SHA-256 on one core)."""
         try:
             with (self.root / relative_path).open("rb") as file:
-                digest = hashlib.file_digest(file, "sha256").hexdigest()
+                head = file.read(HEADER_BYTES)
+                if is_sealed(head):
+                    key_id = key_id_of(head)
+                    if key_id is not None and (self.keys is None or key_id not in self.keys.by_id):
+                        return Damage.UNREADABLE
+                    if self.keys is None:
+                        return Damage.ALTERED  # the header is cut short
+                    file.seek(0)
+                    digest = hashlib.sha256()
+                    for piece in iter_unsealed(file, self.keys):
+                        digest.update(piece)
+                else:
+                    file.seek(0)
+                    digest = hashlib.file_digest(file, "sha256")
         except FileNotFoundError:
             return Damage.MISSING
+        except SealedDataError:
+            return Damage.ALTERED
         except OSError:
             return Damage.UNREADABLE
-        return None if digest == expected_sha256 else Damage.ALTERED
+        return None if digest.hexdigest() == expected_sha256 else Damage.ALTERED
+
+    def key_id(self, relative_path: str) -> bytes | None:
+        """The id of the key a stored file is sealed with; None if it is plaintext. OSError if it cannot be read."""
+        with (self.root / relative_path).open("rb") as file:
+            return key_id_of(file.read(HEADER_BYTES))
+
+    def _unseal(self, relative_path: str, data: bytes) -> bytes:
+        if self.keys is None:
+            raise UnsealableFileError(relative_path, "it is sealed and no storage key is configured "
+                                                     "(ONCOPACS_STORAGE_KEY_FILE)")
+        key_id = key_id_of(data)
+        if key_id is not None and key_id not in self.keys.by_id:
+            raise UnsealableFileError(relative_path, f"its key {key_id.hex()} is not in the storage key file")
+        try:
+            return unseal(data, self.keys)
+        except SealedDataError:
+            raise DamagedFileError(relative_path, Damage.ALTERED) from None
 
     def remove(self, relative_path: str) -> None:
         (self.root / relative_path).unlink(missing_ok=True)
@@ -173,7 +231,9 @@ class Storage:
 
 
 class StagingStream:
-    """A staged file written as its data arrives, each piece's writeback started at once.
+    """A staged file written as its data arrives, each piece's writeback started at once (sealed with a
+    :class:`~oncopacs.archive.encryption.Sealer` when one is given: whole segments as they fill, the last at
+    :meth:`finish`).
 
     :meth:`write` appends (page cache), asks the kernel to start writing that range to disk
     without waiting (``sync_file_range``, where the platform has it) and adds the piece to the
@@ -184,11 +244,12 @@ class StagingStream:
     reused by another file before the write lands).
     """
 
-    def __init__(self, path: Path, fd: int):
+    def __init__(self, path: Path, fd: int, sealer: Sealer | None = None):
         self.path = path
-        self.size = 0
+        self.size = 0  # bytes on disk (sealed, when sealing)
         self._fd: int | None = fd
         self._hash = hashlib.sha256()
+        self._sealer = sealer
         self._lock = threading.Lock()
 
     def write(self, data: bytes | memoryview, *, writeback: bool = True) -> None:
@@ -196,18 +257,23 @@ class StagingStream:
         with self._lock:
             if self._fd is None:
                 raise StorageError("the staged file is already closed")
-            view, start = memoryview(data), self.size
-            try:
-                while view:
-                    written = os.write(self._fd, view)
-                    view = view[written:]
-                    self.size += written
-            except OSError as exc:
-                self._close_and_delete()
-                raise StorageError(f"cannot write to the storage area: {exc.strerror}") from exc
+            start = self.size
+            self._append(data if self._sealer is None else self._sealer.update(data))
             if writeback:
                 _start_writeback(self._fd, start, self.size - start)
-            self._hash.update(data)  # releases the GIL for pieces over 2 KiB
+            self._hash.update(data)  # the plaintext's; releases the GIL for pieces over 2 KiB
+
+    def _append(self, data: bytes | memoryview) -> None:
+        assert self._fd is not None
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+                self.size += written
+        except OSError as exc:
+            self._close_and_delete()
+            raise StorageError(f"cannot write to the storage area: {exc.strerror}") from exc
 
     def sha256(self) -> str:
         """Hex SHA-256 of everything written so far."""
@@ -219,6 +285,8 @@ class StagingStream:
         with self._lock:
             if self._fd is None:
                 raise StorageError("the staged file is already closed")
+            if self._sealer is not None:
+                self._append(self._sealer.finish())  # the last segment (StorageError: file deleted)
             fd, self._fd = self._fd, None
             try:
                 os.fdatasync(fd)  # data and size; the timestamps need not be durable

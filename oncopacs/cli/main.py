@@ -25,6 +25,7 @@ from oncopacs.cli.patients import patients_group
 from oncopacs.cli.pet import pet_group
 from oncopacs.cli.report import report_group
 from oncopacs.cli.rt import rt_group
+from oncopacs.cli.storage_keys import storage_group
 from oncopacs.cli.tls import tls_group
 from oncopacs.cli.users import token_group, user_group
 from oncopacs.cli.viewer import viewer_group
@@ -218,6 +219,7 @@ main.add_command(models_group)
 main.add_command(patients_group)
 main.add_command(viewer_group)
 main.add_command(backup_command)
+main.add_command(storage_group)
 
 
 if __name__ == "__main__":  # pragma: no cover
