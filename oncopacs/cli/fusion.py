@@ -2,12 +2,15 @@
 warping and accumulation, 4D CT, on DICOM folders.
 
 Each prints one JSON document with ``--json`` (progress and logs on stderr), exits 0 on success and
-non-zero with a one-line reason otherwise.
+non-zero with a one-line reason otherwise. With ``--store`` the objects also go into the archive, and the run
+leaves one STORE record (DICOM 110104) under the operating-system user and this host, as ``oncopacs import`` does.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -18,6 +21,7 @@ import numpy as np
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 
+from oncopacs.audit.events import ActorKind, AuditAction, AuditEvent, Outcome
 from oncopacs.cli.context import opened_platform
 from oncopacs.errors import EXPECTED_ERRORS
 
@@ -80,6 +84,7 @@ def register_command(fixed_dir: Path, moving_dir: Path, deformable: bool, out_di
 
         with opened_platform() as platform:
             document["stored"] = store_registration(platform.archive, dataset, source="cli:fusion-register").to_dict()
+            _audit_stored(platform, [dataset], "register")
     if as_json:
         click.echo(json.dumps(document, indent=2))
     else:
@@ -144,7 +149,25 @@ def _store(datasets: Sequence[Dataset], command: str) -> list[dict]:
 
     with opened_platform() as platform:
         stored = ingest_derived(platform.archive, datasets, source=f"cli:fusion-{command}")
+        _audit_stored(platform, datasets, command)
     return [one.to_dict() for one in stored]
+
+
+def _audit_stored(platform, datasets: Sequence[Dataset], command: str) -> None:
+    """The run's STORE record: its patients and studies, under the operating-system user (raises AuditError)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    platform.audit.record(AuditEvent(
+        action=AuditAction.STORE, outcome=Outcome.SUCCESS, actor=user, actor_kind=ActorKind.USER,
+        source=socket.gethostname(), patient_ids=_values(datasets, "PatientID"),
+        study_uids=_values(datasets, "StudyInstanceUID"),
+        detail=f"oncopacs fusion {command} --store: {len(datasets)} object(s)"))
+
+
+def _values(datasets: Sequence[Dataset], keyword: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(str(ds.get(keyword, "")) for ds in datasets if ds.get(keyword)))
 
 
 _store_option = click.option(

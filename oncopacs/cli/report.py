@@ -1,7 +1,8 @@
 """``oncopacs report …``: make, approve and send PDF reports (JSON with ``--json``).
 
 Approving needs a user whose role has ``reports.write``; approving and sending are written to the
-audit trail under that user (sending under the operating-system user).
+audit trail under that user (making and sending under the operating-system user: a Patient Record read, or an
+Export when ``--out`` writes the PDF outside the archive).
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def make_command(ctx: click.Context, type_name: str, study_uid: str, out_path: P
     if out_path is not None:
         out_path.write_bytes(service.read_pdf(report))
         pdf_path = out_path
+    _audit(service, AuditAction.READ if out_path is None else AuditAction.EXPORT, _os_user(), report,
+           f"report make {report.id}" + ("" if out_path is None else " --out"))
     document = {"report_id": report.id, "status": report.status.value, "version": report.version,
                 "pdf": str(pdf_path), "conclusion": report.conclusion}
     click.echo(json.dumps(document, indent=2) if as_json else f"report {report.id} ({report.status.value}): {pdf_path}")

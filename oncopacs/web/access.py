@@ -20,6 +20,7 @@ from oncopacs.auth.roles import Permission, Principal
 View = TypeVar("View", bound=Callable)
 
 PUBLIC_ATTRIBUTE = "_oncopacs_public"
+FAILURE_AUDITED = "oncopacs_failure_audited"  # set on ``g`` once a request's failure or refusal is on record
 
 
 def public(view: View) -> View:
@@ -93,3 +94,5 @@ def audit_access(
             detail=detail[:2000],
         )
     )
+    if outcome is not Outcome.SUCCESS:
+        setattr(g, FAILURE_AUDITED, True)  # oncopacs.web.refusal_audit adds no second record

@@ -30,6 +30,7 @@ from oncopacs.web.cors import install_cors
 from oncopacs.web.dashboards import mount_dashboards
 from oncopacs.web.dicomweb.qido import DICOM_JSON
 from oncopacs.web.headers import install_security_headers
+from oncopacs.web.refusal_audit import install_refusal_audit
 
 
 def create_app(platform: Platform | None = None) -> Flask:
@@ -59,6 +60,7 @@ def create_app(platform: Platform | None = None) -> Flask:
     app.context_processor(theme.template_context)
     _register_error_handlers(app)
     install_authentication(app)
+    install_refusal_audit(app)  # every 401, 403 and 404 on patient data, whichever hook or view refused
     install_cors(app, settings.cors_origins)  # after authentication, which lets a listed origin's preflight through
     mount_dashboards(app)
     install_security_headers(app, tls=settings.tls_enabled,

@@ -57,6 +57,7 @@ from oncopacs.auth.users import SignIn, UserStore
 from oncopacs.errors import AuthenticationError
 from oncopacs.settings import Settings
 from oncopacs.web.access import (
+    FAILURE_AUDITED,
     PUBLIC_ATTRIBUTE,
     audit_trail,
     current_principal,
@@ -190,6 +191,8 @@ def record_security_event(
     detail = f"{request.method} {request.path}" + (f": {note}" if note else "")
     audit_trail().record(AuditEvent(action=action, outcome=outcome, actor=actor[:128], actor_kind=ActorKind.USER,
                                     source=request.remote_addr or "", detail=detail[:2000]))
+    if outcome is not Outcome.SUCCESS:
+        setattr(g, FAILURE_AUDITED, True)  # oncopacs.web.refusal_audit adds no second record
 
 
 def _source_address() -> str:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import getpass
 import json
+import socket
 
 from click.testing import CliRunner
 from sqlalchemy import select
 
 from oncopacs.analysis.models import AnalysisResult, MetricValue
 from oncopacs.analysis.registration import REGISTRATION_QA
+from oncopacs.audit.events import AuditAction
+from oncopacs.audit.trail import AuditFilter
 from oncopacs.cli import main
 from oncopacs.index.models import Instance, ObjectReference, Relation, Series
 from oncopacs.phantom import write_datasets
 from oncopacs.phantom.ct4d import Ct4dSpec, build_ct4d_phantom
 from oncopacs.phantom.fusion import build_fusion_ct_series
-from oncopacs.platform import open_archive
+from oncopacs.platform import open_archive, open_platform
 from oncopacs.settings import Settings
 from tests.fusion.test_cli_fusion_more import pair  # noqa: F401  (fixture: registration, structure set, dose)
 
@@ -89,6 +93,11 @@ def test_propagate_and_warp_dose_store_their_objects(sqlite_settings, pair):  # 
     (stored,) = json.loads(result.stdout)["stored"]
     assert stored["modality"] == "RTDOSE"
     assert modalities(sqlite_settings) == {"RTSTRUCT": 1, "RTDOSE": 1}
+    with open_platform(sqlite_settings) as platform:  # each --store run is audited, as an import is
+        records = list(platform.audit.iter_entries(AuditFilter(action=AuditAction.STORE)))
+    assert [r.detail for r in records] == ["oncopacs fusion propagate --store: 1 object(s)",
+                                           "oncopacs fusion warp-dose --store: 1 object(s)"]
+    assert all(r.actor == getpass.getuser() and r.source == socket.gethostname() and r.patient_ids for r in records)
 
 
 def test_4d_store_ingests_the_projections_and_the_itv(sqlite_settings, tmp_path):
