@@ -171,7 +171,7 @@ def test_sigkill_during_storescu_loses_no_acknowledged_instance(tmp_path: Path) 
         assert check_acknowledged_are_stored(data_dir, acknowledged) == N_INSTANCES
         verified = run_verify(data_dir)
         assert verified.returncode == 0, verified.stdout + verified.stderr
-        assert f"checked {N_INSTANCES} file(s): 0 missing, 0 altered, 0 not indexed" in verified.stdout
+        assert f"checked {N_INSTANCES} file(s): 0 missing, 0 altered, 0 unreadable, 0 not indexed" in verified.stdout
     finally:
         for server in servers:
             server.kill()

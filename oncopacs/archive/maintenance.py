@@ -31,14 +31,16 @@ class VerifyReport:
     missing: list[str] = field(default_factory=list)
     altered: list[str] = field(default_factory=list)
     unindexed: list[str] = field(default_factory=list)
+    # could not be read: an I/O error, or sealed with a storage key that is not configured
+    unreadable: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.altered or self.unindexed)
+        return not (self.missing or self.altered or self.unindexed or self.unreadable)
 
     def to_dict(self) -> dict:
         return {"checked": self.checked, "ok": self.ok, "missing": self.missing,
-                "altered": self.altered, "unindexed": self.unindexed}
+                "altered": self.altered, "unindexed": self.unindexed, "unreadable": self.unreadable}
 
 
 def count_indexed(archive: Archive) -> int:
@@ -48,8 +50,8 @@ def count_indexed(archive: Archive) -> int:
 
 
 def verify(archive: Archive, progress: Progress | None = None) -> VerifyReport:
-    """Re-hash every indexed file (unsealed, when sealed); list missing, altered (or unreadable) and unindexed files."""
-    missing, altered = [], []
+    """Re-hash every indexed file (unsealed, when sealed); list missing, altered, unreadable and unindexed files."""
+    missing, altered, unreadable = [], [], []
     with archive.index.reading() as session:
         rows = session.execute(select(Instance.file_path, Instance.sha256)).all()
     known = set()
@@ -58,12 +60,14 @@ def verify(archive: Archive, progress: Progress | None = None) -> VerifyReport:
         damage = archive.storage.check(relative_path, sha256)
         if damage is Damage.MISSING:
             missing.append(relative_path)
+        elif damage is Damage.UNREADABLE:
+            unreadable.append(relative_path)
         elif damage is not None:
             altered.append(relative_path)
         if progress:
             progress(1)
     unindexed = sorted(p for p in archive.storage.iter_files() if p not in known)
-    return VerifyReport(len(rows), sorted(missing), sorted(altered), unindexed)
+    return VerifyReport(len(rows), sorted(missing), sorted(altered), unindexed, sorted(unreadable))
 
 
 def find_unindexed(archive: Archive) -> list[str]:

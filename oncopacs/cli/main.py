@@ -156,14 +156,19 @@ def verify(ctx: click.Context, repair: bool, as_json: bool) -> None:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
         click.echo(f"checked {report.checked} file(s): {len(report.missing)} missing, "
-                   f"{len(report.altered)} altered, {len(report.unindexed)} not indexed")
+                   f"{len(report.altered)} altered, {len(report.unreadable)} unreadable, "
+                   f"{len(report.unindexed)} not indexed")
         for label, paths in (
             ("missing", report.missing),
             ("altered", report.altered),
+            ("unreadable", report.unreadable),
             ("not indexed", report.unindexed),
         ):
             for path in paths:
                 click.echo(f"  {label}: {path}")
+    if report.unreadable:
+        click.echo("oncopacs: unreadable files failed to read (an I/O error) or are sealed with a storage key that is "
+                   "not configured: set ONCOPACS_STORAGE_KEY_FILE to the key file they were sealed with", err=True)
     if not report.ok:
         click.echo("oncopacs: the storage area does not match the index", err=True)
         sys.exit(1)

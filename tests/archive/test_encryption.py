@@ -326,3 +326,16 @@ def test_cli_keygen_and_unseal(tmp_path: Path) -> None:
     done = runner.invoke(main, ["storage", "unseal", str(tmp_path / "dump.enc"), str(tmp_path / "again")],
                          env={"ONCOPACS_STORAGE_KEY_FILE": ""})
     assert done.exit_code == 2 and "no storage key" in done.output
+
+
+def test_verify_without_the_key_says_unreadable_and_names_the_setting(tmp_path: Path) -> None:
+    """Forgetting the key is not damage: the files are reported unreadable, with the setting that reads them."""
+    key_file = write_key_file(tmp_path / "keys" / "storage.key", KEY_A)
+    with open_platform(key_settings(tmp_path, key_file)) as platform:
+        for dataset in small_ct_series(2, prefix="V"):
+            platform.archive.ingest(part10_bytes(dataset), source="test")
+    done = CliRunner().invoke(main, ["--data-dir", str(tmp_path / "data"), "verify"],
+                              env={"ONCOPACS_STORAGE_KEY_FILE": ""})
+    assert done.exit_code == 1
+    assert "checked 2 file(s): 0 missing, 0 altered, 2 unreadable, 0 not indexed" in done.stdout
+    assert "ONCOPACS_STORAGE_KEY_FILE" in done.stderr
