@@ -64,6 +64,7 @@ class Platform:
     def close(self) -> None:
         """Finish pending I/O and release the database connections."""
         self.audit.close()
+        self.jobs.close()
         self.archive.close()
 
     def __enter__(self) -> Platform:
@@ -96,7 +97,7 @@ def open_platform(settings: Settings | None = None) -> Platform:
     """The platform of ``settings`` (default: the configured settings), rules and job kinds installed."""
     settings = settings or Settings.load()
     archive = open_archive(settings)
-    jobs = open_job_system(archive)
+    jobs = open_job_system(archive, settings.queue_url, settings.queue_name)  # a queue URL: `oncopacs worker` runs jobs
     builtins: tuple[BuiltinRule, ...] = (
         BuiltinRule("rt-analysis", "DVH, plan metrics and clinical goals when an RT dose, plan or structure set "
                     "completes a planning set", install_rt_analysis(archive, jobs)),

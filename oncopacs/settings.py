@@ -67,6 +67,23 @@ def _parse_origin(text: str) -> str:
     return f"{scheme}://{host}" + (f":{port}" if port is not None and port != _DEFAULT_PORTS[scheme] else "")
 
 
+QUEUE_SCHEMES = ("amqp", "amqps", "redis", "rediss")
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
+
+
+def _parse_queue_url(text: str) -> str:
+    """A RabbitMQ (``amqp://``, ``amqps://``) or Redis (``redis://``, ``rediss://``) URL, or "" (no queue engine).
+
+    The error never quotes the URL: it may carry a password.
+    """
+    url = text.strip()
+    scheme, separator, rest = url.partition("://")
+    if url and (not separator or scheme.lower() not in QUEUE_SCHEMES or not rest.strip("/")):
+        raise ConfigError("setting queue_url (ONCOPACS_QUEUE_URL) must be an amqp:// (RabbitMQ) or redis:// URL such "
+                          "as amqp://guest:guest@127.0.0.1:5672// or redis://127.0.0.1:6379/0")
+    return url
+
+
 def _parse_bool(text: str) -> bool:
     value = text.strip().lower()
     if value in {"1", "true", "yes", "on"}:
@@ -163,6 +180,11 @@ class Settings:
     # remote_aes (empty: no prefetch); [[prefetch]] tables say which priors are relevant.
     prefetch_from: str = ""
     prefetch: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
+    # The queue engine (oncopacs.jobs.dispatch): "amqp://user:password@host:5672//" (RabbitMQ) or
+    # "redis://host:6379/0"; jobs are then run by `oncopacs worker` processes. Empty: the worker thread of `serve`.
+    queue_url: str = field(default="", repr=False)
+    # The broker queue of this archive's jobs: archives sharing one broker (or vhost, or Redis database) need their own.
+    queue_name: str = "oncopacs-jobs"
 
     @property
     def tls_enabled(self) -> bool:
@@ -304,6 +326,12 @@ def _coerce(name: str, value: Any) -> Any:
             if not isinstance(value, list):
                 raise ValueError
             return tuple(dict(table) if isinstance(table, Mapping) else table for table in value)
+        if name == "queue_url":
+            return _parse_queue_url(str(value))
+        if name == "queue_name":
+            if not _QUEUE_NAME.fullmatch(str(value).strip()):
+                raise ValueError  # letters, digits, - and _: Dramatiq gives "." suffixes a meaning
+            return str(value).strip()
         if name == "ae_title":
             title = str(value).strip()
             if not 0 < len(title) <= 16:

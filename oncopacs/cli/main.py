@@ -82,6 +82,22 @@ def serve(ctx: click.Context, http_port: int | None, dicom_port: int | None, htt
         run(platform)
 
 
+@main.command()
+@click.option("--processes", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Worker processes (a supervisor restarts one that dies).")
+@click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Jobs each process runs at a time.")
+@click.option("--lease-seconds", type=click.FloatRange(1, 3600), default=60, show_default=True,
+              help="A job's lease, renewed while it runs; a job whose worker died is retried once it ends.")
+@click.pass_context
+def worker(ctx: click.Context, processes: int, threads: int, lease_seconds: float) -> None:
+    """Run queued jobs from the queue engine (ONCOPACS_QUEUE_URL) until SIGINT or SIGTERM."""
+    from oncopacs.cli.worker import serve_worker
+
+    logging.getLogger("oncopacs").setLevel(logging.INFO)
+    serve_worker(settings_of(ctx), processes=processes, threads=threads, lease_s=lease_seconds)
+
+
 @main.command("import")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON document.")

@@ -19,6 +19,8 @@ from oncopacs.dimse.tls import listener_context
 from oncopacs.ehr.listener import Hl7Listener
 from oncopacs.ehr.wiring import build_dispatcher
 from oncopacs.errors import ListenError
+from oncopacs.jobs.dispatch import DispatchingJobQueue
+from oncopacs.jobs.worker import INTERRUPTED_MESSAGE, Worker
 from oncopacs.orchestration.delivery import open_delivery
 from oncopacs.orchestration.rule_actions import RuleLoop
 from oncopacs.platform import Platform
@@ -75,12 +77,12 @@ def serve(platform: Platform, *, ready: threading.Event | None = None) -> None:
         ) from None
     marker = settings.data_dir / RUNNING_MARKER
     _write_marker(marker)
-    worker = platform.jobs.new_worker()
-    worker.start()
+    worker = _start_job_worker(platform)  # None: `oncopacs worker` processes run the jobs
     platform.reports.start()  # delivers final reports to the EHR, with retries
     outbox_delivery = open_delivery(platform.outbox, archive, settings)  # forwards queued instances, with retries
     outbox_delivery.start()
-    rule_loop = RuleLoop(platform.rules, on_fired=worker.wake)  # fires series and study rules once stable
+    # fires series and study rules once stable (and wakes the embedded worker, so a queued analysis starts at once)
+    rule_loop = RuleLoop(platform.rules, on_fired=worker.wake if worker is not None else _nothing)
     rule_loop.start()
     stop = threading.Event()
 
@@ -101,7 +103,8 @@ def serve(platform: Platform, *, ready: threading.Event | None = None) -> None:
         if not stop.is_set():
             raise
     finally:
-        worker.stop()
+        if worker is not None:
+            worker.stop()
         platform.reports.stop()
         outbox_delivery.stop()
         rule_loop.stop()
@@ -114,6 +117,24 @@ def serve(platform: Platform, *, ready: threading.Event | None = None) -> None:
             signal.signal(sig, handler)
         marker.unlink(missing_ok=True)
         log.info("stopped cleanly")
+
+
+def _nothing() -> None:
+    """No embedded worker to wake: `oncopacs worker` processes hear of each job from the queue engine."""
+
+
+def _start_job_worker(platform: Platform) -> Worker | None:
+    """The embedded job worker, started; None with a queue engine, whose workers retry what a crash left running."""
+    queue = platform.jobs.queue
+    if not isinstance(queue, DispatchingJobQueue):
+        worker = platform.jobs.new_worker()
+        worker.start()  # jobs a crash left running are failed first
+        return worker
+    interrupted = queue.fail_interrupted(INTERRUPTED_MESSAGE, leased=False)  # those an embedded worker ran only
+    if interrupted:
+        log.warning("%d job(s) run by an earlier embedded worker were interrupted and are marked failed", interrupted)
+    log.info("jobs go to `oncopacs worker` processes through %s", queue.where)
+    return None
 
 
 def _start_dimse_listeners(platform: Platform, tls: TlsFiles) -> dict[str, ThreadedAssociationServer]:

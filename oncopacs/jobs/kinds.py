@@ -12,6 +12,7 @@ from typing import Any
 
 from oncopacs.archive.ingest import Archive
 from oncopacs.archive.maintenance import count_indexed, verify
+from oncopacs.jobs.dispatch import QUEUE_NAME, DispatchingJobQueue, open_broker
 from oncopacs.jobs.queue import DatabaseJobQueue, JobQueue, JobRecord, JobStatus
 from oncopacs.jobs.worker import Handler, JobRegistry, ProgressCallback, Worker
 
@@ -27,6 +28,11 @@ class JobSystem:
 
     def new_worker(self, **options: Any) -> Worker:
         return Worker(self.queue, self.registry, **options)
+
+    def close(self) -> None:
+        """Close the queue engine's connections (nothing to do without one)."""
+        if isinstance(self.queue, DispatchingJobQueue):
+            self.queue.broker.close()
 
 
 #: How many of the newest queued jobs :func:`enqueue_once` looks through for the same job.
@@ -65,8 +71,13 @@ def build_verify_handler(archive: Archive) -> Handler:
     return run_verify
 
 
-def open_job_system(archive: Archive) -> JobSystem:
-    """The job system of ``archive``: jobs in its index, with the platform's own kinds registered."""
+def open_job_system(archive: Archive, queue_url: str = "", queue_name: str = QUEUE_NAME) -> JobSystem:
+    """The job system of ``archive``: jobs in its index, with the platform's own kinds registered.
+
+    With ``queue_url`` (RabbitMQ or Redis), each job is also sent to ``oncopacs worker`` processes.
+    """
     registry = JobRegistry()
     registry.register(VERIFY, build_verify_handler(archive))
-    return JobSystem(DatabaseJobQueue(archive.index), registry)
+    queue = (DispatchingJobQueue(archive.index, open_broker(queue_url), queue_url, queue_name) if queue_url
+             else DatabaseJobQueue(archive.index))
+    return JobSystem(queue, registry)

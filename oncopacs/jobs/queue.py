@@ -1,10 +1,14 @@
 """The job queue: what the API enqueues and the worker claims, behind a small interface.
 
 :class:`JobQueue` is the interface; :class:`DatabaseJobQueue` keeps jobs in the index's ``jobs``
-table (SQLite or PostgreSQL), which is all the embedded worker of ``oncopacs serve`` needs. A
-Redis-backed queue with separate worker processes can implement the same interface later.
+table (SQLite or PostgreSQL), which is all the embedded worker of ``oncopacs serve`` needs; with a
+queue engine, :class:`oncopacs.jobs.dispatch.DispatchingJobQueue` also sends each job to worker processes.
 A job is claimed with ``UPDATE ... WHERE id = ? AND status = 'queued'``: of several workers
 racing for it, exactly one sees a row count of 1.
+
+Queue workers (:mod:`oncopacs.jobs.consumer`) claim one job by id with a lease (:meth:`DatabaseJobQueue.claim`):
+a running job whose lease expired (its worker was killed) can be claimed again, and every write a claimant makes
+names it (``owner``), so only the current claimant's progress and result are written.
 """
 
 from __future__ import annotations
@@ -13,15 +17,18 @@ import enum
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
 
 from oncopacs.index.db import IndexDatabase
 from oncopacs.jobs.models import Job
 
 CLAIM_CANDIDATES = 10  # queued jobs looked at per claim attempt
+#: Claims by queue workers before a job whose worker keeps dying (killed, out of memory) is failed instead.
+MAX_ATTEMPTS = 3
+EXHAUSTED_MESSAGE = "interrupted {attempts} times (the worker running it stopped); submit it again"
 
 
 class JobStatus(str, enum.Enum):
@@ -46,6 +53,7 @@ class JobRecord:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    attempts: int = 0  # claims by queue workers (0: run by the embedded worker, or not yet)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +71,23 @@ class JobRecord:
         }
 
 
+class ClaimOutcome(str, enum.Enum):
+    CLAIMED = "claimed"  # the caller holds the lease and runs the job
+    BUSY = "busy"  # another worker holds a live lease: look again after ``retry_after_s``
+    FINISHED = "finished"  # succeeded or failed already: nothing to do
+    GONE = "gone"  # no such job
+    EXHAUSTED = "exhausted"  # its workers died MAX_ATTEMPTS times: failed now
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What :meth:`DatabaseJobQueue.claim` found: the job, and for BUSY how long (seconds) until its lease ends."""
+
+    outcome: ClaimOutcome
+    job: JobRecord | None = None
+    retry_after_s: float = 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class JobPage:
     """A page of jobs (newest first) and how many match in all."""
@@ -78,18 +103,18 @@ class JobQueue(Protocol):
 
     def claim_next(self, kinds: frozenset[str]) -> JobRecord | None: ...
 
-    def report_progress(self, job_id: int, progress: float, message: str = "") -> None: ...
+    def report_progress(self, job_id: int, progress: float, message: str = "", *, owner: str = "") -> bool: ...
 
-    def succeed(self, job_id: int, result: Any, message: str = "") -> None: ...
+    def succeed(self, job_id: int, result: Any, message: str = "", *, owner: str = "") -> bool: ...
 
-    def fail(self, job_id: int, message: str) -> None: ...
+    def fail(self, job_id: int, message: str, *, owner: str = "") -> bool: ...
 
     def get(self, job_id: int) -> JobRecord | None: ...
 
     def list(self, *, status: JobStatus | None = None, kind: str | None = None,
              limit: int = 100, offset: int = 0) -> JobPage: ...
 
-    def fail_interrupted(self, message: str) -> int: ...
+    def fail_interrupted(self, message: str, *, leased: bool = True) -> int: ...
 
 
 class DatabaseJobQueue:
@@ -129,25 +154,65 @@ class DatabaseJobQueue:
                 return self.get(job_id)
         return None
 
-    def report_progress(self, job_id: int, progress: float, message: str = "") -> None:
-        """Record how far a running job is (``progress`` clipped to 0..1)."""
+    def claim(self, job_id: int, owner: str, lease_s: float) -> Claim:
+        """Claim job ``job_id`` for ``owner`` with a lease of ``lease_s`` seconds, if it is queued or its lease expired.
+
+        One conditional UPDATE decides: of several workers racing, exactly one gets CLAIMED. A job whose
+        workers died :data:`MAX_ATTEMPTS` times is failed (EXHAUSTED) rather than claimed again.
+        """
+        now = datetime.now(UTC)
+        expired = and_(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at.is_not(None),
+                       Job.lease_expires_at < now)
+        with self.index.write_connection() as connection:
+            exhausted = connection.execute(
+                update(Job).where(Job.id == job_id, expired, Job.attempts >= MAX_ATTEMPTS).values(
+                    status=JobStatus.FAILED.value, message=EXHAUSTED_MESSAGE.format(attempts=MAX_ATTEMPTS),
+                    finished_at=now, lease_owner=None, lease_expires_at=None)
+            ).rowcount
+            claimed = 0 if exhausted else connection.execute(
+                update(Job).where(Job.id == job_id, or_(Job.status == JobStatus.QUEUED.value, expired)).values(
+                    status=JobStatus.RUNNING.value, started_at=now, progress=0.0, lease_owner=owner[:64],
+                    lease_expires_at=now + timedelta(seconds=lease_s), attempts=Job.attempts + 1)
+            ).rowcount
+        job = self.get(job_id)
+        if exhausted:
+            return Claim(ClaimOutcome.EXHAUSTED, job)
+        if claimed == 1:
+            return Claim(ClaimOutcome.CLAIMED, job)
+        if job is None:
+            return Claim(ClaimOutcome.GONE)
+        if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+            return Claim(ClaimOutcome.FINISHED, job)
+        with self.index.reading() as session:  # running under a live lease, or by an embedded worker (no lease)
+            expires = session.scalar(select(Job.lease_expires_at).where(Job.id == job_id))
+        remaining_s = lease_s if expires is None else (_aware(expires) - datetime.now(UTC)).total_seconds()
+        return Claim(ClaimOutcome.BUSY, job, max(remaining_s, 0.0))
+
+    def renew_lease(self, job_id: int, owner: str, lease_s: float) -> bool:
+        """Extend ``owner``'s lease on a running job by ``lease_s`` seconds from now; False: it is no longer theirs."""
+        return self._update_running(job_id, {"lease_expires_at": datetime.now(UTC) + timedelta(seconds=lease_s)},
+                                    owner)
+
+    def report_progress(self, job_id: int, progress: float, message: str = "", *, owner: str = "") -> bool:
+        """Record how far a running job is (``progress`` clipped to 0..1); False: not running (or not ``owner``'s)."""
         values: dict[str, Any] = {"progress": min(max(float(progress), 0.0), 1.0)}
         if message:
             values["message"] = message
-        self._update_running(job_id, values)
+        return self._update_running(job_id, values, owner)
 
-    def succeed(self, job_id: int, result: Any, message: str = "") -> None:
-        """Finish a running job with its JSON-serialisable ``result``."""
-        self._update_running(job_id, {
+    def succeed(self, job_id: int, result: Any, message: str = "", *, owner: str = "") -> bool:
+        """Finish a running job with its JSON-serialisable ``result``; False: not running (or not ``owner``'s)."""
+        return self._update_running(job_id, {
             "status": JobStatus.SUCCEEDED.value, "progress": 1.0, "result_json": json.dumps(result),
-            "message": message, "finished_at": datetime.now(UTC),
-        })
+            "message": message, "finished_at": datetime.now(UTC), "lease_expires_at": None,
+        }, owner)
 
-    def fail(self, job_id: int, message: str) -> None:
-        """Finish a running job as failed, with the reason."""
-        self._update_running(job_id, {
+    def fail(self, job_id: int, message: str, *, owner: str = "") -> bool:
+        """Finish a running job as failed, with the reason; False: not running (or not ``owner``'s)."""
+        return self._update_running(job_id, {
             "status": JobStatus.FAILED.value, "message": message, "finished_at": datetime.now(UTC),
-        })
+            "lease_expires_at": None,
+        }, owner)
 
     def get(self, job_id: int) -> JobRecord | None:
         with self.index.reading() as session:
@@ -167,24 +232,40 @@ class DatabaseJobQueue:
             jobs = session.scalars(statement.order_by(Job.id.desc()).limit(limit).offset(offset)).all()
             return JobPage(total, tuple(_record(job) for job in jobs))
 
-    def fail_interrupted(self, message: str) -> int:
-        """Mark every job left running (by a process that died) failed; how many.
-
-        Only for start-up of the one embedded worker: with separate workers, a job running
-        elsewhere is not interrupted. Jobs are not re-run, so one that crashed the process
-        cannot crash it again at every start.
-        """
+    def fail_queued(self, job_id: int, message: str) -> bool:
+        """Fail a job still queued (one no worker will hear of), with the reason; whether it was queued."""
         with self.index.write_connection() as connection:
             return connection.execute(
-                update(Job).where(Job.status == JobStatus.RUNNING.value).values(
+                update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED.value).values(
                     status=JobStatus.FAILED.value, message=message, finished_at=datetime.now(UTC))
+            ).rowcount == 1
+
+    def fail_interrupted(self, message: str, *, leased: bool = True) -> int:
+        """Mark jobs left running by an embedded worker that died failed; how many.
+
+        For start-up of ``serve``: a job without a lease was run by the embedded worker of a process that
+        is gone. A job under a live lease is a queue worker's and is never touched; one whose lease expired
+        is failed too when ``leased`` (no queue engine: nothing will retry it), and left for a queue worker
+        to take over when not. Jobs are not re-run here, so one that crashed the process cannot crash it
+        again at every start.
+        """
+        now = datetime.now(UTC)
+        orphaned: ColumnElement[bool] = Job.lease_expires_at.is_(None)
+        if leased:
+            orphaned = or_(orphaned, Job.lease_expires_at < now)
+        with self.index.write_connection() as connection:
+            return connection.execute(
+                update(Job).where(Job.status == JobStatus.RUNNING.value, orphaned).values(
+                    status=JobStatus.FAILED.value, message=message, finished_at=now, lease_expires_at=None)
             ).rowcount
 
-    def _update_running(self, job_id: int, values: dict[str, Any]) -> None:
+    def _update_running(self, job_id: int, values: dict[str, Any], owner: str = "") -> bool:
+        """Update a running job (only while ``owner`` holds its lease, when given); whether a row changed."""
+        condition = [Job.id == job_id, Job.status == JobStatus.RUNNING.value]
+        if owner:
+            condition.append(Job.lease_owner == owner[:64])
         with self.index.write_connection() as connection:
-            connection.execute(
-                update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value).values(**values)
-            )
+            return connection.execute(update(Job).where(*condition).values(**values)).rowcount == 1
 
 
 def _record(job: Job) -> JobRecord:
@@ -200,7 +281,13 @@ def _record(job: Job) -> JobRecord:
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
+        attempts=job.attempts or 0,
     )
+
+
+def _aware(moment: datetime) -> datetime:
+    """``moment`` in UTC (SQLite returns naive datetimes; they were stored in UTC)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def _iso(moment: datetime | None) -> str | None:

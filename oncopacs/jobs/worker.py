@@ -88,33 +88,7 @@ class Worker(BackgroundLoop):
 
     def run(self, job: JobRecord) -> None:
         """Run one claimed job and record its result or error (never raises for the handler's faults)."""
-        handler = self.registry.handler(job.kind)
-        if handler is None:
-            self.queue.fail(job.id, f"no handler for job kind {job.kind!r}")
-            return
-        log.info("job %d (%s) started", job.id, job.kind)
-        try:
-            result = handler(job.params, self._progress_reporter(job.id))
-        except Exception as exc:
-            log.exception("job %d (%s) failed", job.id, job.kind)
-            self.queue.fail(job.id, describe_error(exc))
-            return
-        self.queue.succeed(job.id, result, "done")
-        log.info("job %d (%s) succeeded", job.id, job.kind)
-
-    def _progress_reporter(self, job_id: int) -> ProgressCallback:
-        """A callback that writes progress at most every PROGRESS_MIN_STEP or PROGRESS_MIN_INTERVAL_S."""
-        last = {"progress": -1.0, "at": 0.0}
-
-        def report(progress: float, message: str = "") -> None:
-            now = time.monotonic()
-            if (progress < 1.0 and progress - last["progress"] < PROGRESS_MIN_STEP
-                    and now - last["at"] < PROGRESS_MIN_INTERVAL_S):
-                return
-            last.update(progress=progress, at=now)
-            self.queue.report_progress(job_id, progress, message)
-
-        return report
+        run_job(self.queue, self.registry, job)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -123,6 +97,46 @@ class Worker(BackgroundLoop):
             except Exception:
                 log.exception("the job worker could not reach the queue; retrying")
             self._sleep(self.poll_interval_s)
+
+
+def run_job(queue: JobQueue, registry: JobRegistry, job: JobRecord, *, owner: str = "") -> bool:
+    """Run one claimed job and record its result or error; whether the outcome was written.
+
+    With ``owner`` (a queue worker's lease), every write is conditional on still holding the lease, so a job
+    another worker took over is not written twice. Never raises for the handler's faults.
+    """
+    claimant: dict[str, str] = {"owner": owner} if owner else {}
+    handler = registry.handler(job.kind)
+    if handler is None:
+        return queue.fail(job.id, f"no handler for job kind {job.kind!r}", **claimant) is not False
+    log.info("job %d (%s) started", job.id, job.kind)
+    try:
+        result = handler(job.params, _progress_reporter(queue, job.id, claimant))
+    except Exception as exc:
+        log.exception("job %d (%s) failed", job.id, job.kind)
+        return queue.fail(job.id, describe_error(exc), **claimant) is not False
+    written = queue.succeed(job.id, result, "done", **claimant) is not False
+    if written:
+        log.info("job %d (%s) succeeded", job.id, job.kind)
+    else:
+        log.warning("job %d (%s) finished after another worker took it over; its result is discarded",
+                    job.id, job.kind)
+    return written
+
+
+def _progress_reporter(queue: JobQueue, job_id: int, claimant: dict[str, str]) -> ProgressCallback:
+    """A callback that writes progress at most every PROGRESS_MIN_STEP or PROGRESS_MIN_INTERVAL_S."""
+    last = {"progress": -1.0, "at": 0.0}
+
+    def report(progress: float, message: str = "") -> None:
+        now = time.monotonic()
+        if (progress < 1.0 and progress - last["progress"] < PROGRESS_MIN_STEP
+                and now - last["at"] < PROGRESS_MIN_INTERVAL_S):
+            return
+        last.update(progress=progress, at=now)
+        queue.report_progress(job_id, progress, message, **claimant)
+
+    return report
 
 
 def describe_error(exc: Exception) -> str:
