@@ -8,6 +8,7 @@ WADO-RS bulk data route resolves with :func:`read_bulk_element`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -185,14 +186,20 @@ def build_qido_result(values: Mapping[str, Any], keywords: Iterable[str], retrie
     """
     result: dict[str, Any] = {}
     for keyword in keywords:
-        vr = attribute_vr(keyword)
+        tag, vr = _tag_and_vr(keyword)
         element: dict[str, Any] = {"vr": vr}
         json_values = _json_values(vr, values.get(keyword))
         if json_values:
             element["Value"] = json_values
-        result[f"{int(Tag(keyword)):08X}"] = element
+        result[tag] = element
     result["00081190"] = {"vr": "UR", "Value": [retrieve_url]}
     return dict(sorted(result.items()))
+
+
+@functools.lru_cache(maxsize=1024)
+def _tag_and_vr(keyword: str) -> tuple[str, str]:
+    """The JSON tag key and VR of a returnable keyword, looked up once (a QIDO page builds thousands)."""
+    return f"{int(Tag(keyword)):08X}", attribute_vr(keyword)
 
 
 def _json_values(vr: str, value: Any) -> list[Any]:
