@@ -67,6 +67,7 @@ def _parse_origin(text: str) -> str:
     return f"{scheme}://{host}" + (f":{port}" if port is not None and port != _DEFAULT_PORTS[scheme] else "")
 
 
+ROLES = ("all", "web", "dimse")  # what `oncopacs serve` runs: everything, HTTP only, DIMSE (and HL7) only
 QUEUE_SCHEMES = ("amqp", "amqps", "redis", "rediss")
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
 
@@ -185,6 +186,14 @@ class Settings:
     queue_url: str = field(default="", repr=False)
     # The broker queue of this archive's jobs: archives sharing one broker (or vhost, or Redis database) need their own.
     queue_name: str = "oncopacs-jobs"
+    # What `oncopacs serve` runs (oncopacs.cli.serve): "all" (HTTP, DIMSE, HL7 and the delivery loops), "web" (HTTP and
+    # the delivery loops) or "dimse" (the DIMSE and HL7 listeners only); nodes of any role may share one index,
+    # queue engine and storage area (deploy/ puts HAProxy in front of them).
+    role: str = "all"
+    # Proxies in front of the HTTP listener that append X-Forwarded-For (HAProxy: 1); the client's address (audit
+    # records, the sign-in throttle) is then taken from that header, so only set it when every request comes through
+    # them. 0: the socket's peer address.
+    proxy_hops: int = 0
 
     @property
     def tls_enabled(self) -> bool:
@@ -295,6 +304,7 @@ def _coerce(name: str, value: Any) -> Any:
             "stable_seconds",
             "hl7_listen_port",
             "hl7_max_message_bytes",
+            "proxy_hops",
         }:
             number = int(value)
             if number < 0:
@@ -332,6 +342,11 @@ def _coerce(name: str, value: Any) -> Any:
             if not _QUEUE_NAME.fullmatch(str(value).strip()):
                 raise ValueError  # letters, digits, - and _: Dramatiq gives "." suffixes a meaning
             return str(value).strip()
+        if name == "role":
+            role = str(value).strip().lower()
+            if role not in ROLES:
+                raise ConfigError(f"setting role (ONCOPACS_ROLE) has an invalid value {value!r}: all, web or dimse")
+            return role
         if name == "ae_title":
             title = str(value).strip()
             if not 0 < len(title) <= 16:

@@ -70,13 +70,16 @@ def main(ctx: click.Context, config: Path | None, data_dir: Path | None, verbose
 @click.option("--http-port", type=int, help="Overrides ONCOPACS_HTTP_PORT (default 8042).")
 @click.option("--dicom-port", type=int, help="Overrides ONCOPACS_DICOM_PORT (default 11112).")
 @click.option("--host", "http_host", help="Interface the HTTP server binds (default 127.0.0.1).")
+@click.option("--role", type=click.Choice(["all", "web", "dimse"]),
+              help="Overrides ONCOPACS_ROLE (default all): web serves HTTP only, dimse DIMSE and HL7 only.")
 @click.pass_context
-def serve(ctx: click.Context, http_port: int | None, dicom_port: int | None, http_host: str | None) -> None:
-    """Serve HTTP (web, DICOMweb, API, /health) and DIMSE in one process."""
+def serve(ctx: click.Context, http_port: int | None, dicom_port: int | None, http_host: str | None,
+          role: str | None) -> None:
+    """Serve HTTP (web, DICOMweb, API, /health) and DIMSE in one process (or one of them: --role)."""
     from oncopacs.cli.serve import serve as run
     from oncopacs.platform import open_platform
 
-    settings = settings_of(ctx, http_port=http_port, dicom_port=dicom_port, http_host=http_host)
+    settings = settings_of(ctx, http_port=http_port, dicom_port=dicom_port, http_host=http_host, role=role)
     logging.getLogger("oncopacs").setLevel(logging.INFO)
     with open_platform(settings) as platform:
         run(platform)

@@ -7,7 +7,9 @@ import os
 import signal
 import ssl
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -18,14 +20,18 @@ from oncopacs.dimse.server import start_dimse
 from oncopacs.dimse.tls import listener_context
 from oncopacs.ehr.listener import Hl7Listener
 from oncopacs.ehr.wiring import build_dispatcher
-from oncopacs.errors import ListenError
+from oncopacs.errors import ConfigError, ListenError
 from oncopacs.jobs.dispatch import DispatchingJobQueue
 from oncopacs.jobs.worker import INTERRUPTED_MESSAGE, Worker
-from oncopacs.orchestration.delivery import open_delivery
+from oncopacs.orchestration.delivery import DeliveryLoop, open_delivery
 from oncopacs.orchestration.rule_actions import RuleLoop
 from oncopacs.platform import Platform
 from oncopacs.settings import Settings
 from oncopacs.tls import TlsFiles
+from reporting.jobs import Reports
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +56,29 @@ def serve(platform: Platform, *, ready: threading.Event | None = None) -> None:
     the first instance a listener accepts already meets them. With ``tls_cert`` and ``tls_key``,
     HTTP is HTTPS only and DICOM-TLS listens on ``dicom_tls_port`` beside plain DIMSE on
     ``dicom_port`` (0: no plain DIMSE). Unusable TLS files raise ConfigError before anything listens.
-    """
-    from oncopacs.web.app import create_app  # the web layer is only needed when serving
 
+    ``settings.role`` picks the listeners: ``all`` everything; ``web`` HTTP with the report, outbox and rule
+    loops (and the embedded job worker); ``dimse`` the DIMSE listeners and the HL7 listener (both plain TCP
+    services a TCP-mode balancer fronts), nothing else: the nodes of another role deliver what it stores.
+    """
     settings, archive = platform.settings, platform.archive
+    web, dimse_role = settings.role in ("all", "web"), settings.role in ("all", "dimse")
     tls = TlsFiles.from_settings(settings)
     tls.check()
+    if not web and not settings.dicom_port and not tls.serving and settings.hl7_listen_port <= 0:
+        raise ConfigError("role dimse with no DICOM port, no TLS and no HL7 port would serve nothing")
     recover_if_needed(settings, archive)
-    app = create_app(platform)
-    dimse = _start_dimse_listeners(platform, tls)
+    app = _create_app(platform) if web else None
+    dimse = _start_dimse_listeners(platform, tls) if dimse_role else {}
     try:
-        hl7 = _start_hl7_listener(platform)
+        hl7 = _start_hl7_listener(platform) if dimse_role else None
     except ListenError:
         for server in dimse.values():
             server.shutdown()
         raise
     try:
-        http = open_http(app, settings.http_host, settings.http_port, tls.server_context() if tls.serving else None)
+        http = open_http(app, settings.http_host, settings.http_port,
+                         tls.server_context() if tls.serving else None) if app is not None else None
     except OSError as exc:
         for server in dimse.values():
             server.shutdown()
@@ -77,37 +89,37 @@ def serve(platform: Platform, *, ready: threading.Event | None = None) -> None:
         ) from None
     marker = settings.data_dir / RUNNING_MARKER
     _write_marker(marker)
-    worker = _start_job_worker(platform)  # None: `oncopacs worker` processes run the jobs
-    platform.reports.start()  # delivers final reports to the EHR, with retries
-    outbox_delivery = open_delivery(platform.outbox, archive, settings)  # forwards queued instances, with retries
-    outbox_delivery.start()
-    # fires series and study rules once stable (and wakes the embedded worker, so a queued analysis starts at once)
-    rule_loop = RuleLoop(platform.rules, on_fired=worker.wake if worker is not None else _nothing)
-    rule_loop.start()
+    loops = _start_loops(platform) if web else None
     stop = threading.Event()
 
     def _stop(signum, _frame):
         log.info("signal %s received, shutting down", signum)
         stop.set()
-        http.stop()
+        if http is not None:
+            http.stop()
 
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     dicom = "  ".join(f"{label} {settings.ae_title} on port {server.server_address[1]}"
-                      for label, server in dimse.items()) or "no DICOM listener (ONCOPACS_DICOM_PORT=0, TLS off)"
-    log.info("HTTP on %s://%s:%s  %s", http.scheme, settings.http_host, http.port, dicom)
+                      for label, server in dimse.items()) or (
+        "no DICOM listener (ONCOPACS_DICOM_PORT=0, TLS off)" if dimse_role else "no DICOM listener (role web)")
+    if http is not None:
+        log.info("HTTP on %s://%s:%s  %s", http.scheme, settings.http_host, http.port, dicom)
+    else:
+        log.info("no HTTP listener (role dimse)  %s", dicom)
     if ready is not None:
         ready.set()
     try:
-        http.run()
+        if http is not None:
+            http.run()
+        else:
+            while not stop.wait(1.0):  # the listeners run on their own threads; a signal ends the wait
+                pass
     except (OSError, ValueError):
         if not stop.is_set():
             raise
     finally:
-        if worker is not None:
-            worker.stop()
-        platform.reports.stop()
-        outbox_delivery.stop()
-        rule_loop.stop()
+        if loops is not None:
+            loops.stop()
         for server in dimse.values():
             server.shutdown()
         if hl7 is not None:
@@ -117,6 +129,41 @@ def serve(platform: Platform, *, ready: threading.Event | None = None) -> None:
             signal.signal(sig, handler)
         marker.unlink(missing_ok=True)
         log.info("stopped cleanly")
+
+
+def _create_app(platform: Platform) -> Flask:
+    from oncopacs.web.app import create_app  # the web layer is only needed when serving HTTP
+
+    return create_app(platform)
+
+
+@dataclass(frozen=True, slots=True)
+class _Loops:
+    """A web node's background loops: the job worker (None with a queue engine), reports, outbox, rules."""
+
+    worker: Worker | None
+    reports: Reports
+    outbox: DeliveryLoop
+    rules: RuleLoop
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+        self.reports.stop()
+        self.outbox.stop()
+        self.rules.stop()
+
+
+def _start_loops(platform: Platform) -> _Loops:
+    """Start the job worker (unless a queue engine runs the jobs), the report, outbox and rule loops."""
+    worker = _start_job_worker(platform)  # None: `oncopacs worker` processes run the jobs
+    platform.reports.start()  # delivers final reports to the EHR, with retries
+    outbox_delivery = open_delivery(platform.outbox, platform.archive, platform.settings)  # forwards queued instances
+    outbox_delivery.start()
+    # fires series and study rules once stable (and wakes the embedded worker, so a queued analysis starts at once)
+    rule_loop = RuleLoop(platform.rules, on_fired=worker.wake if worker is not None else _nothing)
+    rule_loop.start()
+    return _Loops(worker, platform.reports, outbox_delivery, rule_loop)
 
 
 def _nothing() -> None:

@@ -6,6 +6,7 @@ from flask import Flask, jsonify
 from flask_compress import Compress
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from oncopacs import __version__
 from oncopacs.archive.decoding import value_free_traceback
@@ -65,6 +66,8 @@ def create_app(platform: Platform | None = None) -> Flask:
     mount_dashboards(app)
     install_security_headers(app, tls=settings.tls_enabled,
                              script_hashes=app.extensions["oncopacs.dashboard_script_hashes"])
+    if settings.proxy_hops:  # behind HAProxy: the client's address from X-Forwarded-For (audit, sign-in throttle)
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)  # type: ignore[method-assign]
     return app
 
 
