@@ -89,7 +89,7 @@ def open_archive(settings: Settings) -> Archive:
     restore_sealed_index(settings, keys)  # a backup's sealed SQLite index, unsealed in place
     index = open_index(settings.effective_database_url)
     guard_pydicom_logs(log_phi=settings.log_phi)  # pydicom's records quote values: kept value-free
-    return Archive(Storage(settings.storage_dir, keys), index, allow_overwrite=settings.allow_overwrite,
+    return Archive(Storage(settings.storage_dir, keys, settings.staging_dir), index, allow_overwrite=settings.allow_overwrite,
                    accept_empty_patient_id=settings.accept_empty_patient_id, log_phi=settings.log_phi)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -82,6 +83,38 @@ def _parse_queue_url(text: str) -> str:
     if url and (not separator or scheme.lower() not in QUEUE_SCHEMES or not rest.strip("/")):
         raise ConfigError("setting queue_url (ONCOPACS_QUEUE_URL) must be an amqp:// (RabbitMQ) or redis:// URL such "
                           "as amqp://guest:guest@127.0.0.1:5672// or redis://127.0.0.1:6379/0")
+    return url
+
+
+STORAGE_SCHEMES = ("file", "s3")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_S3_OPTIONS = frozenset({"endpoint", "region", "sse", "kms_key_id"})
+
+
+def _parse_storage_url(text: str) -> str:
+    """``file:///absolute/path``, ``s3://bucket[/prefix]?endpoint=...`` or "" (data_dir/storage), checked."""
+    url = text.strip()
+    if not url:
+        return ""
+    parts = urllib.parse.urlsplit(url)
+    problem = None
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            problem = "a file:// URL needs an absolute path (file:///srv/oncopacs/storage)"
+    elif parts.scheme == "s3":
+        options = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
+        if not _BUCKET.fullmatch(parts.netloc):
+            problem = "an s3:// URL needs a bucket name (3-63 lower-case letters, digits, '.' and '-')"
+        elif set(options) - _S3_OPTIONS:
+            problem = f"unknown s3:// options {sorted(set(options) - _S3_OPTIONS)}; known: {sorted(_S3_OPTIONS)}"
+        elif "endpoint" in options and not options["endpoint"][0].startswith(("http://", "https://")):
+            problem = "endpoint= must be an http:// or https:// URL"
+        elif options.get("sse", ["AES256"])[0] not in ("AES256", "aws:kms"):
+            problem = "sse= must be AES256 or aws:kms"
+    else:
+        problem = f"the scheme must be one of {', '.join(s + '://' for s in STORAGE_SCHEMES)}"
+    if problem:
+        raise ConfigError(f"setting storage_url (ONCOPACS_STORAGE_URL): {problem}")
     return url
 
 
@@ -194,6 +227,14 @@ class Settings:
     # records, the sign-in throttle) is then taken from that header, so only set it when every request comes through
     # them. 0: the socket's peer address.
     proxy_hops: int = 0
+    # This node's name among several sharing one data directory (letters, digits, - and _): its crash marker and
+    # the staging area of files on their way into storage are its own, so one node's crash recovery never touches
+    # another's transfers. Empty: a single node ("serve.running", "storage/.incoming").
+    node_name: str = ""
+    # Where instance files live: "file:///path" (a directory; empty: data_dir/storage) or
+    # "s3://BUCKET[/PREFIX]?endpoint=http://host:port[&region=R][&sse=AES256|aws:kms[&kms_key_id=ID]]" (an
+    # S3-compatible object store through boto3, credentials from the standard AWS environment variables).
+    storage_url: str = ""
 
     @property
     def tls_enabled(self) -> bool:
@@ -217,8 +258,23 @@ class Settings:
 
     @property
     def storage_dir(self) -> Path:
-        """Where instance files live (content-addressed by UIDs)."""
+        """Where instance files live (content-addressed by UIDs) when they are files: the ``file://`` path of
+        ``storage_url``, else ``storage`` in the data directory."""
+        if self.storage_url.startswith("file://"):
+            return Path(urllib.parse.unquote(urllib.parse.urlsplit(self.storage_url).path))
         return self.data_dir / "storage"
+
+    @property
+    def staging_dir(self) -> Path:
+        """This node's staging area for files on their way into storage: ``.incoming`` beside the files (so a
+        rename places them), or in the data directory for an object store; one subfolder a node when named."""
+        base = self.data_dir / "staging" if self.storage_url.startswith("s3://") else self.storage_dir / ".incoming"
+        return base / self.node_name if self.node_name else base
+
+    @property
+    def running_marker(self) -> Path:
+        """The file ``oncopacs serve`` keeps while it runs, so a start after a crash knows to recover."""
+        return self.data_dir / (f"serve-{self.node_name}.running" if self.node_name else "serve.running")
 
     @property
     def effective_database_url(self) -> str:
@@ -342,6 +398,12 @@ def _coerce(name: str, value: Any) -> Any:
             if not _QUEUE_NAME.fullmatch(str(value).strip()):
                 raise ValueError  # letters, digits, - and _: Dramatiq gives "." suffixes a meaning
             return str(value).strip()
+        if name == "node_name":
+            if str(value).strip() and not _QUEUE_NAME.fullmatch(str(value).strip()):
+                raise ValueError  # a file name: letters, digits, - and _
+            return str(value).strip()
+        if name == "storage_url":
+            return _parse_storage_url(str(value))
         if name == "role":
             role = str(value).strip().lower()
             if role not in ROLES:

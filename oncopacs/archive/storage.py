@@ -96,12 +96,16 @@ def relative_path_for(study_uid: str, series_uid: str, sop_uid: str) -> str:
 
 
 class Storage:
-    """Instance files under one directory, sealed with ``keys``' current key when keys are given."""
+    """Instance files under one directory, sealed with ``keys``' current key when keys are given.
 
-    def __init__(self, root: Path, keys: StorageKeys | None = None):
+    Files are staged in ``incoming`` (default ``root/.incoming``; a node among several sharing ``root`` has its own
+    folder there), on the same file system as ``root`` so placing one is a rename.
+    """
+
+    def __init__(self, root: Path, keys: StorageKeys | None = None, incoming: Path | None = None):
         self.root = Path(root)
         self.keys = keys
-        self.incoming = self.root / INCOMING_DIR
+        self.incoming = Path(incoming) if incoming is not None else self.root / INCOMING_DIR
         self.incoming.mkdir(parents=True, exist_ok=True)
 
     def path_of(self, relative_path: str) -> Path:

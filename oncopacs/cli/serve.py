@@ -35,13 +35,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RUNNING_MARKER = "serve.running"
-
-
 def recover_if_needed(settings: Settings, archive: Archive) -> None:
     """After an unclean stop, index any file that was made durable but not yet indexed."""
-    marker = settings.data_dir / RUNNING_MARKER
-    if marker.exists():
+    if settings.running_marker.exists():
         log.warning("the previous run did not stop cleanly; checking the storage area against the index")
         recovered = recover_orphans(archive)
         log.warning("recovery done: %d file(s) re-indexed", recovered)
@@ -87,7 +83,7 @@ def serve(platform: Platform, *, ready: threading.Event | None = None) -> None:
         raise ListenError(
             f"cannot listen for HTTP on {settings.http_host}:{settings.http_port}: {exc.strerror or exc}"
         ) from None
-    marker = settings.data_dir / RUNNING_MARKER
+    marker = settings.running_marker
     _write_marker(marker)
     loops = _start_loops(platform) if web else None
     stop = threading.Event()

@@ -8,7 +8,7 @@ from sqlalchemy import delete, select
 
 from oncopacs.archive.ingest import Archive
 from oncopacs.archive.maintenance import recover_orphans, verify
-from oncopacs.cli.serve import RUNNING_MARKER, recover_if_needed
+from oncopacs.cli.serve import recover_if_needed
 from oncopacs.index.models import Instance, ObjectReference
 from oncopacs.settings import Settings
 from tests.factories import small_ct_series
@@ -62,7 +62,7 @@ def test_recovery_runs_only_after_an_unclean_stop(sqlite_settings: Settings, tmp
         session.execute(delete(Instance).where(Instance.file_path == paths[0]))
     recover_if_needed(sqlite_settings, archive)  # no marker: clean stop, nothing to do
     assert verify(archive).unindexed == [paths[0]]
-    (sqlite_settings.data_dir / RUNNING_MARKER).write_text("1234")
+    sqlite_settings.running_marker.write_text("1234")
     recover_if_needed(sqlite_settings, archive)
     assert verify(archive).ok
     archive.close()
