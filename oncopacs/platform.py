@@ -19,7 +19,7 @@ from oncopacs.archive.backup import restore_sealed_index
 from oncopacs.archive.decoding import guard_pydicom_logs
 from oncopacs.archive.encryption import storage_keys_of
 from oncopacs.archive.ingest import Archive
-from oncopacs.archive.storage import Storage
+from oncopacs.archive.stores import open_storage
 from oncopacs.audit.spool import SPOOL_FILE
 from oncopacs.audit.syslog import open_syslog_sender
 from oncopacs.audit.trail import AuditTrail, open_audit_trail
@@ -89,7 +89,7 @@ def open_archive(settings: Settings) -> Archive:
     restore_sealed_index(settings, keys)  # a backup's sealed SQLite index, unsealed in place
     index = open_index(settings.effective_database_url)
     guard_pydicom_logs(log_phi=settings.log_phi)  # pydicom's records quote values: kept value-free
-    return Archive(Storage(settings.storage_dir, keys, settings.staging_dir), index, allow_overwrite=settings.allow_overwrite,
+    return Archive(open_storage(settings, keys), index, allow_overwrite=settings.allow_overwrite,
                    accept_empty_patient_id=settings.accept_empty_patient_id, log_phi=settings.log_phi)
 
 

@@ -33,18 +33,23 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from oncopacs.archive.encryption import Sealer, StorageKeys, seal, storage_keys_of, unseal_file
 from oncopacs.archive.storage import Storage
+from oncopacs.archive.stores import open_storage
 from oncopacs.audit.checkpoints import CHECKPOINT_FILE as AUDIT_CHECKPOINT_FILE
 from oncopacs.audit.sealing import KEY_FILE as AUDIT_KEY_FILE
 from oncopacs.audit.spool import SPOOL_FILE
 from oncopacs.errors import ConfigError, StorageError
 from oncopacs.index.models import Instance
 from oncopacs.settings import Settings
+
+if TYPE_CHECKING:
+    from oncopacs.archive.stores import InstanceStore
 
 SQLITE_INDEX = "index.sqlite"
 PG_DUMP_FILE = "index.pgdump"
@@ -133,8 +138,7 @@ def backup(settings: Settings, out: Path, *, config_file: Path | None = None,
         else:
             raise ConfigError(f"cannot back up an index of this kind: {make_url(url).drivername}")
     included.insert(0, index_name)
-    files = _copy_files(Storage(Path(settings.storage_dir), keys), Storage(out / "storage", keys), rows, on_total,
-                        progress)
+    files = _copy_files(open_storage(settings, keys), Storage(out / "storage", keys), rows, on_total, progress)
     for name in (SECRET_KEY_FILE, DEMO_CREDENTIALS_FILE):
         if (data_dir / name).is_file():
             shutil.copy2(data_dir / name, out / name)
@@ -295,9 +299,9 @@ class _Files:
     altered: list[str] = field(default_factory=list)
 
 
-def _copy_files(source: Storage, target: Storage, rows: list[tuple[str, str]], on_total: Progress | None,
+def _copy_files(source: InstanceStore, target: Storage, rows: list[tuple[str, str]], on_total: Progress | None,
                 progress: Progress | None) -> _Files:
-    files = _Files()
+    files = _Files(linked=isinstance(source, Storage))  # objects are downloaded
     if on_total:
         on_total(len(rows))
     for relative_path, sha256 in rows:
@@ -312,26 +316,25 @@ def _copy_files(source: Storage, target: Storage, rows: list[tuple[str, str]], o
     return files
 
 
-def _copy_one(source: Storage, target: Storage, relative_path: str, sha256: str, files: _Files) -> None:
+def _copy_one(source: InstanceStore, target: Storage, relative_path: str, sha256: str, files: _Files) -> None:
     dst = target.path_of(relative_path)
     if dst.is_file():
         if target.check(relative_path, sha256) is None:
             files.skipped += 1
             return
         dst.unlink()
-    src = source.path_of(relative_path)
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
-        if files.linked:
+        if files.linked and isinstance(source, Storage):
             try:
-                os.link(src, dst)  # storage files are never rewritten in place: a link is a snapshot
+                os.link(source.path_of(relative_path), dst)  # files are never rewritten in place: a link is a snapshot
             except OSError as exc:
                 if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
                     raise
                 files.linked = False
-        if not files.linked:
+        if not files.linked:  # a copy, or a download from an object store
             partial = dst.with_name(dst.name + ".partial")
-            shutil.copy2(src, partial)
+            source.export_file(relative_path, partial)
             os.replace(partial, dst)
     except FileNotFoundError:
         files.missing.append(relative_path)

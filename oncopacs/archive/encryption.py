@@ -23,7 +23,7 @@ import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -234,7 +234,13 @@ def unseal(sealed: bytes | memoryview, keys: StorageKeys) -> bytes:
     return b"".join(pieces)
 
 
-def iter_unsealed(file: BinaryIO, keys: StorageKeys) -> Iterator[bytes]:
+class Readable(Protocol):
+    """Anything read like a binary file: a file, an object store's response body."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def iter_unsealed(file: Readable, keys: StorageKeys) -> Iterator[bytes]:
     """The plaintext of a sealed file, segment by segment (memory: two segments), read from its start."""
     cipher, header = _open_header(file.read(HEADER_BYTES), keys)
     step = SEGMENT_BYTES + TAG_BYTES

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydicom import Dataset, dcmread
 from sqlalchemy import select
@@ -42,12 +42,15 @@ from oncopacs.archive.index_writer import (
     InstanceExists,
 )
 from oncopacs.archive.part10 import build_part10, dataset_offset, encode_dataset
-from oncopacs.archive.storage import StagingStream, Storage, compute_sha256, relative_path_for
+from oncopacs.archive.storage import StagingArea, StagingStream, compute_sha256, relative_path_for
 from oncopacs.audit.events import ActorKind, AuditAction, AuditEvent, Outcome
 from oncopacs.audit.trail import AuditTrail
 from oncopacs.errors import AuditError, DicomInputError, IntegrityError, NotFoundError, StorageError
 from oncopacs.index.db import IndexDatabase
 from oncopacs.index.models import IngestConflict, Instance, Patient, Series, Study
+
+if TYPE_CHECKING:
+    from oncopacs.archive.stores import InstanceStore
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +136,7 @@ class _RecordOnly:
 class Archive:
     """Storage plus index, and the one way in."""
 
-    def __init__(self, storage: Storage, index: IndexDatabase, *, allow_overwrite: bool = False,
+    def __init__(self, storage: InstanceStore, index: IndexDatabase, *, allow_overwrite: bool = False,
                  accept_empty_patient_id: bool = False, log_phi: bool = False, audit: AuditTrail | None = None):
         self.storage = storage
         self.index = index
@@ -387,7 +390,7 @@ class Archive:
         uid = record.sop_instance_uid
         existing = self._find_existing(uid)
         for _ in range(ORPHAN_WAIT_STEPS):  # a file without a row may be another writer's, in flight
-            if existing is not None or not self.storage.path_of(facts.relative_path).exists():
+            if existing is not None or not self.storage.exists(facts.relative_path):
                 break
             time.sleep(ORPHAN_WAIT_S / ORPHAN_WAIT_STEPS)
             existing = self._find_existing(uid)
@@ -537,7 +540,7 @@ class _Staging:
     digest: Future
     staged: Future
 
-    def discard(self, storage: Storage) -> None:
+    def discard(self, storage: StagingArea) -> None:
         """Delete the staged file once written (unless it was placed or failed)."""
 
         def _remove(future: Future) -> None:

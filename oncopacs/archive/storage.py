@@ -21,10 +21,13 @@ import ctypes.util
 import enum
 import hashlib
 import os
+import shutil
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from oncopacs.archive.encryption import (
     HEADER_BYTES,
@@ -95,7 +98,102 @@ def relative_path_for(study_uid: str, series_uid: str, sop_uid: str) -> str:
     return f"{study_uid}/{series_uid}/{sop_uid}.dcm"
 
 
-class Storage:
+class StagingArea:
+    """Where received files are staged, durable, before they are placed: one folder of ``*.part`` files, each
+    sealed with ``keys``' current key as it is written when keys are given."""
+
+    def __init__(self, incoming: Path, keys: StorageKeys | None = None):
+        self.keys = keys
+        self.incoming = Path(incoming)
+        self.incoming.mkdir(parents=True, exist_ok=True)
+
+    def stage(self, data: bytes | memoryview) -> Path:
+        """Write ``data`` to a new fsynced file in the incoming area and return its path."""
+        stream = self.open_stream()
+        stream.write(data, writeback=False)  # the fdatasync follows at once
+        return stream.finish()
+
+    def discard(self, staged: Path) -> None:
+        staged.unlink(missing_ok=True)
+
+    def open_stream(self) -> StagingStream:
+        """A new staged file to be written piece by piece (:class:`StagingStream`)."""
+        staged = self.incoming / f"{uuid.uuid4().hex}.part"
+        try:
+            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        except OSError as exc:
+            raise StorageError(f"cannot write to the storage area: {exc.strerror}") from exc
+        return StagingStream(staged, fd, Sealer(self.keys) if self.keys is not None else None)
+
+    def clear_incoming(self) -> int:
+        """Delete staged files left by a crash (never acknowledged); return how many."""
+        removed = 0
+        for staged in self.incoming.glob("*.part"):
+            staged.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
+    def plaintext(self, relative_path: str, data: bytes, expected_sha256: str | None) -> bytes:
+        """A stored file's bytes unsealed (when sealed) and, with ``expected_sha256``, checked; raises
+        :class:`DamagedFileError`."""
+        if is_sealed(data):
+            data = self._unseal(relative_path, data)
+        if expected_sha256 is not None and compute_sha256(data) != expected_sha256:
+            raise DamagedFileError(relative_path, Damage.ALTERED)
+        return data
+
+    def damage_of(self, file: BinaryIO, expected_sha256: str) -> Damage | None:
+        """What is wrong with a stored file open for reading at its start, None when it is whole: read (unsealed)
+        and hashed in pieces, so memory stays bounded whatever its size. OSError when it cannot be read."""
+        head = file.read(HEADER_BYTES)
+        digest = hashlib.sha256()
+        if is_sealed(head):
+            key_id = key_id_of(head)
+            if key_id is not None and (self.keys is None or key_id not in self.keys.by_id):
+                return Damage.UNREADABLE
+            if self.keys is None:
+                return Damage.ALTERED  # the header is cut short
+            try:
+                for piece in iter_unsealed(_Prefixed(head, file), self.keys):
+                    digest.update(piece)
+            except SealedDataError:
+                return Damage.ALTERED
+        else:
+            digest.update(head)
+            for piece in iter(lambda: file.read(1 << 20), b""):
+                digest.update(piece)
+        return None if digest.hexdigest() == expected_sha256 else Damage.ALTERED
+
+    def _unseal(self, relative_path: str, data: bytes) -> bytes:
+        if self.keys is None:
+            raise UnsealableFileError(relative_path, "it is sealed and no storage key is configured "
+                                                     "(ONCOPACS_STORAGE_KEY_FILE)")
+        key_id = key_id_of(data)
+        if key_id is not None and key_id not in self.keys.by_id:
+            raise UnsealableFileError(relative_path, f"its key {key_id.hex()} is not in the storage key file")
+        try:
+            return unseal(data, self.keys)
+        except SealedDataError:
+            raise DamagedFileError(relative_path, Damage.ALTERED) from None
+
+
+class _Prefixed:
+    """A binary file read from its start whose first bytes were already read (``head``)."""
+
+    def __init__(self, head: bytes, file: BinaryIO):
+        self._head, self._file = head, file
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._head:
+            return self._file.read(size)
+        if size < 0:
+            data, self._head = self._head + self._file.read(), b""
+            return data
+        data, self._head = self._head[:size], self._head[size:]
+        return data + self._file.read(size - len(data)) if len(data) < size else data
+
+
+class Storage(StagingArea):
     """Instance files under one directory, sealed with ``keys``' current key when keys are given.
 
     Files are staged in ``incoming`` (default ``root/.incoming``; a node among several sharing ``root`` has its own
@@ -104,18 +202,16 @@ class Storage:
 
     def __init__(self, root: Path, keys: StorageKeys | None = None, incoming: Path | None = None):
         self.root = Path(root)
-        self.keys = keys
-        self.incoming = Path(incoming) if incoming is not None else self.root / INCOMING_DIR
-        self.incoming.mkdir(parents=True, exist_ok=True)
+        super().__init__(Path(incoming) if incoming is not None else self.root / INCOMING_DIR, keys)
 
     def path_of(self, relative_path: str) -> Path:
         return self.root / relative_path
 
-    def stage(self, data: bytes | memoryview) -> Path:
-        """Write ``data`` to a new fsynced file in the incoming area and return its path."""
-        stream = self.open_stream()
-        stream.write(data, writeback=False)  # the fdatasync follows at once
-        return stream.finish()
+    def check_reachable(self) -> None:
+        """Nothing to ask of a directory (its free space is measured by ``/health``)."""
+
+    def exists(self, relative_path: str) -> bool:
+        return (self.root / relative_path).exists()
 
     def place(self, staged: Path, relative_path: str, *, replace: bool = False) -> bool:
         """Move a staged file to its place and make that durable; False if a file is already there.
@@ -142,18 +238,6 @@ class Storage:
             raise StorageError(f"cannot place {relative_path} in the storage area: {exc.strerror}") from exc
         return True
 
-    def discard(self, staged: Path) -> None:
-        staged.unlink(missing_ok=True)
-
-    def open_stream(self) -> StagingStream:
-        """A new staged file to be written piece by piece (:class:`StagingStream`)."""
-        staged = self.incoming / f"{uuid.uuid4().hex}.part"
-        try:
-            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-        except OSError as exc:
-            raise StorageError(f"cannot write to the storage area: {exc.strerror}") from exc
-        return StagingStream(staged, fd, Sealer(self.keys) if self.keys is not None else None)
-
     def read(self, relative_path: str, expected_sha256: str | None = None) -> bytes:
         """The stored (plaintext) bytes, unsealed if sealed; a missing or unreadable file, a sealed one that fails
         authentication, or with ``expected_sha256`` an altered one, raises :class:`DamagedFileError` (an
@@ -164,74 +248,38 @@ class Storage:
             raise DamagedFileError(relative_path, Damage.MISSING) from None
         except OSError:
             raise DamagedFileError(relative_path, Damage.UNREADABLE) from None
-        if is_sealed(data):
-            data = self._unseal(relative_path, data)
-        if expected_sha256 is not None and compute_sha256(data) != expected_sha256:
-            raise DamagedFileError(relative_path, Damage.ALTERED)
-        return data
+        return self.plaintext(relative_path, data, expected_sha256)
 
     def check(self, relative_path: str, expected_sha256: str) -> Damage | None:
-        """What is wrong with a stored file, None when it is whole: read (unsealed) and hashed in pieces, so memory
-        stays bounded whatever the file's size (about 1.5 GB/s of SHA-256 on one core)."""
+        """What is wrong with a stored file, None when it is whole (:meth:`StagingArea.damage_of`; about 1.5 GB/s
+        of SHA-256 on one core)."""
         try:
             with (self.root / relative_path).open("rb") as file:
-                head = file.read(HEADER_BYTES)
-                if is_sealed(head):
-                    key_id = key_id_of(head)
-                    if key_id is not None and (self.keys is None or key_id not in self.keys.by_id):
-                        return Damage.UNREADABLE
-                    if self.keys is None:
-                        return Damage.ALTERED  # the header is cut short
-                    file.seek(0)
-                    digest = hashlib.sha256()
-                    for piece in iter_unsealed(file, self.keys):
-                        digest.update(piece)
-                else:
-                    file.seek(0)
-                    digest = hashlib.file_digest(file, "sha256")
+                return self.damage_of(file, expected_sha256)
         except FileNotFoundError:
             return Damage.MISSING
-        except SealedDataError:
-            return Damage.ALTERED
         except OSError:
             return Damage.UNREADABLE
-        return None if digest.hexdigest() == expected_sha256 else Damage.ALTERED
 
     def key_id(self, relative_path: str) -> bytes | None:
         """The id of the key a stored file is sealed with; None if it is plaintext. OSError if it cannot be read."""
         with (self.root / relative_path).open("rb") as file:
             return key_id_of(file.read(HEADER_BYTES))
 
-    def _unseal(self, relative_path: str, data: bytes) -> bytes:
-        if self.keys is None:
-            raise UnsealableFileError(relative_path, "it is sealed and no storage key is configured "
-                                                     "(ONCOPACS_STORAGE_KEY_FILE)")
-        key_id = key_id_of(data)
-        if key_id is not None and key_id not in self.keys.by_id:
-            raise UnsealableFileError(relative_path, f"its key {key_id.hex()} is not in the storage key file")
-        try:
-            return unseal(data, self.keys)
-        except SealedDataError:
-            raise DamagedFileError(relative_path, Damage.ALTERED) from None
-
     def remove(self, relative_path: str) -> None:
         (self.root / relative_path).unlink(missing_ok=True)
 
-    def clear_incoming(self) -> int:
-        """Delete staged files left by a crash (never acknowledged); return how many."""
-        removed = 0
-        for staged in self.incoming.glob("*.part"):
-            staged.unlink(missing_ok=True)
-            removed += 1
-        return removed
-
-    def iter_files(self):
+    def iter_files(self) -> Iterator[str]:
         """Every stored instance file, as paths relative to the storage root."""
         for dirpath, dirnames, filenames in os.walk(self.root):
             dirnames[:] = [d for d in dirnames if d != INCOMING_DIR]
             for name in filenames:
                 if name.endswith(".dcm"):
                     yield os.path.relpath(os.path.join(dirpath, name), self.root)
+
+    def export_file(self, relative_path: str, destination: Path) -> None:
+        """Copy a stored file as it is (sealed when sealed) to ``destination``; FileNotFoundError when missing."""
+        shutil.copy2(self.root / relative_path, destination)
 
 
 class StagingStream:

@@ -20,7 +20,7 @@ from oncopacs.dimse.server import start_dimse
 from oncopacs.dimse.tls import listener_context
 from oncopacs.ehr.listener import Hl7Listener
 from oncopacs.ehr.wiring import build_dispatcher
-from oncopacs.errors import ConfigError, ListenError
+from oncopacs.errors import ConfigError, ListenError, StorageError
 from oncopacs.jobs.dispatch import DispatchingJobQueue
 from oncopacs.jobs.worker import INTERRUPTED_MESSAGE, Worker
 from oncopacs.orchestration.delivery import DeliveryLoop, open_delivery
@@ -36,7 +36,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 def recover_if_needed(settings: Settings, archive: Archive) -> None:
-    """After an unclean stop, index any file that was made durable but not yet indexed."""
+    """After an unclean stop, index any file that was made durable but not yet indexed.
+
+    An object store that does not answer refuses the start when there is something to recover (its objects must be
+    listed); otherwise it is logged and stores answer 0xA700 until it does (``/health`` says ``unreachable``).
+    """
+    try:
+        archive.storage.check_reachable()
+    except StorageError as exc:
+        if settings.running_marker.exists():
+            raise StorageError(f"{exc}; recovery after an unclean stop needs it, start again once it answers") from None
+        log.error("%s: stores are refused (0xA700) until it answers", exc)
     if settings.running_marker.exists():
         log.warning("the previous run did not stop cleanly; checking the storage area against the index")
         recovered = recover_orphans(archive)

@@ -6,7 +6,7 @@ file only then puts the disk's whole write on the acknowledgement's critical pat
 of each ~6 ms CT slice on this storage). Here, as each C-STORE-RQ arrives, ``data_set`` is a
 :class:`StreamedDataset`: it still keeps every byte in memory for the handler, and it also
 copies each fragment, behind the File Meta header the archive would write, to a staged file
-whose writeback starts at once (:meth:`oncopacs.archive.storage.Storage.open_stream`). The
+whose writeback starts at once (:meth:`oncopacs.archive.storage.StagingArea.open_stream`). The
 handler passes that file to :meth:`~oncopacs.archive.ingest.Archive.ingest_dimse`, which
 validates, hashes and indexes exactly as before and only makes the staged file durable
 (fdatasync) instead of writing the bytes again. Nothing is acknowledged earlier than before.
@@ -28,7 +28,7 @@ from pynetdicom.dimse_messages import C_STORE_RQ, DIMSEMessage
 
 from oncopacs.archive.ingest import ReceivedFile
 from oncopacs.archive.part10 import build_file_meta
-from oncopacs.archive.storage import StagingStream, Storage
+from oncopacs.archive.storage import StagingArea, StagingStream
 from oncopacs.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class _AssociationStreams:
     threads (release, close); set and attribute updates are atomic under the GIL.
     """
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: StagingArea) -> None:
         self._storage = storage
         self._open: set[StagingStream] = set()
         self._spare: StagingStream | None = None
@@ -142,7 +142,7 @@ class _AssociationStreams:
             stream.abandon()
 
 
-def install_streamed_staging(assoc, storage: Storage) -> None:  # pynetdicom Association
+def install_streamed_staging(assoc, storage: StagingArea) -> None:  # pynetdicom Association
     """Make every incoming DIMSE message of ``assoc`` gather its dataset in a :class:`StreamedDataset`."""
     dimse = assoc.dimse
     receive_primitive = dimse.receive_primitive

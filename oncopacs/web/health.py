@@ -2,7 +2,9 @@
 
 ``checks.storage`` is ``ok``, ``low`` (fewer free bytes than ``settings.storage_low_bytes``: still 200, an
 administrator should act), ``full`` (fewer than :data:`FULL_BYTES` free, or no free inode: the next stores
-will fail with 0xA700, while reads keep working) or ``not writable``; ``storage_free_bytes`` says how full.
+will fail with 0xA700, while reads keep working), ``not writable`` or, with an object store (``storage_url =
+"s3://..."``), ``unreachable`` when its bucket does not answer; ``storage_free_bytes`` says how full the disk
+that stages received files is.
 
 The status is 503 when the index is unreachable or the storage is full or not writable, so that a load
 balancer or orchestrator stops sending this node stores and someone is alerted; a ``low`` disk stays 200.
@@ -20,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from oncopacs import __version__
+from oncopacs.errors import StorageError
 from oncopacs.web.access import public
 
 bp = Blueprint("health", __name__)
@@ -68,9 +71,13 @@ def health():
             session.execute(text("SELECT 1"))
     except SQLAlchemyError:
         checks["index"] = "unreachable"
-    space = measure_storage(Path(archive.storage.root), settings.storage_low_bytes)
+    space = measure_storage(Path(archive.storage.incoming), settings.storage_low_bytes)  # staging: same disk
     checks["storage"] = space.state
-    healthy = checks["index"] == "ok" and space.state in {"ok", "low"}
+    try:
+        archive.storage.check_reachable()  # an object store answers (files: nothing to ask)
+    except StorageError:
+        checks["storage"] = "unreachable"
+    healthy = checks["index"] == "ok" and checks["storage"] in {"ok", "low"}
     status = "ok" if all(value == "ok" for value in checks.values()) else "degraded"
     return jsonify(status=status, version=__version__, checks=checks, storage_free_bytes=space.free_bytes,
                    storage_total_bytes=space.total_bytes), 200 if healthy else 503
