@@ -161,6 +161,10 @@ class Settings:
     dicom_idle_seconds: int = 60  # an established association with no PDU for this long is aborted
     dicom_max_per_host: int = 8  # concurrent associations from one address; the rest get A-ASSOCIATE-RJ
     dicom_tls_port: int = 2762  # the DICOM-TLS listener (PS3.15 B.1), started when tls_cert and tls_key are set
+    # The most matches one query answers, C-FIND (oncopacs.dimse.handlers) and QIDO-RS (whose page of 1000 it caps):
+    # a broader C-FIND gets the first find_limit matches, then Refused: Out of Resources (A700); 0: no limit.
+    # 10000 is above any single study's instances and a busy day's studies, far below a whole archive.
+    find_limit: int = 10_000
     # TLS for every listener and outgoing link: PEM files. With tls_cert and tls_key, HTTP is HTTPS only
     # and DIMSE-TLS listens beside plain DIMSE; with tls_ca as well, clients must present a certificate
     # signed by that CA, and outgoing TLS links verify their peer against it.
@@ -355,6 +359,7 @@ def _coerce(name: str, value: Any) -> Any:
             "dicom_idle_seconds",
             "dicom_max_per_host",
             "dicom_tls_port",
+            "find_limit",
             "storage_low_bytes",
             "audit_spool_bytes",
             "stable_seconds",

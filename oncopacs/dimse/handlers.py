@@ -53,6 +53,7 @@ PENDING = 0xFF00
 CANCEL = 0xFE00
 IDENTIFIER_DOES_NOT_MATCH = 0xA900
 UNABLE_TO_PROCESS = 0xC000
+OUT_OF_RESOURCES = 0xA700  # C-FIND: Refused: Out of Resources
 OUT_OF_RESOURCES_MATCHES = 0xA701
 MAX_SUBOPERATIONS = 65535
 REJECTED_PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNIZED = 0x01, 0x01, 0x03
@@ -158,17 +159,29 @@ class DimseHandlers:
     # -- C-FIND ---------------------------------------------------------------------------
 
     def on_find(self, event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+        """Answer a Query/Retrieve C-FIND: one Pending response a match, then Success.
+
+        At most ``find_limit`` matches are answered (``ONCOPACS_FIND_LIMIT``; 0: no limit), read with SQL
+        ``LIMIT find_limit + 1``. When more match, the first ``find_limit`` go out as Pending and the last
+        response is A700 (Refused: Out of Resources) whose Error Comment says the list stops there: the peer
+        keeps those matches and learns they are not all (PS3.4 C.4.1.1.4 gives C-FIND no Warning status).
+        Orthanc (LimitFindResults) ends such an answer with FE00, "Matching terminated due to Cancel request",
+        which the peer never asked for and which carries no comment; dcm4chee (Query Max Number Of Results)
+        counts every match first and refuses the query outright. A failure after Pending responses is also
+        what a peer sees when an SCP fails mid-way; an SCU that drops the matches then sees dcm4chee's refusal.
+        The audit record names the matches sent, with outcome minor failure and "truncated".
+        """
         model = FIND_SOP_CLASSES.get(str(event.request.AffectedSOPClassUID), "STUDY_ROOT")
         if model == "WORKLIST":
             yield from self.worklist.on_find(event)
             return
-        level, keys = None, {}
+        level, keys, limit = None, {}, self.settings.find_limit
         try:
             identifier = event.identifier
             level = _read_level(identifier, model)
             keys = read_query_keys(identifier)
             with self.archive.index.reading() as session:
-                matches = query.find(session, level, keys)
+                found = query.find_at_most(session, level, keys, limit)
         except QueryError as exc:
             log.warning("C-FIND from %s refused: %s", event.assoc.requestor.ae_title, exc)
             _quietly(self.audit.query, event.assoc, model, getattr(level, "value", "?"), keys, (),
@@ -181,13 +194,19 @@ class DimseHandlers:
                      Outcome.SERIOUS_FAILURE, f"failed: {type(exc).__name__}")
             yield status_dataset(UNABLE_TO_PROCESS, "unable to process the query"), None
             return
+        matches = found.matches
+        outcome, problem = (Outcome.MINOR_FAILURE, f"{len(matches)} match(es) sent, truncated at the find limit "
+                            f"({limit}): more matched") if found.truncated else (Outcome.SUCCESS, "")
         try:  # recorded before any match is sent: no audit record, no answer (fail closed)
-            self.audit.query(event.assoc, model, level.value, keys, (match.values for match in matches))
+            self.audit.query(event.assoc, model, level.value, keys, (match.values for match in matches),
+                             outcome, problem)
         except AuditError as exc:
             log.error("C-FIND from %s refused: %s", event.assoc.requestor.ae_title, exc)
             yield status_dataset(UNABLE_TO_PROCESS, "the audit trail is unavailable"), None
             return
-        log.info("C-FIND %s from %s: %d matches", level.value, event.assoc.requestor.ae_title, len(matches))
+        log.log(logging.WARNING if found.truncated else logging.INFO, "C-FIND %s from %s: %d matches%s",
+                level.value, event.assoc.requestor.ae_title, len(matches),
+                f", truncated at the find limit ({limit})" if found.truncated else "")
         syntax = event.context.transfer_syntax
         builder = ResponseBuilder(
             identifier, level, self.settings.ae_title,
@@ -198,6 +217,8 @@ class DimseHandlers:
                 yield CANCEL, None
                 return
             yield PENDING, builder.build(match.values)
+        if found.truncated:
+            yield status_dataset(OUT_OF_RESOURCES, f"more than {limit} matches, {limit} sent; narrow the query"), None
 
     # -- N-ACTION (Storage Commitment) ----------------------------------------------------
 

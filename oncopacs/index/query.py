@@ -160,6 +160,33 @@ def find(
     return matches
 
 
+@dataclass(frozen=True, slots=True)
+class LimitedMatches:
+    """The first matches of a query, at most a limit of them, and whether more matched."""
+
+    matches: tuple[Match, ...]
+    truncated: bool  # more than the limit matched; those past it were never read from the database
+
+
+def find_at_most(
+    session: Session | Connection,
+    level: QueryLevel,
+    keys: Mapping[str, str],
+    limit: int,
+    *,
+    return_keys: Iterable[str] = (),
+) -> LimitedMatches:
+    """The first ``limit`` matches of :func:`find` (by primary key; ``limit`` 0: every match).
+
+    The database returns at most ``limit + 1`` rows (SQL LIMIT): the extra one only tells that more matched.
+    """
+    if limit < 0:
+        raise ValueError(f"limit {limit} is negative")
+    found = find(session, level, keys, return_keys=return_keys, limit=limit + 1 if limit else None)
+    truncated = bool(limit) and len(found) > limit
+    return LimitedMatches(tuple(found[:limit] if truncated else found), truncated)
+
+
 #: The column attributes each level returns: its own and those of the levels above.
 _RETURNED = {level: [a for a in ATTRIBUTES.values() if _DEPTH[a.level] <= _DEPTH[level]] for level in QueryLevel}
 

@@ -2,9 +2,9 @@
 
 Answers ``application/dicom+json``: 200 with an array (``[]`` when nothing matches, which
 dicomweb-client and OHIF both read as no results). When more matches exist than the server's
-maximum page (``app.config["QIDO_MAX_RESULTS"]``, default 1000) the page ends there and a
-``Warning: 299`` header says so; clients page on with ``offset``. A bad parameter is a 400 whose
-JSON names it.
+maximum page (``app.config["QIDO_MAX_RESULTS"]``, default 1000, capped by the ``find_limit``
+setting that C-FIND shares) the page ends there and a ``Warning: 299`` header says so; clients
+page on with ``offset``. A bad parameter is a 400 whose JSON names it.
 """
 
 from __future__ import annotations
@@ -79,15 +79,22 @@ def dicomweb_base_url() -> str:
     return request.url_root.rstrip("/") + (bp.url_prefix or "")
 
 
+def max_results() -> int:
+    """The most matches one response carries: the page (``QIDO_MAX_RESULTS``, default 1000), never more than the
+    archive's query limit that C-FIND answers by too (``find_limit``, ONCOPACS_FIND_LIMIT; 0: no limit)."""
+    page = int(current_app.config.get("QIDO_MAX_RESULTS", DEFAULT_MAX_RESULTS))
+    settings = current_app.extensions.get("oncopacs.settings")
+    limit = settings.find_limit if settings is not None else 0
+    return min(page, limit) if limit else page
+
+
 def _search(level: QueryLevel, **path_uids: str) -> Response:
     check_path_uids(**path_uids)
     try:
         query = parse_qido(level, request.args.items(multi=True), path_uids)
         archive = current_app.extensions["oncopacs.archive"]
         with archive.index.read_connection() as connection:
-            page = search(
-                connection, query, dicomweb_base_url(), current_app.config.get("QIDO_MAX_RESULTS", DEFAULT_MAX_RESULTS)
-            )
+            page = search(connection, query, dicomweb_base_url(), max_results())
     except QidoParameterError as exc:
         return _bad_parameter(exc.parameter, str(exc))
     except QueryError as exc:
