@@ -341,7 +341,11 @@ class Archive:
             except (InstanceExists, _AlreadyPlaced):
                 self._take_back(placement, relative_path)
                 staging.discard(self.storage)
-                return self._resolve_existing(data, record, facts)
+                try:
+                    return self._resolve_existing(data, record, facts)
+                except StorageError as exc:  # an object store that stopped answering
+                    log.error("storage failure for %s from %s: %s", uid, source, exc)
+                    return IngestResult(IngestOutcome.FAILED, Status.OUT_OF_RESOURCES, uid, str(exc))
             except IndexConflict as exc:
                 self._take_back(placement, relative_path)
                 staging.discard(self.storage)
@@ -383,7 +387,10 @@ class Archive:
         except StorageError:
             return False
         if placed:
-            self.storage.remove(relative_path)
+            try:
+                self.storage.remove(relative_path)
+            except StorageError as exc:  # an object store gone: left unindexed, for verify and crash recovery
+                log.error("cannot take back %s after its rows failed: %s", relative_path, exc)
         return placed
 
     def _resolve_existing(self, data: bytes, record: InstanceRecord, facts: FileFacts) -> IngestResult:

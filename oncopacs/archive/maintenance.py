@@ -3,11 +3,16 @@
 ``verify`` re-hashes every file and reports missing or altered ones, and files the index does
 not know. ``recover_orphans`` sends those unknown files through the ingest path again, so that
 the index can always be rebuilt from the files.
+
+Nodes sharing one storage area (``deploy/local-cluster``) store while another recovers: a file one of them has just
+placed has no index row until that node commits it. Recovery gives such a file :data:`IN_FLIGHT_GRACE_S` to be
+indexed by its writer before sending it through the ingest path itself.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,6 +26,10 @@ from oncopacs.index.models import Instance
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
+
+#: Seconds an unindexed file placed (linked, renamed or uploaded) less than this long ago is left to the node placing
+#: it, which commits its index row right after (milliseconds, seconds under load); recovery looks at it again then.
+IN_FLIGHT_GRACE_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,21 +86,47 @@ def find_unindexed(archive: Archive) -> list[str]:
     return sorted(p for p in archive.storage.iter_files() if p not in known)
 
 
-def recover_orphans(archive: Archive) -> int:
-    """Clear staged leftovers and index every unindexed file through the ingest path; return how many."""
-    cleared = archive.storage.clear_incoming()
+def recover_orphans(archive: Archive, *, grace_s: float | None = None) -> int:
+    """Clear this node's staged leftovers and index every unindexed file through the ingest path; return how many.
+
+    A file placed less than ``grace_s`` seconds ago (default :data:`IN_FLIGHT_GRACE_S`) may be another node's store in
+    flight: recovery waits until it is that old and takes it only if it is still unindexed then. Recovering it at once
+    races its writer: the recovering ingest waits ``ORPHAN_WAIT_S`` for the writer's row, then puts its own copy over
+    the file and commits it as ``recovered``, and the writer, meeting that row, takes its placed file back (removing
+    the file the committed row points at) before storing it again. Only files this recovery stored count.
+    """
+    cleared = archive.storage.clear_incoming()  # this node's staging folder only (Settings.staging_dir)
     if cleared:
         log.info("removed %d partial files left by an interrupted write", cleared)
     recovered = 0
-    for relative_path in find_unindexed(archive):
+    for relative_path in _settled_unindexed(archive, IN_FLIGHT_GRACE_S if grace_s is None else grace_s):
         try:
             data = archive.storage.read(relative_path)  # unsealed when sealed
         except IntegrityError as exc:
             log.warning("unindexed file %s could not be recovered: %s", relative_path, exc)
             continue
         result = archive.ingest(data, source="recovered")
-        if result.outcome in (IngestOutcome.STORED, IngestOutcome.DUPLICATE):
+        if result.outcome is IngestOutcome.STORED:
             recovered += 1
+        elif result.outcome is IngestOutcome.DUPLICATE:  # not recovered here: its writer indexed it meanwhile
+            log.info("unindexed file %s was indexed meanwhile, as it is", relative_path)
         else:
             log.warning("unindexed file %s could not be recovered: %s", relative_path, result.reason)
     return recovered
+
+
+def _settled_unindexed(archive: Archive, grace_s: float) -> list[str]:
+    """The unindexed files, each still unindexed once it was placed at least ``grace_s`` seconds ago."""
+    unindexed = find_unindexed(archive)
+    placed_at = [archive.storage.placed_at(path) for path in unindexed]
+    youngest = max((moment for moment in placed_at if moment is not None), default=None)
+    if youngest is None:
+        return unindexed
+    wait_s = min(youngest + grace_s - time.time(), grace_s)  # at most grace_s, whatever a clock says
+    if wait_s <= 0:
+        return unindexed
+    log.info("waiting %.1f s: some of the %d unindexed file(s) were placed moments ago and may be another node's "
+             "stores in flight", wait_s, len(unindexed))
+    time.sleep(wait_s)
+    still = set(find_unindexed(archive))
+    return [path for path in unindexed if path in still]

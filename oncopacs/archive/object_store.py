@@ -39,9 +39,12 @@ from oncopacs.errors import StorageError
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_S = 5
-READ_TIMEOUT_S = 60
-ATTEMPTS = 3  # boto3's "standard" retry mode: three tries with jittered back-off on throttling and 5xx
+# A store that stops answering must fail a C-STORE (0xA700) before the sender's own DIMSE timeout (often 30 s)
+# gives up on the association: at most ATTEMPTS x (CONNECT or READ timeout) plus back-off, about 30 s. The read
+# timeout bounds each wait for bytes, not a whole transfer, so large objects are not cut short.
+CONNECT_TIMEOUT_S = 3
+READ_TIMEOUT_S = 10
+ATTEMPTS = 3  # boto3's "standard" retry mode: three tries with jittered back-off on throttling, 5xx and resets
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 _CONDITION_FAILED = {"412", "PreconditionFailed", "ConditionalRequestConflict"}
 _PIECE_BYTES = 1 << 20
@@ -178,6 +181,14 @@ class ObjectStorage(StagingArea):
             self._client.delete_object(Bucket=self.location.bucket, Key=self.key_of(relative_path))
         except (BotoCoreError, ClientError) as exc:
             raise StorageError(f"cannot remove {relative_path} from the object store: {_reason(exc)}") from None
+
+    def placed_at(self, relative_path: str) -> float | None:
+        """When an object was written (POSIX time, the store's Last-Modified clock); None if gone or unreachable."""
+        try:
+            head = self._client.head_object(Bucket=self.location.bucket, Key=self.key_of(relative_path))
+        except (BotoCoreError, ClientError):
+            return None
+        return float(head["LastModified"].timestamp())
 
     def iter_files(self) -> Iterator[str]:
         """Every stored instance object, as paths relative to the prefix."""

@@ -269,6 +269,13 @@ class Storage(StagingArea):
     def remove(self, relative_path: str) -> None:
         (self.root / relative_path).unlink(missing_ok=True)
 
+    def placed_at(self, relative_path: str) -> float | None:
+        """When a file was placed (POSIX time: its inode's change time, set by the link or rename); None if gone."""
+        try:
+            return (self.root / relative_path).stat().st_ctime
+        except OSError:
+            return None
+
     def iter_files(self) -> Iterator[str]:
         """Every stored instance file, as paths relative to the storage root."""
         for dirpath, dirnames, filenames in os.walk(self.root):

@@ -7,9 +7,14 @@ SHA-256; retrieval checks the SHA-256; ``verify`` and crash recovery list the bu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
+import socket
+import struct
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -227,4 +232,107 @@ def test_store_down_answers_a700_and_indexes_nothing(tmp_path: Path) -> None:
             server.shutdown()
         with platform.archive.index.reading() as session:
             assert session.query(Instance).count() == 0
+        assert list(settings.staging_dir.glob("*.part")) == []
+
+
+class _Cable:
+    """A TCP forwarder on loopback between the archive and the store that a test can cut and reconnect."""
+
+    def __init__(self, target_port: int):
+        self.port, self._target = free_port(), target_port
+        self._live: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self.connect()
+
+    def connect(self) -> None:
+        listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        listener.settimeout(0.2)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        """Refuse new connections and reset the open ones, as a store that went down."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        with self._lock:
+            live, self._live = self._live, []
+        for sock in live:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the pipe blocked in recv(); close() alone would not
+            sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while self._listener is listener:
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self._target))
+            with self._lock:
+                self._live += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
+def test_store_going_down_mid_ingest_loses_nothing_acknowledged(tmp_path: Path, s3_endpoint: str,
+                                                                bucket: str) -> None:
+    """Four clients store while the store's connection is cut and reconnected: every instance acknowledged (0x0000)
+    is indexed and retrieved identical; every refused one answered 0xA700 and is not indexed."""
+    cable = _Cable(int(s3_endpoint.rsplit(":", 1)[1]))
+    settings = Settings(data_dir=tmp_path / "data", dicom_host="127.0.0.1", dicom_port=0, secret_key=TEST_SECRET_KEY,
+                        audit_spool_bytes=TEST_AUDIT_SPOOL_BYTES,
+                        storage_url=f"s3://{bucket}?endpoint=http://127.0.0.1:{cable.port}")
+    series = [small_ct_series(30, prefix=f"C{n}") for n in range(4)]
+    statuses: dict[str, int] = {}
+    with open_platform(settings) as platform:
+        server = start_dimse(settings, platform.archive)
+
+        def client(datasets: list[pydicom.Dataset]) -> None:
+            ae = AE(ae_title="S3FAULT")
+            ae.add_requested_context(CTImageStorage)
+            assoc = ae.associate("127.0.0.1", server.server_address[1])
+            assert assoc.is_established
+            for dataset in datasets:
+                statuses[dataset.SOPInstanceUID] = assoc.send_c_store(dataset).Status
+                time.sleep(0.01)
+            assoc.release()
+
+        try:
+            threads = [threading.Thread(target=client, args=(datasets,)) for datasets in series]
+            for thread in threads:
+                thread.start()
+            time.sleep(0.4)
+            cable.cut()
+            time.sleep(1.5)
+            cable.connect()
+            for thread in threads:
+                thread.join(60)
+        finally:
+            server.shutdown()
+        assert sorted(set(statuses.values())) == [0x0000, 0xA700]  # the cut was felt, and some went through
+        assert len(statuses) == 120
+        with platform.archive.index.reading() as session:
+            rows = {uid: (path, sha) for uid, path, sha in
+                    session.query(Instance.sop_instance_uid, Instance.file_path, Instance.sha256)}
+        sent = {d.SOPInstanceUID: d for datasets in series for d in datasets}
+        for uid, status in statuses.items():
+            if status == 0x0000:
+                path, sha256 = rows[uid]
+                stored = pydicom.dcmread(io.BytesIO(platform.archive.storage.read(path, sha256)))
+                assert stored.PixelData == sent[uid].PixelData
+            else:
+                assert uid not in rows
         assert list(settings.staging_dir.glob("*.part")) == []
