@@ -244,3 +244,25 @@ def shared_data(*parts: str) -> Path:
     path = SHARED_DATA.joinpath(*parts)
     require(path.exists(), f"shared test data {path} is absent (set ONCOPACS_SHARED_DIR to the shared folder)")
     return path
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server on a free loopback port (this process's thread), with test credentials in the environment
+    (``oncopacs serve`` subprocesses inherit them)."""
+    from moto.server import ThreadedMotoServer
+
+    saved = {name: os.environ.get(name) for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                                     "AWS_DEFAULT_REGION")}
+    os.environ.update(AWS_ACCESS_KEY_ID="oncopacs-test", AWS_SECRET_ACCESS_KEY="oncopacs-test",
+                      AWS_DEFAULT_REGION="us-east-1")
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -15,7 +15,6 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,29 +36,9 @@ from oncopacs.settings import Settings
 from tests.conftest import TEST_AUDIT_SPOOL_BYTES, TEST_SECRET_KEY, free_port
 from tests.factories import part10_bytes, small_ct_series
 
-moto_server = pytest.importorskip("moto.server")
 boto3 = pytest.importorskip("boto3")
 
 KEYS = StorageKeys.of(StorageKey.from_secret(bytes(range(32))))
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """moto's S3 server on a free loopback port, with test credentials in the environment."""
-    saved = {name: os.environ.get(name) for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                                     "AWS_DEFAULT_REGION")}
-    os.environ.update(AWS_ACCESS_KEY_ID="oncopacs-test", AWS_SECRET_ACCESS_KEY="oncopacs-test",
-                      AWS_DEFAULT_REGION="us-east-1")
-    port = free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
 
 
 @pytest.fixture
