@@ -14,7 +14,7 @@ from multiprocessing.process import BaseProcess
 
 from oncopacs.errors import ConfigError
 from oncopacs.jobs.consumer import LEASE_S, STOP_TIMEOUT_S, consume, heartbeat_timeout_ms
-from oncopacs.jobs.dispatch import describe_url, open_broker
+from oncopacs.jobs.dispatch import DispatchingJobQueue, describe_url, open_broker
 from oncopacs.jobs.queue import DatabaseJobQueue
 from oncopacs.platform import Platform, open_platform
 from oncopacs.settings import Settings
@@ -35,8 +35,9 @@ def run_worker(platform: Platform, stop: threading.Event, *, threads: int = 1, l
     broker = open_broker(url, heartbeat_timeout_ms=heartbeat_timeout_ms(lease_s))
     log.info("worker: %d thread(s) taking jobs (%s) from %s, queue %s", threads, ", ".join(platform.jobs.registry),
              describe_url(url), platform.settings.queue_name)
+    resend = queue.resend_unsent if isinstance(queue, DispatchingJobQueue) else None  # jobs queued while it was down
     consume(queue, platform.jobs.registry, broker, stop, queue_name=platform.settings.queue_name, threads=threads,
-            lease_s=lease_s)
+            lease_s=lease_s, resend=resend)
 
 
 def serve_worker(settings: Settings, *, processes: int = 1, threads: int = 1, lease_s: float = LEASE_S) -> None:

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from types import TracebackType
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 LEASE_S = 60.0  # a claimed job's lease; renewed every third of it while its handler runs
 RETRY_MARGIN_S = 1.0  # a job busy elsewhere is looked at again this long after its lease would end
 STOP_TIMEOUT_S = 60.0  # on SIGTERM, running jobs get this long to finish; the rest are retried by another worker
+RESEND_INTERVAL_S = 5.0  # how often a worker sends again the queued jobs whose message was never sent
 
 #: retry_later(job_id, delay_ms): send the job's message again after that delay.
 RetryLater = Callable[[int, int], None]
@@ -101,8 +103,13 @@ def heartbeat_timeout_ms(lease_s: float) -> int:
 
 
 def consume(queue: DatabaseJobQueue, registry: JobRegistry, broker: dramatiq.Broker, stop: threading.Event, *,
-            queue_name: str = QUEUE_NAME, threads: int = 1, lease_s: float = LEASE_S) -> None:
-    """Run the jobs whose messages arrive on ``broker``'s ``queue_name``, ``threads`` at a time, until ``stop``."""
+            queue_name: str = QUEUE_NAME, threads: int = 1, lease_s: float = LEASE_S,
+            resend: Callable[[], int] | None = None) -> None:
+    """Run the jobs whose messages arrive on ``broker``'s ``queue_name``, ``threads`` at a time, until ``stop``.
+
+    ``resend`` (when given) sends again the jobs queued while the broker was down; it runs at the start and
+    every :data:`RESEND_INTERVAL_S` seconds.
+    """
     def retry_later(job_id: int, delay_ms: int) -> None:
         broker.enqueue(job_message(job_id, queue_name), delay=delay_ms)
 
@@ -115,9 +122,18 @@ def consume(queue: DatabaseJobQueue, registry: JobRegistry, broker: dramatiq.Bro
                    options={})
     worker = dramatiq.Worker(broker, queues={queue_name}, worker_threads=threads)
     worker.queue_prefetch = threads  # hold no more messages than can run: the others stay for other workers
+    if isinstance(broker, RedisBroker):
+        _warn_unless_persistent(broker)
     worker.start()
+    wake_s = min(lease_s / 3, RESEND_INTERVAL_S)
+    next_resend = time.monotonic()
     try:
-        while not stop.wait(lease_s / 3):
+        while True:
+            if resend is not None and time.monotonic() >= next_resend:
+                _resend(resend)
+                next_resend = time.monotonic() + RESEND_INTERVAL_S
+            if stop.wait(wake_s):
+                break
             if isinstance(broker, RedisBroker):  # a busy worker fetches nothing: tell Redis it is alive
                 _redis_heartbeat(broker, queue_name)
     finally:
@@ -126,9 +142,31 @@ def consume(queue: DatabaseJobQueue, registry: JobRegistry, broker: dramatiq.Bro
         broker.close()
 
 
+def _warn_unless_persistent(broker: RedisBroker) -> None:
+    """Redis without an append-only file loses the messages of queued jobs when it restarts: say so."""
+    try:
+        info = broker.client.info("persistence")
+    except redis.RedisError:  # INFO refused or Redis down: nothing to say yet
+        return
+    if not info.get("aof_enabled"):
+        log.warning("Redis writes no append-only file: jobs queued when it restarts are never run. Set appendonly "
+                    "yes (with appendfsync always to survive a crash of its host)")
+
+
 def _redis_heartbeat(broker: RedisBroker, queue_name: str) -> None:
     """Any command refreshes this broker's heartbeat in Redis; ``qsize`` is the cheapest."""
     try:
         broker.do_qsize(queue_name)
     except redis.RedisError:  # Redis briefly unreachable: the consumers reconnect on their own
         log.warning("Redis did not answer the worker's heartbeat")
+
+
+def _resend(resend: Callable[[], int]) -> None:
+    """Send again the jobs whose message was never sent; a failure is logged and tried again later."""
+    try:
+        sent = resend()
+    except Exception:  # the index briefly unreachable: the next sweep may succeed
+        log.exception("the jobs waiting to be sent could not be looked up")
+        return
+    if sent:
+        log.warning("%d job(s) queued while the job queue was unreachable were sent again", sent)

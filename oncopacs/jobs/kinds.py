@@ -30,9 +30,9 @@ class JobSystem:
         return Worker(self.queue, self.registry, **options)
 
     def close(self) -> None:
-        """Close the queue engine's connections (nothing to do without one)."""
+        """Stop the sender threads and close the queue engine's connections (nothing to do without one)."""
         if isinstance(self.queue, DispatchingJobQueue):
-            self.queue.broker.close()
+            self.queue.close()
 
 
 #: How many of the newest queued jobs :func:`enqueue_once` looks through for the same job.

@@ -9,6 +9,12 @@ racing for it, exactly one sees a row count of 1.
 Queue workers (:mod:`oncopacs.jobs.consumer`) claim one job by id with a lease (:meth:`DatabaseJobQueue.claim`):
 a running job whose lease expired (its worker was killed) can be claimed again, and every write a claimant makes
 names it (``owner``), so only the current claimant's progress and result are written.
+
+With a queue engine a *queued* job's lease is its send lease: the process that queued it holds it until the
+broker has taken the job's message (:meth:`DatabaseJobQueue.mark_sent` clears it). A queued job whose send lease
+lapsed (the broker was down, or the sender died between the commit and the send) is sent again by a worker
+(:meth:`DatabaseJobQueue.unsent_job_ids`, :meth:`DatabaseJobQueue.take_send_lease`): never lost, at worst sent
+twice, and a second message for a job already claimed or finished is dropped by the consumer.
 """
 
 from __future__ import annotations
@@ -125,14 +131,48 @@ class DatabaseJobQueue:
 
     def enqueue(self, kind: str, params: Mapping[str, Any], created_by: str) -> int:
         """Add a queued job; its id. ``params`` must be JSON-serialisable."""
+        return self._insert(kind, params, created_by)
+
+    def _insert(self, kind: str, params: Mapping[str, Any], created_by: str, *, sender: str | None = None,
+                send_lease_s: float = 0.0) -> int:
+        """Insert a queued job (committed), held by ``sender`` for ``send_lease_s`` seconds when given; its id."""
+        now = datetime.now(UTC)
         with self.index.write_connection() as connection:
             return connection.execute(
                 insert(Job).values(
                     kind=kind, status=JobStatus.QUEUED.value, progress=0.0, message="",
                     params_json=json.dumps(dict(params)), result_json="", created_by=created_by[:64],
-                    created_at=datetime.now(UTC),
+                    created_at=now, lease_owner=sender[:64] if sender else None,
+                    lease_expires_at=now + timedelta(seconds=send_lease_s) if sender else None,
                 ).returning(Job.id)
             ).scalar_one()
+
+    def mark_sent(self, job_id: int, sender: str) -> bool:
+        """The broker took job ``job_id``'s message: end ``sender``'s send lease; False: not queued or not theirs."""
+        return self._update_queued(job_id, sender, {"lease_owner": None, "lease_expires_at": None, "message": ""})
+
+    def mark_unsent(self, job_id: int, sender: str, message: str) -> bool:
+        """The message could not be sent: let the send lease lapse now (a worker sends it), with ``message``."""
+        return self._update_queued(job_id, sender, {"lease_expires_at": datetime.now(UTC), "message": message})
+
+    def unsent_job_ids(self, limit: int) -> tuple[int, ...]:
+        """Up to ``limit`` queued jobs, oldest first, whose send lease lapsed (their message perhaps never sent)."""
+        with self.index.reading() as session:
+            return tuple(session.scalars(
+                select(Job.id).where(Job.status == JobStatus.QUEUED.value, Job.lease_expires_at.is_not(None),
+                                     Job.lease_expires_at < datetime.now(UTC))
+                .order_by(Job.id).limit(limit)
+            ).all())
+
+    def take_send_lease(self, job_id: int, sender: str, lease_s: float) -> bool:
+        """Take over a lapsed send lease for ``lease_s`` seconds (of racing workers, one gets True)."""
+        now = datetime.now(UTC)
+        with self.index.write_connection() as connection:
+            return connection.execute(
+                update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED.value,
+                                  Job.lease_expires_at.is_not(None), Job.lease_expires_at < now)
+                .values(lease_owner=sender[:64], lease_expires_at=now + timedelta(seconds=lease_s))
+            ).rowcount == 1
 
     def claim_next(self, kinds: frozenset[str]) -> JobRecord | None:
         """Mark the oldest queued job of one of ``kinds`` running and return it (None: nothing to do)."""
@@ -232,14 +272,6 @@ class DatabaseJobQueue:
             jobs = session.scalars(statement.order_by(Job.id.desc()).limit(limit).offset(offset)).all()
             return JobPage(total, tuple(_record(job) for job in jobs))
 
-    def fail_queued(self, job_id: int, message: str) -> bool:
-        """Fail a job still queued (one no worker will hear of), with the reason; whether it was queued."""
-        with self.index.write_connection() as connection:
-            return connection.execute(
-                update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED.value).values(
-                    status=JobStatus.FAILED.value, message=message, finished_at=datetime.now(UTC))
-            ).rowcount == 1
-
     def fail_interrupted(self, message: str, *, leased: bool = True) -> int:
         """Mark jobs left running by an embedded worker that died failed; how many.
 
@@ -258,6 +290,14 @@ class DatabaseJobQueue:
                 update(Job).where(Job.status == JobStatus.RUNNING.value, orphaned).values(
                     status=JobStatus.FAILED.value, message=message, finished_at=now, lease_expires_at=None)
             ).rowcount
+
+    def _update_queued(self, job_id: int, sender: str, values: dict[str, Any]) -> bool:
+        """Update a queued job while ``sender`` holds its send lease; whether a row changed."""
+        with self.index.write_connection() as connection:
+            return connection.execute(
+                update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED.value,
+                                  Job.lease_owner == sender[:64]).values(**values)
+            ).rowcount == 1
 
     def _update_running(self, job_id: int, values: dict[str, Any], owner: str = "") -> bool:
         """Update a running job (only while ``owner`` holds its lease, when given); whether a row changed."""

@@ -20,7 +20,7 @@ import pytest
 
 from oncopacs.errors import ConfigError
 from oncopacs.jobs.consumer import JobConsumer
-from oncopacs.jobs.dispatch import UNREACHABLE_MESSAGE, DispatchingJobQueue, pika_url
+from oncopacs.jobs.dispatch import SEND_TIMEOUT_S, UNSENT_MESSAGE, DispatchingJobQueue, pika_url
 from oncopacs.jobs.kinds import VERIFY
 from oncopacs.jobs.queue import MAX_ATTEMPTS, ClaimOutcome, DatabaseJobQueue, JobRecord, JobStatus
 from oncopacs.jobs.worker import INTERRUPTED_MESSAGE, JobRegistry
@@ -52,6 +52,17 @@ def test_queue_url_is_checked_and_never_quoted():
     assert "guest:guest" not in repr(Settings(queue_url=url))
     with pytest.raises(ConfigError, match="queue_name"):
         Settings.load(env={"ONCOPACS_QUEUE_NAME": "jobs.DQ"})
+
+
+def test_amqp_urls_get_bounded_timeouts_unless_they_set_their_own():
+    import pika
+
+    params = pika.URLParameters(pika_url("amqp://guest:guest@127.0.0.1:5672//", timeouts=True))
+    assert params.virtual_host == "/" and params.socket_timeout == 2.0 and params.stack_timeout == 3.0
+    assert params.blocked_connection_timeout == 30.0
+    own = pika.URLParameters(pika_url("amqp://u:p@h:5672/v?socket_timeout=7&heartbeat=30", timeouts=True))
+    assert own.virtual_host == "v" and own.socket_timeout == 7.0 and own.heartbeat == 30 and own.stack_timeout == 3.0
+    assert pika_url("amqp://guest:guest@127.0.0.1:5672//") == "amqp://guest:guest@127.0.0.1:5672/%2F"
 
 
 # -- leases on the index (SQLite and PostgreSQL) ----------------------------------------------------------------
@@ -144,12 +155,38 @@ def test_the_consumer_runs_a_job_once_and_drops_or_defers_other_messages(queue: 
     assert ran == [7]
 
 
-def test_a_job_that_cannot_be_sent_fails_with_a_reason(sqlite_settings: Settings):
+def test_a_job_that_cannot_be_sent_stays_queued_for_a_worker_to_send(sqlite_settings: Settings):
     url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     with open_platform(sqlite_settings.with_overrides(queue_url=url)) as platform:
-        assert isinstance(platform.jobs.queue, DispatchingJobQueue)
-        job = platform.jobs.queue.get(platform.jobs.queue.enqueue(VERIFY, {}, "tester"))
-    assert job.status is JobStatus.FAILED and job.message == UNREACHABLE_MESSAGE
+        queue = platform.jobs.queue
+        assert isinstance(queue, DispatchingJobQueue)
+        asked = time.monotonic()
+        job = queue.get(queue.enqueue(VERIFY, {}, "tester"))
+        assert time.monotonic() - asked < SEND_TIMEOUT_S + 1.0
+        assert job.status is JobStatus.QUEUED and job.message == UNSENT_MESSAGE
+        assert queue.unsent_job_ids(10) == (job.id,)
+        assert queue.resend_unsent() == 0  # still down: it stays unsent
+        assert queue.unsent_job_ids(10) == (job.id,)
+
+
+def test_a_send_lease_is_held_until_the_message_is_sent_and_taken_over_once_lapsed(queue: DatabaseJobQueue):
+    job_id = queue._insert("test", {}, "tester", sender="sender-a", send_lease_s=30)
+    assert queue.unsent_job_ids(10) == ()  # the sender is still trying
+    assert not queue.take_send_lease(job_id, "sender-b", 30)
+    assert queue.mark_unsent(job_id, "sender-a", "waiting")  # gave up: the lease lapses now
+    assert queue.get(job_id).message == "waiting" and queue.unsent_job_ids(10) == (job_id,)
+    assert queue.take_send_lease(job_id, "sender-b", 30)
+    assert not queue.take_send_lease(job_id, "sender-c", 30)  # of racing workers, one sends it
+    assert not queue.mark_sent(job_id, "sender-a")  # no longer the sender's
+    assert queue.mark_sent(job_id, "sender-b") and queue.get(job_id).message == ""
+    assert queue.unsent_job_ids(10) == ()
+
+    claimed = queue._insert("test", {}, "tester", sender="sender-d", send_lease_s=30)
+    assert queue.claim(claimed, "worker-a", 30).outcome is ClaimOutcome.CLAIMED  # delivered before it was marked
+    assert not queue.mark_sent(claimed, "sender-d") and not queue.mark_unsent(claimed, "sender-d", "waiting")
+    assert queue.renew_lease(claimed, "worker-a", 30)  # the worker's lease is untouched
+    _expire_lease(queue, claimed)
+    assert queue.unsent_job_ids(10) == ()  # a running job's lapsed lease is the worker's, not a send lease
 
 
 # -- the brokers, with worker subprocesses ----------------------------------------------------------------------
