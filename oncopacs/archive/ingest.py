@@ -230,11 +230,13 @@ class Archive:
         return self.ingest(encode_dataset(dataset), source=source)
 
     def ingest(self, data: bytes, *, source: str, expected: ExpectedIdentity | None = None,
-               staged: StagingStream | None = None) -> IngestResult:
+               staged: StagingStream | None = None, wait_for_writer: bool = True) -> IngestResult:
         """Validate, store and index one object given as a Part 10 file (or a bare dataset).
 
         ``staged`` is a stream that already holds ``data`` (written as it arrived); it is
-        made durable instead of writing ``data`` again.
+        made durable instead of writing ``data`` again. Without ``wait_for_writer`` a stored file that has no
+        index row is taken at once rather than given :data:`ORPHAN_WAIT_S` to be indexed by another writer
+        (crash recovery, which gave it its own grace already).
         """
         is_part10 = dataset_offset(data) > 0
         if staged is not None and not is_part10:  # pragma: no cover - callers stage Part 10 files only
@@ -263,7 +265,7 @@ class Archive:
                 transfer_syntax_uid=syntax,
             )
             staging = self._start_staging(data)
-        result = self._store(data, record, source, staging)
+        result = self._store(data, record, source, staging, wait_for_writer)
         if not record.patient_id and result.outcome is IngestOutcome.STORED:  # validate() let it through
             self._audit_empty_patient_id(record, source)
         return result
@@ -313,7 +315,8 @@ class Archive:
 
     # -- the steps ----------------------------------------------------------------------------
 
-    def _store(self, data: bytes, record: InstanceRecord, source: str, staging: _Staging) -> IngestResult:
+    def _store(self, data: bytes, record: InstanceRecord, source: str, staging: _Staging,
+               wait_for_writer: bool = True) -> IngestResult:
         """Place the file once it is durable while the index rows are written, then commit.
 
         The commit comes after the file is durably in place, so an index row never points at
@@ -342,7 +345,7 @@ class Archive:
                 self._take_back(placement, relative_path)
                 staging.discard(self.storage)
                 try:
-                    return self._resolve_existing(data, record, facts)
+                    return self._resolve_existing(data, record, facts, wait_for_writer)
                 except StorageError as exc:  # an object store that stopped answering
                     log.error("storage failure for %s from %s: %s", uid, source, exc)
                     return IngestResult(IngestOutcome.FAILED, Status.OUT_OF_RESOURCES, uid, str(exc))
@@ -393,10 +396,11 @@ class Archive:
                 log.error("cannot take back %s after its rows failed: %s", relative_path, exc)
         return placed
 
-    def _resolve_existing(self, data: bytes, record: InstanceRecord, facts: FileFacts) -> IngestResult:
+    def _resolve_existing(self, data: bytes, record: InstanceRecord, facts: FileFacts,
+                          wait_for_writer: bool = True) -> IngestResult:
         uid = record.sop_instance_uid
         existing = self._find_existing(uid)
-        for _ in range(ORPHAN_WAIT_STEPS):  # a file without a row may be another writer's, in flight
+        for _ in range(ORPHAN_WAIT_STEPS if wait_for_writer else 0):  # a file without a row: a writer's, in flight?
             if existing is not None or not self.storage.exists(facts.relative_path):
                 break
             time.sleep(ORPHAN_WAIT_S / ORPHAN_WAIT_STEPS)

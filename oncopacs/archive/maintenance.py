@@ -105,7 +105,7 @@ def recover_orphans(archive: Archive, *, grace_s: float | None = None) -> int:
         except IntegrityError as exc:
             log.warning("unindexed file %s could not be recovered: %s", relative_path, exc)
             continue
-        result = archive.ingest(data, source="recovered")
+        result = archive.ingest(data, source="recovered", wait_for_writer=False)  # its grace is over
         if result.outcome is IngestOutcome.STORED:
             recovered += 1
         elif result.outcome is IngestOutcome.DUPLICATE:  # not recovered here: its writer indexed it meanwhile

@@ -62,6 +62,24 @@ def test_unindexed_files_are_reported_and_recovered(archive: Archive):
     assert list(archive.storage.incoming.iterdir()) == []
 
 
+def test_recovery_does_not_wait_for_a_writer_per_orphan(sqlite_settings: Settings,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once its grace is over, each orphan is taken at once: the ingest path's wait for another writer's index
+    row (ORPHAN_WAIT_S per file) is skipped, so rebuilding thousands of rows after a power loss takes seconds."""
+    from oncopacs.platform import open_platform
+
+    with open_platform(sqlite_settings) as platform:
+        storage = platform.archive.storage
+        for dataset in small_ct_series(5, prefix="ORPH"):
+            storage.place(storage.stage(part10_bytes(dataset)), relative_path_for(
+                dataset.StudyInstanceUID, dataset.SeriesInstanceUID, dataset.SOPInstanceUID))
+        waits: list[float] = []
+        monkeypatch.setattr("oncopacs.archive.ingest.time.sleep", waits.append)
+        assert recover_orphans(platform.archive, grace_s=0) == 5
+        assert waits == []
+        assert verify(platform.archive).ok
+
+
 def test_recovery_runs_only_after_an_unclean_stop(sqlite_settings: Settings, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch):
     from oncopacs.platform import open_archive
