@@ -99,7 +99,14 @@ class ObjectStorage(StagingArea):
         """Raise StorageError unless the bucket answers (HEAD bucket)."""
         try:
             self._client.head_bucket(Bucket=self.location.bucket)
-        except (BotoCoreError, ClientError) as exc:
+        except ClientError as exc:
+            code, why = _code(exc), _reason(exc)
+            if code in _NOT_FOUND | {"NoSuchBucket"}:
+                why = f"its bucket {self.location.bucket} does not exist (create it: OncoPACS never creates one)"
+            elif code in {"403", "AccessDenied"}:
+                why = "access is denied (check the AWS credentials and the bucket's policy)"
+            raise StorageError(f"the object store {self.location.describe()} is unavailable: {why}") from None
+        except BotoCoreError as exc:
             raise StorageError(f"the object store {self.location.describe()} is unavailable: {_reason(exc)}") from None
 
     def exists(self, relative_path: str) -> bool:

@@ -133,6 +133,14 @@ def test_an_unconfirmed_write_is_refused(tmp_path: Path, s3_endpoint: str, bucke
     assert list(storage.incoming.iterdir()) == []
 
 
+def test_a_missing_bucket_is_named(tmp_path: Path, s3_endpoint: str) -> None:
+    storage = _storage(tmp_path, s3_endpoint, "oncopacs-never-created")
+    with pytest.raises(StorageError, match="its bucket oncopacs-never-created does not exist"):
+        storage.check_reachable()
+    with pytest.raises(StorageError, match="NoSuchBucket"):
+        storage.place(storage.stage(b"payload"), "p/q/r.dcm")
+
+
 def test_unreachable_store_raises_storage_error(tmp_path: Path) -> None:
     storage = _storage(tmp_path, f"http://127.0.0.1:{free_port()}", "no-such-bucket")
     with pytest.raises(StorageError, match="unavailable"):
