@@ -11,11 +11,8 @@ the same bytes; ``oncopacs verify`` finds the storage area and the index in agre
 
 from __future__ import annotations
 
-import base64
-import io
 import os
 import re
-import selectors
 import shutil
 import signal
 import socket
@@ -29,7 +26,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pydicom
 import pytest
 import sqlalchemy
 from pydicom.dataset import Dataset
@@ -37,16 +33,15 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
 from oncopacs.archive.part10 import dataset_offset
-from oncopacs.dicomweb.multipart import read_multipart
 from tests.conftest import TEST_AUDIT_SPOOL_BYTES, empty_database, require
+from tests.deploy.cluster_script import SCRIPT, free_base, read_start_lines, retrieve_study, stop_script
 from tests.factories import part10_bytes, small_ct_series
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
-SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "local-cluster"
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+USER = "clusteradmin"
 PASSWORD = "cluster-password-1"
-WADO_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 START_SECONDS = 120  # two nodes one after the other, on a loaded machine
 CLIENTS = 4
 INSTANCES = 400          # 100 per client
@@ -78,75 +73,19 @@ class ClientLog:
     error: str = ""
 
 
-def _free_base() -> int:
-    """The first of six consecutive free ports (deploy/local-cluster takes six from LOCAL_CLUSTER_PORT)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base > 65000:
-            continue
-        try:
-            for port in range(base, base + 6):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise AssertionError("no six consecutive free ports")
 
 
-def _retrieve(port: int, study_uid: str) -> dict[str, bytes]:
-    """WADO-RS of a whole study from 127.0.0.1:``port``, by SOP Instance UID."""
-    token = base64.b64encode(f"clusteradmin:{PASSWORD}".encode()).decode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/dicom-web/studies/{study_uid}",
-                                     headers={"Authorization": f"Basic {token}", "Accept": WADO_ACCEPT})
-    with urllib.request.urlopen(request, timeout=60) as reply:
-        assert reply.status == 200
-        body, content_type = reply.read(), reply.headers["Content-Type"]
-    with read_multipart(io.BytesIO(body), content_type) as parts:
-        files = [part.read_bytes() for part in parts.parts]
-    return {str(pydicom.dcmread(io.BytesIO(f), stop_before_pixels=True).SOPInstanceUID): f for f in files}
 
 
-def _read_start_lines(process: subprocess.Popen[bytes], log: Path) -> tuple[str, str]:
-    """The script's "pids ..." and "front ..." lines, once everything listens (stdout unbuffered: no line is kept
-    in a buffer the selector cannot see)."""
-    assert process.stdout is not None
-    selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ)
-    deadline, found = time.monotonic() + START_SECONDS, {}
-    while time.monotonic() < deadline:
-        if selector.select(timeout=0.5):
-            line = process.stdout.readline().decode()
-            if line.startswith(("pids ", "front ")):
-                found[line.split()[0]] = line
-            if len(found) == 2:
-                return found["pids"], found["front"]
-            if not line:
-                break
-    pytest.fail(f"deploy/local-cluster did not start (exit status {process.poll()}): "
-                f"{log.read_text(errors='replace')[-3000:]}")
 
 
-def _stop_script(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the script (it stops its nodes and HAProxy); its whole session if it does not end."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    if process.stdout is not None:
-        process.stdout.close()
 
 
 @pytest.fixture
 def fault_cluster(tmp_path: Path, postgres_ok: bool) -> Iterator[FaultCluster]:
     require(Path(HAPROXY).exists(), "haproxy is not installed (apt-get install haproxy)")
     with empty_database("postgresql", tmp_path, postgres_ok) as url:
-        base, data_dir = _free_base(), tmp_path / "cluster"
+        base, data_dir = free_base(), tmp_path / "cluster"
         bin_dir = Path(sys.executable).parent
         env = {name: value for name, value in os.environ.items() if not name.startswith("ONCOPACS_")}
         env.update(ONCOPACS_DATABASE_URL=url, LOCAL_CLUSTER_DIR=str(data_dir), LOCAL_CLUSTER_PORT=str(base),
@@ -157,7 +96,7 @@ def fault_cluster(tmp_path: Path, postgres_ok: bool) -> Iterator[FaultCluster]:
             process = subprocess.Popen([str(SCRIPT)], env=env, stdout=subprocess.PIPE, stderr=stderr, bufsize=0,
                                        start_new_session=True)
         try:
-            pids_line, _ = _read_start_lines(process, log)
+            pids_line = read_start_lines(process, log)["pids"]
             found = dict(re.findall(r"(node1|node2|haproxy)=(\d+)", pids_line))
             assert set(found) == {"node1", "node2", "haproxy"}, pids_line
             node_env = {**env, "ONCOPACS_DATA_DIR": str(data_dir), "ONCOPACS_AUDIT_KEY_FILE": str(data_dir /
@@ -170,7 +109,7 @@ def fault_cluster(tmp_path: Path, postgres_ok: bool) -> Iterator[FaultCluster]:
             yield FaultCluster(base + 1, (base + 2, base + 4), (base + 3, base + 5),
                                (int(found["node1"]), int(found["node2"])), node_env, data_dir)
         finally:
-            _stop_script(process)
+            stop_script(process)
 
 
 def _established(port: int) -> int:
@@ -312,7 +251,7 @@ def test_kill_9_of_a_dimse_node_loses_no_acknowledged_instance(fault_cluster: Fa
         url = cluster.env["ONCOPACS_DATABASE_URL"]
         assert sorted(_index_uids(url)) == sorted(sent)
         study_uid = str(series[0].StudyInstanceUID)
-        through_survivor = _retrieve(cluster.node_http[survivor], study_uid)
+        through_survivor = retrieve_study(cluster.node_http[survivor], study_uid, USER, PASSWORD)
         assert set(through_survivor) == set(sent)
         for uid, data in sent.items():
             got = through_survivor[uid]
@@ -331,8 +270,8 @@ def test_kill_9_of_a_dimse_node_loses_no_acknowledged_instance(fault_cluster: Fa
         slowest = max(log.slowest for log in logs)
         print(f"slowest C-STORE {slowest[0]:.1f} s, begun {slowest[1] - killed_at:.1f} s after the kill")
         assert sorted(_index_uids(url)) == sorted(sent)
-        through_restarted = _retrieve(cluster.node_http[victim], study_uid)
-        assert through_restarted == _retrieve(cluster.node_http[survivor], study_uid)
+        through_restarted = retrieve_study(cluster.node_http[victim], study_uid, USER, PASSWORD)
+        assert through_restarted == retrieve_study(cluster.node_http[survivor], study_uid, USER, PASSWORD)
         verify = subprocess.run([cluster.env["ONCOPACS"], "verify"], env=cluster.env, capture_output=True,
                                 text=True, timeout=120)
         assert verify.returncode == 0, verify.stdout[-2000:] + verify.stderr[-2000:]

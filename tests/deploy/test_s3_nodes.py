@@ -7,32 +7,27 @@ DIMSE the other serves byte-identical over WADO-RS, and ``oncopacs verify`` on e
 
 from __future__ import annotations
 
-import base64
-import io
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
-import pydicom
 import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
 from oncopacs.archive.part10 import dataset_offset
-from oncopacs.dicomweb.multipart import read_multipart
 from tests.conftest import ServerProcess, empty_database
+from tests.deploy.cluster_script import retrieve_study
 from tests.factories import part10_bytes, small_ct_series
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 PASSWORD = "s3-nodes-password-1"
-WADO_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
 
 @pytest.fixture
@@ -72,16 +67,9 @@ def test_store_on_one_node_retrieve_from_the_other_through_s3(two_nodes: tuple[S
     finally:
         association.release()
 
-    authorization = "Basic " + base64.b64encode(f"nodeadmin:{PASSWORD}".encode()).decode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{second.http_port}/dicom-web/studies/{datasets[0].StudyInstanceUID}",
-        headers={"Authorization": authorization, "Accept": WADO_ACCEPT})
-    with urllib.request.urlopen(request, timeout=30) as reply:
-        body, content_type = reply.read(), reply.headers["Content-Type"]
-    with read_multipart(io.BytesIO(body), content_type) as parts:
-        served = [part.read_bytes() for part in parts.parts]
+    served = retrieve_study(second.http_port, datasets[0].StudyInstanceUID, "nodeadmin", PASSWORD)
     sent = sorted(data[dataset_offset(data):] for data in map(part10_bytes, datasets))
-    assert sorted(data[dataset_offset(data):] for data in served) == sent
+    assert sorted(data[dataset_offset(data):] for data in served.values()) == sent
     assert not (second.data_dir / "storage").exists()  # nothing of it on the second node's disk
 
     for node in (first, second):
@@ -127,15 +115,7 @@ def test_kill_a_node_mid_ingest_then_recover_from_s3(two_nodes: tuple[ServerProc
     assert (first.data_dir / "serve-node1.running").exists()  # it died: its marker says so
 
     first.start(60)  # recovery runs before it listens
-    authorization = "Basic " + base64.b64encode(f"nodeadmin:{PASSWORD}".encode()).decode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{second.http_port}/dicom-web/studies/{datasets[0].StudyInstanceUID}",
-        headers={"Authorization": authorization, "Accept": WADO_ACCEPT})
-    with urllib.request.urlopen(request, timeout=60) as reply:
-        body, content_type = reply.read(), reply.headers["Content-Type"]
-    with read_multipart(io.BytesIO(body), content_type) as parts:
-        served = {pydicom.dcmread(io.BytesIO(part.read_bytes())).SOPInstanceUID: part.read_bytes()
-                  for part in parts.parts}
+    served = retrieve_study(second.http_port, datasets[0].StudyInstanceUID, "nodeadmin", PASSWORD)
     sent = {d.SOPInstanceUID: part10_bytes(d) for d in datasets}
     for uid in (value.decode() for value in acknowledged):
         assert served[uid][dataset_offset(served[uid]):] == sent[uid][dataset_offset(sent[uid]):]

@@ -191,7 +191,7 @@ def test_a_send_lease_is_held_until_the_message_is_sent_and_taken_over_once_laps
 
 # -- the brokers, with worker subprocesses ----------------------------------------------------------------------
 
-def _listening(port: int) -> bool:
+def listening(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(1)
         return sock.connect_ex(("127.0.0.1", port)) == 0
@@ -201,14 +201,14 @@ def _listening(port: int) -> bool:
 def queue_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
     """SQLite settings with a queue engine (RabbitMQ or Redis on loopback) and a queue of this test's own."""
     url, port = BROKERS[request.param]
-    require(_listening(port), f"{request.param} is not reachable on 127.0.0.1:{port}")
+    require(listening(port), f"{request.param} is not reachable on 127.0.0.1:{port}")
     name = f"oncopacs-test-{uuid.uuid4().hex[:12]}"
     yield Settings(data_dir=tmp_path / "data", dicom_host="127.0.0.1", dicom_port=0, secret_key=TEST_SECRET_KEY,
                    audit_spool_bytes=TEST_AUDIT_SPOOL_BYTES, queue_url=url, queue_name=name)
-    _delete_queue(url, name)
+    delete_queue(url, name)
 
 
-def _delete_queue(url: str, name: str) -> None:
+def delete_queue(url: str, name: str) -> None:
     """Remove the test's queues (and their delay and dead-letter queues) from the broker."""
     if url.startswith("amqp"):
         import pika

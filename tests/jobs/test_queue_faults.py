@@ -27,7 +27,7 @@ from oncopacs.platform import open_platform
 from oncopacs.settings import Settings
 from tests.conftest import TEST_AUDIT_SPOOL_BYTES, TEST_SECRET_KEY, free_port, require
 from tests.jobs.sleepy_worker import SLEEP
-from tests.jobs.test_queue_engine import BROKERS, WORKER_LEASE_S, WorkerProcess, _delete_queue, _listening
+from tests.jobs.test_queue_engine import BROKERS, WORKER_LEASE_S, WorkerProcess, delete_queue, listening
 
 pytestmark = pytest.mark.slow
 
@@ -82,10 +82,10 @@ def _succeeded(job: JobRecord) -> bool:
 @pytest.fixture(params=sorted(BROKERS))
 def shared_broker_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
     url, port = BROKERS[request.param]
-    require(_listening(port), f"{request.param} is not reachable on 127.0.0.1:{port}")
+    require(listening(port), f"{request.param} is not reachable on 127.0.0.1:{port}")
     settings = _settings(tmp_path, url)
     yield settings
-    _delete_queue(url, settings.queue_name)
+    delete_queue(url, settings.queue_name)
 
 
 def test_a_killed_worker_s_job_is_finished_once_by_the_worker_still_running(shared_broker_settings: Settings,
@@ -164,7 +164,7 @@ class PrivateBroker:
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
         deadline = time.monotonic() + 10
-        while _listening(self.port) and time.monotonic() < deadline:
+        while listening(self.port) and time.monotonic() < deadline:
             time.sleep(0.1)
         self.process = None
 
@@ -240,7 +240,7 @@ class PrivateRabbitmq(PrivateBroker):
         import pika
         import pika.exceptions
 
-        if not _listening(self.port):
+        if not listening(self.port):
             return False
         try:
             pika.BlockingConnection(pika.URLParameters(
