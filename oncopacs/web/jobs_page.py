@@ -150,8 +150,8 @@ def summarise(job: JobRecord) -> str:
         return as_sentence(job.message or "failed without a reason")
     if job.status is JobStatus.RUNNING:
         return ""
-    if job.status is JobStatus.QUEUED:
-        return "Waiting for the worker."
+    if job.status is JobStatus.QUEUED:  # its message says why it still waits (the job queue unreachable)
+        return as_sentence(job.message) if job.message else "Waiting for the worker."
     result = job.result if isinstance(job.result, Mapping) else {}
     if job.kind == PREFETCH and result:
         return _prefetch_summary(result)

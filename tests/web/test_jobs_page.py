@@ -187,3 +187,21 @@ def test_who_may_not_see_the_jobs_is_refused(app: Flask):
 def test_no_jobs_yet_says_so(app: Flask):
     page = html(signed_in(app, "admin").get("/jobs"))
     assert 'id="jobs-empty"' in page and "No job has been queued yet" in page and "http-equiv" not in page
+
+
+def test_a_job_the_queue_engine_could_not_take_says_so(sqlite_settings: Settings):
+    """With the broker down the job stays queued, and the page says why it waits instead of 'Waiting for the
+    worker.' (a worker sends it again once the broker answers)."""
+    from tests.conftest import free_port
+
+    settings = sqlite_settings.with_overrides(queue_url=f"amqp://guest:guest@127.0.0.1:{free_port()}//")
+    with open_platform(settings) as platform:
+        app = create_app(platform)
+        app.config["TESTING"] = True
+        platform.users.hasher = FAST_HASHER
+        platform.users.add_user("phys", Role.PHYSICIST, PASSWORD)
+        job_id = jobs_of(app).queue.enqueue("verify", {}, "phys")
+        page = html(signed_in(app, "phys").get("/jobs"))
+        cells = row(page, job_id)
+        assert '<span class="jobs-status jobs-status-queued">queued</span>' in cells
+        assert "could not be reached" in unescape(cells) and "Waiting for the worker." not in cells
