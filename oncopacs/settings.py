@@ -111,6 +111,8 @@ def _parse_storage_url(text: str) -> str:
             problem = "endpoint= must be an http:// or https:// URL"
         elif options.get("sse", ["AES256"])[0] not in ("AES256", "aws:kms"):
             problem = "sse= must be AES256 or aws:kms"
+        elif "kms_key_id" in options and options.get("sse", [""])[0] != "aws:kms":
+            problem = "kms_key_id= needs sse=aws:kms"
     else:
         problem = f"the scheme must be one of {', '.join(s + '://' for s in STORAGE_SCHEMES)}"
     if problem:

@@ -42,10 +42,17 @@ from oncopacs.archive.index_writer import (
     InstanceExists,
 )
 from oncopacs.archive.part10 import build_part10, dataset_offset, encode_dataset
-from oncopacs.archive.storage import StagingArea, StagingStream, compute_sha256, relative_path_for
+from oncopacs.archive.storage import (
+    Damage,
+    DamagedFileError,
+    StagingArea,
+    StagingStream,
+    compute_sha256,
+    relative_path_for,
+)
 from oncopacs.audit.events import ActorKind, AuditAction, AuditEvent, Outcome
 from oncopacs.audit.trail import AuditTrail
-from oncopacs.errors import AuditError, DicomInputError, IntegrityError, NotFoundError, StorageError
+from oncopacs.errors import AuditError, DicomInputError, NotFoundError, StorageError
 from oncopacs.index.db import IndexDatabase
 from oncopacs.index.models import IngestConflict, Instance, Patient, Series, Study
 
@@ -389,12 +396,23 @@ class Archive:
             placed = placement.result()
         except StorageError:
             return False
+        if placed and self._indexed(relative_path):  # another writer's row names it: never remove what it points at
+            log.warning("not taking back %s: an index row names it", relative_path)
+            return False
         if placed:
             try:
                 self.storage.remove(relative_path)
             except StorageError as exc:  # an object store gone: left unindexed, for verify and crash recovery
                 log.error("cannot take back %s after its rows failed: %s", relative_path, exc)
         return placed
+
+    def _indexed(self, relative_path: str) -> bool:
+        """Whether an index row points at ``relative_path`` (True when the index cannot say: keep the file)."""
+        try:
+            with self.index.reading() as session:
+                return session.scalar(select(Instance.id).where(Instance.file_path == relative_path)) is not None
+        except SQLAlchemyError:
+            return True
 
     def _resolve_existing(self, data: bytes, record: InstanceRecord, facts: FileFacts,
                           wait_for_writer: bool = True) -> IngestResult:
@@ -418,8 +436,12 @@ class Archive:
                                 patient_id=record.patient_id)
         try:
             stored = self.storage.read(instance.file_path)
-        except IntegrityError:
-            log.error("stored file of %s is missing; replacing it with the received copy", uid)
+        except DamagedFileError as exc:
+            if exc.damage is Damage.UNREADABLE:  # an I/O error or a store that did not answer: the first copy stays
+                log.error("stored file of %s could not be read to compare: %s", uid, exc.damage.description)
+                return IngestResult(IngestOutcome.FAILED, Status.OUT_OF_RESOURCES, uid,
+                                    "the stored copy could not be read; try again")
+            log.error("stored file of %s is %s; replacing it with the received copy", uid, exc.damage.description)
             return self._replace(data, record, facts)
         if stored[dataset_offset(stored) :] == data[dataset_offset(data) :]:
             return IngestResult(

@@ -118,11 +118,10 @@ def recover_orphans(archive: Archive, *, grace_s: float | None = None) -> int:
 def _settled_unindexed(archive: Archive, grace_s: float) -> list[str]:
     """The unindexed files, each still unindexed once it was placed at least ``grace_s`` seconds ago."""
     unindexed = find_unindexed(archive)
-    placed_at = [archive.storage.placed_at(path) for path in unindexed]
-    youngest = max((moment for moment in placed_at if moment is not None), default=None)
-    if youngest is None:
+    ages = [age for age in map(archive.storage.age_of, unindexed) if age is not None]
+    if not ages:
         return unindexed
-    wait_s = min(youngest + grace_s - time.time(), grace_s)  # at most grace_s, whatever a clock says
+    wait_s = min(grace_s - min(ages), grace_s)  # ages by the storage's own clock (an object store's, for objects)
     if wait_s <= 0:
         return unindexed
     log.info("waiting %.1f s: some of the %d unindexed file(s) were placed moments ago and may be another node's "

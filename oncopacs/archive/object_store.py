@@ -21,9 +21,13 @@ instance roles); the region from ``region=`` or ``AWS_DEFAULT_REGION`` (default 
 from __future__ import annotations
 
 import base64
+import contextlib
+import email.utils
 import hashlib
 import logging
+import time
 import urllib.parse
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +49,7 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 3
 READ_TIMEOUT_S = 10
 ATTEMPTS = 3  # boto3's "standard" retry mode: three tries with jittered back-off on throttling, 5xx and resets
+PROBE_TIMEOUT_S = 2  # /health's one try
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 _CONDITION_FAILED = {"412", "PreconditionFailed", "ConditionalRequestConflict"}
 _PIECE_BYTES = 1 << 20
@@ -83,22 +88,17 @@ class ObjectStorage(StagingArea):
                  client: Any | None = None):
         super().__init__(incoming, keys)
         self.location = location
-        self._client = client or boto3.session.Session().client(
-            "s3", endpoint_url=location.endpoint, region_name=location.region,
-            config=Config(connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S, max_pool_connections=32,
-                          retries={"max_attempts": ATTEMPTS, "mode": "standard"},
-                          request_checksum_calculation="when_required",
-                          response_checksum_validation="when_supported",
-                          s3={"addressing_style": "path"}),
-        )
+        self._client = client or _client(location, CONNECT_TIMEOUT_S, READ_TIMEOUT_S, ATTEMPTS, pool=32)
+        # /health asks once, briefly: a load balancer's check must not queue behind the retries of a dead store
+        self._probe = client or _client(location, PROBE_TIMEOUT_S, PROBE_TIMEOUT_S, 1, pool=2)
 
     def key_of(self, relative_path: str) -> str:
         return self.location.prefix + relative_path
 
     def check_reachable(self) -> None:
-        """Raise StorageError unless the bucket answers (HEAD bucket)."""
+        """Raise StorageError unless the bucket answers (one HEAD bucket, within :data:`PROBE_TIMEOUT_S`)."""
         try:
-            self._client.head_bucket(Bucket=self.location.bucket)
+            self._probe.head_bucket(Bucket=self.location.bucket)
         except ClientError as exc:
             code, why = _code(exc), _reason(exc)
             if code in _NOT_FOUND | {"NoSuchBucket"}:
@@ -108,6 +108,29 @@ class ObjectStorage(StagingArea):
             raise StorageError(f"the object store {self.location.describe()} is unavailable: {why}") from None
         except BotoCoreError as exc:
             raise StorageError(f"the object store {self.location.describe()} is unavailable: {_reason(exc)}") from None
+
+    def check_conditional_writes(self) -> None:
+        """Raise StorageError unless the store refuses a second ``If-None-Match: *`` upload of one key (412).
+
+        A store that ignores the condition would let a resent or conflicting instance overwrite the first copy, which
+        the index still describes; OncoPACS refuses to start on such a store rather than lose that copy.
+        """
+        key = f"{self.location.prefix}.oncopacs-probe/{uuid.uuid4().hex}"
+        try:
+            for attempt in (1, 2):
+                try:
+                    self._client.put_object(Bucket=self.location.bucket, Key=key, Body=b"probe", IfNoneMatch="*")
+                except ClientError as exc:
+                    if attempt == 2 and _code(exc) in _CONDITION_FAILED:
+                        return
+                    raise
+            raise StorageError(f"the object store {self.location.describe()} ignores If-None-Match (conditional "
+                               "writes): it could overwrite a stored instance; use a store that supports them")
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(f"the object store {self.location.describe()} is unavailable: {_reason(exc)}") from None
+        finally:
+            with contextlib.suppress(BotoCoreError, ClientError):
+                self._client.delete_object(Bucket=self.location.bucket, Key=key)
 
     def exists(self, relative_path: str) -> bool:
         try:
@@ -152,6 +175,8 @@ class ObjectStorage(StagingArea):
             good = etag == md5.hex()
         staged.unlink(missing_ok=True)
         if not good:
+            with contextlib.suppress(BotoCoreError, ClientError):  # never leave unconfirmed content for recovery
+                self._client.delete_object(Bucket=self.location.bucket, Key=self.key_of(relative_path))
             raise StorageError(f"the object store did not confirm the content of {relative_path} "
                                "(its checksum differs from the staged file's, or it returned none)")
         return True
@@ -159,7 +184,9 @@ class ObjectStorage(StagingArea):
     def read(self, relative_path: str, expected_sha256: str | None = None) -> bytes:
         """The stored (plaintext) object, unsealed if sealed; raises :class:`DamagedFileError` like files do."""
         try:
-            data = self._get(relative_path)["Body"].read()
+            body = self._get(relative_path)["Body"]
+            with contextlib.closing(body):
+                data = body.read()
         except (BotoCoreError, ClientError) as exc:
             raise self._damaged(relative_path, exc) from None
         return self.plaintext(relative_path, data, expected_sha256)
@@ -189,13 +216,19 @@ class ObjectStorage(StagingArea):
         except (BotoCoreError, ClientError) as exc:
             raise StorageError(f"cannot remove {relative_path} from the object store: {_reason(exc)}") from None
 
-    def placed_at(self, relative_path: str) -> float | None:
-        """When an object was written (POSIX time, the store's Last-Modified clock); None if gone or unreachable."""
+    def age_of(self, relative_path: str) -> float | None:
+        """Seconds since an object was written, by the store's own clock (its reply's Date less the object's
+        Last-Modified: no skew with this node's clock); None if gone or unreachable."""
         try:
             head = self._client.head_object(Bucket=self.location.bucket, Key=self.key_of(relative_path))
         except (BotoCoreError, ClientError):
             return None
-        return float(head["LastModified"].timestamp())
+        now = head.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        try:
+            reference = email.utils.parsedate_to_datetime(now).timestamp() if now else time.time()
+        except (TypeError, ValueError):
+            reference = time.time()
+        return max(0.0, reference - float(head["LastModified"].timestamp()))
 
     def iter_files(self) -> Iterator[str]:
         """Every stored instance object, as paths relative to the prefix."""
@@ -231,6 +264,16 @@ class ObjectStorage(StagingArea):
             return DamagedFileError(relative_path, Damage.MISSING)
         log.warning("object store read failed: %s", _reason(exc))
         return DamagedFileError(relative_path, Damage.UNREADABLE)
+
+
+def _client(location: S3Location, connect_s: float, read_s: float, attempts: int, *, pool: int) -> Any:
+    return boto3.session.Session().client(
+        "s3", endpoint_url=location.endpoint, region_name=location.region,
+        config=Config(connect_timeout=connect_s, read_timeout=read_s, max_pool_connections=pool,
+                      retries={"max_attempts": attempts, "mode": "standard"},
+                      request_checksum_calculation="when_required", response_checksum_validation="when_supported",
+                      s3={"addressing_style": "path"}),
+    )
 
 
 def _digests(path: Path) -> tuple[bytes, bytes]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from oncopacs.archive.ingest import Archive
-from oncopacs.errors import ConfigError, IntegrityError
+from oncopacs.errors import ConfigError, IntegrityError, StorageError
 from oncopacs.index.models import Instance
 
 log = logging.getLogger(__name__)
@@ -60,8 +60,8 @@ def rekey(archive: Archive, on_total: Progress | None = None, progress: Progress
                 data = storage.read(relative_path, sha256)  # the plaintext, checked
                 storage.place(storage.stage(data), relative_path, replace=True)
                 resealed += 1
-        except (OSError, IntegrityError) as exc:
-            log.warning("not re-sealed: %s", exc if isinstance(exc, IntegrityError) else relative_path)
+        except (OSError, IntegrityError, StorageError) as exc:  # StorageError: the new copy could not be placed
+            log.warning("not re-sealed: %s", exc if isinstance(exc, IntegrityError | StorageError) else relative_path)
             damaged.append(relative_path)
         if progress:
             progress(1)

@@ -23,6 +23,7 @@ import hashlib
 import os
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -269,12 +270,16 @@ class Storage(StagingArea):
     def remove(self, relative_path: str) -> None:
         (self.root / relative_path).unlink(missing_ok=True)
 
-    def placed_at(self, relative_path: str) -> float | None:
-        """When a file was placed (POSIX time: its inode's change time, set by the link or rename); None if gone."""
+    def age_of(self, relative_path: str) -> float | None:
+        """Seconds since a file was placed (its inode's change time, set by the link or rename, against this
+        machine's clock); None if gone."""
         try:
-            return (self.root / relative_path).stat().st_ctime
+            return max(0.0, time.time() - (self.root / relative_path).stat().st_ctime)
         except OSError:
             return None
+
+    def check_conditional_writes(self) -> None:
+        """Files are placed with link(2), which never overwrites: nothing to check."""
 
     def iter_files(self) -> Iterator[str]:
         """Every stored instance file, as paths relative to the storage root."""

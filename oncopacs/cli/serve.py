@@ -39,7 +39,8 @@ def recover_if_needed(settings: Settings, archive: Archive) -> None:
     """After an unclean stop, index any file that was made durable but not yet indexed.
 
     An object store that does not answer refuses the start when there is something to recover (its objects must be
-    listed); otherwise it is logged and stores answer 0xA700 until it does (``/health`` says ``unreachable``).
+    listed); otherwise it is logged and stores answer 0xA700 until it does (``/health`` says ``unreachable``). One
+    that answers but ignores conditional writes (``If-None-Match: *``) refuses the start.
     """
     try:
         archive.storage.check_reachable()
@@ -47,6 +48,8 @@ def recover_if_needed(settings: Settings, archive: Archive) -> None:
         if settings.running_marker.exists():
             raise StorageError(f"{exc}; recovery after an unclean stop needs it, start again once it answers") from None
         log.error("%s: stores are refused (0xA700) until it answers", exc)
+    else:
+        archive.storage.check_conditional_writes()  # StorageError: a store that could overwrite a first copy
     if settings.running_marker.exists():
         log.warning("the previous run did not stop cleanly; checking the storage area against the index")
         recovered = recover_orphans(archive)

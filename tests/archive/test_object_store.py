@@ -8,6 +8,7 @@ SHA-256; retrieval checks the SHA-256; ``verify`` and crash recovery list the bu
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import io
 import os
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import botocore.exceptions
 import pydicom
 import pytest
 from pynetdicom import AE
@@ -131,6 +133,68 @@ def test_an_unconfirmed_write_is_refused(tmp_path: Path, s3_endpoint: str, bucke
     with pytest.raises(StorageError, match="did not confirm the content"):
         storage.place(storage.stage(b"payload"), "p/q/r.dcm")
     assert list(storage.incoming.iterdir()) == []
+    assert storage.check_reachable() is None  # the bucket answers; only the content went unconfirmed
+    assert not storage.exists("p/q/r.dcm")  # and the unconfirmed object was deleted, never left for recovery
+
+
+class _ForgetfulClient:
+    """A store that ignores If-None-Match (older S3-compatible servers) and, when told, fails every GET (500)."""
+
+    def __init__(self, real: Any, *, honour_conditions: bool = False):
+        self._real, self.failing_gets, self._honour = real, False, honour_conditions
+
+    def put_object(self, **request: Any) -> dict[str, Any]:
+        if not self._honour:
+            request.pop("IfNoneMatch", None)
+        return self._real.put_object(**request)
+
+    def get_object(self, **request: Any) -> dict[str, Any]:
+        if self.failing_gets:
+            raise botocore.exceptions.ClientError(
+                {"Error": {"Code": "InternalError", "Message": "We encountered an internal error"},
+                 "ResponseMetadata": {"HTTPStatusCode": 500}}, "GetObject")
+        return self._real.get_object(**request)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def test_a_store_that_ignores_conditional_writes_is_refused(tmp_path: Path, s3_endpoint: str, bucket: str) -> None:
+    _storage(tmp_path, s3_endpoint, bucket).check_conditional_writes()  # moto honours If-None-Match
+    forgetful = ObjectStorage(S3Location(bucket, "", s3_endpoint), tmp_path / "staging",
+                              client=_ForgetfulClient(_client(s3_endpoint)))
+    with pytest.raises(StorageError, match="ignores If-None-Match"):
+        forgetful.check_conditional_writes()
+    assert [o["Key"] for o in _client(s3_endpoint).list_objects_v2(Bucket=bucket).get("Contents", [])] == []
+
+
+def test_a_resend_or_an_unreadable_first_copy_never_costs_the_first_copy(s3_settings: Settings, s3_endpoint: str,
+                                                                         bucket: str) -> None:
+    """Even on a store that ignores If-None-Match (refused at start-up: a different second copy would overwrite the
+    first), an identical resend leaves the object its row points at; on a store that honours it, a first copy that
+    cannot be read (the store answers 500) is not replaced by different content: 0xA700, try again."""
+    with open_platform(s3_settings) as platform:
+        archive = platform.archive
+        client = _ForgetfulClient(_client(s3_endpoint))
+        archive.storage = ObjectStorage(S3Location.parse(s3_settings.storage_url), s3_settings.staging_dir,
+                                        client=client)
+        dataset = small_ct_series(1, prefix="FGT")[0]
+        assert archive.ingest(part10_bytes(dataset), source="test").status == 0x0000
+        assert archive.ingest(part10_bytes(dataset), source="test").status == 0x0000  # a resend: a duplicate
+        assert verify(archive).ok
+
+        changed = copy.deepcopy(dataset)
+        changed.PatientName = "Other^Name"
+        client = _ForgetfulClient(_client(s3_endpoint), honour_conditions=True)
+        archive.storage = ObjectStorage(S3Location.parse(s3_settings.storage_url), s3_settings.staging_dir,
+                                        client=client)
+        client.failing_gets = True
+        refused = archive.ingest(part10_bytes(changed), source="test")
+        assert refused.status == 0xA700 and "try again" in refused.reason
+        client.failing_gets = False
+        with archive.index.reading() as session:
+            [(path, sha256)] = session.query(Instance.file_path, Instance.sha256).all()
+        assert pydicom.dcmread(io.BytesIO(archive.storage.read(path, sha256))).PatientName == dataset.PatientName
 
 
 def test_a_missing_bucket_is_named(tmp_path: Path, s3_endpoint: str) -> None:
