@@ -92,17 +92,23 @@ def test_kill_a_node_mid_ingest_then_recover_from_s3(two_nodes: tuple[ServerProc
         ae.add_requested_context(CTImageStorage)
         association = ae.associate("127.0.0.1", first.dicom_port, ae_title="ONCOPACS")
         assert association.is_established
-        for dataset in datasets:
-            status = association.send_c_store(dataset)
-            if not association.is_established or "Status" not in status:
-                transport = getattr(association.dul.socket, "socket", None)
-                association.abort()  # the node is gone: what it did not answer was not acknowledged
-                if transport is not None:  # pynetdicom skips close() when shutdown() fails: the peer dropped it
-                    transport.close()
-                return
-            if status.Status == 0:
-                acknowledged.append(dataset.SOPInstanceUID.encode())
-        association.release()
+        transport = getattr(association.dul.socket, "socket", None)
+        try:
+            for dataset in datasets:
+                status = association.send_c_store(dataset)
+                if "Status" not in status:
+                    return  # the node is gone: what it did not answer was not acknowledged
+                if status.Status == 0:
+                    acknowledged.append(dataset.SOPInstanceUID.encode())
+        except RuntimeError:  # the association ended between two stores
+            return
+        finally:
+            if association.is_established:
+                association.release()
+            else:
+                association.abort()
+            if transport is not None:  # pynetdicom skips close() when shutdown() fails: the peer dropped it
+                transport.close()
 
     sender = threading.Thread(target=send)
     sender.start()
