@@ -12,6 +12,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -86,3 +87,14 @@ def retrieve_study(port: int, study_uid: str, user: str, password: str, timeout_
     with read_multipart(io.BytesIO(body), content_type) as parts:
         files = [part.read_bytes() for part in parts.parts]
     return {str(pydicom.dcmread(io.BytesIO(f), stop_before_pixels=True).SOPInstanceUID): f for f in files}
+
+
+def end_association(association: Any, transport: socket.socket | None) -> None:
+    """Release ``association`` if it still stands, else abort it; then close its socket (``transport``, taken when
+    it was established), which pynetdicom leaves open when its shutdown() fails because the peer dropped it."""
+    if association.is_established:
+        association.release()
+    else:
+        association.abort()
+    if transport is not None:
+        transport.close()

@@ -34,7 +34,14 @@ from pynetdicom.sop_class import CTImageStorage
 
 from oncopacs.archive.part10 import dataset_offset
 from tests.conftest import TEST_AUDIT_SPOOL_BYTES, empty_database, require
-from tests.deploy.cluster_script import SCRIPT, free_base, read_start_lines, retrieve_study, stop_script
+from tests.deploy.cluster_script import (
+    SCRIPT,
+    end_association,
+    free_base,
+    read_start_lines,
+    retrieve_study,
+    stop_script,
+)
 from tests.factories import part10_bytes, small_ct_series
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -150,12 +157,7 @@ def _client(port: int, datasets: list[Dataset], out: ClientLog, name: str) -> No
                 if not association.is_established and pending:
                     out.failures.append(("(no association)", time.monotonic()))
         finally:
-            if association.is_established:
-                association.release()
-            else:
-                association.abort()
-            if transport is not None:  # pynetdicom skips close() when shutdown() fails: the peer dropped it
-                transport.close()
+            end_association(association, transport)
         if len(out.failures) > attempts:
             attempts = len(out.failures)
             if attempts > MAX_FAILURES:

@@ -22,7 +22,7 @@ from pynetdicom.sop_class import CTImageStorage
 
 from oncopacs.archive.part10 import dataset_offset
 from tests.conftest import ServerProcess, empty_database
-from tests.deploy.cluster_script import retrieve_study
+from tests.deploy.cluster_script import end_association, retrieve_study
 from tests.factories import part10_bytes, small_ct_series
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -40,9 +40,11 @@ def two_nodes(tmp_path: Path, s3_endpoint: str, postgres_ok: bool) -> Iterator[t
         env = {"ONCOPACS_DATABASE_URL": url, "ONCOPACS_STORAGE_URL": f"s3://{bucket}/nodes?endpoint={s3_endpoint}",
                "ONCOPACS_SECRET_KEY": "s3-nodes-secret", "ONCOPACS_AUDIT_KEY_FILE": str(shared / "audit-key")}
         first = ServerProcess(tmp_path / "node1", {**env, "ONCOPACS_NODE_NAME": "node1"})
-        second = ServerProcess(tmp_path / "node2", {**env, "ONCOPACS_NODE_NAME": "node2"})
+        second: ServerProcess | None = None
         try:
             first.start(60)  # creates the index's tables and the audit key; the second finds them
+            # its free ports are picked only now, while the first node's are taken (two picks could otherwise meet)
+            second = ServerProcess(tmp_path / "node2", {**env, "ONCOPACS_NODE_NAME": "node2"})
             second.start(60)
             added = subprocess.run([sys.executable, "-m", "oncopacs.cli", "user", "add", "nodeadmin", "--role",
                                     "admin", "--password-stdin"], input=PASSWORD + "\n", env=first.env,
@@ -51,7 +53,8 @@ def two_nodes(tmp_path: Path, s3_endpoint: str, postgres_ok: bool) -> Iterator[t
             yield first, second
         finally:
             first.kill()
-            second.kill()
+            if second is not None:
+                second.kill()
 
 
 def test_store_on_one_node_retrieve_from_the_other_through_s3(two_nodes: tuple[ServerProcess, ServerProcess],
@@ -103,12 +106,7 @@ def test_kill_a_node_mid_ingest_then_recover_from_s3(two_nodes: tuple[ServerProc
         except RuntimeError:  # the association ended between two stores
             return
         finally:
-            if association.is_established:
-                association.release()
-            else:
-                association.abort()
-            if transport is not None:  # pynetdicom skips close() when shutdown() fails: the peer dropped it
-                transport.close()
+            end_association(association, transport)
 
     sender = threading.Thread(target=send)
     sender.start()
