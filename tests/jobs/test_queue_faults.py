@@ -7,6 +7,7 @@ free loopback ports, in its own temporary folder, and kills it with SIGKILL. Dur
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import shutil
@@ -118,7 +119,7 @@ def test_a_killed_worker_s_job_is_finished_once_by_the_worker_still_running(shar
 
 # -- 2. a broker restarted: private brokers ---------------------------------------------------------------------
 
-class PrivateBroker:
+class PrivateBroker(abc.ABC):
     """A broker of the test's own on a free loopback port, its data in ``folder``; started and killed at will."""
 
     kind = ""
@@ -131,14 +132,17 @@ class PrivateBroker:
         self.starts = 0
 
     @property
+    @abc.abstractmethod
     def url(self) -> str:
-        raise NotImplementedError
+        """The broker's URL for ONCOPACS_QUEUE_URL."""
 
+    @abc.abstractmethod
     def command(self) -> tuple[list[str], dict[str, str]]:
-        raise NotImplementedError
+        """The server's command line and environment."""
 
+    @abc.abstractmethod
     def ready(self) -> bool:
-        raise NotImplementedError
+        """Whether it answers a client now."""
 
     def start(self) -> float:
         """Start it (on the same port and data); seconds until it answers."""
